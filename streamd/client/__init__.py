@@ -1,0 +1,120 @@
+"""
+Consuming a stream from Python.
+
+    from streamd.client import connect
+
+    def show(message: bytes) -> None:
+        print(message)
+
+    d = connect(reactor, "tcp:host=127.0.0.1:port=7000", show)
+    d.addCallback(lambda protocol: protocol.sendString(b"hello"))
+
+C{connect} fires with the connected L{StreamClientProtocol}; call its
+C{sendString} to publish, and wait on its C{finished} Deferred, which fires
+when the server closes the connection (or fails with the reason it was lost).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, Framing
+from streamd.protocol import FramedProtocol
+
+
+class StreamClientProtocol(FramedProtocol):
+    """
+    A client of a streamd server: hands every message to the factory's
+    C{onMessage}, and sends with L{sendString}.
+
+    @ivar finished: fires with C{None} when the server closes the
+        connection cleanly, or fails with the reason it was lost.
+    @ivar frameError: what was wrong with the server's bytes, if that is why
+        the connection was dropped.
+    """
+
+    factory: StreamClientFactory
+    frameError: FrameError | None = None
+
+    def __init__(self) -> None:
+        self.finished: Deferred[None] = Deferred()
+
+    def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
+        onMessage = self.factory.onMessage
+        for payload in payloads:
+            if self.transport.disconnecting:
+                return
+            onMessage(payload)
+
+    def stringReceived(self, string: bytes) -> None:
+        self.factory.onMessage(string)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.frameError = self._decoder.error
+        super().lengthLimitExceeded(length)
+
+    def frameErrorReceived(self, error: FrameError) -> None:
+        self.frameError = error
+        super().frameErrorReceived(error)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if reason.check(ConnectionDone) and self.frameError is None:
+            self.finished.callback(None)
+        else:
+            self.finished.errback(reason)
+
+
+class StreamClientFactory(Factory):
+    """
+    Makes L{StreamClientProtocol}s that call C{onMessage} with each message.
+    """
+
+    protocol = StreamClientProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        onMessage: Callable[[bytes], Any],
+        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        framing: Framing = INT32,
+    ) -> None:
+        self.onMessage = onMessage
+        self.maxMessageSize = maxMessageSize
+        self.framing = framing
+
+    def buildProtocol(self, addr: object) -> StreamClientProtocol:
+        protocol = StreamClientProtocol()
+        protocol.factory = self
+        protocol.framing = self.framing
+        protocol.MAX_LENGTH = self.maxMessageSize
+        return protocol
+
+
+def connect(
+    reactor: Any,
+    endpoint: str | IStreamClientEndpoint,
+    onMessage: Callable[[bytes], Any],
+    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+    framing: Framing = INT32,
+) -> Deferred[StreamClientProtocol]:
+    """
+    Connect to a streamd server and call C{onMessage} with every message.
+
+    @param endpoint: a client endpoint, or its description
+        (C{tcp:host=127.0.0.1:port=7000}).
+    @return: fires with the connected protocol.
+    """
+    if isinstance(endpoint, str):
+        endpoint = clientFromString(reactor, endpoint)
+    factory = StreamClientFactory(onMessage, maxMessageSize, framing)
+    return endpoint.connect(factory)  # type: ignore[return-value]
+
+
+__all__ = ["StreamClientFactory", "StreamClientProtocol", "connect"]

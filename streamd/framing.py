@@ -1,0 +1,206 @@
+"""
+Wire formats: how a message becomes bytes on a connection and back.
+
+Two framings share one decoder:
+
+- ``int32``: a 4-byte unsigned big-endian length, then the payload
+  (what L{twisted.protocols.basic.Int32StringReceiver} speaks).
+- ``ascii10``: the classic sockets exercise's header, the payload's length in
+  bytes as ASCII decimal, left-aligned and space-padded to 10 characters.
+
+The decoder walks headers itself and keeps a partial large frame as a list of
+chunks, so a big frame arriving in many reads costs time proportional to its
+size (Twisted's generic parser copies its whole buffer on every read).
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+_INT32 = Struct(">I")
+
+
+class FrameError(Exception):
+    """
+    A peer sent bytes that cannot be a frame; the connection is unusable.
+    """
+
+
+class FrameTooLong(FrameError):
+    """
+    A peer announced a frame longer than the configured limit.
+    """
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"announced a {length}-byte frame, over the {limit}-byte limit")
+        self.length = length
+        self.limit = limit
+
+
+class BadHeader(FrameError):
+    """
+    A length header that the framing cannot parse.
+    """
+
+
+class Framing:
+    """
+    One wire format: a fixed-size length header followed by the payload.
+    """
+
+    name: str
+    headerSize: int
+    maxLength: int
+
+    def header(self, length: int) -> bytes:
+        """
+        The header announcing a payload of C{length} bytes.
+        """
+        raise NotImplementedError
+
+    def readLength(self, data: bytes, offset: int) -> int:
+        """
+        The length announced by the header at C{offset} of C{data}.
+
+        @raise BadHeader: if those bytes are not a valid header.
+        """
+        raise NotImplementedError
+
+    def encode(self, payload: bytes) -> bytes:
+        """
+        One framed message.
+        """
+        return self.header(len(payload)) + payload
+
+    def encodeMany(self, payloads: list[bytes]) -> bytes:
+        """
+        Several framed messages joined into one byte string.
+        """
+        header = self.header
+        return b"".join([header(len(p)) + p for p in payloads])
+
+    def decoder(self, maxLength: int) -> Decoder:
+        """
+        A fresh decoder for one connection's incoming bytes.
+        """
+        return Decoder(self, maxLength)
+
+
+class Int32Framing(Framing):
+    """
+    4-byte unsigned big-endian length prefix.
+    """
+
+    name = "int32"
+    headerSize = 4
+    maxLength = 0xFFFFFFFF
+
+    def header(self, length: int) -> bytes:
+        if length > self.maxLength:
+            raise ValueError(f"a {length}-byte message does not fit the int32 framing")
+        return _INT32.pack(length)
+
+    def readLength(self, data: bytes, offset: int) -> int:
+        length: int = _INT32.unpack_from(data, offset)[0]
+        return length
+
+
+class ASCII10Framing(Framing):
+    """
+    10-character, left-aligned, space-padded ASCII decimal length prefix.
+    """
+
+    name = "ascii10"
+    headerSize = 10
+    maxLength = 9_999_999_999
+
+    def header(self, length: int) -> bytes:
+        if length > self.maxLength:
+            raise ValueError(f"a {length}-byte message does not fit the ascii10 framing")
+        return b"%-10d" % (length,)
+
+    def readLength(self, data: bytes, offset: int) -> int:
+        raw = data[offset : offset + 10]
+        digits = raw.rstrip(b" ")
+        if not digits.isdigit():
+            raise BadHeader(f"sent {raw!r}, which is not a 10-character decimal length header")
+        return int(digits)
+
+
+INT32 = Int32Framing()
+ASCII10 = ASCII10Framing()
+FRAMINGS: dict[str, Framing] = {f.name: f for f in (INT32, ASCII10)}
+
+_NOTHING: tuple[list[bytes], bytes] = ([], b"")
+
+
+class Decoder:
+    """
+    Turns one connection's incoming bytes into payloads.
+
+    After a L{FrameError} the decoder stops: L{error} holds it and every later
+    call to L{feed} returns nothing.
+    """
+
+    def __init__(self, framing: Framing, maxLength: int) -> None:
+        self.framing = framing
+        self.maxLength = maxLength
+        self.error: FrameError | None = None
+        self._tail = b""
+        self._chunks: list[bytes] | None = None
+        self._have = 0
+        self._need = 0
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """
+        Take the next bytes received.
+
+        @return: the payloads completed by C{data}, and the bytes of exactly
+            those complete frames as they arrived (ready to relay to peers that
+            speak the same framing).
+        """
+        if self.error is not None:
+            return _NOTHING
+        if self._chunks is not None:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return _NOTHING
+            data = b"".join(self._chunks)
+            self._chunks = None
+        elif self._tail:
+            data = self._tail + data
+            self._tail = b""
+
+        headerSize = self.framing.headerSize
+        readLength = self.framing.readLength
+        maxLength = self.maxLength
+        payloads = []
+        offset = 0
+        end = len(data)
+        while end - offset >= headerSize:
+            try:
+                length = readLength(data, offset)
+            except BadHeader as e:
+                self.error = e
+                break
+            if length > maxLength:
+                self.error = FrameTooLong(length, maxLength)
+                break
+            stop = offset + headerSize + length
+            if stop > end:
+                self._chunks = [data[offset:]]
+                self._have = end - offset
+                self._need = headerSize + length
+                break
+            payloads.append(data[offset + headerSize : stop])
+            offset = stop
+        else:
+            if offset < end:
+                self._tail = data[offset:]
+        if self.error is not None:
+            self._chunks = None
+            self._tail = b""
+        return payloads, (data if offset == end else data[:offset])

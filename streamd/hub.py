@@ -1,0 +1,122 @@
+"""
+The hub: fans every published message out to every subscriber.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+
+from streamd.framing import Framing
+from streamd.stats import Stats
+
+
+class Subscriber(Protocol):
+    """
+    A receiver of the stream: a client connection, in the daemon.
+    """
+
+    framing: Framing
+
+    def deliver(self, data: bytes, count: int) -> None:
+        """
+        Send C{count} messages, already framed as C{data}.
+        """
+
+
+class Hub:
+    """
+    Encodes each batch of messages once per framing in use and writes it to
+    every subscriber but the one that sent it.
+
+    With C{blockPublishers}, the hub is a lossless pipeline: while any
+    subscriber has a backlog above its soft limit, every registered publisher
+    is paused, and all are resumed when no subscriber has.
+    """
+
+    log = Logger()
+
+    def __init__(self, stats: Stats, blockPublishers: bool = False) -> None:
+        self.stats = stats
+        self.blockPublishers = blockPublishers
+        self._subscribers: dict[Subscriber, None] = {}
+        self._snapshot: tuple[Subscriber, ...] = ()
+        self._publishers: set[IPushProducer] = set()
+        self._backlogged = 0
+
+    @property
+    def subscribers(self) -> tuple[Subscriber, ...]:
+        """
+        The current subscribers, in the order they subscribed.
+        """
+        return self._snapshot
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers[subscriber] = None
+        self._snapshot = tuple(self._subscribers)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.pop(subscriber, None)
+        self._snapshot = tuple(self._subscribers)
+
+    def publish(
+        self,
+        payloads: list[bytes],
+        raw: bytes = b"",
+        framing: Framing | None = None,
+        sender: object = None,
+    ) -> None:
+        """
+        Send C{payloads} to every subscriber except C{sender}.
+
+        @param raw: the same messages already framed with C{framing}, if the
+            caller has them, so they are not encoded again.
+        """
+        count = len(payloads)
+        encodings: dict[Framing, bytes] = {framing: raw} if raw and framing else {}
+        delivered = 0
+        sent = 0
+        for subscriber in self._snapshot:
+            if subscriber is sender:
+                continue
+            subscriberFraming = subscriber.framing
+            data = encodings.get(subscriberFraming)
+            if data is None:
+                data = encodings[subscriberFraming] = subscriberFraming.encodeMany(payloads)
+            subscriber.deliver(data, count)
+            delivered += 1
+            sent += len(data)
+        stats = self.stats
+        stats.messagesOut += count * delivered
+        stats.bytesOut += sent
+
+    def addPublisher(self, publisher: IPushProducer) -> None:
+        """
+        Let block mode pause C{publisher} while a subscriber is backlogged.
+        """
+        if publisher in self._publishers:
+            return
+        self._publishers.add(publisher)
+        if self._backlogged:
+            publisher.pauseProducing()
+
+    def removePublisher(self, publisher: IPushProducer) -> None:
+        self._publishers.discard(publisher)
+
+    def backlogChanged(self, above: bool) -> None:
+        """
+        A subscriber's backlog went above (C{True}) or below its soft limit.
+        """
+        self._backlogged += 1 if above else -1
+        if not self.blockPublishers:
+            return
+        if above and self._backlogged == 1:
+            self.log.info("a client is backlogged: pausing {n} publisher(s)", n=len(self._publishers))
+            for publisher in list(self._publishers):
+                publisher.pauseProducing()
+        elif not above and self._backlogged == 0:
+            self.log.info("no client is backlogged: resuming {n} publisher(s)", n=len(self._publishers))
+            for publisher in list(self._publishers):
+                publisher.resumeProducing()

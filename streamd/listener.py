@@ -1,0 +1,77 @@
+"""
+Listening on one endpoint, and saying where.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from streamd.protocol import addressName
+
+
+class ListenFailed(Exception):
+    """
+    An endpoint could not listen (address in use, no permission, ...).
+    """
+
+
+class ListenerService(Service):
+    """
+    Listens on C{endpoint} while running, and logs the real address it got
+    (port 0 picks a free port).
+
+    It listens in L{privilegedStartService}, so that twistd can bind a low port
+    before dropping privileges; an endpoint that fails to listen there and then
+    raises L{ListenFailed} instead of leaving a daemon that serves nothing.
+    """
+
+    log = Logger()
+    port: IListeningPort | None = None
+    _listenCalled = False
+
+    def __init__(self, description: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listenCalled = True
+        failures: list[Failure] = []
+        listening = self.endpoint.listen(self.factory)
+        listening.addCallback(self._listening)
+        listening.addErrback(failures.append)
+        if failures:
+            raise ListenFailed(f"cannot listen on {self.description}: {failures[0].getErrorMessage()}")
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        self.log.info(
+            "streamd listening on {address}{framing}",
+            address=addressName(port.getHost()),
+            framing=_framingNote(self.factory),
+        )
+
+    def startService(self) -> None:
+        if not self._listenCalled:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> object:
+        super().stopService()
+        port, self.port = self.port, None
+        self._listenCalled = False
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
+def _framingNote(factory: Factory) -> str:
+    framing = getattr(factory, "framing", None)
+    if framing is None or framing.name == "int32":
+        return ""
+    return f" ({framing.name} framing)"

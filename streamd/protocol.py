@@ -1,0 +1,91 @@
+"""
+The framed protocol that both the server and the client speak.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, FrameTooLong, Framing
+
+
+def addressName(address: object) -> str:
+    """
+    A short printable name for a peer's address.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+    return str(address)
+
+
+class FramedProtocol(Int32StringReceiver):
+    """
+    An L{Int32StringReceiver} whose framing and limit are chosen per
+    connection, which parses whole reads at once and stops cleanly on a bad
+    frame.
+
+    Subclasses receive messages through L{stringReceived} (one at a time) or,
+    to handle a whole read at once, by overriding L{framesReceived}.
+    """
+
+    log = Logger()
+    framing: Framing = INT32
+    MAX_LENGTH = DEFAULT_MAX_MESSAGE_SIZE
+    peer = "?"
+    _frameErrorSeen = False
+
+    def connectionMade(self) -> None:
+        self.peer = addressName(self.transport.getPeer())
+        self._decoder = self.framing.decoder(self.MAX_LENGTH)
+
+    def dataReceived(self, data: bytes) -> None:
+        decoder = self._decoder
+        payloads, raw = decoder.feed(data)
+        if payloads:
+            self.framesReceived(payloads, raw)
+        error = decoder.error
+        if error is not None and not self._frameErrorSeen:
+            self._frameErrorSeen = True
+            if isinstance(error, FrameTooLong):
+                self.lengthLimitExceeded(error.length)
+            else:
+                self.frameErrorReceived(error)
+
+    def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
+        """
+        Messages completed by one read, and their bytes as received.
+        """
+        for payload in payloads:
+            if self.transport.disconnecting:
+                return
+            self.stringReceived(payload)
+
+    def sendString(self, string: bytes) -> None:
+        self.transport.write(self.framing.encode(string))
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        """
+        The peer announced a frame over our limit: log it and drop only this
+        connection.
+        """
+        self.log.warn(
+            "{peer} announced a {length}-byte frame, over the {limit}-byte limit; disconnecting",
+            peer=self.peer,
+            length=length,
+            limit=self.MAX_LENGTH,
+        )
+        self.transport.abortConnection()
+
+    def frameErrorReceived(self, error: FrameError) -> None:
+        """
+        The peer sent bytes that are not a frame: log it and drop only this
+        connection.
+        """
+        self.log.warn("{peer} {error}; disconnecting", peer=self.peer, error=str(error))
+        self.transport.abortConnection()

@@ -1,0 +1,269 @@
+"""
+The daemon's side of a client connection, and the factory that makes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, Framing
+from streamd.hub import Hub
+from streamd.outbox import Outbox, PendingLimits
+from streamd.protocol import FramedProtocol, addressName
+from streamd.text import preview
+from streamd.throttle import LogThrottle
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """
+    The per-connection rules of the daemon.
+
+    @ivar idleTimeout: seconds with no traffic either way after which a
+        client is cut, or C{None} for never.
+    """
+
+    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+    limits: PendingLimits = PendingLimits()
+    maxClients: int = 10_000
+    idleTimeout: float | None = None
+
+
+class Connections:
+    """
+    The daemon's open client connections, across all its listeners.
+    """
+
+    def __init__(self) -> None:
+        self._open: set[StreamServerProtocol] = set()
+        self._waiting: list[Deferred[None]] = []
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[StreamServerProtocol]:
+        return iter(list(self._open))
+
+    def add(self, protocol: StreamServerProtocol) -> None:
+        self._open.add(protocol)
+
+    def discard(self, protocol: StreamServerProtocol) -> None:
+        self._open.discard(protocol)
+        if not self._open:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+
+    def whenEmpty(self) -> Deferred[None]:
+        """
+        Fires once no connection is open.
+        """
+        if not self._open:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+
+class StreamServerProtocol(FramedProtocol):
+    """
+    One client of the daemon: receives the stream, and publishes into it
+    whatever it sends.
+    """
+
+    log = Logger()
+    factory: StreamServerFactory
+    messagesIn = 0
+    bytesIn = 0
+    messagesOut = 0
+    _published = False
+    _idleCall: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        factory = self.factory
+        self.outbox = Outbox(self.transport, self, factory.config.limits, factory.clock)
+        self._throttle = LogThrottle(factory.clock, self._reportUnlogged)
+        factory.clientConnected(self)
+        if factory.config.idleTimeout is not None:
+            self._idleCall = factory.clock.callLater(
+                factory.config.idleTimeout, self._checkIdle, self._activity()
+            )
+
+    def deliver(self, data: bytes, count: int) -> None:
+        self.messagesOut += count
+        self.outbox.write(data)
+
+    def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
+        factory = self.factory
+        count = len(payloads)
+        self.messagesIn += count
+        self.bytesIn += len(raw)
+        stats = factory.hub.stats
+        stats.messagesIn += count
+        stats.bytesIn += len(raw)
+        for payload in self._throttle.admit(payloads):
+            self.log.info(
+                "{peer} sent {size} bytes: {preview}",
+                peer=self.peer,
+                size=len(payload),
+                preview=preview(payload),
+            )
+        if not self._published:
+            self._published = True
+            factory.hub.addPublisher(self.transport)
+        factory.hub.publish(payloads, raw, self.framing, sender=self)
+
+    def stringReceived(self, string: bytes) -> None:
+        self.framesReceived([string], self.framing.encode(string))
+
+    def _reportUnlogged(self, messages: int, size: int) -> None:
+        self.log.info(
+            "{peer} sent {messages} more messages ({size} bytes) not logged one by one",
+            peer=self.peer,
+            messages=messages,
+            size=size,
+        )
+
+    def slowConsumer(self, rule: str, pending: int) -> None:
+        limits = self.factory.config.limits
+        why = {
+            "max-pending": f"over --max-pending {limits.hard}",
+            "soft-pending": f"over --soft-pending {limits.soft} for --soft-seconds {limits.softSeconds:g}",
+        }[rule]
+        self.log.warn(
+            "{peer} is too slow: {pending} bytes waiting, {why}; disconnecting",
+            peer=self.peer,
+            pending=pending,
+            why=why,
+        )
+        self.factory.hub.stats.slowConsumerDisconnects += 1
+        self._drop()
+
+    def softLimitCrossed(self, above: bool) -> None:
+        self.factory.hub.backlogChanged(above)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.factory.hub.stats.oversizedFrameDisconnects += 1
+        super().lengthLimitExceeded(length)
+        self.outbox.abandon()
+
+    def frameErrorReceived(self, error: FrameError) -> None:
+        self.factory.hub.stats.badFrameDisconnects += 1
+        super().frameErrorReceived(error)
+        self.outbox.abandon()
+
+    def _activity(self) -> tuple[int, int]:
+        return (self.bytesIn, self.outbox.written)
+
+    def _checkIdle(self, before: tuple[int, int]) -> None:
+        timeout = self.factory.config.idleTimeout
+        assert timeout is not None
+        now = self._activity()
+        if now != before:
+            self._idleCall = self.factory.clock.callLater(timeout, self._checkIdle, now)
+            return
+        self._idleCall = None
+        self.log.info(
+            "{peer} sent and took nothing for --idle-timeout {timeout:g} s; disconnecting",
+            peer=self.peer,
+            timeout=timeout,
+        )
+        self.factory.hub.stats.idleDisconnects += 1
+        self._drop()
+
+    def _drop(self) -> None:
+        self.outbox.abandon()
+        self.transport.abortConnection()
+
+    def close(self) -> None:
+        """
+        Send what is queued, then close the connection.
+        """
+        self.outbox.close()
+
+    def abort(self) -> None:
+        """
+        Close the connection now, dropping what is queued.
+        """
+        self._drop()
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._throttle.stop()
+        self.outbox.abandon()
+        if self._published:
+            self.factory.hub.removePublisher(self.transport)
+        self.factory.clientDisconnected(self, reason)
+
+
+class StreamServerFactory(Factory):
+    """
+    Makes a L{StreamServerProtocol} for each client of one listener.
+
+    Every listener of a daemon has its own factory (and so its own framing);
+    all of them share the hub, the rules and the set of connections.
+    """
+
+    protocol = StreamServerProtocol
+    noisy = False
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: Hub,
+        clock: IReactorTime,
+        config: ServerConfig = ServerConfig(),
+        framing: Framing = INT32,
+        connections: Connections | None = None,
+    ) -> None:
+        self.hub = hub
+        self.clock = clock
+        self.config = config
+        self.framing = framing
+        self.connections = Connections() if connections is None else connections
+
+    def buildProtocol(self, addr: IAddress) -> StreamServerProtocol | None:  # type: ignore[override]
+        if len(self.connections) >= self.config.maxClients:
+            self.hub.stats.connectionsRefused += 1
+            self.log.warn(
+                "refusing {peer}: {n} clients connected, the --max-clients limit",
+                peer=addressName(addr),
+                n=len(self.connections),
+            )
+            return None
+        protocol: StreamServerProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
+        protocol.framing = self.framing
+        protocol.MAX_LENGTH = self.config.maxMessageSize
+        return protocol
+
+    def clientConnected(self, protocol: StreamServerProtocol) -> None:
+        self.connections.add(protocol)
+        stats = self.hub.stats
+        stats.connections = len(self.connections)
+        stats.connectionsTotal += 1
+        self.hub.subscribe(protocol)
+        self.log.info(
+            "client {peer} connected ({n} connected)", peer=protocol.peer, n=len(self.connections)
+        )
+
+    def clientDisconnected(self, protocol: StreamServerProtocol, reason: Failure) -> None:
+        self.hub.unsubscribe(protocol)
+        self.connections.discard(protocol)
+        self.hub.stats.connections = len(self.connections)
+        self.log.info(
+            "client {peer} disconnected: {messagesIn} messages in, {messagesOut} out ({reason})",
+            peer=protocol.peer,
+            messagesIn=protocol.messagesIn,
+            messagesOut=protocol.messagesOut,
+            reason=reason.getErrorMessage(),
+        )
+

@@ -1,0 +1,84 @@
+"""
+What every source has: a hub to publish into, and a way to be paused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
+from streamd.hub import Hub
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """
+    What a source is built with: the hub, the reactor and the daemon's
+    settings that sources share.
+    """
+
+    hub: Hub
+    reactor: Any
+    interval: float = 1.0
+    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+
+
+@implementer(IPushProducer)
+class Source(Service):
+    """
+    A service that publishes messages into the hub while it runs.
+
+    The hub may pause it (block mode: a client is backlogged); a source that
+    cannot stop producing ignores that, the default.
+    """
+
+    def __init__(self, context: SourceContext, argument: Any = None) -> None:
+        self.context = context
+        self.argument = argument
+
+    @classmethod
+    def parseArgument(cls, argument: str) -> Any:
+        """
+        Check and convert what follows C{NAME:} in C{--source NAME:ARGUMENT}.
+
+        @raise ValueError: with a message for the command line.
+        """
+        if argument:
+            raise ValueError("this source takes no argument")
+        return None
+
+    def publish(self, payload: bytes) -> None:
+        """
+        Send one message to every client.
+        """
+        self.context.hub.stats.messagesIn += 1
+        self.context.hub.stats.bytesIn += len(payload)
+        self.context.hub.publish([payload])
+
+    def startService(self) -> None:
+        super().startService()
+        self.context.hub.addPublisher(self)
+
+    def stopService(self) -> Any:
+        self.context.hub.removePublisher(self)
+        return super().stopService()
+
+    def pauseProducing(self) -> None:
+        """
+        Stop publishing until L{resumeProducing}.
+        """
+
+    def resumeProducing(self) -> None:
+        """
+        Publish again.
+        """
+
+    def stopProducing(self) -> None:
+        """
+        Part of L{IPushProducer}; sources stop with the service instead.
+        """

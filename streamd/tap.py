@@ -1,0 +1,182 @@
+"""
+The twistd plugin's command line: C{twistd [-n] streamd [options]}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from twisted.application.service import IService
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.python import usage
+
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, Framing
+from streamd.outbox import MiB, PendingLimits
+from streamd.server import ServerConfig
+from streamd.sources import BadSourceSpec, parseSource
+
+DEFAULT_PORT = 7000
+_FRAMING_PARAMETER = re.compile(r"(?<!\\):framing=([^:]*)")
+
+
+def _number(kind: Callable[[str], Any], what: str, minimum: float, inclusive: bool = True) -> Callable[[str], Any]:
+    def coerce(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or number < minimum or (number == minimum and not inclusive):
+            bound = f"at least {minimum:g}" if inclusive else f"greater than {minimum:g}"
+            raise ValueError(f"{what} must be a number {bound}, not {value!r}")
+        return number
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise ValueError(f"--port must be a number from 0 to 65535, not {value!r}")
+    return int(value)
+
+
+def _framing(value: str) -> Framing:
+    try:
+        return FRAMINGS[value]
+    except KeyError:
+        raise ValueError(f"unknown framing {value!r} (known: {', '.join(FRAMINGS)})") from None
+
+
+_port.coerceDoc = ""  # type: ignore[attr-defined]
+_bytes = _number(int, "a size in bytes", 0)
+_positiveSeconds = _number(float, "a time in seconds", 0, inclusive=False)
+_seconds = _number(float, "a time in seconds", 0)
+
+
+def splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
+    """
+    Take streamd's own C{framing=NAME} parameter out of an endpoint
+    description: C{tcp:7010:framing=ascii10} listens on C{tcp:7010} with the
+    ascii10 framing.
+    """
+    found = _FRAMING_PARAMETER.findall(description)
+    if not found:
+        return description, default
+    if len(found) > 1:
+        raise usage.UsageError(f"--listen {description!r} names its framing more than once")
+    try:
+        framing = _framing(found[0])
+    except ValueError as e:
+        raise usage.UsageError(f"--listen {description!r}: {e}") from None
+    return _FRAMING_PARAMETER.sub("", description), framing
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd streamd}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Pushes a live stream of length-prefixed messages to every connected client, "
+        "and relays what clients send to all the others."
+    )
+
+    optParameters = [
+        ["port", "p", None, f"TCP port to listen on (default {DEFAULT_PORT} when no --listen is given).", _port],
+        ["interface", "i", "127.0.0.1", "Address --port listens on."],
+        ["framing", None, "int32", "Default framing of listeners: int32 or ascii10."],
+        ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _positiveSeconds],
+        ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message in bytes, either way.", _bytes],
+        ["max-pending", None, 8 * MiB, "Bytes queued for a client above which it is cut at once.", _bytes],
+        ["soft-pending", None, 1 * MiB, "Bytes queued for a client above which it is cut after --soft-seconds.", _bytes],
+        ["soft-seconds", None, 10.0, "Seconds a client may stay above --soft-pending.", _seconds],
+        ["slow-consumer", None, "disconnect", "disconnect (never slow publishers) or block (pause publishers)."],
+        ["max-clients", None, 10_000, "Connections above this are closed at once.", _number(int, "--max-clients", 1)],
+        ["idle-timeout", None, None, "Cut clients that send and take nothing for this many seconds.", _positiveSeconds],
+        ["stats-interval", None, 60.0, "Seconds between counter summaries in the log (0: off).", _seconds],
+        ["shutdown-timeout", None, 5.0, "Seconds clients get to take their output at shutdown.", _seconds],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["source"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ...; add :framing=ascii10 for the exercise's framing."""
+        self["listen"].append(description)
+
+    def opt_source(self, spec: str) -> None:
+        """What to stream besides clients' messages (repeatable): clock (the default) or none."""
+        self["source"].append(spec)
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor
+
+        from streamd.service import Listen
+
+        if self["slow-consumer"] not in ("disconnect", "block"):
+            raise usage.UsageError(
+                f"--slow-consumer must be disconnect or block, not {self['slow-consumer']!r}"
+            )
+        if self["soft-pending"] > self["max-pending"]:
+            raise usage.UsageError("--soft-pending must not be larger than --max-pending")
+        try:
+            defaultFraming = _framing(self["framing"])
+        except ValueError as e:
+            raise usage.UsageError(f"--framing: {e}") from None
+        descriptions = list(self["listen"])
+        if self["port"] is not None or not descriptions:
+            port = DEFAULT_PORT if self["port"] is None else self["port"]
+            descriptions.insert(0, f"tcp:{port}:interface={quoteStringArgument(self['interface'])}")
+        listens = []
+        for description in descriptions:
+            endpoint, framing = splitFraming(description, defaultFraming)
+            try:
+                serverFromString(reactor, endpoint)
+            except Exception as e:
+                raise usage.UsageError(f"bad endpoint {endpoint!r}: {e}") from None
+            listens.append(Listen(endpoint, framing))
+        self["listens"] = tuple(listens)
+        sources = self["source"] or ["clock"]
+        if "none" in sources:
+            if len(sources) > 1:
+                raise usage.UsageError("--source none cannot be combined with other sources")
+            sources = []
+        for spec in sources:
+            try:
+                parseSource(spec)
+            except BadSourceSpec as e:
+                raise usage.UsageError(str(e)) from None
+        self["sources"] = tuple(sources)
+
+
+def makeService(options: Options) -> IService:
+    """
+    The daemon described by C{options}.
+    """
+    from twisted.internet import reactor
+
+    from streamd.service import DaemonConfig, StreamdService
+
+    config = DaemonConfig(
+        listens=options["listens"],
+        sources=options["sources"],
+        interval=options["interval"],
+        server=ServerConfig(
+            maxMessageSize=options["max-message-size"],
+            limits=PendingLimits(
+                hard=options["max-pending"],
+                soft=options["soft-pending"],
+                softSeconds=options["soft-seconds"],
+            ),
+            maxClients=options["max-clients"],
+            idleTimeout=options["idle-timeout"],
+        ),
+        blockPublishers=options["slow-consumer"] == "block",
+        shutdownTimeout=options["shutdown-timeout"],
+        statsInterval=options["stats-interval"],
+    )
+    return StreamdService(reactor, config)

@@ -1,0 +1,72 @@
+"""
+Rate limiting for per-message log lines, so that a flood never makes logging
+the bottleneck.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+
+class LogThrottle:
+    """
+    Admits at most C{perSecond} log lines in each one-second window; what it
+    holds back is summed and reported once, when the window ends.
+
+    @param report: called with the number of messages and bytes that were not
+        logged in a window that held some back.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        report: Callable[[int, int], None],
+        perSecond: int = 10,
+    ) -> None:
+        self._clock = clock
+        self._report = report
+        self._perSecond = perSecond
+        self._windowStart = -1.0
+        self._admitted = 0
+        self._heldMessages = 0
+        self._heldBytes = 0
+        self._summary: IDelayedCall | None = None
+
+    def admit(self, payloads: list[bytes]) -> list[bytes]:
+        """
+        The payloads that may be logged now; the rest are counted.
+        """
+        now = self._clock.seconds()
+        if now - self._windowStart >= 1.0:
+            self._windowStart = now
+            self._admitted = 0
+        room = self._perSecond - self._admitted
+        if len(payloads) <= room:
+            self._admitted += len(payloads)
+            return payloads
+        self._admitted = self._perSecond
+        self._hold(payloads[room:])
+        return payloads[:room]
+
+    def _hold(self, payloads: list[bytes]) -> None:
+        self._heldMessages += len(payloads)
+        self._heldBytes += sum(map(len, payloads))
+        if self._summary is None:
+            delay = max(0.0, self._windowStart + 1.0 - self._clock.seconds())
+            self._summary = self._clock.callLater(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._summary = None
+        messages, size = self._heldMessages, self._heldBytes
+        self._heldMessages = self._heldBytes = 0
+        self._report(messages, size)
+
+    def stop(self) -> None:
+        """
+        Report what is held back now and schedule nothing more.
+        """
+        if self._summary is not None:
+            self._summary.cancel()
+            self._flush()
