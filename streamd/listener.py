@@ -5,8 +5,7 @@ Listening on one endpoint, and saying where.
 from __future__ import annotations
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -33,7 +32,7 @@ class ListenerService(Service):
     port: IListeningPort | None = None
     _listenCalled = False
 
-    def __init__(self, description: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+    def __init__(self, description: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
@@ -70,7 +69,7 @@ class ListenerService(Service):
         return None
 
 
-def _framingNote(factory: Factory) -> str:
+def _framingNote(factory: IProtocolFactory) -> str:
     framing = getattr(factory, "framing", None)
     if framing is None or framing.name == "int32":
         return ""

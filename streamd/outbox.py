@@ -77,6 +77,7 @@ class Outbox:
         self._held = False
         self._paused = False
         self._closed = False
+        self._aboveSoft = False
         self._softTimer: IDelayedCall | None = None
         self.pending = 0
         self.written = 0
@@ -101,7 +102,8 @@ class Outbox:
         limits = self._limits
         if pending > limits.hard:
             self._owner.slowConsumer("max-pending", pending)
-        elif pending > limits.soft and self._softTimer is None:
+        elif pending > limits.soft and not self._aboveSoft:
+            self._aboveSoft = True
             self._softTimer = self._clock.callLater(limits.softSeconds, self._softExpired)
             self._owner.softLimitCrossed(True)
 
@@ -110,9 +112,11 @@ class Outbox:
         self._owner.slowConsumer("soft-pending", self.pending)
 
     def _belowSoft(self) -> None:
-        if self._softTimer is not None:
-            self._softTimer.cancel()
-            self._softTimer = None
+        if self._aboveSoft:
+            self._aboveSoft = False
+            if self._softTimer is not None:
+                self._softTimer.cancel()
+                self._softTimer = None
             self._owner.softLimitCrossed(False)
 
     def pauseProducing(self) -> None:

@@ -4,6 +4,8 @@ The framed protocol that both the server and the client speak.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
@@ -35,6 +37,8 @@ class FramedProtocol(Int32StringReceiver):
     """
 
     log = Logger()
+    # A connected TCP, UNIX or TLS transport; Twisted types it loosely.
+    transport: Any
     framing: Framing = INT32
     MAX_LENGTH = DEFAULT_MAX_MESSAGE_SIZE
     peer = "?"

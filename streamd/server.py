@@ -4,12 +4,12 @@ The daemon's side of a client connection, and the factory that makes them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -195,7 +195,7 @@ class StreamServerProtocol(FramedProtocol):
         """
         self._drop()
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._throttle.stop()
@@ -205,7 +205,7 @@ class StreamServerProtocol(FramedProtocol):
         self.factory.clientDisconnected(self, reason)
 
 
-class StreamServerFactory(Factory):
+class StreamServerFactory(Factory[StreamServerProtocol]):
     """
     Makes a L{StreamServerProtocol} for each client of one listener.
 
@@ -251,9 +251,7 @@ class StreamServerFactory(Factory):
         stats.connections = len(self.connections)
         stats.connectionsTotal += 1
         self.hub.subscribe(protocol)
-        self.log.info(
-            "client {peer} connected ({n} connected)", peer=protocol.peer, n=len(self.connections)
-        )
+        self.log.info("client {peer} connected ({n} connected)", peer=protocol.peer, n=len(self.connections))
 
     def clientDisconnected(self, protocol: StreamServerProtocol, reason: Failure) -> None:
         self.hub.unsubscribe(protocol)
@@ -266,4 +264,3 @@ class StreamServerFactory(Factory):
             messagesOut=protocol.messagesOut,
             reason=reason.getErrorMessage(),
         )
-

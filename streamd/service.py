@@ -63,9 +63,7 @@ class StreamdService(MultiService):
         self.hub = Hub(self.stats, blockPublishers=config.blockPublishers)
         self.connections = Connections()
         self.statsLogger = StatsLogger(self.stats, reactor, config.statsInterval)
-        context = SourceContext(
-            self.hub, reactor, config.interval, config.server.maxMessageSize
-        )
+        context = SourceContext(self.hub, reactor, config.interval, config.server.maxMessageSize)
         self.sources = [makeSource(spec, context) for spec in config.sources]
         self.listeners = [
             ListenerService(
@@ -82,8 +80,9 @@ class StreamdService(MultiService):
         try:
             super().privilegedStartService()
         except ListenFailed as e:
-            self.log.critical("{error}", error=str(e))
-            raise SystemExit(f"streamd: {e}") from None
+            # One line in the log (twistd's stdout with -n), no traceback.
+            self.log.critical("streamd: {error}", error=str(e))
+            raise SystemExit(1) from None
 
     @inlineCallbacks
     def stopService(self) -> Any:

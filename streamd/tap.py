@@ -5,7 +5,8 @@ The twistd plugin's command line: C{twistd [-n] streamd [options]}.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
@@ -20,7 +21,9 @@ DEFAULT_PORT = 7000
 _FRAMING_PARAMETER = re.compile(r"(?<!\\):framing=([^:]*)")
 
 
-def _number(kind: Callable[[str], Any], what: str, minimum: float, inclusive: bool = True) -> Callable[[str], Any]:
+def _number(
+    kind: Callable[[str], Any], option: str, what: str, minimum: float, inclusive: bool = True
+) -> Callable[[str], Any]:
     def coerce(value: str) -> Any:
         try:
             number = kind(value)
@@ -28,7 +31,7 @@ def _number(kind: Callable[[str], Any], what: str, minimum: float, inclusive: bo
             number = None
         if number is None or number < minimum or (number == minimum and not inclusive):
             bound = f"at least {minimum:g}" if inclusive else f"greater than {minimum:g}"
-            raise ValueError(f"{what} must be a number {bound}, not {value!r}")
+            raise ValueError(f"--{option} must be {what}, {bound}, not {value!r}")
         return number
 
     coerce.coerceDoc = ""  # type: ignore[attr-defined]
@@ -49,9 +52,14 @@ def _framing(value: str) -> Framing:
 
 
 _port.coerceDoc = ""  # type: ignore[attr-defined]
-_bytes = _number(int, "a size in bytes", 0)
-_positiveSeconds = _number(float, "a time in seconds", 0, inclusive=False)
-_seconds = _number(float, "a time in seconds", 0)
+
+
+def _bytes(option: str) -> Callable[[str], int]:
+    return _number(int, option, "a size in bytes", 0)
+
+
+def _seconds(option: str, inclusive: bool = True) -> Callable[[str], float]:
+    return _number(float, option, "a time in seconds", 0, inclusive)
 
 
 def splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
@@ -84,19 +92,78 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        ["port", "p", None, f"TCP port to listen on (default {DEFAULT_PORT} when no --listen is given).", _port],
+        [
+            "port",
+            "p",
+            None,
+            f"TCP port to listen on (default {DEFAULT_PORT} when no --listen is given).",
+            _port,
+        ],
         ["interface", "i", "127.0.0.1", "Address --port listens on."],
         ["framing", None, "int32", "Default framing of listeners: int32 or ascii10."],
-        ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _positiveSeconds],
-        ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message in bytes, either way.", _bytes],
-        ["max-pending", None, 8 * MiB, "Bytes queued for a client above which it is cut at once.", _bytes],
-        ["soft-pending", None, 1 * MiB, "Bytes queued for a client above which it is cut after --soft-seconds.", _bytes],
-        ["soft-seconds", None, 10.0, "Seconds a client may stay above --soft-pending.", _seconds],
-        ["slow-consumer", None, "disconnect", "disconnect (never slow publishers) or block (pause publishers)."],
-        ["max-clients", None, 10_000, "Connections above this are closed at once.", _number(int, "--max-clients", 1)],
-        ["idle-timeout", None, None, "Cut clients that send and take nothing for this many seconds.", _positiveSeconds],
-        ["stats-interval", None, 60.0, "Seconds between counter summaries in the log (0: off).", _seconds],
-        ["shutdown-timeout", None, 5.0, "Seconds clients get to take their output at shutdown.", _seconds],
+        ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _seconds("interval", inclusive=False)],
+        [
+            "max-message-size",
+            None,
+            DEFAULT_MAX_MESSAGE_SIZE,
+            "Largest message in bytes, either way.",
+            _bytes("max-message-size"),
+        ],
+        [
+            "max-pending",
+            None,
+            8 * MiB,
+            "Bytes queued for a client above which it is cut at once.",
+            _bytes("max-pending"),
+        ],
+        [
+            "soft-pending",
+            None,
+            1 * MiB,
+            "Bytes queued for a client above which it is cut after --soft-seconds.",
+            _bytes("soft-pending"),
+        ],
+        [
+            "soft-seconds",
+            None,
+            10.0,
+            "Seconds a client may stay above --soft-pending.",
+            _seconds("soft-seconds"),
+        ],
+        [
+            "slow-consumer",
+            None,
+            "disconnect",
+            "disconnect (never slow publishers) or block (pause publishers).",
+        ],
+        [
+            "max-clients",
+            None,
+            10_000,
+            "Connections above this are closed at once.",
+            _number(int, "max-clients", "a number", 1),
+        ],
+        [
+            "idle-timeout",
+            None,
+            None,
+            "Cut clients that send and take nothing for this many seconds.",
+            _seconds("idle-timeout", inclusive=False),
+        ],
+        [
+            "stats-interval",
+            None,
+            60.0,
+            "Seconds between counter summaries in the log (0: off).",
+            _seconds("stats-interval"),
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            5.0,
+            "Seconds clients get to take their output at shutdown.",
+            _seconds("shutdown-timeout"),
+        ],
     ]
 
     def __init__(self) -> None:

@@ -16,13 +16,14 @@ when the server closes the connection (or fails with the reason it was lost).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, Framing
@@ -64,14 +65,14 @@ class StreamClientProtocol(FramedProtocol):
         self.frameError = error
         super().frameErrorReceived(error)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if reason.check(ConnectionDone) and self.frameError is None:
             self.finished.callback(None)
         else:
             self.finished.errback(reason)
 
 
-class StreamClientFactory(Factory):
+class StreamClientFactory(Factory[StreamClientProtocol]):
     """
     Makes L{StreamClientProtocol}s that call C{onMessage} with each message.
     """
@@ -111,10 +112,10 @@ def connect(
         (C{tcp:host=127.0.0.1:port=7000}).
     @return: fires with the connected protocol.
     """
-    if isinstance(endpoint, str):
-        endpoint = clientFromString(reactor, endpoint)
+    target = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
     factory = StreamClientFactory(onMessage, maxMessageSize, framing)
-    return endpoint.connect(factory)  # type: ignore[return-value]
+    connecting: Deferred[StreamClientProtocol] = target.connect(factory)  # type: ignore[assignment]
+    return connecting
 
 
 __all__ = ["StreamClientFactory", "StreamClientProtocol", "connect"]

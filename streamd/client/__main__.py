@@ -193,7 +193,9 @@ def main(reactor: Any, *argv: str) -> Deferred[Any]:
     Entry point for L{react}: exit 130 on Ctrl-C, without a traceback.
     """
     outcome: Deferred[Any] = Deferred()
-    signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(_settle, outcome, Failure(SystemExit(130))))
+    signal.signal(
+        signal.SIGINT, lambda *_: reactor.callFromThread(_settle, outcome, Failure(SystemExit(130)))
+    )
     run(reactor, list(argv), sys.stdout).addBoth(lambda result: _settle(outcome, result))
     return outcome.addCallback(_exit)
 

@@ -1,0 +1,52 @@
+"""
+Helpers shared by the tests: an in-memory daemon and its clients.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from streamd.framing import INT32, Framing
+from streamd.hub import Hub
+from streamd.server import ServerConfig, StreamServerFactory, StreamServerProtocol
+from streamd.stats import Stats
+
+
+def frames(data: bytes, framing: Framing = INT32) -> list[bytes]:
+    """
+    The payloads in C{data}, which must hold only whole frames.
+    """
+    decoder = framing.decoder(framing.maxLength)
+    payloads, raw = decoder.feed(data)
+    assert raw == data, f"{len(data) - len(raw)} bytes of a partial frame left over"
+    return payloads
+
+
+class InMemoryDaemon:
+    """
+    A hub and a server factory on a L{Clock}, with clients on
+    L{StringTransport}s.
+    """
+
+    def __init__(self, config: ServerConfig | None = None, blockPublishers: bool = False) -> None:
+        self.clock = Clock()
+        self.stats = Stats()
+        self.hub = Hub(self.stats, blockPublishers=blockPublishers)
+        self.factory = StreamServerFactory(self.hub, self.clock, config or ServerConfig())
+        self._nextPort = 40000
+
+    def connect(self, framing: Framing | None = None) -> tuple[StreamServerProtocol, StringTransport]:
+        """
+        A new client connection, made as the reactor would make it.
+        """
+        self._nextPort += 1
+        peer = IPv4Address("TCP", "127.0.0.1", self._nextPort)
+        if framing is not None:
+            self.factory.framing = framing
+        protocol = self.factory.buildProtocol(peer)
+        assert protocol is not None
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        return protocol, transport

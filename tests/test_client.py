@@ -1,0 +1,145 @@
+"""
+Tests for L{streamd.client}: the Python API and the pieces of the command-line
+client.
+"""
+
+from __future__ import annotations
+
+import io
+
+from twisted.internet.task import Clock
+from twisted.python.usage import UsageError
+from twisted.test.iosim import connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.client import StreamClientFactory, StreamClientProtocol
+from streamd.client.__main__ import ClientOptions, Printer
+from streamd.framing import INT32, FrameTooLong
+from streamd.text import preview, printable
+
+from .support import InMemoryDaemon
+
+
+class PrintableTests(SynchronousTestCase):
+    """
+    One message is always shown as one line.
+    """
+
+    def test_plainText(self) -> None:
+        """
+        Valid UTF-8 without line breaks is shown as it is.
+        """
+        self.assertEqual(
+            printable("The time is 0.1 \u2014 caf\u00e9 \\x".encode()), "The time is 0.1 \u2014 caf\u00e9 \\x"
+        )
+
+    def test_escaped(self) -> None:
+        """
+        Line breaks and bytes that are not UTF-8 are escaped, and backslashes
+        are doubled so that the escaped form is unambiguous.
+        """
+        self.assertEqual(printable(b"a\nb\r\\n\xff"), "a\\nb\\r\\\\n\\xff")
+
+    def test_preview(self) -> None:
+        """
+        A preview is cut to 80 characters, marked with an ellipsis.
+        """
+        self.assertEqual(preview(b"short"), "short")
+        self.assertEqual(preview(b"y" * 200), "y" * 79 + "\u2026")
+        self.assertEqual(len(preview(b"\xff" * 1000)), 80)
+
+
+class PrinterTests(SynchronousTestCase):
+    """
+    The command-line client's output.
+    """
+
+    def test_countStops(self) -> None:
+        """
+        With a count, exactly that many messages are printed, one per line,
+        and the printer says it has had enough.
+        """
+        out = io.StringIO()
+        printer = Printer(out, 2)
+        for message in [b"one", b"two\nlines", b"three"]:
+            printer(message)
+        self.assertEqual(out.getvalue(), "one\ntwo\\nlines\n")
+        self.assertTrue(printer.enough.called)
+
+    def test_options(self) -> None:
+        """
+        --send is repeatable; a bad port or count is refused.
+        """
+        options = ClientOptions()
+        options.parseOptions(["--send", "a", "--send", "b", "--count", "0"])
+        self.assertEqual((options["send"], options["count"]), (["a", "b"], 0))
+        for argv in (["--port", "x"], ["--count", "-1"], ["--framing", "morse"]):
+            self.assertRaises(UsageError, ClientOptions().parseOptions, argv)
+
+
+class ClientProtocolTests(SynchronousTestCase):
+    """
+    The client protocol against the real server protocol, in memory.
+    """
+
+    def connect(self, received: list[bytes], maxMessageSize: int = 1 << 20):  # type: ignore[no-untyped-def]
+        daemon = InMemoryDaemon()
+        factory = StreamClientFactory(received.append, maxMessageSize)
+        client, server, pump = connectedServerAndClient(
+            lambda: daemon.factory.buildProtocol(None),
+            lambda: factory.buildProtocol(None),
+            clock=Clock(),
+        )
+        return daemon, client, server, pump
+
+    def test_receiveAndSend(self) -> None:
+        """
+        A client gets every message the daemon publishes, and what it sends
+        reaches the other clients.
+        """
+        received: list[bytes] = []
+        other: list[bytes] = []
+        daemon, client, _, pump = self.connect(received)
+        factory = StreamClientFactory(other.append)
+        otherClient, _, otherPump = connectedServerAndClient(
+            lambda: daemon.factory.buildProtocol(None), lambda: factory.buildProtocol(None)
+        )
+        daemon.hub.publish([b"tick"])
+        client.sendString(b"from client")
+        pump.flush()
+        otherPump.flush()
+        self.assertEqual(received, [b"tick"])
+        self.assertEqual(other, [b"tick", b"from client"])
+
+    def test_cleanCloseFinishes(self) -> None:
+        """
+        L{StreamClientProtocol.finished} fires when the server closes the
+        connection.
+        """
+        daemon, client, server, pump = self.connect([])
+        server.close()
+        pump.flush()
+        self.assertIsNone(self.successResultOf(client.finished))
+
+    def test_oversizedFromServer(self) -> None:
+        """
+        A frame over the client's limit drops the connection and is reported
+        as the reason.
+        """
+        received: list[bytes] = []
+        daemon, client, _, pump = self.connect(received, maxMessageSize=10)
+        daemon.hub.publish([b"small", b"far too large for the client"])
+        pump.flush()
+        self.assertEqual(received, [b"small"])
+        self.failureResultOf(client.finished)
+        self.assertIsInstance(client.frameError, FrameTooLong)
+
+    def test_isInt32StringReceiver(self) -> None:
+        """
+        The client protocol is an L{Int32StringReceiver}, so code written for
+        one works with it.
+        """
+        from twisted.protocols.basic import Int32StringReceiver
+
+        self.assertTrue(issubclass(StreamClientProtocol, Int32StringReceiver))
+        self.assertEqual(INT32.encode(b"x"), b"\x00\x00\x00\x01x")

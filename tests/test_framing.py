@@ -1,0 +1,154 @@
+"""
+Tests for L{streamd.framing}: any split of a byte stream gives the same
+messages, limits are exact, and bad headers stop the decoder.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.framing import ASCII10, INT32, BadHeader, FrameTooLong, Framing
+
+MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
+
+
+class _FramingMixin:
+    """
+    Checks every framing must pass; mixed into one TestCase per framing.
+    """
+
+    framing: Framing
+
+    def feedAll(self, chunks: list[bytes], maxLength: int = 1 << 20) -> tuple[list[bytes], bytes]:
+        decoder = self.framing.decoder(maxLength)
+        payloads: list[bytes] = []
+        raw = b""
+        for chunk in chunks:
+            got, gotRaw = decoder.feed(chunk)
+            payloads.extend(got)
+            raw += gotRaw
+        self.assertIsNone(decoder.error)  # type: ignore[attr-defined]
+        return payloads, raw
+
+    def test_byteAtATime(self) -> None:
+        """
+        Frames fed one byte per read come out whole and in order.
+        """
+        data = self.framing.encodeMany(MESSAGES)
+        payloads, raw = self.feedAll([data[i : i + 1] for i in range(len(data))])
+        self.assertEqual(payloads, MESSAGES)  # type: ignore[attr-defined]
+        self.assertEqual(raw, data)  # type: ignore[attr-defined]
+
+    def test_manyInOneRead(self) -> None:
+        """
+        Many frames in a single read all come out, and the raw bytes returned
+        are exactly the input.
+        """
+        data = self.framing.encodeMany(MESSAGES * 50)
+        payloads, raw = self.feedAll([data])
+        self.assertEqual(payloads, MESSAGES * 50)  # type: ignore[attr-defined]
+        self.assertEqual(raw, data)  # type: ignore[attr-defined]
+
+    def test_rawHoldsOnlyCompleteFrames(self) -> None:
+        """
+        A read ending inside a frame returns the raw bytes of the complete
+        frames only; the rest comes with the read that completes it.
+        """
+        first, second = self.framing.encode(b"one"), self.framing.encode(b"two")
+        decoder = self.framing.decoder(100)
+        self.assertEqual(decoder.feed(first + second[:-1]), ([b"one"], first))  # type: ignore[attr-defined]
+        self.assertEqual(decoder.feed(second[-1:]), ([b"two"], second))  # type: ignore[attr-defined]
+
+    def test_emptyMessage(self) -> None:
+        """
+        A zero-length frame is a valid, empty message.
+        """
+        self.assertEqual(self.feedAll([self.framing.encode(b"")])[0], [b""])  # type: ignore[attr-defined]
+
+    def test_exactlyAtLimit(self) -> None:
+        """
+        A frame of exactly the maximum length is accepted.
+        """
+        payload = b"x" * 1000
+        self.assertEqual(self.feedAll([self.framing.encode(payload)], 1000)[0], [payload])  # type: ignore[attr-defined]
+
+    def test_overLimit(self) -> None:
+        """
+        A header announcing one byte over the limit stops the decoder with
+        L{FrameTooLong} as soon as the header is read, before the body comes.
+        """
+        decoder = self.framing.decoder(1000)
+        frame = self.framing.encode(b"ok") + self.framing.header(1001)
+        payloads, raw = decoder.feed(frame)
+        self.assertEqual(payloads, [b"ok"])  # type: ignore[attr-defined]
+        self.assertIsInstance(decoder.error, FrameTooLong)  # type: ignore[attr-defined]
+        assert isinstance(decoder.error, FrameTooLong)
+        self.assertEqual((decoder.error.length, decoder.error.limit), (1001, 1000))  # type: ignore[attr-defined]
+        self.assertEqual(decoder.feed(self.framing.encode(b"later")), ([], b""))  # type: ignore[attr-defined]
+
+    def test_largeFrameInManyReads(self) -> None:
+        """
+        A large frame arriving in many small reads is assembled once, whole.
+        """
+        payload = bytes(range(256)) * 4096
+        data = self.framing.encode(payload)
+        chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+        payloads, raw = self.feedAll(chunks, len(payload))
+        self.assertEqual(payloads, [payload])  # type: ignore[attr-defined]
+
+    # Each framing's TestCase runs this same check; that is the intent.
+    @settings(suppress_health_check=[HealthCheck.differing_executors], deadline=None)
+    @given(st.lists(st.binary(max_size=300), max_size=20), st.lists(st.integers(1, 64), max_size=40))
+    def test_anySplit(self, messages: list[bytes], cuts: list[int]) -> None:
+        """
+        However the byte stream is cut into reads, the same messages come out.
+        """
+        data = self.framing.encodeMany(messages)
+        chunks = []
+        offset = 0
+        for cut in cuts:
+            chunks.append(data[offset : offset + cut])
+            offset += cut
+        chunks.append(data[offset:])
+        self.assertEqual(self.feedAll(chunks)[0], messages)  # type: ignore[attr-defined]
+
+
+class Int32FramingTests(_FramingMixin, SynchronousTestCase):
+    framing = INT32
+
+    def test_header(self) -> None:
+        """
+        The header is the length as 4 unsigned big-endian bytes.
+        """
+        self.assertEqual(INT32.encode(b"abc"), b"\x00\x00\x00\x03abc")
+        self.assertEqual(INT32.header(0xFFFFFFFF), b"\xff\xff\xff\xff")
+
+    def test_tooLongToEncode(self) -> None:
+        """
+        A length that 4 bytes cannot hold is refused, not wrapped around.
+        """
+        self.assertRaises(ValueError, INT32.header, 1 << 32)
+
+
+class ASCII10FramingTests(_FramingMixin, SynchronousTestCase):
+    framing = ASCII10
+
+    def test_header(self) -> None:
+        """
+        The header is the byte length, left-aligned and space-padded to 10
+        characters, as the exercise's C{f"{len(msg):<10}"} makes it.
+        """
+        self.assertEqual(ASCII10.encode(b"abc"), f"{3:<10}".encode() + b"abc")
+        self.assertEqual(ASCII10.encode("caf\u00e9".encode()), b"5         caf\xc3\xa9")
+
+    def test_badHeader(self) -> None:
+        """
+        A header that is not a left-aligned decimal number stops the decoder
+        with L{BadHeader}.
+        """
+        for header in [b"GET / HTTP", b"  12      ", b"-1        ", b"1 2       "]:
+            decoder = ASCII10.decoder(100)
+            self.assertEqual(decoder.feed(header + b"x" * 20), ([], b""))
+            self.assertIsInstance(decoder.error, BadHeader)

@@ -1,0 +1,330 @@
+"""
+Integration tests on real loopback sockets (port 0): the daemon in-process,
+and C{twistd streamd} and C{python -m streamd.client} as real processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from streamd.client import connect
+from streamd.framing import INT32
+from streamd.listener import ListenFailed
+from streamd.server import ServerConfig
+from streamd.service import DaemonConfig, Listen, StreamdService
+
+TICK = re.compile(rb"^The time is \d+\.\d+(e-\d+)?$")
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+class Collector:
+    """
+    Collects messages and fires a Deferred once C{count} have come.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.messages: list[bytes] = []
+        self.count = count
+        self.enough: defer.Deferred[list[bytes]] = defer.Deferred()
+
+    def __call__(self, payload: bytes) -> None:
+        self.messages.append(payload)
+        if len(self.messages) == self.count:
+            self.enough.callback(self.messages)
+
+
+class InProcessTests(TestCase):
+    """
+    The whole daemon service on the real reactor and real sockets.
+    """
+
+    timeout = 15
+
+    def startDaemon(self, **settings: object) -> tuple[StreamdService, int]:
+        config = DaemonConfig(listens=(Listen(LOOPBACK),), statsInterval=0, **settings)  # type: ignore[arg-type]
+        service = StreamdService(reactor, config)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        port = service.listeners[0].port
+        assert port is not None
+        return service, port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_ticksAndRelay(self):  # type: ignore[no-untyped-def]
+        """
+        Clients get clock ticks in the exercise's format, and what one client
+        sends reaches the other and not itself.
+        """
+        service, port = self.startDaemon(interval=0.05)
+        endpoint = f"tcp:host=127.0.0.1:port={port}"
+        ticks = Collector(2)
+        sender = yield connect(reactor, endpoint, ticks)
+        heard = Collector(1)
+        listener = yield connect(reactor, endpoint, lambda m: heard(m) if not TICK.match(m) else None)
+        messages = yield ticks.enough
+        self.assertTrue(all(TICK.match(m) for m in messages), messages)
+        sender.sendString(b"hello from a client")
+        relayed = yield heard.enough
+        self.assertEqual(relayed, [b"hello from a client"])
+        self.assertNotIn(b"hello from a client", ticks.messages)
+        sender.transport.loseConnection()
+        listener.transport.loseConnection()
+        yield defer.gatherResults([sender.finished, listener.finished])
+        yield service.stopService()
+
+    @defer.inlineCallbacks
+    def test_shutdownFlushesThenCloses(self):  # type: ignore[no-untyped-def]
+        """
+        Stopping the daemon delivers what was already published, then closes
+        every connection cleanly.
+        """
+        service, port = self.startDaemon(sources=())
+        received = Collector(1000)
+        client = yield connect(reactor, f"tcp:host=127.0.0.1:port={port}", received)
+        yield deferLater(reactor, 0.05, lambda: None)
+        for i in range(1000):
+            service.hub.publish([b"%d" % i])
+        yield service.stopService()
+        yield client.finished
+        self.assertEqual(received.messages, [b"%d" % i for i in range(1000)])
+
+    @defer.inlineCallbacks
+    def test_portInUse(self):  # type: ignore[no-untyped-def]
+        """
+        Listening on a port that is taken fails at once with a one-line
+        reason, rather than leaving a daemon that serves nothing.
+        """
+        service, port = self.startDaemon(sources=())
+        taken = StreamdService(
+            reactor, DaemonConfig(listens=(Listen(f"tcp:{port}:interface=127.0.0.1"),), sources=())
+        )
+        error = self.assertRaises(ListenFailed, taken.listeners[0].privilegedStartService)
+        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1:", str(error))
+        self.assertIn("Address already in use", str(error))
+        yield service.stopService()
+
+    @defer.inlineCallbacks
+    def test_oversizedClientDoesNotHurtOthers(self):  # type: ignore[no-untyped-def]
+        """
+        A client that announces a frame over the limit is dropped, and another
+        client keeps receiving.
+        """
+        service, port = self.startDaemon(sources=(), server=ServerConfig(maxMessageSize=1000))
+        heard = Collector(1)
+        good = yield connect(reactor, f"tcp:host=127.0.0.1:port={port}", heard)
+        bad = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(bad.close)
+        bad.sendall(INT32.header(5000) + b"x" * 100)
+        yield deferLater(reactor, 0.1, lambda: None)
+        try:
+            closed = bad.recv(10) == b""
+        except ConnectionResetError:
+            closed = True
+        self.assertTrue(closed)
+        service.hub.publish([b"still streaming"])
+        self.assertEqual((yield heard.enough), [b"still streaming"])
+        self.assertEqual(service.stats.oversizedFrameDisconnects, 1)
+        good.transport.loseConnection()
+        yield good.finished
+        yield service.stopService()
+
+
+class DaemonProcess(ProcessProtocol):
+    """
+    A C{twistd streamd} process; L{listening} fires with its port.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.listening: defer.Deferred[int] = defer.Deferred()
+        self.ended: defer.Deferred[tuple[int | None, int | None]] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        found = re.search(rb"streamd listening on 127\.0\.0\.1:(\d+)", self.output)
+        if found and not self.listening.called:
+            self.listening.callback(int(found.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.listening.called:
+            self.listening.errback(Exception(f"twistd ended before listening:\n{self.output.decode()}"))
+        self.ended.callback((reason.value.exitCode, reason.value.signal))
+
+
+def python(*argv: str) -> tuple[str, ...]:
+    return (sys.executable, *argv)
+
+
+def twistd(*argv: str) -> tuple[str, ...]:
+    """
+    The command line that runs twistd with C{argv} from this environment.
+    """
+    return python("-c", "from twisted.scripts.twistd import run; run()", *argv)
+
+
+class ProcessTests(TestCase):
+    """
+    The two commands a user runs, as real processes.
+    """
+
+    timeout = 30
+
+    def spawnDaemon(self, *argv: str) -> DaemonProcess:
+        daemon = DaemonProcess()
+        command = twistd("-n", "--pidfile=", "streamd", *argv)
+        transport = reactor.spawnProcess(daemon, sys.executable, command, env=ENV)
+
+        def stop() -> defer.Deferred[tuple[int | None, int | None]]:
+            if not daemon.ended.called:
+                transport.signalProcess("KILL")
+            return daemon.ended
+
+        self.addCleanup(stop)
+        self.daemonTransport = transport
+        return daemon
+
+    @defer.inlineCallbacks
+    def test_twistdAndClient(self):  # type: ignore[no-untyped-def]
+        """
+        C{twistd -n streamd --port 0} logs its real port; C{python -m
+        streamd.client --count 3} prints three ticks and exits 0; SIGTERM shuts
+        the daemon down in order (twistd then ends by that signal, as daemons
+        should).
+        """
+        daemon = self.spawnDaemon("--port", "0", "--interval", "0.1")
+        port = yield daemon.listening
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ("-m", "streamd.client", "--port", str(port), "--count", "3"), env=ENV
+        )
+        self.assertEqual((code, err), (0, b""))
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 3)
+        self.assertTrue(all(TICK.match(line) for line in lines), lines)
+        self.daemonTransport.signalProcess("TERM")
+        exitCode, exitSignal = yield daemon.ended
+        self.assertIn((exitCode, exitSignal), [(0, None), (None, signal.SIGTERM)])
+        self.assertIn(b"Main loop terminated", daemon.output)
+
+    @defer.inlineCallbacks
+    def test_sendAppearsInOtherClientAndLog(self):  # type: ignore[no-untyped-def]
+        """
+        A line sent with --stdin by one client is printed by another client and
+        logged by the daemon.
+        """
+        daemon = self.spawnDaemon("--port", "0", "--source", "none")
+        port = yield daemon.listening
+        watcher = getProcessOutputAndValue(
+            sys.executable, ("-m", "streamd.client", "--port", str(port), "--count", "1"), env=ENV
+        )
+        yield deferLater(reactor, 0.5, lambda: None)
+        sender = ProcessProtocol()
+        sent = defer.Deferred()
+        sender.processEnded = lambda reason: sent.callback(None)  # type: ignore[method-assign]
+        reactor.spawnProcess(
+            sender,
+            sys.executable,
+            python("-m", "streamd.client", "--port", str(port), "--count", "0", "--stdin"),
+            env=ENV,
+        )
+        sender.transport.write(b"typed by a person\n")
+        sender.transport.closeStdin()
+        yield sent
+        out, err, code = yield watcher
+        self.assertEqual((out, err, code), (b"typed by a person\n", b"", 0))
+        self.assertIn(b"sent 17 bytes: typed by a person", daemon.output)
+
+    @defer.inlineCallbacks
+    def test_addressInUse(self):  # type: ignore[no-untyped-def]
+        """
+        An address already in use ends twistd with a one-line message and a
+        non-zero status, not a traceback.
+        """
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, twistd("-n", "--pidfile=", "streamd", "--port", str(port))[1:], env=ENV
+        )
+        self.assertNotEqual(code, 0)
+        self.assertNotIn(b"Traceback", out + err)
+        message = f"streamd: cannot listen on tcp:{port}:interface=127.0.0.1: ".encode()
+        self.assertEqual(len([line for line in (out + err).splitlines() if message in line]), 1)
+
+    @defer.inlineCallbacks
+    def test_usageError(self):  # type: ignore[no-untyped-def]
+        """
+        A bad option ends twistd with its usage, then a one-line message, and
+        a non-zero status.
+        """
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, twistd("-n", "streamd", "--interval", "0")[1:], env=ENV
+        )
+        self.assertNotEqual(code, 0)
+        self.assertNotIn(b"Traceback", out + err)
+        self.assertIn(
+            b"--interval must be a time in seconds, greater than 0, not '0'", (out + err).splitlines()[-1]
+        )
+
+    @defer.inlineCallbacks
+    def test_clientConnectionRefused(self):  # type: ignore[no-untyped-def]
+        """
+        The client says in one line that it cannot connect, and exits 1.
+        """
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        holder.close()
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ("-m", "streamd.client", "--port", str(port)), env=ENV
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertIn(b"streamd.client: cannot connect", err)
+
+    @defer.inlineCallbacks
+    def test_daemonize(self):  # type: ignore[no-untyped-def]
+        """
+        Without -n, twistd daemonizes with a pidfile and a logfile, and SIGTERM
+        stops the daemon and removes the pidfile.
+        """
+        workdir = tempfile.mkdtemp()
+        pidfile = os.path.join(workdir, "streamd.pid")
+        logfile = os.path.join(workdir, "streamd.log")
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable,
+            twistd("--pidfile", pidfile, "--logfile", logfile, "streamd", "--port", "0")[1:],
+            env=ENV,
+        )
+        self.assertEqual(code, 0, err)
+        pid = int(open(pidfile).read())
+        for _ in range(50):
+            if b"streamd listening on" in open(logfile, "rb").read():
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not os.path.exists(pidfile):
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertFalse(os.path.exists(pidfile))
+        log = open(logfile, "rb").read()
+        self.assertIn(b"streamd listening on 127.0.0.1:", log)
+        self.assertIn(b"Server Shut Down.", log)

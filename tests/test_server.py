@@ -1,0 +1,245 @@
+"""
+Tests for L{streamd.server}: relaying between clients, what is logged, and
+what happens to a client that breaks the rules.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.framing import INT32
+from streamd.server import ServerConfig
+
+from .support import InMemoryDaemon, frames
+
+
+class _LoggingMixin:
+    def observeLog(self) -> list[str]:
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]
+        self._logEvents = observer
+        return observer  # type: ignore[return-value]
+
+    def logLines(self) -> list[str]:
+        return [formatEvent(event) for event in self._logEvents]
+
+
+class RelayTests(_LoggingMixin, SynchronousTestCase):
+    """
+    Messages from a client reach every other client, encoded once.
+    """
+
+    def setUp(self) -> None:
+        self.observeLog()
+        self.daemon = InMemoryDaemon()
+
+    def test_relayToOthersNotSender(self) -> None:
+        """
+        A message a client sends reaches every other client and is not
+        echoed back to the sender.
+        """
+        sender, senderTransport = self.daemon.connect()
+        _, first = self.daemon.connect()
+        _, second = self.daemon.connect()
+        sender.dataReceived(INT32.encode(b"hello"))
+        self.assertEqual(frames(first.value()), [b"hello"])
+        self.assertEqual(frames(second.value()), [b"hello"])
+        self.assertEqual(senderTransport.value(), b"")
+
+    def test_orderPreservedAcrossSplitReads(self) -> None:
+        """
+        Messages arriving split across reads in any way reach the others
+        whole and in the order they were sent.
+        """
+        sender, _ = self.daemon.connect()
+        _, receiver = self.daemon.connect()
+        data = INT32.encodeMany([b"%d" % i for i in range(100)])
+        for i in range(0, len(data), 7):
+            sender.dataReceived(data[i : i + 7])
+        self.assertEqual(frames(receiver.value()), [b"%d" % i for i in range(100)])
+
+    def test_encodedOnceForAllRecipients(self) -> None:
+        """
+        Every recipient is handed the very same bytes object: the frames are
+        not encoded again per client.
+        """
+        sender, _ = self.daemon.connect()
+        receivers = [self.daemon.connect()[0] for _ in range(3)]
+        written: list[bytes] = []
+        for receiver in receivers:
+            receiver.outbox.write = written.append  # type: ignore[method-assign]
+        data = INT32.encodeMany([b"a", b"b"])
+        sender.dataReceived(data)
+        self.assertEqual(len(written), 3)
+        self.assertTrue(all(w is written[0] for w in written))
+        self.assertEqual(written[0], data)
+
+    def test_publishFromSourceReachesEveryone(self) -> None:
+        """
+        A message published by the daemon itself (no sender) reaches every
+        client.
+        """
+        transports = [self.daemon.connect()[1] for _ in range(3)]
+        self.daemon.hub.publish([b"The time is 0.1"])
+        for transport in transports:
+            self.assertEqual(frames(transport.value()), [b"The time is 0.1"])
+
+    def test_countersAndDisconnectLog(self) -> None:
+        """
+        The disconnect line gives the client's message counts in and out.
+        """
+        sender, _ = self.daemon.connect()
+        other, _ = self.daemon.connect()
+        sender.dataReceived(INT32.encodeMany([b"1", b"2"]))
+        other.dataReceived(INT32.encode(b"3"))
+        sender.connectionLost(Failure(ConnectionDone()))
+        self.assertIn(
+            "client 127.0.0.1:40001 disconnected: 2 messages in, 1 out (Connection was closed cleanly.)",
+            self.logLines(),
+        )
+        stats = self.daemon.stats
+        self.assertEqual((stats.messagesIn, stats.messagesOut, stats.connections), (3, 3, 1))
+
+
+class LoggingTests(_LoggingMixin, SynchronousTestCase):
+    """
+    Connections and messages are logged, and a flood is summarised.
+    """
+
+    def setUp(self) -> None:
+        self.observeLog()
+        self.daemon = InMemoryDaemon()
+
+    def test_connectLogged(self) -> None:
+        """
+        A connection is logged with the peer address.
+        """
+        self.daemon.connect()
+        self.assertIn("client 127.0.0.1:40001 connected (1 connected)", self.logLines())
+
+    def test_messageLoggedWithPreview(self) -> None:
+        """
+        A received message is logged with its peer, its size and at most 80
+        characters of it, on one line.
+        """
+        sender, _ = self.daemon.connect()
+        sender.dataReceived(INT32.encode(b"line one\nline two"))
+        sender.dataReceived(INT32.encode(b"x" * 500))
+        lines = self.logLines()
+        self.assertIn("127.0.0.1:40001 sent 17 bytes: line one\\nline two", lines)
+        long = [line for line in lines if "sent 500 bytes" in line][0]
+        self.assertEqual(len(long.split(": ", 1)[1]), 80)
+
+    def test_floodIsSummarised(self) -> None:
+        """
+        Past 10 messages in a second, messages are not logged one by one; one
+        summary line per second counts the rest.
+        """
+        sender, _ = self.daemon.connect()
+        sender.dataReceived(INT32.encodeMany([b"m%d" % i for i in range(1000)]))
+        sentLines = [line for line in self.logLines() if " sent " in line and "more" not in line]
+        self.assertEqual(len(sentLines), 10)
+        self.daemon.clock.advance(1.0)
+        self.assertIn(
+            "127.0.0.1:40001 sent 990 more messages (3870 bytes) not logged one by one",
+            self.logLines(),
+        )
+        sender.dataReceived(INT32.encodeMany([b"n%d" % i for i in range(20)]))
+        sentLines = [line for line in self.logLines() if " sent n" not in line and "bytes: n" in line]
+        self.assertEqual(len(sentLines), 10)
+
+    def test_heldCountReportedAtDisconnect(self) -> None:
+        """
+        Messages held back from the log are still reported when the client
+        disconnects before the second is over.
+        """
+        sender, _ = self.daemon.connect()
+        sender.dataReceived(INT32.encodeMany([b"m"] * 15))
+        sender.connectionLost(Failure(ConnectionDone()))
+        self.assertIn("127.0.0.1:40001 sent 5 more messages (5 bytes) not logged one by one", self.logLines())
+
+
+class LimitTests(_LoggingMixin, SynchronousTestCase):
+    """
+    A client that sends too much or connects one too many is dropped, alone.
+    """
+
+    def setUp(self) -> None:
+        self.observeLog()
+
+    def test_oversizedFrame(self) -> None:
+        """
+        A client announcing a frame above --max-message-size is logged with
+        its address, the announced size and the limit, and disconnected; the
+        others still get the messages it sent before.
+        """
+        daemon = InMemoryDaemon(ServerConfig(maxMessageSize=100))
+        sender, senderTransport = daemon.connect()
+        _, receiver = daemon.connect()
+        sender.dataReceived(INT32.encode(b"fine") + INT32.header(101) + b"x" * 10)
+        self.assertEqual(frames(receiver.value()), [b"fine"])
+        self.assertTrue(senderTransport.disconnecting)
+        self.assertFalse(receiver.disconnecting)
+        self.assertIn(
+            "127.0.0.1:40001 announced a 101-byte frame, over the 100-byte limit; disconnecting",
+            self.logLines(),
+        )
+        self.assertEqual(daemon.stats.oversizedFrameDisconnects, 1)
+        sender.dataReceived(INT32.encode(b"after"))
+        self.assertEqual(frames(receiver.value()), [b"fine"])
+
+    def test_maxClients(self) -> None:
+        """
+        The connection past --max-clients is refused and logged.
+        """
+        daemon = InMemoryDaemon(ServerConfig(maxClients=2))
+        daemon.connect()
+        daemon.connect()
+        refused = daemon.factory.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5555))
+        self.assertIsNone(refused)
+        self.assertIn("refusing 10.0.0.9:5555: 2 clients connected, the --max-clients limit", self.logLines())
+        self.assertEqual(daemon.stats.connectionsRefused, 1)
+
+    def test_idleTimeout(self) -> None:
+        """
+        With --idle-timeout, a client that neither sends nor takes anything
+        for a whole period is cut.
+        """
+        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
+        _, transport = daemon.connect()
+        daemon.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        daemon.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(daemon.stats.idleDisconnects, 1)
+        self.assertIn(
+            "127.0.0.1:40001 sent and took nothing for --idle-timeout 30 s; disconnecting", self.logLines()
+        )
+
+    def test_trafficDefersIdleTimeout(self) -> None:
+        """
+        A client that sent something during the period is not cut at its end;
+        it is cut after a later period with no traffic.
+        """
+        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
+        client, transport = daemon.connect()
+        daemon.clock.advance(20)
+        client.dataReceived(INT32.encode(b"still here"))
+        daemon.clock.advance(10)
+        self.assertFalse(transport.disconnecting)
+        daemon.clock.advance(30)
+        self.assertTrue(transport.disconnecting)
+
+    def test_noIdleTimeoutByDefault(self) -> None:
+        """
+        By default a silent listener is never cut.
+        """
+        daemon = InMemoryDaemon()
+        _, transport = daemon.connect()
+        daemon.clock.advance(86400)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(daemon.clock.getDelayedCalls(), [])

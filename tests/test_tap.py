@@ -1,0 +1,121 @@
+"""
+Tests for L{streamd.tap}: the command line of C{twistd streamd}.
+"""
+
+from __future__ import annotations
+
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.framing import ASCII10, INT32
+from streamd.service import Listen, StreamdService
+from streamd.tap import Options, makeService
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Options are parsed into a daemon's settings, and mistakes are refused
+    with a clear message.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        With no options, streamd listens on 127.0.0.1:7000 with the int32
+        framing and runs the clock every second.
+        """
+        options = parse()
+        self.assertEqual(options["listens"], (Listen("tcp:7000:interface=127.0.0.1", INT32),))
+        self.assertEqual(options["sources"], ("clock",))
+        self.assertEqual(options["interval"], 1.0)
+        self.assertEqual(options["max-message-size"], 1024 * 1024)
+        self.assertEqual(options["shutdown-timeout"], 5.0)
+
+    def test_portAndInterface(self) -> None:
+        """
+        --port and --interface make a TCP endpoint; an IPv6 address is quoted.
+        """
+        options = parse("--port", "0", "--interface", "::1")
+        self.assertEqual(options["listens"], (Listen("tcp:0:interface=\\:\\:1", INT32),))
+
+    def test_listenReplacesDefaultPort(self) -> None:
+        """
+        --listen entries replace the default port unless --port is also given,
+        and each may choose its framing.
+        """
+        options = parse("--listen", "unix:/tmp/s.sock", "--listen", "tcp:7010:framing=ascii10")
+        self.assertEqual(options["listens"], (Listen("unix:/tmp/s.sock", INT32), Listen("tcp:7010", ASCII10)))
+        options = parse("--port", "7001", "--listen", "tcp:7010")
+        self.assertEqual(
+            [listen.endpoint for listen in options["listens"]], ["tcp:7001:interface=127.0.0.1", "tcp:7010"]
+        )
+
+    def test_sourceNone(self) -> None:
+        """
+        --source none runs no source: a pure hub.
+        """
+        self.assertEqual(parse("--source", "none")["sources"], ())
+
+    def test_mistakes(self) -> None:
+        """
+        Each mistake gives a one-line message that names the problem.
+        """
+        cases = [
+            (["--port", "seventy"], "--port must be a number from 0 to 65535, not 'seventy'"),
+            (["--port", "70000"], "--port must be a number from 0 to 65535, not '70000'"),
+            (["--interval", "0"], "--interval must be a time in seconds, greater than 0, not '0'"),
+            (["--interval", "-1"], "--interval must be a time in seconds, greater than 0, not '-1'"),
+            (["--max-pending", "lots"], "--max-pending must be a size in bytes, at least 0, not 'lots'"),
+            (["--listen", "nonsense:1"], "bad endpoint 'nonsense:1'"),
+            (["--listen", "tcp:7010:framing=base64"], "unknown framing 'base64'"),
+            (["--source", "radio"], "unknown source 'radio'"),
+            (["--source", "clock:fast"], "bad source 'clock:fast'"),
+            (["--slow-consumer", "drop"], "--slow-consumer must be disconnect or block, not 'drop'"),
+            (
+                ["--soft-pending", "10", "--max-pending", "5"],
+                "--soft-pending must not be larger than --max-pending",
+            ),
+            (["--frobnicate"], "option --frobnicate not recognized"),
+        ]
+        for argv, message in cases:
+            with self.subTest(argv=argv):
+                error = self.assertRaises(UsageError, parse, *argv)
+                self.assertIn(message, str(error))
+                self.assertNotIn("\n", str(error))
+
+    def test_makeService(self) -> None:
+        """
+        makeService builds the daemon the options describe, without listening
+        yet.
+        """
+        service = makeService(
+            parse("--port", "0", "--slow-consumer", "block", "--max-pending", "100", "--soft-pending", "50")
+        )
+        assert isinstance(service, StreamdService)
+        self.assertTrue(service.hub.blockPublishers)
+        self.assertEqual(service.config.server.limits.hard, 100)
+        self.assertEqual(len(service.listeners), 1)
+        self.assertIsNone(service.listeners[0].port)
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    twistd finds the plugin.
+    """
+
+    def test_discovered(self) -> None:
+        """
+        The streamd service maker is among twistd's plugins and points at
+        L{streamd.tap}.
+        """
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertIn("streamd", makers)
+        self.assertIs(makers["streamd"].options, Options)
