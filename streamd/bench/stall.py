@@ -1,0 +1,267 @@
+"""
+The stalled-client scenario: one client that never reads, one healthy client,
+a publisher flat out and garbage from other connections, against a real
+daemon process.  Measures the daemon's memory growth and how long the stalled
+client took to be cut.
+
+Run it with ``python -m streamd.bench.stall [MEGABYTES]`` (default 200).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+MAGIC = b"SEQ!"
+_HEADER = struct.Struct(">I")
+_SEQUENCE = struct.Struct(">Q")
+
+
+@dataclass
+class StallResult:
+    """
+    What one run of the scenario saw.
+    """
+
+    published: int = 0
+    received: int = 0
+    inOrder: bool = True
+    stalledCutAfter: float | None = None
+    cutLine: str = ""
+    rssBefore: int = 0
+    rssPeak: int = 0
+    seconds: float = 0.0
+    garbageConnections: int = 0
+    readerError: str = ""
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def growth(self) -> int:
+        """
+        Peak resident memory during the run above resident memory before it.
+        """
+        return self.rssPeak - self.rssBefore
+
+    def summary(self) -> str:
+        cut = (
+            "never"
+            if self.stalledCutAfter is None
+            else f"{self.stalledCutAfter:.2f} s after publishing began"
+        )
+        return (
+            f"published {self.published} messages in {self.seconds:.2f} s; healthy client received "
+            f"{self.received}, {'in order' if self.inOrder else 'OUT OF ORDER'}\n"
+            f"stalled client cut: {cut}: {self.cutLine}\n"
+            f"daemon RSS: {self.rssBefore / 2**20:.1f} MiB before, peak {self.rssPeak / 2**20:.1f} MiB, "
+            f"growth {self.growth / 2**20:.1f} MiB\n"
+            f"garbage connections during the run: {self.garbageConnections}"
+            + (f"\nhealthy client's error: {self.readerError}" if self.readerError else "")
+        )
+
+
+def _memory(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+class _Daemon:
+    """
+    A ``twistd -n streamd`` process on a free loopback port.
+    """
+
+    def __init__(self, *options: str) -> None:
+        command = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "streamd",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--source",
+            "none",
+            "--stats-interval",
+            "0",
+            *options,
+        ]
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[tuple[float, str]] = []
+        self.port = self._waitForPort()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _waitForPort(self) -> int:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline().decode(errors="replace")
+            if not line:
+                break
+            self.lines.append((time.monotonic(), line.rstrip()))
+            found = re.search(r"streamd listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                return int(found.group(1))
+        self.stop()
+        raise RuntimeError("the daemon did not start:\n" + "\n".join(text for _, text in self.lines))
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.append((time.monotonic(), raw.decode(errors="replace").rstrip()))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _connect(port: int, receiveBuffer: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    if receiveBuffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _stream(count: int, payloadSize: int) -> bytes:
+    """
+    The publisher's whole byte stream: C{count} frames, each carrying its
+    sequence number, so that a reader can check order by comparing bytes.
+    """
+    padding = b"." * (payloadSize - len(MAGIC) - _SEQUENCE.size)
+    header = _HEADER.pack(payloadSize) + MAGIC
+    return b"".join([header + _SEQUENCE.pack(n) + padding for n in range(count)])
+
+
+def _readStream(
+    sock: socket.socket, expected: bytes, frameSize: int, result: StallResult, deadline: float
+) -> None:
+    """
+    Read until the whole expected stream has come, comparing as it arrives:
+    every message, in order, and nothing else.  Comparing bytes costs next to
+    nothing, so this reader is never the bottleneck.
+    """
+    view = memoryview(expected)
+    buffer = bytearray(1 << 20)
+    received = 0
+    sock.settimeout(1.0)
+    while received < len(expected) and time.monotonic() < deadline:
+        try:
+            size = sock.recv_into(buffer)
+        except socket.timeout:
+            continue
+        except OSError as e:
+            result.readerError = str(e)
+            break
+        if not size:
+            break
+        if buffer[:size] != view[received : received + size]:
+            result.inOrder = False
+            break
+        received += size
+    result.received = received // frameSize
+
+
+def _garbage(port: int, stop: threading.Event, result: StallResult) -> None:
+    """
+    Keep opening connections that misbehave: oversized headers with random
+    bytes, frames cut off by a disconnect, connect-and-vanish.
+    """
+    kinds = [
+        lambda: b"\xff" + os.urandom(999),
+        lambda: _HEADER.pack(1000) + b"cut off",
+        lambda: b"",
+    ]
+    while not stop.is_set():
+        for make in kinds:
+            try:
+                with _connect(port) as sock:
+                    sock.sendall(make())
+                result.garbageConnections += 1
+            except OSError:
+                pass
+        stop.wait(0.05)
+
+
+def _publish(port: int, stream: bytes) -> None:
+    """
+    Send C{stream} as fast as the socket takes it.
+    """
+    with _connect(port) as publisher:
+        publisher.sendall(stream)
+
+
+def run(totalBytes: int = 200 * 2**20, payloadSize: int = 1024, *options: str) -> StallResult:
+    """
+    Run the scenario once with the daemon's default limits (plus C{options}).
+    """
+    result = StallResult()
+    daemon = _Daemon(*options)
+    stop = threading.Event()
+    sockets: list[socket.socket] = []
+    try:
+        stalled = _connect(daemon.port, receiveBuffer=4096)
+        healthy = _connect(daemon.port)
+        sockets += [stalled, healthy]
+        time.sleep(0.3)
+        result.rssBefore = _memory(daemon.process.pid, "VmRSS")
+        count = totalBytes // (payloadSize + 4)
+        result.published = count
+        stream = _stream(count, payloadSize)
+        garbage = threading.Thread(target=_garbage, args=(daemon.port, stop, result), daemon=True)
+        garbage.start()
+        # The publisher gets a process of its own, so that it cannot starve
+        # the healthy reader of this one.
+        publisher = multiprocessing.get_context("fork").Process(
+            target=_publish, args=(daemon.port, stream), daemon=True
+        )
+        started = time.monotonic()
+        publisher.start()
+        _readStream(healthy, stream, payloadSize + 4, result, started + 120)
+        publisher.join(10)
+        if publisher.is_alive():
+            publisher.kill()
+        result.seconds = time.monotonic() - started
+        result.rssPeak = _memory(daemon.process.pid, "VmHWM")
+        for when, line in daemon.lines:
+            if "is too slow" in line:
+                result.stalledCutAfter = when - started
+                result.cutLine = line.split("] ", 1)[-1]
+                break
+    finally:
+        stop.set()
+        for sock in sockets:
+            sock.close()
+        daemon.stop()
+        result.log = [line for _, line in daemon.lines]
+    return result
+
+
+def main() -> None:
+    megabytes = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    print(f"stalled-client scenario: {megabytes} MB published flat out, default limits")
+    print(run(megabytes * 2**20).summary())
+
+
+if __name__ == "__main__":
+    main()
