@@ -168,7 +168,7 @@ def _readStream(
     while received < len(expected) and time.monotonic() < deadline:
         try:
             size = sock.recv_into(buffer)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError as e:
             result.readerError = str(e)
