@@ -2,7 +2,8 @@
 The bytes waiting for one client, and the rules that bound them.
 
 An L{Outbox} is registered as a streaming producer on its client's transport.
-While the transport keeps up, data goes straight to it. When the transport's
+While the transport keeps up, data goes straight to it (and, through
+L{streamd.fastwrite}, straight to the socket when nothing is buffered). When the transport's
 own buffer fills, Twisted pauses the outbox, and from then on data is queued
 here and counted, so every client's backlog is known exactly and the
 slow-consumer rules can act on it. When the kernel has taken the transport's
@@ -13,10 +14,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from zope.interface import implementer
+
+from streamd.fastwrite import canWriteNow, writeNow
 
 MiB = 1024 * 1024
 
@@ -81,6 +85,7 @@ class Outbox:
         self._softTimer: IDelayedCall | None = None
         self.pending = 0
         self.written = 0
+        self._send = partial(writeNow, transport) if canWriteNow(transport) else self._writeThrough
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
 
     def write(self, data: bytes) -> None:
@@ -95,7 +100,10 @@ class Outbox:
             self._checkLimits()
         else:
             self.written += len(data)
-            self._transport.write(data)
+            self._send(data)
+
+    def _writeThrough(self, data: bytes) -> None:
+        self._transport.write(data)
 
     def _checkLimits(self) -> None:
         pending = self.pending
@@ -132,12 +140,12 @@ class Outbox:
         """
         self._paused = False
         queue = self._queue
-        transport = self._transport
+        send = self._send
         while queue and not self._paused:
             data = queue.popleft()
             self.pending -= len(data)
             self.written += len(data)
-            transport.write(data)
+            send(data)
         self._held = self._paused or bool(queue)
         if self.pending <= self._limits.soft:
             self._belowSoft()
