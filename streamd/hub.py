@@ -42,7 +42,7 @@ class Hub:
         self.stats = stats
         self.blockPublishers = blockPublishers
         self._subscribers: dict[Subscriber, None] = {}
-        self._snapshot: tuple[Subscriber, ...] = ()
+        self._snapshot: tuple[Subscriber, ...] | None = ()
         self._publishers: set[IPushProducer] = set()
         self._backlogged = 0
 
@@ -51,15 +51,19 @@ class Hub:
         """
         The current subscribers, in the order they subscribed.
         """
+        if self._snapshot is None:
+            # Made again only when needed, so that many clients connecting
+            # in a row cost linear time, not quadratic.
+            self._snapshot = tuple(self._subscribers)
         return self._snapshot
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers[subscriber] = None
-        self._snapshot = tuple(self._subscribers)
+        self._snapshot = None
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.pop(subscriber, None)
-        self._snapshot = tuple(self._subscribers)
+        if self._subscribers.pop(subscriber, 0) is None:
+            self._snapshot = None
 
     def publish(
         self,
@@ -78,7 +82,7 @@ class Hub:
         encodings: dict[Framing, bytes] = {framing: raw} if raw and framing else {}
         delivered = 0
         sent = 0
-        for subscriber in self._snapshot:
+        for subscriber in self._snapshot or self.subscribers:
             if subscriber is sender:
                 continue
             subscriberFraming = subscriber.framing

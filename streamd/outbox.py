@@ -66,6 +66,24 @@ class Outbox:
     @ivar written: bytes handed to the transport so far.
     """
 
+    # Thousands of these live at once; slots and a queue made only when
+    # needed keep an idle client small.
+    __slots__ = (
+        "_transport",
+        "_owner",
+        "_limits",
+        "_clock",
+        "_queue",
+        "_held",
+        "_paused",
+        "_closed",
+        "_aboveSoft",
+        "_softTimer",
+        "_send",
+        "pending",
+        "written",
+    )
+
     def __init__(
         self,
         transport: ITransport,
@@ -77,7 +95,7 @@ class Outbox:
         self._owner = owner
         self._limits = limits
         self._clock = clock
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] | None = None
         self._held = False
         self._paused = False
         self._closed = False
@@ -95,6 +113,8 @@ class Outbox:
         if self._held:
             if self._closed:
                 return
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(data)
             self.pending += len(data)
             self._checkLimits()
@@ -161,7 +181,7 @@ class Outbox:
         Drop everything queued and accept nothing more.
         """
         self._closed = self._held = True
-        self._queue.clear()
+        self._queue = None
         self.pending = 0
         self._belowSoft()
 
@@ -177,7 +197,7 @@ class Outbox:
         transport.unregisterProducer()  # type: ignore[attr-defined]
         if self._queue:
             transport.writeSequence(list(self._queue))
-            self._queue.clear()
+            self._queue = None
             self.pending = 0
         self._belowSoft()
         transport.loseConnection()

@@ -20,8 +20,11 @@ def addressName(address: object) -> str:
     port = getattr(address, "port", None)
     if host is not None and port is not None:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(address, "name", None)
-    if name is not None:
+    if hasattr(address, "name"):
+        # A UNIX socket's client usually has no name of its own.
+        name = address.name
+        if name is None:
+            return "unix:(client)"
         return f"unix:{name.decode() if isinstance(name, bytes) else name}"
     return str(address)
 

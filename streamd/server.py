@@ -13,6 +13,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from streamd.auth import OPEN, Access, AccessPolicy
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, Framing
 from streamd.hub import Hub
 from streamd.outbox import Outbox, PendingLimits
@@ -28,12 +29,16 @@ class ServerConfig:
 
     @ivar idleTimeout: seconds with no traffic either way after which a
         client is cut, or C{None} for never.
+    @ivar authTimeout: seconds a client has to send its token, when the
+        access policy expects one.
     """
 
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
     limits: PendingLimits = PendingLimits()
     maxClients: int = 10_000
     idleTimeout: float | None = None
+    access: AccessPolicy = OPEN
+    authTimeout: float = 5.0
 
 
 class Connections:
@@ -85,23 +90,37 @@ class StreamServerProtocol(FramedProtocol):
     messagesOut = 0
     _published = False
     _idleCall: IDelayedCall | None = None
+    _authCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         factory = self.factory
-        self.outbox = Outbox(self.transport, self, factory.config.limits, factory.clock)
+        config = factory.config
+        self.outbox = Outbox(self.transport, self, config.limits, factory.clock)
         self._throttle = LogThrottle(factory.clock, self._reportUnlogged)
+        self.access = config.access.initialAccess()
+        self._expectingToken = config.access.expectsToken
         factory.clientConnected(self)
-        if factory.config.idleTimeout is not None:
-            self._idleCall = factory.clock.callLater(
-                factory.config.idleTimeout, self._checkIdle, self._activity()
-            )
+        if self.access is Access.NONE:
+            self._authCall = factory.clock.callLater(config.authTimeout, self._authTimedOut)
+        else:
+            factory.hub.subscribe(self)
+        if config.idleTimeout is not None:
+            self._idleCall = factory.clock.callLater(config.idleTimeout, self._checkIdle, self._activity())
 
     def deliver(self, data: bytes, count: int) -> None:
         self.messagesOut += count
         self.outbox.write(data)
 
     def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
+        if self._expectingToken:
+            token, payloads = payloads[0], payloads[1:]
+            raw = raw[self.framing.headerSize + len(token) :]
+            if not self._authenticate(token) or not payloads:
+                return
+        if self.access is not Access.PUBLISH:
+            self._rejectMessage(len(payloads))
+            return
         factory = self.factory
         count = len(payloads)
         self.messagesIn += count
@@ -123,6 +142,45 @@ class StreamServerProtocol(FramedProtocol):
 
     def stringReceived(self, string: bytes) -> None:
         self.framesReceived([string], self.framing.encode(string))
+
+    def _authenticate(self, token: bytes) -> bool:
+        """
+        Take the client's first frame as its token; drop it if it is wrong.
+        """
+        self._expectingToken = False
+        if self._authCall is not None:
+            self._authCall.cancel()
+            self._authCall = None
+        wasReading = self.access is not Access.NONE
+        self.access = max(self.access, self.factory.config.access.accessFor(token))
+        if self.access is Access.NONE or (wasReading and self.access is Access.READ):
+            self.log.warn("{peer} sent a wrong token; disconnecting", peer=self.peer)
+            self.factory.hub.stats.authFailures += 1
+            self._drop()
+            return False
+        self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
+        if not wasReading:
+            self.factory.hub.subscribe(self)
+        return True
+
+    def _authTimedOut(self) -> None:
+        self._authCall = None
+        self.log.warn(
+            "{peer} sent no token within --auth-timeout {timeout:g} s; disconnecting",
+            peer=self.peer,
+            timeout=self.factory.config.authTimeout,
+        )
+        self.factory.hub.stats.authFailures += 1
+        self._drop()
+
+    def _rejectMessage(self, count: int) -> None:
+        self.log.warn(
+            "{peer} is read-only but sent {count} message(s); rejected, disconnecting",
+            peer=self.peer,
+            count=count,
+        )
+        self.factory.hub.stats.rejectedPublishers += 1
+        self._drop()
 
     def _reportUnlogged(self, messages: int, size: int) -> None:
         self.log.info(
@@ -196,8 +254,9 @@ class StreamServerProtocol(FramedProtocol):
         self._drop()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
+        for call in (self._idleCall, self._authCall):
+            if call is not None and call.active():
+                call.cancel()
         self._throttle.stop()
         self.outbox.abandon()
         if self._published:
@@ -250,7 +309,6 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
         stats = self.hub.stats
         stats.connections = len(self.connections)
         stats.connectionsTotal += 1
-        self.hub.subscribe(protocol)
         self.log.info("client {peer} connected ({n} connected)", peer=protocol.peer, n=len(self.connections))
 
     def clientDisconnected(self, protocol: StreamServerProtocol, reason: Failure) -> None:

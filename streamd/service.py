@@ -5,30 +5,35 @@ shutdown.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
+from streamd.auth import TokenFileError
 from streamd.framing import INT32, Framing
 from streamd.hub import Hub
 from streamd.listener import ListenerService, ListenFailed
 from streamd.server import Connections, ServerConfig, StreamServerFactory
 from streamd.sources import SourceContext, makeSource
 from streamd.stats import Stats, StatsLogger
+from streamd.tls import serverEndpoint
 
 
 @dataclass(frozen=True)
 class Listen:
     """
-    One endpoint to listen on, and the framing its clients speak.
+    One endpoint to listen on, the framing its clients speak, and for an
+    C{ssl:} endpoint the PEM file of the CAs its clients' certificates must
+    be signed by (mutual TLS), if it asks for them.
     """
 
     endpoint: str
     framing: Framing = INT32
+    clientCA: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class DaemonConfig:
     blockPublishers: bool = False
     shutdownTimeout: float = 5.0
     statsInterval: float = 60.0
+    restartDelay: float = 1.0
+    restart: bool = True
 
 
 class StreamdService(MultiService):
@@ -54,6 +61,7 @@ class StreamdService(MultiService):
     """
 
     log = Logger()
+    _previousHangup: Any = None
 
     def __init__(self, reactor: Any, config: DaemonConfig) -> None:
         super().__init__()
@@ -63,12 +71,19 @@ class StreamdService(MultiService):
         self.hub = Hub(self.stats, blockPublishers=config.blockPublishers)
         self.connections = Connections()
         self.statsLogger = StatsLogger(self.stats, reactor, config.statsInterval)
-        context = SourceContext(self.hub, reactor, config.interval, config.server.maxMessageSize)
+        context = SourceContext(
+            self.hub,
+            reactor,
+            interval=config.interval,
+            maxMessageSize=config.server.maxMessageSize,
+            restartDelay=config.restartDelay,
+            restart=config.restart,
+        )
         self.sources = [makeSource(spec, context) for spec in config.sources]
         self.listeners = [
             ListenerService(
                 listen.endpoint,
-                serverFromString(reactor, listen.endpoint),
+                serverEndpoint(reactor, listen.endpoint, listen.clientCA),
                 StreamServerFactory(self.hub, reactor, config.server, listen.framing, self.connections),
             )
             for listen in config.listens
@@ -84,13 +99,35 @@ class StreamdService(MultiService):
             self.log.critical("streamd: {error}", error=str(e))
             raise SystemExit(1) from None
 
+    def startService(self) -> None:
+        super().startService()
+        if self.config.server.access.expectsToken:
+            self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reloadTokens)
+
+    def reloadTokens(self) -> None:
+        """
+        Re-read the token files (what SIGHUP does).  A file that cannot be
+        read leaves its old token in force.
+        """
+        try:
+            reloaded = self.config.server.access.reload()
+        except TokenFileError as e:
+            self.log.error("token reload failed, old token kept: {error}", error=str(e))
+        else:
+            self.log.info("reloaded token file(s): {files}", files=", ".join(reloaded))
+
     @inlineCallbacks
     def stopService(self) -> Any:
         self.running = 0
+        if self._previousHangup is not None:
+            signal.signal(signal.SIGHUP, self._previousHangup)
+            self._previousHangup = None
         for listener in self.listeners:
             yield listener.stopService()
-        for source in self.sources:
-            yield source.stopService()
+        yield gatherResults([maybeDeferred(source.stopService) for source in self.sources])
         yield self.closeConnections(self.config.shutdownTimeout)
         self.statsLogger.stopService()
 

@@ -29,6 +29,8 @@ class Stats:
     oversizedFrameDisconnects: int = 0
     badFrameDisconnects: int = 0
     idleDisconnects: int = 0
+    authFailures: int = 0
+    rejectedPublishers: int = 0
 
     def summary(self) -> str:
         """

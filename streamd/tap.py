@@ -9,13 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
+from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, Framing
 from streamd.outbox import MiB, PendingLimits
 from streamd.server import ServerConfig
 from streamd.sources import BadSourceSpec, parseSource
+from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, serverEndpoint
 
 DEFAULT_PORT = 7000
 _FRAMING_PARAMETER = re.compile(r"(?<!\\):framing=([^:]*)")
@@ -91,7 +93,15 @@ class Options(usage.Options):
         "and relays what clients send to all the others."
     )
 
+    optFlags = [
+        ["no-restart", None, "Do not run an exec: or sh: source again when it exits."],
+        ["read-only", None, "No client may publish; only the daemon's own sources do."],
+    ]
+
     optParameters = [
+        ["auth-token-file", None, None, "Every client must send this file's token as its first frame."],
+        ["publish-token-file", None, None, "Only clients that send this file's token may publish."],
+        ["auth-timeout", None, 5.0, "Seconds a client has to send its token.", _seconds("auth-timeout", inclusive=False)],
         [
             "port",
             "p",
@@ -100,6 +110,7 @@ class Options(usage.Options):
             _port,
         ],
         ["interface", "i", "127.0.0.1", "Address --port listens on."],
+        ["client-ca", None, None, "ssl: listeners require client certificates from a CA in this PEM file."],
         ["framing", None, "int32", "Default framing of listeners: int32 or ascii10."],
         ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _seconds("interval", inclusive=False)],
         [
@@ -164,6 +175,13 @@ class Options(usage.Options):
             "Seconds clients get to take their output at shutdown.",
             _seconds("shutdown-timeout"),
         ],
+        [
+            "restart-delay",
+            None,
+            1.0,
+            "Seconds before an exec: or sh: source that exited is run again.",
+            _seconds("restart-delay"),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -172,11 +190,11 @@ class Options(usage.Options):
         self["source"] = []
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ...; add :framing=ascii10 for the exercise's framing."""
+        """Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ssl:7443:privateKey=key.pem:certKey=cert.pem, ...; add :framing=ascii10 for the exercise's framing."""
         self["listen"].append(description)
 
     def opt_source(self, spec: str) -> None:
-        """What to stream besides clients' messages (repeatable): clock (the default) or none."""
+        """What to stream besides clients' messages (repeatable): clock (the default), exec:COMMAND (no shell), sh:COMMAND (through /bin/sh -c), file:PATH (followed like tail -F), stdin, or none."""
         self["source"].append(spec)
 
     def postOptions(self) -> None:
@@ -198,14 +216,18 @@ class Options(usage.Options):
         if self["port"] is not None or not descriptions:
             port = DEFAULT_PORT if self["port"] is None else self["port"]
             descriptions.insert(0, f"tcp:{port}:interface={quoteStringArgument(self['interface'])}")
+        clientCA = self._clientCA()
         listens = []
         for description in descriptions:
             endpoint, framing = splitFraming(description, defaultFraming)
+            listenCA = clientCA if isTLSListener(endpoint) else None
             try:
-                serverFromString(reactor, endpoint)
+                serverEndpoint(reactor, endpoint, listenCA)
             except Exception as e:
                 raise usage.UsageError(f"bad endpoint {endpoint!r}: {e}") from None
-            listens.append(Listen(endpoint, framing))
+            listens.append(Listen(endpoint, framing, listenCA))
+        if clientCA is not None and not any(listen.clientCA for listen in listens):
+            raise usage.UsageError("--client-ca needs an ssl: listener: --listen ssl:PORT:privateKey=...")
         self["listens"] = tuple(listens)
         sources = self["source"] or ["clock"]
         if "none" in sources:
@@ -218,6 +240,28 @@ class Options(usage.Options):
             except BadSourceSpec as e:
                 raise usage.UsageError(str(e)) from None
         self["sources"] = tuple(sources)
+        self["access"] = self._accessPolicy()
+
+    def _clientCA(self) -> str | None:
+        path: str | None = self["client-ca"]
+        if path is not None:
+            try:
+                loadCertificates(path, "--client-ca")
+            except TLSConfigError as e:
+                raise usage.UsageError(str(e)) from None
+        return path
+
+    def _accessPolicy(self) -> AccessPolicy:
+        if self["read-only"] and self["publish-token-file"]:
+            raise usage.UsageError("--read-only and --publish-token-file cannot be combined")
+        try:
+            return AccessPolicy(
+                auth=TokenFile(self["auth-token-file"]) if self["auth-token-file"] else None,
+                publish=TokenFile(self["publish-token-file"]) if self["publish-token-file"] else None,
+                readOnly=self["read-only"],
+            )
+        except TokenFileError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def makeService(options: Options) -> IService:
@@ -241,9 +285,13 @@ def makeService(options: Options) -> IService:
             ),
             maxClients=options["max-clients"],
             idleTimeout=options["idle-timeout"],
+            access=options["access"],
+            authTimeout=options["auth-timeout"],
         ),
         blockPublishers=options["slow-consumer"] == "block",
         shutdownTimeout=options["shutdown-timeout"],
         statsInterval=options["stats-interval"],
+        restartDelay=options["restart-delay"],
+        restart=not options["no-restart"],
     )
     return StreamdService(reactor, config)

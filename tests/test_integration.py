@@ -250,6 +250,38 @@ class ProcessTests(TestCase):
         self.assertIn(b"sent 17 bytes: typed by a person", daemon.output)
 
     @defer.inlineCallbacks
+    def test_tokens(self):  # type: ignore[no-untyped-def]
+        """
+        With --auth-token-file, a client with the right token (from
+        $STREAMD_TOKEN) gets ticks; one without it, or with a wrong one, gets
+        nothing, exits 1, and what it sent is neither relayed nor logged; the
+        token never appears in the log.
+        """
+        workdir = tempfile.mkdtemp()
+        tokenPath = os.path.join(workdir, "token")
+        with open(tokenPath, "w") as f:
+            f.write("s3cret-token\n")
+        daemon = self.spawnDaemon("--port", "0", "--interval", "0.1", "--auth-token-file", tokenPath)
+        port = yield daemon.listening
+        client = ("-m", "streamd.client", "--port", str(port))
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, (*client, "--count", "1"), env={**ENV, "STREAMD_TOKEN": "s3cret-token"}
+        )
+        self.assertEqual(code, 0, err)
+        self.assertTrue(TICK.match(out.strip()), out)
+        for token in ("wrong", ""):
+            out, err, code = yield getProcessOutputAndValue(
+                sys.executable,
+                (*client, "--count", "0", "--send", "injected by " + (token or "nobody")),
+                env={**ENV, "STREAMD_TOKEN": token},
+            )
+            self.assertEqual((out, code), (b"", 1), err)
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertNotIn(b"injected", daemon.output)
+        self.assertNotIn(b"s3cret", daemon.output)
+        self.assertIn(b"sent a wrong token; disconnecting", daemon.output)
+
+    @defer.inlineCallbacks
     def test_addressInUse(self):  # type: ignore[no-untyped-def]
         """
         An address already in use ends twistd with a one-line message and a

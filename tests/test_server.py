@@ -71,7 +71,7 @@ class RelayTests(_LoggingMixin, SynchronousTestCase):
         receivers = [self.daemon.connect()[0] for _ in range(3)]
         written: list[bytes] = []
         for receiver in receivers:
-            receiver.outbox.write = written.append  # type: ignore[method-assign]
+            receiver.deliver = lambda data, count: written.append(data)  # type: ignore[method-assign]
         data = INT32.encodeMany([b"a", b"b"])
         sender.dataReceived(data)
         self.assertEqual(len(written), 3)

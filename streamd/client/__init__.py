@@ -12,6 +12,21 @@ Consuming a stream from Python.
 C{connect} fires with the connected L{StreamClientProtocol}; call its
 C{sendString} to publish, and wait on its C{finished} Deferred, which fires
 when the server closes the connection (or fails with the reason it was lost).
+
+Over TLS, which checks the server's certificate and host name, either with
+Twisted's C{tls:} endpoint (C{trustRoots} is a directory of CA certificates;
+without it, the system's CAs are trusted):
+
+    d = connect(reactor, "tls:host=example.org:port=7443:trustRoots=/etc/streamd/ca", show)
+
+or with TLS settings from L{streamd.tls.clientTLS} (or Twisted's
+C{optionsForClientTLS}) around any endpoint:
+
+    tls = clientTLS("example.org", cafile="ca.pem", cert="me.pem", key="me.key")
+    d = connect(reactor, "tcp:host=example.org:port=7443", show, tls=tls)
+
+A failed handshake shows as C{finished} failing; L{streamd.tls.handshakeFailure}
+says why in one line.
 """
 
 from __future__ import annotations
@@ -20,9 +35,9 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString
+from twisted.internet.endpoints import clientFromString, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 
@@ -46,6 +61,11 @@ class StreamClientProtocol(FramedProtocol):
 
     def __init__(self) -> None:
         self.finished: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.factory.token is not None:
+            self.sendString(self.factory.token)
 
     def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
         onMessage = self.factory.onMessage
@@ -74,7 +94,8 @@ class StreamClientProtocol(FramedProtocol):
 
 class StreamClientFactory(Factory[StreamClientProtocol]):
     """
-    Makes L{StreamClientProtocol}s that call C{onMessage} with each message.
+    Makes L{StreamClientProtocol}s that call C{onMessage} with each message,
+    and send C{token} first when there is one.
     """
 
     protocol = StreamClientProtocol
@@ -85,10 +106,12 @@ class StreamClientFactory(Factory[StreamClientProtocol]):
         onMessage: Callable[[bytes], Any],
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
         framing: Framing = INT32,
+        token: bytes | None = None,
     ) -> None:
         self.onMessage = onMessage
         self.maxMessageSize = maxMessageSize
         self.framing = framing
+        self.token = token
 
     def buildProtocol(self, addr: object) -> StreamClientProtocol:
         protocol = StreamClientProtocol()
@@ -104,16 +127,23 @@ def connect(
     onMessage: Callable[[bytes], Any],
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
     framing: Framing = INT32,
+    token: bytes | None = None,
+    tls: IOpenSSLClientConnectionCreator | None = None,
 ) -> Deferred[StreamClientProtocol]:
     """
     Connect to a streamd server and call C{onMessage} with every message.
 
     @param endpoint: a client endpoint, or its description
         (C{tcp:host=127.0.0.1:port=7000}).
+    @param token: sent as the first frame, for a server that asks for one.
+    @param tls: TLS settings to speak TLS over C{endpoint}, such as
+        L{streamd.tls.clientTLS} makes.
     @return: fires with the connected protocol.
     """
     target = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
-    factory = StreamClientFactory(onMessage, maxMessageSize, framing)
+    if tls is not None:
+        target = wrapClientTLS(tls, target)
+    factory = StreamClientFactory(onMessage, maxMessageSize, framing, token)
     connecting: Deferred[StreamClientProtocol] = target.connect(factory)  # type: ignore[assignment]
     return connecting
 

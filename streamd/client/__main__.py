@@ -4,16 +4,18 @@ C{python -m streamd.client}: print a stream, and send messages into it.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
+from twisted.internet.tcp import Connection
 from twisted.protocols.basic import LineReceiver
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -21,8 +23,10 @@ from twisted.python.failure import Failure
 from streamd.client import StreamClientProtocol, connect
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
 from streamd.text import printable
+from streamd.tls import clientTLS, handshakeFailure
 
 PROGRAM = "streamd.client"
+TOKEN_VARIABLE = "STREAMD_TOKEN"
 
 
 def _count(value: str) -> int:
@@ -50,14 +54,22 @@ class ClientOptions(usage.Options):
 
     synopsis = f"python -m {PROGRAM} [options]"
     longdesc = "Prints every message of a streamd stream on its own line, and can send messages."
-    optFlags = [["stdin", None, "Send each line of standard input as one message."]]
+    optFlags = [
+        ["stdin", None, "Send each line of standard input as one message."],
+        ["tls", None, "Connect with TLS, checking the server's certificate against the system's CAs."],
+        ["insecure", None, "TLS without checking the server's certificate (tests only; implies --tls)."],
+    ]
     optParameters = [
         ["host", None, "127.0.0.1", "Server host name or address."],
         ["port", "p", 7000, "Server TCP port.", _port],
-        ["connect", "c", None, "Any Twisted client endpoint, e.g. tcp:host=example.org:port=7000."],
+        ["connect", "c", None, "Any Twisted client endpoint: tcp:host=H:port=P, tls:host=H:port=P, ..."],
+        ["cafile", None, None, "TLS: trust this PEM CA (or self-signed server) certificate; implies --tls."],
+        ["cert", None, None, "TLS: PEM client certificate, for servers that ask for one; implies --tls."],
+        ["key", None, None, "TLS: PEM private key of --cert (default: read from the --cert file)."],
         ["count", "n", None, "Exit 0 after this many messages (0: only send).", _count],
         ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message accepted, in bytes.", _size],
         ["framing", None, "int32", f"Wire framing: {' or '.join(FRAMINGS)}."],
+        ["token-file", None, None, f"Send this file's token first (default: ${TOKEN_VARIABLE}, if set)."],
     ]
 
     def __init__(self) -> None:
@@ -73,19 +85,55 @@ class ClientOptions(usage.Options):
     def postOptions(self) -> None:
         if self["framing"] not in FRAMINGS:
             raise usage.UsageError(f"unknown framing {self['framing']!r} (known: {', '.join(FRAMINGS)})")
+        tlsOptions = [f"--{name}" for name in ("tls", "insecure", "cafile", "cert", "key") if self[name]]
+        if tlsOptions and self["connect"] is not None:
+            raise usage.UsageError(
+                f"{' '.join(tlsOptions)} go with --host/--port; with --connect, use"
+                " tls:host=HOST:port=PORT[:trustRoots=DIR][:certificate=FILE:privateKey=FILE]"
+            )
+        if self["key"] is not None and self["cert"] is None:
+            raise usage.UsageError("--key needs --cert")
+        if self["insecure"] and self["cafile"] is not None:
+            raise usage.UsageError("--insecure checks nothing, so --cafile would be ignored; choose one")
+        self["tls"] = bool(tlsOptions)
+
+    def token(self) -> bytes | None:
+        """
+        The token to send first: from --token-file, else from the environment.
+
+        @raise ValueError: for a token file that cannot be read or is empty.
+        """
+        if self["token-file"] is None:
+            fromEnvironment = os.environ.get(TOKEN_VARIABLE, "").strip()
+            return fromEnvironment.encode() if fromEnvironment else None
+        try:
+            with open(self["token-file"], "rb") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise ValueError(f"cannot read token file {self['token-file']}: {e.strerror}") from None
+        if not token:
+            raise ValueError(f"token file {self['token-file']} is empty")
+        return token
 
     def endpoint(self, reactor: Any) -> IStreamClientEndpoint:
         """
         Where to connect.
 
-        @raise ValueError: for an endpoint description that does not parse.
+        @raise ValueError: for an endpoint description that does not parse,
+            or a TLS file that cannot be used.
         """
         if self["connect"] is not None:
             try:
                 return clientFromString(reactor, self["connect"])
             except Exception as e:
-                raise ValueError(f"bad endpoint {self['connect']!r}: {e}") from None
-        return HostnameEndpoint(reactor, self["host"], self["port"])
+                # Some errors (a trustRoots=DIR that cannot be listed) carry their reason inside.
+                detail = str(e) or str(getattr(e, "originalException", "")) or type(e).__name__
+                raise ValueError(f"bad endpoint {self['connect']!r}: {detail}") from None
+        endpoint = HostnameEndpoint(reactor, self["host"], self["port"])
+        if not self["tls"]:
+            return endpoint
+        settings = clientTLS(self["host"], self["cafile"], self["cert"], self["key"], self["insecure"])
+        return wrapClientTLS(settings, endpoint)
 
 
 class Printer:
@@ -135,6 +183,31 @@ class LineSender(LineReceiver):
         self.whenDone.callback(None)
 
 
+def finishSending(reactor: Any, client: StreamClientProtocol, patience: float = 5.0) -> None:
+    """
+    Say we are done sending, and let the server close the connection.
+
+    Over TCP this is a half-close: a server that took every message closes
+    cleanly, one that rejected them resets the connection, so the exit status
+    tells which.  A server that keeps the connection open is left after
+    C{patience} seconds.  Over TLS, which cannot half-close, the connection
+    is simply closed.
+    """
+    transport = client.transport
+    if isinstance(transport, Connection):
+        transport.loseWriteConnection()
+        timeout = reactor.callLater(patience, transport.loseConnection)
+
+        def closed(result: object) -> object:
+            if timeout.active():
+                timeout.cancel()
+            return result
+
+        client.finished.addBoth(closed)
+    else:
+        transport.loseConnection()
+
+
 def fail(message: str, code: int = 1) -> SystemExit:
     """
     The exit for a user-facing error: one line on stderr.
@@ -152,14 +225,20 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
     try:
         options.parseOptions(argv)
         endpoint = options.endpoint(reactor)
+        token = options.token()
     except usage.UsageError as e:
         raise fail(f"{e} (see --help)", 2)
     except ValueError as e:
         raise fail(str(e))
+    if options["insecure"]:
+        sys.stderr.write(
+            f"{PROGRAM}: WARNING: --insecure: the server's certificate is NOT checked;"
+            " anyone on the network path can read and change this stream\n"
+        )
     printer = Printer(out, options["count"])
     try:
         client = yield connect(
-            reactor, endpoint, printer, options["max-message-size"], FRAMINGS[options["framing"]]
+            reactor, endpoint, printer, options["max-message-size"], FRAMINGS[options["framing"]], token
         )
     except ConnectError as e:
         raise fail(f"cannot connect: {e}")
@@ -173,14 +252,18 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
     if onlySending:
         if sending is not None:
             yield sending
-        client.transport.loseConnection()
+        finishSending(reactor, client)
     else:
         printer.enough.addCallback(lambda _: client.transport.loseConnection())
     try:
         yield client.finished
     except Exception:
         reason = Failure()
-        if printer.remaining == 0:
+        handshake = handshakeFailure(reason)
+        if handshake is not None:
+            raise fail(handshake)
+        if printer.enough.called:
+            # The connection went after we had what we asked for.
             return 0
         if client.frameError is not None:
             raise fail(f"server {client.frameError}")

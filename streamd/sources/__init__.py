@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from streamd.sources.base import Source, SourceContext
 from streamd.sources.clock import ClockSource
+from streamd.sources.exec import ExecSource, ShellSource
+from streamd.sources.follow import FileSource
+from streamd.sources.stdin import StdinSource
 
 SOURCES: dict[str, type[Source]] = {
     "clock": ClockSource,
+    "exec": ExecSource,
+    "sh": ShellSource,
+    "file": FileSource,
+    "stdin": StdinSource,
 }
 
 
@@ -45,7 +52,9 @@ def makeSource(spec: str, context: SourceContext) -> Source:
     The source that C{spec} describes, ready to start.
     """
     kind, argument = parseSource(spec)
-    return kind(context, argument)
+    source = kind(context, argument)
+    source.spec = spec
+    return source
 
 
 __all__ = ["SOURCES", "BadSourceSpec", "Source", "SourceContext", "makeSource", "parseSource"]

@@ -20,12 +20,20 @@ class SourceContext:
     """
     What a source is built with: the hub, the reactor and the daemon's
     settings that sources share.
+
+    @ivar restartDelay: seconds before a command that exited is run again.
+    @ivar restart: whether to run it again at all.
+    @ivar killGrace: seconds a command gets to exit after SIGTERM before it
+        gets SIGKILL.
     """
 
     hub: Hub
     reactor: Any
     interval: float = 1.0
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+    restartDelay: float = 1.0
+    restart: bool = True
+    killGrace: float = 5.0
 
 
 @implementer(IPushProducer)
@@ -35,11 +43,14 @@ class Source(Service):
 
     The hub may pause it (block mode: a client is backlogged); a source that
     cannot stop producing ignores that, the default.
+
+    @ivar spec: the C{--source} value it was made from, to name it in the log.
     """
 
     def __init__(self, context: SourceContext, argument: Any = None) -> None:
         self.context = context
         self.argument = argument
+        self.spec = type(self).__name__
 
     @classmethod
     def parseArgument(cls, argument: str) -> Any:
@@ -56,9 +67,16 @@ class Source(Service):
         """
         Send one message to every client.
         """
-        self.context.hub.stats.messagesIn += 1
-        self.context.hub.stats.bytesIn += len(payload)
-        self.context.hub.publish([payload])
+        self.publishMany([payload])
+
+    def publishMany(self, payloads: list[bytes]) -> None:
+        """
+        Send several messages to every client, framed once per framing.
+        """
+        stats = self.context.hub.stats
+        stats.messagesIn += len(payloads)
+        stats.bytesIn += sum(map(len, payloads))
+        self.context.hub.publish(payloads)
 
     def startService(self) -> None:
         super().startService()

@@ -1,0 +1,143 @@
+"""
+Who may read and who may publish: token files and the access they grant.
+
+When any token is configured, the first frame a client sends is its token.
+Tokens are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from enum import IntEnum
+
+
+class Access(IntEnum):
+    """
+    What a client may do.
+    """
+
+    NONE = 0
+    READ = 1
+    PUBLISH = 2
+
+
+class TokenFileError(Exception):
+    """
+    A token file is missing, unreadable or empty.
+    """
+
+
+class TokenFile:
+    """
+    A secret read from a file (surrounding whitespace stripped), re-read by
+    L{load}.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._digest = b""
+        self.load()
+
+    def load(self) -> None:
+        """
+        Read the token now.
+
+        @raise TokenFileError: if the file cannot be read or holds no token;
+            the previous token then stays in force.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise TokenFileError(f"cannot read token file {self.path}: {e.strerror}") from None
+        if not token:
+            raise TokenFileError(f"token file {self.path} is empty")
+        self._digest = _digest(token)
+
+    def matches(self, candidate: bytes) -> bool:
+        """
+        Whether C{candidate} is the token, in time independent of both.
+        """
+        return hmac.compare_digest(self._digest, _digest(candidate))
+
+
+def _digest(token: bytes) -> bytes:
+    # Comparing fixed-size digests hides the token's length as well.
+    return hashlib.sha256(token).digest()
+
+
+class AccessPolicy:
+    """
+    The daemon's access rules.
+
+    - No token files: every client may publish (unless C{readOnly}).
+    - C{auth}: a client must send this token first, within the auth timeout;
+      it may then read, and publish too when there is no C{publish} token.
+    - C{publish}: a client that sends this token first may publish; every
+      other client is read-only.
+    - C{readOnly}: no client may publish; only the daemon's sources do.
+    """
+
+    def __init__(
+        self, auth: TokenFile | None = None, publish: TokenFile | None = None, readOnly: bool = False
+    ) -> None:
+        self.auth = auth
+        self.publish = publish
+        self.readOnly = readOnly
+
+    @property
+    def expectsToken(self) -> bool:
+        """
+        Whether a client's first frame is its token.
+        """
+        return self.auth is not None or self.publish is not None
+
+    def initialAccess(self) -> Access:
+        """
+        What a client may do before it has sent a token.
+        """
+        if self.auth is not None:
+            return Access.NONE
+        if self.readOnly or self.publish is not None:
+            return Access.READ
+        return Access.PUBLISH
+
+    def accessFor(self, token: bytes) -> Access:
+        """
+        What a client that sent C{token} may do; L{Access.NONE} for a token
+        that is wrong.
+        """
+        publisher = self.publish is not None and self.publish.matches(token)
+        reader = self.auth is not None and self.auth.matches(token)
+        if publisher or (reader and self.publish is None):
+            return Access.READ if self.readOnly else Access.PUBLISH
+        if reader:
+            return Access.READ
+        return Access.NONE
+
+    def reload(self) -> list[str]:
+        """
+        Re-read every token file.
+
+        @return: the files that were re-read; a file that fails keeps its old
+            token.
+        @raise TokenFileError: for the first file that failed, after trying all.
+        """
+        reloaded = []
+        failure: TokenFileError | None = None
+        for tokenFile in (self.auth, self.publish):
+            if tokenFile is None:
+                continue
+            try:
+                tokenFile.load()
+            except TokenFileError as e:
+                failure = failure or e
+            else:
+                reloaded.append(tokenFile.path)
+        if failure is not None:
+            raise failure
+        return reloaded
+
+
+OPEN = AccessPolicy()

@@ -1,0 +1,276 @@
+"""
+Tests for the ascii10 framing on the wire: the daemon's connections with the
+same checks as int32, and clients written for the sockets exercise against a
+real daemon (and the streamd client against a plain blocking server).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import socket
+import sys
+
+from twisted.internet import defer, reactor, threads
+from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from streamd.framing import ASCII10, INT32, Framing
+from streamd.server import ServerConfig
+from streamd.service import DaemonConfig, Listen, StreamdService
+
+from .support import InMemoryDaemon, frames
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
+
+
+class _ServerFramingMixin:
+    """
+    What a daemon connection must do in every framing; mixed into one
+    TestCase per framing.
+    """
+
+    framing: Framing
+    other: Framing
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]
+        self.daemon = InMemoryDaemon(ServerConfig(maxMessageSize=1000))
+
+    def logLines(self) -> list[str]:
+        return [formatEvent(event) for event in self.events]
+
+    def test_byteAtATime(self) -> None:
+        """
+        Frames a client sends one byte per read reach another client whole
+        and in order.
+        """
+        sender, _ = self.daemon.connect(self.framing)
+        _, receiver = self.daemon.connect(self.framing)
+        data = self.framing.encodeMany(MESSAGES)
+        for i in range(len(data)):
+            sender.dataReceived(data[i : i + 1])
+        self.assertEqual(frames(receiver.value(), self.framing), MESSAGES)  # type: ignore[attr-defined]
+
+    def test_manyInOneRead(self) -> None:
+        """
+        Many frames in one read all reach another client, as the same bytes.
+        """
+        sender, _ = self.daemon.connect(self.framing)
+        _, receiver = self.daemon.connect(self.framing)
+        data = self.framing.encodeMany(MESSAGES * 50)
+        sender.dataReceived(data)
+        self.assertEqual(receiver.value(), data)  # type: ignore[attr-defined]
+
+    def test_otherFraming(self) -> None:
+        """
+        A message reaches a client of the other framing in that framing, and
+        back.
+        """
+        mine, mineTransport = self.daemon.connect(self.framing)
+        theirs, theirsTransport = self.daemon.connect(self.other)
+        mine.dataReceived(self.framing.encode("h\u00e9llo".encode()))
+        theirs.dataReceived(self.other.encode(b"back"))
+        self.assertEqual(theirsTransport.value(), self.other.encode("h\u00e9llo".encode()))  # type: ignore[attr-defined]
+        self.assertEqual(mineTransport.value(), self.framing.encode(b"back"))  # type: ignore[attr-defined]
+
+    def test_exactlyAtLimit(self) -> None:
+        """
+        A frame of exactly --max-message-size is relayed.
+        """
+        sender, senderTransport = self.daemon.connect(self.framing)
+        _, receiver = self.daemon.connect(self.framing)
+        sender.dataReceived(self.framing.encode(b"x" * 1000))
+        self.assertEqual(frames(receiver.value(), self.framing), [b"x" * 1000])  # type: ignore[attr-defined]
+        self.assertFalse(senderTransport.disconnecting)  # type: ignore[attr-defined]
+
+    def test_overLimit(self) -> None:
+        """
+        A header announcing one byte over --max-message-size disconnects that
+        client, with a log line; the others keep what it sent before.
+        """
+        sender, senderTransport = self.daemon.connect(self.framing)
+        _, receiver = self.daemon.connect(self.framing)
+        sender.dataReceived(self.framing.encode(b"fine") + self.framing.header(1001) + b"x" * 10)
+        self.assertTrue(senderTransport.disconnecting)  # type: ignore[attr-defined]
+        self.assertFalse(receiver.disconnecting)  # type: ignore[attr-defined]
+        self.assertEqual(frames(receiver.value(), self.framing), [b"fine"])  # type: ignore[attr-defined]
+        self.assertIn(  # type: ignore[attr-defined]
+            "127.0.0.1:40001 announced a 1001-byte frame, over the 1000-byte limit; disconnecting",
+            self.logLines(),
+        )
+
+
+class Int32ServerTests(_ServerFramingMixin, SynchronousTestCase):
+    framing = INT32
+    other = ASCII10
+
+
+class ASCII10ServerTests(_ServerFramingMixin, SynchronousTestCase):
+    framing = ASCII10
+    other = INT32
+
+    def test_badHeader(self) -> None:
+        """
+        A header that is not a left-aligned decimal number (here, an HTTP
+        request) disconnects that client with a log line saying what it sent.
+        """
+        sender, senderTransport = self.daemon.connect(ASCII10)
+        _, receiver = self.daemon.connect(ASCII10)
+        sender.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(senderTransport.disconnecting)
+        self.assertEqual(receiver.value(), b"")
+        self.assertIn(
+            "127.0.0.1:40001 sent b'GET / HTTP', which is not a 10-character decimal length header; disconnecting",
+            self.logLines(),
+        )
+        self.assertEqual(self.daemon.stats.badFrameDisconnects, 1)
+
+    def test_lengthCountsBytes(self) -> None:
+        """
+        The header counts bytes: C{caf\\u00e9} is 5 bytes, where the exercise's
+        C{len(msg)} on text would say 4 characters.
+        """
+        _, receiver = self.daemon.connect(ASCII10)
+        self.daemon.hub.publish(["caf\u00e9".encode()])
+        self.assertEqual(receiver.value(), b"5         caf\xc3\xa9")
+
+
+# The sockets exercise's client algorithm, stdlib only: recv(16) at a time,
+# a 10-character header read with int(), then the body; bytes beyond one
+# message are kept for the next.  Prints each message's repr.
+EXERCISE_CLIENT = """\
+import socket, sys
+
+HEADERSIZE = 10
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+buffered = b""
+
+
+def fill(size):
+    global buffered
+    while len(buffered) < size:
+        chunk = s.recv(16)
+        if not chunk:
+            sys.exit("server closed the connection")
+        buffered += chunk
+
+
+for _ in range(int(sys.argv[2])):
+    fill(HEADERSIZE)
+    msglen = int(buffered[:HEADERSIZE])
+    fill(HEADERSIZE + msglen)
+    print(repr(buffered[HEADERSIZE : HEADERSIZE + msglen]), flush=True)
+    buffered = buffered[HEADERSIZE + msglen :]
+s.close()
+"""
+
+
+class ExerciseClientTests(TestCase):
+    """
+    A client written for the exercise's framing reads a real daemon's
+    ascii10 listener.
+    """
+
+    timeout = 15
+
+    def startDaemon(self, **settings: object) -> tuple[StreamdService, int]:
+        config = DaemonConfig(
+            listens=(Listen("tcp:0:interface=127.0.0.1", ASCII10),),
+            statsInterval=0,
+            **settings,  # type: ignore[arg-type]
+        )
+        service = StreamdService(reactor, config)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        port = service.listeners[0].port
+        assert port is not None
+        return service, port.getHost().port
+
+    def runClient(self, port: int, count: int) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        return getProcessOutputAndValue(
+            sys.executable, ("-c", EXERCISE_CLIENT, str(port), str(count)), env=ENV
+        )
+
+    @defer.inlineCallbacks
+    def test_ticks(self):  # type: ignore[no-untyped-def]
+        """
+        The exercise's client prints streamd's clock ticks unchanged.
+        """
+        service, port = self.startDaemon(interval=0.05)
+        out, err, code = yield self.runClient(port, 3)
+        self.assertEqual((code, err), (0, b""))
+        ticks = [ast.literal_eval(line) for line in out.decode().splitlines()]
+        self.assertEqual(len(ticks), 3)
+        for tick in ticks:
+            self.assertRegex(tick, rb"^The time is \d+\.\d+(e-\d+)?$")
+        yield service.stopService()
+
+    @defer.inlineCallbacks
+    def test_anyMessages(self):  # type: ignore[no-untyped-def]
+        """
+        Empty, binary, non-ASCII and large messages, many per read, reach the
+        exercise's client byte for byte.
+        """
+        service, port = self.startDaemon(sources=())
+        client = self.runClient(port, len(MESSAGES) * 3 + 1)
+        for _ in range(250):
+            if len(service.connections):
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        big = bytes(range(256)) * 400
+        service.hub.publish(MESSAGES * 3 + [big])
+        out, err, code = yield client
+        self.assertEqual((code, err), (0, b""))
+        received = [ast.literal_eval(line) for line in out.decode().splitlines()]
+        self.assertEqual(received, MESSAGES * 3 + [big])
+        yield service.stopService()
+
+
+def serveAndClose(listener: socket.socket, messages: list[bytes]) -> None:
+    """
+    A plain blocking server: accept one client, send it C{messages} in the
+    ascii10 framing, close.
+    """
+    try:
+        connection, _ = listener.accept()
+        with connection:
+            for message in messages:
+                connection.sendall(f"{len(message):<10}".encode() + message)
+    finally:
+        listener.close()
+
+
+class StreamdClientTests(TestCase):
+    """
+    C{python -m streamd.client --framing ascii10} against a server that is
+    not streamd.
+    """
+
+    timeout = 15
+
+    @defer.inlineCallbacks
+    def test_blockingServerThatCloses(self):  # type: ignore[no-untyped-def]
+        """
+        The client prints every message of a blocking server that sends a
+        fixed number of them and closes, then exits 0.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(10)
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        messages = [f"The time is 0.{i}".encode() for i in range(20)] + ["caf\u00e9".encode(), b""]
+        served = threads.deferToThread(serveAndClose, listener, messages)
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable,
+            ("-m", "streamd.client", "--framing", "ascii10", "--port", str(port)),
+            env=ENV,
+        )
+        yield served
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(out.decode("utf-8").split("\n"), [m.decode() for m in messages] + [""])

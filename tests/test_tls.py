@@ -1,0 +1,722 @@
+"""
+Tests for TLS: L{streamd.tls}, C{--client-ca} on the server, the client's TLS
+options, and real TLS connections on loopback with certificates made here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import HostnameEndpoint, quoteStringArgument, wrapClientTLS
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from streamd.client import StreamClientProtocol, connect
+from streamd.client.__main__ import ClientOptions
+from streamd.framing import INT32
+from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.tap import Options
+from streamd.tls import (
+    TLSConfigError,
+    clientTLS,
+    handshakeFailure,
+    isTLSListener,
+    parseDescription,
+    serverEndpoint,
+)
+from tests.test_integration import TICK, Collector, DaemonProcess, twistd
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+class _Authority:
+    """
+    A certificate authority that signs certificates for tests.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.certificate = (
+            _builder(subject, subject, self.key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+    def issue(
+        self, name: str, hosts: Iterable[str] = (), client: bool = False
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """
+        A key and a certificate for C{name}, valid for C{hosts} (names or IP
+        addresses), as a server's or a client's.
+        """
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        builder = (
+            _builder(subject, self.certificate.subject, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+            )
+        )
+        alternatives = [_generalName(host) for host in hosts]
+        if alternatives:
+            builder = builder.add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
+        return key, builder.sign(self.key, hashes.SHA256())
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, publicKey: Any) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(publicKey)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+
+
+def _generalName(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _pem(item: Any) -> bytes:
+    if isinstance(item, x509.Certificate):
+        return item.public_bytes(serialization.Encoding.PEM)
+    return item.private_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class PKI:
+    """
+    Certificates for every case, written as PEM files into a new directory:
+
+      - C{ca}: the CA clients trust; C{roots/} holds only its certificate
+        (for C{tls:...:trustRoots=DIR}).
+      - C{server.pem}/C{server.key}: localhost and 127.0.0.1, signed by C{ca}.
+      - C{rogue.pem}/C{rogue.key}: the same names, signed by a CA nobody trusts.
+      - C{clients-ca.pem}: the CAs the server takes client certificates from
+        (an unrelated CA, then the clients' CA: a file of several).
+      - C{client.pem}/C{client.key}: a client signed by the clients' CA;
+        C{client-both.pem} holds both.
+      - C{stranger.pem}/C{stranger.key}: a client signed by C{ca}, which the
+        server does not take client certificates from.
+    """
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="streamd-tls-")
+        os.mkdir(self.path("roots"))
+        ca = _Authority("streamd test CA")
+        rogueCA = _Authority("rogue CA")
+        clientsCA = _Authority("streamd clients CA")
+        self.write("ca.pem", ca.certificate)
+        self.write("roots/ca.pem", ca.certificate)
+        self.write("clients-ca.pem", _Authority("unrelated CA").certificate, clientsCA.certificate)
+        for name, authority, hosts, client in [
+            ("server", ca, ["localhost", "127.0.0.1"], False),
+            ("rogue", rogueCA, ["localhost", "127.0.0.1"], False),
+            ("client", clientsCA, [], True),
+            ("stranger", ca, [], True),
+        ]:
+            key, certificate = authority.issue(name, hosts, client)
+            self.write(f"{name}.pem", certificate)
+            self.write(f"{name}.key", key)
+        self.write("client-both.pem", self.read("client.pem"), self.read("client.key"))
+
+    def read(self, name: str) -> bytes:
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def write(self, name: str, *items: Any) -> str:
+        """
+        Write C{items} (certificates, keys or PEM bytes) to the file C{name}.
+        """
+        with open(self.path(name), "wb") as f:
+            for item in items:
+                f.write(item if isinstance(item, bytes) else _pem(item))
+        return self.path(name)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def listen(self, name: str = "server") -> str:
+        """
+        An C{ssl:} description on a free loopback port with C{name}'s key.
+        """
+        key = quoteStringArgument(self.path(f"{name}.key"))
+        certificate = quoteStringArgument(self.path(f"{name}.pem"))
+        return f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory)
+
+
+class _PKIMixin:
+    """
+    Makes a fresh L{PKI} for each test and removes it afterwards.
+    """
+
+    pki: PKI
+    addCleanup: Callable[..., None]
+
+    def setUp(self) -> None:
+        self.pki = PKI()
+        self.addCleanup(self.pki.remove)
+
+
+class ParseDescriptionTests(SynchronousTestCase):
+    """
+    L{parseDescription} splits endpoint descriptions as Twisted does.
+    """
+
+    def test_escapes(self) -> None:
+        """
+        A backslash makes C{:} and C{=} plain, the first C{=} of an argument
+        names it, and later ones belong to the value.
+        """
+        self.assertEqual(
+            parseDescription(r"ssl:7443:interface=\:\:1:privateKey=/k\:e\=y.pem:certKey=a=b.pem"),
+            (["ssl", "7443"], {"interface": "::1", "privateKey": "/k:e=y.pem", "certKey": "a=b.pem"}),
+        )
+
+    def test_isTLSListener(self) -> None:
+        """
+        Only C{ssl:} descriptions are TLS listeners.
+        """
+        self.assertTrue(isTLSListener("ssl:7443:privateKey=k.pem"))
+        self.assertFalse(isTLSListener("tcp:7000"))
+        self.assertFalse(isTLSListener(r"unix:/tmp/ssl\:x"))
+
+
+class ServerEndpointTests(_PKIMixin, SynchronousTestCase):
+    """
+    L{serverEndpoint} refuses what it cannot honour, with a one-line reason.
+    """
+
+    def test_notSSL(self) -> None:
+        """
+        Client certificates cannot be asked for on a plain TCP endpoint.
+        """
+        error = self.assertRaises(ValueError, serverEndpoint, reactor, "tcp:0", self.pki.path("ca.pem"))
+        self.assertIn("need an ssl: endpoint", str(error))
+
+    def test_unsupportedParameter(self) -> None:
+        """
+        An C{ssl:} parameter that cannot be combined with client
+        certificates is named.
+        """
+        description = self.pki.listen() + ":sslmethod=TLSv1_2_METHOD"
+        error = self.assertRaises(ValueError, serverEndpoint, reactor, description, self.pki.path("ca.pem"))
+        self.assertEqual(str(error), "sslmethod cannot be combined with --client-ca")
+
+    def test_badFiles(self) -> None:
+        """
+        A missing file, a file without certificates and a key that belongs to
+        another certificate are each reported in one line.
+        """
+        notPEM = self.pki.write("not.pem", b"hello\n")
+        cases = [
+            (self.pki.path("missing.pem"), "cannot read --client-ca ", "No such file or directory"),
+            (notPEM, "--client-ca ", "holds no PEM certificate"),
+        ]
+        for caFile, start, end in cases:
+            error = self.assertRaises(TLSConfigError, serverEndpoint, reactor, self.pki.listen(), caFile)
+            self.assertTrue(str(error).startswith(start) and str(error).endswith(end), str(error))
+        mismatched = self.pki.listen().replace("server.pem", "rogue.pem")
+        error = self.assertRaises(
+            TLSConfigError, serverEndpoint, reactor, mismatched, self.pki.path("ca.pem")
+        )
+        self.assertIn("does not belong to certificate", str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_encryptedKey(self) -> None:
+        """
+        A key protected by a passphrase is refused with a reason, since a
+        daemon has nobody to ask for the passphrase.
+        """
+        key = serialization.load_pem_private_key(self.pki.read("server.key"), None)
+        encrypted = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+        self.pki.write("server.key", encrypted)
+        error = self.assertRaises(
+            TLSConfigError, serverEndpoint, reactor, self.pki.listen(), self.pki.path("ca.pem")
+        )
+        self.assertEqual(
+            str(error),
+            f"private key {self.pki.path('server.key')} is encrypted; streamd needs it unencrypted",
+        )
+
+
+class ClientCAOptionTests(_PKIMixin, SynchronousTestCase):
+    """
+    C{twistd streamd --client-ca} applies to C{ssl:} listeners only, and its
+    mistakes are usage errors.
+    """
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_sslListenersOnly(self) -> None:
+        """
+        The CA file goes with each C{ssl:} listener, not with a TCP one.
+        """
+        caFile = self.pki.path("clients-ca.pem")
+        options = self.parse("--port", "0", "--listen", self.pki.listen(), "--client-ca", caFile)
+        self.assertEqual(
+            options["listens"],
+            (Listen("tcp:0:interface=127.0.0.1", INT32), Listen(self.pki.listen(), INT32, caFile)),
+        )
+
+    def test_noSSLListener(self) -> None:
+        """
+        --client-ca without any C{ssl:} listener is a usage error.
+        """
+        error = self.assertRaises(
+            UsageError, self.parse, "--port", "0", "--client-ca", self.pki.path("clients-ca.pem")
+        )
+        self.assertIn("--client-ca needs an ssl: listener", str(error))
+
+    def test_missingCAFile(self) -> None:
+        """
+        A CA file that cannot be read is a one-line usage error.
+        """
+        missing = self.pki.path("missing.pem")
+        error = self.assertRaises(
+            UsageError, self.parse, "--listen", self.pki.listen(), "--client-ca", missing
+        )
+        self.assertEqual(str(error), f"cannot read --client-ca {missing}: No such file or directory")
+
+    def test_badServerKey(self) -> None:
+        """
+        A server key that cannot be read is named in a usage error.
+        """
+        listen = self.pki.listen().replace("server.key", "missing.key")
+        error = self.assertRaises(
+            UsageError, self.parse, "--listen", listen, "--client-ca", self.pki.path("clients-ca.pem")
+        )
+        self.assertIn("cannot read private key", str(error))
+
+
+class ClientOptionsTests(_PKIMixin, SynchronousTestCase):
+    """
+    The client's TLS options: what implies TLS, what cannot be combined, and
+    one-line errors for bad files.
+    """
+
+    def parse(self, *argv: str) -> ClientOptions:
+        options = ClientOptions()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_impliesTLS(self) -> None:
+        """
+        --tls, --cafile, --cert and --insecure each turn TLS on; nothing does
+        by default.
+        """
+        self.assertFalse(self.parse()["tls"])
+        caFile = self.pki.path("ca.pem")
+        for argv in (["--tls"], ["--cafile", caFile], ["--cert", caFile], ["--insecure"]):
+            self.assertTrue(self.parse(*argv)["tls"], argv)
+
+    def test_conflicts(self) -> None:
+        """
+        TLS flags do not mix with --connect, --key needs --cert, and
+        --insecure does not mix with --cafile.
+        """
+        for argv, words in [
+            (["--connect", "tcp:host=h:port=1", "--tls"], "with --connect, use tls:host="),
+            (["--key", "k.pem"], "--key needs --cert"),
+            (["--insecure", "--cafile", "ca.pem"], "choose one"),
+        ]:
+            error = self.assertRaises(UsageError, self.parse, *argv)
+            self.assertIn(words, str(error))
+
+    def test_badFiles(self) -> None:
+        """
+        A CA file or client certificate that cannot be used is a one-line
+        ValueError when the endpoint is made (the client turns it into exit
+        status 1).
+        """
+        missing = self.pki.path("missing.pem")
+        options = self.parse("--cafile", missing)
+        error = self.assertRaises(ValueError, options.endpoint, reactor)
+        self.assertEqual(str(error), f"cannot read --cafile {missing}: No such file or directory")
+        options = self.parse("--cert", self.pki.path("client.pem"), "--key", self.pki.path("server.key"))
+        error = self.assertRaises(ValueError, options.endpoint, reactor)
+        self.assertIn("does not belong to certificate", str(error))
+
+
+class HandshakeFailureTests(SynchronousTestCase):
+    """
+    L{handshakeFailure} says in one line why a TLS handshake failed.
+    """
+
+    def test_descriptions(self) -> None:
+        """
+        OpenSSL's reasons are kept and explained; a host name mismatch names
+        the host; anything else is not a TLS failure.
+        """
+        verify = Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))
+        self.assertEqual(
+            handshakeFailure(verify),
+            "TLS handshake failed: certificate verify failed"
+            " (the server's certificate is not from a CA we trust, or not valid now)",
+        )
+        required = Failure(SSL.Error([("SSL routines", "", "tlsv13 alert certificate required")]))
+        self.assertIn("requires a client certificate", handshakeFailure(required) or "")
+        self.assertIsNone(handshakeFailure(Failure(ConnectionError("reset"))))
+
+
+class _TLSDaemonMixin(_PKIMixin):
+    """
+    A daemon with one C{ssl:} listener on the real reactor, and clients that
+    connect to it with TLS.
+    """
+
+    timeout = 10
+    addCleanup: Callable[..., None]
+    assertEqual: Callable[..., None]
+    assertFailure: Callable[..., defer.Deferred[Any]]
+
+    def startDaemon(
+        self, key: str = "server", clientCA: str | None = None, **settings: Any
+    ) -> tuple[StreamdService, int]:
+        caFile = self.pki.path(clientCA) if clientCA else None
+        settings.setdefault("sources", ())
+        config = DaemonConfig(
+            listens=(Listen(self.pki.listen(key), INT32, caFile),), statsInterval=0, **settings
+        )
+        service = StreamdService(reactor, config)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        port = service.listeners[0].port
+        assert port is not None
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        return service, address.port
+
+    def tlsEndpoint(self, port: int, host: str = "127.0.0.1", **settings: Any) -> Any:
+        """
+        A client endpoint to the daemon with the TLS settings of
+        L{clientTLS}, trusting the test CA unless told otherwise.
+        """
+        settings.setdefault("cafile", self.pki.path("ca.pem"))
+        return wrapClientTLS(clientTLS(host, **settings), HostnameEndpoint(reactor, "127.0.0.1", port))
+
+    @defer.inlineCallbacks
+    def connected(self, endpoint: Any, onMessage: Callable[[bytes], Any], **settings: Any) -> Any:
+        """
+        Connect, and make sure the client is closed when the test ends.
+        """
+        client: StreamClientProtocol = yield connect(reactor, endpoint, onMessage, **settings)
+
+        def close() -> defer.Deferred[None]:
+            if client.transport.connected:
+                client.transport.abortConnection()
+            return client.finished.addErrback(lambda _: None)
+
+        self.addCleanup(close)
+        return client
+
+    @defer.inlineCallbacks
+    def waitFor(self, condition: Callable[[], bool]) -> Any:
+        while not condition():
+            yield deferLater(reactor, 0.01, lambda: None)
+
+    @defer.inlineCallbacks
+    def assertShutOut(
+        self, service: StreamdService, witnessEndpoint: Any, endpoint: Any, failure: type
+    ) -> Any:
+        """
+        A client on C{endpoint} fails its handshake with C{failure}: it
+        receives nothing that is published while it is connected, and what
+        it sends does not reach a client on C{witnessEndpoint}.
+
+        @return: the failure's one-line description.
+        """
+        heard = Collector(2)
+        witness = yield self.connected(witnessEndpoint, heard)
+        yield self.waitFor(lambda: len(service.connections) == 1)
+        service.hub.publish([b"before"])
+        yield self.waitFor(lambda: heard.messages == [b"before"])
+
+        factory = service.listeners[0].factory
+        buildProtocol = factory.buildProtocol
+        connectedWhenPublished: list[int] = []
+
+        def publishOnceConnected() -> None:
+            connectedWhenPublished.append(len(service.connections))
+            service.hub.publish([b"secret"])
+
+        def building(address: Any) -> Any:
+            reactor.callLater(0, publishOnceConnected)
+            return buildProtocol(address)
+
+        factory.buildProtocol = building  # type: ignore[method-assign,assignment]
+        refused: list[bytes] = []
+        client = yield self.connected(endpoint, refused.append)
+        client.sendString(b"injected")
+        reason = yield self.assertFailure(client.finished.addTimeout(5, reactor), failure)
+        factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
+        yield self.waitFor(lambda: len(service.connections) == 1)
+        service.hub.publish([b"after"])
+        yield self.waitFor(lambda: len(heard.messages) == 3)
+        self.assertEqual(connectedWhenPublished, [2])
+        self.assertEqual(heard.messages, [b"before", b"secret", b"after"])
+        self.assertEqual(refused, [])
+        witness.transport.loseConnection()
+        yield witness.finished
+        return handshakeFailure(Failure(reason))
+
+
+class TLSConnectionTests(_TLSDaemonMixin, TestCase):
+    """
+    Clients check the server's certificate and host name, and only then
+    get the stream.
+    """
+
+    @defer.inlineCallbacks
+    def test_roundTrip(self):  # type: ignore[no-untyped-def]
+        """
+        A client on Twisted's C{tls:} endpoint, trusting a directory that
+        holds the test CA, gets what the daemon publishes (the clock source
+        here), and another client gets what it sends.
+        """
+        service, port = self.startDaemon(sources=("clock",), interval=0.05)
+        roots = quoteStringArgument(self.pki.path("roots"))
+        ticks = Collector(1)
+        sender = yield self.connected(f"tls:host=localhost:port={port}:trustRoots={roots}", ticks)
+        self.assertTrue(TICK.match((yield ticks.enough)[0]))
+        heard = Collector(1)
+        listener = yield self.connected(self.tlsEndpoint(port), lambda m: None if TICK.match(m) else heard(m))
+        yield self.waitFor(lambda: len(service.connections) == 2)
+        sender.sendString(b"over TLS")
+        self.assertEqual((yield heard.enough), [b"over TLS"])
+        for client in (sender, listener):
+            client.transport.loseConnection()
+            yield client.finished
+
+    @defer.inlineCallbacks
+    def test_wrongHostName(self):  # type: ignore[no-untyped-def]
+        """
+        A certificate signed by a trusted CA but for other names is refused
+        by the client: it gets nothing and injects nothing.
+        """
+        service, port = self.startDaemon()
+        description = yield self.assertShutOut(
+            service, self.tlsEndpoint(port), self.tlsEndpoint(port, host="streamd.invalid"), VerificationError
+        )
+        self.assertEqual(
+            description,
+            "TLS handshake failed: the server's certificate does not match host name streamd.invalid",
+        )
+
+    @defer.inlineCallbacks
+    def test_untrustedCertificate(self):  # type: ignore[no-untyped-def]
+        """
+        A certificate from a CA the client does not trust is refused: the
+        client gets nothing and injects nothing.
+        """
+        service, port = self.startDaemon(key="rogue")
+        witness = self.tlsEndpoint(port, cafile=None, insecure=True)
+        description = yield self.assertShutOut(service, witness, self.tlsEndpoint(port), SSL.Error)
+        self.assertIn("TLS handshake failed: certificate verify failed", description)
+
+
+class MutualTLSTests(_TLSDaemonMixin, TestCase):
+    """
+    With --client-ca, only clients with a certificate from one of its CAs
+    complete the handshake.
+    """
+
+    @defer.inlineCallbacks
+    def test_accepted(self):  # type: ignore[no-untyped-def]
+        """
+        A client certificate signed by a CA in the --client-ca file (the
+        second of two there) is accepted, and its client gets the stream;
+        here through C{connect(..., tls=clientTLS(...))}, with the client's
+        key in its certificate file.
+        """
+        service, port = self.startDaemon(clientCA="clients-ca.pem")
+        heard = Collector(1)
+        tls = clientTLS("127.0.0.1", cafile=self.pki.path("ca.pem"), cert=self.pki.path("client-both.pem"))
+        client = yield self.connected(f"tcp:host=127.0.0.1:port={port}", heard, tls=tls)
+        yield self.waitFor(lambda: len(service.connections) == 1)
+        service.hub.publish([b"for certified clients"])
+        self.assertEqual((yield heard.enough), [b"for certified clients"])
+        client.transport.loseConnection()
+        yield client.finished
+
+    @defer.inlineCallbacks
+    def test_noCertificate(self):  # type: ignore[no-untyped-def]
+        """
+        A client without a certificate is refused: it gets nothing and
+        injects nothing.
+        """
+        service, port = self.startDaemon(clientCA="clients-ca.pem")
+        witness = self.tlsEndpoint(port, cert=self.pki.path("client.pem"), key=self.pki.path("client.key"))
+        description = yield self.assertShutOut(service, witness, self.tlsEndpoint(port), SSL.Error)
+        self.assertIn("TLS handshake failed: tlsv13 alert certificate required", description)
+
+    @defer.inlineCallbacks
+    def test_otherCA(self):  # type: ignore[no-untyped-def]
+        """
+        A client certificate from a CA outside the --client-ca file is
+        refused, even one the server's own certificate comes from: the
+        client gets nothing and injects nothing.
+        """
+        service, port = self.startDaemon(clientCA="clients-ca.pem")
+        witness = self.tlsEndpoint(port, cert=self.pki.path("client.pem"), key=self.pki.path("client.key"))
+        stranger = self.tlsEndpoint(
+            port, cert=self.pki.path("stranger.pem"), key=self.pki.path("stranger.key")
+        )
+        description = yield self.assertShutOut(service, witness, stranger, SSL.Error)
+        self.assertIn("TLS handshake failed: tlsv1 alert unknown ca", description)
+
+
+class ClientProcessTests(_TLSDaemonMixin, TestCase):
+    """
+    C{python -m streamd.client} with TLS options, as a real process.
+    """
+
+    def client(self, *argv: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        return getProcessOutputAndValue(sys.executable, ("-m", "streamd.client", *argv), env=ENV)
+
+    @defer.inlineCallbacks
+    def test_cafile(self):  # type: ignore[no-untyped-def]
+        """
+        --cafile trusts the test CA: the client prints a tick and exits 0,
+        silently.
+        """
+        service, port = self.startDaemon(sources=("clock",), interval=0.05)
+        out, err, code = yield self.client(
+            "--port", str(port), "--cafile", self.pki.path("ca.pem"), "--count", "1"
+        )
+        self.assertEqual((code, err), (0, b""))
+        self.assertTrue(TICK.match(out.strip()), out)
+
+    @defer.inlineCallbacks
+    def test_insecure(self):  # type: ignore[no-untyped-def]
+        """
+        --insecure connects to a server nobody trusts, and says on stderr, in
+        one line, that nothing was checked.
+        """
+        service, port = self.startDaemon(key="rogue", sources=("clock",), interval=0.05)
+        out, err, code = yield self.client("--port", str(port), "--insecure", "--count", "1")
+        self.assertEqual(code, 0, err)
+        self.assertTrue(TICK.match(out.strip()), out)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertIn(b"WARNING: --insecure: the server's certificate is NOT checked", err)
+
+    @defer.inlineCallbacks
+    def test_verifyFailure(self):  # type: ignore[no-untyped-def]
+        """
+        A server certificate the client does not trust ends the client with
+        one line saying so, status 1 and no output.
+        """
+        service, port = self.startDaemon(key="rogue", sources=("clock",), interval=0.05)
+        out, err, code = yield self.client(
+            "--port", str(port), "--cafile", self.pki.path("ca.pem"), "--count", "1"
+        )
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(b"streamd.client: TLS handshake failed: certificate verify failed", err)
+
+    @defer.inlineCallbacks
+    def test_badCAFile(self):  # type: ignore[no-untyped-def]
+        """
+        A --cafile that is not a certificate ends the client with one line
+        and status 1, before connecting.
+        """
+        notPEM = self.pki.write("not.pem", b"hello\n")
+        out, err, code = yield self.client("--cafile", notPEM)
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(err, f"streamd.client: --cafile {notPEM} holds no PEM certificate\n".encode())
+
+
+class TwistdMutualTLSTests(_PKIMixin, TestCase):
+    """
+    C{twistd streamd --listen ssl:... --client-ca} and the client's --cert
+    and --key, as the user runs them.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_clientCertificate(self):  # type: ignore[no-untyped-def]
+        """
+        The client with a certificate from the --client-ca CA prints a tick;
+        the client without one is refused with a one-line reason and status
+        1.
+        """
+        daemon = DaemonProcess()
+        command = twistd(
+            "-n", "--pidfile=", "streamd", "--listen", self.pki.listen(), "--interval", "0.05",
+            "--client-ca", self.pki.path("clients-ca.pem"),
+        )  # fmt: skip
+        transport = reactor.spawnProcess(daemon, sys.executable, command, env=ENV)
+
+        def stop() -> defer.Deferred[Any]:
+            if not daemon.ended.called:
+                transport.signalProcess("KILL")
+            return daemon.ended
+
+        self.addCleanup(stop)
+        port = str((yield daemon.listening))
+        client = ("-m", "streamd.client", "--port", port, "--cafile", self.pki.path("ca.pem"), "--count", "1")
+        certified = (*client, "--cert", self.pki.path("client.pem"), "--key", self.pki.path("client.key"))
+        out, err, code = yield getProcessOutputAndValue(sys.executable, certified, env=ENV)
+        self.assertEqual((code, err), (0, b""))
+        self.assertTrue(TICK.match(out.strip()), out)
+        out, err, code = yield getProcessOutputAndValue(sys.executable, client, env=ENV)
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(b"streamd.client: TLS handshake failed:", err)
+        self.assertIn(b"requires a client certificate", err)
