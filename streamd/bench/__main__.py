@@ -1,0 +1,76 @@
+"""
+C{python -m streamd.bench}: run the benchmark and print its tables.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.python import usage
+
+from streamd.bench.options import PROGRAM, BenchOptions
+from streamd.bench.proc import machine, raiseFileLimit
+from streamd.bench.report import describe, headline, tables, writeJson
+from streamd.bench.runner import Result, run
+from streamd.bench.servers import redisServer, redisVersion
+
+FILES_MARGIN = 1024
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(f"{PROGRAM}: {line}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str]) -> int:
+    """
+    The whole benchmark; returns the exit status.
+    """
+    options = BenchOptions()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        _say(f"{e} (see --help)")
+        return 2
+    servers: tuple[str, ...] = ("streamd",)
+    redis = None
+    if options["compare"] == "redis":
+        if redisServer() is None:
+            _say(
+                "redis-server is not on PATH; install it (apt-get install redis-server) to compare. Running streamd alone."
+            )
+        else:
+            servers += ("redis",)
+            redis = redisVersion()
+    plan = options.plan(servers)
+    if "idle" in plan.cells:
+        wanted = options["idle-clients"] + FILES_MARGIN
+        got = raiseFileLimit(wanted)
+        if got < wanted:
+            _say(f"the open-files limit is {got}, below the {wanted} the idle scenario needs; it may fail")
+    where = machine()
+    print(describe(plan, where, redis), end="\n\n", flush=True)
+
+    def progress(result: Result, number: int, error: str | None) -> None:
+        _say(headline(result, number, plan.runs, error))
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="streamd-bench-") as workdir:
+            results = run(plan, Path(workdir), progress)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    print(tables(plan, results))
+    if options["json"] is not None:
+        try:
+            writeJson(Path(options["json"]), plan, where, redis, results)
+        except OSError as e:
+            _say(f"cannot write {options['json']}: {e.strerror}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,237 @@
+"""
+What the child processes do: publish, subscribe, and hold idle connections,
+with plain blocking or non-blocking sockets (the cheapest clients Python has).
+
+Each body takes a C{report} function first (see L{Children.start}), reports
+C{"ready"} once connected, and runs until L{Shared.stopping} or its
+deadline, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import select
+import selectors
+import socket
+import time
+from array import array
+from collections.abc import Sequence
+
+from streamd.bench.children import Report, Shared
+from streamd.bench.records import STAMP, Walker
+from streamd.bench.wire import Wire
+
+CHUNK = 1 << 20
+BATCH = 256 * 1024
+PACED_BURST = 1000
+MAX_SAMPLES = 5_000_000
+SOCKET_SECONDS = 30.0
+WAIT_SECONDS = 0.0005
+DRAIN_READS = 64
+
+
+def connect(port: int) -> socket.socket:
+    """
+    A blocking connection to the server under test.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _drain(sock: socket.socket) -> None:
+    """
+    Read and drop what the server sent a publisher (Redis's PUBLISH replies).
+    """
+    for _ in range(DRAIN_READS):
+        if not select.select([sock], [], [], 0)[0]:
+            return
+        if not sock.recv(CHUNK):
+            raise ConnectionError("the server closed the publisher's connection")
+
+
+def _payload(size: int, stamp: int = 0) -> bytes:
+    return STAMP.pack(stamp) + bytes(size - STAMP.size)
+
+
+def burstPublisher(
+    report: Report, wire: Wire, port: int, size: int, window: int, shared: Shared, deadline: float
+) -> int:
+    """
+    Publish C{size}-byte messages as fast as the server takes them, in
+    batches built once, but never more than C{window} bytes ahead of the
+    slowest subscriber.
+
+    @return: messages sent.
+    """
+    sock = connect(port)
+    report("ready", None)
+    message = wire.message(_payload(size))
+    perBatch = max(1, BATCH // len(message))
+    batch = message * perBatch
+    ahead = max(window // len(message), 2 * perBatch) - perBatch
+    counts, control = shared.counts, shared.control
+    sent = 0
+    with sock:
+        while not shared.stopping and time.monotonic() < deadline:
+            if sent - min(counts) > ahead:
+                time.sleep(WAIT_SECONDS)
+                continue
+            sock.sendall(batch)
+            sent += perBatch
+            control[Shared.PUBLISHED] = sent
+            _drain(sock)
+    return sent
+
+
+def pacedPublisher(
+    report: Report, wire: Wire, port: int, size: int, rate: int, shared: Shared, deadline: float
+) -> int:
+    """
+    Publish C{rate} messages a second, each stamped with the time it is
+    sent; messages that fall due together go out in one write.
+
+    @return: messages sent.
+    """
+    sock = connect(port)
+    report("ready", None)
+    header, filler, trailer = wire.header(size), bytes(size - STAMP.size), wire.trailer
+    control = shared.control
+    sent = 0
+    start = time.monotonic_ns()
+    with sock:
+        while not shared.stopping and time.monotonic() < deadline:
+            now = time.monotonic_ns()
+            due = (now - start) * rate // 1_000_000_000 - sent
+            if due <= 0:
+                time.sleep((start + (sent + 1) * 1e9 / rate - now) / 1e9)
+                continue
+            due = min(due, PACED_BURST)
+            sock.sendall((header + STAMP.pack(now) + filler + trailer) * due)
+            sent += due
+            control[Shared.PUBLISHED] = sent
+            _drain(sock)
+    return sent
+
+
+def singlesPublisher(
+    report: Report, wire: Wire, port: int, sizes: Sequence[int], shared: Shared, deadline: float
+) -> int:
+    """
+    Publish one message of each of C{sizes} in turn, each once the
+    subscriber has received the one before.
+
+    @return: messages sent.
+    """
+    sock = connect(port)
+    report("ready", None)
+    built: dict[int, bytearray] = {}
+    with sock:
+        for sent, size in enumerate(sizes):
+            if size not in built:
+                built = {size: bytearray(wire.message(bytes(size)))}
+            message = built[size]
+            STAMP.pack_into(message, len(wire.header(size)), time.monotonic_ns())
+            sock.sendall(message)
+            while shared.counts[0] <= sent:
+                if shared.stopping or time.monotonic() > deadline:
+                    raise TimeoutError(f"a {size}-byte message did not arrive in time")
+                _drain(sock)
+                time.sleep(WAIT_SECONDS)
+    return len(sizes)
+
+
+def subscriber(
+    report: Report,
+    wire: Wire,
+    port: int,
+    slots: Sequence[int],
+    maxLength: int,
+    stamped: bool,
+    shared: Shared,
+    deadline: float,
+) -> bytes:
+    """
+    Hold one subscriber connection per slot of L{Shared.counts} and count
+    what each receives there; with C{stamped}, also time every message
+    published within the latency window.
+
+    @return: the latencies, in nanoseconds, as a native C{array("q")}.
+    """
+    selector = selectors.DefaultSelector()
+    records = wire.records(maxLength)
+    for slot in slots:
+        sock = connect(port)
+        wire.subscribe(sock)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, (slot, Walker(records, stamped)))
+    report("ready", None)
+    counts, control = shared.counts, shared.control
+    latencies = array("q")
+    try:
+        while not shared.stopping and time.monotonic() < deadline:
+            for key, _ in selector.select(0.05):
+                slot, walker = key.data
+                try:
+                    data = key.fileobj.recv(CHUNK)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise ConnectionError(
+                        f"the server closed subscriber {slot} after {walker.records} messages"
+                    )
+                now = time.monotonic_ns()
+                counts[slot] += walker.feed(data)
+                if walker.stamps:
+                    start, end = control[Shared.WINDOW_START], control[Shared.WINDOW_END]
+                    if len(latencies) < MAX_SAMPLES:
+                        latencies.extend([now - s for s in walker.stamps if start <= s < end])
+                    walker.stamps.clear()
+    finally:
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        selector.close()
+    return latencies.tobytes()
+
+
+def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, deadline: float) -> int:
+    """
+    Hold C{count} idle subscriber connections; report C{"received"} with
+    the latency of the first message on each (in nanoseconds) once every
+    connection has one, then keep them open until told to stop.
+
+    @return: how many connections had received nothing by the deadline.
+    """
+    selector = selectors.DefaultSelector()
+    records = wire.records(1 << 20)
+    socks = []
+    try:
+        for _ in range(count):
+            sock = connect(port)
+            socks.append(sock)
+            wire.subscribe(sock)
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ, Walker(records, stamped=True))
+        report("ready", None)
+        latencies: list[int] = []
+        while len(latencies) < count and not shared.stopping and time.monotonic() < deadline:
+            for key, _ in selector.select(0.05):
+                walker = key.data
+                try:
+                    data = key.fileobj.recv(CHUNK)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise ConnectionError("the server closed an idle connection")
+                now = time.monotonic_ns()
+                walker.feed(data)
+                if walker.stamps:
+                    latencies.append(now - walker.stamps[0])
+                    selector.unregister(key.fileobj)
+        report("received", latencies)
+        while not shared.stopping and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()
+    return count - len(latencies)

@@ -1,0 +1,154 @@
+"""
+The command line of C{python -m streamd.bench}.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from twisted.python import usage
+
+from streamd.bench.runner import SCENARIOS, Plan
+from streamd.bench.scenarios import MiB, Settings
+
+PROGRAM = "streamd.bench"
+BURST_K = (1, 10, 100)
+BURST_SIZES = (64, 1024, 64 * 1024)
+PACED_K = (10,)
+PACED_SIZES = (64,)
+MIN_SIZE = 8
+COMPARABLE = ("redis",)
+LARGE_SIZES = (1 * MiB, 16 * MiB, 64 * MiB)
+DEFAULTS = Settings()
+
+_SIZE = re.compile(r"(\d+)\s*(b|k|kib|m|mib)?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": MiB, "mib": MiB}
+
+QUICK = {"duration": 0.5, "warmup": 0.2, "idle-clients": 1000, "large-sizes": (1 * MiB,)}
+"""
+What C{--quick} changes, among the settings left at their defaults.
+"""
+
+
+def parseSize(text: str) -> int:
+    """
+    A size in bytes: C{64}, C{64B}, C{1k}, C{1KiB}, C{16M}, C{16MiB}.
+
+    @raise ValueError: for anything else, or less than 8 bytes (a payload
+        carries an 8-byte timestamp).
+    """
+    found = _SIZE.fullmatch(text.strip())
+    if not found:
+        raise ValueError(f"{text!r} is not a size (examples: 64, 1KiB, 16MiB)")
+    size = int(found.group(1)) * _UNITS[(found.group(2) or "").lower()]
+    if size < MIN_SIZE:
+        raise ValueError(f"a payload holds an {MIN_SIZE}-byte timestamp, so {text!r} is too small")
+    return size
+
+
+def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def coerce(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise ValueError(f"{what} must be a number above 0, not {text!r}")
+        return value
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
+
+
+def _listOf(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any, ...]]:
+    def coerce(text: str) -> tuple[Any, ...]:
+        values = tuple(item(part) for part in text.split(",") if part.strip())
+        if not values:
+            raise ValueError(f"{what} needs at least one value")
+        return tuple(dict.fromkeys(values))
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
+
+
+def _scenario(text: str) -> str:
+    name = text.strip()
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+    return name
+
+
+parseSize.coerceDoc = ""  # type: ignore[attr-defined]
+
+
+_scenarios = _listOf(_scenario, "--scenario")
+_counts = _listOf(_positive(int, "--k"), "--k")
+_sizes = _listOf(parseSize, "a size list")
+_duration = _positive(float, "--duration")
+_warmup = _positive(float, "--warmup")
+_runs = _positive(int, "--runs")
+_rate = _positive(int, "--rate")
+_processes = _positive(int, "--subscriber-processes")
+_clients = _positive(int, "--idle-clients")
+
+
+class BenchOptions(usage.Options):
+    """
+    Options of C{python -m streamd.bench}.
+    """
+
+    synopsis = f"python -m {PROGRAM} [options]"
+    longdesc = (
+        "Starts a streamd server, a publisher and subscriber processes on 127.0.0.1, and reports "
+        "deliveries/s, latency, server CPU and memory; --compare redis runs the same workloads "
+        "against redis-server pub/sub."
+    )
+    optFlags = [["quick", "q", "A short smoke run: 0.5 s runs, 1,000 idle clients, a 1 MiB large message."]]
+    optParameters = [
+        ["scenario", "s", SCENARIOS, f"Scenarios, comma-separated: {', '.join(SCENARIOS)}.", _scenarios],
+        ["k", None, None, "Subscriber counts, comma-separated (default: 1,10,100; paced: 10).", _counts],
+        ["size", None, None, "Payload sizes, comma-separated (default: 64,1KiB,64KiB; paced: 64).", _sizes],
+        ["duration", "d", DEFAULTS.duration, "Seconds measured per run.", _duration],
+        ["warmup", None, DEFAULTS.warmup, "Seconds of traffic before measuring.", _warmup],
+        ["runs", "n", 1, "Runs of every figure; the tables show medians.", _runs],
+        ["rate", None, DEFAULTS.rate, "Messages per second of the paced publisher.", _rate],
+        ["window", None, DEFAULTS.window, "Bytes a burst publisher may lead a subscriber by.", parseSize],
+        ["subscriber-processes", None, None, "Subscriber processes (default: one per CPU).", _processes],
+        ["idle-clients", None, 10_000, "Connections of the idle scenario.", _clients],
+        ["large-sizes", None, LARGE_SIZES, "Message sizes of the large scenario.", _sizes],
+        ["compare", None, None, "Also run every workload against this server: redis."],
+        ["json", None, None, "Write the raw figures of every run to this file."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["compare"] is not None and self["compare"] not in COMPARABLE:
+            raise usage.UsageError(f"--compare knows only {', '.join(COMPARABLE)}, not {self['compare']!r}")
+        if self["quick"]:
+            for key, value in QUICK.items():
+                if self[key] == self.defaults[key]:
+                    self[key] = value
+
+    def plan(self, servers: tuple[str, ...]) -> Plan:
+        """
+        The benchmark these options describe, on C{servers}.
+        """
+        cells: dict[str, tuple[tuple[int, ...], ...]] = {}
+        for scenario in self["scenario"]:
+            if scenario in ("burst", "paced"):
+                ks = self["k"] or (BURST_K if scenario == "burst" else PACED_K)
+                sizes = self["size"] or (BURST_SIZES if scenario == "burst" else PACED_SIZES)
+                cells[scenario] = tuple((k, size) for k in ks for size in sizes)
+            elif scenario == "idle":
+                cells[scenario] = ((self["idle-clients"],),)
+            else:
+                cells[scenario] = (self["large-sizes"],)
+        settings = Settings(
+            duration=self["duration"],
+            warmup=self["warmup"],
+            rate=self["rate"],
+            window=self["window"],
+            subscriberProcesses=self["subscriber-processes"] or 0,
+        )
+        return Plan(cells, servers, self["runs"], settings)

@@ -1,0 +1,115 @@
+"""
+What Linux's /proc says about a process and the machine, and the process
+hygiene the benchmark relies on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import resource
+import signal
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+_ESTABLISHED = "01"
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    User plus system CPU time that process C{pid} has used.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rssBytes(pid: int) -> int:
+    """
+    The resident memory of process C{pid} (C{VmRSS}).
+    """
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise ValueError(f"process {pid} has no VmRSS")
+
+
+def connectionCount(pid: int, port: int) -> int:
+    """
+    How many established TCP connections to its local C{port} process
+    C{pid} has accepted (connections still in the listen queue are the
+    kernel's, not yet the process's).
+    """
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    local = f":{port:04X}"
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[3] == _ESTABLISHED and fields[1].endswith(local) and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def cores() -> int:
+    """
+    The CPUs this process may run on.
+    """
+    return len(os.sched_getaffinity(0))
+
+
+def machine() -> str:
+    """
+    One line naming the machine: CPUs, CPU model, memory, kernel, Python.
+    """
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        memory = int(f.readline().split()[1]) / 1024**2
+    return (
+        f"{cores()} CPUs ({model}), {memory:.0f} GiB RAM, Linux {platform.release()}, "
+        f"{platform.python_implementation()} {platform.python_version()}"
+    )
+
+
+def raiseFileLimit(wanted: int) -> int:
+    """
+    Raise the soft limit of open files (and the hard one, when allowed) to
+    at least C{wanted}; children inherit it.
+
+    @return: the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            wanted = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return wanted
+
+
+def dieWithParent() -> None:
+    """
+    Have the kernel kill this process when the benchmark dies, however it
+    dies, and leave Ctrl-C to the benchmark.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

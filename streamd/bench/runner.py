@@ -1,0 +1,156 @@
+"""
+The plan of a benchmark: which scenarios, cells and servers, how many runs;
+and running it, one fresh server per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamd.bench import scenarios
+from streamd.bench.figures import medianRun
+from streamd.bench.scenarios import Figures, MiB, Settings
+from streamd.bench.servers import BenchError, Server, startRedis, startStreamd
+from streamd.bench.wire import WIRES
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
+
+SCENARIOS = ("burst", "paced", "idle", "large")
+DEFAULT_CLIENTS = 10_000
+CLIENTS_MARGIN = 100
+WINDOWS_PENDING = 4
+"""
+Burst and paced runs let streamd queue this many publisher windows per
+client, so that its slow-consumer rules never cut a subscriber.
+"""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """
+    What to measure.
+
+    @ivar cells: per scenario, the cells to run: C{(k, size)} for burst and
+        paced, C{(clients,)} for idle, and the message sizes for large (all
+        sent in one run).
+    """
+
+    cells: dict[str, tuple[tuple[int, ...], ...]]
+    servers: tuple[str, ...]
+    runs: int
+    settings: Settings
+
+
+@dataclass
+class Result:
+    """
+    The runs of one cell on one server.
+    """
+
+    scenario: str
+    cell: tuple[int, ...]
+    server: str
+    runs: list[Figures] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def median(self) -> Figures | None:
+        """
+        The median of the runs that succeeded, if any did.
+        """
+        return medianRun(self.runs) if self.runs else None
+
+
+def pendingLimits(pending: int) -> tuple[int, int]:
+    """
+    The C{--soft-pending} and C{--max-pending} under which a streamd client
+    may have C{pending} bytes queued for good.
+    """
+    soft = max(pending, 1 * MiB)
+    return soft, max(2 * soft, 8 * MiB)
+
+
+def streamdOptions(maxMessage: int, pending: int, clients: int) -> list[str]:
+    """
+    The twistd plugin options that let streamd take a workload without
+    cutting the benchmark's own clients.
+    """
+    soft, hard = pendingLimits(pending)
+    return [
+        "--max-message-size",
+        str(max(maxMessage, DEFAULT_MAX_MESSAGE_SIZE)),
+        "--soft-pending",
+        str(soft),
+        "--max-pending",
+        str(hard),
+        "--max-clients",
+        str(max(clients + CLIENTS_MARGIN, 2 * DEFAULT_CLIENTS)),
+        "--shutdown-timeout",
+        "1",
+    ]
+
+
+def serverNeeds(plan: Plan, scenario: str, cell: tuple[int, ...]) -> tuple[int, int, int]:
+    """
+    The largest message, the backlog per client and the connections that
+    C{scenario} needs a server to allow for C{cell}.
+    """
+    if scenario in ("burst", "paced"):
+        return cell[1], WINDOWS_PENDING * plan.settings.window, DEFAULT_CLIENTS
+    if scenario == "idle":
+        return DEFAULT_MAX_MESSAGE_SIZE, 0, cell[0]
+    return max(cell), 2 * max(cell), DEFAULT_CLIENTS
+
+
+def _start(name: str, workdir: Path, needs: tuple[int, int, int]) -> Server:
+    maxMessage, pending, clients = needs
+    if name == "redis":
+        return startRedis(workdir, max(clients + CLIENTS_MARGIN, DEFAULT_CLIENTS))
+    return startStreamd(workdir, streamdOptions(maxMessage, pending, clients))
+
+
+def _measure(
+    scenario: str, server: Server, cell: tuple[int, ...], settings: Settings
+) -> dict[tuple[int, ...], Figures]:
+    wire = WIRES[server.name]
+    if scenario == "burst":
+        return {cell: scenarios.burst(server, wire, cell[0], cell[1], settings)}
+    if scenario == "paced":
+        return {cell: scenarios.paced(server, wire, cell[0], cell[1], settings)}
+    if scenario == "idle":
+        return {cell: scenarios.idle(server, wire, cell[0], settings)}
+    return {(size,): figures for size, figures in scenarios.large(server, wire, cell, settings).items()}
+
+
+def run(plan: Plan, workdir: Path, progress: Callable[[Result, int, str | None], None]) -> list[Result]:
+    """
+    Every run of the plan, each server in turn for each run of each cell;
+    a run that fails is recorded and the benchmark goes on.
+
+    @param progress: called with a result, the number of the run just added
+        to it, and the error if that run failed.
+    """
+    results: dict[tuple[str, tuple[int, ...], str], Result] = {}
+    for scenario, cells in plan.cells.items():
+        for cell in cells:
+            rows = [cell] if scenario != "large" else [(size,) for size in cell]
+            for number in range(1, plan.runs + 1):
+                for name in plan.servers:
+                    mine = [
+                        results.setdefault((scenario, row, name), Result(scenario, row, name)) for row in rows
+                    ]
+                    try:
+                        server = _start(name, workdir, serverNeeds(plan, scenario, cell))
+                        try:
+                            measured = _measure(scenario, server, cell, plan.settings)
+                        finally:
+                            server.stop()
+                    except BenchError as e:
+                        for result in mine:
+                            result.errors.append(str(e))
+                            progress(result, number, str(e))
+                        continue
+                    for result in mine:
+                        result.runs.append(measured[result.cell])
+                        progress(result, number, None)
+    return list(results.values())

@@ -1,0 +1,285 @@
+"""
+One run of each scenario against one running server: start the children,
+measure, stop them, and return the figures.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from streamd.bench.children import Child, Children, Shared
+from streamd.bench.figures import bottleneck, percentile
+from streamd.bench.load import burstPublisher, connect, holder, pacedPublisher, singlesPublisher, subscriber
+from streamd.bench.proc import cores, cpuSeconds
+from streamd.bench.records import STAMP
+from streamd.bench.servers import BenchError, Server
+from streamd.bench.wire import Wire
+
+MiB = 1024 * 1024
+SETUP_SECONDS = 30.0
+IDLE_SETUP_SECONDS = 120.0
+LATE_SECONDS = 0.5
+BROADCAST_SECONDS = 10.0
+LARGE_SECONDS = 60.0
+DONE_SECONDS = 10.0
+
+Figures = dict[str, object]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    How long and how hard to run.
+
+    @ivar window: bytes a burst publisher may be ahead of its slowest
+        subscriber.
+    @ivar subscriberProcesses: processes sharing the subscriber connections
+        (0: one per CPU, at most one per connection).
+    """
+
+    duration: float = 3.0
+    warmup: float = 1.0
+    rate: int = 10_000
+    window: int = 16 * MiB
+    subscriberProcesses: int = 0
+    idleProcesses: int = 4
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """
+    The counters and CPU times of a run at one moment.
+    """
+
+    time: float
+    delivered: int
+    published: int
+    server: float
+    publisher: float
+    subscribers: tuple[float, ...]
+
+    @classmethod
+    def take(cls, server: Server, publisher: Child, subscribers: Sequence[Child], shared: Shared) -> _Sample:
+        return cls(
+            time.monotonic(),
+            sum(shared.counts),
+            shared.control[Shared.PUBLISHED],
+            cpuSeconds(server.pid),
+            cpuSeconds(publisher.pid),
+            tuple(cpuSeconds(s.pid) for s in subscribers),
+        )
+
+
+def _usage(before: _Sample, after: _Sample, server: Server) -> Figures:
+    """
+    Server CPU and memory, and the CPU shares that say what limited the run.
+    """
+    elapsed = after.time - before.time
+    serverCpu = (after.server - before.server) / elapsed
+    publisherCpu = (after.publisher - before.publisher) / elapsed
+    subscriberCpus = [(a - b) / elapsed for a, b in zip(after.subscribers, before.subscribers, strict=True)]
+    busiest = max(subscriberCpus)
+    return {
+        "server_cpu": serverCpu,
+        "server_rss_mib": server.rss() / MiB,
+        "publisher_cpu": publisherCpu,
+        "subscriber_cpu": sum(subscriberCpus),
+        "busiest_subscriber_cpu": busiest,
+        "limit": bottleneck(
+            serverCpu, publisherCpu, busiest, serverCpu + publisherCpu + sum(subscriberCpus), cores()
+        ),
+    }
+
+
+def _subscribers(
+    children: Children,
+    server: Server,
+    wire: Wire,
+    k: int,
+    maxLength: int,
+    stamped: bool,
+    processes: int,
+    deadline: float,
+) -> list[Child]:
+    """
+    C{k} subscriber connections spread over C{processes} processes (0: one
+    per CPU), all connected and accepted.
+    """
+    count = min(k, processes or cores())
+    started = [
+        children.start(
+            f"subscriber process {i + 1}",
+            subscriber,
+            wire,
+            server.port,
+            range(i, k, count),
+            maxLength,
+            stamped,
+            children.shared,
+            deadline,
+        )
+        for i in range(count)
+    ]
+    for child in started:
+        child.expect("ready", SETUP_SECONDS)
+    server.waitClients(k, SETUP_SECONDS)
+    return started
+
+
+def burst(server: Server, wire: Wire, k: int, size: int, settings: Settings) -> Figures:
+    """
+    Deliveries per second with the publisher flat out.
+    """
+    shared = Shared(k)
+    deadline = time.monotonic() + SETUP_SECONDS + settings.warmup + settings.duration
+    with Children(shared) as children:
+        subscribers = _subscribers(
+            children, server, wire, k, size, False, settings.subscriberProcesses, deadline
+        )
+        publisher = children.start(
+            "publisher", burstPublisher, wire, server.port, size, settings.window, shared, deadline
+        )
+        publisher.expect("ready", SETUP_SECONDS)
+        time.sleep(settings.warmup)
+        before = _Sample.take(server, publisher, subscribers, shared)
+        time.sleep(settings.duration)
+        after = _Sample.take(server, publisher, subscribers, shared)
+        figures = _usage(before, after, server)
+        children.stop()
+        for child in (publisher, *subscribers):
+            child.expect("done", DONE_SECONDS)
+    server.checkAlive()
+    elapsed = after.time - before.time
+    deliveries = after.delivered - before.delivered
+    if not deliveries:
+        raise BenchError(f"no message reached a subscriber of {server.name} in {elapsed:.1f} s")
+    return {
+        "deliveries_per_s": deliveries / elapsed,
+        "mb_per_s": deliveries * size / elapsed / 1e6,
+        "server_ns_per_delivery": figures["server_cpu"] * elapsed / deliveries * 1e9,  # type: ignore[operator]
+        **figures,
+    }
+
+
+def paced(server: Server, wire: Wire, k: int, size: int, settings: Settings) -> Figures:
+    """
+    Publish-to-receive latency with the publisher at a fixed rate.
+    """
+    shared = Shared(k)
+    deadline = time.monotonic() + SETUP_SECONDS + settings.warmup + settings.duration + LATE_SECONDS
+    with Children(shared) as children:
+        subscribers = _subscribers(
+            children, server, wire, k, size, True, settings.subscriberProcesses, deadline
+        )
+        publisher = children.start(
+            "publisher", pacedPublisher, wire, server.port, size, settings.rate, shared, deadline
+        )
+        publisher.expect("ready", SETUP_SECONDS)
+        time.sleep(settings.warmup)
+        shared.control[Shared.WINDOW_START] = time.monotonic_ns()
+        before = _Sample.take(server, publisher, subscribers, shared)
+        time.sleep(settings.duration)
+        shared.control[Shared.WINDOW_END] = time.monotonic_ns()
+        after = _Sample.take(server, publisher, subscribers, shared)
+        figures = _usage(before, after, server)
+        time.sleep(LATE_SECONDS)
+        children.stop()
+        publisher.expect("done", DONE_SECONDS)
+        latencies = array("q")
+        for child in subscribers:
+            latencies.frombytes(child.expect("done", DONE_SECONDS))
+    server.checkAlive()
+    if not latencies:
+        raise BenchError(f"no message reached a subscriber of {server.name}")
+    ordered = sorted(latencies)
+    elapsed = after.time - before.time
+    published = after.published - before.published
+    return {
+        "published_per_s": published / elapsed,
+        "deliveries_per_s": (after.delivered - before.delivered) / elapsed,
+        "p50_us": percentile(ordered, 50) / 1e3,
+        "p99_us": percentile(ordered, 99) / 1e3,
+        "max_us": ordered[-1] / 1e3,
+        "samples": len(ordered),
+        "server_us_per_message": figures["server_cpu"] * elapsed / published * 1e6,  # type: ignore[operator]
+        **figures,
+    }
+
+
+def idle(server: Server, wire: Wire, clients: int, settings: Settings) -> Figures:
+    """
+    Server memory per idle connection, and how long one message takes to
+    reach all of them.
+    """
+    shared = Shared(0)
+    deadline = time.monotonic() + IDLE_SETUP_SECONDS + BROADCAST_SECONDS
+    before = server.rss()
+    with Children(shared) as children:
+        count = min(settings.idleProcesses, clients)
+        holders = [
+            children.start(
+                f"idle-connection process {i + 1}",
+                holder,
+                wire,
+                server.port,
+                len(range(i, clients, count)),
+                shared,
+                deadline,
+            )
+            for i in range(count)
+        ]
+        for child in holders:
+            child.expect("ready", IDLE_SETUP_SECONDS)
+        server.waitClients(clients, SETUP_SECONDS)
+        time.sleep(LATE_SECONDS)
+        after = server.rss()
+        with connect(server.port) as sock:
+            server.waitClients(clients + 1, SETUP_SECONDS)
+            sock.sendall(wire.message(STAMP.pack(time.monotonic_ns()) + bytes(56)))
+            latencies = sorted(
+                latency for child in holders for latency in child.expect("received", BROADCAST_SECONDS)
+            )
+        children.stop()
+        missed = sum(child.expect("done", DONE_SECONDS) for child in holders)
+    server.checkAlive()
+    if missed:
+        raise BenchError(f"{missed} of {clients} idle connections missed the broadcast of {server.name}")
+    return {
+        "rss_before_mib": before / MiB,
+        "rss_after_mib": after / MiB,
+        "kib_per_connection": (after - before) / clients / 1024,
+        "broadcast_p50_ms": percentile(latencies, 50) / 1e6,
+        "broadcast_ms": latencies[-1] / 1e6,
+    }
+
+
+def large(server: Server, wire: Wire, sizes: Sequence[int], settings: Settings) -> dict[int, Figures]:
+    """
+    How long one message of each of C{sizes} takes from publisher to
+    subscriber.
+    """
+    shared = Shared(1)
+    shared.control[Shared.WINDOW_START] = 0
+    deadline = time.monotonic() + SETUP_SECONDS + LARGE_SECONDS * len(sizes)
+    with Children(shared) as children:
+        (receiver,) = _subscribers(children, server, wire, 1, max(sizes), True, 1, deadline)
+        publisher = children.start("publisher", singlesPublisher, wire, server.port, sizes, shared, deadline)
+        publisher.expect("ready", SETUP_SECONDS)
+        publisher.expect("done", LARGE_SECONDS * len(sizes))
+        children.stop()
+        latencies = array("q")
+        latencies.frombytes(receiver.expect("done", DONE_SECONDS))
+    server.checkAlive()
+    if len(latencies) != len(sizes):
+        raise BenchError(f"{len(latencies)} of {len(sizes)} large messages were timed on {server.name}")
+    return {
+        size: {
+            "ms": latency / 1e6,
+            "mb_per_s": size / latency * 1e3,
+            "ms_per_mib": latency / 1e6 / (size / MiB),
+        }
+        for size, latency in zip(sizes, latencies, strict=True)
+    }

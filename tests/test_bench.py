@@ -1,0 +1,391 @@
+"""
+Tests for the pure parts of C{python -m streamd.bench} (counting records,
+percentiles, options, tables) and one short smoke run of the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from io import StringIO
+from pathlib import Path
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.bench.__main__ import main
+from streamd.bench.figures import bottleneck, medianRun, percentile
+from streamd.bench.options import BenchOptions, parseSize
+from streamd.bench.records import STAMP, Int32Records, RecordFormat, RespMessages, Walker
+from streamd.bench.report import quantity, ratio, sizeName, table, tables
+from streamd.bench.runner import Plan, Result
+from streamd.bench.scenarios import Settings
+from streamd.bench.wire import CHANNEL, RedisWire, StreamdWire, Wire
+
+SMOKE_SECONDS = 30
+
+
+def _payloads() -> list[bytes]:
+    """
+    Stamped payloads: a run of identical ones, a run of one size with
+    different stamps, and assorted sizes.
+    """
+    same = [STAMP.pack(7) + bytes(56)] * 40
+    stamped = [STAMP.pack(1000 + i) + b"x" * 56 for i in range(40)]
+    assorted = [STAMP.pack(i) + bytes(size) for i, size in enumerate([0, 1, 100, 3, 5000, 9])]
+    return same + stamped + assorted
+
+
+def _splits(data: bytes, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    chunks = []
+    pos = 0
+    while pos < len(data):
+        step = rng.choice([1, 2, 3, 7, 50, 500, 4096])
+        chunks.append(data[pos : pos + step])
+        pos += step
+    return chunks
+
+
+class _WalkerMixin:
+    """
+    What a L{Walker} must do with every record format, however the stream is
+    split into reads; mixed into one TestCase per server's wire.
+    """
+
+    wire: Wire
+    records: RecordFormat
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        """
+        The bytes a subscriber receives for C{payloads}.
+        """
+        raise NotImplementedError
+
+    def assertWalks(self, chunks: list[bytes], payloads: list[bytes], stamped: bool) -> None:
+        walker = Walker(self.records, stamped)
+        counted = sum(walker.feed(chunk) for chunk in chunks)
+        self.assertEqual((counted, walker.records), (len(payloads), len(payloads)))  # type: ignore[attr-defined]
+        expected = [STAMP.unpack_from(p)[0] for p in payloads] if stamped else []
+        self.assertEqual(walker.stamps, expected)  # type: ignore[attr-defined]
+
+    def test_oneChunk(self) -> None:
+        """
+        A stream read at once is counted, identical runs and all.
+        """
+        payloads = _payloads()
+        for stamped in (False, True):
+            self.assertWalks([self.stream(payloads)], payloads, stamped)
+
+    def test_everyTwoWaySplit(self) -> None:
+        """
+        Splitting the stream in two at any byte changes neither the count nor
+        the stamps.
+        """
+        payloads = _payloads()[-8:]
+        data = self.stream(payloads)
+        for cut in range(len(data) + 1):
+            for stamped in (False, True):
+                self.assertWalks([data[:cut], data[cut:]], payloads, stamped)
+
+    def test_arbitraryChunks(self) -> None:
+        """
+        Reads of assorted sizes, from one byte to several records, count the
+        same as one read.
+        """
+        payloads = _payloads()
+        data = self.stream(payloads)
+        for seed in range(20):
+            for stamped in (False, True):
+                self.assertWalks(_splits(data, seed), payloads, stamped)
+
+    def test_completedOnlyWhenWhole(self) -> None:
+        """
+        A record counts when its last byte arrives, not when its head does.
+        """
+        data = self.stream([bytes(1000)])
+        walker = Walker(self.records)
+        self.assertEqual(walker.feed(data[:-1]), 0)  # type: ignore[attr-defined]
+        self.assertEqual(walker.feed(data[-1:]), 1)  # type: ignore[attr-defined]
+
+    def test_brokenRun(self) -> None:
+        """
+        A record of another length in a run of equal ones fails the run's
+        checks, and the chunk is then walked record by record.
+        """
+        payloads = [bytes(20)] * 5 + [bytes(30)] + [bytes(20)] * 3 + [b"x" * 20] * 4
+        self.assertWalks([self.stream(payloads)], payloads, stamped=False)
+
+
+class StreamdWalkerTests(_WalkerMixin, SynchronousTestCase):
+    """
+    Walking streamd's int32 frames.
+    """
+
+    wire = StreamdWire()
+    records = Int32Records(10_000)
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        return b"".join(self.wire.message(p) for p in payloads)
+
+    def test_overLimit(self) -> None:
+        """
+        A frame announcing more than the limit is an error, not a long skip.
+        """
+        self.assertRaises(ValueError, Walker(Int32Records(10)).feed, b"\x00\x00\x00\x0b")
+
+
+class RedisWalkerTests(_WalkerMixin, SynchronousTestCase):
+    """
+    Walking the RESP2 pushes of a Redis subscription.
+    """
+
+    wire = RedisWire()
+    records = RespMessages(CHANNEL)
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        return b"".join(
+            b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(CHANNEL), CHANNEL, len(p), p)
+            for p in payloads
+        )
+
+    def test_notAMessage(self) -> None:
+        """
+        Anything but a message push on the channel is an error, even when
+        only its first bytes have arrived.
+        """
+        for data in (b"+OK\r\n", b"*3\r\n$7\r\nmessage\r\n$5\r\nother\r\n$1\r\nx\r\n", b"*2"):
+            self.assertRaises(ValueError, Walker(self.records).feed, data)
+
+    def test_badLength(self) -> None:
+        """
+        A bulk length that never ends is an error once longer than any valid
+        one.
+        """
+        data = self.stream([b""])[:-6] + b"9" * 20
+        self.assertRaises(ValueError, Walker(self.records).feed, data)
+
+    def test_publishMessage(self) -> None:
+        """
+        The publisher's command is a RESP array of PUBLISH, the channel and
+        the payload.
+        """
+        self.assertEqual(self.wire.message(b"hi"), b"*3\r\n$7\r\nPUBLISH\r\n$5\r\nbench\r\n$2\r\nhi\r\n")
+
+
+class FiguresTests(SynchronousTestCase):
+    """
+    Tests for percentiles, medians of runs and the bottleneck judgement.
+    """
+
+    def test_percentile(self) -> None:
+        """
+        Nearest rank: the smallest sample with at least p% of the samples at
+        or below it.
+        """
+        ordered = list(range(1, 101))
+        self.assertEqual(
+            [percentile(ordered, p) for p in (0, 1, 50, 99, 99.5, 100)],
+            [1, 1, 50, 99, 100, 100],
+        )
+        self.assertEqual(percentile([5], 99), 5)
+
+    def test_percentileEmpty(self) -> None:
+        """
+        There is no percentile of nothing.
+        """
+        self.assertRaises(ValueError, percentile, [], 50)
+
+    def test_medianRun(self) -> None:
+        """
+        Numbers take their median over runs, text its most common value.
+        """
+        runs: list[dict[str, object]] = [
+            {"rate": 3.0, "limit": "server"},
+            {"rate": 1.0, "limit": "all cores"},
+            {"rate": 2.0, "limit": "server"},
+        ]
+        self.assertEqual(medianRun(runs), {"rate": 2.0, "limit": "server"})
+
+    def test_bottleneck(self) -> None:
+        """
+        The server comes first, then the subscribers, the publisher, and a
+        machine with every core busy.
+        """
+        self.assertEqual(bottleneck(0.95, 0.95, 0.95, 3, 2), "server")
+        self.assertEqual(bottleneck(0.5, 0.95, 0.92, 3, 2), "subscribers")
+        self.assertEqual(bottleneck(0.5, 0.95, 0.5, 3, 2), "publisher")
+        self.assertEqual(bottleneck(0.8, 0.2, 0.5, 1.9, 2), "all cores")
+        self.assertEqual(bottleneck(0.5, 0.2, 0.5, 1.2, 2), "-")
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Tests for the command line.
+    """
+
+    def parse(self, *argv: str) -> BenchOptions:
+        options = BenchOptions()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_sizes(self) -> None:
+        """
+        Sizes take B, k/KiB and M/MiB suffixes in any case.
+        """
+        self.assertEqual(
+            [parseSize(s) for s in ("64", "64B", "1k", "1KiB", "64kib", "16M", "16MiB")],
+            [64, 64, 1024, 1024, 65536, 16 << 20, 16 << 20],
+        )
+        for bad in ("", "1G", "-1", "4", "lots"):
+            self.assertRaises(ValueError, parseSize, bad)
+
+    def test_defaultPlan(self) -> None:
+        """
+        By default burst covers K 1, 10, 100 by 64 B, 1 KiB, 64 KiB; paced
+        runs K=10 at 64 B; idle holds 10,000 connections.
+        """
+        plan = self.parse().plan(("streamd",))
+        self.assertEqual(len(plan.cells["burst"]), 9)
+        self.assertEqual(plan.cells["paced"], ((10, 64),))
+        self.assertEqual(plan.cells["idle"], ((10_000,),))
+        self.assertEqual(plan.cells["large"], ((1 << 20, 16 << 20, 64 << 20),))
+
+    def test_subset(self) -> None:
+        """
+        --k, --size and --scenario narrow every scenario they apply to.
+        """
+        plan = self.parse("--k", "10", "--size", "64,1KiB", "--scenario", "paced,burst").plan(("streamd",))
+        self.assertEqual(list(plan.cells), ["paced", "burst"])
+        self.assertEqual(plan.cells["burst"], ((10, 64), (10, 1024)))
+        self.assertEqual(plan.cells["paced"], ((10, 64), (10, 1024)))
+
+    def test_quickKeepsExplicitValues(self) -> None:
+        """
+        --quick shortens what was left at its default, and only that.
+        """
+        options = self.parse("--quick", "--duration", "2")
+        self.assertEqual((options["duration"], options["warmup"], options["idle-clients"]), (2.0, 0.2, 1000))
+
+    def test_badOptions(self) -> None:
+        """
+        Bad values are usage errors naming the option.
+        """
+        for argv in (["--k", "0"], ["--scenario", "warp"], ["--compare", "nats"], ["--size", "2"], ["extra"]):
+            self.assertRaises(usage.UsageError, self.parse, *argv)
+
+    def test_mainUsageError(self) -> None:
+        """
+        The program reports a bad option in one line, without a traceback,
+        and exits 2.
+        """
+        err = StringIO()
+        self.patch(sys, "stderr", err)
+        self.assertEqual(main(["--runs", "none"]), 2)
+        lines = err.getvalue().splitlines()
+        self.assertEqual(len(lines), 1)
+        self.assertIn("--runs", lines[0])
+        self.assertNotIn("Traceback", lines[0])
+
+
+class ReportTests(SynchronousTestCase):
+    """
+    Tests for the text output.
+    """
+
+    def test_numbers(self) -> None:
+        """
+        Sizes use the largest unit that divides them; quantities keep three
+        significant digits; ratios are streamd over redis.
+        """
+        self.assertEqual(
+            [sizeName(n) for n in (64, 1024, 1536, 65536, 16 << 20)],
+            ["64 B", "1 KiB", "1536 B", "64 KiB", "16 MiB"],
+        )
+        self.assertEqual(
+            [quantity(x) for x in (12.345, 6789, 3_480_000, 2.5e9)], ["12.3", "6.79k", "3.48M", "2.5G"]
+        )
+        self.assertEqual((ratio(3, 2), ratio(1, 0)), ("1.50x", "-"))
+
+    def test_table(self) -> None:
+        """
+        Columns are padded to their widest cell, text to the left, figures to
+        the right.
+        """
+        self.assertEqual(
+            table([["a", "bb", "n"], ["ccc", "d", "12345"]], left=2),
+            "a    bb      n\nccc  d   12345",
+        )
+
+    def test_tables(self) -> None:
+        """
+        Each cell has a row per server and a ratio row; a failed run and a
+        subscriber-bound run are called out below the table.
+        """
+        figures: dict[str, object] = {
+            "deliveries_per_s": 2e6,
+            "mb_per_s": 128.0,
+            "server_cpu": 0.5,
+            "server_ns_per_delivery": 250.0,
+            "server_rss_mib": 40.0,
+            "publisher_cpu": 0.1,
+            "subscriber_cpu": 0.95,
+            "busiest_subscriber_cpu": 0.95,
+            "limit": "subscribers",
+        }
+        redis = dict(figures, deliveries_per_s=1e6, mb_per_s=64.0, limit="server")
+        plan = Plan({"burst": ((10, 64),)}, ("streamd", "redis"), 2, Settings())
+        results = [
+            Result("burst", (10, 64), "streamd", [figures], ["streamd exited"]),
+            Result("burst", (10, 64), "redis", [redis]),
+        ]
+        text = tables(plan, results)
+        lines = text.splitlines()
+        self.assertEqual(lines[1].split()[:5], ["K=10", "64", "B", "streamd", "2M"])
+        self.assertEqual(lines[3].split()[:3], ["ratio", "2.00x", "2.00x"])
+        self.assertIn("! burst K=10 64 B streamd: the subscribers were the bottleneck", text)
+        self.assertIn("! burst K=10 64 B streamd: 1 run(s) failed: streamd exited", text)
+
+
+class SmokeTests(SynchronousTestCase):
+    """
+    A short real run: a streamd server, a publisher and a subscriber.
+    """
+
+    def test_quickBurst(self) -> None:
+        """
+        A quick K=1 burst run prints a table with figures and writes them as
+        JSON.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "bench.json"
+            argv = [
+                "--quick",
+                "--scenario",
+                "burst",
+                "--k",
+                "1",
+                "--size",
+                "64",
+                "--duration",
+                "0.3",
+                "--warmup",
+                "0.1",
+            ]
+            done = subprocess.run(
+                [sys.executable, "-m", "streamd.bench", *argv, "--json", str(out)],
+                capture_output=True,
+                timeout=SMOKE_SECONDS,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            self.assertEqual(done.returncode, 0, done.stderr)
+            self.assertIn(b"K=1", done.stdout)
+            (result,) = json.loads(out.read_text())["results"]
+        self.assertEqual(
+            (result["scenario"], result["cell"], result["errors"]), ("burst", {"k": 1, "size": 64}, [])
+        )
+        self.assertGreater(result["median"]["deliveries_per_s"], 0)
