@@ -79,19 +79,31 @@ class Hub:
             caller has them, so they are not encoded again.
         """
         count = len(payloads)
-        encodings: dict[Framing, bytes] = {framing: raw} if raw and framing else {}
+        # The hot loop: subscribers that speak the sender's framing get the
+        # bytes as they arrived; the others are served after, one encoding
+        # per framing.
+        if not raw:
+            framing = None
         delivered = 0
-        sent = 0
+        others = []
         for subscriber in self._snapshot or self.subscribers:
             if subscriber is sender:
                 continue
-            subscriberFraming = subscriber.framing
-            data = encodings.get(subscriberFraming)
-            if data is None:
-                data = encodings[subscriberFraming] = subscriberFraming.encodeMany(payloads)
-            subscriber.deliver(data, count)
-            delivered += 1
-            sent += len(data)
+            if subscriber.framing is framing:
+                subscriber.deliver(raw, count)
+                delivered += 1
+            else:
+                others.append(subscriber)
+        sent = len(raw) * delivered
+        if others:
+            encodings: dict[Framing, bytes] = {}
+            for subscriber in others:
+                data = encodings.get(subscriber.framing)
+                if data is None:
+                    data = encodings[subscriber.framing] = subscriber.framing.encodeMany(payloads)
+                subscriber.deliver(data, count)
+                sent += len(data)
+            delivered += len(others)
         stats = self.stats
         stats.messagesOut += count * delivered
         stats.bytesOut += sent

@@ -2,8 +2,9 @@
 The bytes waiting for one client, and the rules that bound them.
 
 An L{Outbox} is registered as a streaming producer on its client's transport.
-While the transport keeps up, data goes straight to it (and, through
-L{streamd.fastwrite}, straight to the socket when nothing is buffered). When the transport's
+While the transport keeps up, data goes straight to it (and, with
+L{streamd.fastwrite}'s outbox, straight to the socket when nothing is
+buffered). When the transport's
 own buffer fills, Twisted pauses the outbox, and from then on data is queued
 here and counted, so every client's backlog is known exactly and the
 slow-consumer rules can act on it. When the kernel has taken the transport's
@@ -14,13 +15,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from functools import partial
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from zope.interface import implementer
-
-from streamd.fastwrite import canWriteNow, writeNow
 
 MiB = 1024 * 1024
 
@@ -64,6 +62,7 @@ class Outbox:
 
     @ivar pending: bytes queued here, not yet handed to the transport.
     @ivar written: bytes handed to the transport so far.
+    @ivar messages: messages given to L{write} so far.
     """
 
     # Thousands of these live at once; slots and a queue made only when
@@ -79,9 +78,9 @@ class Outbox:
         "_closed",
         "_aboveSoft",
         "_softTimer",
-        "_send",
         "pending",
         "written",
+        "messages",
     )
 
     def __init__(
@@ -103,27 +102,35 @@ class Outbox:
         self._softTimer: IDelayedCall | None = None
         self.pending = 0
         self.written = 0
-        self._send = partial(writeNow, transport) if canWriteNow(transport) else self._writeThrough
+        self.messages = 0
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, count: int = 1) -> None:
         """
-        Send C{data} to the client, or queue it while the transport is full.
+        Send C{data} (C{count} framed messages) to the client, or queue it
+        while the transport is full.
         """
+        self.messages += count
         if self._held:
-            if self._closed:
-                return
-            if self._queue is None:
-                self._queue = deque()
-            self._queue.append(data)
-            self.pending += len(data)
-            self._checkLimits()
+            self._enqueue(data)
         else:
             self.written += len(data)
             self._send(data)
 
-    def _writeThrough(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:
+        """
+        Hand C{data} to the transport.
+        """
         self._transport.write(data)
+
+    def _enqueue(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(data)
+        self.pending += len(data)
+        self._checkLimits()
 
     def _checkLimits(self) -> None:
         pending = self.pending

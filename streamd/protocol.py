@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
@@ -27,6 +28,19 @@ def addressName(address: object) -> str:
             return "unix:(client)"
         return f"unix:{name.decode() if isinstance(name, bytes) else name}"
     return str(address)
+
+
+def noDelay(transport: Any) -> None:
+    """
+    Turn Nagle's algorithm off on a TCP connection: a live stream wants each
+    message sent now, and streamd already joins what one read brings into
+    one write.  (Asking a UNIX socket would only log an error.)
+    """
+    host = transport.getHost()
+    if isinstance(host, (IPv4Address, IPv6Address)) and host.type == "TCP":
+        setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setTcpNoDelay is not None:
+            setTcpNoDelay(True)
 
 
 class FramedProtocol(Int32StringReceiver):

@@ -4,7 +4,7 @@ The daemon's side of a client connection, and the factory that makes them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
@@ -14,10 +14,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamd.auth import OPEN, Access, AccessPolicy
+from streamd.fastwrite import outboxFor
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, Framing
 from streamd.hub import Hub
-from streamd.outbox import Outbox, PendingLimits
-from streamd.protocol import FramedProtocol, addressName
+from streamd.outbox import PendingLimits
+from streamd.protocol import FramedProtocol, addressName, noDelay
 from streamd.text import preview
 from streamd.throttle import LogThrottle
 
@@ -87,7 +88,9 @@ class StreamServerProtocol(FramedProtocol):
     factory: StreamServerFactory
     messagesIn = 0
     bytesIn = 0
-    messagesOut = 0
+    # Set in connectionMade to the outbox's own write: the hub calls it once
+    # per recipient of every message, so it is one call, not two.
+    deliver: Callable[[bytes, int], None]
     _published = False
     _idleCall: IDelayedCall | None = None
     _authCall: IDelayedCall | None = None
@@ -96,7 +99,9 @@ class StreamServerProtocol(FramedProtocol):
         super().connectionMade()
         factory = self.factory
         config = factory.config
-        self.outbox = Outbox(self.transport, self, config.limits, factory.clock)
+        self.outbox = outboxFor(self.transport, self, config.limits, factory.clock)
+        self.deliver = self.outbox.write
+        noDelay(self.transport)
         self._throttle = LogThrottle(factory.clock, self._reportUnlogged)
         self.access = config.access.initialAccess()
         self._expectingToken = config.access.expectsToken
@@ -108,9 +113,12 @@ class StreamServerProtocol(FramedProtocol):
         if config.idleTimeout is not None:
             self._idleCall = factory.clock.callLater(config.idleTimeout, self._checkIdle, self._activity())
 
-    def deliver(self, data: bytes, count: int) -> None:
-        self.messagesOut += count
-        self.outbox.write(data)
+    @property
+    def messagesOut(self) -> int:
+        """
+        Messages handed to this client so far.
+        """
+        return self.outbox.messages
 
     def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
         if self._expectingToken:

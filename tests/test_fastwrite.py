@@ -1,6 +1,6 @@
 """
 Tests for L{streamd.fastwrite}: sending at once never reorders, drops or
-duplicates bytes.
+duplicates bytes, and the outbox's flow control still holds.
 
 These use a real L{twisted.internet.tcp.Connection} over a UNIX socket pair
 with a small send buffer, on a L{MemoryReactor}: the kernel takes what it
@@ -12,16 +12,33 @@ from __future__ import annotations
 import socket
 
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.fastwrite import canWriteNow, writeNow
+from streamd.fastwrite import ImmediateOutbox, canWriteNow, outboxFor
+from streamd.outbox import Outbox, PendingLimits
+
+
+class Owner:
+    """
+    An outbox owner that records what the outbox tells it.
+    """
+
+    def __init__(self) -> None:
+        self.cuts: list[str] = []
+
+    def slowConsumer(self, rule: str, pending: int) -> None:
+        self.cuts.append(rule)
+
+    def softLimitCrossed(self, above: bool) -> None:
+        pass
 
 
 class FastWriteTests(SynchronousTestCase):
     """
-    L{writeNow} against a real socket.
+    L{ImmediateOutbox} against a real socket.
     """
 
     def setUp(self) -> None:
@@ -34,6 +51,8 @@ class FastWriteTests(SynchronousTestCase):
         self.transport = Connection(self.near, Protocol(), self.reactor)
         self.transport.connected = True
         self.far.setblocking(False)
+        self.owner = Owner()
+        self.outbox = outboxFor(self.transport, self.owner, PendingLimits(hard=1 << 30, soft=1 << 29), Clock())
 
     def drain(self) -> bytes:
         """
@@ -60,13 +79,17 @@ class FastWriteTests(SynchronousTestCase):
         """
         self.assertTrue(canWriteNow(self.transport))
         self.assertFalse(canWriteNow(StringTransport()))
+        self.assertIsInstance(self.outbox, ImmediateOutbox)
+        other = outboxFor(StringTransport(), self.owner, PendingLimits(), Clock())
+        self.assertNotIsInstance(other, ImmediateOutbox)
+        self.assertIsInstance(other, Outbox)
 
     def test_smallWriteGoesAtOnce(self) -> None:
         """
         With nothing buffered, a small write reaches the socket at once and
         leaves nothing in Twisted's buffer (no reactor turn needed).
         """
-        writeNow(self.transport, b"hello")
+        self.outbox.write(b"hello")
         self.assertEqual(self.transport._tempDataLen, 0)
         self.assertEqual(self.far.recv(100), b"hello")
 
@@ -76,27 +99,33 @@ class FastWriteTests(SynchronousTestCase):
         the transport and follows, byte for byte.
         """
         data = bytes(range(256)) * 1024
-        writeNow(self.transport, data)
+        self.outbox.write(data)
         self.assertGreater(self.transport._tempDataLen, 0)
         self.assertLess(self.transport._tempDataLen, len(data))
         self.assertEqual(self.drain(), data)
 
     def test_neverReordersWithBuffered(self) -> None:
         """
-        Writes made while bytes are buffered go behind them, through the
-        buffer; writes made after it drains go at once again; the far end
-        sees every byte in write order.
+        Writes made while bytes are buffered go behind them (through the
+        transport's buffer, or the outbox's queue while the transport has
+        paused it); writes made after it drains go at once again; the far
+        end sees every byte in write order, and nobody was cut.
         """
         chunks = [bytes([i % 256]) * (i * 997 % 50_000 + 1) for i in range(60)]
         expected = b""
         received = b""
+        mostQueued = 0
         for i, chunk in enumerate(chunks):
-            writeNow(self.transport, chunk)
+            self.outbox.write(chunk)
+            mostQueued = max(mostQueued, self.outbox.pending)
             expected += chunk
             if i % 7 == 0:
                 received += self.drain()
         received += self.drain()
         self.assertEqual(received, expected)
+        self.assertEqual(self.owner.cuts, [])
+        self.assertEqual(self.outbox.pending, 0)
+        self.assertGreater(mostQueued, 0, "the outbox's queue was never used")
 
     def test_disconnectingUsesBuffer(self) -> None:
         """
@@ -104,5 +133,5 @@ class FastWriteTests(SynchronousTestCase):
         decide what happens to the bytes.
         """
         self.transport.disconnecting = True
-        writeNow(self.transport, b"late")
+        self.outbox.write(b"late")
         self.assertEqual(self.transport._tempDataLen, 4)

@@ -15,7 +15,9 @@ import tempfile
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -54,7 +56,8 @@ class InProcessTests(TestCase):
     timeout = 15
 
     def startDaemon(self, **settings: object) -> tuple[StreamdService, int]:
-        config = DaemonConfig(listens=(Listen(LOOPBACK),), statsInterval=0, **settings)  # type: ignore[arg-type]
+        settings.setdefault("listens", (Listen(LOOPBACK),))
+        config = DaemonConfig(statsInterval=0, **settings)  # type: ignore[arg-type]
         service = StreamdService(reactor, config)
         service.privilegedStartService()
         service.startService()
@@ -101,6 +104,28 @@ class InProcessTests(TestCase):
         yield service.stopService()
         yield client.finished
         self.assertEqual(received.messages, [b"%d" % i for i in range(1000)])
+
+    @defer.inlineCallbacks
+    def test_noDelay(self):  # type: ignore[no-untyped-def]
+        """
+        TCP connections have Nagle's algorithm off, so each message leaves at
+        once; UNIX connections, which have no such option, are served
+        without an error in the log.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        path = os.path.join(tempfile.mkdtemp(), "s.sock")
+        service, port = self.startDaemon(sources=(), listens=(Listen(LOOPBACK), Listen(f"unix:{path}")))
+        tcpClient = yield connect(reactor, f"tcp:host=127.0.0.1:port={port}", lambda m: None)
+        unixClient = yield connect(reactor, f"unix:path={path}", lambda m: None)
+        yield deferLater(reactor, 0.05, lambda: None)
+        (server,) = [p for p in service.connections if p.peer != "unix:(client)"]
+        self.assertEqual(server.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        self.assertEqual(tcpClient.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        self.assertEqual([e for e in events if e.get("log_level") == LogLevel.error or "log_failure" in e], [])
+        for client in (tcpClient, unixClient):
+            client.transport.loseConnection()
+            yield client.finished
+        yield service.stopService()
 
     @defer.inlineCallbacks
     def test_portInUse(self):  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, Framing
-from streamd.protocol import FramedProtocol
+from streamd.protocol import FramedProtocol, noDelay
 
 
 class StreamClientProtocol(FramedProtocol):
@@ -64,6 +64,7 @@ class StreamClientProtocol(FramedProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        noDelay(self.transport)
         if self.factory.token is not None:
             self.sendString(self.factory.token)
 
