@@ -41,9 +41,21 @@ class ListenerService(Service):
         super().privilegedStartService()
         self._listenCalled = True
         failures: list[Failure] = []
-        listening = self.endpoint.listen(self.factory)
-        listening.addCallback(self._listening)
-        listening.addErrback(failures.append)
+        synchronous = True
+
+        def failed(failure: Failure) -> None:
+            if synchronous:
+                failures.append(failure)
+            else:
+                # An endpoint that failed later: nobody is there to raise to.
+                self.log.critical(
+                    "streamd: cannot listen on {description}: {reason}",
+                    description=self.description,
+                    reason=failure.getErrorMessage(),
+                )
+
+        self.endpoint.listen(self.factory).addCallbacks(self._listening, failed)
+        synchronous = False
         if failures:
             raise ListenFailed(f"cannot listen on {self.description}: {failures[0].getErrorMessage()}")
 

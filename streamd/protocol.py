@@ -4,6 +4,7 @@ The framed protocol that both the server and the client speak.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -26,7 +27,7 @@ def addressName(address: object) -> str:
         name = address.name
         if name is None:
             return "unix:(client)"
-        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+        return f"unix:{os.fsdecode(name)}"
     return str(address)
 
 
@@ -59,6 +60,7 @@ class FramedProtocol(Int32StringReceiver):
     framing: Framing = INT32
     MAX_LENGTH = DEFAULT_MAX_MESSAGE_SIZE
     peer = "?"
+    bytesReceived = 0
     _frameErrorSeen = False
 
     def connectionMade(self) -> None:
@@ -66,6 +68,7 @@ class FramedProtocol(Int32StringReceiver):
         self._decoder = self.framing.decoder(self.MAX_LENGTH)
 
     def dataReceived(self, data: bytes) -> None:
+        self.bytesReceived += len(data)
         decoder = self._decoder
         payloads, raw = decoder.feed(data)
         if payloads:

@@ -9,18 +9,22 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamd.auth import OPEN, Access, AccessPolicy
 from streamd.fastwrite import outboxFor
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, Framing
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing
 from streamd.hub import Hub
 from streamd.outbox import PendingLimits
 from streamd.protocol import FramedProtocol, addressName, noDelay
 from streamd.text import preview
 from streamd.throttle import LogThrottle
+
+# The longest token a client may send; the frame that carries it is read by
+# itself, so an unauthenticated client cannot make the daemon hold more.
+TOKEN_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,9 @@ class StreamServerProtocol(FramedProtocol):
         noDelay(self.transport)
         self._throttle = LogThrottle(factory.clock, self._reportUnlogged)
         self.access = config.access.initialAccess()
-        self._expectingToken = config.access.expectsToken
+        if config.access.expectsToken:
+            self._tokenBytes = b""
+            self.dataReceived = self._receiveToken  # type: ignore[method-assign]
         factory.clientConnected(self)
         if self.access is Access.NONE:
             self._authCall = factory.clock.callLater(config.authTimeout, self._authTimedOut)
@@ -120,12 +126,32 @@ class StreamServerProtocol(FramedProtocol):
         """
         return self.outbox.messages
 
+    def _receiveToken(self, data: bytes) -> None:
+        """
+        L{dataReceived} while the client's first frame, its token, is still
+        coming: at most L{TOKEN_LIMIT} bytes are held, and nothing of a
+        malformed or oversized token frame reaches the log.
+        """
+        buffer = self._tokenBytes = self._tokenBytes + data
+        framing = self.framing
+        if len(buffer) < framing.headerSize:
+            return
+        try:
+            length = framing.readLength(buffer, 0)
+        except BadHeader:
+            length = TOKEN_LIMIT + 1
+        if length > TOKEN_LIMIT:
+            self._refuseToken()
+            return
+        end = framing.headerSize + length
+        if len(buffer) < end:
+            return
+        del self.dataReceived  # back to the class's own, for the messages
+        self._tokenBytes = b""
+        if self._authenticate(buffer[framing.headerSize : end]) and len(buffer) > end:
+            self.dataReceived(buffer[end:])
+
     def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
-        if self._expectingToken:
-            token, payloads = payloads[0], payloads[1:]
-            raw = raw[self.framing.headerSize + len(token) :]
-            if not self._authenticate(token) or not payloads:
-                return
         if self.access is not Access.PUBLISH:
             self._rejectMessage(len(payloads))
             return
@@ -148,28 +174,27 @@ class StreamServerProtocol(FramedProtocol):
             factory.hub.addPublisher(self.transport)
         factory.hub.publish(payloads, raw, self.framing, sender=self)
 
-    def stringReceived(self, string: bytes) -> None:
-        self.framesReceived([string], self.framing.encode(string))
-
     def _authenticate(self, token: bytes) -> bool:
         """
         Take the client's first frame as its token; drop it if it is wrong.
         """
-        self._expectingToken = False
         if self._authCall is not None:
             self._authCall.cancel()
             self._authCall = None
         wasReading = self.access is not Access.NONE
         self.access = max(self.access, self.factory.config.access.accessFor(token))
         if self.access is Access.NONE or (wasReading and self.access is Access.READ):
-            self.log.warn("{peer} sent a wrong token; disconnecting", peer=self.peer)
-            self.factory.hub.stats.authFailures += 1
-            self._drop()
+            self._refuseToken()
             return False
         self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
         if not wasReading:
             self.factory.hub.subscribe(self)
         return True
+
+    def _refuseToken(self) -> None:
+        self.log.warn("{peer} sent a wrong token; disconnecting", peer=self.peer)
+        self.factory.hub.stats.authFailures += 1
+        self._drop()
 
     def _authTimedOut(self) -> None:
         self._authCall = None
@@ -227,7 +252,9 @@ class StreamServerProtocol(FramedProtocol):
         self.outbox.abandon()
 
     def _activity(self) -> tuple[int, int]:
-        return (self.bytesIn, self.outbox.written)
+        # Raw bytes, not whole frames: a client sending a large frame slowly
+        # is not idle.
+        return (self.bytesReceived, self.outbox.written)
 
     def _checkIdle(self, before: tuple[int, int]) -> None:
         timeout = self.factory.config.idleTimeout
@@ -298,7 +325,7 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
         self.framing = framing
         self.connections = Connections() if connections is None else connections
 
-    def buildProtocol(self, addr: IAddress) -> StreamServerProtocol | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         if len(self.connections) >= self.config.maxClients:
             self.hub.stats.connectionsRefused += 1
             self.log.warn(
@@ -306,7 +333,9 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
                 peer=addressName(addr),
                 n=len(self.connections),
             )
-            return None
+            # Not None: wrappers such as TLS build a connection around
+            # whatever is returned, so the refusal must close it itself.
+            return _Refused()
         protocol: StreamServerProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
         protocol.framing = self.framing
         protocol.MAX_LENGTH = self.config.maxMessageSize
@@ -330,3 +359,12 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
             messagesOut=protocol.messagesOut,
             reason=reason.getErrorMessage(),
         )
+
+
+class _Refused(Protocol):
+    """
+    A connection over --max-clients: closed as soon as it is made.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, Framing
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
 from streamd.outbox import MiB, PendingLimits
 from streamd.server import ServerConfig
 from streamd.sources import BadSourceSpec, parseSource
@@ -206,6 +206,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--slow-consumer must be disconnect or block, not {self['slow-consumer']!r}"
             )
+        if self["max-message-size"] > INT32.maxLength:
+            raise usage.UsageError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
         if self["soft-pending"] > self["max-pending"]:
             raise usage.UsageError("--soft-pending must not be larger than --max-pending")
         try:

@@ -4,24 +4,38 @@ Showing message payloads as one line of text.
 
 from __future__ import annotations
 
-_ESCAPES = {ord("\n"): "\\n", ord("\r"): "\\r"}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(character: str) -> str:
+    if character.isprintable():
+        return character
+    named = _NAMED.get(character)
+    if named is not None:
+        return named
+    code = ord(character)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(payload: bytes) -> str:
     """
-    C{payload} as one line: the UTF-8 text itself when it is valid and has no
-    line breaks, otherwise an unambiguous escaped form (backslashes doubled,
-    C{\\n}, C{\\r} and C{\\xNN} for bytes that are not UTF-8).
+    C{payload} as one line of harmless text: the UTF-8 text itself when it is
+    valid and every character prints, otherwise an unambiguous escaped form
+    (backslashes doubled; C{\\n}, C{\\t}, C{\\xNN} and C{\\uNNNN} for
+    line breaks, control and format characters and terminal escapes, and
+    C{\\xNN} for bytes that are not UTF-8).
     """
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         pass
     else:
-        if "\n" not in text and "\r" not in text:
+        if text.isprintable():
             return text
     escaped = payload.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
-    return escaped.translate(_ESCAPES)
+    return "".join(map(_escape, escaped))
 
 
 def preview(payload: bytes, width: int = 80) -> str:

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.client import StreamClientFactory
-from streamd.framing import INT32
+from streamd.framing import ASCII10, INT32
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, StreamdService
 from streamd.tap import Options
@@ -70,15 +70,16 @@ class AuthenticationTests(_AuthMixin, SynchronousTestCase):
         and, with no publish token configured, may publish.
         """
         client, transport = self.daemon.connect()
-        _, other = self.daemon.connect()
-        other.clear()
+        otherClient, other = self.daemon.connect()
+        otherClient.dataReceived(INT32.encode(READ_SECRET))
         self.daemon.hub.publish([b"before"])
+        other.clear()
         self.assertEqual(transport.value(), b"")
         client.dataReceived(INT32.encode(READ_SECRET))
         self.daemon.hub.publish([b"after"])
         self.assertEqual(frames(transport.value()), [b"after"])
         client.dataReceived(INT32.encode(b"hello"))
-        self.assertEqual(frames(other.value()), [])
+        self.assertEqual(frames(other.value()), [b"after", b"hello"])
         self.assertFalse(transport.disconnecting)
         self.assertIn("127.0.0.1:40001 authenticated (publish)", self.lines())
         self.assertNoSecretLogged()
@@ -121,6 +122,34 @@ class AuthenticationTests(_AuthMixin, SynchronousTestCase):
         self.assertEqual(self.daemon.stats.authFailures, 1)
         self.assertNoSecretLogged()
 
+    def test_malformedTokenFrameNotLogged(self) -> None:
+        """
+        A token sent without framing, or in the wrong framing, is refused as a
+        wrong token, and none of its bytes (nor a length read from them)
+        reaches the log.
+        """
+        for data in (READ_SECRET, INT32.encode(READ_SECRET)):
+            client, transport = self.daemon.connect(ASCII10)
+            client.dataReceived(data)
+            self.assertTrue(transport.disconnecting)
+        rawAsLength = str(int.from_bytes(READ_SECRET[:4], "big"))
+        self.assertFalse([line for line in self.lines() if rawAsLength in line])
+        self.assertNoSecretLogged()
+        self.assertEqual(self.daemon.stats.authFailures, 2)
+
+    def test_oversizedTokenFrame(self) -> None:
+        """
+        A first frame announcing more than 4 KiB is refused as soon as its
+        header arrives: an unauthenticated client cannot make the daemon
+        hold a large frame.
+        """
+        client, transport = self.daemon.connect()
+        client.dataReceived(INT32.header(4097))
+        self.assertTrue(transport.disconnecting)
+        client, transport = self.daemon.connect()
+        client.dataReceived(INT32.header(4096) + b"x" * 100)
+        self.assertFalse(transport.disconnecting)
+
     def test_noTokenInTime(self) -> None:
         """
         A client that sends no token within --auth-timeout is dropped when
@@ -158,11 +187,12 @@ class PublishPermissionTests(_AuthMixin, SynchronousTestCase):
         """
         self.setUpDaemon(publishToken=True)
         reader, readerTransport = self.daemon.connect()
-        _, otherTransport = self.daemon.connect()
-        self.daemon.connect()[0].dataReceived(INT32.encode(READ_SECRET))
+        watcher, watcherTransport = self.daemon.connect()
+        watcher.dataReceived(INT32.encode(READ_SECRET))
         reader.dataReceived(INT32.encodeMany([READ_SECRET, b"let me in"]))
         self.assertTrue(readerTransport.disconnecting)
-        self.assertEqual(otherTransport.value(), b"")
+        self.daemon.hub.publish([b"real"])
+        self.assertEqual(frames(watcherTransport.value()), [b"real"])
         self.assertIn(
             "127.0.0.1:40001 is read-only but sent 1 message(s); rejected, disconnecting", self.lines()
         )

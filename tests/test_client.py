@@ -40,6 +40,16 @@ class PrintableTests(SynchronousTestCase):
         """
         self.assertEqual(printable(b"a\nb\r\\n\xff"), "a\\nb\\r\\\\n\\xff")
 
+    def test_controlCharacters(self) -> None:
+        """
+        Terminal escapes, other control characters and Unicode line
+        separators are escaped too: a message cannot colour, move or split
+        the line it is shown on.
+        """
+        self.assertEqual(printable(b"\x1b[31mred\x0b\x0c"), "\\x1b[31mred\\x0b\\x0c")
+        self.assertEqual(printable("a\u2028b\u0085c".encode()), "a\\u2028b\\x85c")
+        self.assertEqual(len(printable(bytes(range(256))).splitlines()), 1)
+
     def test_preview(self) -> None:
         """
         A preview is cut to 80 characters, marked with an ellipsis.

@@ -275,6 +275,51 @@ class ProcessTests(TestCase):
         self.assertIn(b"sent 17 bytes: typed by a person", daemon.output)
 
     @defer.inlineCallbacks
+    def test_stdinLines(self):  # type: ignore[no-untyped-def]
+        """
+        --stdin sends each line as one message, skips (and says so) a line
+        over --max-message-size however the reads cut it, and sends a last
+        line that has no newline.
+        """
+        daemon = self.spawnDaemon("--port", "0", "--source", "none")
+        port = yield daemon.listening
+        watcher = getProcessOutputAndValue(
+            sys.executable, ("-m", "streamd.client", "--port", str(port), "--count", "3"), env=ENV
+        )
+        yield deferLater(reactor, 0.5, lambda: None)
+        sender = ProcessProtocol()
+        sent: defer.Deferred[None] = defer.Deferred()
+        errors: list[bytes] = []
+        sender.errReceived = errors.append  # type: ignore[method-assign]
+        sender.processEnded = lambda reason: sent.callback(None)  # type: ignore[method-assign]
+        reactor.spawnProcess(
+            sender,
+            sys.executable,
+            python("-m", "streamd.client", "--port", str(port), "--count", "0", "--stdin", "--max-message-size", "100"),
+            env=ENV,
+        )
+        sender.transport.write(b"one\n" + b"x" * 3000)
+        yield deferLater(reactor, 0.2, lambda: None)
+        sender.transport.write(b"TAIL\nthree\nfour")
+        sender.transport.closeStdin()
+        yield sent
+        out, err, code = yield watcher
+        self.assertEqual((out, code), (b"one\nthree\nfour\n", 0))
+        self.assertIn(b"skipped a 3004-byte line", b"".join(errors))
+
+    @defer.inlineCallbacks
+    def test_clientUnknownHost(self):  # type: ignore[no-untyped-def]
+        """
+        A host name that does not resolve gives one line and exit 1.
+        """
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ("-m", "streamd.client", "--host", "no-such-host.invalid"), env=ENV
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(b"streamd.client: cannot connect", err)
+
+    @defer.inlineCallbacks
     def test_tokens(self):  # type: ignore[no-untyped-def]
         """
         With --auth-token-file, a client with the right token (from

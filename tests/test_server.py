@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -194,13 +194,17 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
 
     def test_maxClients(self) -> None:
         """
-        The connection past --max-clients is refused and logged.
+        The connection past --max-clients is logged and closed as soon as it
+        is made (by the protocol itself, so that it works under TLS too).
         """
         daemon = InMemoryDaemon(ServerConfig(maxClients=2))
         daemon.connect()
         daemon.connect()
         refused = daemon.factory.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5555))
-        self.assertIsNone(refused)
+        transport = StringTransport()
+        refused.makeConnection(transport)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(len(daemon.factory.connections), 2)
         self.assertIn("refusing 10.0.0.9:5555: 2 clients connected, the --max-clients limit", self.logLines())
         self.assertEqual(daemon.stats.connectionsRefused, 1)
 
@@ -233,6 +237,19 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         daemon.clock.advance(30)
         self.assertTrue(transport.disconnecting)
+
+    def test_slowLargeFrameIsNotIdle(self) -> None:
+        """
+        A client that keeps sending the pieces of one large frame, slowly, is
+        not idle, though no frame has completed yet.
+        """
+        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
+        client, transport = daemon.connect()
+        client.dataReceived(INT32.header(1000))
+        for _ in range(10):
+            daemon.clock.advance(10)
+            client.dataReceived(b"x" * 10)
+        self.assertFalse(transport.disconnecting)
 
     def test_noIdleTimeoutByDefault(self) -> None:
         """

@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from streamd.client import StreamClientProtocol, connect
 from streamd.client.__main__ import ClientOptions
 from streamd.framing import INT32
+from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 from streamd.tap import Options
 from streamd.tls import (
@@ -542,6 +544,32 @@ class TLSConnectionTests(_TLSDaemonMixin, TestCase):
         for client in (sender, listener):
             client.transport.loseConnection()
             yield client.finished
+
+    @defer.inlineCallbacks
+    def test_maxClients(self):  # type: ignore[no-untyped-def]
+        """
+        On an C{ssl:} listener, a connection past --max-clients is closed at
+        once (TLS wraps whatever the factory returns, so the refusal must
+        close the connection itself), and the admitted client keeps going.
+        """
+        service, port = self.startDaemon(server=ServerConfig(maxClients=1))
+        first = yield self.connected(self.tlsEndpoint(port), lambda m: None)
+        yield self.waitFor(lambda: len(service.connections) == 1)
+        extra = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(extra.close)
+        extra.setblocking(False)
+
+        def closedByServer() -> bool:
+            try:
+                return extra.recv(100) == b""
+            except BlockingIOError:
+                return False
+            except ConnectionResetError:
+                return True
+
+        yield self.waitFor(closedByServer)
+        self.assertEqual(service.stats.connectionsRefused, 1)
+        self.assertTrue(first.transport.connected)
 
     @defer.inlineCallbacks
     def test_wrongHostName(self):  # type: ignore[no-untyped-def]

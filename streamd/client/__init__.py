@@ -68,13 +68,6 @@ class StreamClientProtocol(FramedProtocol):
         if self.factory.token is not None:
             self.sendString(self.factory.token)
 
-    def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
-        onMessage = self.factory.onMessage
-        for payload in payloads:
-            if self.transport.disconnecting:
-                return
-            onMessage(payload)
-
     def stringReceived(self, string: bytes) -> None:
         self.factory.onMessage(string)
 

@@ -11,17 +11,18 @@ from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.internet.tcp import Connection
-from twisted.protocols.basic import LineReceiver
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from streamd.client import StreamClientProtocol, connect
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
+from streamd.sources.lines import LineSplitter
 from streamd.text import printable
 from streamd.tls import clientTLS, handshakeFailure
 
@@ -160,26 +161,33 @@ class Printer:
                 self.enough.callback(None)
 
 
-class LineSender(LineReceiver):
+class LineSender(Protocol):
     """
-    Sends each line of standard input as one message.
+    Sends each line of standard input as one message, reading no faster than
+    the connection takes them.
     """
-
-    delimiter = b"\n"
 
     def __init__(self, client: StreamClientProtocol, whenDone: Deferred[None]) -> None:
         self.client = client
         self.whenDone = whenDone
-        self.MAX_LENGTH = client.MAX_LENGTH
+        self.splitter = LineSplitter(client.MAX_LENGTH, self._skipped)
 
-    def lineReceived(self, line: bytes) -> None:
-        self.client.sendString(line.removesuffix(b"\r"))
+    def connectionMade(self) -> None:
+        # Standard input pauses while the connection's buffer is full.
+        self.client.transport.registerProducer(self.transport, True)
 
-    def lineLengthExceeded(self, line: bytes) -> Any:
-        sys.stderr.write(f"{PROGRAM}: skipped a line longer than {self.MAX_LENGTH} bytes\n")
-        self.clearLineBuffer()
+    def dataReceived(self, data: bytes) -> None:
+        for line in self.splitter.feed(data):
+            self.client.sendString(line)
+
+    def _skipped(self, length: int, finished: bool) -> None:
+        if finished:
+            sys.stderr.write(f"{PROGRAM}: skipped a {length}-byte line, over --max-message-size\n")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        for line in self.splitter.finish():
+            self.client.sendString(line)
+        self.client.transport.unregisterProducer()
         self.whenDone.callback(None)
 
 
@@ -240,7 +248,7 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
         client = yield connect(
             reactor, endpoint, printer, options["max-message-size"], FRAMINGS[options["framing"]], token
         )
-    except ConnectError as e:
+    except (ConnectError, DNSLookupError) as e:
         raise fail(f"cannot connect: {e}")
     for text in options["send"]:
         client.sendString(text.encode("utf-8"))
