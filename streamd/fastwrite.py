@@ -47,32 +47,6 @@ class ImmediateOutbox(Outbox):
 
     __slots__ = ()
 
-    def write(self, data: bytes, count: int = 1) -> None:
-        # Outbox.write with _send inlined: this runs once per recipient of
-        # every message, and the saved call is measurable (see the README's
-        # Performance section).
-        self.messages += count
-        if self._held:
-            self._enqueue(data)
-            return
-        self.written += len(data)
-        transport = self._transport
-        if (
-            not transport._tempDataLen  # type: ignore[attr-defined]
-            and transport.offset == len(transport.dataBuffer)  # type: ignore[attr-defined]
-            and transport.connected  # type: ignore[attr-defined]
-            and not transport.disconnecting  # type: ignore[attr-defined]
-        ):
-            try:
-                sent = transport.socket.send(data)  # type: ignore[attr-defined]
-            except OSError:
-                sent = 0
-            if sent == len(data):
-                return
-            if sent:
-                data = data[sent:]
-        transport.write(data)
-
     def _send(self, data: bytes) -> None:
         transport = self._transport
         if (
