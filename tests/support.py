@@ -4,6 +4,8 @@ Helpers shared by the tests: an in-memory daemon and its clients.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -11,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from streamd.framing import INT32, Framing
 from streamd.hub import Hub
 from streamd.server import ServerConfig, StreamServerFactory, StreamServerProtocol
+from streamd.service import DaemonConfig, StreamdService
 from streamd.stats import Stats
 
 
@@ -50,3 +53,19 @@ class InMemoryDaemon:
         transport = StringTransport(peerAddress=peer)
         protocol.makeConnection(transport)
         return protocol, transport
+
+
+def startDaemon(case: Any, config: DaemonConfig) -> tuple[StreamdService, int]:
+    """
+    Start the whole daemon on the real reactor, to be stopped when C{case}
+    ends; return it and the port its first listener got.
+    """
+    from twisted.internet import reactor
+
+    service = StreamdService(reactor, config)
+    service.privilegedStartService()
+    service.startService()
+    case.addCleanup(lambda: service.running and service.stopService())
+    port = service.listeners[0].port
+    assert port is not None
+    return service, port.getHost().port

@@ -22,7 +22,7 @@ from streamd.framing import ASCII10, INT32, Framing
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from .support import InMemoryDaemon, frames
+from .support import InMemoryDaemon, frames, startDaemon
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
@@ -179,18 +179,8 @@ class ExerciseClientTests(TestCase):
     timeout = 15
 
     def startDaemon(self, **settings: object) -> tuple[StreamdService, int]:
-        config = DaemonConfig(
-            listens=(Listen("tcp:0:interface=127.0.0.1", ASCII10),),
-            statsInterval=0,
-            **settings,  # type: ignore[arg-type]
-        )
-        service = StreamdService(reactor, config)
-        service.privilegedStartService()
-        service.startService()
-        self.addCleanup(lambda: service.running and service.stopService())
-        port = service.listeners[0].port
-        assert port is not None
-        return service, port.getHost().port
+        listens = (Listen("tcp:0:interface=127.0.0.1", ASCII10),)
+        return startDaemon(self, DaemonConfig(listens=listens, statsInterval=0, **settings))  # type: ignore[arg-type]
 
     def runClient(self, port: int, count: int) -> defer.Deferred[tuple[bytes, bytes, int]]:
         return getProcessOutputAndValue(

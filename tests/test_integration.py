@@ -27,6 +27,8 @@ from streamd.listener import ListenFailed
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
+from .support import startDaemon
+
 TICK = re.compile(rb"^The time is \d+\.\d+(e-\d+)?$")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -57,14 +59,7 @@ class InProcessTests(TestCase):
 
     def startDaemon(self, **settings: object) -> tuple[StreamdService, int]:
         settings.setdefault("listens", (Listen(LOOPBACK),))
-        config = DaemonConfig(statsInterval=0, **settings)  # type: ignore[arg-type]
-        service = StreamdService(reactor, config)
-        service.privilegedStartService()
-        service.startService()
-        self.addCleanup(lambda: service.running and service.stopService())
-        port = service.listeners[0].port
-        assert port is not None
-        return service, port.getHost().port
+        return startDaemon(self, DaemonConfig(statsInterval=0, **settings))  # type: ignore[arg-type]
 
     @defer.inlineCallbacks
     def test_ticksAndRelay(self):  # type: ignore[no-untyped-def]

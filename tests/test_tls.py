@@ -22,7 +22,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import defer, reactor
-from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import HostnameEndpoint, quoteStringArgument, wrapClientTLS
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
@@ -44,6 +43,7 @@ from streamd.tls import (
     parseDescription,
     serverEndpoint,
 )
+from tests.support import startDaemon
 from tests.test_integration import TICK, Collector, DaemonProcess, twistd
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -434,15 +434,7 @@ class _TLSDaemonMixin(_PKIMixin):
         config = DaemonConfig(
             listens=(Listen(self.pki.listen(key), INT32, caFile),), statsInterval=0, **settings
         )
-        service = StreamdService(reactor, config)
-        service.privilegedStartService()
-        service.startService()
-        self.addCleanup(lambda: service.running and service.stopService())
-        port = service.listeners[0].port
-        assert port is not None
-        address = port.getHost()
-        assert isinstance(address, IPv4Address)
-        return service, address.port
+        return startDaemon(self, config)
 
     def tlsEndpoint(self, port: int, host: str = "127.0.0.1", **settings: Any) -> Any:
         """
