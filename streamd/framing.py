@@ -53,6 +53,9 @@ class Framing:
     name: str
     headerSize: int
     maxLength: int
+    # A binary header that a Struct reads in one C call, for the decoder's
+    # hot loop; None means "ask readLength".
+    headerStruct: Struct | None = None
 
     def header(self, length: int) -> bytes:
         """
@@ -96,6 +99,7 @@ class Int32Framing(Framing):
     name = "int32"
     headerSize = 4
     maxLength = 0xFFFFFFFF
+    headerStruct = _INT32
 
     def header(self, length: int) -> bytes:
         if length > self.maxLength:
@@ -176,16 +180,21 @@ class Decoder:
 
         headerSize = self.framing.headerSize
         readLength = self.framing.readLength
+        headerStruct = self.framing.headerStruct
+        unpack = headerStruct.unpack_from if headerStruct is not None else None
         maxLength = self.maxLength
         payloads = []
         offset = 0
         end = len(data)
         while end - offset >= headerSize:
-            try:
-                length = readLength(data, offset)
-            except BadHeader as e:
-                self.error = e
-                break
+            if unpack is not None:
+                (length,) = unpack(data, offset)
+            else:
+                try:
+                    length = readLength(data, offset)
+                except BadHeader as e:
+                    self.error = e
+                    break
             if length > maxLength:
                 self.error = FrameTooLong(length, maxLength)
                 break

@@ -162,7 +162,7 @@ class StreamServerProtocol(FramedProtocol):
         stats = factory.hub.stats
         stats.messagesIn += count
         stats.bytesIn += len(raw)
-        for payload in self._throttle.admit(payloads):
+        for payload in self._throttle.admit(payloads, len(raw) - count * self.framing.headerSize):
             self.log.info(
                 "{peer} sent {size} bytes: {preview}",
                 peer=self.peer,

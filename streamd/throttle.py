@@ -34,9 +34,12 @@ class LogThrottle:
         self._heldBytes = 0
         self._summary: IDelayedCall | None = None
 
-    def admit(self, payloads: list[bytes]) -> list[bytes]:
+    def admit(self, payloads: list[bytes], size: int | None = None) -> list[bytes]:
         """
         The payloads that may be logged now; the rest are counted.
+
+        @param size: the payloads' total length, when the caller knows it, so
+            that a flood costs no per-message work here.
         """
         now = self._clock.seconds()
         if now - self._windowStart >= 1.0:
@@ -47,12 +50,15 @@ class LogThrottle:
             self._admitted += len(payloads)
             return payloads
         self._admitted = self._perSecond
-        self._hold(payloads[room:])
-        return payloads[:room]
+        admitted = payloads[:room]
+        if size is None:
+            size = sum(map(len, payloads))
+        self._hold(len(payloads) - room, size - sum(map(len, admitted)))
+        return admitted
 
-    def _hold(self, payloads: list[bytes]) -> None:
-        self._heldMessages += len(payloads)
-        self._heldBytes += sum(map(len, payloads))
+    def _hold(self, messages: int, size: int) -> None:
+        self._heldMessages += messages
+        self._heldBytes += size
         if self._summary is None:
             delay = max(0.0, self._windowStart + 1.0 - self._clock.seconds())
             self._summary = self._clock.callLater(delay, self._flush)
