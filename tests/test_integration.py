@@ -303,6 +303,34 @@ class ProcessTests(TestCase):
         self.assertIn(b"skipped a 3004-byte line", b"".join(errors))
 
     @defer.inlineCallbacks
+    def test_clientInterrupted(self):  # type: ignore[no-untyped-def]
+        """
+        Ctrl-C (SIGINT) ends the client with status 130 and nothing on
+        stderr: no traceback, no error about the connection it closed.
+        """
+        daemon = self.spawnDaemon("--port", "0", "--interval", "0.1")
+        port = yield daemon.listening
+        client = ProcessProtocol()
+        got: list[bytes] = []
+        errors: list[bytes] = []
+        ended: defer.Deferred[Exception] = defer.Deferred()
+        client.outReceived = got.append  # type: ignore[method-assign]
+        client.errReceived = errors.append  # type: ignore[method-assign]
+        client.processEnded = lambda reason: ended.callback(reason.value)  # type: ignore[method-assign]
+        transport = reactor.spawnProcess(
+            client, sys.executable, python("-m", "streamd.client", "--port", str(port)), env=ENV
+        )
+        for _ in range(100):
+            if got:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        transport.signalProcess("INT")
+        status = yield ended
+        self.assertEqual(status.exitCode, 130)
+        self.assertEqual(b"".join(errors), b"")
+        self.assertTrue(TICK.match(b"".join(got).splitlines()[0]))
+
+    @defer.inlineCallbacks
     def test_clientUnknownHost(self):  # type: ignore[no-untyped-def]
         """
         A host name that does not resolve gives one line and exit 1.

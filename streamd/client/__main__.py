@@ -216,12 +216,16 @@ def finishSending(reactor: Any, client: StreamClientProtocol, patience: float = 
         transport.loseConnection()
 
 
-def fail(message: str, code: int = 1) -> SystemExit:
+class Fail(Exception):
     """
-    The exit for a user-facing error: one line on stderr.
+    The exit for a user-facing error: one line on stderr, said when the
+    client ends (and not at all if Ctrl-C ended it first).
     """
-    sys.stderr.write(f"{PROGRAM}: {message}\n")
-    return SystemExit(code)
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
 
 
 @inlineCallbacks
@@ -235,9 +239,9 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
         endpoint = options.endpoint(reactor)
         token = options.token()
     except usage.UsageError as e:
-        raise fail(f"{e} (see --help)", 2)
+        raise Fail(f"{e} (see --help)", 2)
     except ValueError as e:
-        raise fail(str(e))
+        raise Fail(str(e))
     if options["insecure"]:
         sys.stderr.write(
             f"{PROGRAM}: WARNING: --insecure: the server's certificate is NOT checked;"
@@ -249,7 +253,7 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
             reactor, endpoint, printer, options["max-message-size"], FRAMINGS[options["framing"]], token
         )
     except (ConnectError, DNSLookupError) as e:
-        raise fail(f"cannot connect: {e}")
+        raise Fail(f"cannot connect: {e}")
     for text in options["send"]:
         client.sendString(text.encode("utf-8"))
     sending: Deferred[None] | None = None
@@ -269,13 +273,13 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
         reason = Failure()
         handshake = handshakeFailure(reason)
         if handshake is not None:
-            raise fail(handshake)
+            raise Fail(handshake)
         if printer.enough.called:
             # The connection went after we had what we asked for.
             return 0
         if client.frameError is not None:
-            raise fail(f"server {client.frameError}")
-        raise fail(f"connection lost: {reason.getErrorMessage()}")
+            raise Fail(f"server {client.frameError}")
+        raise Fail(f"connection lost: {reason.getErrorMessage()}")
     return 0
 
 
@@ -292,8 +296,12 @@ def main(reactor: Any, *argv: str) -> Deferred[Any]:
 
 
 def _settle(outcome: Deferred[Any], result: object) -> None:
-    if not outcome.called:
-        outcome.callback(result)
+    if outcome.called:
+        return
+    if isinstance(result, Failure) and isinstance(result.value, Fail):
+        sys.stderr.write(f"{PROGRAM}: {result.value.message}\n")
+        result = Failure(SystemExit(result.value.code))
+    outcome.callback(result)
 
 
 def _exit(code: int) -> None:
