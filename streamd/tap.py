@@ -20,6 +20,9 @@ from streamd.sources import BadSourceSpec, parseSource
 from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, serverEndpoint
 
 DEFAULT_PORT = 7000
+# Twisted's default listen backlog (50) overflows when many of the
+# --max-clients connect at once; 511 is Redis's tcp-backlog.
+LISTEN_BACKLOG = 511
 _FRAMING_PARAMETER = re.compile(r"(?<!\\):framing=([^:]*)")
 
 
@@ -217,7 +220,8 @@ class Options(usage.Options):
         descriptions = list(self["listen"])
         if self["port"] is not None or not descriptions:
             port = DEFAULT_PORT if self["port"] is None else self["port"]
-            descriptions.insert(0, f"tcp:{port}:interface={quoteStringArgument(self['interface'])}")
+            interface = quoteStringArgument(self["interface"])
+            descriptions.insert(0, f"tcp:{port}:interface={interface}:backlog={LISTEN_BACKLOG}")
         clientCA = self._clientCA()
         listens = []
         for description in descriptions:

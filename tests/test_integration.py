@@ -390,7 +390,7 @@ class ProcessTests(TestCase):
         )
         self.assertNotEqual(code, 0)
         self.assertNotIn(b"Traceback", out + err)
-        message = f"streamd: cannot listen on tcp:{port}:interface=127.0.0.1: ".encode()
+        message = f"streamd: cannot listen on tcp:{port}:interface=127.0.0.1:backlog=511: ".encode()
         self.assertEqual(len([line for line in (out + err).splitlines() if message in line]), 1)
 
     @defer.inlineCallbacks

@@ -26,11 +26,11 @@ class OptionsTests(SynchronousTestCase):
 
     def test_defaults(self) -> None:
         """
-        With no options, streamd listens on 127.0.0.1:7000 with the int32
-        framing and runs the clock every second.
+        With no options, streamd listens on 127.0.0.1:7000 (with a listen
+        backlog of 511) with the int32 framing and runs the clock every second.
         """
         options = parse()
-        self.assertEqual(options["listens"], (Listen("tcp:7000:interface=127.0.0.1", INT32),))
+        self.assertEqual(options["listens"], (Listen("tcp:7000:interface=127.0.0.1:backlog=511", INT32),))
         self.assertEqual(options["sources"], ("clock",))
         self.assertEqual(options["interval"], 1.0)
         self.assertEqual(options["max-message-size"], 1024 * 1024)
@@ -41,7 +41,7 @@ class OptionsTests(SynchronousTestCase):
         --port and --interface make a TCP endpoint; an IPv6 address is quoted.
         """
         options = parse("--port", "0", "--interface", "::1")
-        self.assertEqual(options["listens"], (Listen("tcp:0:interface=\\:\\:1", INT32),))
+        self.assertEqual(options["listens"], (Listen("tcp:0:interface=\\:\\:1:backlog=511", INT32),))
 
     def test_listenReplacesDefaultPort(self) -> None:
         """
@@ -52,7 +52,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["listens"], (Listen("unix:/tmp/s.sock", INT32), Listen("tcp:7010", ASCII10)))
         options = parse("--port", "7001", "--listen", "tcp:7010")
         self.assertEqual(
-            [listen.endpoint for listen in options["listens"]], ["tcp:7001:interface=127.0.0.1", "tcp:7010"]
+            [listen.endpoint for listen in options["listens"]], ["tcp:7001:interface=127.0.0.1:backlog=511", "tcp:7010"]
         )
 
     def test_sourceNone(self) -> None:
