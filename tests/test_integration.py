@@ -21,6 +21,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from streamd.bench.servers import twistdCommand
 from streamd.client import connect
 from streamd.framing import INT32
 from streamd.listener import ListenFailed
@@ -195,7 +196,7 @@ def twistd(*argv: str) -> tuple[str, ...]:
     """
     The command line that runs twistd with C{argv} from this environment.
     """
-    return python("-c", "from twisted.scripts.twistd import run; run()", *argv)
+    return tuple(twistdCommand(*argv))
 
 
 class ProcessTests(TestCase):

@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from streamd.bench.servers import twistdCommand
 from streamd.client import StreamClientProtocol, connect
 from streamd.sources.exec import ExecSource
 from streamd.sources.follow import FileSource
@@ -141,17 +142,7 @@ class TwistdSourceTests(TestCase):
 
     def spawn(self, *argv: str) -> tuple[Daemon, object]:
         daemon = Daemon()
-        command = (
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "streamd",
-            "--listen",
-            f"unix:{self.socket}",
-            *argv,
-        )
+        command = twistdCommand("-n", "--pidfile=", "streamd", "--listen", f"unix:{self.socket}", *argv)
         transport = reactor.spawnProcess(daemon, sys.executable, command, env=ENV)
 
         def stop() -> defer.Deferred[None]:

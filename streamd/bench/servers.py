@@ -24,7 +24,13 @@ STARTUP_SECONDS = 15.0
 STOP_SECONDS = 3.0
 
 _LISTENING = re.compile(rb"streamd listening on 127\.0\.0\.1:(\d+)")
-_TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def twistdCommand(*argv: str) -> list[str]:
+    """
+    The command line that runs twistd with C{argv} in this Python.
+    """
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *argv]
 
 
 class BenchError(Exception):
@@ -111,7 +117,7 @@ def startStreamd(workdir: Path, options: list[str]) -> Server:
     extra twistd plugin C{options}.
     """
     log = workdir / "streamd.log"
-    argv = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", "streamd"]
+    argv = twistdCommand("-n", "--pidfile=", "streamd")
     argv += ["--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}", "--source", "none"]
     argv += ["--stats-interval", "0"]
     process = _spawn(argv + options, log)

@@ -20,6 +20,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from streamd.bench.servers import twistdCommand
+
 MAGIC = b"SEQ!"
 _HEADER = struct.Struct(">I")
 _SEQUENCE = struct.Struct(">Q")
@@ -81,10 +83,7 @@ class _Daemon:
     """
 
     def __init__(self, *options: str) -> None:
-        command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
+        command = twistdCommand(
             "-n",
             "--pidfile=",
             "streamd",
@@ -95,7 +94,7 @@ class _Daemon:
             "--stats-interval",
             "0",
             *options,
-        ]
+        )
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
