@@ -43,20 +43,30 @@ class ImmediateOutbox(Outbox):
     """
     An L{Outbox} for TCP and UNIX transports that sends at once whenever the
     transport has nothing buffered.
+
+    Everything the daemon writes to a client goes through its outbox, so
+    while nothing of this outbox's is in the transport's buffer, it need not
+    look at that buffer before sending.  After a partial send it looks again,
+    on each write, until the transport has sent what it holds.
     """
 
-    __slots__ = ()
+    __slots__ = ("_clear", "_sendNow")
+
+    def __init__(
+        self,
+        transport: ITransport,
+        owner: OutboxOwner,
+        limits: PendingLimits,
+        clock: IReactorTime,
+    ) -> None:
+        super().__init__(transport, owner, limits, clock)
+        self._clear = True
+        self._sendNow = transport.socket.send  # type: ignore[attr-defined]
 
     def _send(self, data: bytes) -> None:
-        transport = self._transport
-        if (
-            not transport._tempDataLen  # type: ignore[attr-defined]
-            and transport.offset == len(transport.dataBuffer)  # type: ignore[attr-defined]
-            and transport.connected  # type: ignore[attr-defined]
-            and not transport.disconnecting  # type: ignore[attr-defined]
-        ):
+        if (self._clear and not self._transport.disconnecting) or self._transportDrained():  # type: ignore[attr-defined]
             try:
-                sent = transport.socket.send(data)  # type: ignore[attr-defined]
+                sent = self._sendNow(data)
             except OSError:
                 # Full (EAGAIN) or broken: the transport's own write path
                 # retries, or finds the error and closes the connection.
@@ -65,4 +75,19 @@ class ImmediateOutbox(Outbox):
                 return
             if sent:
                 data = data[sent:]
-        transport.write(data)
+            self._clear = False
+        self._transport.write(data)
+
+    def _transportDrained(self) -> bool:
+        """
+        Whether the transport has sent everything it was given and is still
+        open; if so, sending at once is safe again.
+        """
+        transport = self._transport
+        self._clear = bool(
+            not transport._tempDataLen  # type: ignore[attr-defined]
+            and transport.offset == len(transport.dataBuffer)  # type: ignore[attr-defined]
+            and transport.connected  # type: ignore[attr-defined]
+            and not transport.disconnecting  # type: ignore[attr-defined]
+        )
+        return self._clear

@@ -152,6 +152,12 @@ class Decoder:
         self.framing = framing
         self.maxLength = maxLength
         self.error: FrameError | None = None
+        self._headerSize = framing.headerSize
+        self._unpack = framing.headerStruct.unpack_from if framing.headerStruct is not None else None
+        # Whether feed must first join new bytes to held ones (or refuse
+        # them, after an error): false in the common case of reads that
+        # end on a frame boundary.
+        self._holding = False
         self._tail = b""
         self._chunks: list[bytes] | None = None
         self._have = 0
@@ -165,25 +171,15 @@ class Decoder:
             those complete frames as they arrived (ready to relay to peers that
             speak the same framing).
         """
-        if self.error is not None:
-            return _NOTHING
-        if self._chunks is not None:
-            self._chunks.append(data)
-            self._have += len(data)
-            if self._have < self._need:
+        if self._holding:
+            joined = self._join(data)
+            if joined is None:
                 return _NOTHING
-            data = b"".join(self._chunks)
-            self._chunks = None
-        elif self._tail:
-            data = self._tail + data
-            self._tail = b""
-
-        headerSize = self.framing.headerSize
-        readLength = self.framing.readLength
-        headerStruct = self.framing.headerStruct
-        unpack = headerStruct.unpack_from if headerStruct is not None else None
+            data = joined
+        headerSize = self._headerSize
+        unpack = self._unpack
         maxLength = self.maxLength
-        payloads = []
+        payloads: list[bytes] = []
         offset = 0
         end = len(data)
         while end - offset >= headerSize:
@@ -191,15 +187,14 @@ class Decoder:
                 (length,) = unpack(data, offset)
             else:
                 try:
-                    length = readLength(data, offset)
+                    length = self.framing.readLength(data, offset)
                 except BadHeader as e:
-                    self.error = e
-                    break
+                    return self._stop(e, payloads, data[:offset])
             if length > maxLength:
-                self.error = FrameTooLong(length, maxLength)
-                break
+                return self._stop(FrameTooLong(length, maxLength), payloads, data[:offset])
             stop = offset + headerSize + length
             if stop > end:
+                self._holding = True
                 self._chunks = [data[offset:]]
                 self._have = end - offset
                 self._need = headerSize + length
@@ -208,8 +203,38 @@ class Decoder:
             offset = stop
         else:
             if offset < end:
+                self._holding = True
                 self._tail = data[offset:]
-        if self.error is not None:
-            self._chunks = None
-            self._tail = b""
         return payloads, (data if offset == end else data[:offset])
+
+    def _join(self, data: bytes) -> bytes | None:
+        """
+        C{data} after the bytes held from earlier reads, or C{None} while a
+        large frame is still incomplete (or after an error).
+        """
+        if self.error is not None:
+            return None
+        self._holding = False
+        if self._chunks is not None:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                self._holding = True
+                return None
+            data = b"".join(self._chunks)
+            self._chunks = None
+            return data
+        data = self._tail + data
+        self._tail = b""
+        return data
+
+    def _stop(self, error: FrameError, payloads: list[bytes], raw: bytes) -> tuple[list[bytes], bytes]:
+        """
+        Stop at a bad header: keep C{error}, hold nothing, and return the
+        frames that came before it.
+        """
+        self.error = error
+        self._holding = True
+        self._chunks = None
+        self._tail = b""
+        return payloads, raw

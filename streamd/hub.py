@@ -4,6 +4,7 @@ The hub: fans every published message out to every subscriber.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.interfaces import IPushProducer
@@ -26,6 +27,9 @@ class Subscriber(Protocol):
         """
 
 
+_Delivery = tuple[Subscriber, Framing, Callable[[bytes, int], None]]
+
+
 class Hub:
     """
     Encodes each batch of messages once per framing in use and writes it to
@@ -42,7 +46,7 @@ class Hub:
         self.stats = stats
         self.blockPublishers = blockPublishers
         self._subscribers: dict[Subscriber, None] = {}
-        self._snapshot: tuple[Subscriber, ...] | None = ()
+        self._deliveries: tuple[_Delivery, ...] | None = ()
         self._publishers: set[IPushProducer] = set()
         self._backlogged = 0
 
@@ -51,19 +55,25 @@ class Hub:
         """
         The current subscribers, in the order they subscribed.
         """
-        if self._snapshot is None:
-            # Made again only when needed, so that many clients connecting
-            # in a row cost linear time, not quadratic.
-            self._snapshot = tuple(self._subscribers)
-        return self._snapshot
+        return tuple(self._subscribers)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers[subscriber] = None
-        self._snapshot = None
+        self._deliveries = None
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if self._subscribers.pop(subscriber, 0) is None:
-            self._snapshot = None
+            self._deliveries = None
+
+    def _currentDeliveries(self) -> tuple[_Delivery, ...]:
+        """
+        Every subscriber with its framing and its C{deliver}, looked up once
+        rather than per message.  Made again only when a message follows a
+        change, so that many clients connecting in a row cost linear time,
+        not quadratic.
+        """
+        deliveries = self._deliveries = tuple((s, s.framing, s.deliver) for s in self._subscribers)
+        return deliveries
 
     def publish(
         self,
@@ -86,11 +96,14 @@ class Hub:
             framing = None
         delivered = 0
         others = []
-        for subscriber in self._snapshot or self.subscribers:
+        deliveries = self._deliveries
+        if deliveries is None:
+            deliveries = self._currentDeliveries()
+        for subscriber, subscriberFraming, deliver in deliveries:
             if subscriber is sender:
                 continue
-            if subscriber.framing is framing:
-                subscriber.deliver(raw, count)
+            if subscriberFraming is framing:
+                deliver(raw, count)
                 delivered += 1
             else:
                 others.append(subscriber)

@@ -5,9 +5,11 @@ the bottleneck.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+_NONE: tuple[bytes, ...] = ()
 
 
 class LogThrottle:
@@ -34,7 +36,7 @@ class LogThrottle:
         self._heldBytes = 0
         self._summary: IDelayedCall | None = None
 
-    def admit(self, payloads: list[bytes], size: int | None = None) -> list[bytes]:
+    def admit(self, payloads: list[bytes], size: int | None = None) -> Sequence[bytes]:
         """
         The payloads that may be logged now; the rest are counted.
 
@@ -49,10 +51,14 @@ class LogThrottle:
         if len(payloads) <= room:
             self._admitted += len(payloads)
             return payloads
-        self._admitted = self._perSecond
-        admitted = payloads[:room]
         if size is None:
             size = sum(map(len, payloads))
+        if room <= 0:
+            # A flood, after the window's lines: only counting.
+            self._hold(len(payloads), size)
+            return _NONE
+        self._admitted = self._perSecond
+        admitted = payloads[:room]
         self._hold(len(payloads) - room, size - sum(map(len, admitted)))
         return admitted
 

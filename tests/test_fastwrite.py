@@ -104,6 +104,25 @@ class FastWriteTests(SynchronousTestCase):
         self.assertLess(self.transport._tempDataLen, len(data))
         self.assertEqual(self.drain(), data)
 
+    def test_atOnceAgainAfterDrain(self) -> None:
+        """
+        After a partial send, later writes wait behind the transport's buffer;
+        once the transport has sent it, writes reach the socket at once again.
+        """
+        big = bytes(range(256)) * 80  # under the transport's pause threshold
+        self.outbox.write(big)
+        buffered = self.transport._tempDataLen
+        self.assertGreater(buffered, 0)
+        # The far end reads, so the socket has room, but the transport's
+        # buffer still holds the rest of the first write.
+        received = self.far.recv(1 << 16)
+        self.outbox.write(b"behind")
+        self.assertEqual(self.transport._tempDataLen, buffered + len(b"behind"))
+        self.assertEqual(received + self.drain(), big + b"behind")
+        self.outbox.write(b"now")
+        self.assertEqual(self.transport._tempDataLen, 0)
+        self.assertEqual(self.far.recv(100), b"now")
+
     def test_neverReordersWithBuffered(self) -> None:
         """
         Writes made while bytes are buffered go behind them (through the

@@ -152,3 +152,15 @@ class ASCII10FramingTests(_FramingMixin, SynchronousTestCase):
             decoder = ASCII10.decoder(100)
             self.assertEqual(decoder.feed(header + b"x" * 20), ([], b""))
             self.assertIsInstance(decoder.error, BadHeader)
+
+    def test_badHeaderAfterSplitFrame(self) -> None:
+        """
+        A bad header that follows a frame split across reads stops the
+        decoder after that frame, and nothing later comes out.
+        """
+        good = ASCII10.encode(b"hello")
+        decoder = ASCII10.decoder(100)
+        self.assertEqual(decoder.feed(good[:3]), ([], b""))
+        self.assertEqual(decoder.feed(good[3:] + b"GET / HTTP/1.1"), ([b"hello"], good))
+        self.assertIsInstance(decoder.error, BadHeader)
+        self.assertEqual(decoder.feed(good), ([], b""))
