@@ -155,11 +155,17 @@ class StreamServerProtocol(FramedProtocol):
         if self.access is not Access.PUBLISH:
             self._rejectMessage(len(payloads))
             return
-        factory = self.factory
+        hub = self.factory.hub
+        if not self._published:
+            self._published = True
+            hub.addPublisher(self.transport)
+        # Send first and count after: the bookkeeping, and the few log lines
+        # a second, do not delay the stream.
+        hub.publish(payloads, raw, self.framing, sender=self)
         count = len(payloads)
         self.messagesIn += count
         self.bytesIn += len(raw)
-        stats = factory.hub.stats
+        stats = hub.stats
         stats.messagesIn += count
         stats.bytesIn += len(raw)
         for payload in self._throttle.admit(payloads, len(raw) - count * self.framing.headerSize):
@@ -169,10 +175,6 @@ class StreamServerProtocol(FramedProtocol):
                 size=len(payload),
                 preview=preview(payload),
             )
-        if not self._published:
-            self._published = True
-            factory.hub.addPublisher(self.transport)
-        factory.hub.publish(payloads, raw, self.framing, sender=self)
 
     def _authenticate(self, token: bytes) -> bool:
         """

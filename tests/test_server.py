@@ -134,6 +134,19 @@ class LoggingTests(_LoggingMixin, SynchronousTestCase):
         long = [line for line in lines if "sent 500 bytes" in line][0]
         self.assertEqual(len(long.split(": ", 1)[1]), 80)
 
+    def test_sentBeforeLogged(self) -> None:
+        """
+        A message is handed to its recipients before it is logged, so the log
+        line never delays the stream.
+        """
+        sender, _ = self.daemon.connect()
+        _, receiver = self.daemon.connect()
+        seenWhenLogged = []
+        globalLogPublisher.addObserver(observer := lambda event: seenWhenLogged.append(receiver.value()))
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        sender.dataReceived(INT32.encode(b"hello"))
+        self.assertEqual([frames(seen) for seen in seenWhenLogged], [[b"hello"]])
+
     def test_floodIsSummarised(self) -> None:
         """
         Past 10 messages in a second, messages are not logged one by one; one
