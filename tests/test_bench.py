@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,8 +18,10 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd.bench import runner
 from streamd.bench.__main__ import main
 from streamd.bench.figures import bottleneck, medianRun, percentile
+from streamd.bench.load import Reader
 from streamd.bench.options import BenchOptions, parseSize
 from streamd.bench.records import STAMP, Int32Records, RecordFormat, RespMessages, Walker
 from streamd.bench.report import quantity, ratio, sizeName, table, tables
@@ -290,6 +293,69 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertIn("--runs", lines[0])
         self.assertNotIn("Traceback", lines[0])
+
+
+class RunnerTests(SynchronousTestCase):
+    """
+    Tests for the order of runs.
+    """
+
+    def test_serversAlternateFirst(self) -> None:
+        """
+        The servers take turns at going first, run by run, and every run's
+        figures land in its own server's result.
+        """
+        started: list[tuple[str, int]] = []
+
+        class FakeServer:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def stop(self) -> None:
+                pass
+
+        def fakeStart(name: str, workdir: Path, needs: tuple[int, int, int]) -> FakeServer:
+            started.append((name, len([s for s in started if s[0] == name]) + 1))
+            return FakeServer(name)
+
+        def fakeMeasure(scenario: str, server: FakeServer, cell: tuple[int, ...], settings: Settings) -> object:
+            return {cell: {"run": started[-1][1]}}
+
+        self.patch(runner, "_start", fakeStart)
+        self.patch(runner, "_measure", fakeMeasure)
+        plan = Plan({"paced": ((10, 64),)}, ("streamd", "redis"), 3, Settings())
+        results = runner.run(plan, Path("."), lambda result, number, error: None)
+        self.assertEqual(
+            started,
+            [("streamd", 1), ("redis", 1), ("redis", 2), ("streamd", 2), ("streamd", 3), ("redis", 3)],
+        )
+        self.assertEqual(
+            {result.server: [figures["run"] for figures in result.runs] for result in results},
+            {"streamd": [1, 2, 3], "redis": [1, 2, 3]},
+        )
+
+
+class ReaderTests(SynchronousTestCase):
+    """
+    Tests for the load generators' socket reads.
+    """
+
+    def test_readsWhatIsThere(self) -> None:
+        """
+        Each read returns exactly the bytes waiting, up to the buffer's size,
+        never bytes left in the buffer by an earlier, longer read; the end of
+        the stream reads as C{b""}.
+        """
+        near, far = socket.socketpair()
+        self.addCleanup(near.close)
+        reader = Reader(8)
+        far.sendall(b"0123456789")
+        self.assertEqual(reader.read(near), b"01234567")
+        self.assertEqual(reader.read(near), b"89")
+        far.sendall(b"x")
+        self.assertEqual(reader.read(near), b"x")
+        far.close()
+        self.assertEqual(reader.read(near), b"")
 
 
 class ReportTests(SynchronousTestCase):

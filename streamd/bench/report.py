@@ -146,8 +146,8 @@ def describe(plan: Plan, machine: str, redisVersion: str | None) -> str:
     )
     lines = [
         f"streamd.bench on {machine}",
-        f"servers: {servers}; everything on 127.0.0.1, listen backlog {BACKLOG}; a fresh server per run; "
-        f"median of {plan.runs} run(s)",
+        f"servers: {servers}; everything on 127.0.0.1, listen backlog {BACKLOG}; a fresh server per run"
+        f"{'' if redisVersion is None else ', taking turns at going first'}; median of {plan.runs} run(s)",
     ]
     if "burst" in plan.cells:
         lines.append(

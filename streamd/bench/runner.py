@@ -124,8 +124,10 @@ def _measure(
 
 def run(plan: Plan, workdir: Path, progress: Callable[[Result, int, str | None], None]) -> list[Result]:
     """
-    Every run of the plan, each server in turn for each run of each cell;
-    a run that fails is recorded and the benchmark goes on.
+    Every run of the plan, each server in turn for each run of each cell,
+    the first one first in odd runs and last in even ones, so that neither
+    always goes first (a scenario's first run on a quiet machine tends to be
+    slower); a run that fails is recorded and the benchmark goes on.
 
     @param progress: called with a result, the number of the run just added
         to it, and the error if that run failed.
@@ -135,7 +137,7 @@ def run(plan: Plan, workdir: Path, progress: Callable[[Result, int, str | None],
         for cell in cells:
             rows = [cell] if scenario != "large" else [(size,) for size in cell]
             for number in range(1, plan.runs + 1):
-                for name in plan.servers:
+                for name in plan.servers if number % 2 else plan.servers[::-1]:
                     mine = [
                         results.setdefault((scenario, row, name), Result(scenario, row, name)) for row in rows
                     ]
