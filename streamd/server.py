@@ -25,6 +25,7 @@ from streamd.throttle import LogThrottle
 # The longest token a client may send; the frame that carries it is read by
 # itself, so an unauthenticated client cannot make the daemon hold more.
 TOKEN_LIMIT = 4096
+DEFAULT_AUTH_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ServerConfig:
     maxClients: int = 10_000
     idleTimeout: float | None = None
     access: AccessPolicy = OPEN
-    authTimeout: float = 5.0
+    authTimeout: float = DEFAULT_AUTH_TIMEOUT
 
 
 class Connections:

@@ -15,7 +15,7 @@ from twisted.python import usage
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
 from streamd.outbox import MiB, PendingLimits
-from streamd.server import ServerConfig
+from streamd.server import DEFAULT_AUTH_TIMEOUT, ServerConfig
 from streamd.sources import BadSourceSpec, parseSource
 from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, serverEndpoint
 
@@ -104,7 +104,13 @@ class Options(usage.Options):
     optParameters = [
         ["auth-token-file", None, None, "Every client must send this file's token as its first frame."],
         ["publish-token-file", None, None, "Only clients that send this file's token may publish."],
-        ["auth-timeout", None, 5.0, "Seconds a client has to send its token.", _seconds("auth-timeout", inclusive=False)],
+        [
+            "auth-timeout",
+            None,
+            None,
+            f"Seconds a client has to send its --auth-token-file token (default {DEFAULT_AUTH_TIMEOUT:g}).",
+            _seconds("auth-timeout", inclusive=False),
+        ],
         [
             "port",
             "p",
@@ -260,6 +266,11 @@ class Options(usage.Options):
     def _accessPolicy(self) -> AccessPolicy:
         if self["read-only"] and self["publish-token-file"]:
             raise usage.UsageError("--read-only and --publish-token-file cannot be combined")
+        if self["auth-timeout"] is None:
+            self["auth-timeout"] = DEFAULT_AUTH_TIMEOUT
+        elif not self["auth-token-file"]:
+            # Only clients that must send a token before reading are timed.
+            raise usage.UsageError("--auth-timeout needs --auth-token-file")
         try:
             return AccessPolicy(
                 auth=TokenFile(self["auth-token-file"]) if self["auth-token-file"] else None,

@@ -255,10 +255,23 @@ class TokenFileTests(SynchronousTestCase):
             (["--auth-token-file", "/nonexistent/token"], "cannot read token file /nonexistent/token"),
             (["--publish-token-file", empty], f"token file {empty} is empty"),
             (["--read-only", "--publish-token-file", tokenFile(b"x")], "cannot be combined"),
+            (["--auth-timeout", "3"], "--auth-timeout needs --auth-token-file"),
+            (["--auth-timeout", "3", "--publish-token-file", tokenFile(b"x")], "needs --auth-token-file"),
         ]
         for argv, message in cases:
             error = self.assertRaises(UsageError, Options().parseOptions, argv)
             self.assertIn(message, str(error))
+
+    def test_authTimeout(self) -> None:
+        """
+        --auth-timeout applies with --auth-token-file, and defaults to 5 s.
+        """
+        options = Options()
+        options.parseOptions(["--auth-token-file", tokenFile(b"x"), "--auth-timeout", "0.5"])
+        self.assertEqual(options["auth-timeout"], 0.5)
+        options = Options()
+        options.parseOptions(["--auth-token-file", tokenFile(b"x")])
+        self.assertEqual(options["auth-timeout"], 5.0)
 
     def test_reload(self) -> None:
         """
