@@ -36,18 +36,20 @@ class Reader:
     C{sock.recv(CHUNK)} allocates a fresh megabyte for every read, which
     glibc maps and unmaps each time: about 17 us per read, more than a small
     message's whole trip through the server, spent by the load generators on
-    the cores the server shares with them.
+    the cores the server shares with them.  A L{Walker} counts the records
+    in the buffer where they are.
     """
 
     def __init__(self, size: int = CHUNK) -> None:
-        self._buffer = bytearray(size)
-        self._view = memoryview(self._buffer)
+        self.buffer = bytearray(size)
 
-    def read(self, sock: socket.socket) -> bytes:
+    def read(self, sock: socket.socket) -> int:
         """
-        What C{sock} has now, up to the buffer's size (C{b""} at its end).
+        Read what C{sock} has now into L{buffer}.
+
+        @return: how many bytes came (0 at the end of the stream).
         """
-        return self._view[: sock.recv_into(self._buffer)].tobytes()
+        return sock.recv_into(self.buffer)
 
 
 def connect(port: int) -> socket.socket:
@@ -197,15 +199,15 @@ def subscriber(
             for key, _ in selector.select(0.05):
                 slot, walker = key.data
                 try:
-                    data = reader.read(key.fileobj)  # type: ignore[arg-type]
+                    received = reader.read(key.fileobj)  # type: ignore[arg-type]
                 except BlockingIOError:
                     continue
-                if not data:
+                if not received:
                     raise ConnectionError(
                         f"the server closed subscriber {slot} after {walker.records} messages"
                     )
                 now = time.monotonic_ns()
-                counts[slot] += walker.feed(data)
+                counts[slot] += walker.feed(reader.buffer, received)
                 if walker.stamps:
                     start, end = control[Shared.WINDOW_START], control[Shared.WINDOW_END]
                     if len(latencies) < MAX_SAMPLES:
@@ -243,13 +245,13 @@ def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, de
             for key, _ in selector.select(0.05):
                 walker = key.data
                 try:
-                    data = reader.read(key.fileobj)  # type: ignore[arg-type]
+                    received = reader.read(key.fileobj)  # type: ignore[arg-type]
                 except BlockingIOError:
                     continue
-                if not data:
+                if not received:
                     raise ConnectionError("the server closed an idle connection")
                 now = time.monotonic_ns()
-                walker.feed(data)
+                walker.feed(reader.buffer, received)
                 if walker.stamps:
                     latencies.append(now - walker.stamps[0])
                     selector.unregister(key.fileobj)

@@ -21,6 +21,11 @@ The publish time (C{time.monotonic_ns()}) in the first 8 bytes of a payload.
 
 _INT32 = Struct(">I")
 
+Chunk = bytes | bytearray
+"""
+Received bytes: a chunk of its own, or a reused read buffer.
+"""
+
 
 class RecordFormat(Protocol):
     """
@@ -31,7 +36,7 @@ class RecordFormat(Protocol):
 
     maxHead: int
 
-    def parse(self, data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
         """
         The head and body lengths of the record at C{data[pos:end]}, or
         C{None} if those bytes end before the head does.
@@ -50,7 +55,7 @@ class Int32Records:
     def __init__(self, maxLength: int) -> None:
         self.maxLength = maxLength
 
-    def parse(self, data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
         if end - pos < 4:
             return None
         length: int = _INT32.unpack_from(data, pos)[0]
@@ -70,7 +75,7 @@ class RespMessages:
         self._fixed = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$" % (len(channel), channel)
         self.maxHead = len(self._fixed) + 12
 
-    def parse(self, data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
         fixed = self._fixed
         size = len(fixed)
         if end - pos < size:
@@ -88,7 +93,7 @@ class RespMessages:
         return crlf + 2 - pos, int(data[digits:crlf]) + 2
 
 
-def _sameHeads(data: bytes, pos: int, head: int, length: int, count: int) -> bool:
+def _sameHeads(data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
     """
     Whether the C{count} records of C{length} bytes from C{pos} all start
     with the same C{head} bytes.
@@ -120,14 +125,17 @@ class Walker:
         self._skip = 0
         self._skippedStamp: int | None = None
 
-    def feed(self, data: bytes) -> int:
+    def feed(self, data: Chunk, end: int | None = None) -> int:
         """
-        Take the next chunk received.
+        Take the next chunk received: C{data}, or its first C{end} bytes (a
+        reused read buffer).  Nothing past C{end} is read, and nothing of
+        C{data} is kept.
 
         @return: how many records it completed.
         """
         before = self.records
-        end = len(data)
+        if end is None:
+            end = len(data)
         pos = 0
         if self._skip:
             pos = min(self._skip, end)
@@ -137,7 +145,7 @@ class Walker:
             self._complete(self._skippedStamp)
         if self._carry:
             carry = self._carry
-            joined = carry + data[pos : pos + self._need]
+            joined = carry + data[pos : min(pos + self._need, end)]
             found = self._head(joined, 0, len(joined))
             if found is None:
                 self._carry = joined
@@ -151,12 +159,12 @@ class Walker:
         self._walk(data, pos, end)
         return self.records - before
 
-    def _walk(self, data: bytes, pos: int, end: int) -> None:
+    def _walk(self, data: Chunk, pos: int, end: int) -> None:
         fast = not self.stamped
         while pos < end:
             found = self._head(data, pos, end)
             if found is None:
-                self._carry = data[pos:end]
+                self._carry = bytes(data[pos:end])
                 return
             head, length, stamp = found
             stop = pos + length
@@ -173,7 +181,7 @@ class Walker:
             self._complete(stamp)
             pos = stop
 
-    def _head(self, data: bytes, pos: int, end: int) -> tuple[int, int, int | None] | None:
+    def _head(self, data: Chunk, pos: int, end: int) -> tuple[int, int, int | None] | None:
         """
         The head length, record length and stamp of the record at C{pos},
         or C{None} if C{data} ends too soon to tell.
