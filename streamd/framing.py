@@ -154,6 +154,7 @@ class Decoder:
         self.error: FrameError | None = None
         self._headerSize = framing.headerSize
         self._unpack = framing.headerStruct.unpack_from if framing.headerStruct is not None else None
+        self._readLength = framing.readLength
         # Whether feed must first join new bytes to held ones (or refuse
         # them, after an error): false in the common case of reads that
         # end on a frame boundary.
@@ -187,7 +188,7 @@ class Decoder:
                 (length,) = unpack(data, offset)
             else:
                 try:
-                    length = self.framing.readLength(data, offset)
+                    length = self._readLength(data, offset)
                 except BadHeader as e:
                     return self._stop(e, payloads, data[:offset])
             if length > maxLength:
@@ -230,8 +231,8 @@ class Decoder:
 
     def _stop(self, error: FrameError, payloads: list[bytes], raw: bytes) -> tuple[list[bytes], bytes]:
         """
-        Stop at a bad header: keep C{error}, hold nothing, and return the
-        frames that came before it.
+        Stop at a header that is bad or announces too long a frame: keep
+        C{error}, hold nothing, and return the frames that came before it.
         """
         self.error = error
         self._holding = True

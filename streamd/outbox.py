@@ -173,7 +173,7 @@ class Outbox:
             self.pending -= len(data)
             self.written += len(data)
             send(data)
-        self._held = self._paused or bool(queue)
+        self._held = self._closed or self._paused or bool(queue)
         if self.pending <= self._limits.soft:
             self._belowSoft()
 

@@ -120,6 +120,13 @@ class StreamServerProtocol(FramedProtocol):
         if config.idleTimeout is not None:
             self._idleCall = factory.clock.callLater(config.idleTimeout, self._checkIdle, self._activity())
 
+    def sendString(self, string: bytes) -> None:
+        """
+        Send one message to this client through its outbox, like everything
+        the daemon writes to it (see L{streamd.fastwrite}).
+        """
+        self.outbox.write(self.framing.encode(string))
+
     @property
     def messagesOut(self) -> int:
         """
@@ -246,13 +253,13 @@ class StreamServerProtocol(FramedProtocol):
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.factory.hub.stats.oversizedFrameDisconnects += 1
-        super().lengthLimitExceeded(length)
         self.outbox.abandon()
+        super().lengthLimitExceeded(length)
 
     def frameErrorReceived(self, error: FrameError) -> None:
         self.factory.hub.stats.badFrameDisconnects += 1
-        super().frameErrorReceived(error)
         self.outbox.abandon()
+        super().frameErrorReceived(error)
 
     def _activity(self) -> tuple[int, int]:
         # Raw bytes, not whole frames: a client sending a large frame slowly

@@ -50,6 +50,20 @@ class RelayTests(_LoggingMixin, SynchronousTestCase):
         self.assertEqual(frames(second.value()), [b"hello"])
         self.assertEqual(senderTransport.value(), b"")
 
+    def test_joinAndLeaveBetweenMessages(self) -> None:
+        """
+        A client that connects between two messages gets only the second; a
+        client that disconnects between them gets only the first.
+        """
+        sender, _ = self.daemon.connect()
+        leaving, leavingTransport = self.daemon.connect()
+        sender.dataReceived(INT32.encode(b"one"))
+        _, joinedTransport = self.daemon.connect()
+        leaving.connectionLost(Failure(ConnectionDone()))
+        sender.dataReceived(INT32.encode(b"two"))
+        self.assertEqual(frames(leavingTransport.value()), [b"one"])
+        self.assertEqual(frames(joinedTransport.value()), [b"two"])
+
     def test_orderPreservedAcrossSplitReads(self) -> None:
         """
         Messages arriving split across reads in any way reach the others

@@ -134,6 +134,28 @@ class SlowConsumerTests(SynchronousTestCase):
         self.assertEqual(self.slow.outbox.pending, 0)
         self.assertEqual(self.daemon.clock.getDelayedCalls(), [])
 
+    def test_cutClientStaysCutIfResumed(self) -> None:
+        """
+        A transport that resumes a cut client's outbox (however late) does
+        not reopen it: nothing more is written.
+        """
+        self.publish(101)
+        written = self.slowTransport.value()
+        self.slow.outbox.resumeProducing()
+        self.publish(1)
+        self.assertEqual(self.slowTransport.value(), written)
+
+    def test_sendStringQueuesBehindBacklog(self) -> None:
+        """
+        A message the daemon sends one client with C{sendString} goes through
+        that client's outbox: behind its backlog, never ahead of it.
+        """
+        self.publish(2)
+        self.slow.sendString(b"direct")
+        self.assertEqual(self.slowTransport.value(), b"")
+        self.slow.outbox.resumeProducing()
+        self.assertEqual(frames(self.slowTransport.value()), [b"x" * 96, b"x" * 96, b"direct"])
+
 
 class BlockModeTests(SynchronousTestCase):
     """

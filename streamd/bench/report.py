@@ -147,7 +147,7 @@ def describe(plan: Plan, machine: str, redisVersion: str | None) -> str:
     lines = [
         f"streamd.bench on {machine}",
         f"servers: {servers}; everything on 127.0.0.1, listen backlog {BACKLOG}; a fresh server per run"
-        f"{'' if redisVersion is None else ', taking turns at going first'}; median of {plan.runs} run(s)",
+        f"{', taking turns at going first' if redisVersion and plan.runs > 1 else ''}; median of {plan.runs} run(s)",
     ]
     if "burst" in plan.cells:
         lines.append(

@@ -127,7 +127,8 @@ def run(plan: Plan, workdir: Path, progress: Callable[[Result, int, str | None],
     Every run of the plan, each server in turn for each run of each cell,
     the first one first in odd runs and last in even ones, so that neither
     always goes first (a scenario's first run on a quiet machine tends to be
-    slower); a run that fails is recorded and the benchmark goes on.
+    slower; with an odd number of runs the first server still goes first
+    once more); a run that fails is recorded and the benchmark goes on.
 
     @param progress: called with a result, the number of the run just added
         to it, and the error if that run failed.
