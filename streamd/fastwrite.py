@@ -7,6 +7,8 @@ reactor turn's worth of work to every write.  When a TCP or UNIX transport has
 nothing waiting, L{ImmediateOutbox} hands the bytes to the kernel at once and
 gives Twisted only what the kernel did not take, so order is kept: anything
 written while bytes are buffered goes behind them, through the transport.
+Writes of several megabytes go to the transport whole, which sends them
+without copying.
 
 This relies on how L{twisted.internet.abstract.FileDescriptor} keeps its
 buffer (C{dataBuffer}, C{offset}, C{_tempDataLen}) and on the connection's
@@ -52,6 +54,14 @@ class ImmediateOutbox(Outbox):
 
     __slots__ = ("_clear", "_sendNow")
 
+    largeWrite = 4 * 1024 * 1024
+    """
+    Bytes above which a write goes to the transport whole.  That is Linux's
+    largest send buffer by default, so the kernel would take only part of
+    such a write, and keeping the rest would copy it; the transport sends
+    from the bytes it was given.
+    """
+
     def __init__(
         self,
         transport: ITransport,
@@ -65,16 +75,17 @@ class ImmediateOutbox(Outbox):
 
     def _send(self, data: bytes) -> None:
         if (self._clear and not self._transport.disconnecting) or self._transportDrained():  # type: ignore[attr-defined]
-            try:
-                sent = self._sendNow(data)
-            except OSError:
-                # Full (EAGAIN) or broken: the transport's own write path
-                # retries, or finds the error and closes the connection.
-                sent = 0
-            if sent == len(data):
-                return
-            if sent:
-                data = data[sent:]
+            if len(data) <= self.largeWrite:
+                try:
+                    sent = self._sendNow(data)
+                except OSError:
+                    # Full (EAGAIN) or broken: the transport's own write path
+                    # retries, or finds the error and closes the connection.
+                    sent = 0
+                if sent == len(data):
+                    return
+                if sent:
+                    data = data[sent:]
             self._clear = False
         self._transport.write(data)
 

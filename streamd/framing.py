@@ -10,16 +10,25 @@ Two framings share one decoder:
 
 The decoder walks headers itself and keeps a partial large frame as a list of
 chunks, so a big frame arriving in many reads costs time proportional to its
-size (Twisted's generic parser copies its whole buffer on every read).
+size (Twisted's generic parser copies its whole buffer on every read). Such a
+frame is joined once, and its payload is a view of the joined frame, not a
+second copy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from struct import Struct
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 _INT32 = Struct(">I")
+
+Payload = bytes | memoryview
+"""
+A decoded message: C{bytes}, or a C{memoryview} of the joined frame for a
+message that arrived over several reads.
+"""
 
 
 class FrameError(Exception):
@@ -77,7 +86,7 @@ class Framing:
         """
         return self.header(len(payload)) + payload
 
-    def encodeMany(self, payloads: list[bytes]) -> bytes:
+    def encodeMany(self, payloads: Sequence[Payload]) -> bytes:
         """
         Several framed messages joined into one byte string.
         """
@@ -137,7 +146,7 @@ INT32 = Int32Framing()
 ASCII10 = ASCII10Framing()
 FRAMINGS: dict[str, Framing] = {f.name: f for f in (INT32, ASCII10)}
 
-_NOTHING: tuple[list[bytes], bytes] = ([], b"")
+_NOTHING: tuple[list[Payload], bytes] = ([], b"")
 
 
 class Decoder:
@@ -160,11 +169,11 @@ class Decoder:
         # end on a frame boundary.
         self._holding = False
         self._tail = b""
-        self._chunks: list[bytes] | None = None
+        self._chunks: list[bytes | memoryview] | None = None
         self._have = 0
         self._need = 0
 
-    def feed(self, data: bytes) -> tuple[list[bytes], bytes]:
+    def feed(self, data: bytes) -> tuple[list[Payload], bytes]:
         """
         Take the next bytes received.
 
@@ -173,15 +182,26 @@ class Decoder:
             speak the same framing).
         """
         if self._holding:
-            joined = self._join(data)
-            if joined is None:
+            chunks = self._chunks
+            if chunks is not None:
+                return self._continueFrame(chunks, data)
+            if self.error is not None:
                 return _NOTHING
-            data = joined
+            self._holding = False
+            data = self._tail + data
+            self._tail = b""
+        payloads: list[Payload] = []
+        offset = self._parse(data, 0, payloads)
+        return payloads, (data if offset == len(data) else data[:offset])
+
+    def _parse(self, data: bytes, offset: int, payloads: list[Payload]) -> int:
+        """
+        Append the payloads of the complete frames in C{data} from C{offset}
+        to C{payloads}, hold what follows them, and return where they end.
+        """
         headerSize = self._headerSize
         unpack = self._unpack
         maxLength = self.maxLength
-        payloads: list[bytes] = []
-        offset = 0
         end = len(data)
         while end - offset >= headerSize:
             if unpack is not None:
@@ -190,52 +210,52 @@ class Decoder:
                 try:
                     length = self._readLength(data, offset)
                 except BadHeader as e:
-                    return self._stop(e, payloads, data[:offset])
+                    self._stop(e)
+                    return offset
             if length > maxLength:
-                return self._stop(FrameTooLong(length, maxLength), payloads, data[:offset])
+                self._stop(FrameTooLong(length, maxLength))
+                return offset
             stop = offset + headerSize + length
             if stop > end:
                 self._holding = True
                 self._chunks = [data[offset:]]
                 self._have = end - offset
                 self._need = headerSize + length
-                break
+                return offset
             payloads.append(data[offset + headerSize : stop])
             offset = stop
-        else:
-            if offset < end:
-                self._holding = True
-                self._tail = data[offset:]
-        return payloads, (data if offset == end else data[:offset])
+        if offset < end:
+            self._holding = True
+            self._tail = data[offset:]
+        return offset
 
-    def _join(self, data: bytes) -> bytes | None:
+    def _continueFrame(self, chunks: list[bytes | memoryview], data: bytes) -> tuple[list[Payload], bytes]:
         """
-        C{data} after the bytes held from earlier reads, or C{None} while a
-        large frame is still incomplete (or after an error).
+        Add C{data} to the frame that spans reads.  Once it is complete, join
+        it with the complete frames after it in C{data}: that join is the only
+        copy of it, and its payload is a view of the join.
         """
-        if self.error is not None:
-            return None
+        chunks.append(data)
+        self._have += len(data)
+        beyond = self._have - self._need
+        if beyond < 0:
+            return _NOTHING
+        need = self._need
         self._holding = False
-        if self._chunks is not None:
-            self._chunks.append(data)
-            self._have += len(data)
-            if self._have < self._need:
-                self._holding = True
-                return None
-            data = b"".join(self._chunks)
-            self._chunks = None
-            return data
-        data = self._tail + data
-        self._tail = b""
-        return data
+        self._chunks = None
+        following: list[Payload] = []
+        offset = self._parse(data, len(data) - beyond, following)
+        if offset < len(data):
+            chunks[-1] = memoryview(data)[:offset]
+        raw = b"".join(chunks)
+        return [memoryview(raw)[self._headerSize : need], *following], raw
 
-    def _stop(self, error: FrameError, payloads: list[bytes], raw: bytes) -> tuple[list[bytes], bytes]:
+    def _stop(self, error: FrameError) -> None:
         """
         Stop at a header that is bad or announces too long a frame: keep
-        C{error}, hold nothing, and return the frames that came before it.
+        C{error} and hold nothing.
         """
         self.error = error
         self._holding = True
         self._chunks = None
         self._tail = b""
-        return payloads, raw

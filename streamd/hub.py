@@ -4,13 +4,13 @@ The hub: fans every published message out to every subscriber.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from streamd.framing import Framing
+from streamd.framing import Framing, Payload
 from streamd.stats import Stats
 
 
@@ -77,7 +77,7 @@ class Hub:
 
     def publish(
         self,
-        payloads: list[bytes],
+        payloads: Sequence[Payload],
         raw: bytes = b"",
         framing: Framing | None = None,
         sender: object = None,

@@ -11,7 +11,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, FrameTooLong, Framing
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, FrameTooLong, Framing, Payload
 
 
 def addressName(address: object) -> str:
@@ -81,14 +81,16 @@ class FramedProtocol(Int32StringReceiver):
             else:
                 self.frameErrorReceived(error)
 
-    def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
+    def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
         """
-        Messages completed by one read, and their bytes as received.
+        Messages completed by one read, and their bytes as received.  A
+        message that arrived over several reads is a C{memoryview} of the
+        joined frame, so that a large one is not copied again.
         """
         for payload in payloads:
             if self.transport.disconnecting:
                 return
-            self.stringReceived(payload)
+            self.stringReceived(bytes(payload))
 
     def sendString(self, string: bytes) -> None:
         self.transport.write(self.framing.encode(string))

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from streamd.auth import OPEN, Access, AccessPolicy
 from streamd.fastwrite import outboxFor
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
 from streamd.hub import Hub
 from streamd.outbox import PendingLimits
 from streamd.protocol import FramedProtocol, addressName, noDelay
@@ -159,7 +159,7 @@ class StreamServerProtocol(FramedProtocol):
         if self._authenticate(buffer[framing.headerSize : end]) and len(buffer) > end:
             self.dataReceived(buffer[end:])
 
-    def framesReceived(self, payloads: list[bytes], raw: bytes) -> None:
+    def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
         if self.access is not Access.PUBLISH:
             self._rejectMessage(len(payloads))
             return

@@ -38,11 +38,11 @@ def printable(payload: bytes) -> str:
     return "".join(map(_escape, escaped))
 
 
-def preview(payload: bytes, width: int = 80) -> str:
+def preview(payload: bytes | memoryview, width: int = 80) -> str:
     """
     The start of C{payload}, as one line of at most C{width} characters.
     """
-    text = printable(payload[: width * 4])
+    text = printable(bytes(payload[: width * 4]))
     if len(text) > width or len(payload) > width * 4:
         return text[: width - 1] + "\u2026"
     return text

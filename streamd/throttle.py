@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-_NONE: tuple[bytes, ...] = ()
+from streamd.framing import Payload
+
+_NONE: tuple[Payload, ...] = ()
 
 
 class LogThrottle:
@@ -36,7 +38,7 @@ class LogThrottle:
         self._heldBytes = 0
         self._summary: IDelayedCall | None = None
 
-    def admit(self, payloads: list[bytes], size: int | None = None) -> Sequence[bytes]:
+    def admit(self, payloads: Sequence[Payload], size: int | None = None) -> Sequence[Payload]:
         """
         The payloads that may be logged now; the rest are counted.
 

@@ -104,6 +104,20 @@ class FastWriteTests(SynchronousTestCase):
         self.assertLess(self.transport._tempDataLen, len(data))
         self.assertEqual(self.drain(), data)
 
+    def test_largeWriteGoesWhole(self) -> None:
+        """
+        A write larger than C{largeWrite} goes to the transport as it is
+        (not sent in part and the rest copied), and writes after it wait
+        behind it.
+        """
+        self.patch(ImmediateOutbox, "largeWrite", 1000)
+        large = bytes(range(256)) * 8
+        self.outbox.write(large)
+        self.assertIs(self.transport._tempDataBuffer[0], large)
+        self.outbox.write(b"behind")
+        self.assertEqual(self.transport._tempDataLen, len(large) + len(b"behind"))
+        self.assertEqual(self.drain(), large + b"behind")
+
     def test_atOnceAgainAfterDrain(self) -> None:
         """
         After a partial send, later writes wait behind the transport's buffer;

@@ -98,6 +98,47 @@ class _FramingMixin:
         payloads, raw = self.feedAll(chunks, len(payload))
         self.assertEqual(payloads, [payload])  # type: ignore[attr-defined]
 
+    def test_splitFramePayloadIsAView(self) -> None:
+        """
+        The payload of a frame that spanned reads is a view of the raw bytes
+        returned with it: the frame is joined once and not copied again.
+        """
+        payload = bytes(range(256)) * 1024
+        data = self.framing.encode(payload)
+        decoder = self.framing.decoder(len(payload))
+        self.assertEqual(decoder.feed(data[:1000]), ([], b""))  # type: ignore[attr-defined]
+        payloads, raw = decoder.feed(data[1000:])
+        self.assertEqual(raw, data)  # type: ignore[attr-defined]
+        [view] = payloads
+        self.assertIsInstance(view, memoryview)  # type: ignore[attr-defined]
+        assert isinstance(view, memoryview)
+        self.assertIs(view.obj, raw)  # type: ignore[attr-defined]
+        self.assertEqual(bytes(view), payload)  # type: ignore[attr-defined]
+
+    def test_framesAfterSplitFrameInSameBatch(self) -> None:
+        """
+        The read that completes a split frame also yields the whole frames
+        after it, in the same batch, and holds the partial one that follows.
+        """
+        big, small, last = b"b" * 5000, b"small", b"last one"
+        data = self.framing.encodeMany([big, small, last])
+        cut = len(data) - 3
+        decoder = self.framing.decoder(10_000)
+        self.assertEqual(decoder.feed(data[:100]), ([], b""))  # type: ignore[attr-defined]
+        payloads, raw = decoder.feed(data[100:cut])
+        self.assertEqual((payloads, raw), ([big, small], self.framing.encodeMany([big, small])))  # type: ignore[attr-defined]
+        self.assertEqual(decoder.feed(data[cut:]), ([last], self.framing.encode(last)))  # type: ignore[attr-defined]
+
+    def test_splitFramesBackToBack(self) -> None:
+        """
+        Large frames sent back to back, each completed by a read that starts
+        the next, come out whole, and their raw bytes are the input.
+        """
+        messages = [bytes([i]) * (150_000 + i) for i in range(4)]
+        data = self.framing.encodeMany(messages)
+        chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+        self.assertEqual(self.feedAll(chunks), (messages, data))  # type: ignore[attr-defined]
+
     # Each framing's TestCase runs this same check; that is the intent.
     @settings(suppress_health_check=[HealthCheck.differing_executors], deadline=None)
     @given(st.lists(st.binary(max_size=300), max_size=20), st.lists(st.integers(1, 64), max_size=40))

@@ -25,6 +25,7 @@ from streamd.bench.servers import twistdCommand
 from streamd.client import connect
 from streamd.framing import INT32
 from streamd.listener import ListenFailed
+from streamd.outbox import MiB, PendingLimits
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
@@ -161,6 +162,30 @@ class InProcessTests(TestCase):
         self.assertEqual(service.stats.oversizedFrameDisconnects, 1)
         good.transport.loseConnection()
         yield good.finished
+        yield service.stopService()
+
+
+    @defer.inlineCallbacks
+    def test_largeMessagesRelayed(self):  # type: ignore[no-untyped-def]
+        """
+        Messages of several megabytes, which arrive in many reads and leave
+        through the transport whole, are relayed intact and in order with
+        the small messages around them.
+        """
+        limits = PendingLimits(hard=256 * MiB, soft=128 * MiB)
+        config = ServerConfig(maxMessageSize=8 * MiB, limits=limits)
+        service, port = self.startDaemon(sources=(), server=config)
+        endpoint = f"tcp:host=127.0.0.1:port={port}"
+        messages = [b"before", bytes(range(256)) * (6 * MiB // 256), b"between", b"\xab" * (5 * MiB), b"after"]
+        heard = Collector(len(messages))
+        listener = yield connect(reactor, endpoint, heard, maxMessageSize=8 * MiB)
+        sender = yield connect(reactor, endpoint, lambda m: None)
+        yield deferLater(reactor, 0.05, lambda: None)
+        sender.transport.write(INT32.encodeMany(messages))
+        self.assertTrue((yield heard.enough) == messages, "the relayed messages differ from those sent")
+        sender.transport.loseConnection()
+        listener.transport.loseConnection()
+        yield defer.gatherResults([sender.finished, listener.finished])
         yield service.stopService()
 
 

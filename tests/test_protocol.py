@@ -46,6 +46,18 @@ class FramedProtocolTests(SynchronousTestCase):
         self.assertEqual(protocol.received, [b"a", b"bc"])
         self.assertEqual(transport.value(), b"\x00\x00\x00\x03out")
 
+    def test_splitFrameGivesBytes(self) -> None:
+        """
+        C{stringReceived} gets C{bytes} for a message that arrived over
+        several reads too, though the decoder hands over a view of it.
+        """
+        protocol, transport = self.connect()
+        data = INT32.encode(b"x" * 1000)
+        protocol.dataReceived(data[:10])
+        protocol.dataReceived(data[10:])
+        self.assertEqual(protocol.received, [b"x" * 1000])
+        self.assertIs(type(protocol.received[0]), bytes)
+
     def test_framingPerConnection(self) -> None:
         """
         A connection given the ascii10 framing reads and writes ascii10.
