@@ -48,18 +48,19 @@ class ImmediateOutbox(Outbox):
 
     Everything the daemon writes to a client goes through its outbox, so
     while nothing of this outbox's is in the transport's buffer, it need not
-    look at that buffer before sending.  After a partial send it looks again,
-    on each write, until the transport has sent what it holds.
+    look at that buffer before sending.  After a partial send, or a write
+    handed to the transport whole, it looks again, on each write, until the
+    transport has sent what it holds.
     """
 
     __slots__ = ("_clear", "_sendNow")
 
     largeWrite = 4 * 1024 * 1024
     """
-    Bytes above which a write goes to the transport whole.  That is Linux's
-    largest send buffer by default, so the kernel would take only part of
-    such a write, and keeping the rest would copy it; the transport sends
-    from the bytes it was given.
+    Bytes above which a write goes to the transport whole.  That is the
+    largest TCP send buffer Linux gives by default, so the kernel would take
+    only part of such a write, and keeping the rest would copy it; the
+    transport sends from the bytes it was given.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ Two framings share one decoder:
 The decoder walks headers itself and keeps a partial large frame as a list of
 chunks, so a big frame arriving in many reads costs time proportional to its
 size (Twisted's generic parser copies its whole buffer on every read). Such a
-frame is joined once, and its payload is a view of the joined frame, not a
+frame is joined once, and its payload is a view into the joined bytes, not a
 second copy.
 """
 
@@ -26,8 +26,8 @@ _INT32 = Struct(">I")
 
 Payload = bytes | memoryview
 """
-A decoded message: C{bytes}, or a C{memoryview} of the joined frame for a
-message that arrived over several reads.
+A decoded message: C{bytes}, or a C{memoryview} into the joined bytes for a
+message whose payload did not all come in the read that brought its header.
 """
 
 
@@ -146,9 +146,6 @@ INT32 = Int32Framing()
 ASCII10 = ASCII10Framing()
 FRAMINGS: dict[str, Framing] = {f.name: f for f in (INT32, ASCII10)}
 
-_NOTHING: tuple[list[Payload], bytes] = ([], b"")
-
-
 class Decoder:
     """
     Turns one connection's incoming bytes into payloads.
@@ -177,16 +174,16 @@ class Decoder:
         """
         Take the next bytes received.
 
-        @return: the payloads completed by C{data}, and the bytes of exactly
-            those complete frames as they arrived (ready to relay to peers that
-            speak the same framing).
+        @return: the payloads completed by C{data} (see L{Payload}), and the
+            bytes of exactly those complete frames as they arrived (ready to
+            relay to peers that speak the same framing).
         """
         if self._holding:
             chunks = self._chunks
             if chunks is not None:
                 return self._continueFrame(chunks, data)
             if self.error is not None:
-                return _NOTHING
+                return [], b""
             self._holding = False
             data = self._tail + data
             self._tail = b""
@@ -239,7 +236,7 @@ class Decoder:
         self._have += len(data)
         beyond = self._have - self._need
         if beyond < 0:
-            return _NOTHING
+            return [], b""
         need = self._need
         self._holding = False
         self._chunks = None

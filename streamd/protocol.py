@@ -84,8 +84,9 @@ class FramedProtocol(Int32StringReceiver):
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
         """
         Messages completed by one read, and their bytes as received.  A
-        message that arrived over several reads is a C{memoryview} of the
-        joined frame, so that a large one is not copied again.
+        message whose payload came over several reads is a C{memoryview} into
+        C{raw}, so that a large one is not copied again; keeping it keeps all
+        of C{raw}.
         """
         for payload in payloads:
             if self.transport.disconnecting:

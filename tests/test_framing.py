@@ -129,6 +129,19 @@ class _FramingMixin:
         self.assertEqual((payloads, raw), ([big, small], self.framing.encodeMany([big, small])))  # type: ignore[attr-defined]
         self.assertEqual(decoder.feed(data[cut:]), ([last], self.framing.encode(last)))  # type: ignore[attr-defined]
 
+    def test_overLimitAfterSplitFrame(self) -> None:
+        """
+        A header over the limit in the read that completes a split frame
+        stops the decoder after that frame, and nothing later comes out.
+        """
+        frame = self.framing.encode(b"p" * 500)
+        decoder = self.framing.decoder(1000)
+        self.assertEqual(decoder.feed(frame[:100]), ([], b""))  # type: ignore[attr-defined]
+        payloads, raw = decoder.feed(frame[100:] + self.framing.header(1001) + b"x" * 50)
+        self.assertEqual((payloads, raw), ([b"p" * 500], frame))  # type: ignore[attr-defined]
+        self.assertIsInstance(decoder.error, FrameTooLong)  # type: ignore[attr-defined]
+        self.assertEqual(decoder.feed(self.framing.encode(b"later")), ([], b""))  # type: ignore[attr-defined]
+
     def test_splitFramesBackToBack(self) -> None:
         """
         Large frames sent back to back, each completed by a read that starts
@@ -153,7 +166,7 @@ class _FramingMixin:
             chunks.append(data[offset : offset + cut])
             offset += cut
         chunks.append(data[offset:])
-        self.assertEqual(self.feedAll(chunks)[0], messages)  # type: ignore[attr-defined]
+        self.assertEqual(self.feedAll(chunks), (messages, data))  # type: ignore[attr-defined]
 
 
 class Int32FramingTests(_FramingMixin, SynchronousTestCase):
@@ -196,12 +209,14 @@ class ASCII10FramingTests(_FramingMixin, SynchronousTestCase):
 
     def test_badHeaderAfterSplitFrame(self) -> None:
         """
-        A bad header that follows a frame split across reads stops the
-        decoder after that frame, and nothing later comes out.
+        A bad header that follows a frame split across reads (within its
+        header, or within its payload) stops the decoder after that frame,
+        and nothing later comes out.
         """
         good = ASCII10.encode(b"hello")
-        decoder = ASCII10.decoder(100)
-        self.assertEqual(decoder.feed(good[:3]), ([], b""))
-        self.assertEqual(decoder.feed(good[3:] + b"GET / HTTP/1.1"), ([b"hello"], good))
-        self.assertIsInstance(decoder.error, BadHeader)
-        self.assertEqual(decoder.feed(good), ([], b""))
+        for cut in (3, 12):
+            decoder = ASCII10.decoder(100)
+            self.assertEqual(decoder.feed(good[:cut]), ([], b""))
+            self.assertEqual(decoder.feed(good[cut:] + b"GET / HTTP/1.1"), ([b"hello"], good))
+            self.assertIsInstance(decoder.error, BadHeader)
+            self.assertEqual(decoder.feed(good), ([], b""))

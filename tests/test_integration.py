@@ -164,7 +164,6 @@ class InProcessTests(TestCase):
         yield good.finished
         yield service.stopService()
 
-
     @defer.inlineCallbacks
     def test_largeMessagesRelayed(self):  # type: ignore[no-untyped-def]
         """
@@ -176,7 +175,8 @@ class InProcessTests(TestCase):
         config = ServerConfig(maxMessageSize=8 * MiB, limits=limits)
         service, port = self.startDaemon(sources=(), server=config)
         endpoint = f"tcp:host=127.0.0.1:port={port}"
-        messages = [b"before", bytes(range(256)) * (6 * MiB // 256), b"between", b"\xab" * (5 * MiB), b"after"]
+        large = bytes(range(256)) * (6 * MiB // 256)
+        messages = [b"before", large, b"between", b"\xab" * (5 * MiB), b"after"]
         heard = Collector(len(messages))
         listener = yield connect(reactor, endpoint, heard, maxMessageSize=8 * MiB)
         sender = yield connect(reactor, endpoint, lambda m: None)
