@@ -23,6 +23,7 @@ from streamd.bench.__main__ import main
 from streamd.bench.figures import bottleneck, medianRun, percentile
 from streamd.bench.load import Reader
 from streamd.bench.options import BenchOptions, parseSize
+from streamd.bench.proc import stolenSeconds
 from streamd.bench.records import STAMP, Int32Records, RecordFormat, RespMessages, Walker
 from streamd.bench.report import quantity, ratio, sizeName, table, tables
 from streamd.bench.runner import Plan, Result
@@ -344,6 +345,42 @@ class RunnerTests(SynchronousTestCase):
             {"streamd": [1, 2, 3], "redis": [1, 2, 3]},
         )
 
+    def test_stealRecorded(self) -> None:
+        """
+        Each run's figures carry the share of the machine's CPU time the
+        hypervisor took while it ran.
+        """
+        steal = iter([10.0, 13.0])
+        clock = iter([100.0, 101.0])
+        self.patch(runner, "stolenSeconds", lambda: next(steal))
+        self.patch(runner.time, "monotonic", lambda: next(clock))
+        self.patch(runner, "cores", lambda: 2)
+
+        class FakeServer:
+            name = "streamd"
+
+            def stop(self) -> None:
+                pass
+
+        self.patch(runner, "_start", lambda name, workdir, needs: FakeServer())
+        self.patch(runner, "_measure", lambda scenario, server, cell, settings: {cell: {"ms": 1.0}})
+        plan = Plan({"large": ((1 << 20,),)}, ("streamd",), 1, Settings())
+        [result] = runner.run(plan, Path("."), lambda result, number, error: None)
+        self.assertEqual(result.runs, [{"ms": 1.0, "stolen": 1.5}])
+
+    def test_stolenSeconds(self) -> None:
+        """
+        The steal column of /proc/stat's first line, in seconds; 0 for a
+        kernel that has no such column.
+        """
+        ticks = os.sysconf("SC_CLK_TCK")
+        with tempfile.TemporaryDirectory() as tmp:
+            stat = Path(tmp) / "stat"
+            stat.write_text(f"cpu  559558 94 460728 2008796 1921 0 162560 {3 * ticks} 0 0\ncpu0 1 2 3\n")
+            self.assertEqual(stolenSeconds(str(stat)), 3.0)
+            stat.write_text("cpu  1 2 3 4 5 6 7\n")
+            self.assertEqual(stolenSeconds(str(stat)), 0.0)
+
 
 class ReaderTests(SynchronousTestCase):
     """
@@ -423,6 +460,22 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(lines[3].split()[:3], ["ratio", "2.00x", "2.00x"])
         self.assertIn("! burst K=10 64 B streamd: the subscribers were the bottleneck", text)
         self.assertIn("! burst K=10 64 B streamd: 1 run(s) failed: streamd exited", text)
+        self.assertNotIn("hypervisor", text)
+
+    def test_stealNote(self) -> None:
+        """
+        Runs the hypervisor took 5% or more of the CPUs' time from are
+        counted in a note under the tables.
+        """
+        figures: dict[str, object] = {"ms": 3.0, "mb_per_s": 350.0, "ms_per_mib": 3.0}
+        plan = Plan({"large": ((1 << 20,),)}, ("streamd", "redis"), 3, Settings())
+        results = [
+            Result("large", (1 << 20,), "streamd", [dict(figures, stolen=s) for s in (0.0, 0.24, 0.049)]),
+            Result("large", (1 << 20,), "redis", [dict(figures, stolen=s) for s in (0.06, 0.01, 0.0)]),
+        ]
+        self.assertIn("! the hypervisor took 6%-24% of the CPUs' time in 2 of 6 runs", tables(plan, results))
+        results[0].runs[1]["stolen"] = 0.0
+        self.assertIn("! the hypervisor took 6% of the CPUs' time in 1 of 6 runs", tables(plan, results))
 
 
 class SmokeTests(SynchronousTestCase):

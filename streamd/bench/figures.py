@@ -16,6 +16,13 @@ bottleneck.
 """
 
 
+STOLEN = 0.05
+"""
+The share of the machine's CPU time taken by the hypervisor (steal time)
+from which a run counts as disturbed.
+"""
+
+
 def percentile(ordered: Sequence[int], p: float) -> int:
     """
     The nearest-rank C{p}th percentile of C{ordered} (sorted, not empty).

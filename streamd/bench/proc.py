@@ -25,6 +25,17 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def stolenSeconds(stat: str = "/proc/stat") -> float:
+    """
+    CPU time the hypervisor has taken from this machine's CPUs since boot,
+    summed over the CPUs (the C{steal} column of C{/proc/stat}); 0 where
+    the kernel does not count it.
+    """
+    with open(stat) as f:
+        fields = f.readline().split()
+    return int(fields[8]) / _TICKS if len(fields) > 8 else 0.0
+
+
 def rssBytes(pid: int) -> int:
     """
     The resident memory of process C{pid} (C{VmRSS}).

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streamd.bench.figures import BUSY
+from streamd.bench.figures import BUSY, STOLEN
 from streamd.bench.runner import WINDOWS_PENDING, Plan, Result, pendingLimits
 from streamd.bench.scenarios import Figures, MiB
 from streamd.bench.servers import BACKLOG, REDIS_SETTINGS
@@ -192,8 +192,8 @@ def _redisFlags() -> str:
 
 def tables(plan: Plan, results: Sequence[Result]) -> str:
     """
-    One table per scenario, then notes on failed runs and on runs the
-    subscribers limited.
+    One table per scenario, then notes on failed runs, on runs the
+    subscribers limited and on runs the hypervisor took CPU time from.
     """
     out = []
     notes = []
@@ -238,7 +238,30 @@ def tables(plan: Plan, results: Sequence[Result]) -> str:
                     [*names, "ratio", *(ratio(s[c.key], r[c.key]) for c in columns)]  # type: ignore[arg-type, index]
                 )
         out.append(table(rows, left=len(_CELLS[scenario]) + 1))
+    note = _stealNote(results)
+    if note:
+        notes.append(note)
     return "\n\n".join(out + (["\n".join(notes)] if notes else []))
+
+
+def _stealNote(results: Sequence[Result]) -> str | None:
+    """
+    What to say when the hypervisor took CPU time from some runs.
+    """
+    runs = [run for result in results for run in result.runs]
+    stolen = []
+    for run in runs:
+        share = run.get("stolen")
+        if isinstance(share, float) and share >= STOLEN:
+            stolen.append(share)
+    if not stolen:
+        return None
+    low, high = percent(min(stolen)), percent(max(stolen))
+    return (
+        f"! the hypervisor took {low if low == high else f'{low}-{high}'} of the CPUs' time in "
+        f"{len(stolen)} of {len(runs)} runs (steal time, /proc/stat): those runs measure the machine's "
+        "neighbours as much as the servers, and their ratios are unreliable; rerun on a quiet machine"
+    )
 
 
 def _limitNote(figures: Figures) -> str | None:

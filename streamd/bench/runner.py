@@ -5,12 +5,14 @@ and running it, one fresh server per run.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamd.bench import scenarios
 from streamd.bench.figures import medianRun
+from streamd.bench.proc import cores, stolenSeconds
 from streamd.bench.scenarios import Figures, MiB, Settings
 from streamd.bench.servers import BenchError, Server, startRedis, startStreamd
 from streamd.bench.wire import WIRES
@@ -122,6 +124,20 @@ def _measure(
     return {(size,): figures for size, figures in scenarios.large(server, wire, cell, settings).items()}
 
 
+class _Steal:
+    """
+    The share of the machine's CPU time that the hypervisor took, from now
+    on: a run that loses much of it measures the neighbours, not the server.
+    """
+
+    def __init__(self) -> None:
+        self._start = (time.monotonic(), stolenSeconds())
+
+    def share(self) -> float:
+        elapsed = time.monotonic() - self._start[0]
+        return (stolenSeconds() - self._start[1]) / (elapsed * cores()) if elapsed > 0 else 0.0
+
+
 def run(plan: Plan, workdir: Path, progress: Callable[[Result, int, str | None], None]) -> list[Result]:
     """
     Every run of the plan, each server in turn for each run of each cell,
@@ -145,7 +161,10 @@ def run(plan: Plan, workdir: Path, progress: Callable[[Result, int, str | None],
                     try:
                         server = _start(name, workdir, serverNeeds(plan, scenario, cell))
                         try:
+                            stolen = _Steal()
                             measured = _measure(scenario, server, cell, plan.settings)
+                            for figures in measured.values():
+                                figures["stolen"] = stolen.share()
                         finally:
                             server.stop()
                     except BenchError as e:
