@@ -245,6 +245,29 @@ class ProcessTests(TestCase):
         self.daemonTransport = transport
         return daemon
 
+    def printer(self, port: int, count: int) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        """
+        A client that prints C{count} messages and exits: its output, error
+        output and exit status.
+        """
+        return getProcessOutputAndValue(
+            sys.executable, ("-m", "streamd.client", "--port", str(port), "--count", str(count)), env=ENV
+        )
+
+    def stdinSender(self, port: int, *argv: str) -> tuple[ProcessProtocol, defer.Deferred[None], list[bytes]]:
+        """
+        A client that sends the lines written to its stdin (C{--stdin}): the
+        process, a Deferred that fires when it exits, and its error output.
+        """
+        sender = ProcessProtocol()
+        ended: defer.Deferred[None] = defer.Deferred()
+        errors: list[bytes] = []
+        sender.errReceived = errors.append  # type: ignore[method-assign]
+        sender.processEnded = lambda reason: ended.callback(None)  # type: ignore[method-assign]
+        command = python("-m", "streamd.client", "--port", str(port), "--count", "0", "--stdin", *argv)
+        reactor.spawnProcess(sender, sys.executable, command, env=ENV)
+        return sender, ended, errors
+
     @defer.inlineCallbacks
     def test_twistdAndClient(self):  # type: ignore[no-untyped-def]
         """
@@ -275,19 +298,9 @@ class ProcessTests(TestCase):
         """
         daemon = self.spawnDaemon("--port", "0", "--source", "none")
         port = yield daemon.listening
-        watcher = getProcessOutputAndValue(
-            sys.executable, ("-m", "streamd.client", "--port", str(port), "--count", "1"), env=ENV
-        )
+        watcher = self.printer(port, 1)
         yield deferLater(reactor, 0.5, lambda: None)
-        sender = ProcessProtocol()
-        sent = defer.Deferred()
-        sender.processEnded = lambda reason: sent.callback(None)  # type: ignore[method-assign]
-        reactor.spawnProcess(
-            sender,
-            sys.executable,
-            python("-m", "streamd.client", "--port", str(port), "--count", "0", "--stdin"),
-            env=ENV,
-        )
+        sender, sent, _ = self.stdinSender(port)
         sender.transport.write(b"typed by a person\n")
         sender.transport.closeStdin()
         yield sent
@@ -304,21 +317,9 @@ class ProcessTests(TestCase):
         """
         daemon = self.spawnDaemon("--port", "0", "--source", "none")
         port = yield daemon.listening
-        watcher = getProcessOutputAndValue(
-            sys.executable, ("-m", "streamd.client", "--port", str(port), "--count", "3"), env=ENV
-        )
+        watcher = self.printer(port, 3)
         yield deferLater(reactor, 0.5, lambda: None)
-        sender = ProcessProtocol()
-        sent: defer.Deferred[None] = defer.Deferred()
-        errors: list[bytes] = []
-        sender.errReceived = errors.append  # type: ignore[method-assign]
-        sender.processEnded = lambda reason: sent.callback(None)  # type: ignore[method-assign]
-        reactor.spawnProcess(
-            sender,
-            sys.executable,
-            python("-m", "streamd.client", "--port", str(port), "--count", "0", "--stdin", "--max-message-size", "100"),
-            env=ENV,
-        )
+        sender, sent, errors = self.stdinSender(port, "--max-message-size", "100")
         sender.transport.write(b"one\n" + b"x" * 3000)
         yield deferLater(reactor, 0.2, lambda: None)
         sender.transport.write(b"TAIL\nthree\nfour")
