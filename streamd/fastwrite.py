@@ -1,105 +1,238 @@
 """
-The fast write path: send at once when a connection has nothing buffered.
+The fast write path: a cursor that sends straight to a TCP or UNIX socket.
 
 Twisted's C{transport.write} only buffers, and the bytes leave on the next
-reactor iteration.  For a live stream that adds latency to every message and a
-reactor turn's worth of work to every write.  When a TCP or UNIX transport has
-nothing waiting, L{ImmediateOutbox} hands the bytes to the kernel at once and
-gives Twisted only what the kernel did not take, so order is kept: anything
-written while bytes are buffered goes behind them, through the transport.
-Writes of several megabytes go to the transport whole, which sends them
-without copying.
+reactor iteration, after being joined into a private copy.  For a live stream
+that adds latency to every message, and for a client that stopped reading it
+would hold a copy of its backlog.  L{SocketCursor} hands the bytes to the
+kernel at once and never gives the transport anything: what the kernel does
+not take stays in the shared log, and the cursor asks the reactor to tell it
+(through the transport) when the socket can take more.
 
-This relies on how L{twisted.internet.abstract.FileDescriptor} keeps its
-buffer (C{dataBuffer}, C{offset}, C{_tempDataLen}) and on the connection's
-C{socket}; every other transport (TLS, test transports) gets a plain
-C{write}.
+This borrows three things from Twisted's TCP and UNIX transports
+(L{twisted.internet.tcp.Connection}), each checked by contract tests in
+C{tests/test_fastwrite.py}: their C{socket}, C{startWriting}, and that a
+writable transport with an empty buffer calls its pull producer's
+C{resumeProducing}.  L{fastWriteFor} decides whether to use it: not when
+C{STREAMD_FASTWRITE=0} is set, not for other transports (TLS, tests), and not
+on a Twisted release outside L{TESTED_TWISTED}, where it logs once and every
+client gets the plain L{Cursor}.
 """
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IReactorTime, ITransport
-from twisted.internet.tcp import Connection
+import os
+from typing import Any
 
-from streamd.outbox import Outbox, OutboxOwner, PendingLimits
+from twisted.internet.tcp import Connection
+from twisted.logger import Logger
+
+from streamd.cursor import Cursor
+from streamd.framing import INT32
+from streamd.history import Entry
+
+log = Logger()
+
+TESTED_TWISTED = ((23, 10), (26, 10))
+"""
+The oldest and newest (major, minor) releases of Twisted whose transports
+the fast path has been tested with, both included.
+"""
+
+MAX_GATHER = 64
+"""
+Entries sent by one C{sendmsg} call at most, while catching up.
+"""
+
+PRIVATE = Entry(0, 0, b"", INT32, 0, None)
+"""
+Stands for a private frame among the buffers of one C{sendmsg}.
+"""
+
+
+def _twistedRelease() -> tuple[int, int] | None:
+    from twisted import version
+
+    return (int(version.major), int(version.minor))
+
+
+def fastWriteAllowed(environ: dict[str, str] | None = None, release: tuple[int, int] | None = None) -> bool:
+    """
+    Whether the fast path may be used at all: not switched off with
+    C{STREAMD_FASTWRITE=0}, and Twisted is a release it was tested with.
+    """
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    assert environ is not None
+    if environ.get("STREAMD_FASTWRITE", "1") == "0":
+        return False
+    release = _twistedRelease() if release is None else release
+    low, high = TESTED_TWISTED
+    return release is not None and low <= release <= high
+
+
+_allowed: bool | None = None
 
 
 def canWriteNow(transport: object) -> bool:
     """
-    Whether an L{ImmediateOutbox} may bypass C{transport}'s buffer.
+    Whether a L{SocketCursor} may send to C{transport}'s socket itself.
     """
-    return isinstance(transport, Connection) and all(
-        hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataLen", "socket")
-    )
+    global _allowed
+    if _allowed is None:
+        _allowed = fastWriteAllowed()
+        if not _allowed:
+            log.info(
+                "streamd: the fast write path is off (STREAMD_FASTWRITE=0, or Twisted {release} is outside"
+                " the tested {low}-{high}); every client is written through Twisted's buffer",
+                release=".".join(map(str, _twistedRelease() or ())),
+                low=".".join(map(str, TESTED_TWISTED[0])),
+                high=".".join(map(str, TESTED_TWISTED[1])),
+            )
+    return _allowed and isinstance(transport, Connection) and hasattr(transport, "socket")
 
 
-def outboxFor(transport: ITransport, owner: OutboxOwner, limits: PendingLimits, clock: IReactorTime) -> Outbox:
+def cursorFor(transport: Any, hub: Any, framing: Any, owner: Any) -> Cursor:
     """
-    The fastest outbox that works with C{transport}.
+    The fastest cursor that works with C{transport}.
     """
-    kind = ImmediateOutbox if canWriteNow(transport) else Outbox
-    return kind(transport, owner, limits, clock)
+    kind = SocketCursor if canWriteNow(transport) else Cursor
+    return kind(transport, hub, framing, owner)
 
 
-class ImmediateOutbox(Outbox):
+class SocketCursor(Cursor):
     """
-    An L{Outbox} for TCP and UNIX transports that sends at once whenever the
-    transport has nothing buffered.
-
-    Everything the daemon writes to a client goes through its outbox, so
-    while nothing of this outbox's is in the transport's buffer, it need not
-    look at that buffer before sending.  After a partial send, or a write
-    handed to the transport whole, it looks again, on each write, until the
-    transport has sent what it holds.
-    """
-
-    __slots__ = ("_clear", "_sendNow")
-
-    largeWrite = 4 * 1024 * 1024
-    """
-    Bytes above which a write goes to the transport whole.  That is the
-    largest TCP send buffer Linux gives by default, so the kernel would take
-    only part of such a write, and keeping the rest would copy it; the
-    transport sends from the bytes it was given.
+    A L{Cursor} for TCP and UNIX transports, registered as a pull producer:
+    it sends to the socket itself and never fills the transport's buffer, so
+    the transport calls L{resumeProducing} whenever the socket is writable
+    again after the cursor asked it to watch (C{startWriting}).
     """
 
-    def __init__(
-        self,
-        transport: ITransport,
-        owner: OutboxOwner,
-        limits: PendingLimits,
-        clock: IReactorTime,
-    ) -> None:
-        super().__init__(transport, owner, limits, clock)
-        self._clear = True
-        self._sendNow = transport.socket.send  # type: ignore[attr-defined]
+    __slots__ = ("_send", "_sendmsg", "_rest")
 
-    def _send(self, data: bytes) -> None:
-        if (self._clear and not self._transport.disconnecting) or self._transportDrained():  # type: ignore[attr-defined]
-            if len(data) <= self.largeWrite:
-                try:
-                    sent = self._sendNow(data)
-                except OSError:
-                    # Full (EAGAIN) or broken: the transport's own write path
-                    # retries, or finds the error and closes the connection.
-                    sent = 0
-                if sent == len(data):
-                    return
-                if sent:
-                    data = data[sent:]
-            self._clear = False
-        self._transport.write(data)
+    streaming = False
 
-    def _transportDrained(self) -> bool:
+    def __init__(self, transport: Any, hub: Any, framing: Any, owner: Any) -> None:
+        sock = transport.socket
+        self._send = sock.send
+        self._sendmsg = sock.sendmsg
+        # What the kernel did not take of the last entry begun.
+        self._rest: memoryview | None = None
+        super().__init__(transport, hub, framing, owner)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            return
+        try:
+            sent = self._send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._broken()
+            return
+        if sent != len(data):
+            self._rest = memoryview(data)[sent:]
+            self.fallBehind()
+
+    def fallBehind(self) -> None:
+        super().fallBehind()
+        self.transport.startWriting()
+
+    def _broken(self) -> None:
+        # The peer is gone (EPIPE, ECONNRESET): the transport finds out on
+        # its next read or write; nothing more is sent meanwhile.
+        self.abandon()
+        self.transport.abortConnection()
+
+    def resumeProducing(self) -> None:
+        if self.closed or self.live:
+            return
+        self.hub.cursorDrained(self)
+        self.pump()
+
+    def pump(self) -> None:
         """
-        Whether the transport has sent everything it was given and is still
-        open; if so, sending at once is safe again.
+        Send what is left of the entry begun, private frames due, and the
+        log from L{index}, several entries per C{sendmsg}, until the socket
+        is full or this cursor is caught up.
         """
-        transport = self._transport
-        self._clear = bool(
-            not transport._tempDataLen  # type: ignore[attr-defined]
-            and transport.offset == len(transport.dataBuffer)  # type: ignore[attr-defined]
-            and transport.connected  # type: ignore[attr-defined]
-            and not transport.disconnecting  # type: ignore[attr-defined]
-        )
-        return self._clear
+        history = self.hub.history
+        framing = self.framing
+        while not self.closed and not self.transport.disconnecting:
+            rest = self._rest
+            index = self.index
+            if rest is None and index < history.start:
+                self.hub.cursorEvicted(self)
+                return
+            buffers: list[bytes | memoryview] = [] if rest is None else [rest]
+            # For each buffer after the rest: the entry number to go on from
+            # once it is begun, and the entry it begins (None for the
+            # client's own message, which it does not get back, and PRIVATE
+            # for a private frame).
+            steps: list[tuple[int, Entry | None]] = []
+            private = self._private
+            due = 0
+            end = history.end
+            while len(buffers) < MAX_GATHER:
+                if private and due < len(private) and private[due][0] <= index:
+                    buffers.append(private[due][1])
+                    steps.append((index, PRIVATE))
+                    due += 1
+                elif history.start <= index < end:
+                    entry = history[index]
+                    index += 1
+                    if entry.sender is self:
+                        buffers.append(b"")
+                        steps.append((index, None))
+                    else:
+                        buffers.append(history.encoded(entry, framing))
+                        steps.append((index, entry))
+                else:
+                    break
+            if not buffers:
+                self._caughtUp()
+                return
+            try:
+                sent = self._sendmsg(buffers)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._broken()
+                return
+            if not self._advance(buffers, steps, sent):
+                self.transport.startWriting()
+                return
+
+    def _advance(self, buffers: list[Any], steps: list[tuple[int, Entry | None]], sent: int) -> bool:
+        """
+        Move past the C{sent} bytes of C{buffers}, counting the entries
+        begun; keep what the kernel did not take of the last one begun.
+
+        @return: whether everything was sent.
+        """
+        if self._rest is not None:
+            first = buffers[0]
+            if sent < len(first):
+                self._rest = first[sent:]
+                return False
+            sent -= len(first)
+            self._rest = None
+            buffers = buffers[1:]
+        stats = self.hub.stats
+        for buffer, (after, entry) in zip(buffers, steps, strict=True):
+            size = len(buffer)
+            if sent == 0 and size:
+                return False
+            self.index = after
+            self.written += size
+            if entry is PRIVATE:
+                assert self._private is not None
+                self._private.popleft()
+            elif entry is not None:
+                self.messages += entry.count
+                stats.messagesOut += entry.count
+                stats.bytesOut += size
+            if sent < size:
+                self._rest = memoryview(buffer)[sent:]
+                return False
+            sent -= size
+        return True

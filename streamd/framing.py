@@ -93,6 +93,14 @@ class Framing:
         header = self.header
         return b"".join([header(len(p)) + p for p in payloads])
 
+    def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
+        """
+        A history entry's messages, the first of which has sequence number
+        C{first}, joined into one byte string; framings that carry sequence
+        numbers use C{first}, the others ignore it.
+        """
+        return self.encodeMany(payloads)
+
     def decoder(self, maxLength: int) -> Decoder:
         """
         A fresh decoder for one connection's incoming bytes.

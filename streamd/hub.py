@@ -1,151 +1,350 @@
 """
-The hub: fans every published message out to every subscriber.
+The hub: appends every published batch to the history and fans it out.
+
+Subscribers are cursors (L{streamd.cursor}).  The hub hands each batch at
+once to every cursor that is caught up; a cursor whose connection is full
+stays where it is and sends from the log when it can.  The hub bounds the
+log, paces the publishers that can wait, and cuts the subscribers that fall
+out of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 
-from streamd.framing import Framing, Payload
+from streamd.cursor import Cursor
+from streamd.framing import INT32, Framing, Payload
+from streamd.history import History
+from streamd.reasons import Reason
 from streamd.stats import Stats
 
+MiB = 1024 * 1024
 
-class Subscriber(Protocol):
+
+@dataclass(frozen=True)
+class FlowControl:
     """
-    A receiver of the stream: a client connection, in the daemon.
+    How far subscribers may fall behind, and who waits for them.
+
+    @ivar history: bytes of published messages the log holds.
+    @ivar stallTimeout: seconds after which a subscriber whose connection
+        took nothing is no longer waited for.
+    @ivar blockPublishers: whether clients that publish wait, like the
+        daemon's own sources, for subscribers that keep up.
+    @ivar maxBehind: bytes behind the head above which a subscriber is cut,
+        or L{None} for only when its position leaves the log.
+    @ivar softBehind: bytes behind the head above which a subscriber is cut
+        if it stays there for C{softSeconds}, or L{None} for never.
     """
 
-    framing: Framing
+    history: int = 64 * MiB
+    stallTimeout: float = 1.0
+    blockPublishers: bool = False
+    maxBehind: int | None = None
+    softBehind: int | None = None
+    softSeconds: float = 10.0
 
-    def deliver(self, data: bytes, count: int) -> None:
-        """
-        Send C{count} messages, already framed as C{data}.
-        """
 
-
-_Delivery = tuple[Subscriber, Framing, Callable[[bytes, int], None]]
+SWEEP_INTERVAL = 0.1
+"""
+Seconds between two looks at the subscribers that are behind: for those to
+cut, and for those no longer to wait for.
+"""
 
 
 class Hub:
     """
-    Encodes each batch of messages once per framing in use and writes it to
-    every subscriber but the one that sent it.
+    The log and its subscribers.
 
-    With C{blockPublishers}, the hub is a lossless pipeline: while any
-    subscriber has a backlog above its soft limit, every registered publisher
-    is paused, and all are resumed when no subscriber has.
+    A subscriber I{keeps up} while it is caught up, or while its connection,
+    having fallen behind, took what it was given within the last
+    C{stallTimeout} seconds; one that has never taken anything while behind
+    (a client that never reads) is not waited for.
+    Sources (and, with C{blockPublishers}, publishing clients) never push a
+    message out of the log that a subscriber that keeps up has not been
+    sent: they are paused instead, until there is room.  Other publishers
+    are never paused, and the subscribers they push out are cut.
     """
 
     log = Logger()
 
-    def __init__(self, stats: Stats, blockPublishers: bool = False) -> None:
+    def __init__(self, stats: Stats, clock: IReactorTime, flow: FlowControl = FlowControl()) -> None:
         self.stats = stats
-        self.blockPublishers = blockPublishers
-        self._subscribers: dict[Subscriber, None] = {}
-        self._deliveries: tuple[_Delivery, ...] | None = ()
-        self._publishers: set[IPushProducer] = set()
-        self._backlogged = 0
+        self.clock = clock
+        self.flow = flow
+        self.history = History()
+        self._live: dict[Cursor, None] = {}
+        self._deliveries: tuple[tuple[Cursor, Framing, Callable[[bytes, int], None]], ...] | None = ()
+        self._behind: dict[Cursor, None] = {}
+        self._waitingFor: dict[Cursor, None] = {}
+        # Every publisher, and whether it waits for subscribers that keep up.
+        self._publishers: dict[IPushProducer, bool] = {}
+        self.paused = False
+        self.pauses = 0
+        self._sweep: IDelayedCall | None = None
 
     @property
-    def subscribers(self) -> tuple[Subscriber, ...]:
-        """
-        The current subscribers, in the order they subscribed.
-        """
-        return tuple(self._subscribers)
+    def blockPublishers(self) -> bool:
+        return self.flow.blockPublishers
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers[subscriber] = None
+    @property
+    def subscribers(self) -> tuple[Cursor, ...]:
+        """
+        Every subscriber, caught up or behind.
+        """
+        return (*self._live, *self._behind)
+
+    def subscribe(self, cursor: Cursor) -> None:
+        """
+        Add C{cursor} at the head of the log.
+        """
+        self._live[cursor] = None
         self._deliveries = None
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        if self._subscribers.pop(subscriber, 0) is None:
+    def unsubscribe(self, cursor: Cursor) -> None:
+        if self._live.pop(cursor, 0) is None:
             self._deliveries = None
-
-    def _currentDeliveries(self) -> tuple[_Delivery, ...]:
-        """
-        Every subscriber with its framing and its C{deliver}, looked up once
-        rather than per message.  Made again only when a message follows a
-        change, so that many clients connecting in a row cost linear time,
-        not quadratic.
-        """
-        deliveries = self._deliveries = tuple((s, s.framing, s.deliver) for s in self._subscribers)
-        return deliveries
+        self._behind.pop(cursor, None)
+        self._waitingFor.pop(cursor, None)
+        if self.paused:
+            self._relieve()
 
     def publish(
         self,
         payloads: Sequence[Payload],
         raw: bytes = b"",
         framing: Framing | None = None,
-        sender: object = None,
+        sender: Cursor | None = None,
     ) -> None:
         """
-        Send C{payloads} to every subscriber except C{sender}.
+        Append C{payloads} to the log and send them to every subscriber that
+        is caught up, except C{sender}.
 
         @param raw: the same messages already framed with C{framing}, if the
             caller has them, so they are not encoded again.
+        @param sender: the subscriber that published them; L{None} for the
+            daemon's own sources.
         """
-        count = len(payloads)
-        # The hot loop: subscribers that speak the sender's framing get the
-        # bytes as they arrived; the others are served after, one encoding
-        # per framing.
-        if not raw:
-            framing = None
+        history = self.history
+        if raw and framing is not None:
+            entry = history.append(raw, framing, len(payloads), sender)
+        else:
+            entry = history.appendPayloads(payloads, sender)
+            raw, framing = entry.data, INT32
+        count = entry.count
         delivered = 0
         others = []
         deliveries = self._deliveries
         if deliveries is None:
-            deliveries = self._currentDeliveries()
-        for subscriber, subscriberFraming, deliver in deliveries:
-            if subscriber is sender:
+            deliveries = self._deliveries = tuple((c, c.framing, c.deliver) for c in self._live)
+        # The hot loop: cursors that speak the sender's framing get the bytes
+        # as they arrived; the others are served after, one encoding per
+        # framing, made once and kept in the log.
+        for cursor, cursorFraming, deliver in deliveries:
+            if cursor is sender:
                 continue
-            if subscriberFraming is framing:
+            if cursorFraming is framing:
                 deliver(raw, count)
                 delivered += 1
             else:
-                others.append(subscriber)
+                others.append(cursor)
         sent = len(raw) * delivered
-        if others:
-            encodings: dict[Framing, bytes] = {}
-            for subscriber in others:
-                data = encodings.get(subscriber.framing)
-                if data is None:
-                    data = encodings[subscriber.framing] = subscriber.framing.encodeMany(payloads)
-                subscriber.deliver(data, count)
+        for cursor in others:
+            if cursor.live:
+                data = history.encoded(entry, cursor.framing)
+                cursor.deliver(data, count)
                 sent += len(data)
-            delivered += len(others)
+                delivered += 1
         stats = self.stats
         stats.messagesOut += count * delivered
         stats.bytesOut += sent
+        if history.size > self.flow.history:
+            self._trim(sender is None or self.flow.blockPublishers)
 
-    def addPublisher(self, publisher: IPushProducer) -> None:
+    def addPublisher(self, publisher: IPushProducer, waits: bool) -> None:
         """
-        Let block mode pause C{publisher} while a subscriber is backlogged.
+        Let the hub pause C{publisher} when the log is full of messages that
+        subscribers that keep up still need; a publisher that C{waits} only
+        is, the others only if C{blockPublishers}.
         """
         if publisher in self._publishers:
             return
-        self._publishers.add(publisher)
-        if self._backlogged:
+        self._publishers[publisher] = waits
+        if self.paused and self._pacing(waits):
             publisher.pauseProducing()
 
     def removePublisher(self, publisher: IPushProducer) -> None:
-        self._publishers.discard(publisher)
+        self._publishers.pop(publisher, None)
 
-    def backlogChanged(self, above: bool) -> None:
+    def _pacing(self, waits: bool) -> bool:
+        return waits or self.flow.blockPublishers
+
+    def cursorBehind(self, cursor: Cursor) -> None:
         """
-        A subscriber's backlog went above (C{True}) or below its soft limit.
+        C{cursor}'s connection is full: it leaves the batches to the log.
         """
-        self._backlogged += 1 if above else -1
-        if not self.blockPublishers:
+        if self._live.pop(cursor, 0) is None:
+            self._deliveries = None
+        self._behind[cursor] = None
+        cursor.aboveSoftSince = None
+        if self._keepsUp(cursor):
+            self._waitingFor[cursor] = None
+        if self._sweep is None:
+            self._sweep = self.clock.callLater(SWEEP_INTERVAL, self._sweepBehind)
+
+    def cursorDrained(self, cursor: Cursor) -> None:
+        """
+        C{cursor}'s connection took what it was given: it keeps up, and is
+        waited for, for C{stallTimeout} seconds from now.
+        """
+        cursor.lastDrain = self.clock.seconds()
+        if not cursor.live:
+            self._waitingFor[cursor] = None
+            if self.paused:
+                self._relieve()
+
+    def cursorCaughtUp(self, cursor: Cursor) -> None:
+        """
+        C{cursor} has sent the whole log: hand it the batches again.
+        """
+        self._behind.pop(cursor, None)
+        self._waitingFor.pop(cursor, None)
+        self._live[cursor] = None
+        self._deliveries = None
+        if self.paused:
+            self._relieve()
+
+    def cursorEvicted(self, cursor: Cursor) -> None:
+        """
+        C{cursor}'s position has left the log.
+        """
+        self._cut(cursor, Reason.EVICTED)
+
+    def _cut(self, cursor: Cursor, reason: Reason) -> None:
+        behind = self._bytesBehind(cursor)
+        cursor.abandon()
+        cursor.owner.slowConsumer(reason, behind)
+
+    def _bytesBehind(self, cursor: Cursor) -> int:
+        history = self.history
+        if cursor.live or cursor.index >= history.end:
+            return 0
+        if cursor.index < history.start:
+            # Counted from the oldest entry held: what left is not known.
+            oldest = history.oldestEntry()
+            return history.endOffset - (oldest.offset if oldest is not None else history.endOffset)
+        return history.endOffset - history[cursor.index].offset
+
+    def _trim(self, paced: bool) -> None:
+        """
+        The log is over its size: drop its oldest entries.  For a publisher
+        that waits, keep those that a subscriber that keeps up still needs,
+        and pause the publishers that wait until there is room.
+        """
+        limit = self.flow.history
+        if not paced:
+            self._evict(limit, None)
             return
-        if above and self._backlogged == 1:
-            self.log.info("a client is backlogged: pausing {n} publisher(s)", n=len(self._publishers))
-            for publisher in list(self._publishers):
+        self._evict(limit, self._pin())
+        if self.history.size > limit and not self.paused:
+            self._pause()
+
+    def _keepsUp(self, cursor: Cursor) -> bool:
+        lastDrain = cursor.lastDrain
+        return lastDrain is not None and lastDrain >= self.clock.seconds() - self.flow.stallTimeout
+
+    def _pin(self) -> int | None:
+        """
+        The oldest entry a subscriber that keeps up still needs, if any;
+        subscribers that stalled stop being waited for.
+        """
+        deadline = self.clock.seconds() - self.flow.stallTimeout
+        waitingFor = self._waitingFor
+        pin = None
+        for cursor in list(waitingFor):
+            lastDrain = cursor.lastDrain
+            if lastDrain is None or lastDrain < deadline:
+                del waitingFor[cursor]
+            elif pin is None or cursor.index < pin:
+                pin = cursor.index
+        return pin
+
+    def _evict(self, size: int, pin: int | None) -> None:
+        """
+        Drop the oldest entries until the log holds at most C{size} bytes,
+        never entry C{pin} or newer, nor the newest.
+        """
+        history = self.history
+        while history.size > size and len(history) > 1:
+            if pin is not None and history.start >= pin:
+                return
+            history.evictOldest()
+
+    def _pause(self) -> None:
+        self.paused = True
+        self.pauses += 1
+        if self.pauses == 1:
+            self.log.info(
+                "the history (--history {size} bytes) is full of messages a client that keeps up has not"
+                " been sent yet: pausing {n} publisher(s) until it has",
+                size=self.flow.history,
+                n=sum(map(self._pacing, self._publishers.values())),
+            )
+        for publisher, waits in list(self._publishers.items()):
+            if self._pacing(waits):
                 publisher.pauseProducing()
-        elif not above and self._backlogged == 0:
-            self.log.info("no client is backlogged: resuming {n} publisher(s)", n=len(self._publishers))
-            for publisher in list(self._publishers):
-                publisher.resumeProducing()
+
+    def _relieve(self) -> None:
+        """
+        While publishers are paused: drop what nobody waited for needs, and
+        resume them once an eighth of the log is free.
+        """
+        lowWater = self.flow.history - self.flow.history // 8
+        self._evict(lowWater, self._pin())
+        if self.history.size <= lowWater:
+            self.paused = False
+            for publisher, waits in list(self._publishers.items()):
+                if self._pacing(waits):
+                    publisher.resumeProducing()
+
+    def _sweepBehind(self) -> None:
+        """
+        Cut the subscribers that are behind and out of the log or over a
+        limit; stop waiting for those that stalled.
+        """
+        self._sweep = None
+        flow = self.flow
+        now = self.clock.seconds()
+        start = self.history.start
+        for cursor in list(self._behind):
+            if cursor.closed or cursor.live:
+                continue
+            if cursor.index < start:
+                self._cut(cursor, Reason.EVICTED)
+                continue
+            behind = self._bytesBehind(cursor)
+            if flow.maxBehind is not None and behind > flow.maxBehind:
+                self._cut(cursor, Reason.MAX_PENDING)
+            elif flow.softBehind is not None and behind > flow.softBehind:
+                if cursor.aboveSoftSince is None:
+                    cursor.aboveSoftSince = now
+                elif now - cursor.aboveSoftSince >= flow.softSeconds:
+                    self._cut(cursor, Reason.SOFT_PENDING)
+            else:
+                cursor.aboveSoftSince = None
+        if self.paused:
+            self._relieve()
+        if self._behind:
+            self._sweep = self.clock.callLater(SWEEP_INTERVAL, self._sweepBehind)
+
+    def stop(self) -> None:
+        """
+        Stop the periodic look at the subscribers that are behind.
+        """
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None

@@ -4,7 +4,7 @@ The daemon's side of a client connection, and the factory that makes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
@@ -14,11 +14,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamd.auth import OPEN, Access, AccessPolicy
-from streamd.fastwrite import outboxFor
+from streamd.cursor import Cursor
+from streamd.fastwrite import cursorFor
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
 from streamd.hub import Hub
-from streamd.outbox import PendingLimits
 from streamd.protocol import FramedProtocol, addressName, noDelay
+from streamd.reasons import Reason
 from streamd.text import preview
 from streamd.throttle import LogThrottle
 
@@ -40,7 +41,6 @@ class ServerConfig:
     """
 
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
-    limits: PendingLimits = PendingLimits()
     maxClients: int = 10_000
     idleTimeout: float | None = None
     access: AccessPolicy = OPEN
@@ -93,9 +93,7 @@ class StreamServerProtocol(FramedProtocol):
     factory: StreamServerFactory
     messagesIn = 0
     bytesIn = 0
-    # Set in connectionMade to the outbox's own write: the hub calls it once
-    # per recipient of every message, so it is one call, not two.
-    deliver: Callable[[bytes, int], None]
+    cursor: Cursor
     _published = False
     _idleCall: IDelayedCall | None = None
     _authCall: IDelayedCall | None = None
@@ -104,8 +102,7 @@ class StreamServerProtocol(FramedProtocol):
         super().connectionMade()
         factory = self.factory
         config = factory.config
-        self.outbox = outboxFor(self.transport, self, config.limits, factory.clock)
-        self.deliver = self.outbox.write
+        self.cursor = cursorFor(self.transport, factory.hub, self.framing, self)
         noDelay(self.transport)
         self._throttle = LogThrottle(factory.clock, self._reportUnlogged)
         self.access = config.access.initialAccess()
@@ -116,23 +113,23 @@ class StreamServerProtocol(FramedProtocol):
         if self.access is Access.NONE:
             self._authCall = factory.clock.callLater(config.authTimeout, self._authTimedOut)
         else:
-            factory.hub.subscribe(self)
+            factory.hub.subscribe(self.cursor)
         if config.idleTimeout is not None:
             self._idleCall = factory.clock.callLater(config.idleTimeout, self._checkIdle, self._activity())
 
     def sendString(self, string: bytes) -> None:
         """
-        Send one message to this client through its outbox, like everything
-        the daemon writes to it (see L{streamd.fastwrite}).
+        Send one message to this client alone, through its cursor like
+        everything the daemon writes to it: after the stream it is behind by.
         """
-        self.outbox.write(self.framing.encode(string))
+        self.cursor.sendPrivate(self.framing.encode(string))
 
     @property
     def messagesOut(self) -> int:
         """
         Messages handed to this client so far.
         """
-        return self.outbox.messages
+        return self.cursor.messages
 
     def _receiveToken(self, data: bytes) -> None:
         """
@@ -166,10 +163,10 @@ class StreamServerProtocol(FramedProtocol):
         hub = self.factory.hub
         if not self._published:
             self._published = True
-            hub.addPublisher(self.transport)
+            hub.addPublisher(self.transport, waits=False)
         # Send first and count after: the bookkeeping, and the few log lines
         # a second, do not delay the stream.
-        hub.publish(payloads, raw, self.framing, sender=self)
+        hub.publish(payloads, raw, self.framing, sender=self.cursor)
         count = len(payloads)
         self.messagesIn += count
         self.bytesIn += len(raw)
@@ -198,7 +195,7 @@ class StreamServerProtocol(FramedProtocol):
             return False
         self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
         if not wasReading:
-            self.factory.hub.subscribe(self)
+            self.factory.hub.subscribe(self.cursor)
         return True
 
     def _refuseToken(self) -> None:
@@ -233,38 +230,36 @@ class StreamServerProtocol(FramedProtocol):
             size=size,
         )
 
-    def slowConsumer(self, rule: str, pending: int) -> None:
-        limits = self.factory.config.limits
+    def slowConsumer(self, reason: Reason, behind: int) -> None:
+        flow = self.factory.hub.flow
         why = {
-            "max-pending": f"over --max-pending {limits.hard}",
-            "soft-pending": f"over --soft-pending {limits.soft} for --soft-seconds {limits.softSeconds:g}",
-        }[rule]
+            Reason.EVICTED: f"its position left the --history of {flow.history} bytes",
+            Reason.MAX_PENDING: f"over --max-pending {flow.maxBehind}",
+            Reason.SOFT_PENDING: f"over --soft-pending {flow.softBehind} for --soft-seconds {flow.softSeconds:g}",
+        }[reason]
         self.log.warn(
-            "{peer} is too slow: {pending} bytes waiting, {why}; disconnecting",
+            "{peer} is too slow: {behind} bytes behind, {why}; disconnecting",
             peer=self.peer,
-            pending=pending,
+            behind=behind,
             why=why,
         )
         self.factory.hub.stats.slowConsumerDisconnects += 1
         self._drop()
 
-    def softLimitCrossed(self, above: bool) -> None:
-        self.factory.hub.backlogChanged(above)
-
     def lengthLimitExceeded(self, length: int) -> None:
         self.factory.hub.stats.oversizedFrameDisconnects += 1
-        self.outbox.abandon()
+        self.cursor.abandon()
         super().lengthLimitExceeded(length)
 
     def frameErrorReceived(self, error: FrameError) -> None:
         self.factory.hub.stats.badFrameDisconnects += 1
-        self.outbox.abandon()
+        self.cursor.abandon()
         super().frameErrorReceived(error)
 
     def _activity(self) -> tuple[int, int]:
         # Raw bytes, not whole frames: a client sending a large frame slowly
         # is not idle.
-        return (self.bytesReceived, self.outbox.written)
+        return (self.bytesReceived, self.cursor.written)
 
     def _checkIdle(self, before: tuple[int, int]) -> None:
         timeout = self.factory.config.idleTimeout
@@ -283,18 +278,18 @@ class StreamServerProtocol(FramedProtocol):
         self._drop()
 
     def _drop(self) -> None:
-        self.outbox.abandon()
+        self.cursor.abandon()
         self.transport.abortConnection()
 
     def close(self) -> None:
         """
-        Send what is queued, then close the connection.
+        Send what this client is behind by, then close the connection.
         """
-        self.outbox.close()
+        self.cursor.close()
 
     def abort(self) -> None:
         """
-        Close the connection now, dropping what is queued.
+        Close the connection now, whatever it is behind by.
         """
         self._drop()
 
@@ -303,7 +298,7 @@ class StreamServerProtocol(FramedProtocol):
             if call is not None and call.active():
                 call.cancel()
         self._throttle.stop()
-        self.outbox.abandon()
+        self.cursor.abandon()
         if self._published:
             self.factory.hub.removePublisher(self.transport)
         self.factory.clientDisconnected(self, reason)
@@ -359,7 +354,6 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
         self.log.info("client {peer} connected ({n} connected)", peer=protocol.peer, n=len(self.connections))
 
     def clientDisconnected(self, protocol: StreamServerProtocol, reason: Failure) -> None:
-        self.hub.unsubscribe(protocol)
         self.connections.discard(protocol)
         self.hub.stats.connections = len(self.connections)
         self.log.info(

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from streamd.auth import TokenFileError
 from streamd.framing import INT32, Framing
-from streamd.hub import Hub
+from streamd.hub import FlowControl, Hub
 from streamd.listener import ListenerService, ListenFailed
 from streamd.server import Connections, ServerConfig, StreamServerFactory
 from streamd.sources import SourceContext, makeSource
@@ -46,7 +46,7 @@ class DaemonConfig:
     sources: tuple[str, ...] = ("clock",)
     interval: float = 1.0
     server: ServerConfig = field(default_factory=ServerConfig)
-    blockPublishers: bool = False
+    flow: FlowControl = field(default_factory=FlowControl)
     shutdownTimeout: float = 5.0
     statsInterval: float = 60.0
     restartDelay: float = 1.0
@@ -68,7 +68,7 @@ class StreamdService(MultiService):
         self.reactor = reactor
         self.config = config
         self.stats = Stats()
-        self.hub = Hub(self.stats, blockPublishers=config.blockPublishers)
+        self.hub = Hub(self.stats, reactor, config.flow)
         self.connections = Connections()
         self.statsLogger = StatsLogger(self.stats, reactor, config.statsInterval)
         context = SourceContext(
@@ -129,6 +129,7 @@ class StreamdService(MultiService):
             yield listener.stopService()
         yield gatherResults([maybeDeferred(source.stopService) for source in self.sources])
         yield self.closeConnections(self.config.shutdownTimeout)
+        self.hub.stop()
         self.statsLogger.stopService()
 
     def closeConnections(self, timeout: float) -> Deferred[None]:

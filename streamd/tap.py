@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
-from streamd.outbox import MiB, PendingLimits
+from streamd.hub import FlowControl
 from streamd.server import DEFAULT_AUTH_TIMEOUT, ServerConfig
 from streamd.sources import BadSourceSpec, parseSource
 from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, serverEndpoint
@@ -130,31 +130,47 @@ class Options(usage.Options):
             _bytes("max-message-size"),
         ],
         [
+            "history",
+            None,
+            FlowControl.history,
+            "Bytes of recent messages kept for clients that are behind (the log they read from).",
+            _number(int, "history", "a size in bytes", 1),
+        ],
+        [
+            "stall-timeout",
+            None,
+            FlowControl.stallTimeout,
+            "Seconds after which a client whose connection takes nothing is no longer waited for.",
+            _seconds("stall-timeout", inclusive=False),
+        ],
+        [
             "max-pending",
             None,
-            8 * MiB,
-            "Bytes queued for a client above which it is cut at once.",
+            None,
+            "Bytes a client may be behind the newest message before it is cut at once"
+            " (default: until its position leaves the --history).",
             _bytes("max-pending"),
         ],
         [
             "soft-pending",
             None,
-            1 * MiB,
-            "Bytes queued for a client above which it is cut after --soft-seconds.",
+            None,
+            "Bytes a client may be behind for --soft-seconds before it is cut (default: no such limit).",
             _bytes("soft-pending"),
         ],
         [
             "soft-seconds",
             None,
-            10.0,
-            "Seconds a client may stay above --soft-pending.",
+            FlowControl.softSeconds,
+            "Seconds a client may stay more than --soft-pending behind.",
             _seconds("soft-seconds"),
         ],
         [
             "slow-consumer",
             None,
             "disconnect",
-            "disconnect (never slow publishers) or block (pause publishers).",
+            "disconnect: publishing clients never wait, clients pushed out of the --history are cut;"
+            " block: publishing clients wait for clients that keep up, like the sources.",
         ],
         [
             "max-clients",
@@ -217,7 +233,11 @@ class Options(usage.Options):
             )
         if self["max-message-size"] > INT32.maxLength:
             raise usage.UsageError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
-        if self["soft-pending"] > self["max-pending"]:
+        if (
+            self["soft-pending"] is not None
+            and self["max-pending"] is not None
+            and self["soft-pending"] > self["max-pending"]
+        ):
             raise usage.UsageError("--soft-pending must not be larger than --max-pending")
         try:
             defaultFraming = _framing(self["framing"])
@@ -295,17 +315,19 @@ def makeService(options: Options) -> IService:
         interval=options["interval"],
         server=ServerConfig(
             maxMessageSize=options["max-message-size"],
-            limits=PendingLimits(
-                hard=options["max-pending"],
-                soft=options["soft-pending"],
-                softSeconds=options["soft-seconds"],
-            ),
             maxClients=options["max-clients"],
             idleTimeout=options["idle-timeout"],
             access=options["access"],
             authTimeout=options["auth-timeout"],
         ),
-        blockPublishers=options["slow-consumer"] == "block",
+        flow=FlowControl(
+            history=options["history"],
+            stallTimeout=options["stall-timeout"],
+            blockPublishers=options["slow-consumer"] == "block",
+            maxBehind=options["max-pending"],
+            softBehind=options["soft-pending"],
+            softSeconds=options["soft-seconds"],
+        ),
         shutdownTimeout=options["shutdown-timeout"],
         statsInterval=options["stats-interval"],
         restartDelay=options["restart-delay"],

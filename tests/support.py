@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from streamd.framing import INT32, Framing
-from streamd.hub import Hub
+from streamd.hub import FlowControl, Hub
 from streamd.server import ServerConfig, StreamServerFactory, StreamServerProtocol
 from streamd.service import DaemonConfig, StreamdService
 from streamd.stats import Stats
@@ -33,10 +33,10 @@ class InMemoryDaemon:
     L{StringTransport}s.
     """
 
-    def __init__(self, config: ServerConfig | None = None, blockPublishers: bool = False) -> None:
+    def __init__(self, config: ServerConfig | None = None, flow: FlowControl | None = None) -> None:
         self.clock = Clock()
         self.stats = Stats()
-        self.hub = Hub(self.stats, blockPublishers=blockPublishers)
+        self.hub = Hub(self.stats, self.clock, flow or FlowControl())
         self.factory = StreamServerFactory(self.hub, self.clock, config or ServerConfig())
         self._nextPort = 40000
 

@@ -1,170 +1,278 @@
 """
-Tests for L{streamd.fastwrite}: sending at once never reorders, drops or
-duplicates bytes, and the outbox's flow control still holds.
+Tests for L{streamd.fastwrite}: the socket cursor never reorders, drops or
+duplicates bytes, keeps no copy of what a client is behind by, and the
+Twisted internals it borrows still mean what it assumes.
 
 These use a real L{twisted.internet.tcp.Connection} over a UNIX socket pair
-with a small send buffer, on a L{MemoryReactor}: the kernel takes what it
-takes, and the test drives the transport's C{doWrite} by hand.
+with small buffers, on a L{MemoryReactor}: the kernel takes what it takes,
+and the test plays the reactor, calling C{doWrite} while the transport asks
+to be told the socket is writable.
 """
 
 from __future__ import annotations
 
 import socket
 
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from streamd.fastwrite import ImmediateOutbox, canWriteNow, outboxFor
-from streamd.outbox import Outbox, PendingLimits
+from streamd import fastwrite
+from streamd.cursor import Cursor
+from streamd.fastwrite import SocketCursor, canWriteNow, cursorFor, fastWriteAllowed
+from streamd.framing import INT32
+from streamd.hub import FlowControl, Hub
+from streamd.reasons import Reason
+from streamd.stats import Stats
 
 
 class Owner:
     """
-    An outbox owner that records what the outbox tells it.
+    A cursor owner that records the cuts the hub asks for.
     """
 
     def __init__(self) -> None:
-        self.cuts: list[str] = []
+        self.cuts: list[Reason] = []
 
-    def slowConsumer(self, rule: str, pending: int) -> None:
-        self.cuts.append(rule)
-
-    def softLimitCrossed(self, above: bool) -> None:
-        pass
+    def slowConsumer(self, reason: Reason, behind: int) -> None:
+        self.cuts.append(reason)
 
 
-class FastWriteTests(SynchronousTestCase):
+def socketPair(case: SynchronousTestCase) -> tuple[Connection, socket.socket, MemoryReactor]:
     """
-    L{ImmediateOutbox} against a real socket.
+    A Twisted transport on one end of a UNIX socket pair with 4 KiB buffers,
+    the other end (non-blocking), and the memory reactor it reports to.
+    """
+    near, far = socket.socketpair()
+    near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    case.addCleanup(near.close)
+    case.addCleanup(far.close)
+    reactor = MemoryReactor()
+    transport = Connection(near, Protocol(), reactor)
+    transport.connected = True
+    near.setblocking(False)
+    far.setblocking(False)
+    return transport, far, reactor
+
+
+class SocketCursorTests(SynchronousTestCase):
+    """
+    L{SocketCursor} against a real socket.
     """
 
     def setUp(self) -> None:
-        self.near, self.far = socket.socketpair()
-        self.near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        self.far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.addCleanup(self.near.close)
-        self.addCleanup(self.far.close)
-        self.reactor = MemoryReactor()
-        self.transport = Connection(self.near, Protocol(), self.reactor)
-        self.transport.connected = True
-        self.far.setblocking(False)
+        self.transport, self.far, self.reactor = socketPair(self)
+        self.clock = Clock()
+        self.hub = Hub(Stats(), self.clock, FlowControl(history=1 << 30))
         self.owner = Owner()
-        self.outbox = outboxFor(self.transport, self.owner, PendingLimits(hard=1 << 30, soft=1 << 29), Clock())
+        self.cursor = cursorFor(self.transport, self.hub, INT32, self.owner)
+        self.hub.subscribe(self.cursor)
 
     def drain(self) -> bytes:
         """
-        Let the far end read everything, letting the transport write its
-        buffer as the reactor would whenever the socket is writable.
+        Let the far end read everything, calling the transport's C{doWrite}
+        as the reactor would whenever it watches for writability.
         """
         received = b""
-        for _ in range(10_000):
+        for _ in range(100_000):
             try:
                 chunk = self.far.recv(1 << 16)
             except BlockingIOError:
                 chunk = b""
             received += chunk
-            buffered = self.transport._tempDataLen or len(self.transport.dataBuffer) > self.transport.offset
-            if buffered:
+            if self.transport in self.reactor.getWriters():
                 self.transport.doWrite()
             elif not chunk:
                 break
         return received
 
-    def test_usableOnTCP(self) -> None:
+    def assertNothingBuffered(self) -> None:
         """
-        TCP and UNIX connections take the fast path; other transports do not.
+        The transport's own buffer is empty: every byte went to the socket.
         """
-        self.assertTrue(canWriteNow(self.transport))
-        self.assertFalse(canWriteNow(StringTransport()))
-        self.assertIsInstance(self.outbox, ImmediateOutbox)
-        other = outboxFor(StringTransport(), self.owner, PendingLimits(), Clock())
-        self.assertNotIsInstance(other, ImmediateOutbox)
-        self.assertIsInstance(other, Outbox)
+        self.assertEqual((self.transport.dataBuffer, self.transport._tempDataLen), (b"", 0))
 
-    def test_smallWriteGoesAtOnce(self) -> None:
+    def test_chosenForSockets(self) -> None:
         """
-        With nothing buffered, a small write reaches the socket at once and
-        leaves nothing in Twisted's buffer (no reactor turn needed).
+        TCP and UNIX connections get a L{SocketCursor}; other transports the
+        plain L{Cursor}.
         """
-        self.outbox.write(b"hello")
-        self.assertEqual(self.transport._tempDataLen, 0)
-        self.assertEqual(self.far.recv(100), b"hello")
+        self.assertIsInstance(self.cursor, SocketCursor)
+        other = cursorFor(StringTransport(), self.hub, INT32, self.owner)
+        self.assertNotIsInstance(other, SocketCursor)
+        self.assertIsInstance(other, Cursor)
 
-    def test_partialSendKeepsRemainder(self) -> None:
+    def test_sendsAtOnce(self) -> None:
         """
-        When the kernel takes only part of a write, the rest is buffered by
-        the transport and follows, byte for byte.
+        A batch for a caught-up client goes straight to the socket.
         """
-        data = bytes(range(256)) * 1024
-        self.outbox.write(data)
-        self.assertGreater(self.transport._tempDataLen, 0)
-        self.assertLess(self.transport._tempDataLen, len(data))
-        self.assertEqual(self.drain(), data)
+        self.hub.publish([b"hello"])
+        self.assertEqual(self.far.recv(100), INT32.encode(b"hello"))
+        self.assertNothingBuffered()
+        self.assertTrue(self.cursor.live)
 
-    def test_largeWriteGoesWhole(self) -> None:
+    def test_behindKeepsNoCopy(self) -> None:
         """
-        A write larger than C{largeWrite} goes to the transport as it is
-        (not sent in part and the rest copied), and writes after it wait
-        behind it.
+        When the socket is full, the cursor falls behind, keeps only a view
+        of the shared entry it had begun, asks to be told when the socket is
+        writable, and gives the transport nothing.
         """
-        self.patch(ImmediateOutbox, "largeWrite", 1000)
-        large = bytes(range(256)) * 8
-        self.outbox.write(large)
-        self.assertIs(self.transport._tempDataBuffer[0], large)
-        self.outbox.write(b"behind")
-        self.assertEqual(self.transport._tempDataLen, len(large) + len(b"behind"))
-        self.assertEqual(self.drain(), large + b"behind")
+        big = b"x" * 100_000
+        self.hub.publish([big])
+        self.assertFalse(self.cursor.live)
+        rest = self.cursor._rest
+        assert rest is not None
+        self.assertIs(rest.obj, self.hub.history[0].data)
+        self.assertIn(self.transport, self.reactor.getWriters())
+        self.hub.publish([b"after"])
+        self.assertNothingBuffered()
+        self.assertEqual(self.cursor.index, 1)
 
-    def test_atOnceAgainAfterDrain(self) -> None:
+    def test_catchesUpInOrder(self) -> None:
         """
-        After a partial send, later writes wait behind the transport's buffer;
-        once the transport has sent it, writes reach the socket at once again.
+        Batches of every size, published while the client is behind and
+        while it is caught up, reach the far end whole and in order; the
+        cursor ends live, nobody was cut, and the transport's buffer was
+        never used.
         """
-        big = bytes(range(256)) * 80  # under the transport's pause threshold
-        self.outbox.write(big)
-        buffered = self.transport._tempDataLen
-        self.assertGreater(buffered, 0)
-        # The far end reads, so the socket has room, but the transport's
-        # buffer still holds the rest of the first write.
-        received = self.far.recv(1 << 16)
-        self.outbox.write(b"behind")
-        self.assertEqual(self.transport._tempDataLen, buffered + len(b"behind"))
-        self.assertEqual(received + self.drain(), big + b"behind")
-        self.outbox.write(b"now")
-        self.assertEqual(self.transport._tempDataLen, 0)
-        self.assertEqual(self.far.recv(100), b"now")
-
-    def test_neverReordersWithBuffered(self) -> None:
-        """
-        Writes made while bytes are buffered go behind them (through the
-        transport's buffer, or the outbox's queue while the transport has
-        paused it); writes made after it drains go at once again; the far
-        end sees every byte in write order, and nobody was cut.
-        """
-        chunks = [bytes([i % 256]) * (i * 997 % 50_000 + 1) for i in range(60)]
-        expected = b""
+        payloads = [bytes([i % 256]) * (i * 997 % 50_000 + 1) for i in range(60)]
         received = b""
-        mostQueued = 0
-        for i, chunk in enumerate(chunks):
-            self.outbox.write(chunk)
-            mostQueued = max(mostQueued, self.outbox.pending)
-            expected += chunk
+        for i, payload in enumerate(payloads):
+            self.hub.publish([payload, b"small %d" % i])
+            self.assertNothingBuffered()
             if i % 7 == 0:
                 received += self.drain()
         received += self.drain()
-        self.assertEqual(received, expected)
+        expected = [p for i, payload in enumerate(payloads) for p in (payload, b"small %d" % i)]
+        self.assertEqual(INT32.decoder(1 << 20).feed(received)[0], expected)
+        self.assertTrue(self.cursor.live)
         self.assertEqual(self.owner.cuts, [])
-        self.assertEqual(self.outbox.pending, 0)
-        self.assertGreater(mostQueued, 0, "the outbox's queue was never used")
+        self.assertEqual(self.cursor.messages, len(expected))
+        self.assertEqual(self.cursor.written, len(received))
 
-    def test_disconnectingUsesBuffer(self) -> None:
+    def test_privateFramesInOrder(self) -> None:
         """
-        A transport that is closing gets a plain write, so its own rules
-        decide what happens to the bytes.
+        A frame for this client alone, sent while it is behind, arrives
+        after the stream published before it and before what follows.
+        """
+        self.hub.publish([b"x" * 100_000])
+        self.cursor.sendPrivate(INT32.encode(b"private"))
+        self.hub.publish([b"later"])
+        messages = INT32.decoder(1 << 20).feed(self.drain())[0]
+        self.assertEqual(messages, [b"x" * 100_000, b"private", b"later"])
+
+    def test_ownMessagesSkipped(self) -> None:
+        """
+        A client that is behind does not get back the messages it published
+        itself when it sends from the log.
+        """
+        self.hub.publish([b"x" * 100_000])
+        self.hub.publish([b"mine"], sender=self.cursor)
+        self.hub.publish([b"theirs"])
+        messages = INT32.decoder(1 << 20).feed(self.drain())[0]
+        self.assertEqual(messages, [b"x" * 100_000, b"theirs"])
+
+    def test_disconnectingSendsNothing(self) -> None:
+        """
+        A transport that is closing is given nothing more.
         """
         self.transport.disconnecting = True
-        self.outbox.write(b"late")
-        self.assertEqual(self.transport._tempDataLen, 4)
+        self.hub.publish([b"late"])
+        self.assertNothingBuffered()
+        self.far.setblocking(False)
+        self.assertRaises(BlockingIOError, self.far.recv, 10)
+
+
+@implementer(IPullProducer)
+class PullRecorder:
+    """
+    A pull producer that counts the times it is asked for more.
+    """
+
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resumeProducing(self) -> None:
+        self.resumed += 1
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class TwistedContractTests(SynchronousTestCase):
+    """
+    What L{SocketCursor} borrows from Twisted's TCP and UNIX transports:
+    these fail loudly if a Twisted release changes their meaning.
+    """
+
+    def test_socketAndStartWriting(self) -> None:
+        """
+        A connection has its socket as C{socket}, and C{startWriting} asks
+        the reactor to watch it for writability.
+        """
+        transport, _, reactor = socketPair(self)
+        self.assertIsInstance(transport.socket, socket.socket)
+        transport.startWriting()
+        self.assertIn(transport, reactor.getWriters())
+
+    def test_writableWithEmptyBufferResumesPullProducer(self) -> None:
+        """
+        With nothing in its buffer, a transport told to watch for
+        writability calls its pull producer's C{resumeProducing} when the
+        socket is writable, and stops watching.
+        """
+        transport, _, reactor = socketPair(self)
+        producer = PullRecorder()
+        transport.registerProducer(producer, False)
+        self.assertEqual(producer.resumed, 1)
+        transport.startWriting()
+        transport.doWrite()
+        self.assertEqual(producer.resumed, 2)
+        self.assertNotIn(transport, reactor.getWriters())
+        self.assertEqual(transport.dataBuffer, b"")
+
+
+class SwitchTests(SynchronousTestCase):
+    """
+    The fence around the fast path.
+    """
+
+    def test_switchedOff(self) -> None:
+        """
+        C{STREAMD_FASTWRITE=0} turns the fast path off; any other value, or
+        none, leaves it on.
+        """
+        self.assertFalse(fastWriteAllowed({"STREAMD_FASTWRITE": "0"}, (26, 10)))
+        self.assertTrue(fastWriteAllowed({"STREAMD_FASTWRITE": "1"}, (26, 10)))
+        self.assertTrue(fastWriteAllowed({}, (26, 10)))
+
+    def test_testedReleasesOnly(self) -> None:
+        """
+        Only the Twisted releases in L{fastwrite.TESTED_TWISTED} (both ends
+        included) get the fast path.
+        """
+        low, high = fastwrite.TESTED_TWISTED
+        self.assertTrue(fastWriteAllowed({}, low))
+        self.assertTrue(fastWriteAllowed({}, high))
+        self.assertFalse(fastWriteAllowed({}, (low[0], low[1] - 1)))
+        self.assertFalse(fastWriteAllowed({}, (high[0] + 1, 0)))
+
+    def test_offMeansPlainCursor(self) -> None:
+        """
+        With the fast path off, a TCP or UNIX connection gets the plain
+        L{Cursor}, which writes through the transport.
+        """
+        self.patch(fastwrite, "_allowed", False)
+        transport, _, _ = socketPair(self)
+        self.assertFalse(canWriteNow(transport))
+        hub = Hub(Stats(), Clock())
+        cursor = cursorFor(transport, hub, INT32, Owner())
+        self.assertNotIsInstance(cursor, SocketCursor)
+        hub.subscribe(cursor)
+        hub.publish([b"through Twisted"])
+        self.assertEqual(transport._tempDataLen, len(INT32.encode(b"through Twisted")))

@@ -24,8 +24,8 @@ from twisted.trial.unittest import TestCase
 from streamd.bench.servers import twistdCommand
 from streamd.client import connect
 from streamd.framing import INT32
+from streamd.hub import MiB
 from streamd.listener import ListenFailed
-from streamd.outbox import MiB, PendingLimits
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
@@ -168,11 +168,10 @@ class InProcessTests(TestCase):
     def test_largeMessagesRelayed(self):  # type: ignore[no-untyped-def]
         """
         Messages of several megabytes, which arrive in many reads and leave
-        through the transport whole, are relayed intact and in order with
+        over many sends, are relayed intact and in order with
         the small messages around them.
         """
-        limits = PendingLimits(hard=256 * MiB, soft=128 * MiB)
-        config = ServerConfig(maxMessageSize=8 * MiB, limits=limits)
+        config = ServerConfig(maxMessageSize=8 * MiB)
         service, port = self.startDaemon(sources=(), server=config)
         endpoint = f"tcp:host=127.0.0.1:port={port}"
         large = bytes(range(256)) * (6 * MiB // 256)

@@ -40,7 +40,7 @@ def recordingContext(reactor: object, **settings: object) -> tuple[SourceContext
     """
     A source context whose hub has one L{Recorder} subscribed.
     """
-    hub = Hub(Stats())
+    hub = Hub(Stats(), reactor)  # type: ignore[arg-type]
     recorder = Recorder()
     hub.subscribe(recorder)
     return SourceContext(hub, reactor, **settings), recorder  # type: ignore[arg-type]

@@ -98,7 +98,8 @@ class OptionsTests(SynchronousTestCase):
         )
         assert isinstance(service, StreamdService)
         self.assertTrue(service.hub.blockPublishers)
-        self.assertEqual(service.config.server.limits.hard, 100)
+        self.assertEqual(service.config.flow.maxBehind, 100)
+        self.assertEqual(service.config.flow.softBehind, 50)
         self.assertEqual(len(service.listeners), 1)
         self.assertIsNone(service.listeners[0].port)
 

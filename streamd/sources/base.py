@@ -41,8 +41,9 @@ class Source(Service):
     """
     A service that publishes messages into the hub while it runs.
 
-    The hub may pause it (block mode: a client is backlogged); a source that
-    cannot stop producing ignores that, the default.
+    The hub pauses it while the history is full of messages that a client
+    that keeps up has not been sent yet; a source that cannot stop
+    producing ignores that, the default.
 
     @ivar spec: the C{--source} value it was made from, to name it in the log.
     """
@@ -80,7 +81,7 @@ class Source(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.context.hub.addPublisher(self)
+        self.context.hub.addPublisher(self, waits=True)
 
     def stopService(self) -> Any:
         self.context.hub.removePublisher(self)

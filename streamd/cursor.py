@@ -1,0 +1,236 @@
+"""
+A subscriber's place in the history: what it has been sent, and what is next.
+
+While a client keeps up, the hub hands it each batch as it is published
+(L{Cursor.deliver}), as fast as before.  When its connection cannot take
+more, the cursor stops there: it remembers the number of the next entry to
+send, and the hub goes on without it.  Nothing is queued or copied for it;
+its backlog is the stretch of the shared log between its position and the
+head.  When the connection can take more, the cursor sends from the log
+until it is caught up, and the hub hands it batches again.
+
+This module's L{Cursor} writes through the transport, which pauses it when
+its buffer fills (a TLS or test transport); L{streamd.fastwrite} has the
+cursor for plain TCP and UNIX sockets, which sends straight to the socket.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from streamd.framing import Framing
+from streamd.reasons import Reason
+
+if TYPE_CHECKING:
+    from streamd.hub import Hub
+
+
+class CursorOwner(Protocol):
+    """
+    What the hub tells the connection a cursor belongs to.
+    """
+
+    def slowConsumer(self, reason: Reason, behind: int) -> None:
+        """
+        The client fell too far behind, by the rule C{reason}, with
+        C{behind} bytes of the log still to send.
+        """
+
+
+@implementer(IPushProducer)
+class Cursor:
+    """
+    One subscriber's output, registered on its transport as a streaming
+    producer.
+
+    @ivar live: whether it is caught up, so the hub hands it each batch.
+    @ivar index: the number of the next entry to send, while not L{live}.
+    @ivar lastDrain: when its connection last took what it was given while
+        it was behind (the hub's clock), or L{None} if it never has.
+    @ivar written: bytes handed to the connection so far.
+    @ivar messages: messages of the stream handed to it so far.
+    """
+
+    __slots__ = (
+        "transport",
+        "hub",
+        "framing",
+        "owner",
+        "live",
+        "index",
+        "lastDrain",
+        "aboveSoftSince",
+        "written",
+        "messages",
+        "closed",
+        "_closing",
+        "_paused",
+        "_private",
+        "__weakref__",
+    )
+
+    streaming = True
+
+    def __init__(self, transport: Any, hub: Hub, framing: Framing, owner: CursorOwner) -> None:
+        self.transport = transport
+        self.hub = hub
+        self.framing = framing
+        self.owner = owner
+        self.live = True
+        self.index = 0
+        self.lastDrain: float | None = None
+        self.aboveSoftSince: float | None = None
+        self.written = 0
+        self.messages = 0
+        self.closed = False
+        self._closing = False
+        self._paused = False
+        # Frames for this client alone, each with the entry number it must
+        # follow, while it is behind.
+        self._private: deque[tuple[int, bytes]] | None = None
+        transport.registerProducer(self, self.streaming)
+
+    @property
+    def behind(self) -> int:
+        """
+        Bytes of the log between this cursor and the head.
+        """
+        if self.live:
+            return 0
+        history = self.hub.history
+        if self.index >= history.end:
+            return 0
+        return history.endOffset - history[max(self.index, history.start)].offset
+
+    def deliver(self, data: bytes, count: int) -> None:
+        """
+        Send C{count} messages framed as C{data}: the hub's call for each
+        batch while this cursor is L{live}.
+        """
+        self.messages += count
+        self.written += len(data)
+        self._write(data)
+
+    def sendPrivate(self, data: bytes) -> None:
+        """
+        Send C{data} to this client alone, after everything of the stream
+        that was published before it.
+        """
+        if self.closed:
+            return
+        if self.live:
+            self.written += len(data)
+            self._write(data)
+            return
+        if self._private is None:
+            self._private = deque()
+        self._private.append((self.hub.history.end, data))
+
+    def _write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: stop at the head.
+        """
+        self._paused = True
+        if self.live and not self.closed:
+            self.fallBehind()
+
+    def fallBehind(self) -> None:
+        """
+        Stop taking batches from the hub; the next one to send is the next
+        to be published.
+        """
+        self.live = False
+        self.index = self.hub.history.end
+        self.hub.cursorBehind(self)
+
+    def resumeProducing(self) -> None:
+        """
+        The transport has sent its buffer: send from the log until it is
+        full again or this cursor is caught up.
+        """
+        self._paused = False
+        if self.closed:
+            return
+        if not self.live:
+            self.hub.cursorDrained(self)
+            self.pump()
+
+    def pump(self) -> None:
+        """
+        Send the log from L{index} until the transport pauses this cursor or
+        it is caught up.
+        """
+        history = self.hub.history
+        stats = self.hub.stats
+        write = self.transport.write
+        while not self._paused and not self.closed:
+            index = self.index
+            if index < history.start:
+                self.hub.cursorEvicted(self)
+                return
+            self._writePrivate(index)
+            if index >= history.end:
+                self._caughtUp()
+                return
+            entry = history[index]
+            self.index = index + 1
+            if entry.sender is self:
+                continue
+            data = history.encoded(entry, self.framing)
+            self.messages += entry.count
+            self.written += len(data)
+            stats.messagesOut += entry.count
+            stats.bytesOut += len(data)
+            write(data)
+
+    def _writePrivate(self, index: int) -> None:
+        private = self._private
+        while private and private[0][0] <= index:
+            data = private.popleft()[1]
+            self.written += len(data)
+            self._write(data)
+
+    def _caughtUp(self) -> None:
+        self._private = None
+        self.live = True
+        self.hub.cursorCaughtUp(self)
+        if self._closing:
+            self._finish()
+
+    def stopProducing(self) -> None:
+        """
+        The connection is gone.
+        """
+        self.abandon()
+
+    def abandon(self) -> None:
+        """
+        Send nothing more; leave the hub.
+        """
+        if not self.closed:
+            self.closed = True
+            self._private = None
+            self.hub.unsubscribe(self)
+
+    def close(self) -> None:
+        """
+        Send what this client is behind by, then close its connection.
+        """
+        if self.closed or self._closing:
+            return
+        self._closing = True
+        if self.live:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.abandon()
+        transport = self.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
