@@ -135,7 +135,7 @@ class InProcessTests(TestCase):
             reactor, DaemonConfig(listens=(Listen(f"tcp:{port}:interface=127.0.0.1"),), sources=())
         )
         error = self.assertRaises(ListenFailed, taken.listeners[0].privilegedStartService)
-        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1:", str(error))
+        self.assertIn(f"cannot listen on 127.0.0.1:{port}: Address already in use", str(error))
         self.assertIn("Address already in use", str(error))
         yield service.stopService()
 
@@ -417,7 +417,7 @@ class ProcessTests(TestCase):
         )
         self.assertNotEqual(code, 0)
         self.assertNotIn(b"Traceback", out + err)
-        message = f"streamd: cannot listen on tcp:{port}:interface=127.0.0.1:backlog=511: ".encode()
+        message = f"streamd: cannot listen on 127.0.0.1:{port}: Address already in use".encode()
         self.assertEqual(len([line for line in (out + err).splitlines() if message in line]), 1)
 
     @defer.inlineCallbacks
