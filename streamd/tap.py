@@ -5,6 +5,7 @@ The twistd plugin's command line: C{twistd [-n] streamd [options]}.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -197,6 +198,20 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["source"] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse, and as twistd's subcommand end a mistake with one line, a
+        pointer to C{--help} and status 2, instead of twistd's whole usage.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            message = str(e).removeprefix("Parameter type enforcement failed: ")
+            sys.stderr.write(f"twistd streamd: {message}\nsee twistd streamd --help\n")
+            raise SystemExit(2) from None
 
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ssl:7443:privateKey=key.pem:certKey=cert.pem, ...; add :framing=ascii10 for the exercise's framing."""

@@ -4,6 +4,9 @@ Tests for L{streamd.tap}: the command line of C{twistd streamd}.
 
 from __future__ import annotations
 
+import io
+import sys
+
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -87,6 +90,27 @@ class OptionsTests(SynchronousTestCase):
                 error = self.assertRaises(UsageError, parse, *argv)
                 self.assertIn(message, str(error))
                 self.assertNotIn("\n", str(error))
+
+    def test_mistakeUnderTwistdIsOneLine(self) -> None:
+        """
+        Under twistd, a mistake prints one line naming it (without Twisted's
+        "Parameter type enforcement failed") and a pointer to C{--help} on
+        stderr, not twistd's 50-odd lines of usage, and exits 2.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        for argv, message in [
+            (["--port", "abc"], "--port must be a number from 0 to 65535, not 'abc'"),
+            (["--frobnicate"], "option --frobnicate not recognized"),
+        ]:
+            with self.subTest(argv=argv):
+                stderr = io.StringIO()
+                self.patch(sys, "stderr", stderr)
+                error = self.assertRaises(SystemExit, ServerOptions().parseOptions, ["streamd", *argv])
+                self.assertEqual(error.code, 2)
+                self.assertEqual(
+                    stderr.getvalue(), f"twistd streamd: {message}\nsee twistd streamd --help\n"
+                )
 
     def test_makeService(self) -> None:
         """
