@@ -13,6 +13,9 @@ from twisted.python.failure import Failure
 from streamd.protocol import addressName
 
 
+_EVERY_INTERFACE = ("0.0.0.0", "::")
+
+
 class ListenFailed(Exception):
     """
     An endpoint could not listen (address in use, no permission, ...).
@@ -62,11 +65,19 @@ class ListenerService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        address = port.getHost()
         self.log.info(
             "streamd listening on {address}{framing}",
-            address=addressName(port.getHost()),
+            address=addressName(address),
             framing=_framingNote(self.factory),
         )
+        if getattr(address, "host", None) in _EVERY_INTERFACE:
+            self.log.warn(
+                "{address} is open to every interface: anyone who can reach this machine can connect "
+                "(give interface=127.0.0.1 in {description} to keep it local)",
+                address=addressName(address),
+                description=self.description,
+            )
 
     def startService(self) -> None:
         if not self._listenCalled:
