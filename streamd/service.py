@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from streamd.auth import TokenFileError
@@ -165,6 +166,9 @@ class StreamdService(MultiService):
             yield listener.stopService()
         yield gatherResults([maybeDeferred(source.stopService) for source in self.sources])
         yield self.closeConnections(self.config.shutdownTimeout)
+        # The last connection's disconnect fires closeConnections before it
+        # has been counted and logged; the final counters come after it.
+        yield deferLater(self.reactor, 0, lambda: None)
         self.statsLogger.stopService()
 
     def closeConnections(self, timeout: float) -> Deferred[None]:

@@ -14,15 +14,18 @@ import tempfile
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamd.auth import AccessPolicy, TokenFile
 from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, StreamdService
+from streamd.service import DaemonConfig, Listen, StreamdService
 
 from .support import ENV, readFile, takenPort, twistd, waitFor
 
@@ -208,3 +211,33 @@ class TwistdDaemonTests(TestCase):
         os.kill(int(readFile(self.pidfile)), signal.SIGHUP)
         yield waitFor(lambda: f"reloaded token file(s): {reader}, {publisher}" in self.log())
         self.assertNotIn("Permission denied", self.log())
+
+
+class ShutdownTests(SynchronousTestCase):
+    """
+    The orderly shutdown, on a L{Clock}.
+    """
+
+    def test_finalStatsAfterConnectionsClosed(self) -> None:
+        """
+        The counters logged at shutdown come after the last client's
+        disconnection and count it (C{connections=0}), not before it.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        service = StreamdService(clock, DaemonConfig(listens=(Listen("tcp:0:interface=127.0.0.1"),), sources=()))
+        protocol = service.listeners[0].factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        stopped = service.stopService()
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0)
+        self.successResultOf(stopped)
+        lines = [formatEvent(e) for e in events]
+        stats = [i for i, line in enumerate(lines) if line.startswith("stats: ")]
+        disconnected = [i for i, line in enumerate(lines) if "disconnected" in line]
+        self.assertEqual(len(stats), 1, lines)
+        self.assertIn("stats: connections=0 connectionsTotal=1", lines[stats[0]])
+        self.assertGreater(stats[0], disconnected[0])
