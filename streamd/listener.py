@@ -12,7 +12,6 @@ from twisted.python.failure import Failure
 
 from streamd.protocol import addressName
 
-
 _EVERY_INTERFACE = ("0.0.0.0", "::")
 
 

@@ -10,11 +10,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
-
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 
 from streamd.framing import INT32, Framing
