@@ -87,6 +87,13 @@ class AccessPolicy:
         self.readOnly = readOnly
 
     @property
+    def tokenFiles(self) -> list[TokenFile]:
+        """
+        The token files in force.
+        """
+        return [tokenFile for tokenFile in (self.auth, self.publish) if tokenFile is not None]
+
+    @property
     def expectsToken(self) -> bool:
         """
         Whether a client's first frame is its token.
@@ -126,9 +133,7 @@ class AccessPolicy:
         """
         reloaded = []
         failure: TokenFileError | None = None
-        for tokenFile in (self.auth, self.publish):
-            if tokenFile is None:
-                continue
+        for tokenFile in self.tokenFiles:
             try:
                 tokenFile.load()
             except TokenFileError as e:

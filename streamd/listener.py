@@ -5,11 +5,14 @@ Listening on one endpoint, and saying where.
 from __future__ import annotations
 
 from twisted.application.service import Service
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamd.protocol import addressName
+
+_EVERY_INTERFACE = ("0.0.0.0", "::")
 
 
 class ListenFailed(Exception):
@@ -57,15 +60,23 @@ class ListenerService(Service):
         self.endpoint.listen(self.factory).addCallbacks(self._listening, failed)
         synchronous = False
         if failures:
-            raise ListenFailed(f"cannot listen on {self.description}: {failures[0].getErrorMessage()}")
+            raise ListenFailed(f"cannot listen on {_whereAndWhy(self.description, failures[0])}")
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        address = port.getHost()
         self.log.info(
             "streamd listening on {address}{framing}",
-            address=addressName(port.getHost()),
+            address=addressName(address),
             framing=_framingNote(self.factory),
         )
+        if getattr(address, "host", None) in _EVERY_INTERFACE:
+            self.log.warn(
+                "{address} is open to every interface: anyone who can reach this machine can connect "
+                "(give interface=127.0.0.1 in {description} to keep it local)",
+                address=addressName(address),
+                description=self.description,
+            )
 
     def startService(self) -> None:
         if not self._listenCalled:
@@ -79,6 +90,19 @@ class ListenerService(Service):
         if port is not None:
             return port.stopListening()
         return None
+
+
+def _whereAndWhy(description: str, failure: Failure) -> str:
+    """
+    The address and the reason of a failure to listen, short enough for the
+    100 bytes twistd passes from a daemonised child to its waiting parent.
+    """
+    error = failure.value
+    if isinstance(error, CannotListenError):
+        where = description if error.interface is None else f"{error.interface or '0.0.0.0'}:{error.port}"
+        why = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        return f"{where}: {why}"
+    return f"{description}: {failure.getErrorMessage()}"
 
 
 def _framingNote(factory: IProtocolFactory) -> str:

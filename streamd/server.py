@@ -67,6 +67,11 @@ class Connections:
 
     def discard(self, protocol: StreamServerProtocol) -> None:
         self._open.discard(protocol)
+
+    def settle(self) -> None:
+        """
+        Fire L{whenEmpty}'s Deferreds if no connection is open.
+        """
         if not self._open:
             waiting, self._waiting = self._waiting, []
             for d in waiting:
@@ -363,6 +368,7 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
             messagesOut=protocol.messagesOut,
             reason=reason.getErrorMessage(),
         )
+        self.connections.settle()
 
 
 class _Refused(Protocol):

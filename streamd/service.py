@@ -5,6 +5,7 @@ shutdown.
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,20 @@ from streamd.server import Connections, ServerConfig, StreamServerFactory
 from streamd.sources import SourceContext, makeSource
 from streamd.stats import Stats, StatsLogger
 from streamd.tls import serverEndpoint
+
+
+class StartFailed(SystemExit, Exception):
+    """
+    The daemon cannot start; its str is the one line that says why.
+
+    twistd removes the pidfile and tells a daemonising parent (which then
+    exits 1) only about an L{Exception}; being a L{SystemExit} too, with
+    code 1, it then ends C{twistd -n} with status 1 and no traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = 1
 
 
 @dataclass(frozen=True)
@@ -97,12 +112,30 @@ class StreamdService(MultiService):
         except ListenFailed as e:
             # One line in the log (twistd's stdout with -n), no traceback.
             self.log.critical("streamd: {error}", error=str(e))
-            raise SystemExit(1) from None
+            raise StartFailed(str(e)) from None
 
     def startService(self) -> None:
         super().startService()
-        if self.config.server.access.expectsToken:
-            self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+        # Always: SIGHUP's default action (logrotate, systemctl reload) would
+        # end the daemon without its orderly shutdown.
+        self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+        self.checkTokenFilesReadable()
+
+    def checkTokenFilesReadable(self) -> None:
+        """
+        Warn about each token file that the user the daemon now runs as (after
+        twistd's C{-u}/C{-g}) cannot read, since SIGHUP could not reload it.
+        """
+        effective = os.access in os.supports_effective_ids
+        for tokenFile in self.config.server.access.tokenFiles:
+            if not os.access(tokenFile.path, os.R_OK, effective_ids=effective):
+                self.log.warn(
+                    "token file {path} is not readable by uid {uid} gid {gid}, which the daemon runs as: "
+                    "SIGHUP cannot reload it (make it readable by that group: chgrp GROUP; chmod 640)",
+                    path=tokenFile.path,
+                    uid=os.geteuid(),
+                    gid=os.getegid(),
+                )
 
     def _hangup(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reloadTokens)
@@ -112,6 +145,9 @@ class StreamdService(MultiService):
         Re-read the token files (what SIGHUP does).  A file that cannot be
         read leaves its old token in force.
         """
+        if not self.config.server.access.expectsToken:
+            self.log.info("SIGHUP: no token files to reload")
+            return
         try:
             reloaded = self.config.server.access.reload()
         except TokenFileError as e:

@@ -5,6 +5,7 @@ The twistd plugin's command line: C{twistd [-n] streamd [options]}.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
 from streamd.hub import FlowControl
 from streamd.server import DEFAULT_AUTH_TIMEOUT, ServerConfig
 from streamd.sources import BadSourceSpec, parseSource
-from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, serverEndpoint
+from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, parseDescription, serverEndpoint
 
 DEFAULT_PORT = 7000
 # Twisted's default listen backlog (50) overflows when many of the
@@ -65,6 +66,17 @@ def _bytes(option: str) -> Callable[[str], int]:
 
 def _seconds(option: str, inclusive: bool = True) -> Callable[[str], float]:
     return _number(float, option, "a time in seconds", 0, inclusive)
+
+
+def withBacklog(description: str) -> str:
+    """
+    A C{tcp:}, C{tcp6:} or C{ssl:} endpoint description with streamd's
+    L{LISTEN_BACKLOG} unless it names a backlog of its own.
+    """
+    args, kwargs = parseDescription(description)
+    if args and args[0] in ("tcp", "tcp6", "ssl") and "backlog" not in kwargs:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
 
 
 def splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
@@ -214,6 +226,20 @@ class Options(usage.Options):
         self["listen"] = []
         self["source"] = []
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse, and as twistd's subcommand end a mistake with one line, a
+        pointer to C{--help} and status 2, instead of twistd's whole usage.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            message = str(e).removeprefix("Parameter type enforcement failed: ")
+            sys.stderr.write(f"twistd streamd: {message}\nsee twistd streamd --help\n")
+            raise SystemExit(2) from None
+
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ssl:7443:privateKey=key.pem:certKey=cert.pem, ...; add :framing=ascii10 for the exercise's framing."""
         self["listen"].append(description)
@@ -247,11 +273,12 @@ class Options(usage.Options):
         if self["port"] is not None or not descriptions:
             port = DEFAULT_PORT if self["port"] is None else self["port"]
             interface = quoteStringArgument(self["interface"])
-            descriptions.insert(0, f"tcp:{port}:interface={interface}:backlog={LISTEN_BACKLOG}")
+            descriptions.insert(0, f"tcp:{port}:interface={interface}")
         clientCA = self._clientCA()
         listens = []
         for description in descriptions:
             endpoint, framing = splitFraming(description, defaultFraming)
+            endpoint = withBacklog(endpoint)
             listenCA = clientCA if isTLSListener(endpoint) else None
             try:
                 serverEndpoint(reactor, endpoint, listenCA)

@@ -1,13 +1,18 @@
 """
-Helpers shared by the tests: an in-memory daemon and its clients.
+Helpers shared by the tests: an in-memory daemon and its clients, and for
+tests with real processes: a taken port, waiting for a condition, twistd.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 
 from streamd.framing import INT32, Framing
@@ -69,3 +74,55 @@ def startDaemon(case: Any, config: DaemonConfig) -> tuple[StreamdService, int]:
     port = service.listeners[0].port
     assert port is not None
     return service, port.getHost().port
+
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def twistd(*argv: str) -> tuple[str, ...]:
+    """
+    The arguments (after the executable, C{sys.executable}) that run twistd
+    with C{argv} from this environment.
+    """
+    from streamd.bench.servers import twistdCommand
+
+    return tuple(twistdCommand(*argv))[1:]
+
+
+def takenPort(case: Any) -> int:
+    """
+    A loopback port that something else listens on until C{case} ends.
+    """
+    holder = socket.socket()
+    case.addCleanup(holder.close)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port: int = holder.getsockname()[1]
+    return port
+
+
+@inlineCallbacks
+def waitFor(condition: Callable[[], bool], seconds: float = 10.0) -> Any:
+    """
+    Fire when C{condition()} holds (checked every 50 ms); fail after
+    C{seconds}.
+    """
+    from twisted.internet import reactor
+
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        yield deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"still false after {seconds:g} s: {condition}")
+
+
+def readFile(path: str) -> str:
+    """
+    The text of C{path}, or C{""} when it does not exist (yet).
+    """
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+

@@ -18,7 +18,7 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.bench import runner
+from streamd.bench import runner, stall
 from streamd.bench.__main__ import main
 from streamd.bench.figures import bottleneck, medianRun, percentile
 from streamd.bench.load import Reader
@@ -516,3 +516,41 @@ class SmokeTests(SynchronousTestCase):
             (result["scenario"], result["cell"], result["errors"]), ("burst", {"k": 1, "size": 64}, [])
         )
         self.assertGreater(result["median"]["deliveries_per_s"], 0)
+
+
+class StallArgumentsTests(SynchronousTestCase):
+    """
+    The command line of C{python -m streamd.bench.stall}.
+    """
+
+    def test_megabytes(self) -> None:
+        """
+        The one argument is how many megabytes to publish, 200 by default.
+        """
+        self.assertEqual(stall.parseArguments([]).megabytes, 200)
+        self.assertEqual(stall.parseArguments(["50"]).megabytes, 50)
+
+    def test_mistakes(self) -> None:
+        """
+        A word, a negative or zero size end with a one-line usage, a one-line
+        error and status 2, never a traceback or a run of nonsense size.
+        """
+        for argument in ("abc", "-5", "0"):
+            with self.subTest(argument=argument):
+                stderr = StringIO()
+                self.patch(sys, "stderr", stderr)
+                error = self.assertRaises(SystemExit, stall.parseArguments, [argument])
+                self.assertEqual(error.code, 2)
+                lines = stderr.getvalue().splitlines()
+                self.assertEqual(len(lines), 2, lines)
+                self.assertIn(f"must be a whole number of megabytes, at least 1, not {argument!r}", lines[1])
+
+    def test_help(self) -> None:
+        """
+        C{--help} describes the scenario and exits 0.
+        """
+        stdout = StringIO()
+        self.patch(sys, "stdout", stdout)
+        error = self.assertRaises(SystemExit, stall.parseArguments, ["--help"])
+        self.assertEqual(error.code, 0)
+        self.assertIn("never reads", stdout.getvalue())

@@ -225,6 +225,28 @@ class ExecSourceTests(SynchronousTestCase):
         self.reactor.advance(0.1)
         self.assertEqual(len(self.reactor.spawned), 2)
 
+    def test_quickExitsBackOff(self) -> None:
+        """
+        A command that keeps exiting at once (even with --restart-delay 0)
+        is run again after 0, 2, 4, 8, ... seconds, never more than 60, and
+        each restart line says how many quick exits there were; a run longer
+        than 60 seconds starts the count again.
+        """
+        self.start(restartDelay=0)
+        delays = []
+        for run in range(8):
+            self.end(exited(1))
+            ended = self.reactor.seconds()
+            while len(self.reactor.spawned) == run + 1:
+                due = min(call.getTime() for call in self.reactor.getDelayedCalls())
+                self.reactor.advance(due - self.reactor.seconds())
+            delays.append(self.reactor.seconds() - ended)
+        self.assertEqual(delays, [0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0])
+        self.assertIn("exec:echo hello: running it again in 60 s (8 quick exits in a row)", self.logLines())
+        self.reactor.advance(61)
+        self.end(exited(1))
+        self.assertEqual(self.logLines()[-1], "exec:echo hello: running it again in 0 s")
+
     def test_killedBySignalLogged(self) -> None:
         """
         A command killed by a signal is logged with the signal's name.

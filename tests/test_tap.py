@@ -4,12 +4,20 @@ Tests for L{streamd.tap}: the command line of C{twistd streamd}.
 
 from __future__ import annotations
 
+import io
+import sys
+
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamd.framing import ASCII10, INT32
+from streamd.listener import ListenerService
 from streamd.service import Listen, StreamdService
 from streamd.tap import Options, makeService
+from streamd.tls import serverEndpoint
 
 
 def parse(*argv: str) -> Options:
@@ -49,11 +57,28 @@ class OptionsTests(SynchronousTestCase):
         and each may choose its framing.
         """
         options = parse("--listen", "unix:/tmp/s.sock", "--listen", "tcp:7010:framing=ascii10")
-        self.assertEqual(options["listens"], (Listen("unix:/tmp/s.sock", INT32), Listen("tcp:7010", ASCII10)))
+        self.assertEqual(
+            options["listens"],
+            (Listen("unix:/tmp/s.sock", INT32), Listen("tcp:7010:backlog=511", ASCII10)),
+        )
         options = parse("--port", "7001", "--listen", "tcp:7010")
         self.assertEqual(
-            [listen.endpoint for listen in options["listens"]], ["tcp:7001:interface=127.0.0.1:backlog=511", "tcp:7010"]
+            [listen.endpoint for listen in options["listens"]],
+            ["tcp:7001:interface=127.0.0.1:backlog=511", "tcp:7010:backlog=511"],
         )
+
+    def test_everyTCPListenerBacklog(self) -> None:
+        """
+        Every TCP listener, not only --port, listens with a backlog of 511
+        (Twisted's default of 50 overflows when many clients connect at once),
+        unless its description names one.
+        """
+        reactor = MemoryReactorClock()
+        options = parse("--listen", "tcp:7010:interface=127.0.0.1", "--listen", "tcp6:7011:interface=\\:\\:1",
+                        "--listen", "tcp:7012:backlog=7", "--listen", "unix:/tmp/s.sock")  # fmt: skip
+        for listen in options["listens"]:
+            serverEndpoint(reactor, listen.endpoint).listen(Factory())
+        self.assertEqual([server[2] for server in reactor.tcpServers], [511, 511, 7])
 
     def test_sourceNone(self) -> None:
         """
@@ -88,6 +113,27 @@ class OptionsTests(SynchronousTestCase):
                 self.assertIn(message, str(error))
                 self.assertNotIn("\n", str(error))
 
+    def test_mistakeUnderTwistdIsOneLine(self) -> None:
+        """
+        Under twistd, a mistake prints one line naming it (without Twisted's
+        "Parameter type enforcement failed") and a pointer to C{--help} on
+        stderr, not twistd's 50-odd lines of usage, and exits 2.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        for argv, message in [
+            (["--port", "abc"], "--port must be a number from 0 to 65535, not 'abc'"),
+            (["--frobnicate"], "option --frobnicate not recognized"),
+        ]:
+            with self.subTest(argv=argv):
+                stderr = io.StringIO()
+                self.patch(sys, "stderr", stderr)
+                error = self.assertRaises(SystemExit, ServerOptions().parseOptions, ["streamd", *argv])
+                self.assertEqual(error.code, 2)
+                self.assertEqual(
+                    stderr.getvalue(), f"twistd streamd: {message}\nsee twistd streamd --help\n"
+                )
+
     def test_makeService(self) -> None:
         """
         makeService builds the daemon the options describe, without listening
@@ -120,3 +166,27 @@ class PluginTests(SynchronousTestCase):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("streamd", makers)
         self.assertIs(makers["streamd"].options, Options)
+
+
+class EveryInterfaceTests(TestCase):
+    """
+    Listeners on real sockets say when they are open to every interface.
+    """
+
+    def test_everyInterfaceWarned(self) -> None:
+        """
+        A listener open to every interface (0.0.0.0 or ::) is named in a
+        warning, with the way to keep it local; one on 127.0.0.1 is not.
+        """
+        from twisted.internet import reactor
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for description in ("tcp:0", "tcp6:0:interface=\\:\\:", "tcp:0:interface=127.0.0.1"):
+            listener = ListenerService(description, serverEndpoint(reactor, description), Factory())
+            listener.privilegedStartService()
+            self.addCleanup(listener.stopService)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertRegex(warnings[0], r"^0\.0\.0\.0:\d+ is open to every interface: anyone who can reach")
+        self.assertTrue(warnings[0].endswith("(give interface=127.0.0.1 in tcp:0 to keep it local)"), warnings)
+        self.assertRegex(warnings[1], r"^\[::\]:\d+ is open to every interface")

@@ -9,6 +9,7 @@ Run it with ``python -m streamd.bench.stall [MEGABYTES]`` (default 200).
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import re
@@ -256,8 +257,30 @@ def run(totalBytes: int = 200 * 2**20, payloadSize: int = 1024, *options: str) -
     return result
 
 
-def main() -> None:
-    megabytes = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+def _megabytes(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of megabytes, at least 1, not {value!r}")
+    return int(value)
+
+
+def parseArguments(argv: list[str]) -> argparse.Namespace:
+    """
+    The command line of C{python -m streamd.bench.stall}; a mistake exits 2
+    with one line of usage and one of error.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m streamd.bench.stall",
+        description="Publish MEGABYTES flat out past a client that never reads and a healthy one, "
+        "and print the daemon's memory growth and how long the stalled client took to be cut.",
+    )
+    parser.add_argument(
+        "megabytes", nargs="?", type=_megabytes, default=200, help="how much to publish (default 200)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    megabytes = parseArguments(sys.argv[1:] if argv is None else argv).megabytes
     print(f"stalled-client scenario: {megabytes} MB published flat out, default limits")
     print(run(megabytes * 2**20).summary())
 

@@ -117,12 +117,19 @@ def describeExit(reason: Failure) -> str:
     return f"ended: {reason.getErrorMessage()}"
 
 
+# Restarts of a command that keeps exiting back off up to this many seconds;
+# a run that lasted longer resets them.
+RESTART_BACKOFF_CAP = 60.0
+
+
 class ExecSource(LineSource):
     """
     Runs a command and publishes each line of its standard output; logs its
     standard error (rate-limited) and its exit; runs it again
     C{context.restartDelay} seconds after it exits, unless
-    C{context.restart} is false.
+    C{context.restart} is false; a command that keeps exiting within
+    L{RESTART_BACKOFF_CAP} seconds of its start waits twice as long each
+    time, up to that cap.
 
     Stopping the service sends SIGTERM to the command's process group, and
     SIGKILL C{context.killGrace} seconds later if it is still there; the
@@ -137,6 +144,8 @@ class ExecSource(LineSource):
         self.child: _Child | None = None
         self._children: set[_Child] = set()
         self._restartCall: IDelayedCall | None = None
+        self._startedAt = 0.0
+        self._quickExits = 0
         self._paused = False
         self._stderrThrottle = LogThrottle(context.reactor, self._reportStderr)
 
@@ -158,6 +167,7 @@ class ExecSource(LineSource):
 
     def _spawn(self) -> None:
         self._restartCall = None
+        self._startedAt = self.context.reactor.seconds()
         child = _Child(self)
         try:
             self.context.reactor.spawnProcess(
@@ -202,8 +212,20 @@ class ExecSource(LineSource):
         if not self.context.restart:
             self.log.info("{source}: not running it again (--no-restart)", source=self.spec)
             return
+        if self.context.reactor.seconds() - self._startedAt > RESTART_BACKOFF_CAP:
+            self._quickExits = 0
+        self._quickExits += 1
         delay = self.context.restartDelay
-        self.log.info("{source}: running it again in {delay:g} s", source=self.spec, delay=delay)
+        if self._quickExits == 1:
+            self.log.info("{source}: running it again in {delay:g} s", source=self.spec, delay=delay)
+        else:
+            delay = min(RESTART_BACKOFF_CAP, max(delay, 1.0) * 2 ** (self._quickExits - 1))
+            self.log.info(
+                "{source}: running it again in {delay:g} s ({n} quick exits in a row)",
+                source=self.spec,
+                delay=delay,
+                n=self._quickExits,
+            )
         self._restartCall = self.context.reactor.callLater(delay, self._spawn)
 
     def logStderr(self, lines: list[bytes]) -> None:

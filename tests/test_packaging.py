@@ -1,0 +1,40 @@
+"""
+What the source distribution carries.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class SdistTests(SynchronousTestCase):
+    """
+    C{setup.cfg} says MIT; the sdist must carry the licence and what
+    C{make test} needs.
+    """
+
+    def test_sdistContents(self) -> None:
+        """
+        The sdist built from this checkout holds LICENSE, CHANGES.rst, the
+        Makefile and the tests next to the package.
+        """
+        out = tempfile.mkdtemp()
+        subprocess.run(
+            [sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({out!r})"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        (name,) = os.listdir(out)
+        with tarfile.open(os.path.join(out, name)) as sdist:
+            members = {member.split("/", 1)[1] for member in sdist.getnames() if "/" in member}
+        for wanted in ("LICENSE", "CHANGES.rst", "Makefile", "README.rst", "tests/support.py", "streamd/tap.py"):
+            self.assertIn(wanted, members)
