@@ -31,7 +31,9 @@ class Entry:
 
     __slots__ = ("first", "count", "data", "framing", "offset", "sender", "_encodings")
 
-    def __init__(self, first: int, count: int, data: bytes, framing: Framing, offset: int, sender: object) -> None:
+    def __init__(
+        self, first: int, count: int, data: bytes, framing: Framing, offset: int, sender: object
+    ) -> None:
         self.first = first
         self.count = count
         self.data = data

@@ -169,7 +169,8 @@ class CursorTests(FlowTestCase):
         for _, transport in ascii10:
             self.assertEqual(frames(transport.value(), ASCII10), [b"m%d" % i for i in range(6)])
         self.assertEqual(
-            self.daemon.hub.history.size, sum(len(INT32.encode(b"m0")) + len(ASCII10.encode(b"m0")) for _ in range(6))
+            self.daemon.hub.history.size,
+            sum(len(INT32.encode(b"m0")) + len(ASCII10.encode(b"m0")) for _ in range(6)),
         )
 
     def test_ownMessagesNotSentBack(self) -> None:
