@@ -16,6 +16,7 @@ cursor for plain TCP and UNIX sockets, which sends straight to the socket.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +42,9 @@ class CursorOwner(Protocol):
         """
 
 
+_serials = itertools.count(1)
+
+
 @implementer(IPushProducer)
 class Cursor:
     """
@@ -53,6 +57,7 @@ class Cursor:
         it was behind (the hub's clock), or L{None} if it never has.
     @ivar written: bytes handed to the connection so far.
     @ivar messages: messages of the stream handed to it so far.
+    @ivar serial: a number no other cursor of this process has had.
     """
 
     __slots__ = (
@@ -70,7 +75,7 @@ class Cursor:
         "_closing",
         "_paused",
         "_private",
-        "__weakref__",
+        "serial",
     )
 
     streaming = True
@@ -78,6 +83,7 @@ class Cursor:
     def __init__(self, transport: Any, hub: Hub, framing: Framing, owner: CursorOwner) -> None:
         self.transport = transport
         self.hub = hub
+        self.serial = next(_serials)
         self.framing = framing
         self.owner = owner
         self.live = True
@@ -181,7 +187,7 @@ class Cursor:
                 return
             entry = history[index]
             self.index = index + 1
-            if entry.sender is self:
+            if entry.sender == self.serial:
                 continue
             data = history.encoded(entry, self.framing)
             self.messages += entry.count

@@ -44,7 +44,7 @@ MAX_GATHER = 64
 Entries sent by one C{sendmsg} call at most, while catching up.
 """
 
-PRIVATE = Entry(0, 0, b"", INT32, 0, None)
+PRIVATE = Entry(0, 0, b"", INT32, 0, 0)
 """
 Stands for a private frame among the buffers of one C{sendmsg}.
 """
@@ -180,7 +180,7 @@ class SocketCursor(Cursor):
                 elif history.start <= index < end:
                     entry = history[index]
                     index += 1
-                    if entry.sender is self:
+                    if entry.sender == self.serial:
                         buffers.append(b"")
                         steps.append((index, None))
                     else:

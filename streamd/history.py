@@ -25,14 +25,16 @@ class Entry:
     @ivar data: the messages framed with L{framing}.
     @ivar offset: where the entry starts in the log, in bytes of C{data}
         since the daemon started.
-    @ivar sender: the subscriber that published it, which does not get it
-        back; L{None} for the daemon's own sources.
+    @ivar sender: the L{serial<streamd.cursor.Cursor.serial>} of the
+        subscriber that published it, which does not get it back; 0 for the
+        daemon's own sources.  A number, not the subscriber, so that the log
+        does not keep a closed connection alive.
     """
 
     __slots__ = ("first", "count", "data", "framing", "offset", "sender", "_encodings")
 
     def __init__(
-        self, first: int, count: int, data: bytes, framing: Framing, offset: int, sender: object
+        self, first: int, count: int, data: bytes, framing: Framing, offset: int, sender: int
     ) -> None:
         self.first = first
         self.count = count
@@ -115,7 +117,7 @@ class History:
     def __len__(self) -> int:
         return len(self._entries) - self._first
 
-    def append(self, data: bytes, framing: Framing, count: int, sender: object = None) -> Entry:
+    def append(self, data: bytes, framing: Framing, count: int, sender: int = 0) -> Entry:
         """
         Add C{count} messages, framed with C{framing} as C{data}.
         """
@@ -126,7 +128,7 @@ class History:
         self.size += len(data)
         return entry
 
-    def appendPayloads(self, payloads: Sequence[Payload], sender: object = None) -> Entry:
+    def appendPayloads(self, payloads: Sequence[Payload], sender: int = 0) -> Entry:
         """
         Add C{payloads}, framed once with L{INT32}.
         """

@@ -130,10 +130,11 @@ class Hub:
             daemon's own sources.
         """
         history = self.history
+        serial = 0 if sender is None else sender.serial
         if raw and framing is not None:
-            entry = history.append(raw, framing, len(payloads), sender)
+            entry = history.append(raw, framing, len(payloads), serial)
         else:
-            entry = history.appendPayloads(payloads, sender)
+            entry = history.appendPayloads(payloads, serial)
             raw, framing = entry.data, INT32
         count = entry.count
         delivered = 0

@@ -11,14 +11,19 @@ transport does when the kernel takes its buffer.
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from streamd.cursor import Cursor
 from streamd.framing import ASCII10, INT32
 from streamd.history import History
 from streamd.hub import SWEEP_INTERVAL, FlowControl
@@ -187,6 +192,18 @@ class CursorTests(FlowTestCase):
         received = transport.take() + transport.take()
         self.assertEqual(frames(received), [PAYLOAD] * 3 + [b"after"])
         self.assertEqual(frames(other.take() + other.take())[-2:], [b"mine", b"after"])
+
+    def test_logKeepsNoConnectionAlive(self) -> None:
+        """
+        The log remembers who published an entry by number only, so a client
+        that published and left is not kept alive by its messages.
+        """
+        publisher, _ = self.connect()
+        publisher.dataReceived(INT32.encode(b"bye"))
+        publisher.connectionLost(Failure(ConnectionDone()))
+        entry = self.daemon.hub.history[0]
+        self.assertEqual(entry.sender, publisher.cursor.serial)
+        self.assertFalse([o for o in gc.get_referents(entry) if isinstance(o, (Cursor, StreamServerProtocol))])
 
     def test_sendStringAfterBacklog(self) -> None:
         """
