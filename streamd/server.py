@@ -18,7 +18,7 @@ from streamd.fastwrite import outboxFor
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
 from streamd.hub import Hub
 from streamd.outbox import PendingLimits
-from streamd.protocol import FramedProtocol, addressName, noDelay
+from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES, FramedProtocol, PartialBudget, addressName, noDelay
 from streamd.text import preview
 from streamd.throttle import LogThrottle
 
@@ -37,6 +37,8 @@ class ServerConfig:
         client is cut, or C{None} for never.
     @ivar authTimeout: seconds a client has to send its token, when the
         access policy expects one.
+    @ivar maxPartialBytes: memory that all clients' unfinished incoming
+        frames may hold together; a client that would take it over is cut.
     """
 
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -45,6 +47,7 @@ class ServerConfig:
     idleTimeout: float | None = None
     access: AccessPolicy = OPEN
     authTimeout: float = DEFAULT_AUTH_TIMEOUT
+    maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
 
 
 class Connections:
@@ -52,9 +55,10 @@ class Connections:
     The daemon's open client connections, across all its listeners.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES) -> None:
         self._open: set[StreamServerProtocol] = set()
         self._waiting: list[Deferred[None]] = []
+        self.partial = PartialBudget(maxPartialBytes)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -256,6 +260,11 @@ class StreamServerProtocol(FramedProtocol):
         self.outbox.abandon()
         super().lengthLimitExceeded(length)
 
+    def partialLimitExceeded(self, held: int, limit: int) -> None:
+        self.factory.hub.stats.partialLimitDisconnects += 1
+        self.outbox.abandon()
+        super().partialLimitExceeded(held, limit)
+
     def frameErrorReceived(self, error: FrameError) -> None:
         self.factory.hub.stats.badFrameDisconnects += 1
         self.outbox.abandon()
@@ -299,6 +308,7 @@ class StreamServerProtocol(FramedProtocol):
         self._drop()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
         for call in (self._idleCall, self._authCall):
             if call is not None and call.active():
                 call.cancel()
@@ -333,7 +343,7 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
         self.clock = clock
         self.config = config
         self.framing = framing
-        self.connections = Connections() if connections is None else connections
+        self.connections = Connections(config.maxPartialBytes) if connections is None else connections
 
     def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         if len(self.connections) >= self.config.maxClients:
@@ -349,6 +359,7 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
         protocol: StreamServerProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
         protocol.framing = self.framing
         protocol.MAX_LENGTH = self.config.maxMessageSize
+        protocol.partialBudget = self.connections.partial
         return protocol
 
     def clientConnected(self, protocol: StreamServerProtocol) -> None:

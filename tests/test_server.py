@@ -219,6 +219,40 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         sender.dataReceived(INT32.encode(b"after"))
         self.assertEqual(frames(receiver.value()), [b"fine"])
 
+    def test_maxPartialBytes(self) -> None:
+        """
+        The client whose unfinished frame would take all clients' unfinished
+        frames over --max-partial-bytes is cut with one log line (its address,
+        what it holds, the limit) and counted; the others keep theirs, finish
+        them, and what they held is given back.
+        """
+        daemon = InMemoryDaemon(ServerConfig(maxMessageSize=10_000, maxPartialBytes=20_000))
+        budget = daemon.factory.connections.partial
+        first, firstTransport = daemon.connect()
+        second, secondTransport = daemon.connect()
+        third, thirdTransport = daemon.connect()
+        frame = INT32.encode(b"x" * 9000)
+        alone = INT32.decoder(10_000)
+        alone.feed(frame[:8000])
+        first.dataReceived(frame[:8000])
+        second.dataReceived(frame[:8000])
+        self.assertGreaterEqual(budget.held, 16_000)
+        third.dataReceived(frame[:8000])
+        self.assertTrue(thirdTransport.disconnecting)
+        self.assertFalse(firstTransport.disconnecting or secondTransport.disconnecting)
+        self.assertEqual(daemon.stats.partialLimitDisconnects, 1)
+        [line] = [line for line in self.logLines() if "--max-partial-bytes" in line]
+        self.assertEqual(
+            line,
+            f"127.0.0.1:40003 holds {alone.held} bytes of an unfinished frame, which would take all "
+            "clients' unfinished frames over --max-partial-bytes 20000; disconnecting",
+        )
+        third.connectionLost(Failure(ConnectionDone()))
+        first.dataReceived(frame[8000:])
+        self.assertEqual(frames(secondTransport.value()), [b"x" * 9000])
+        second.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(budget.held, 0)
+
     def test_maxClients(self) -> None:
         """
         The connection past --max-clients is logged and closed as soon as it
