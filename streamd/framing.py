@@ -287,6 +287,17 @@ class Decoder:
         raw = b"".join(chunks)
         return [memoryview(raw)[self._headerSize : need], *following], raw
 
+    def discard(self) -> None:
+        """
+        Drop the unfinished frame, if any, at once: its connection is gone or
+        being cut, and the protocol that holds this decoder may live on until
+        the garbage collector finds it.
+        """
+        self._chunks = None
+        self._tail = b""
+        self._holding = self.error is not None
+        self.held = 0
+
     def _stop(self, error: FrameError) -> None:
         """
         Stop at a header that is bad or announces too long a frame: keep

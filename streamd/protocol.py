@@ -126,6 +126,7 @@ class FramedProtocol(Int32StringReceiver):
         if budget is not None and not budget.move(before, held):
             budget.move(held, 0)
             self._held = 0
+            self._decoder.discard()
             self.partialLimitExceeded(held, budget.limit)
 
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
@@ -172,6 +173,7 @@ class FramedProtocol(Int32StringReceiver):
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._decoder.discard()
         if self._held and self.partialBudget is not None:
             self.partialBudget.move(self._held, 0)
             self._held = 0

@@ -247,11 +247,13 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
             f"127.0.0.1:40003 holds {alone.held} bytes of an unfinished frame, which would take all "
             "clients' unfinished frames over --max-partial-bytes 20000; disconnecting",
         )
+        self.assertEqual(third._decoder.held, 0)
         third.connectionLost(Failure(ConnectionDone()))
         first.dataReceived(frame[8000:])
         self.assertEqual(frames(secondTransport.value()), [b"x" * 9000])
+        second.dataReceived(frame[:100])
         second.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(budget.held, 0)
+        self.assertEqual((budget.held, second._decoder.held), (0, 0))
 
     def test_maxClients(self) -> None:
         """
