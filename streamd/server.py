@@ -19,6 +19,7 @@ from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameErr
 from streamd.hub import Hub
 from streamd.outbox import PendingLimits
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES, FramedProtocol, PartialBudget, addressName, noDelay
+from streamd.tcpinfo import bytesAcked
 from streamd.text import preview
 from streamd.throttle import LogThrottle
 
@@ -33,8 +34,10 @@ class ServerConfig:
     """
     The per-connection rules of the daemon.
 
-    @ivar idleTimeout: seconds with no traffic either way after which a
-        client is cut, or C{None} for never.
+    @ivar idleTimeout: seconds in which a client sent nothing and took
+        nothing (its TCP stack acknowledged no new bytes; where the kernel
+        does not tell, we handed it none) after which it is cut, or C{None}
+        for never.
     @ivar authTimeout: seconds a client has to send its token, when the
         access policy expects one.
     @ivar maxPartialBytes: memory that all clients' unfinished incoming
@@ -272,8 +275,10 @@ class StreamServerProtocol(FramedProtocol):
 
     def _activity(self) -> tuple[int, int]:
         # Raw bytes, not whole frames: a client sending a large frame slowly
-        # is not idle.
-        return (self.bytesReceived, self.outbox.written)
+        # is not idle.  Taken: what its TCP stack acknowledged, where the
+        # kernel says (see streamd.tcpinfo), else what we handed to ours.
+        acked = bytesAcked(self.transport)
+        return (self.bytesReceived, self.outbox.written if acked is None else acked)
 
     def _checkIdle(self, before: tuple[int, int]) -> None:
         timeout = self.factory.config.idleTimeout

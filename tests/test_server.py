@@ -12,6 +12,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd import server
 from streamd.framing import INT32
 from streamd.server import ServerConfig
 
@@ -312,6 +313,37 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         for _ in range(10):
             daemon.clock.advance(10)
             client.dataReceived(b"x" * 10)
+        self.assertFalse(transport.disconnecting)
+
+    def test_nonReaderIsIdleWhileTheStreamFlows(self) -> None:
+        """
+        Where the kernel tells what a TCP peer acknowledged, a client that
+        sends nothing and whose peer acknowledges nothing new is cut after
+        --idle-timeout, though the stream keeps being written to it.
+        """
+        acked = {"count": 500}
+        self.patch(server, "bytesAcked", lambda transport: acked["count"])
+        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
+        _, transport = daemon.connect()
+        for _ in range(6):
+            daemon.clock.advance(5)
+            daemon.hub.publish([b"tick"], INT32.encode(b"tick"), INT32)
+        self.assertGreater(len(transport.value()), 0)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(daemon.stats.idleDisconnects, 1)
+
+    def test_acknowledgingReaderIsNotIdle(self) -> None:
+        """
+        A client that sends nothing but whose peer acknowledges new bytes in
+        every period is not cut.
+        """
+        acked = {"count": 0}
+        self.patch(server, "bytesAcked", lambda transport: acked["count"])
+        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
+        _, transport = daemon.connect()
+        for _ in range(20):
+            daemon.clock.advance(10)
+            acked["count"] += 8
         self.assertFalse(transport.disconnecting)
 
     def test_noIdleTimeoutByDefault(self) -> None:
