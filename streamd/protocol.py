@@ -8,10 +8,37 @@ import os
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
 
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, FrameTooLong, Framing, Payload
+
+DEFAULT_MAX_PARTIAL_BYTES = 256 * 1024 * 1024
+
+
+class PartialBudget:
+    """
+    The memory that a set of connections holds for frames they have begun
+    and not finished (L{streamd.framing.Decoder.held}), and its bound.
+
+    @ivar limit: the most they may hold together, in bytes.
+    @ivar held: what they hold now.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def move(self, before: int, after: int) -> bool:
+        """
+        Count that one connection now holds C{after} bytes, not C{before}.
+
+        @return: whether the total is still within the limit.
+        """
+        self.held += after - before
+        return self.held <= self.limit
 
 
 def addressName(address: object) -> str:
@@ -52,6 +79,9 @@ class FramedProtocol(Int32StringReceiver):
 
     Subclasses receive messages through L{stringReceived} (one at a time) or,
     to handle a whole read at once, by overriding L{framesReceived}.
+
+    @ivar partialBudget: shared with the other connections whose unfinished
+        frames are bounded together, or C{None} for no bound.
     """
 
     log = Logger()
@@ -61,7 +91,9 @@ class FramedProtocol(Int32StringReceiver):
     MAX_LENGTH = DEFAULT_MAX_MESSAGE_SIZE
     peer = "?"
     bytesReceived = 0
+    partialBudget: PartialBudget | None = None
     _frameErrorSeen = False
+    _held = 0
 
     def connectionMade(self) -> None:
         self.peer = addressName(self.transport.getPeer())
@@ -80,6 +112,22 @@ class FramedProtocol(Int32StringReceiver):
                 self.lengthLimitExceeded(error.length)
             else:
                 self.frameErrorReceived(error)
+        held = decoder.held
+        if held != self._held:
+            self._heldChanged(held)
+
+    def _heldChanged(self, held: int) -> None:
+        """
+        The decoder now holds C{held} bytes: count them in the budget, and
+        cut this connection if they take it over its limit.
+        """
+        before, self._held = self._held, held
+        budget = self.partialBudget
+        if budget is not None and not budget.move(before, held):
+            budget.move(held, 0)
+            self._held = 0
+            self._decoder.discard()
+            self.partialLimitExceeded(held, budget.limit)
 
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
         """
@@ -108,6 +156,27 @@ class FramedProtocol(Int32StringReceiver):
             limit=self.MAX_LENGTH,
         )
         self.transport.abortConnection()
+
+    def partialLimitExceeded(self, held: int, limit: int) -> None:
+        """
+        This connection's unfinished frame, C{held} bytes of memory, would
+        take what all connections hold over C{limit}: log it and drop only
+        this connection.
+        """
+        self.log.warn(
+            "{peer} holds {held} bytes of an unfinished frame, which would take all clients' "
+            "unfinished frames over --max-partial-bytes {limit}; disconnecting",
+            peer=self.peer,
+            held=held,
+            limit=limit,
+        )
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._decoder.discard()
+        if self._held and self.partialBudget is not None:
+            self.partialBudget.move(self._held, 0)
+            self._held = 0
 
     def frameErrorReceived(self, error: FrameError) -> None:
         """

@@ -18,8 +18,9 @@ from streamd.cursor import Cursor
 from streamd.fastwrite import cursorFor
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
 from streamd.hub import Hub
-from streamd.protocol import FramedProtocol, addressName, noDelay
+from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES, FramedProtocol, PartialBudget, addressName, noDelay
 from streamd.reasons import Reason
+from streamd.tcpinfo import bytesAcked
 from streamd.text import preview
 from streamd.throttle import LogThrottle
 
@@ -34,10 +35,14 @@ class ServerConfig:
     """
     The per-connection rules of the daemon.
 
-    @ivar idleTimeout: seconds with no traffic either way after which a
-        client is cut, or C{None} for never.
+    @ivar idleTimeout: seconds in which a client sent nothing and took
+        nothing (its TCP stack acknowledged no new bytes; where the kernel
+        does not tell, we handed it none) after which it is cut, or C{None}
+        for never.
     @ivar authTimeout: seconds a client has to send its token, when the
         access policy expects one.
+    @ivar maxPartialBytes: memory that all clients' unfinished incoming
+        frames may hold together; a client that would take it over is cut.
     """
 
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -45,6 +50,7 @@ class ServerConfig:
     idleTimeout: float | None = None
     access: AccessPolicy = OPEN
     authTimeout: float = DEFAULT_AUTH_TIMEOUT
+    maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
 
 
 class Connections:
@@ -52,9 +58,10 @@ class Connections:
     The daemon's open client connections, across all its listeners.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES) -> None:
         self._open: set[StreamServerProtocol] = set()
         self._waiting: list[Deferred[None]] = []
+        self.partial = PartialBudget(maxPartialBytes)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -256,6 +263,11 @@ class StreamServerProtocol(FramedProtocol):
         self.cursor.abandon()
         super().lengthLimitExceeded(length)
 
+    def partialLimitExceeded(self, held: int, limit: int) -> None:
+        self.factory.hub.stats.partialLimitDisconnects += 1
+        self.cursor.abandon()
+        super().partialLimitExceeded(held, limit)
+
     def frameErrorReceived(self, error: FrameError) -> None:
         self.factory.hub.stats.badFrameDisconnects += 1
         self.cursor.abandon()
@@ -263,8 +275,10 @@ class StreamServerProtocol(FramedProtocol):
 
     def _activity(self) -> tuple[int, int]:
         # Raw bytes, not whole frames: a client sending a large frame slowly
-        # is not idle.
-        return (self.bytesReceived, self.cursor.written)
+        # is not idle.  Taken: what its TCP stack acknowledged, where the
+        # kernel says (see streamd.tcpinfo), else what we handed to ours.
+        acked = bytesAcked(self.transport)
+        return (self.bytesReceived, self.cursor.written if acked is None else acked)
 
     def _checkIdle(self, before: tuple[int, int]) -> None:
         timeout = self.factory.config.idleTimeout
@@ -299,6 +313,7 @@ class StreamServerProtocol(FramedProtocol):
         self._drop()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
         for call in (self._idleCall, self._authCall):
             if call is not None and call.active():
                 call.cancel()
@@ -333,7 +348,7 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
         self.clock = clock
         self.config = config
         self.framing = framing
-        self.connections = Connections() if connections is None else connections
+        self.connections = Connections(config.maxPartialBytes) if connections is None else connections
 
     def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         if len(self.connections) >= self.config.maxClients:
@@ -349,6 +364,7 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
         protocol: StreamServerProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
         protocol.framing = self.framing
         protocol.MAX_LENGTH = self.config.maxMessageSize
+        protocol.partialBudget = self.connections.partial
         return protocol
 
     def clientConnected(self, protocol: StreamServerProtocol) -> None:

@@ -84,7 +84,7 @@ class StreamdService(MultiService):
         self.config = config
         self.stats = Stats()
         self.hub = Hub(self.stats, reactor, config.flow)
-        self.connections = Connections()
+        self.connections = Connections(config.server.maxPartialBytes)
         self.statsLogger = StatsLogger(self.stats, reactor, config.statsInterval)
         context = SourceContext(
             self.hub,

@@ -28,6 +28,7 @@ class Stats:
     slowConsumerDisconnects: int = 0
     oversizedFrameDisconnects: int = 0
     badFrameDisconnects: int = 0
+    partialLimitDisconnects: int = 0
     idleDisconnects: int = 0
     authFailures: int = 0
     rejectedPublishers: int = 0

@@ -16,6 +16,7 @@ from twisted.python import usage
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
 from streamd.hub import FlowControl
+from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 from streamd.server import DEFAULT_AUTH_TIMEOUT, ServerConfig
 from streamd.sources import BadSourceSpec, parseSource
 from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, parseDescription, serverEndpoint
@@ -156,6 +157,15 @@ class Options(usage.Options):
             _seconds("stall-timeout", inclusive=False),
         ],
         [
+            "max-partial-bytes",
+            None,
+            None,
+            "Memory all clients' unfinished incoming frames may hold together; a client that "
+            f"would take it over is cut (default {DEFAULT_MAX_PARTIAL_BYTES}, or twice "
+            "--max-message-size if that is more).",
+            _bytes("max-partial-bytes"),
+        ],
+        [
             "max-pending",
             None,
             None,
@@ -259,6 +269,14 @@ class Options(usage.Options):
             )
         if self["max-message-size"] > INT32.maxLength:
             raise usage.UsageError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
+        roomForTwo = 2 * self["max-message-size"]
+        if self["max-partial-bytes"] is None:
+            self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, roomForTwo)
+        elif self["max-partial-bytes"] < roomForTwo:
+            raise usage.UsageError(
+                f"--max-partial-bytes must be at least twice --max-message-size ({roomForTwo}), "
+                "or a largest message could be cut on its way in"
+            )
         if (
             self["soft-pending"] is not None
             and self["max-pending"] is not None
@@ -346,6 +364,7 @@ def makeService(options: Options) -> IService:
             idleTimeout=options["idle-timeout"],
             access=options["access"],
             authTimeout=options["auth-timeout"],
+            maxPartialBytes=options["max-partial-bytes"],
         ),
         flow=FlowControl(
             history=options["history"],

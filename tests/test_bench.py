@@ -269,6 +269,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(plan.cells["idle"], ((10_000,),))
         self.assertEqual(plan.cells["large"], ((1 << 20, 16 << 20, 64 << 20),))
 
+    def test_dripOnlyByName(self) -> None:
+        """
+        The drip soak is not in the default plan; asked for, it holds
+        --drip-clients connections.
+        """
+        self.assertNotIn("drip", self.parse().plan(("streamd",)).cells)
+        plan = self.parse("-s", "drip", "--drip-clients", "2").plan(("streamd",))
+        self.assertEqual(plan.cells, {"drip": ((2,),)})
+
     def test_subset(self) -> None:
         """
         --k, --size and --scenario narrow every scenario they apply to.

@@ -5,6 +5,8 @@ messages, limits are exact, and bad headers stop the decoder.
 
 from __future__ import annotations
 
+import tracemalloc
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -12,6 +14,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd.framing import ASCII10, INT32, BadHeader, FrameTooLong, Framing
 
 MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
+
+# What a partial frame may cost beyond its size: the issue's bound (1.25
+# times, plus a small constant per connection).
+HELD_RATIO = 1.25
+HELD_CONSTANT = 512
 
 
 class _FramingMixin:
@@ -40,6 +47,30 @@ class _FramingMixin:
         payloads, raw = self.feedAll([data[i : i + 1] for i in range(len(data))])
         self.assertEqual(payloads, MESSAGES)  # type: ignore[attr-defined]
         self.assertEqual(raw, data)  # type: ignore[attr-defined]
+
+    def test_heldByteAtATime(self) -> None:
+        """
+        A frame fed one byte per read costs at most 1.25 times the bytes
+        received plus a constant, both as measured by C{tracemalloc} and as
+        L{Decoder.held} says (which never says less than the bytes held), and
+        nothing once it is complete.
+        """
+        payload = bytes(range(256)) * 256
+        data = self.framing.encode(payload)
+        reads = [data[i : i + 1] for i in range(len(data))]
+        decoder = self.framing.decoder(len(payload))
+        if not tracemalloc.is_tracing():
+            tracemalloc.start()
+            self.addCleanup(tracemalloc.stop)  # type: ignore[attr-defined]
+        before = tracemalloc.get_traced_memory()[0]
+        for count, read in enumerate(reads[:-1], 1):
+            decoder.feed(read)
+            self.assertLessEqual(decoder.held, HELD_RATIO * count + HELD_CONSTANT)  # type: ignore[attr-defined]
+            self.assertGreaterEqual(decoder.held, count)  # type: ignore[attr-defined]
+        grown = tracemalloc.get_traced_memory()[0] - before
+        self.assertLessEqual(grown, HELD_RATIO * len(data) + 4096)  # type: ignore[attr-defined]
+        self.assertEqual(decoder.feed(reads[-1]), ([payload], data))  # type: ignore[attr-defined]
+        self.assertEqual(decoder.held, 0)  # type: ignore[attr-defined]
 
     def test_manyInOneRead(self) -> None:
         """
@@ -167,6 +198,25 @@ class _FramingMixin:
             offset += cut
         chunks.append(data[offset:])
         self.assertEqual(self.feedAll(chunks), (messages, data))  # type: ignore[attr-defined]
+
+    @settings(suppress_health_check=[HealthCheck.differing_executors], deadline=None)
+    @given(st.lists(st.binary(max_size=9000), max_size=6), st.lists(st.integers(1, 5000), max_size=40))
+    def test_heldAnySplit(self, messages: list[bytes], cuts: list[int]) -> None:
+        """
+        However the byte stream is cut into reads, what the decoder holds
+        costs at most 1.25 times the bytes received of unfinished frames plus
+        a constant, and nothing on a frame boundary.
+        """
+        data = self.framing.encodeMany(messages)
+        decoder = self.framing.decoder(1 << 20)
+        fed = done = 0
+        for cut in [*cuts, len(data)]:
+            chunk = data[fed : fed + cut]
+            fed += len(chunk)
+            done += len(decoder.feed(chunk)[1])
+            partial = fed - done
+            self.assertLessEqual(decoder.held, HELD_RATIO * partial + HELD_CONSTANT)  # type: ignore[attr-defined]
+            self.assertEqual(decoder.held == 0, partial == 0)  # type: ignore[attr-defined]
 
 
 class Int32FramingTests(_FramingMixin, SynchronousTestCase):

@@ -12,6 +12,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd import server
 from streamd.cursor import Cursor
 from streamd.framing import INT32
 from streamd.server import ServerConfig
@@ -220,6 +221,42 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         sender.dataReceived(INT32.encode(b"after"))
         self.assertEqual(frames(receiver.value()), [b"fine"])
 
+    def test_maxPartialBytes(self) -> None:
+        """
+        The client whose unfinished frame would take all clients' unfinished
+        frames over --max-partial-bytes is cut with one log line (its address,
+        what it holds, the limit) and counted; the others keep theirs, finish
+        them, and what they held is given back.
+        """
+        daemon = InMemoryDaemon(ServerConfig(maxMessageSize=10_000, maxPartialBytes=20_000))
+        budget = daemon.factory.connections.partial
+        first, firstTransport = daemon.connect()
+        second, secondTransport = daemon.connect()
+        third, thirdTransport = daemon.connect()
+        frame = INT32.encode(b"x" * 9000)
+        alone = INT32.decoder(10_000)
+        alone.feed(frame[:8000])
+        first.dataReceived(frame[:8000])
+        second.dataReceived(frame[:8000])
+        self.assertGreaterEqual(budget.held, 16_000)
+        third.dataReceived(frame[:8000])
+        self.assertTrue(thirdTransport.disconnecting)
+        self.assertFalse(firstTransport.disconnecting or secondTransport.disconnecting)
+        self.assertEqual(daemon.stats.partialLimitDisconnects, 1)
+        [line] = [line for line in self.logLines() if "--max-partial-bytes" in line]
+        self.assertEqual(
+            line,
+            f"127.0.0.1:40003 holds {alone.held} bytes of an unfinished frame, which would take all "
+            "clients' unfinished frames over --max-partial-bytes 20000; disconnecting",
+        )
+        self.assertEqual(third._decoder.held, 0)
+        third.connectionLost(Failure(ConnectionDone()))
+        first.dataReceived(frame[8000:])
+        self.assertEqual(frames(secondTransport.value()), [b"x" * 9000])
+        second.dataReceived(frame[:100])
+        second.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((budget.held, second._decoder.held), (0, 0))
+
     def test_maxClients(self) -> None:
         """
         The connection past --max-clients is logged and closed as soon as it
@@ -277,6 +314,37 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         for _ in range(10):
             daemon.clock.advance(10)
             client.dataReceived(b"x" * 10)
+        self.assertFalse(transport.disconnecting)
+
+    def test_nonReaderIsIdleWhileTheStreamFlows(self) -> None:
+        """
+        Where the kernel tells what a TCP peer acknowledged, a client that
+        sends nothing and whose peer acknowledges nothing new is cut after
+        --idle-timeout, though the stream keeps being written to it.
+        """
+        acked = {"count": 500}
+        self.patch(server, "bytesAcked", lambda transport: acked["count"])
+        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
+        _, transport = daemon.connect()
+        for _ in range(6):
+            daemon.clock.advance(5)
+            daemon.hub.publish([b"tick"], INT32.encode(b"tick"), INT32)
+        self.assertGreater(len(transport.value()), 0)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(daemon.stats.idleDisconnects, 1)
+
+    def test_acknowledgingReaderIsNotIdle(self) -> None:
+        """
+        A client that sends nothing but whose peer acknowledges new bytes in
+        every period is not cut.
+        """
+        acked = {"count": 0}
+        self.patch(server, "bytesAcked", lambda transport: acked["count"])
+        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
+        _, transport = daemon.connect()
+        for _ in range(20):
+            daemon.clock.advance(10)
+            acked["count"] += 8
         self.assertFalse(transport.disconnecting)
 
     def test_noIdleTimeoutByDefault(self) -> None:

@@ -43,6 +43,18 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["interval"], 1.0)
         self.assertEqual(options["max-message-size"], 1024 * 1024)
         self.assertEqual(options["shutdown-timeout"], 5.0)
+        self.assertEqual(options["max-partial-bytes"], 256 * 1024 * 1024)
+
+    def test_maxPartialBytes(self) -> None:
+        """
+        --max-partial-bytes reaches the server's rules; left out, it grows to
+        twice a --max-message-size that needs more than 256 MiB.
+        """
+        service = makeService(parse("--max-partial-bytes", "4194304"))
+        assert isinstance(service, StreamdService)
+        self.assertEqual(service.config.server.maxPartialBytes, 4194304)
+        self.assertEqual(service.connections.partial.limit, 4194304)
+        self.assertEqual(parse("--max-message-size", "200000000")["max-partial-bytes"], 400_000_000)
 
     def test_portAndInterface(self) -> None:
         """
@@ -104,6 +116,10 @@ class OptionsTests(SynchronousTestCase):
             (
                 ["--soft-pending", "10", "--max-pending", "5"],
                 "--soft-pending must not be larger than --max-pending",
+            ),
+            (
+                ["--max-partial-bytes", "1000000"],
+                "--max-partial-bytes must be at least twice --max-message-size (2097152)",
             ),
             (["--frobnicate"], "option --frobnicate not recognized"),
         ]

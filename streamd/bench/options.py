@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from streamd.bench.runner import SCENARIOS, Plan
+from streamd.bench.runner import SCENARIOS, SOAKS, Plan
 from streamd.bench.scenarios import MiB, Settings
 
 PROGRAM = "streamd.bench"
@@ -75,8 +75,8 @@ def _listOf(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any,
 
 def _scenario(text: str) -> str:
     name = text.strip()
-    if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+    if name not in SCENARIOS + SOAKS:
+        raise ValueError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS + SOAKS)})")
     return name
 
 
@@ -92,6 +92,7 @@ _runs = _positive(int, "--runs")
 _rate = _positive(int, "--rate")
 _processes = _positive(int, "--subscriber-processes")
 _clients = _positive(int, "--idle-clients")
+_dripClients = _positive(int, "--drip-clients")
 
 
 class BenchOptions(usage.Options):
@@ -107,7 +108,13 @@ class BenchOptions(usage.Options):
     )
     optFlags = [["quick", "q", "A short smoke run: 0.5 s runs, 1,000 idle clients, a 1 MiB large message."]]
     optParameters = [
-        ["scenario", "s", SCENARIOS, f"Scenarios, comma-separated: {', '.join(SCENARIOS)}.", _scenarios],
+        [
+            "scenario",
+            "s",
+            SCENARIOS,
+            f"Scenarios, comma-separated: {', '.join(SCENARIOS)}; or the soak {', '.join(SOAKS)}.",
+            _scenarios,
+        ],
         ["k", None, None, "Subscriber counts, comma-separated (default: 1,10,100; paced: 10).", _counts],
         ["size", None, None, "Payload sizes, comma-separated (default: 64,1KiB,64KiB; paced: 64).", _sizes],
         ["duration", "d", DEFAULTS.duration, "Seconds measured per run.", _duration],
@@ -117,6 +124,7 @@ class BenchOptions(usage.Options):
         ["window", None, DEFAULTS.window, "Bytes a burst publisher may lead a subscriber by.", parseSize],
         ["subscriber-processes", None, None, "Subscriber processes (default: one per CPU).", _processes],
         ["idle-clients", None, 10_000, "Connections of the idle scenario.", _clients],
+        ["drip-clients", None, 4, "Connections of the drip soak, each sending a byte at a time.", _dripClients],
         ["large-sizes", None, LARGE_SIZES, "Message sizes of the large scenario.", _sizes],
         ["compare", None, None, "Also run every workload against this server: redis."],
         ["json", None, None, "Write the raw figures of every run to this file."],
@@ -142,6 +150,8 @@ class BenchOptions(usage.Options):
                 cells[scenario] = tuple((k, size) for k in ks for size in sizes)
             elif scenario == "idle":
                 cells[scenario] = ((self["idle-clients"],),)
+            elif scenario == "drip":
+                cells[scenario] = ((self["drip-clients"],),)
             else:
                 cells[scenario] = (self["large-sizes"],)
         settings = Settings(

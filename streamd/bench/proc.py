@@ -14,6 +14,7 @@ import signal
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 _ESTABLISHED = "01"
+_LISTEN = "0A"
 
 
 def cpuSeconds(pid: int) -> float:
@@ -47,11 +48,12 @@ def rssBytes(pid: int) -> int:
     raise ValueError(f"process {pid} has no VmRSS")
 
 
-def connectionCount(pid: int, port: int) -> int:
+def connectionCount(pid: int, port: int, closing: bool = False) -> int:
     """
     How many established TCP connections to its local C{port} process
     C{pid} has accepted (connections still in the listen queue are the
-    kernel's, not yet the process's).
+    kernel's, not yet the process's); with C{closing}, also those the peer
+    has closed and the process has not yet.
     """
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -67,7 +69,9 @@ def connectionCount(pid: int, port: int) -> int:
         next(f)
         for line in f:
             fields = line.split()
-            if fields[3] == _ESTABLISHED and fields[1].endswith(local) and fields[9] in inodes:
+            state = fields[3]
+            wanted = state != _LISTEN if closing else state == _ESTABLISHED
+            if wanted and fields[1].endswith(local) and fields[9] in inodes:
                 count += 1
     return count
 

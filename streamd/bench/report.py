@@ -114,6 +114,13 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("broadcast_p50_ms", "bcast p50 ms", fixed(1)),
         Column("broadcast_ms", "bcast all ms", fixed(1)),
     ),
+    "drip": (
+        Column("dripped_kib", "sent KiB", fixed(0)),
+        Column("rss_before_mib", "RSS before MiB", fixed(1)),
+        Column("rss_held_mib", "RSS held MiB", fixed(1)),
+        Column("rss_left_mib", "RSS left MiB", fixed(1)),
+        Column("rss_per_byte", "RSS/byte sent", fixed(1)),
+    ),
     "large": (
         Column("ms", "ms", fixed(1)),
         Column("mb_per_s", "MB/s", quantity),
@@ -121,7 +128,13 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     ),
 }
 
-_CELLS = {"burst": ("k", "size"), "paced": ("k", "size"), "idle": ("clients",), "large": ("size",)}
+_CELLS = {
+    "burst": ("k", "size"),
+    "paced": ("k", "size"),
+    "idle": ("clients",),
+    "drip": ("clients",),
+    "large": ("size",),
+}
 _LIMITED = ("burst", "paced")
 
 
@@ -131,7 +144,7 @@ def cellNames(scenario: str, cell: tuple[int, ...]) -> list[str]:
     """
     if scenario in ("burst", "paced"):
         return [f"K={cell[0]}", sizeName(cell[1])]
-    if scenario == "idle":
+    if scenario in ("idle", "drip"):
         return [f"{cell[0]:,}"]
     return [sizeName(cell[0])]
 
@@ -173,6 +186,11 @@ def describe(plan: Plan, machine: str, redisVersion: str | None) -> str:
         lines.append(
             "idle: server RSS growth per connection, and one 64 B broadcast to all of them "
             "(streamd --max-clients and redis --maxclients raised above the count)"
+        )
+    if "drip" in plan.cells:
+        lines.append(
+            f"drip: each client sends a 1 MiB message a byte per TCP segment (TCP_NODELAY), for {s.duration:g} s "
+            "or until one byte is left; server RSS before, while they hold it, and after they leave"
         )
     if "large" in plan.cells:
         lines.append(
@@ -312,6 +330,7 @@ _HEADLINES = {
     "burst": ("deliveries_per_s", "deliveries/s", quantity),
     "paced": ("p99_us", "p99 us", fixed(0)),
     "idle": ("kib_per_connection", "KiB per connection", fixed(2)),
+    "drip": ("rss_per_byte", "bytes of RSS per byte sent", fixed(1)),
     "large": ("ms", "ms", fixed(1)),
 }
 

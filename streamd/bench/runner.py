@@ -19,6 +19,11 @@ from streamd.bench.wire import WIRES
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 
 SCENARIOS = ("burst", "paced", "idle", "large")
+SOAKS = ("drip",)
+"""
+Scenarios run only when asked for by name: they measure memory under
+hostile clients, not speed.
+"""
 DEFAULT_CLIENTS = 10_000
 CLIENTS_MARGIN = 100
 WINDOWS_PENDING = 4
@@ -34,8 +39,8 @@ class Plan:
     What to measure.
 
     @ivar cells: per scenario, the cells to run: C{(k, size)} for burst and
-        paced, C{(clients,)} for idle, and the message sizes for large (all
-        sent in one run).
+        paced, C{(clients,)} for idle and drip, and the message sizes for
+        large (all sent in one run).
     """
 
     cells: dict[str, tuple[tuple[int, ...], ...]]
@@ -99,7 +104,7 @@ def serverNeeds(plan: Plan, scenario: str, cell: tuple[int, ...]) -> tuple[int, 
     """
     if scenario in ("burst", "paced"):
         return cell[1], WINDOWS_PENDING * plan.settings.window, DEFAULT_CLIENTS
-    if scenario == "idle":
+    if scenario in ("idle", "drip"):
         return DEFAULT_MAX_MESSAGE_SIZE, 0, cell[0]
     return max(cell), 2 * max(cell), DEFAULT_CLIENTS
 
@@ -121,6 +126,8 @@ def _measure(
         return {cell: scenarios.paced(server, wire, cell[0], cell[1], settings)}
     if scenario == "idle":
         return {cell: scenarios.idle(server, wire, cell[0], settings)}
+    if scenario == "drip":
+        return {cell: scenarios.drip(server, wire, cell[0], settings)}
     return {(size,): figures for size, figures in scenarios.large(server, wire, cell, settings).items()}
 
 

@@ -25,6 +25,7 @@ LATE_SECONDS = 0.5
 BROADCAST_SECONDS = 10.0
 LARGE_SECONDS = 60.0
 DONE_SECONDS = 10.0
+DRIP_SIZE = 1 * MiB
 
 Figures = dict[str, object]
 
@@ -253,6 +254,42 @@ def idle(server: Server, wire: Wire, clients: int, settings: Settings) -> Figure
         "kib_per_connection": (after - before) / clients / 1024,
         "broadcast_p50_ms": percentile(latencies, 50) / 1e6,
         "broadcast_ms": latencies[-1] / 1e6,
+    }
+
+
+def drip(server: Server, wire: Wire, clients: int, settings: Settings) -> Figures:
+    """
+    Server memory while C{clients} clients send the first bytes of a 1 MiB
+    message one byte per TCP segment, each in turn, for the run's duration
+    (or until all but the last byte is sent), and once they have left.
+    """
+    message = wire.message(bytes(DRIP_SIZE))[:-1]
+    before = server.rss()
+    socks = [connect(server.port) for _ in range(clients)]
+    try:
+        server.waitClients(clients, SETUP_SECONDS)
+        sent = 0
+        deadline = time.monotonic() + settings.duration
+        while sent < len(message) and time.monotonic() < deadline:
+            byte = message[sent : sent + 1]
+            for sock in socks:
+                sock.sendall(byte)
+            sent += 1
+        time.sleep(LATE_SECONDS)
+        held = server.rss()
+    finally:
+        for sock in socks:
+            sock.close()
+    server.waitClosed(SETUP_SECONDS)
+    time.sleep(LATE_SECONDS)
+    after = server.rss()
+    server.checkAlive()
+    return {
+        "dripped_kib": clients * sent / 1024,
+        "rss_before_mib": before / MiB,
+        "rss_held_mib": held / MiB,
+        "rss_left_mib": after / MiB,
+        "rss_per_byte": (held - before) / (clients * sent),
     }
 
 

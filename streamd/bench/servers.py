@@ -70,6 +70,19 @@ class Server:
                 raise BenchError(f"{self.name} accepted {accepted} of {count} connections in {timeout:g} s")
             time.sleep(0.02)
 
+    def waitClosed(self, timeout: float) -> None:
+        """
+        Return once it has closed every client connection whose peer left.
+
+        @raise BenchError: after C{timeout} seconds, or if it exits.
+        """
+        deadline = time.monotonic() + timeout
+        while (left := connectionCount(self.pid, self.port, closing=True)) > 0:
+            self.checkAlive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} still has {left} connections open after {timeout:g} s")
+            time.sleep(0.02)
+
     def checkAlive(self) -> None:
         """
         @raise BenchError: if the process has exited.
