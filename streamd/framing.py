@@ -237,10 +237,10 @@ class Decoder:
                 try:
                     length = self._readLength(data, offset)
                 except BadHeader as e:
-                    self._stop(e)
+                    self._stop(e, data[offset:])
                     return offset
             if length > maxLength:
-                self._stop(FrameTooLong(length, maxLength))
+                self._stop(FrameTooLong(length, maxLength), data[offset:])
                 return offset
             stop = offset + headerSize + length
             if stop > end:
@@ -295,6 +295,15 @@ class Decoder:
         raw = b"".join(chunks)
         return [memoryview(raw)[self._headerSize : need], *following], raw
 
+    def unprocessed(self) -> bytes:
+        """
+        The bytes received and not given out as frames: those of the frame
+        begun, or after an error, those from the bad header on.
+        """
+        if self._chunks is not None:
+            return b"".join(self._chunks)
+        return self._tail
+
     def discard(self) -> None:
         """
         Drop the unfinished frame, if any, at once: its connection is gone or
@@ -306,13 +315,14 @@ class Decoder:
         self._holding = self.error is not None
         self.held = 0
 
-    def _stop(self, error: FrameError) -> None:
+    def _stop(self, error: FrameError, rest: bytes) -> None:
         """
         Stop at a header that is bad or announces too long a frame: keep
-        C{error} and hold nothing.
+        C{error}, and until L{discard} the C{rest} of the read from that
+        header on, for L{unprocessed}.
         """
         self.error = error
         self._holding = True
         self._chunks = None
-        self._tail = b""
+        self._tail = rest
         self.held = 0

@@ -13,7 +13,15 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, FrameTooLong, Framing, Payload
+from streamd.framing import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    INT32,
+    Decoder,
+    FrameError,
+    FrameTooLong,
+    Framing,
+    Payload,
+)
 
 DEFAULT_MAX_PARTIAL_BYTES = 256 * 1024 * 1024
 
@@ -78,7 +86,12 @@ class FramedProtocol(Int32StringReceiver):
     frame.
 
     Subclasses receive messages through L{stringReceived} (one at a time) or,
-    to handle a whole read at once, by overriding L{framesReceived}.
+    to handle a whole read at once, by overriding L{framesReceived}.  The
+    first keeps L{Int32StringReceiver}'s contract, checked by Twisted's own
+    tests of it: C{MAX_LENGTH} may change at any time, and L{recvd} holds
+    (and, set in C{stringReceived}, replaces) the bytes not yet parsed.
+    With L{framesReceived} overridden, a whole read is parsed before any of
+    its messages is handled, so setting L{recvd} there has no effect.
 
     @ivar partialBudget: shared with the other connections whose unfinished
         frames are bounded together, or C{None} for no bound.
@@ -88,33 +101,71 @@ class FramedProtocol(Int32StringReceiver):
     # A connected TCP, UNIX or TLS transport; Twisted types it loosely.
     transport: Any
     framing: Framing = INT32
-    MAX_LENGTH = DEFAULT_MAX_MESSAGE_SIZE
     peer = "?"
     bytesReceived = 0
     partialBudget: PartialBudget | None = None
+    _maxLength = DEFAULT_MAX_MESSAGE_SIZE
+    _decoder: Decoder | None = None
     _frameErrorSeen = False
     _held = 0
+    # While stringReceived runs: the read's complete frames, and where the
+    # unparsed ones begin; and a replacement for recvd, if one was set.
+    _parsing: tuple[bytes, int] | None = None
+    _newRecvd: bytes | None = None
+
+    @property  # type: ignore[override]
+    def MAX_LENGTH(self) -> int:
+        """
+        The largest payload accepted; setting it takes effect at once.
+        """
+        return self._maxLength
+
+    @MAX_LENGTH.setter
+    def MAX_LENGTH(self, limit: int) -> None:
+        self._maxLength = limit
+        if self._decoder is not None:
+            self._decoder.maxLength = limit
+
+    @property
+    def recvd(self) -> bytes:  # type: ignore[override]
+        """
+        The bytes received and not yet parsed into messages (see the class).
+        """
+        parsing = self._parsing
+        rest = b"" if parsing is None else parsing[0][parsing[1] :]
+        decoder = self._decoder
+        return rest + (b"" if decoder is None else decoder.unprocessed())
+
+    @recvd.setter
+    def recvd(self, data: bytes) -> None:
+        self._newRecvd = data
 
     def connectionMade(self) -> None:
         self.peer = addressName(self.transport.getPeer())
-        self._decoder = self.framing.decoder(self.MAX_LENGTH)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesReceived += len(data)
+        self._feed(data)
+        held = self._decoder.held  # type: ignore[union-attr]
+        if held != self._held:
+            self._heldChanged(held)
+
+    def _feed(self, data: bytes) -> None:
         decoder = self._decoder
+        if decoder is None:
+            # Made here rather than in connectionMade, which a subclass of
+            # Int32StringReceiver need not pass on.
+            decoder = self._decoder = self.framing.decoder(self.MAX_LENGTH)
         payloads, raw = decoder.feed(data)
         if payloads:
             self.framesReceived(payloads, raw)
         error = decoder.error
-        if error is not None and not self._frameErrorSeen:
+        if error is not None and not self._frameErrorSeen and decoder is self._decoder:
             self._frameErrorSeen = True
             if isinstance(error, FrameTooLong):
                 self.lengthLimitExceeded(error.length)
             else:
                 self.frameErrorReceived(error)
-        held = decoder.held
-        if held != self._held:
-            self._heldChanged(held)
 
     def _heldChanged(self, held: int) -> None:
         """
@@ -126,7 +177,8 @@ class FramedProtocol(Int32StringReceiver):
         if budget is not None and not budget.move(before, held):
             budget.move(held, 0)
             self._held = 0
-            self._decoder.discard()
+            if self._decoder is not None:
+                self._decoder.discard()
             self.partialLimitExceeded(held, budget.limit)
 
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
@@ -136,10 +188,21 @@ class FramedProtocol(Int32StringReceiver):
         C{raw}, so that a large one is not copied again; keeping it keeps all
         of C{raw}.
         """
+        headerSize = self.framing.headerSize
+        parsed = 0
         for payload in payloads:
             if self.transport.disconnecting:
-                return
+                break
+            parsed += headerSize + len(payload)
+            self._parsing = (raw, parsed)
             self.stringReceived(bytes(payload))
+            replacement = self._newRecvd
+            if replacement is not None:
+                self._parsing = self._newRecvd = None
+                self._decoder = None
+                self._feed(replacement)
+                return
+        self._parsing = None
 
     def sendString(self, string: bytes) -> None:
         self.transport.write(self.framing.encode(string))
@@ -173,7 +236,8 @@ class FramedProtocol(Int32StringReceiver):
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._decoder.discard()
+        if self._decoder is not None:
+            self._decoder.discard()
         if self._held and self.partialBudget is not None:
             self.partialBudget.move(self._held, 0)
             self._held = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.test.test_basic import IntNTestCaseMixin, RecvdAttributeMixin, TestMixin
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.framing import ASCII10, INT32
@@ -95,3 +96,22 @@ class AddressNameTests(SynchronousTestCase):
         self.assertEqual(addressName(IPv6Address("TCP", "::1", 7000)), "[::1]:7000")
         self.assertEqual(addressName(UNIXAddress(b"/run/streamd.sock")), "unix:/run/streamd.sock")
         self.assertEqual(addressName(UNIXAddress(None)), "unix:(client)")
+
+
+class _Int32Receiver(TestMixin, FramedProtocol):
+    """
+    L{FramedProtocol} as a user would subclass L{Int32StringReceiver}: the
+    mixin Twisted's own tests give their C{Int32StringReceiver}.
+    """
+
+
+class Int32StringReceiverContractTests(SynchronousTestCase, IntNTestCaseMixin, RecvdAttributeMixin):
+    """
+    Twisted's own tests of L{Int32StringReceiver}, run against
+    L{FramedProtocol}: the base class is real, not nominal.
+    """
+
+    protocol = _Int32Receiver
+    strings = [b"a", b"b" * 16]
+    illegalStrings = [b"\x10\x00\x00\x00aaaaaa"]
+    partialStrings = [b"\x00\x00\x00", b"hello there", b""]

@@ -41,7 +41,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStream
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, Framing
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, FrameTooLong, Framing
 from streamd.protocol import FramedProtocol, noDelay
 
 
@@ -72,7 +72,7 @@ class StreamClientProtocol(FramedProtocol):
         self.factory.onMessage(string)
 
     def lengthLimitExceeded(self, length: int) -> None:
-        self.frameError = self._decoder.error
+        self.frameError = FrameTooLong(length, self.MAX_LENGTH)
         super().lengthLimitExceeded(length)
 
     def frameErrorReceived(self, error: FrameError) -> None:
