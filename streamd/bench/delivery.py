@@ -33,6 +33,7 @@ from pathlib import Path
 from streamd.bench.proc import raiseFileLimit, rssBytes
 from streamd.bench.servers import Server, startRedis, startStreamd, twistdCommand
 
+MiB = 2**20
 _HEADER = struct.Struct(">I")
 _SERIAL = struct.Struct(">Q")
 LINE = 100
@@ -124,6 +125,7 @@ class BulkResult:
     """
 
     lines: int
+    readers: int = 1
     seconds: float = 0.0
     clientLines: int = 0
     clientInOrder: bool = False
@@ -141,8 +143,13 @@ class BulkResult:
     def summary(self) -> str:
         return (
             f"{self.lines:,} lines of {LINE} bytes through --source stdin in {self.seconds:.1f} s: "
-            f"streamd.client got {self.clientLines:,} ({'in order' if self.clientInOrder else 'NOT in order'}), "
-            f"stdlib reader got {self.readerLines:,} ({'in order' if self.readerInOrder else 'NOT in order'}); "
+            + (
+                f"streamd.client got {self.clientLines:,} ({'in order' if self.clientInOrder else 'NOT in order'}), "
+                if self.clientLines
+                else ""
+            )
+            + f"{self.readers} stdlib reader(s) got {self.readerLines:,} each at least "
+            f"({'in order' if self.readerInOrder else 'NOT in order'}); "
             f"daemon RSS {self.rssBefore / 2**20:.1f} MiB before, growth {self.growth / 2**20:.1f} MiB"
             + (f"; non-reader: {self.nonReaderCut or 'NOT cut'}" if self.nonReaderCut is not None else "")
         )
@@ -161,12 +168,19 @@ def _printedLines(stream: object, count: int, result: BulkResult) -> None:
     result.clientInOrder = ordered and received == count
 
 
-def bulk(lines: int = 2_000_000, nonReader: bool = False, options: tuple[str, ...] = ()) -> BulkResult:
+def bulk(
+    lines: int = 2_000_000,
+    nonReader: bool = False,
+    options: tuple[str, ...] = (),
+    readers: int = 1,
+    client: bool = True,
+) -> BulkResult:
     """
     Feed C{lines} lines flat out into C{twistd -n streamd --source stdin}
-    and read them with both kinds of client.
+    and read them with C{readers} stdlib readers, each in its own process,
+    and (if C{client}) C{python -m streamd.client}.
     """
-    result = BulkResult(lines, nonReaderCut="" if nonReader else None)  # type: ignore[arg-type]
+    result = BulkResult(lines, readers, nonReaderCut="" if nonReader else None)  # type: ignore[arg-type]
     workdir = Path(tempfile.mkdtemp(prefix="streamd-bulk-"))
     log = workdir / "streamd.log"
     argv = twistdCommand("-n", "--pidfile=", "streamd", "--listen", "tcp:0:interface=127.0.0.1")
@@ -177,34 +191,47 @@ def bulk(lines: int = 2_000_000, nonReader: bool = False, options: tuple[str, ..
     reporter = _Reporter()
     try:
         port = _waitListening(log, daemon)
-        client = subprocess.Popen(
-            [sys.executable, "-m", "streamd.client", "--port", str(port)], stdout=subprocess.PIPE
-        )
-        processes.append(client)
-        reader = multiprocessing.get_context("fork").Process(
-            target=readFrames, args=(port, lines, _bulkLine, reporter), daemon=True
-        )
-        reader.start()
-        reporter.expect("connected", 20)
+        printed = None
+        if client:
+            command = [sys.executable, "-m", "streamd.client", "--port", str(port)]
+            printer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            processes.append(printer)
+            printed = threading.Thread(
+                target=_printedLines, args=(printer.stdout, lines, result), daemon=True
+            )
+        for _ in range(readers):
+            reader = multiprocessing.get_context("fork").Process(
+                target=readFrames, args=(port, lines, _bulkLine, reporter), daemon=True
+            )
+            reader.start()
+            reporter.expect("connected", 20)
         silent = None
         if nonReader:
             silent = socket.socket()
             silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             silent.connect(("127.0.0.1", port))
-        _waitFor(lambda: log.read_bytes().count(b" connected (") >= (3 if nonReader else 2), 20)
+        clients = readers + client + nonReader
+        _waitFor(lambda: log.read_bytes().count(b" connected (") >= clients, 20)
         result.rssBefore = rssBytes(daemon.pid)
-        printed = threading.Thread(target=_printedLines, args=(client.stdout, lines, result), daemon=True)
-        printed.start()
+        if printed is not None:
+            printed.start()
         started = time.monotonic()
         assert daemon.stdin is not None
         chunk = 10_000
         for first in range(0, lines, chunk):
             daemon.stdin.write(b"".join(line(n) for n in range(first, min(first + chunk, lines))))
         daemon.stdin.flush()
-        readerLines, readerOrdered, readerEnd = reporter.expect("done", 600)
-        printed.join(600)
-        result.seconds = max(float(readerEnd), time.monotonic()) - started  # type: ignore[arg-type]
-        result.readerLines, result.readerInOrder = int(readerLines), bool(readerOrdered)  # type: ignore[call-overload]
+        ends = []
+        result.readerLines, result.readerInOrder = lines, True
+        for _ in range(readers):
+            readerLines, readerOrdered, readerEnd = reporter.expect("done", 600)
+            result.readerLines = min(result.readerLines, int(readerLines))  # type: ignore[call-overload]
+            result.readerInOrder = result.readerInOrder and bool(readerOrdered)
+            ends.append(float(readerEnd))  # type: ignore[arg-type]
+        if printed is not None:
+            printed.join(600)
+            ends.append(time.monotonic())
+        result.seconds = max(ends) - started
         result.rssPeak = peakRss(daemon.pid)
         if silent is not None:
             silent.close()
@@ -447,29 +474,36 @@ def main(argv: list[str]) -> int:
         prog="python -m streamd.bench.delivery", description=__doc__.split("\n\n")[0]
     )
     scenarios = parser.add_subparsers(dest="scenario", required=True)
-    bulkParser = scenarios.add_parser("bulk", help="--source stdin fed flat out, two kinds of reader")
+    bulkParser = scenarios.add_parser("bulk", help="--source stdin fed flat out, read to the end")
     bulkParser.add_argument("--lines", type=int, default=2_000_000)
+    bulkParser.add_argument("--readers", type=int, default=1, help="stdlib readers, each in its own process")
+    bulkParser.add_argument("--no-client", action="store_true", help="without python -m streamd.client")
     bulkParser.add_argument("--non-reader", action="store_true", help="add a client that never reads")
     stalledParser = scenarios.add_parser("stalled", help="N subscribers that never read")
     stalledParser.add_argument("--subscribers", type=int, nargs="+", default=[10, 100, 1000])
     stalledParser.add_argument("--compare", choices=["redis"], default=None)
     stalledParser.add_argument("--seconds", type=float, default=10.0)
+    stalledParser.add_argument("--runs", type=int, default=1, help="runs of each; the median growth is shown")
     blockParser = scenarios.add_parser("block", help="block mode with never-reading clients reconnecting")
     blockParser.add_argument("--seconds", type=float, default=30.0)
     arguments = parser.parse_args(argv)
     if arguments.scenario == "bulk":
-        print(bulk(arguments.lines, arguments.non_reader).summary())
+        result = bulk(arguments.lines, arguments.non_reader, (), arguments.readers, not arguments.no_client)
+        print(result.summary())
     elif arguments.scenario == "stalled":
         for n in arguments.subscribers:
-            print(stalled("streamd", n, seconds=arguments.seconds).summary(), flush=True)
+            servers = ["streamd"]
             if arguments.compare == "redis":
-                if n * 32 * 2**20 > 16 * 2**30:
+                if n * 32 * MiB > 16 * 1024 * MiB:
                     print(
                         f"redis: {n} subscribers not run: up to 32 MiB of output buffer each (its pubsub hard"
                         f" limit) would need {n * 32 / 1024:.0f} GiB, more than this machine has"
                     )
                 else:
-                    print(stalled("redis", n, seconds=arguments.seconds).summary(), flush=True)
+                    servers.append("redis")
+            for _ in range(arguments.runs):
+                for server in servers:
+                    print(stalled(server, n, seconds=arguments.seconds).summary(), flush=True)
     else:
         print(block(seconds=arguments.seconds).summary())
     return 0
