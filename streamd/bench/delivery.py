@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streamd.bench.proc import raiseFileLimit, rssBytes
 from streamd.bench.servers import Server, startRedis, startStreamd, twistdCommand
@@ -37,6 +38,10 @@ MiB = 2**20
 _HEADER = struct.Struct(">I")
 _SERIAL = struct.Struct(">Q")
 LINE = 100
+END = b"end of the scenario"
+"""
+The last message of a paced publisher: readers stop at it.
+"""
 
 
 def line(number: int) -> bytes:
@@ -62,8 +67,8 @@ def readFrames(
 ) -> None:
     """
     A plain stdlib subscriber, as a user would write one: read int32 frames
-    from C{port} and parse each, until C{count} have come or none for
-    C{idle} seconds; report how many arrived, whether C{check} accepted each
+    from C{port} and parse each, until C{count} have come, or L{END}, or
+    none for C{idle} seconds; report how many arrived, whether C{check} accepted each
     with its index, and when the last came.
     """
     sock = socket.create_connection(("127.0.0.1", port))
@@ -86,6 +91,9 @@ def readFrames(
                     break
                 payload = buffer[offset + 4 : offset + 4 + length]
                 offset += 4 + length
+                if payload == END:
+                    count = received
+                    break
                 if ordered and not check(received, payload):
                     ordered = False
                 received += 1
@@ -102,20 +110,31 @@ def _bulkLine(index: int, payload: bytes) -> bool:
 
 class _Reporter:
     """
-    A child process's report channel to this one.
+    The child processes' report channel to this one.
     """
 
     def __init__(self) -> None:
         self.queue: multiprocessing.Queue[tuple[object, ...]] = multiprocessing.get_context("fork").Queue()
+        self._early: list[tuple[object, ...]] = []
 
     def __call__(self, *values: object) -> None:
         self.queue.put(values)
 
     def expect(self, tag: str, timeout: float) -> tuple[object, ...]:
-        values = self.queue.get(timeout=timeout)
-        if values[0] != tag:
-            raise RuntimeError(f"expected {tag!r} from a child, got {values!r}")
-        return values[1:]
+        """
+        The next report tagged C{tag}; others that come first wait their
+        turn.
+        """
+        for values in self._early:
+            if values[0] == tag:
+                self._early.remove(values)
+                return values[1:]
+        deadline = time.monotonic() + timeout
+        while True:
+            values = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            if values[0] == tag:
+                return values[1:]
+            self._early.append(values)
 
 
 @dataclass
@@ -273,11 +292,15 @@ def _pacedPublisher(
     seconds: float,
     redis: bool,
     report: Callable[..., None],
+    go: Any = None,
 ) -> None:
     """
-    Publish frames at C{rate} bytes/s for C{seconds}, in 10 ms steps.
+    Publish frames at C{rate} bytes/s for C{seconds}, in 10 ms steps, once
+    C{go} (an event) is set, if given.
     """
     sock = socket.create_connection(("127.0.0.1", port))
+    if go is not None:
+        go.wait()
     sent = 0
     count = 0
     started = time.monotonic()
@@ -294,7 +317,10 @@ def _pacedPublisher(
         if redis:
             _drainReplies(sock)
         time.sleep(0.01)
-    report("published", count, sent, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    if not redis:
+        sock.sendall(_HEADER.pack(len(END)) + END)
+    report("published", count, sent, elapsed)
     sock.close()
 
 
@@ -430,18 +456,15 @@ def block(rate: float = 2**20, seconds: float = 30.0, reconnectors: int = 4) -> 
     result = BlockResult()
     try:
         reader = multiprocessing.get_context("fork").Process(
-            target=readFrames, args=(daemon.port, 1 << 62, _serial, reporter, 3.0), daemon=True
+            target=readFrames, args=(daemon.port, 1 << 62, _serial, reporter), daemon=True
         )
         reader.start()
         reporter.expect("connected", 20)
         daemon.waitClients(1, 20)
-        threads = [
-            threading.Thread(target=_reconnectForever, args=(daemon.port, stop, counter), daemon=True)
-            for _ in range(reconnectors)
-        ]
-        for thread in threads:
-            thread.start()
         padding = b"." * (1020 - _SERIAL.size)
+        go = multiprocessing.get_context("fork").Event()
+        # Forked before the threads start: a child forked while threads
+        # run can inherit a lock one of them holds, and hang.
         publisher = multiprocessing.get_context("fork").Process(
             target=_pacedPublisher,
             args=(
@@ -451,11 +474,19 @@ def block(rate: float = 2**20, seconds: float = 30.0, reconnectors: int = 4) -> 
                 seconds,
                 False,
                 reporter,
+                go,
             ),
             daemon=True,
         )
-        started = time.monotonic()
         publisher.start()
+        threads = [
+            threading.Thread(target=_reconnectForever, args=(daemon.port, stop, counter), daemon=True)
+            for _ in range(reconnectors)
+        ]
+        for thread in threads:
+            thread.start()
+        started = time.monotonic()
+        go.set()
         published, _, publishSeconds = reporter.expect("published", seconds + 60)
         result.published, result.publishSeconds = int(published), float(publishSeconds)  # type: ignore[call-overload, arg-type]
         stop.set()
