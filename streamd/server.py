@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from streamd._compat import FactoryOf
 from streamd.auth import OPEN, Access, AccessPolicy
 from streamd.cursor import Cursor
 from streamd.fastwrite import cursorFor
@@ -324,7 +325,7 @@ class StreamServerProtocol(FramedProtocol):
         self.factory.clientDisconnected(self, reason)
 
 
-class StreamServerFactory(Factory[StreamServerProtocol]):
+class StreamServerFactory(FactoryOf[StreamServerProtocol]):
     """
     Makes a L{StreamServerProtocol} for each client of one listener.
 

@@ -474,8 +474,9 @@ class ProcessTests(TestCase):
                 break
             yield deferLater(reactor, 0.1, lambda: None)
         os.kill(pid, signal.SIGTERM)
+        # twistd removes the pidfile just before it logs "Server Shut Down.".
         for _ in range(100):
-            if not os.path.exists(pidfile):
+            if not os.path.exists(pidfile) and b"Server Shut Down." in open(logfile, "rb").read():
                 break
             yield deferLater(reactor, 0.1, lambda: None)
         self.assertFalse(os.path.exists(pidfile))

@@ -38,9 +38,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
+from streamd._compat import FactoryOf
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameError, FrameTooLong, Framing
 from streamd.protocol import FramedProtocol, noDelay
 
@@ -86,7 +87,7 @@ class StreamClientProtocol(FramedProtocol):
             self.finished.errback(reason)
 
 
-class StreamClientFactory(Factory[StreamClientProtocol]):
+class StreamClientFactory(FactoryOf[StreamClientProtocol]):
     """
     Makes L{StreamClientProtocol}s that call C{onMessage} with each message,
     and send C{token} first when there is one.
