@@ -11,7 +11,9 @@ to be told the socket is writable.
 
 from __future__ import annotations
 
+import re
 import socket
+from pathlib import Path
 
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol
@@ -26,7 +28,9 @@ from streamd.cursor import Cursor
 from streamd.fastwrite import SocketCursor, canWriteNow, cursorFor, fastWriteAllowed
 from streamd.framing import INT32
 from streamd.hub import FlowControl, Hub
+from streamd.protocol import FramedProtocol
 from streamd.reasons import Reason
+from streamd.server import StreamServerProtocol
 from streamd.stats import Stats
 
 
@@ -276,3 +280,37 @@ class SwitchTests(SynchronousTestCase):
         hub.subscribe(cursor)
         hub.publish([b"through Twisted"])
         self.assertEqual(transport._tempDataLen, len(INT32.encode(b"through Twisted")))
+
+
+class OneWritePathTests(SynchronousTestCase):
+    """
+    Everything the daemon writes to a client goes through the client's
+    cursor: the fast path trusts that nothing else writes to the socket.
+    """
+
+    def test_onlyCursorsWrite(self) -> None:
+        """
+        No module of the daemon but the cursors (and the protocol both ends
+        share, whose C{sendString} the server's protocol overrides) writes to
+        a transport or its socket.
+        """
+        import streamd
+
+        root = Path(streamd.__file__).parent
+        allowed = {"cursor.py", "fastwrite.py", "protocol.py"}
+        pattern = re.compile(r"transport\.(write|writeSequence|socket)\b|\.sendmsg\(|\.send\(")
+        offenders = [
+            f"{path.relative_to(root)}:{number}"
+            for path in sorted(root.rglob("*.py"))
+            if path.name not in allowed and path.parent.name not in ("bench", "client")
+            for number, text in enumerate(path.read_text().splitlines(), 1)
+            if pattern.search(text)
+        ]
+        self.assertEqual(offenders, [])
+
+    def test_serverSendStringUsesCursor(self) -> None:
+        """
+        The server's protocol sends its own frames through its cursor, not
+        the write that C{FramedProtocol} inherits.
+        """
+        self.assertIsNot(StreamServerProtocol.sendString, FramedProtocol.sendString)
