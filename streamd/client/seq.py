@@ -12,7 +12,7 @@ messages, resumed after every reconnect, never delivered twice.
     client.stop()
 
 With C{resume=True} (the default) the client reconnects forever, with
-exponential backoff and jitter (Twisted's L{ClientService}), and each new
+exponential backoff and jitter (Twisted's L{ClientService} with L{backoff}), and each new
 connection asks for the messages after the last one delivered; C{onGap} is
 called with each L{Gap} (messages it will not get) and C{onBye} with each
 L{Bye} (why the daemon closed the connection).
@@ -20,14 +20,14 @@ L{Bye} (why the daemon closed the connection).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
@@ -102,6 +102,16 @@ BYE codes after which connecting again would only be refused again.
 """
 
 
+def backoff(attempt: int, initial: float = 0.1, limit: float = 30.0) -> float:
+    """
+    Exponential backoff with jitter: about C{initial} seconds before the
+    first attempt to connect again, doubling up to C{limit}, each delay
+    drawn from half to one and a half of that so that clients cut at once
+    do not all come back at once.
+    """
+    return min(limit, initial * 2 ** max(attempt - 1, 0)) * random.uniform(0.5, 1.5)
+
+
 @dataclass
 class Position:
     """
@@ -117,8 +127,10 @@ class SeqClientProtocol(FramedProtocol):
     One connection to a C{seq} listener: delivers each MSG it has not
     delivered yet, answers PINGs, reports GAPs and BYEs.
 
-    @ivar finished: fires when the connection is closed cleanly, or fails
-        with the reason it was lost.
+    @ivar finished: fires with the reason the connection ended (an
+        exception: L{ConnectionDone} when it was closed cleanly); it never
+        fails, so that the connections a resuming client leaves behind
+        leave no unhandled error.
     @ivar bye: the server's BYE, if it sent one.
     """
 
@@ -128,7 +140,7 @@ class SeqClientProtocol(FramedProtocol):
     hello: ServerHello | None = None
 
     def __init__(self) -> None:
-        self.finished: Deferred[None] = Deferred()
+        self.finished: Deferred[BaseException] = Deferred()
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -176,10 +188,8 @@ class SeqClientProtocol(FramedProtocol):
         self.transport.write(framed(Pub(string)))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ConnectionDone):
-            self.finished.callback(None)
-        else:
-            self.finished.errback(reason)
+        assert reason.value is not None
+        self.finished.callback(reason.value)
 
 
 class SeqClientFactory(Factory[SeqClientProtocol]):
@@ -236,14 +246,18 @@ class SeqClient:
     L{ClientService} that connects again whenever the connection is lost.
     """
 
-    def __init__(self, reactor: Any, endpoint: IStreamClientEndpoint, factory: SeqClientFactory, resume: bool):
+    def __init__(
+        self,
+        reactor: Any,
+        endpoint: IStreamClientEndpoint,
+        factory: SeqClientFactory,
+        retryPolicy: Callable[[int], float] | None,
+    ) -> None:
         self.factory = factory
         self.service: ClientService | None = None
         self._connecting: Deferred[SeqClientProtocol] | None = None
-        if resume:
-            self.service = ClientService(
-                endpoint, factory, retryPolicy=backoffPolicy(initialDelay=0.25, maxDelay=30, factor=2), clock=reactor
-            )
+        if retryPolicy is not None:
+            self.service = ClientService(endpoint, factory, retryPolicy=retryPolicy, clock=reactor)
             self.service.startService()
         else:
             self._connecting = endpoint.connect(factory)  # type: ignore[assignment]
@@ -271,9 +285,9 @@ class SeqClient:
 
         def close(protocol: SeqClientProtocol) -> Deferred[None]:
             protocol.transport.loseConnection()
-            return protocol.finished.addErrback(lambda _: None)
+            return protocol.finished.addCallback(lambda _: None)
 
-        return self._connecting.addCallback(close)
+        return self._connecting.addCallback(close)  # type: ignore[return-value]
 
 
 def connect(
@@ -286,6 +300,7 @@ def connect(
     onBye: Callable[[Bye], Any] = lambda bye: None,
     token: bytes | None = None,
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+    retryPolicy: Callable[[int], float] = backoff,
 ) -> SeqClient:
     """
     Connect to a C{seq} listener and call C{onMessage(seq, payload)} with
@@ -298,10 +313,12 @@ def connect(
         daemon's previous run when it restarted.
     @param onBye: called with each L{Bye}.
     @param token: sent in an AUTH frame, for a daemon that asks for one.
+    @param retryPolicy: seconds to wait before each attempt to connect again
+        (the argument counts the attempts since the last connection).
     """
     target = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
     factory = SeqClientFactory(onMessage, onGap, onBye, last, token, maxMessageSize)
-    return SeqClient(reactor, target, factory, resume)
+    return SeqClient(reactor, target, factory, retryPolicy if resume else None)
 
 
 __all__ = ["Position", "SeqClient", "SeqClientFactory", "SeqClientProtocol", "connect", "describeBye", "describeGap"]

@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.python.failure import Failure
 
 from streamd.client.seq import FATAL, SeqClientProtocol, connect, describeBye, describeGap
 from streamd.reasons import Reason
@@ -81,17 +80,17 @@ def runSeq(
     if remaining == 0:
         finish(0)
     elif not options["resume"]:
-        protocol.finished.addBoth(lambda result: finish(_endStatus(protocol, result)))
+        protocol.finished.addCallback(lambda reason: finish(_endStatus(protocol, reason)))
     code = yield done
     yield client.stop()
     return code
 
 
-def _endStatus(protocol: SeqClientProtocol, result: object) -> int:
+def _endStatus(protocol: SeqClientProtocol, reason: BaseException) -> int:
     """
     The exit status of a client that does not resume, once its one
     connection is closed.
     """
     if protocol.bye is not None:
         return 0 if protocol.bye.code == Reason.SHUTDOWN.value else 1
-    return 1 if isinstance(result, Failure) else 0
+    return 0 if isinstance(reason, ConnectionDone) else 1
