@@ -53,6 +53,8 @@ class Cursor:
 
     @ivar live: whether it is caught up, so the hub hands it each batch.
     @ivar index: the number of the next entry to send, while not L{live}.
+    @ivar nextSequence: the sequence number of the next message to send,
+        while not L{live}: still known once entry L{index} has left the log.
     @ivar lastDrain: when its connection last took what it was given while
         it was behind (the hub's clock), or L{None} if it never has.
     @ivar written: bytes handed to the connection so far.
@@ -67,6 +69,7 @@ class Cursor:
         "owner",
         "live",
         "index",
+        "nextSequence",
         "lastDrain",
         "aboveSoftSince",
         "written",
@@ -88,6 +91,7 @@ class Cursor:
         self.owner = owner
         self.live = True
         self.index = 0
+        self.nextSequence = 0
         self.lastDrain: float | None = None
         self.aboveSoftSince: float | None = None
         self.written = 0
@@ -121,10 +125,11 @@ class Cursor:
         self.written += len(data)
         self._write(data)
 
-    def sendPrivate(self, data: bytes) -> None:
+    def sendPrivate(self, data: bytes, before: int | None = None) -> None:
         """
         Send C{data} to this client alone, after everything of the stream
-        that was published before it.
+        that was published before it, or, for a cursor that is behind, just
+        before entry number C{before}.
         """
         if self.closed:
             return
@@ -132,9 +137,28 @@ class Cursor:
             self.written += len(data)
             self._write(data)
             return
-        if self._private is None:
-            self._private = deque()
-        self._private.append((self.hub.history.end, data))
+        private = self._private
+        if private is None:
+            private = self._private = deque()
+        at = self.hub.history.end if before is None else before
+        place = len(private)
+        while place and private[place - 1][0] > at:
+            place -= 1
+        private.insert(place, (at, data))
+
+    def seek(self, index: int) -> None:
+        """
+        Send the log from entry number C{index}, which must be held or the
+        next one: a resuming client's position, or the oldest entry left
+        after its own was evicted.  The entries are sent from the next
+        L{pump}.
+        """
+        history = self.hub.history
+        self.index = index
+        self.nextSequence = history[index].first if index < history.end else history.nextSequence
+        if self.live:
+            self.live = False
+            self.hub.cursorBehind(self)
 
     def _write(self, data: bytes) -> None:
         self.transport.write(data)
@@ -153,7 +177,9 @@ class Cursor:
         to be published.
         """
         self.live = False
-        self.index = self.hub.history.end
+        history = self.hub.history
+        self.index = history.end
+        self.nextSequence = history.nextSequence
         self.hub.cursorBehind(self)
 
     def resumeProducing(self) -> None:
@@ -179,14 +205,18 @@ class Cursor:
         while not self._paused and not self.closed:
             index = self.index
             if index < history.start:
+                # The hub cuts this cursor, or its owner moves it on.
                 self.hub.cursorEvicted(self)
-                return
+                if self.index < history.start:
+                    return
+                continue
             self._writePrivate(index)
             if index >= history.end:
                 self._caughtUp()
                 return
             entry = history[index]
             self.index = index + 1
+            self.nextSequence = entry.last + 1
             if entry.sender == self.serial:
                 continue
             data = history.encoded(entry, self.framing)
@@ -224,6 +254,26 @@ class Cursor:
             self.closed = True
             self._private = None
             self.hub.unsubscribe(self)
+
+    def sendFinal(self, data: bytes) -> None:
+        """
+        Send nothing more of the stream: finish the frame begun, send
+        C{data}, and close the connection once they are sent.
+        """
+        if self.closed:
+            return
+        self.abandon()
+        transport = self.transport
+        transport.unregisterProducer()
+        transport.write(self._unsent() + data)
+        transport.loseConnection()
+
+    def _unsent(self) -> bytes:
+        """
+        What is left to send of the frame begun: nothing, since this cursor
+        hands whole entries to the transport.
+        """
+        return b""
 
     def close(self) -> None:
         """

@@ -137,6 +137,14 @@ class SocketCursor(Cursor):
         super().fallBehind()
         self.transport.startWriting()
 
+    def seek(self, index: int) -> None:
+        super().seek(index)
+        self.transport.startWriting()
+
+    def _unsent(self) -> bytes:
+        rest, self._rest = self._rest, None
+        return b"" if rest is None else bytes(rest)
+
     def _broken(self) -> None:
         # The peer is gone (EPIPE, ECONNRESET): the transport finds out on
         # its next read or write; nothing more is sent meanwhile.
@@ -161,14 +169,17 @@ class SocketCursor(Cursor):
             rest = self._rest
             index = self.index
             if rest is None and index < history.start:
+                # The hub cuts this cursor, or its owner moves it on.
                 self.hub.cursorEvicted(self)
-                return
+                if self.index < history.start:
+                    return
+                continue
             buffers: list[bytes | memoryview] = [] if rest is None else [rest]
             # For each buffer after the rest: the entry number to go on from
-            # once it is begun, and the entry it begins (None for the
-            # client's own message, which it does not get back, and PRIVATE
-            # for a private frame).
-            steps: list[tuple[int, Entry | None]] = []
+            # once it is begun, and the entry it begins (empty for the
+            # client's own message, which it does not get back), or PRIVATE
+            # for a private frame.
+            steps: list[tuple[int, Entry]] = []
             private = self._private
             due = 0
             end = history.end
@@ -180,12 +191,8 @@ class SocketCursor(Cursor):
                 elif history.start <= index < end:
                     entry = history[index]
                     index += 1
-                    if entry.sender == self.serial:
-                        buffers.append(b"")
-                        steps.append((index, None))
-                    else:
-                        buffers.append(history.encoded(entry, framing))
-                        steps.append((index, entry))
+                    buffers.append(b"" if entry.sender == self.serial else history.encoded(entry, framing))
+                    steps.append((index, entry))
                 else:
                     break
             if not buffers:
@@ -202,7 +209,7 @@ class SocketCursor(Cursor):
                 self.transport.startWriting()
                 return
 
-    def _advance(self, buffers: list[Any], steps: list[tuple[int, Entry | None]], sent: int) -> bool:
+    def _advance(self, buffers: list[Any], steps: list[tuple[int, Entry]], sent: int) -> bool:
         """
         Move past the C{sent} bytes of C{buffers}, counting the entries
         begun; keep what the kernel did not take of the last one begun.
@@ -227,10 +234,12 @@ class SocketCursor(Cursor):
             if entry is PRIVATE:
                 assert self._private is not None
                 self._private.popleft()
-            elif entry is not None:
-                self.messages += entry.count
-                stats.messagesOut += entry.count
-                stats.bytesOut += size
+            else:
+                self.nextSequence = entry.last + 1
+                if entry.sender != self.serial:
+                    self.messages += entry.count
+                    stats.messagesOut += entry.count
+                    stats.bytesOut += size
             if sent < size:
                 self._rest = memoryview(buffer)[sent:]
                 return False

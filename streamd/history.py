@@ -10,6 +10,7 @@ Entries leave the log only from its old end.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from streamd.framing import INT32, Framing, Payload
@@ -82,9 +83,13 @@ class History:
 
     @ivar size: bytes held, every framing's encoding counted.
     @ivar nextSequence: the sequence number the next message will get.
+    @ivar epoch: 8 random bytes that name this log, chosen anew each time
+        the daemon starts: a sequence number means something only with its
+        epoch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, epoch: bytes | None = None) -> None:
+        self.epoch = os.urandom(8) if epoch is None else epoch
         self._entries: list[Entry | None] = []
         # _entries[i] is entry number _base + i; those before _first are gone.
         self._base = 0

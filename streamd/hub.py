@@ -226,9 +226,11 @@ class Hub:
         self._cut(cursor, Reason.EVICTED)
 
     def _cut(self, cursor: Cursor, reason: Reason) -> None:
-        behind = self._bytesBehind(cursor)
-        cursor.abandon()
-        cursor.owner.slowConsumer(reason, behind)
+        """
+        Tell C{cursor}'s owner it is too slow: the owner abandons it, or,
+        for L{Reason.EVICTED}, may move it on with L{Cursor.seek}.
+        """
+        cursor.owner.slowConsumer(reason, self._bytesBehind(cursor))
 
     def _bytesBehind(self, cursor: Cursor) -> int:
         history = self.history

@@ -140,6 +140,30 @@ class FramedProtocol(Int32StringReceiver):
     def recvd(self, data: bytes) -> None:
         self._newRecvd = data
 
+    @property
+    def frameLimit(self) -> int:
+        """
+        The largest frame payload the decoder takes now: L{MAX_LENGTH},
+        unless L{limitFrames} said otherwise.
+        """
+        return self._frameDecoder().maxLength
+
+    def limitFrames(self, limit: int) -> None:
+        """
+        Take frames of at most C{limit} bytes for now, whatever L{MAX_LENGTH}
+        says (a protocol on top may accept less before a handshake, or count
+        a header of its own in the payload).
+        """
+        self._frameDecoder().maxLength = limit
+
+    def _frameDecoder(self) -> Decoder:
+        decoder = self._decoder
+        if decoder is None:
+            # Made on first use rather than in connectionMade, which a
+            # subclass of Int32StringReceiver need not pass on.
+            decoder = self._decoder = self.framing.decoder(self.MAX_LENGTH)
+        return decoder
+
     def connectionMade(self) -> None:
         self.peer = addressName(self.transport.getPeer())
 
@@ -151,11 +175,7 @@ class FramedProtocol(Int32StringReceiver):
             self._heldChanged(held)
 
     def _feed(self, data: bytes) -> None:
-        decoder = self._decoder
-        if decoder is None:
-            # Made here rather than in connectionMade, which a subclass of
-            # Int32StringReceiver need not pass on.
-            decoder = self._decoder = self.framing.decoder(self.MAX_LENGTH)
+        decoder = self._frameDecoder()
         payloads, raw = decoder.feed(data)
         if payloads:
             self.framesReceived(payloads, raw)

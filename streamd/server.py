@@ -29,6 +29,7 @@ from streamd.throttle import LogThrottle
 # itself, so an unauthenticated client cannot make the daemon hold more.
 TOKEN_LIMIT = 4096
 DEFAULT_AUTH_TIMEOUT = 5.0
+DEFAULT_HEARTBEAT = 15.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class ServerConfig:
         access policy expects one.
     @ivar maxPartialBytes: memory that all clients' unfinished incoming
         frames may hold together; a client that would take it over is cut.
+    @ivar heartbeat: seconds of silence after which a C{seq} client is sent
+        a PING, or C{None} for never.
+    @ivar seqGaps: whether a C{seq} client whose position left the history
+        is sent a GAP and goes on from the oldest message held (rather than
+        being cut).
     """
 
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -52,6 +58,8 @@ class ServerConfig:
     access: AccessPolicy = OPEN
     authTimeout: float = DEFAULT_AUTH_TIMEOUT
     maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
+    heartbeat: float | None = DEFAULT_HEARTBEAT
+    seqGaps: bool = True
 
 
 class Connections:
@@ -120,13 +128,12 @@ class StreamServerProtocol(FramedProtocol):
         self._throttle = LogThrottle(factory.clock, self._reportUnlogged)
         self.access = config.access.initialAccess()
         if config.access.expectsToken:
-            self._tokenBytes = b""
-            self.dataReceived = self._receiveToken  # type: ignore[method-assign]
+            self._awaitToken()
         factory.clientConnected(self)
         if self.access is Access.NONE:
             self._authCall = factory.clock.callLater(config.authTimeout, self._authTimedOut)
         else:
-            factory.hub.subscribe(self.cursor)
+            self._mayRead()
         if config.idleTimeout is not None:
             self._idleCall = factory.clock.callLater(config.idleTimeout, self._checkIdle, self._activity())
 
@@ -143,6 +150,19 @@ class StreamServerProtocol(FramedProtocol):
         Messages handed to this client so far.
         """
         return self.cursor.messages
+
+    def _awaitToken(self) -> None:
+        """
+        Take the client's first frame as its token.
+        """
+        self._tokenBytes = b""
+        self.dataReceived = self._receiveToken  # type: ignore[method-assign]
+
+    def _mayRead(self) -> None:
+        """
+        The client may read the stream: start sending it.
+        """
+        self.factory.hub.subscribe(self.cursor)
 
     def _receiveToken(self, data: bytes) -> None:
         """
@@ -170,6 +190,14 @@ class StreamServerProtocol(FramedProtocol):
             self.dataReceived(buffer[end:])
 
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
+        self._publish(payloads, raw, len(raw), len(raw) - len(payloads) * self.framing.headerSize)
+
+    def _publish(self, payloads: list[Payload], raw: bytes, received: int, size: int) -> None:
+        """
+        Publish C{payloads} (C{size} bytes), which came in C{received}
+        bytes: C{raw} if they are the same messages in this connection's
+        framing, else nothing to relay as is.
+        """
         if self.access is not Access.PUBLISH:
             self._rejectMessage(len(payloads))
             return
@@ -179,14 +207,14 @@ class StreamServerProtocol(FramedProtocol):
             hub.addPublisher(self.transport, waits=False)
         # Send first and count after: the bookkeeping, and the few log lines
         # a second, do not delay the stream.
-        hub.publish(payloads, raw, self.framing, sender=self.cursor)
+        hub.publish(payloads, raw, self.framing if raw else None, sender=self.cursor)
         count = len(payloads)
         self.messagesIn += count
-        self.bytesIn += len(raw)
+        self.bytesIn += received
         stats = hub.stats
         stats.messagesIn += count
-        stats.bytesIn += len(raw)
-        for payload in self._throttle.admit(payloads, len(raw) - count * self.framing.headerSize):
+        stats.bytesIn += received
+        for payload in self._throttle.admit(payloads, size):
             self.log.info(
                 "{peer} sent {size} bytes: {preview}",
                 peer=self.peer,
@@ -208,13 +236,13 @@ class StreamServerProtocol(FramedProtocol):
             return False
         self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
         if not wasReading:
-            self.factory.hub.subscribe(self.cursor)
+            self._mayRead()
         return True
 
     def _refuseToken(self) -> None:
         self.log.warn("{peer} sent a wrong token; disconnecting", peer=self.peer)
         self.factory.hub.stats.authFailures += 1
-        self._drop()
+        self._drop(Reason.AUTH_FAILED)
 
     def _authTimedOut(self) -> None:
         self._authCall = None
@@ -224,7 +252,7 @@ class StreamServerProtocol(FramedProtocol):
             timeout=self.factory.config.authTimeout,
         )
         self.factory.hub.stats.authFailures += 1
-        self._drop()
+        self._drop(Reason.AUTH_TIMEOUT)
 
     def _rejectMessage(self, count: int) -> None:
         self.log.warn(
@@ -233,7 +261,7 @@ class StreamServerProtocol(FramedProtocol):
             count=count,
         )
         self.factory.hub.stats.rejectedPublishers += 1
-        self._drop()
+        self._drop(Reason.READ_ONLY)
 
     def _reportUnlogged(self, messages: int, size: int) -> None:
         self.log.info(
@@ -257,7 +285,7 @@ class StreamServerProtocol(FramedProtocol):
             why=why,
         )
         self.factory.hub.stats.slowConsumerDisconnects += 1
-        self._drop()
+        self._drop(reason)
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.factory.hub.stats.oversizedFrameDisconnects += 1
@@ -295,11 +323,14 @@ class StreamServerProtocol(FramedProtocol):
             timeout=timeout,
         )
         self.factory.hub.stats.idleDisconnects += 1
-        self._drop()
+        self._drop(Reason.IDLE)
 
-    def _drop(self) -> None:
-        self.cursor.abandon()
-        self.transport.abortConnection()
+    def _drop(self, reason: Reason) -> None:
+        """
+        Close the connection now, for C{reason}, which the int32 and ascii10
+        framings have no way to tell the client.
+        """
+        self.abort()
 
     def close(self) -> None:
         """
@@ -311,7 +342,8 @@ class StreamServerProtocol(FramedProtocol):
         """
         Close the connection now, whatever it is behind by.
         """
-        self._drop()
+        self.cursor.abandon()
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)

@@ -18,6 +18,8 @@ from streamd.auth import TokenFileError
 from streamd.framing import INT32, Framing
 from streamd.hub import FlowControl, Hub
 from streamd.listener import ListenerService, ListenFailed
+from streamd.seqframing import SEQ
+from streamd.seqserver import SeqServerFactory
 from streamd.server import Connections, ServerConfig, StreamServerFactory
 from streamd.sources import SourceContext, makeSource
 from streamd.stats import Stats, StatsLogger
@@ -99,7 +101,9 @@ class StreamdService(MultiService):
             ListenerService(
                 listen.endpoint,
                 serverEndpoint(reactor, listen.endpoint, listen.clientCA),
-                StreamServerFactory(self.hub, reactor, config.server, listen.framing, self.connections),
+                (SeqServerFactory if listen.framing is SEQ else StreamServerFactory)(
+                    self.hub, reactor, config.server, listen.framing, self.connections
+                ),
             )
             for listen in config.listens
         ]

@@ -17,7 +17,8 @@ from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
 from streamd.hub import FlowControl
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
-from streamd.server import DEFAULT_AUTH_TIMEOUT, ServerConfig
+from streamd.seqframing import SEQ
+from streamd.server import DEFAULT_AUTH_TIMEOUT, DEFAULT_HEARTBEAT, ServerConfig
 from streamd.sources import BadSourceSpec, parseSource
 from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, parseDescription, serverEndpoint
 
@@ -133,7 +134,21 @@ class Options(usage.Options):
         ],
         ["interface", "i", "127.0.0.1", "Address --port listens on."],
         ["client-ca", None, None, "ssl: listeners require client certificates from a CA in this PEM file."],
-        ["framing", None, "int32", "Default framing of listeners: int32 or ascii10."],
+        ["framing", None, "int32", f"Default framing of listeners: int32, ascii10 or {SEQ.name}."],
+        [
+            "heartbeat",
+            None,
+            DEFAULT_HEARTBEAT,
+            "seq listeners: seconds of silence before a PING; a client that answers none of two is cut (0: off).",
+            _seconds("heartbeat"),
+        ],
+        [
+            "seq-evicted",
+            None,
+            "gap",
+            "seq listeners: what a client whose position left the --history gets: gap (a GAP, then it goes on"
+            " from the oldest message held) or disconnect (a BYE).",
+        ],
         ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _seconds("interval", inclusive=False)],
         [
             "max-message-size",
@@ -251,7 +266,7 @@ class Options(usage.Options):
             raise SystemExit(2) from None
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ssl:7443:privateKey=key.pem:certKey=cert.pem, ...; add :framing=ascii10 for the exercise's framing."""
+        """Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ssl:7443:privateKey=key.pem:certKey=cert.pem, ...; add :framing=ascii10 for the exercise's framing, :framing=seq for numbered messages that resume after a reconnect."""
         self["listen"].append(description)
 
     def opt_source(self, spec: str) -> None:
@@ -267,6 +282,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--slow-consumer must be disconnect or block, not {self['slow-consumer']!r}"
             )
+        if self["seq-evicted"] not in ("gap", "disconnect"):
+            raise usage.UsageError(f"--seq-evicted must be gap or disconnect, not {self['seq-evicted']!r}")
         if self["max-message-size"] > INT32.maxLength:
             raise usage.UsageError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
         roomForTwo = 2 * self["max-message-size"]
@@ -365,6 +382,8 @@ def makeService(options: Options) -> IService:
             access=options["access"],
             authTimeout=options["auth-timeout"],
             maxPartialBytes=options["max-partial-bytes"],
+            heartbeat=options["heartbeat"] or None,
+            seqGaps=options["seq-evicted"] == "gap",
         ),
         flow=FlowControl(
             history=options["history"],

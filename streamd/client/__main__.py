@@ -21,6 +21,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from streamd.client import StreamClientProtocol, connect
+from streamd.client.seqcli import runSeq
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
 from streamd.sources.lines import LineSplitter
 from streamd.text import printable
@@ -59,6 +60,8 @@ class ClientOptions(usage.Options):
         ["stdin", None, "Send each line of standard input as one message."],
         ["tls", None, "Connect with TLS, checking the server's certificate against the system's CAs."],
         ["insecure", None, "TLS without checking the server's certificate (tests only; implies --tls)."],
+        ["resume", None, "--framing seq: reconnect forever, resuming after the last message printed."],
+        ["show-seq", None, "--framing seq: prefix each line with the message's sequence number."],
     ]
     optParameters = [
         ["host", None, "127.0.0.1", "Server host name or address."],
@@ -71,6 +74,7 @@ class ClientOptions(usage.Options):
         ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message accepted, in bytes.", _size],
         ["framing", None, "int32", f"Wire framing: {' or '.join(FRAMINGS)}."],
         ["token-file", None, None, f"Send this file's token first (default: ${TOKEN_VARIABLE}, if set)."],
+        ["last", None, None, "--framing seq: start with the last N messages.", _count],
     ]
 
     def __init__(self) -> None:
@@ -97,6 +101,8 @@ class ClientOptions(usage.Options):
         if self["insecure"] and self["cafile"] is not None:
             raise usage.UsageError("--insecure checks nothing, so --cafile would be ignored; choose one")
         self["tls"] = bool(tlsOptions)
+        if self["framing"] != "seq" and (self["resume"] or self["show-seq"] or self["last"] is not None):
+            raise usage.UsageError("--resume, --last and --show-seq need --framing seq")
 
     def token(self) -> bytes | None:
         """
@@ -247,6 +253,8 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
             f"{PROGRAM}: WARNING: --insecure: the server's certificate is NOT checked;"
             " anyone on the network path can read and change this stream\n"
         )
+    if options["framing"] == "seq":
+        return (yield runSeq(reactor, options, endpoint, token, out, sys.stderr))
     printer = Printer(out, options["count"])
     try:
         client = yield connect(

@@ -1,0 +1,304 @@
+"""
+The C{seq} protocol's wire format (specified in C{docs/protocol-seq.rst}).
+
+Every frame is an int32 frame (so both ends stay L{Int32StringReceiver}s)
+whose payload starts with a one-byte L{FrameType}.  This module only turns
+frames into bytes and back; L{streamd.seqserver} and L{streamd.client.seq}
+speak the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from struct import Struct
+
+from streamd.framing import FRAMINGS, Int32Framing, Payload
+
+VERSION = 1
+"""
+The newest version of the protocol this code speaks.
+"""
+
+EPOCH_SIZE = 8
+
+
+class FrameType(IntEnum):
+    """
+    The first byte of every frame's payload.
+    """
+
+    HELLO = 1
+    MSG = 2
+    GAP = 3
+    PING = 4
+    BYE = 5
+    PUB = 6
+    PONG = 7
+    AUTH = 8
+
+
+class Start(IntEnum):
+    """
+    Where a client's HELLO asks the stream to start.
+    """
+
+    NEWEST = 0
+    RESUME = 1
+    LAST = 2
+
+
+class GapReason(IntEnum):
+    """
+    Why a client will not get the messages a GAP covers.
+    """
+
+    EVICTED = 1
+    RESTARTED = 2
+
+
+class MalformedFrame(Exception):
+    """
+    A frame whose payload is too short for its type.
+    """
+
+
+@dataclass(frozen=True)
+class ServerHello:
+    """
+    The server's first frame: the version it speaks on this connection, its
+    epoch, the oldest and newest sequence numbers of its history (oldest is
+    newest + 1 when it holds none), and its heartbeat in milliseconds (0:
+    none).
+    """
+
+    version: int
+    epoch: bytes
+    oldest: int
+    newest: int
+    heartbeat: int
+
+
+@dataclass(frozen=True)
+class Msg:
+    """
+    Message number C{seq} of the stream.
+    """
+
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Gap:
+    """
+    Messages C{first} to C{last} will not be sent, for C{reason}.
+    """
+
+    first: int
+    last: int
+    reason: int
+
+
+@dataclass(frozen=True)
+class Ping:
+    """
+    Answer with a L{Pong}.
+    """
+
+
+@dataclass(frozen=True)
+class Bye:
+    """
+    The server is closing the connection, for the reason C{code}
+    (L{streamd.reasons.Reason}), explained by C{text}.
+    """
+
+    code: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ClientHello:
+    """
+    The client's request: the newest version it speaks, and where to start
+    (L{Start}): after message C{position} of C{epoch}, or the last
+    C{position} messages, or from the next one published.
+    """
+
+    version: int
+    start: int
+    epoch: bytes
+    position: int
+
+
+@dataclass(frozen=True)
+class Pub:
+    """
+    A message the client publishes.
+    """
+
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Pong:
+    """
+    The answer to a L{Ping}.
+    """
+
+
+@dataclass(frozen=True)
+class Auth:
+    """
+    The client's token.
+    """
+
+    token: bytes
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """
+    A frame of a type this version does not know; receivers ignore it.
+    """
+
+    type: int
+    body: bytes
+
+
+ServerFrame = ServerHello | Msg | Gap | Ping | Bye | Unknown
+ClientFrame = ClientHello | Pub | Pong | Auth | Unknown
+
+_LENGTH = Struct(">I")
+_SERVER_HELLO = Struct(">BB8sQQI")
+_MSG = Struct(">BQ")
+_MSG_FRAME = Struct(">IBQ")
+_GAP = Struct(">BQQH")
+_BYE = Struct(">BH")
+_CLIENT_HELLO = Struct(">BBB8sQ")
+_TYPE = Struct(">B")
+
+MSG_OVERHEAD = _MSG.size
+"""
+Bytes a MSG frame's payload has beyond the message.
+"""
+
+
+def encode(frame: ServerFrame | ClientFrame) -> bytes:
+    """
+    The payload of C{frame} (its int32 frame without the length).
+    """
+    if isinstance(frame, ServerHello):
+        return _SERVER_HELLO.pack(
+            FrameType.HELLO, frame.version, frame.epoch, frame.oldest, frame.newest, frame.heartbeat
+        )
+    if isinstance(frame, Msg):
+        return _MSG.pack(FrameType.MSG, frame.seq) + frame.payload
+    if isinstance(frame, Gap):
+        return _GAP.pack(FrameType.GAP, frame.first, frame.last, frame.reason)
+    if isinstance(frame, Ping):
+        return _TYPE.pack(FrameType.PING)
+    if isinstance(frame, Bye):
+        return _BYE.pack(FrameType.BYE, frame.code) + frame.text.encode("utf-8")
+    if isinstance(frame, ClientHello):
+        return _CLIENT_HELLO.pack(FrameType.HELLO, frame.version, frame.start, frame.epoch, frame.position)
+    if isinstance(frame, Pub):
+        return _TYPE.pack(FrameType.PUB) + frame.payload
+    if isinstance(frame, Pong):
+        return _TYPE.pack(FrameType.PONG)
+    if isinstance(frame, Auth):
+        return _TYPE.pack(FrameType.AUTH) + frame.token
+    return _TYPE.pack(frame.type) + frame.body
+
+
+def framed(frame: ServerFrame | ClientFrame) -> bytes:
+    """
+    C{frame} as an int32 frame, ready to send.
+    """
+    payload = encode(frame)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def _fields(layout: Struct, payload: Payload) -> tuple[tuple[int | bytes, ...], bytes]:
+    """
+    The fields of C{layout} at the start of C{payload}, and the bytes after.
+    """
+    if len(payload) < layout.size:
+        raise MalformedFrame(f"a {len(payload)}-byte frame of type {payload[0]} is too short")
+    return layout.unpack_from(payload), bytes(payload[layout.size :])
+
+
+def decodeServerFrame(payload: Payload) -> ServerFrame:
+    """
+    What the server said in one frame's C{payload}.
+
+    @raise MalformedFrame: for a payload too short for its type.
+    """
+    if not payload:
+        raise MalformedFrame("an empty frame has no type")
+    kind = payload[0]
+    if kind == FrameType.MSG:
+        (_, seq), rest = _fields(_MSG, payload)
+        return Msg(seq, rest)  # type: ignore[arg-type]
+    if kind == FrameType.HELLO:
+        (_, version, epoch, oldest, newest, heartbeat), _ = _fields(_SERVER_HELLO, payload)
+        return ServerHello(version, epoch, oldest, newest, heartbeat)  # type: ignore[arg-type]
+    if kind == FrameType.GAP:
+        (_, first, last, reason), _ = _fields(_GAP, payload)
+        return Gap(first, last, reason)  # type: ignore[arg-type]
+    if kind == FrameType.PING:
+        return Ping()
+    if kind == FrameType.BYE:
+        (_, code), rest = _fields(_BYE, payload)
+        return Bye(code, rest.decode("utf-8", "replace"))  # type: ignore[arg-type]
+    return Unknown(kind, bytes(payload[1:]))
+
+
+def decodeClientFrame(payload: Payload) -> ClientFrame:
+    """
+    What a client said in one frame's C{payload}.
+
+    @raise MalformedFrame: for a payload too short for its type.
+    """
+    if not payload:
+        raise MalformedFrame("an empty frame has no type")
+    kind = payload[0]
+    if kind == FrameType.PUB:
+        return Pub(bytes(payload[1:]))
+    if kind == FrameType.HELLO:
+        (_, version, start, epoch, position), _ = _fields(_CLIENT_HELLO, payload)
+        return ClientHello(version, start, epoch, position)  # type: ignore[arg-type]
+    if kind == FrameType.PONG:
+        return Pong()
+    if kind == FrameType.AUTH:
+        return Auth(bytes(payload[1:]))
+    return Unknown(kind, bytes(payload[1:]))
+
+
+class SeqFraming(Int32Framing):
+    """
+    The framing of C{seq} listeners: int32 frames, the stream's messages
+    sent as MSG frames carrying their sequence numbers.
+
+    Only L{encodeEntry} makes MSG frames (a history entry at once, cached
+    and shared by every seq subscriber); the other frames are made with
+    L{framed}.
+    """
+
+    name = "seq"
+
+    def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
+        pack = _MSG_FRAME.pack
+        msg = FrameType.MSG
+        parts: list[Payload] = []
+        append = parts.append
+        for seq, payload in enumerate(payloads, first):
+            append(pack(len(payload) + MSG_OVERHEAD, msg, seq))
+            append(payload)
+        return b"".join(parts)
+
+
+SEQ = SeqFraming()
+FRAMINGS[SEQ.name] = SEQ

@@ -1,0 +1,458 @@
+"""
+Tests for L{streamd.seqserver}: where a client's stream starts, GAPs instead
+of cuts, heartbeats, and a BYE before every close the daemon decides.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.auth import AccessPolicy, TokenFile
+from streamd.framing import INT32
+from streamd.hub import SWEEP_INTERVAL, FlowControl, Hub
+from streamd.reasons import Reason
+from streamd.seqframing import (
+    SEQ,
+    VERSION,
+    Auth,
+    Bye,
+    ClientHello,
+    Gap,
+    GapReason,
+    Msg,
+    Ping,
+    Pong,
+    Pub,
+    ServerFrame,
+    ServerHello,
+    Start,
+    decodeServerFrame,
+    framed,
+)
+from streamd.seqserver import SeqServerFactory, SeqServerProtocol
+from streamd.server import ServerConfig, StreamServerFactory
+from streamd.stats import Stats
+
+from .support import frames
+
+EPOCH = b"epoch-01"
+
+
+class SeqDaemon:
+    """
+    A hub with a seq listener on a L{Clock}; clients on L{StringTransport}s.
+    """
+
+    def __init__(self, config: ServerConfig | None = None, flow: FlowControl | None = None) -> None:
+        self.clock = Clock()
+        self.hub = Hub(Stats(), self.clock, flow or FlowControl())
+        self.hub.history.epoch = EPOCH
+        self.factory = SeqServerFactory(self.hub, self.clock, config or ServerConfig(heartbeat=None), SEQ)
+        self._port = 40000
+
+    def connect(self, *hello: object) -> tuple[SeqServerProtocol, StringTransport]:
+        """
+        A new client, which sends each frame of C{hello}.
+        """
+        self._port += 1
+        peer = IPv4Address("TCP", "127.0.0.1", self._port)
+        protocol = self.factory.buildProtocol(peer)
+        assert isinstance(protocol, SeqServerProtocol)
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        for frame in hello:
+            protocol.dataReceived(framed(frame))  # type: ignore[arg-type]
+        return protocol, transport
+
+    def publish(self, *batches: list[bytes]) -> None:
+        """
+        Publish each batch as one history entry.
+        """
+        for batch in batches:
+            self.hub.publish(batch)
+
+
+def received(transport: StringTransport) -> list[ServerFrame]:
+    """
+    The frames sent to C{transport} so far, which are then forgotten.
+    """
+    data = transport.value()
+    transport.clear()
+    return [decodeServerFrame(f) for f in frames(data)]
+
+
+def numbered(first: int, last: int) -> list[Msg]:
+    """
+    The MSG frames of messages C{b"m<seq>"} from C{first} to C{last}.
+    """
+    return [Msg(seq, b"m%d" % seq) for seq in range(first, last + 1)]
+
+
+def messages(first: int, last: int) -> list[bytes]:
+    return [b"m%d" % seq for seq in range(first, last + 1)]
+
+
+def newest() -> ClientHello:
+    return ClientHello(VERSION, Start.NEWEST, bytes(8), 0)
+
+
+class StartTests(SynchronousTestCase):
+    """
+    A client's HELLO says where its stream starts.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = SeqDaemon()
+
+    def test_nothingBeforeHello(self) -> None:
+        """
+        A client is sent nothing until its HELLO, then the server's HELLO
+        and the messages published from then on.
+        """
+        protocol, transport = self.daemon.connect()
+        self.daemon.publish(messages(1, 2))
+        self.assertEqual(transport.value(), b"")
+        protocol.dataReceived(framed(newest()))
+        self.daemon.publish(messages(3, 4))
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 2, 0), *numbered(3, 4)])
+
+    def test_resume(self) -> None:
+        """
+        A client resuming after message 4 gets 5 on, in order and once,
+        though 4 and 5 were published together, then the live stream.
+        """
+        self.daemon.publish(messages(1, 3), messages(4, 6), messages(7, 10))
+        _, transport = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 4))
+        self.daemon.publish(messages(11, 11))
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 10, 0), *numbered(5, 11)])
+
+    def test_resumeUpToDate(self) -> None:
+        """
+        A client that has every message gets only the live stream.
+        """
+        self.daemon.publish(messages(1, 3))
+        _, transport = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3))
+        self.daemon.publish(messages(4, 4))
+        self.assertEqual(received(transport)[1:], numbered(4, 4))
+
+    def test_lastN(self) -> None:
+        """
+        A client asking for the last 3 messages gets them, then the live
+        stream; asking for more than were ever published is no gap.
+        """
+        self.daemon.publish(messages(1, 5), messages(6, 10))
+        _, transport = self.daemon.connect(ClientHello(VERSION, Start.LAST, bytes(8), 3))
+        _, everything = self.daemon.connect(ClientHello(VERSION, Start.LAST, bytes(8), 100))
+        self.assertEqual(received(transport)[1:], numbered(8, 10))
+        self.assertEqual(received(everything)[1:], numbered(1, 10))
+
+    def test_olderThanHistory(self) -> None:
+        """
+        What a client asks for that left the history is one GAP, then it
+        gets everything held.
+        """
+        daemon = SeqDaemon(flow=FlowControl(history=40))
+        daemon.publish(*[messages(seq, seq) for seq in range(1, 21)])
+        oldest = daemon.hub.history.oldestEntry()
+        assert oldest is not None
+        _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 2))
+        got = received(transport)
+        self.assertEqual(got[1], Gap(3, oldest.first - 1, GapReason.EVICTED))
+        self.assertEqual(got[2:], numbered(oldest.first, 20))
+
+    def test_restarted(self) -> None:
+        """
+        A client resuming from another epoch (a daemon that restarted) is
+        told with a GAP over what this epoch published, then gets the live
+        stream.
+        """
+        self.daemon.publish(messages(1, 7))
+        _, transport = self.daemon.connect(ClientHello(VERSION, Start.RESUME, b"previous", 5000))
+        self.daemon.publish(messages(8, 8))
+        self.assertEqual(
+            received(transport),
+            [ServerHello(VERSION, EPOCH, 1, 7, 0), Gap(1, 7, GapReason.RESTARTED), *numbered(8, 8)],
+        )
+
+    def test_newerVersionAnsweredWithOurs(self) -> None:
+        """
+        A client that speaks a newer version is answered with the version
+        this server speaks.
+        """
+        _, transport = self.daemon.connect(ClientHello(VERSION + 5, Start.NEWEST, bytes(8), 0))
+        hello = received(transport)[0]
+        assert isinstance(hello, ServerHello)
+        self.assertEqual(hello.version, VERSION)
+
+    def test_publishReachesOthers(self) -> None:
+        """
+        A PUB reaches other seq clients as a MSG and int32 clients as a
+        plain frame, not the sender.
+        """
+        sender, senderTransport = self.daemon.connect(newest())
+        _, seqTransport = self.daemon.connect(newest())
+        plain = StreamServerFactory(self.daemon.hub, self.daemon.clock).buildProtocol(None)  # type: ignore[arg-type]
+        plainTransport = StringTransport()
+        plain.makeConnection(plainTransport)
+        received(senderTransport)
+        received(seqTransport)
+        sender.dataReceived(framed(Pub(b"one")) + framed(Pub(b"two")))
+        self.assertEqual(received(seqTransport), [Msg(1, b"one"), Msg(2, b"two")])
+        self.assertEqual(frames(plainTransport.value(), INT32), [b"one", b"two"])
+        self.assertEqual(received(senderTransport), [])
+
+
+class GapTests(SynchronousTestCase):
+    """
+    A seq client whose position leaves the history gets a GAP, not a cut.
+    """
+
+    def behindClient(self, config: ServerConfig) -> tuple[SeqDaemon, SeqServerProtocol, StringTransport]:
+        daemon = SeqDaemon(config, FlowControl(history=100))
+        protocol, transport = daemon.connect(newest())
+        received(transport)
+        daemon.publish(messages(1, 1))
+        protocol.cursor.pauseProducing()
+        daemon.clock.advance(5)
+        daemon.publish(*[messages(seq, seq) for seq in range(2, 41)])
+        daemon.clock.advance(SWEEP_INTERVAL)
+        return daemon, protocol, transport
+
+    def test_gapThenOldest(self) -> None:
+        """
+        The evicted client is sent the GAP over exactly what it missed,
+        then everything held, then the live stream; it stays connected.
+        """
+        daemon, protocol, transport = self.behindClient(ServerConfig(heartbeat=None))
+        oldest = daemon.hub.history.oldestEntry()
+        assert oldest is not None
+        protocol.cursor.resumeProducing()
+        daemon.publish(messages(41, 41))
+        self.assertEqual(
+            received(transport),
+            [*numbered(1, 1), Gap(2, oldest.first - 1, GapReason.EVICTED), *numbered(oldest.first, 41)],
+        )
+        self.assertFalse(transport.disconnecting)
+
+    def test_disconnectInstead(self) -> None:
+        """
+        With C{seqGaps} off, the evicted client gets a BYE and is closed.
+        """
+        daemon, protocol, transport = self.behindClient(ServerConfig(heartbeat=None, seqGaps=False))
+        self.assertEqual(received(transport)[-1], Bye(Reason.EVICTED.value, "fell out of the history"))
+        self.assertTrue(transport.disconnecting)
+
+
+class ByeTests(SynchronousTestCase):
+    """
+    Every close the daemon decides is preceded by a BYE saying why.
+    """
+
+    def assertBye(self, transport: StringTransport, reason: Reason) -> None:
+        last = received(transport)[-1]
+        assert isinstance(last, Bye), last
+        self.assertEqual(last.code, reason.value)
+        self.assertTrue(transport.disconnecting)
+
+    def tokenPolicy(self, **kwargs: bool) -> AccessPolicy:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"secret\n")
+        return AccessPolicy(auth=TokenFile(path), **kwargs)
+
+    def test_readOnly(self) -> None:
+        """
+        A client of a read-only daemon that publishes gets BYE READ_ONLY.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, access=AccessPolicy(readOnly=True)))
+        protocol, transport = daemon.connect(newest())
+        protocol.dataReceived(framed(Pub(b"no")))
+        self.assertBye(transport, Reason.READ_ONLY)
+
+    def test_wrongToken(self) -> None:
+        """
+        A wrong token gets BYE AUTH_FAILED; the right one gets the stream.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, access=self.tokenPolicy()))
+        _, wrong = daemon.connect(Auth(b"guess"), newest())
+        self.assertBye(wrong, Reason.AUTH_FAILED)
+        _, right = daemon.connect(newest(), Auth(b"secret"))
+        daemon.publish(messages(1, 1))
+        self.assertEqual(received(right)[1:], numbered(1, 1))
+
+    def test_authTimeout(self) -> None:
+        """
+        A client that sends no token in time gets BYE AUTH_TIMEOUT.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, access=self.tokenPolicy(), authTimeout=2))
+        _, transport = daemon.connect(newest())
+        daemon.clock.advance(2)
+        self.assertBye(transport, Reason.AUTH_TIMEOUT)
+
+    def test_oversizedFrame(self) -> None:
+        """
+        A frame over the limit gets BYE OVERSIZED_FRAME; before HELLO the
+        limit is the token's.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, maxMessageSize=100))
+        protocol, transport = daemon.connect(newest())
+        protocol.dataReceived(framed(Pub(b"x" * 100)))
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(framed(Pub(b"x" * 101)))
+        self.assertBye(transport, Reason.OVERSIZED_FRAME)
+        protocol, early = daemon.connect()
+        protocol.dataReceived(INT32.header(10_000))
+        self.assertBye(early, Reason.OVERSIZED_FRAME)
+
+    def test_outOfTurn(self) -> None:
+        """
+        PUB before HELLO, a second HELLO, or a malformed HELLO get BYE.
+        """
+        daemon = SeqDaemon()
+        _, early = daemon.connect(Pub(b"x"))
+        self.assertBye(early, Reason.BAD_REQUEST)
+        _, twice = daemon.connect(newest(), newest())
+        self.assertBye(twice, Reason.BAD_REQUEST)
+        protocol, short = daemon.connect()
+        protocol.dataReceived(INT32.encode(b"\x01\x01"))
+        self.assertBye(short, Reason.BAD_FRAME)
+
+    def test_idle(self) -> None:
+        """
+        A client idle for a whole --idle-timeout after its HELLO gets BYE
+        IDLE.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, idleTimeout=3))
+        _, transport = daemon.connect(newest())
+        daemon.clock.advance(3)
+        self.assertFalse(transport.disconnecting)
+        daemon.clock.advance(3)
+        self.assertBye(transport, Reason.IDLE)
+
+    def test_slowConsumer(self) -> None:
+        """
+        A client over --max-pending gets BYE MAX_PENDING after the frame it
+        was sent.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None), FlowControl(maxBehind=10))
+        protocol, transport = daemon.connect(newest())
+        protocol.cursor.pauseProducing()
+        daemon.publish(messages(1, 20))
+        daemon.clock.advance(SWEEP_INTERVAL)
+        self.assertBye(transport, Reason.MAX_PENDING)
+
+    def test_shutdown(self) -> None:
+        """
+        At shutdown a client gets what it is behind by, then BYE SHUTDOWN.
+        """
+        daemon = SeqDaemon()
+        protocol, transport = daemon.connect(newest())
+        protocol.cursor.pauseProducing()
+        daemon.publish(messages(1, 2))
+        protocol.close()
+        protocol.cursor.resumeProducing()
+        got = received(transport)
+        self.assertEqual(got[1:], [*numbered(1, 2), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")])
+        self.assertTrue(transport.disconnecting)
+
+    def test_maxClients(self) -> None:
+        """
+        A connection over --max-clients gets BYE MAX_CLIENTS.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, maxClients=1))
+        daemon.connect()
+        refused = daemon.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = StringTransport()
+        refused.makeConnection(transport)
+        self.assertBye(transport, Reason.MAX_CLIENTS)
+
+    def test_graceThenAbort(self) -> None:
+        """
+        A client that does not take its BYE is aborted after the grace.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, access=AccessPolicy(readOnly=True)))
+        protocol, transport = daemon.connect(newest(), Pub(b"no"))
+        self.assertFalse(transport.disconnected)
+        daemon.clock.advance(5)
+        self.assertTrue(transport.disconnected)
+
+    @settings(max_examples=200)
+    @given(st.binary(max_size=200), st.lists(st.integers(0, 200), max_size=4))
+    def test_anyBytes(self, data: bytes, cuts: list[int]) -> None:
+        """
+        Whatever bytes a client sends, in whatever reads, the server takes
+        its frames or ends with a BYE and a close, never an exception.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, maxMessageSize=64))
+        protocol, transport = daemon.connect()
+        points = sorted(c for c in cuts if c <= len(data))
+        for start, stop in zip([0, *points], [*points, len(data)], strict=True):
+            protocol.dataReceived(data[start:stop])
+        for frame in received(transport):
+            self.assertIsInstance(frame, (ServerHello, Msg, Gap, Bye))
+            if isinstance(frame, Bye):
+                self.assertTrue(transport.disconnecting)
+
+
+class HeartbeatTests(SynchronousTestCase):
+    """
+    A silent connection is PINGed; a client that answers no PING is cut.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = SeqDaemon(ServerConfig(heartbeat=15))
+        self.protocol, self.transport = self.daemon.connect(newest())
+        hello = received(self.transport)[0]
+        assert isinstance(hello, ServerHello)
+        self.assertEqual(hello.heartbeat, 15_000)
+
+    def test_cutAfterTwo(self) -> None:
+        """
+        Two unanswered PINGs, and the client is cut at the next heartbeat.
+        """
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Ping()])
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Ping()])
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_answered(self) -> None:
+        """
+        A client that answers every PING stays.
+        """
+        for _ in range(5):
+            self.daemon.clock.advance(15)
+            self.assertEqual(received(self.transport), [Ping()])
+            self.protocol.dataReceived(framed(Pong()))
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_onlyWhenSilent(self) -> None:
+        """
+        No PING while the stream sends something each heartbeat.
+        """
+        for seq in range(1, 5):
+            self.daemon.publish([b"m%d" % seq])
+            self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), numbered(1, 4))
+        self.assertFalse(self.transport.disconnecting)
+
+
+class EpochTests(SynchronousTestCase):
+    """
+    Each history has its own random epoch.
+    """
+
+    def test_random(self) -> None:
+        """
+        Two daemons started one after the other have different epochs.
+        """
+        first, second = Hub(Stats(), Clock()), Hub(Stats(), Clock())
+        self.assertEqual(len(first.history.epoch), 8)
+        self.assertNotEqual(first.history.epoch, second.history.epoch)
