@@ -29,9 +29,10 @@ from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
+from streamd._compat import FactoryOf
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
 from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
@@ -192,7 +193,7 @@ class SeqClientProtocol(FramedProtocol):
         self.finished.callback(reason.value)
 
 
-class SeqClientFactory(Factory[SeqClientProtocol]):
+class SeqClientFactory(FactoryOf[SeqClientProtocol]):
     """
     Makes the connections of one client, which share its L{Position}.
 
