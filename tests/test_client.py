@@ -86,6 +86,16 @@ class PrinterTests(SynchronousTestCase):
         for argv in (["--port", "x"], ["--count", "-1"], ["--framing", "morse"]):
             self.assertRaises(UsageError, ClientOptions().parseOptions, argv)
 
+    def test_seqOptions(self) -> None:
+        """
+        A bad --last names --last; --stdin, which the seq client does not
+        read, is refused with --framing seq rather than ignored.
+        """
+        error = self.assertRaises(UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--last", "x"])
+        self.assertIn("--last must be a whole number, not 'x'", str(error))
+        error = self.assertRaises(UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--stdin"])
+        self.assertIn("--stdin is not supported with --framing seq", str(error))
+
 
 class ClientProtocolTests(SynchronousTestCase):
     """

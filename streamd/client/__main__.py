@@ -31,10 +31,16 @@ PROGRAM = "streamd.client"
 TOKEN_VARIABLE = "STREAMD_TOKEN"
 
 
-def _count(value: str) -> int:
-    if not value.isdigit():
-        raise ValueError(f"--count must be a whole number, not {value!r}")
-    return int(value)
+def _wholeNumber(option: str) -> Any:
+    def coerce(value: str) -> int:
+        if not value.isdigit():
+            raise ValueError(f"--{option} must be a whole number, not {value!r}")
+        return int(value)
+
+    return coerce
+
+
+_count = _wholeNumber("count")
 
 
 def _size(value: str) -> int:
@@ -74,7 +80,7 @@ class ClientOptions(usage.Options):
         ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message accepted, in bytes.", _size],
         ["framing", None, "int32", f"Wire framing: {' or '.join(FRAMINGS)}."],
         ["token-file", None, None, f"Send this file's token first (default: ${TOKEN_VARIABLE}, if set)."],
-        ["last", None, None, "--framing seq: start with the last N messages.", _count],
+        ["last", None, None, "--framing seq: start with the last N messages.", _wholeNumber("last")],
     ]
 
     def __init__(self) -> None:
@@ -103,6 +109,8 @@ class ClientOptions(usage.Options):
         self["tls"] = bool(tlsOptions)
         if self["framing"] != "seq" and (self["resume"] or self["show-seq"] or self["last"] is not None):
             raise usage.UsageError("--resume, --last and --show-seq need --framing seq")
+        if self["framing"] == "seq" and self["stdin"]:
+            raise usage.UsageError("--stdin is not supported with --framing seq; use --send")
 
     def token(self) -> bytes | None:
         """
