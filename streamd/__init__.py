@@ -3,21 +3,56 @@ streamd: a live-data streaming daemon on Twisted.
 
 Every message is one frame (a 4-byte unsigned big-endian length, then the
 payload) pushed to every connected client.
+
+The public names below are imported on first use, so that C{import streamd}
+(and C{python -m streamd.client}) does not load the daemon, the TLS stack and
+the hundreds of modules they bring.
 """
 
-from streamd.client import StreamClientFactory, StreamClientProtocol, connect
-from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32, Framing
-from streamd.hub import Hub
-from streamd.server import ServerConfig, StreamServerFactory, StreamServerProtocol
-from streamd.service import DaemonConfig, Listen, StreamdService
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamd.client import StreamClientFactory, StreamClientProtocol, connect
+    from streamd.cursor import Cursor
+    from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32, Framing
+    from streamd.history import History
+    from streamd.hub import FlowControl, Hub
+    from streamd.server import ServerConfig, StreamServerFactory, StreamServerProtocol
+    from streamd.service import DaemonConfig, Listen, StreamdService
+
+_HOMES = {
+    "ASCII10": "streamd.framing",
+    "DEFAULT_MAX_MESSAGE_SIZE": "streamd.framing",
+    "INT32": "streamd.framing",
+    "Framing": "streamd.framing",
+    "Cursor": "streamd.cursor",
+    "History": "streamd.history",
+    "FlowControl": "streamd.hub",
+    "Hub": "streamd.hub",
+    "ServerConfig": "streamd.server",
+    "StreamServerFactory": "streamd.server",
+    "StreamServerProtocol": "streamd.server",
+    "DaemonConfig": "streamd.service",
+    "Listen": "streamd.service",
+    "StreamdService": "streamd.service",
+    "StreamClientFactory": "streamd.client",
+    "StreamClientProtocol": "streamd.client",
+    "connect": "streamd.client",
+}
 
 __all__ = [
     "ASCII10",
+    "Cursor",
     "DEFAULT_MAX_MESSAGE_SIZE",
-    "INT32",
     "DaemonConfig",
+    "FlowControl",
     "Framing",
+    "History",
     "Hub",
+    "INT32",
     "Listen",
     "ServerConfig",
     "StreamClientFactory",
@@ -27,3 +62,12 @@ __all__ = [
     "StreamdService",
     "connect",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'streamd' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
