@@ -14,8 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.framing import INT32, Framing
 from streamd.hub import Hub
+from streamd.linesplit import LineSplitter
 from streamd.sources import SourceContext
-from streamd.sources.lines import LineSource, LineSplitter
+from streamd.sources.lines import LineSource
 from streamd.stats import Stats
 
 

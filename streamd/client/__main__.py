@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from streamd.client import StreamClientProtocol, connect
 from streamd.client.seqcli import runSeq
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
-from streamd.sources.lines import LineSplitter
+from streamd.linesplit import LineSplitter
 from streamd.text import printable
 from streamd.tls import clientTLS, handshakeFailure
 
