@@ -119,6 +119,7 @@ class Hub:
         raw: bytes = b"",
         framing: Framing | None = None,
         sender: Cursor | None = None,
+        received: int | None = None,
     ) -> None:
         """
         Append C{payloads} to the log and send them to every subscriber that
@@ -128,6 +129,8 @@ class Hub:
             caller has them, so they are not encoded again.
         @param sender: the subscriber that published them; L{None} for the
             daemon's own sources.
+        @param received: the bytes they came in, counted as the daemon's
+            input; by default, their payloads' bytes.
         """
         history = self.history
         serial = 0 if sender is None else sender.serial
@@ -163,6 +166,8 @@ class Hub:
         stats = self.stats
         stats.messagesOut += count * delivered
         stats.bytesOut += sent
+        stats.messagesIn += count
+        stats.bytesIn += sum(map(len, payloads)) if received is None else received
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
 

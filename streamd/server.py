@@ -207,13 +207,9 @@ class StreamServerProtocol(FramedProtocol):
             hub.addPublisher(self.transport, waits=False)
         # Send first and count after: the bookkeeping, and the few log lines
         # a second, do not delay the stream.
-        hub.publish(payloads, raw, self.framing if raw else None, sender=self.cursor)
-        count = len(payloads)
-        self.messagesIn += count
+        hub.publish(payloads, raw, self.framing if raw else None, sender=self.cursor, received=received)
+        self.messagesIn += len(payloads)
         self.bytesIn += received
-        stats = hub.stats
-        stats.messagesIn += count
-        stats.bytesIn += received
         for payload in self._throttle.admit(payloads, size):
             self.log.info(
                 "{peer} sent {size} bytes: {preview}",

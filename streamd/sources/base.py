@@ -74,9 +74,6 @@ class Source(Service):
         """
         Send several messages to every client, framed once per framing.
         """
-        stats = self.context.hub.stats
-        stats.messagesIn += len(payloads)
-        stats.bytesIn += sum(map(len, payloads))
         self.context.hub.publish(payloads)
 
     def startService(self) -> None:
