@@ -285,12 +285,20 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
 
 def main(reactor: Any, *argv: str) -> Deferred[Any]:
     """
-    Entry point for L{react}: exit 130 on Ctrl-C, without a traceback.
+    Entry point for L{react}: Ctrl-C (SIGINT) exits 130 and SIGTERM 143, as
+    a shell reports a command that a signal ended, with nothing on stderr.
     """
     outcome: Deferred[Any] = Deferred()
-    signal.signal(
-        signal.SIGINT, lambda *_: reactor.callFromThread(_settle, outcome, Failure(SystemExit(130)))
-    )
+
+    def stopped(number: int, frame: object) -> None:
+        reactor.callFromThread(_settle, outcome, Failure(SystemExit(128 + number)))
+
+    signal.signal(signal.SIGINT, stopped)
+    signal.signal(signal.SIGTERM, stopped)
+    # The reactor sets its own SIGTERM handler as it starts (it leaves a SIGINT
+    # one alone); that one stops the reactor a second time if the client is
+    # already stopping, and reports the connection it closes as lost.
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, stopped)
     run(reactor, list(argv), sys.stdout).addBoth(lambda result: _settle(outcome, result))
     return outcome.addCallback(_exit)
 
