@@ -11,7 +11,8 @@ Consuming a stream from Python.
 
 C{connect} fires with the connected L{StreamClientProtocol}; call its
 C{sendString} to publish, and wait on its C{finished} Deferred, which fires
-when the server closes the connection (or fails with the reason it was lost).
+when the connection is closed: by the server, by this side, or because the
+reactor is stopping (or fails with the reason it was lost).
 
 Over TLS, which checks the server's certificate and host name, either with
 Twisted's C{tls:} endpoint (C{trustRoots} is a directory of CA certificates;
@@ -51,13 +52,17 @@ class StreamClientProtocol(FramedProtocol):
     C{onMessage}, and sends with L{sendString}.
 
     @ivar finished: fires with C{None} when the server closes the
-        connection cleanly, or fails with the reason it was lost.
+        connection cleanly, when this side closes it, or when the reactor
+        stops (which closes it); fails with the reason it was lost
+        otherwise.
     @ivar frameError: what was wrong with the server's bytes, if that is why
         the connection was dropped.
     """
 
     factory: StreamClientFactory
     frameError: FrameError | None = None
+    _stopping = False
+    _shutdownTrigger: Any = None
 
     def __init__(self) -> None:
         self.finished: Deferred[None] = Deferred()
@@ -65,6 +70,10 @@ class StreamClientProtocol(FramedProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         noDelay(self.transport)
+        if self.factory.reactor is not None:
+            self._shutdownTrigger = self.factory.reactor.addSystemEventTrigger(
+                "before", "shutdown", self._reactorStopping
+            )
         if self.factory.token is not None:
             self.sendString(self.factory.token)
 
@@ -79,8 +88,18 @@ class StreamClientProtocol(FramedProtocol):
         self.frameError = error
         super().frameErrorReceived(error)
 
+    def _reactorStopping(self) -> None:
+        # A program that stops its reactor is done with the stream, so the
+        # connection that stopping closes is not an error to report.
+        self._shutdownTrigger = None
+        self._stopping = True
+        self.transport.loseConnection()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ConnectionDone) and self.frameError is None:
+        if self._shutdownTrigger is not None:
+            self.factory.reactor.removeSystemEventTrigger(self._shutdownTrigger)
+            self._shutdownTrigger = None
+        if self.frameError is None and (self._stopping or reason.check(ConnectionDone)):
             self.finished.callback(None)
         else:
             self.finished.errback(reason)
@@ -90,6 +109,9 @@ class StreamClientFactory(Factory[StreamClientProtocol]):
     """
     Makes L{StreamClientProtocol}s that call C{onMessage} with each message,
     and send C{token} first when there is one.
+
+    @ivar reactor: when given, its shutdown closes the connections cleanly
+        (C{finished} fires with C{None}).
     """
 
     protocol = StreamClientProtocol
@@ -101,11 +123,13 @@ class StreamClientFactory(Factory[StreamClientProtocol]):
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
         framing: Framing = INT32,
         token: bytes | None = None,
+        reactor: Any = None,
     ) -> None:
         self.onMessage = onMessage
         self.maxMessageSize = maxMessageSize
         self.framing = framing
         self.token = token
+        self.reactor = reactor
 
     def buildProtocol(self, addr: object) -> StreamClientProtocol:
         protocol = StreamClientProtocol()
@@ -137,7 +161,7 @@ def connect(
     target = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
     if tls is not None:
         target = wrapClientTLS(tls, target)
-    factory = StreamClientFactory(onMessage, maxMessageSize, framing, token)
+    factory = StreamClientFactory(onMessage, maxMessageSize, framing, token, reactor)
     connecting: Deferred[StreamClientProtocol] = target.connect(factory)  # type: ignore[assignment]
     return connecting
 

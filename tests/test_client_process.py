@@ -1,12 +1,16 @@
 """
-How C{python -m streamd.client} ends when a signal stops it: real processes
-against a daemon on loopback.
+The client as real processes against a daemon on loopback: how
+C{python -m streamd.client} ends when a signal stops it, and the README's
+Python example run as it is written.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+import textwrap
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -14,13 +18,32 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from streamd.client import connect
 from streamd.service import DaemonConfig, Listen
 
 from .support import startDaemon
-from .test_integration import TICK
+from .test_integration import TICK, Collector
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.rst")
+
+
+def readmeExample() -> str:
+    """
+    The Python code block that follows the README's line introducing the
+    Python API.
+    """
+    with open(README) as f:
+        lines = f.read().split("\n")
+    start = lines.index("From Python, the same protocol and factory are an API:")
+    assert lines[start + 2] == ".. code-block:: python", lines[start + 2]
+    block = []
+    for line in lines[start + 3 :]:
+        if line and not line.startswith(" "):
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block)).strip() + "\n"
 
 
 class Spawned(ProcessProtocol):
@@ -111,3 +134,37 @@ class ClientSignalTests(_SpawnMixin, TestCase):
         client.transport.signalProcess("TERM")
         status = yield client.ended
         self.assertEqual((status.exitCode, client.err), (130, b""))
+
+
+class ReadmeExampleTests(_SpawnMixin, TestCase):
+    """
+    The README's Python API example works as it is written, and ends cleanly.
+    """
+
+    @defer.inlineCallbacks
+    def test_interrupted(self):  # type: ignore[no-untyped-def]
+        """
+        The example, pointed at this daemon, publishes C{hello} and prints
+        what it receives; Ctrl-C (SIGINT) ends it with status 0 and nothing
+        on stderr (it used to print "Unhandled error in Deferred").
+        """
+        code = readmeExample()
+        self.assertEqual(code.count("port=7000"), 1, code)
+        directory = tempfile.mkdtemp(prefix="streamd-readme-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "example.py")
+        with open(path, "w") as f:
+            f.write(code.replace("port=7000", f"port={self.port}"))
+        heard = Collector(1)
+        witness = yield connect(
+            reactor, f"tcp:host=127.0.0.1:port={self.port}", lambda m: None if TICK.match(m) else heard(m)
+        )
+        example = self.spawn(path)
+        self.assertEqual((yield heard.enough), [b"hello"])
+        yield example.receiving
+        example.transport.signalProcess("INT")
+        status = yield example.ended
+        self.assertEqual((status.exitCode, example.err), (0, b""))
+        self.assertTrue(example.out.startswith(b"b'The time is "), example.out)
+        witness.transport.loseConnection()
+        yield witness.finished
