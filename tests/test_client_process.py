@@ -14,7 +14,8 @@ import textwrap
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -23,6 +24,7 @@ from streamd.service import DaemonConfig, Listen
 
 from .support import startDaemon
 from .test_integration import TICK, Collector
+from .test_tls import _PKIMixin
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -168,3 +170,101 @@ class ReadmeExampleTests(_SpawnMixin, TestCase):
         self.assertTrue(example.out.startswith(b"b'The time is "), example.out)
         witness.transport.loseConnection()
         yield witness.finished
+
+
+class Silent(Protocol):
+    """
+    Says nothing and ignores what it hears; L{lost} fires when the
+    connection is gone.
+    """
+
+    def __init__(self) -> None:
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost.callback(None)
+
+
+class WrongPortTests(_PKIMixin, TestCase):
+    """
+    A client pointed at the wrong kind of port (TLS or plain) gives up within
+    --timeout instead of waiting forever, and says what the port may be.
+    """
+
+    timeout = 30
+
+    def client(self, port: int, *argv: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        """
+        The client's output, error output and exit status.
+        """
+        command = ("-m", "streamd.client", "--port", str(port), *argv)
+        return getProcessOutputAndValue(sys.executable, command, env=ENV)
+
+    def daemon(self, listen: str) -> int:
+        """
+        A quiet daemon (no sources) on C{listen}; its port.
+        """
+        config = DaemonConfig(listens=(Listen(listen),), sources=(), statsInterval=0)
+        return startDaemon(self, config)[1]
+
+    @defer.inlineCallbacks
+    def test_plainAtTLS(self):  # type: ignore[no-untyped-def]
+        """
+        A plain client at a TLS port, where the server waits for a handshake
+        and the client for frames, gives up after --timeout and says that
+        it may be a TLS port, or a quiet stream.
+        """
+        port = self.daemon(self.pki.listen())
+        out, err, code = yield self.client(port, "--timeout", "0.5")
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(
+            err.decode(),
+            f"streamd.client: no data from 127.0.0.1:{port} within 0.5 s: is it a TLS port"
+            " (use --tls), or a quiet stream (use --timeout 0 to wait forever)?\n",
+        )
+
+    @defer.inlineCallbacks
+    def test_tlsAtPlain(self):  # type: ignore[no-untyped-def]
+        """
+        A TLS client at a plain streamd port, which drops the client for its
+        ClientHello (not a frame), says that it may be a plain port instead
+        of only "connection lost".
+        """
+        port = self.daemon(LOOPBACK)
+        out, err, code = yield self.client(port, "--cafile", self.pki.path("ca.pem"))
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(
+            err.decode(),
+            f"streamd.client: connection to 127.0.0.1:{port} lost during the TLS handshake:"
+            " is it a plain (non-TLS) port?\n",
+        )
+
+    @defer.inlineCallbacks
+    def test_tlsAtSilentPort(self):  # type: ignore[no-untyped-def]
+        """
+        A TLS client at a port that never answers its handshake gives up
+        after --timeout and says that it may be a plain port.
+        """
+        accepted: list[Silent] = []
+
+        def build() -> Silent:
+            accepted.append(Silent())
+            return accepted[-1]
+
+        listening = reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
+
+        def close() -> defer.Deferred[Any]:
+            for protocol in accepted:
+                protocol.transport.abortConnection()
+            lost = [protocol.lost for protocol in accepted]
+            return defer.gatherResults([defer.maybeDeferred(listening.stopListening), *lost])
+
+        self.addCleanup(close)
+        port = listening.getHost().port
+        out, err, code = yield self.client(port, "--cafile", self.pki.path("ca.pem"), "--timeout", "0.5")
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(
+            err.decode(),
+            f"streamd.client: TLS handshake with 127.0.0.1:{port} did not complete within 0.5 s:"
+            " is it a plain (non-TLS) port?\n",
+        )

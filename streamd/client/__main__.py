@@ -20,7 +20,7 @@ from twisted.internet.tcp import Connection
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from streamd.client import StreamClientProtocol, connect
+from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
 from streamd.sources.lines import LineSplitter
 from streamd.text import printable
@@ -40,6 +40,16 @@ def _size(value: str) -> int:
     if not value.isdigit():
         raise ValueError(f"--max-message-size must be a size in bytes, not {value!r}")
     return int(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"--timeout must be a number of seconds (0: wait forever), not {value!r}")
+    return seconds
 
 
 def _port(value: str) -> int:
@@ -71,7 +81,13 @@ class ClientOptions(usage.Options):
         ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message accepted, in bytes.", _size],
         ["framing", None, "int32", f"Wire framing: {' or '.join(FRAMINGS)}."],
         ["token-file", None, None, f"Send this file's token first (default: ${TOKEN_VARIABLE}, if set)."],
-    ]
+        [
+            "timeout", None, 10.0,
+            "Seconds to connect, then to complete the TLS handshake or (without TLS) to receive"
+            " the first bytes; 0: wait forever.",
+            _seconds,
+        ],
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,6 +131,15 @@ class ClientOptions(usage.Options):
         if not token:
             raise ValueError(f"token file {self['token-file']} is empty")
         return token
+
+    def where(self) -> str:
+        """
+        The server, as the user named it.
+        """
+        if self["connect"] is not None:
+            return str(self["connect"])
+        host = self["host"]
+        return f"[{host}]:{self['port']}" if ":" in host else f"{host}:{self['port']}"
 
     def endpoint(self, reactor: Any) -> IStreamClientEndpoint:
         """
@@ -248,10 +273,21 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
             " anyone on the network path can read and change this stream\n"
         )
     printer = Printer(out, options["count"])
+    onlySending = options["count"] == 0
+    timeout = options["timeout"] or None
     try:
         client = yield connect(
-            reactor, endpoint, printer, options["max-message-size"], FRAMINGS[options["framing"]], token
+            reactor,
+            endpoint,
+            printer,
+            options["max-message-size"],
+            FRAMINGS[options["framing"]],
+            token,
+            timeout=timeout,
+            expectData=not onlySending,
         )
+    except ConnectTimeout as e:
+        raise Fail(f"cannot connect to {options.where()} within {e.seconds:g} s")
     except (ConnectError, DNSLookupError) as e:
         raise Fail(f"cannot connect: {e}")
     for text in options["send"]:
@@ -260,7 +296,6 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
     if options["stdin"]:
         sending = Deferred()
         stdin(LineSender(client, sending), reactor=reactor)
-    onlySending = options["count"] == 0
     if onlySending:
         if sending is not None:
             yield sending
@@ -271,6 +306,9 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
         yield client.finished
     except Exception:
         reason = Failure()
+        wrongPort = _wrongPort(reason, client, options)
+        if wrongPort is not None:
+            raise Fail(wrongPort)
         handshake = handshakeFailure(reason)
         if handshake is not None:
             raise Fail(handshake)
@@ -281,6 +319,26 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
             raise Fail(f"server {client.frameError}")
         raise Fail(f"connection lost: {reason.getErrorMessage()}")
     return 0
+
+
+def _wrongPort(reason: Failure, client: StreamClientProtocol, options: ClientOptions) -> str | None:
+    """
+    What to say when the connection failed the way connections to the wrong
+    kind of port (TLS or plain) fail, or C{None}.
+    """
+    where, error = options.where(), reason.value
+    plainPort = "is it a plain (non-TLS) port?"
+    if isinstance(error, HandshakeTimeout):
+        return f"TLS handshake with {where} did not complete within {error.seconds:g} s: {plainPort}"
+    if isinstance(error, NoDataTimeout):
+        useTLS = "use a tls: endpoint" if options["connect"] is not None else "use --tls"
+        return (
+            f"no data from {where} within {error.seconds:g} s: is it a TLS port ({useTLS}),"
+            " or a quiet stream (use --timeout 0 to wait forever)?"
+        )
+    if client.tls and not client.handshakeDone and handshakeFailure(reason) is None:
+        return f"connection to {where} lost during the TLS handshake: {plainPort}"
+    return None
 
 
 def main(reactor: Any, *argv: str) -> Deferred[Any]:
