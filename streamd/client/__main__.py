@@ -20,7 +20,7 @@ from twisted.internet.tcp import Connection
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from streamd.client import StreamClientProtocol, connect
+from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
 from streamd.client.seqcli import runSeq
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
 from streamd.linesplit import LineSplitter
@@ -47,6 +47,16 @@ def _size(value: str) -> int:
     if not value.isdigit():
         raise ValueError(f"--max-message-size must be a size in bytes, not {value!r}")
     return int(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"--timeout must be a number of seconds (0: wait forever), not {value!r}")
+    return seconds
 
 
 def _port(value: str) -> int:
@@ -81,7 +91,13 @@ class ClientOptions(usage.Options):
         ["framing", None, "int32", f"Wire framing: {' or '.join(FRAMINGS)}."],
         ["token-file", None, None, f"Send this file's token first (default: ${TOKEN_VARIABLE}, if set)."],
         ["last", None, None, "--framing seq: start with the last N messages.", _wholeNumber("last")],
-    ]
+        [
+            "timeout", None, 10.0,
+            "Seconds to connect, then to complete the TLS handshake or (without TLS) to receive"
+            " the first bytes; 0: wait forever.",
+            _seconds,
+        ],
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -129,6 +145,15 @@ class ClientOptions(usage.Options):
         if not token:
             raise ValueError(f"token file {self['token-file']} is empty")
         return token
+
+    def where(self) -> str:
+        """
+        The server, as the user named it.
+        """
+        if self["connect"] is not None:
+            return str(self["connect"])
+        host = self["host"]
+        return f"[{host}]:{self['port']}" if ":" in host else f"{host}:{self['port']}"
 
     def endpoint(self, reactor: Any) -> IStreamClientEndpoint:
         """
@@ -264,10 +289,21 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
     if options["framing"] == "seq":
         return (yield runSeq(reactor, options, endpoint, token, out, sys.stderr))
     printer = Printer(out, options["count"])
+    onlySending = options["count"] == 0
+    timeout = options["timeout"] or None
     try:
         client = yield connect(
-            reactor, endpoint, printer, options["max-message-size"], FRAMINGS[options["framing"]], token
+            reactor,
+            endpoint,
+            printer,
+            options["max-message-size"],
+            FRAMINGS[options["framing"]],
+            token,
+            timeout=timeout,
+            expectData=not onlySending,
         )
+    except ConnectTimeout as e:
+        raise Fail(f"cannot connect to {options.where()} within {e.seconds:g} s")
     except (ConnectError, DNSLookupError) as e:
         raise Fail(f"cannot connect: {e}")
     for text in options["send"]:
@@ -276,7 +312,6 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
     if options["stdin"]:
         sending = Deferred()
         stdin(LineSender(client, sending), reactor=reactor)
-    onlySending = options["count"] == 0
     if onlySending:
         if sending is not None:
             yield sending
@@ -287,6 +322,9 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
         yield client.finished
     except Exception:
         reason = Failure()
+        wrongPort = _wrongPort(reason, client, options)
+        if wrongPort is not None:
+            raise Fail(wrongPort)
         handshake = handshakeFailure(reason)
         if handshake is not None:
             raise Fail(handshake)
@@ -299,14 +337,42 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
     return 0
 
 
+def _wrongPort(reason: Failure, client: StreamClientProtocol, options: ClientOptions) -> str | None:
+    """
+    What to say when the connection failed the way connections to the wrong
+    kind of port (TLS or plain) fail, or C{None}.
+    """
+    where, error = options.where(), reason.value
+    plainPort = "is it a plain (non-TLS) port?"
+    if isinstance(error, HandshakeTimeout):
+        return f"TLS handshake with {where} did not complete within {error.seconds:g} s: {plainPort}"
+    if isinstance(error, NoDataTimeout):
+        useTLS = "use a tls: endpoint" if options["connect"] is not None else "use --tls"
+        return (
+            f"no data from {where} within {error.seconds:g} s: is it a TLS port ({useTLS}),"
+            " or a quiet stream (use --timeout 0 to wait forever)?"
+        )
+    if client.tls and not client.handshakeDone and handshakeFailure(reason) is None:
+        return f"connection to {where} lost during the TLS handshake: {plainPort}"
+    return None
+
+
 def main(reactor: Any, *argv: str) -> Deferred[Any]:
     """
-    Entry point for L{react}: exit 130 on Ctrl-C, without a traceback.
+    Entry point for L{react}: Ctrl-C (SIGINT) exits 130 and SIGTERM 143, as
+    a shell reports a command that a signal ended, with nothing on stderr.
     """
     outcome: Deferred[Any] = Deferred()
-    signal.signal(
-        signal.SIGINT, lambda *_: reactor.callFromThread(_settle, outcome, Failure(SystemExit(130)))
-    )
+
+    def stopped(number: int, frame: object) -> None:
+        reactor.callFromThread(_settle, outcome, Failure(SystemExit(128 + number)))
+
+    signal.signal(signal.SIGINT, stopped)
+    signal.signal(signal.SIGTERM, stopped)
+    # The reactor sets its own SIGTERM handler as it starts (it leaves a SIGINT
+    # one alone); that one stops the reactor a second time if the client is
+    # already stopping, and reports the connection it closes as lost.
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, stopped)
     run(reactor, list(argv), sys.stdout).addBoth(lambda result: _settle(outcome, result))
     return outcome.addCallback(_exit)
 

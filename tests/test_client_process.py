@@ -1,0 +1,270 @@
+"""
+The client as real processes against a daemon on loopback: how
+C{python -m streamd.client} ends when a signal stops it, and the README's
+Python example run as it is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from streamd.client import connect
+from streamd.service import DaemonConfig, Listen
+
+from .support import startDaemon
+from .test_integration import TICK, Collector
+from .test_tls import _PKIMixin
+
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.rst")
+
+
+def readmeExample() -> str:
+    """
+    The Python code block that follows the README's line introducing the
+    Python API.
+    """
+    with open(README) as f:
+        lines = f.read().split("\n")
+    start = lines.index("From Python, the same protocol and factory are an API:")
+    assert lines[start + 2] == ".. code-block:: python", lines[start + 2]
+    block = []
+    for line in lines[start + 3 :]:
+        if line and not line.startswith(" "):
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block)).strip() + "\n"
+
+
+class Spawned(ProcessProtocol):
+    """
+    A process whose output is kept: L{receiving} fires at its first output,
+    L{ended} with how it ended (C{exitCode}, C{signal}).
+    """
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.receiving: defer.Deferred[None] = defer.Deferred()
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        if not self.receiving.called:
+            self.receiving.callback(None)
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(reason.value)
+
+
+class _SpawnMixin:
+    """
+    A ticking daemon in this process, and Python processes that are killed
+    if a test leaves them running.
+    """
+
+    timeout = 30
+    addCleanup: Any
+
+    def setUp(self) -> None:
+        config = DaemonConfig(listens=(Listen(LOOPBACK),), interval=0.05, statsInterval=0)
+        self.service, self.port = startDaemon(self, config)
+
+    def spawn(self, *argv: str) -> Spawned:
+        """
+        Run C{python ARGV}.
+        """
+        process = Spawned()
+        transport = reactor.spawnProcess(process, sys.executable, (sys.executable, *argv), env=ENV)
+
+        def kill() -> defer.Deferred[Any]:
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(kill)
+        return process
+
+
+class ClientSignalTests(_SpawnMixin, TestCase):
+    """
+    SIGTERM ends the command-line client as quietly as Ctrl-C does.
+    """
+
+    def client(self) -> Spawned:
+        return self.spawn("-m", "streamd.client", "--port", str(self.port))
+
+    @defer.inlineCallbacks
+    def test_terminated(self):  # type: ignore[no-untyped-def]
+        """
+        SIGTERM ends a printing client with status 143 (128 + 15, as a shell
+        reports it) and nothing on stderr: not the connection it closed, not
+        a traceback.
+        """
+        client = self.client()
+        yield client.receiving
+        client.transport.signalProcess("TERM")
+        status = yield client.ended
+        self.assertEqual((status.exitCode, client.err), (143, b""))
+        self.assertTrue(TICK.match(client.out.splitlines()[0]), client.out)
+
+    @defer.inlineCallbacks
+    def test_interruptedThenTerminated(self):  # type: ignore[no-untyped-def]
+        """
+        SIGTERM while Ctrl-C is already stopping the client (as a supervisor
+        that sends both does) changes nothing: the first signal's status, and
+        no C{ReactorNotRunning} traceback.
+        """
+        client = self.client()
+        yield client.receiving
+        client.transport.signalProcess("INT")
+        client.transport.signalProcess("TERM")
+        status = yield client.ended
+        self.assertEqual((status.exitCode, client.err), (130, b""))
+
+
+class ReadmeExampleTests(_SpawnMixin, TestCase):
+    """
+    The README's Python API example works as it is written, and ends cleanly.
+    """
+
+    @defer.inlineCallbacks
+    def test_interrupted(self):  # type: ignore[no-untyped-def]
+        """
+        The example, pointed at this daemon, publishes C{hello} and prints
+        what it receives; Ctrl-C (SIGINT) ends it with status 0 and nothing
+        on stderr (it used to print "Unhandled error in Deferred").
+        """
+        code = readmeExample()
+        self.assertEqual(code.count("port=7000"), 1, code)
+        directory = tempfile.mkdtemp(prefix="streamd-readme-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "example.py")
+        with open(path, "w") as f:
+            f.write(code.replace("port=7000", f"port={self.port}"))
+        heard = Collector(1)
+        witness = yield connect(
+            reactor, f"tcp:host=127.0.0.1:port={self.port}", lambda m: None if TICK.match(m) else heard(m)
+        )
+        example = self.spawn(path)
+        self.assertEqual((yield heard.enough), [b"hello"])
+        yield example.receiving
+        example.transport.signalProcess("INT")
+        status = yield example.ended
+        self.assertEqual((status.exitCode, example.err), (0, b""))
+        self.assertTrue(example.out.startswith(b"b'The time is "), example.out)
+        witness.transport.loseConnection()
+        yield witness.finished
+
+
+class Silent(Protocol):
+    """
+    Says nothing and ignores what it hears; L{lost} fires when the
+    connection is gone.
+    """
+
+    def __init__(self) -> None:
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost.callback(None)
+
+
+class WrongPortTests(_PKIMixin, TestCase):
+    """
+    A client pointed at the wrong kind of port (TLS or plain) gives up within
+    --timeout instead of waiting forever, and says what the port may be.
+    """
+
+    timeout = 30
+
+    def client(self, port: int, *argv: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
+        """
+        The client's output, error output and exit status.
+        """
+        command = ("-m", "streamd.client", "--port", str(port), *argv)
+        return getProcessOutputAndValue(sys.executable, command, env=ENV)
+
+    def daemon(self, listen: str) -> int:
+        """
+        A quiet daemon (no sources) on C{listen}; its port.
+        """
+        config = DaemonConfig(listens=(Listen(listen),), sources=(), statsInterval=0)
+        return startDaemon(self, config)[1]
+
+    @defer.inlineCallbacks
+    def test_plainAtTLS(self):  # type: ignore[no-untyped-def]
+        """
+        A plain client at a TLS port, where the server waits for a handshake
+        and the client for frames, gives up after --timeout and says that
+        it may be a TLS port, or a quiet stream.
+        """
+        port = self.daemon(self.pki.listen())
+        out, err, code = yield self.client(port, "--timeout", "0.5")
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(
+            err.decode(),
+            f"streamd.client: no data from 127.0.0.1:{port} within 0.5 s: is it a TLS port"
+            " (use --tls), or a quiet stream (use --timeout 0 to wait forever)?\n",
+        )
+
+    @defer.inlineCallbacks
+    def test_tlsAtPlain(self):  # type: ignore[no-untyped-def]
+        """
+        A TLS client at a plain streamd port, which drops the client for its
+        ClientHello (not a frame), says that it may be a plain port instead
+        of only "connection lost".
+        """
+        port = self.daemon(LOOPBACK)
+        out, err, code = yield self.client(port, "--cafile", self.pki.path("ca.pem"))
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(
+            err.decode(),
+            f"streamd.client: connection to 127.0.0.1:{port} lost during the TLS handshake:"
+            " is it a plain (non-TLS) port?\n",
+        )
+
+    @defer.inlineCallbacks
+    def test_tlsAtSilentPort(self):  # type: ignore[no-untyped-def]
+        """
+        A TLS client at a port that never answers its handshake gives up
+        after --timeout and says that it may be a plain port.
+        """
+        accepted: list[Silent] = []
+
+        def build() -> Silent:
+            accepted.append(Silent())
+            return accepted[-1]
+
+        listening = reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
+
+        def close() -> defer.Deferred[Any]:
+            for protocol in accepted:
+                protocol.transport.abortConnection()
+            lost = [protocol.lost for protocol in accepted]
+            return defer.gatherResults([defer.maybeDeferred(listening.stopListening), *lost])
+
+        self.addCleanup(close)
+        port = listening.getHost().port
+        out, err, code = yield self.client(port, "--cafile", self.pki.path("ca.pem"), "--timeout", "0.5")
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(
+            err.decode(),
+            f"streamd.client: TLS handshake with 127.0.0.1:{port} did not complete within 0.5 s:"
+            " is it a plain (non-TLS) port?\n",
+        )
