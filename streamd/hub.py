@@ -49,6 +49,12 @@ class FlowControl:
     softSeconds: float = 10.0
 
 
+PAUSE_LOG_SECONDS = 10.0
+"""
+Seconds between two log lines about publishers being paused: a stream paced
+by a slow reader pauses many times a second.
+"""
+
 SWEEP_INTERVAL = 0.1
 """
 Seconds between two looks at the subscribers that are behind: for those to
@@ -85,6 +91,8 @@ class Hub:
         self._publishers: dict[IPushProducer, bool] = {}
         self.paused = False
         self.pauses = 0
+        self._pauseLogged: float | None = None
+        self._pausesLogged = 0
         self._sweep: IDelayedCall | None = None
 
     @property
@@ -295,13 +303,18 @@ class Hub:
     def _pause(self) -> None:
         self.paused = True
         self.pauses += 1
-        if self.pauses == 1:
+        now = self.clock.seconds()
+        if self._pauseLogged is None or now - self._pauseLogged >= PAUSE_LOG_SECONDS:
             self.log.info(
                 "the history (--history {size} bytes) is full of messages a client that keeps up has not"
-                " been sent yet: pausing {n} publisher(s) until it has",
+                " been sent yet: pausing {n} publisher(s) until it has ({pauses} pause(s) since the last"
+                " such line)",
                 size=self.flow.history,
                 n=sum(map(self._pacing, self._publishers.values())),
+                pauses=self.pauses - self._pausesLogged,
             )
+            self._pauseLogged = now
+            self._pausesLogged = self.pauses
         for publisher, waits in list(self._publishers.items()):
             if self._pacing(waits):
                 publisher.pauseProducing()

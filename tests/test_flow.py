@@ -341,6 +341,33 @@ class PacingTests(FlowTestCase):
         self.assertEqual(frames(received), source.published)
         self.assertGreater(len(source.published), 100)
 
+    def test_pausesLoggedOncePerTenSeconds(self) -> None:
+        """
+        A stream paced by a slow reader pauses its sources often; the log
+        says so at most once every ten seconds, with the count since.
+        """
+        source = FakeSource(self.daemon)
+        _, transport = self.connect()
+        source.publish(3)
+        transport.take()
+
+        def pauseAndResume() -> None:
+            source.publish(30)
+            for _ in range(15):
+                transport.take()
+
+        for _ in range(3):
+            pauseAndResume()
+        self.clock.advance(10)
+        source.publish(3)
+        transport.take()
+        pauseAndResume()
+        lines = [line for line in self.lines() if "pausing" in line]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("(1 pause(s) since the last such line)", lines[0])
+        self.assertIn("(3 pause(s) since the last such line)", lines[1])
+        self.assertEqual(self.daemon.hub.pauses, 4)
+
     def test_neverDrainedNotWaitedFor(self) -> None:
         """
         A client that has not taken anything since it fell behind (a
