@@ -64,33 +64,60 @@ class Int32Records:
         return 4, length
 
 
-class RespMessages:
+class _PrefixedMessages:
     """
-    The pushes of a RESP2 subscription to one channel:
-    C{*3 $7 message $<n> <channel> $<length> <payload> CRLF}.
+    Pushes that all start with the same bytes, then the payload's length in
+    decimal and CRLF, then the payload and CRLF.
     """
 
-    def __init__(self, channel: bytes) -> None:
-        self.channel = channel
-        self._fixed = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$" % (len(channel), channel)
-        self.maxHead = len(self._fixed) + 12
+    def __init__(self, fixed: bytes, what: str) -> None:
+        self._fixed = fixed
+        self._what = what
+        self.maxHead = len(fixed) + 12
 
     def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
         fixed = self._fixed
         size = len(fixed)
         if end - pos < size:
             if not fixed.startswith(data[pos:end]):
-                raise ValueError(f"not a message on {self.channel!r}: {data[pos:end]!r}")
+                raise ValueError(f"not {self._what}: {data[pos:end]!r}")
             return None
         if not data.startswith(fixed, pos):
-            raise ValueError(f"not a message on {self.channel!r}: {data[pos : pos + size]!r}")
+            raise ValueError(f"not {self._what}: {data[pos : pos + size]!r}")
         digits = pos + size
         crlf = data.find(b"\r\n", digits, min(end, pos + self.maxHead))
         if crlf < 0:
             if end - pos >= self.maxHead:
-                raise ValueError(f"bad bulk length {data[digits : pos + self.maxHead]!r}")
+                raise ValueError(f"bad length {data[digits : pos + self.maxHead]!r}")
             return None
         return crlf + 2 - pos, int(data[digits:crlf]) + 2
+
+
+class RespMessages(_PrefixedMessages):
+    """
+    The pushes of a RESP2 subscription to one channel:
+    C{*3 $7 message $<n> <channel> $<length> <payload> CRLF}.
+    """
+
+    def __init__(self, channel: bytes) -> None:
+        super().__init__(
+            b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$" % (len(channel), channel), f"a message on {channel!r}"
+        )
+        self.channel = channel
+
+
+class NatsMessages(_PrefixedMessages):
+    """
+    What a NATS subscription without headers receives:
+    C{MSG <subject> <sid> <length> CRLF <payload> CRLF}.
+
+    Anything else (a server C{PING}, an C{-ERR}) is an error: the benchmark
+    sets nats-server's ping interval past any run.
+    """
+
+    def __init__(self, subject: bytes, sid: bytes) -> None:
+        super().__init__(b"MSG %s %s " % (subject, sid), f"a MSG on {subject!r}")
+        self.subject = subject
 
 
 def _sameHeads(data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
