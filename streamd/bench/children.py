@@ -31,14 +31,15 @@ class Shared:
     @ivar counts: messages received so far, per subscriber connection.
     @ivar control: L{STOP} (set to stop every child), L{WINDOW_START} and
         L{WINDOW_END} (the publish times, in C{monotonic_ns}, whose latencies
-        count) and L{PUBLISHED} (messages the publisher has sent).
+        count), L{PUBLISHED} (messages the publisher has sent) and L{GO} (set
+        to have the idle connections connect, all at once).
     """
 
-    STOP, WINDOW_START, WINDOW_END, PUBLISHED = range(4)
+    STOP, WINDOW_START, WINDOW_END, PUBLISHED, GO = range(5)
 
     def __init__(self, subscribers: int) -> None:
         self.counts = RawArray("q", max(subscribers, 1))
-        self.control = RawArray("q", [0, NEVER, NEVER, 0])
+        self.control = RawArray("q", [0, NEVER, NEVER, 0, 0])
 
     @property
     def stopping(self) -> bool:
