@@ -205,19 +205,35 @@ class NatsWalkerTests(_WalkerMixin, SynchronousTestCase):
 
     def test_notAMessage(self) -> None:
         """
-        A server PING, an error, a message on another subject or for another
+        An error, a PONG, a message on another subject or for another
         subscription is an error, even when only its first bytes have
         arrived.
         """
         for data in (
-            b"PING\r\n",
             b"-ERR 'Slow Consumer'\r\n",
+            b"PONG\r\n",
             b"MSG other 1 1\r\nx\r\n",
             b"MSG bench 2 1\r\n",
             b"-E",
         ):
             self.assertRaises(ValueError, Walker(self.records).feed, data)
         self.assertEqual(Walker(self.records).feed(b"MS"), 0)
+
+    def test_pings(self) -> None:
+        """
+        The server's PINGs, wherever they fall and however the stream is
+        split, are counted apart as control records, not as messages, and
+        break no run of identical messages.
+        """
+        payloads = [STAMP.pack(5) + bytes(56)] * 6
+        records = [b"MSG bench 1 64\r\n" + p + b"\r\n" for p in payloads]
+        data = b"PING\r\n" + b"".join(records[:3]) + b"PING\r\n" + b"".join(records[3:]) + b"PING\r\n"
+        for stamped in (False, True):
+            for cut in range(len(data) + 1):
+                walker = Walker(self.records, stamped)
+                counted = walker.feed(data[:cut]) + walker.feed(data[cut:])
+                self.assertEqual((counted, walker.controls), (6, 3))
+                self.assertEqual(walker.stamps, [5] * 6 if stamped else [])
 
     def test_publishMessage(self) -> None:
         """

@@ -112,6 +112,22 @@ class Children:
         self.children.append(child)
         return child
 
+    def checkRunning(self) -> None:
+        """
+        @raise BenchError: with its error, if a child has ended.
+        """
+        for child in self.children:
+            if child.process.is_alive():
+                continue
+            try:
+                while child.pipe.poll(0):
+                    tag, value = child.pipe.recv()
+                    if tag == "error":
+                        raise BenchError(f"{child.name}: {value}")
+            except EOFError:
+                pass
+            raise BenchError(f"{child.name} ended early (exit status {child.process.exitcode})")
+
     def stop(self) -> None:
         """
         Tell every child to finish.

@@ -223,6 +223,8 @@ def subscriber(
                     )
                 now = time.monotonic_ns()
                 counts[slot] += walker.feed(reader.buffer, received)
+                if walker.controls:
+                    _answer(wire, key.fileobj, walker)  # type: ignore[arg-type]
                 if walker.stamps:
                     start, end = control[Shared.WINDOW_START], control[Shared.WINDOW_END]
                     if len(latencies) < MAX_SAMPLES:
@@ -233,6 +235,15 @@ def subscriber(
             key.fileobj.close()  # type: ignore[union-attr]
         selector.close()
     return latencies.tobytes()
+
+
+def _answer(wire: Wire, sock: socket.socket, walker: Walker) -> None:
+    """
+    Answer the control records (NATS PINGs) C{walker} has seen on C{sock}.
+    """
+    if walker.controls:
+        sock.sendall(wire.pong * walker.controls)
+        walker.controls = 0
 
 
 class _Opening:
@@ -297,15 +308,22 @@ def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, de
                         continue
                     if not received:
                         raise ConnectionError("the server closed an idle connection while it subscribed")
+                    if isinstance(state, Walker):
+                        if state.feed(reader.buffer, received):
+                            raise ConnectionError(f"{wire.name} sent a message before it was published")
+                        _answer(wire, sock, state)
+                        continue
                     state.received += reader.buffer[:received]
                     used = wire.answered(state.received, subscriber=True)
                 if used is None:
                     if events & selectors.EVENT_WRITE:
                         selector.modify(sock, selectors.EVENT_READ, state)
                     continue
-                if used != len(state.received):
-                    raise ConnectionError(f"{wire.name} sent more than an answer: {state.received[used:]!r}")
-                selector.modify(sock, selectors.EVENT_READ, Walker(records, stamped=True))
+                walker = Walker(records, stamped=True)
+                if walker.feed(state.received[used:]):
+                    raise ConnectionError(f"{wire.name} sent a message before it was published")
+                _answer(wire, sock, walker)
+                selector.modify(sock, selectors.EVENT_READ, walker)
                 opening -= 1
         report("ready", None)
         latencies: list[int] = []
@@ -320,6 +338,7 @@ def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, de
                     raise ConnectionError("the server closed an idle connection")
                 now = time.monotonic_ns()
                 walker.feed(reader.buffer, received)
+                _answer(wire, key.fileobj, walker)  # type: ignore[arg-type]
                 if walker.stamps:
                     latencies.append(now - walker.stamps[0])
                     selector.unregister(key.fileobj)

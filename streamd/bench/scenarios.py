@@ -245,7 +245,9 @@ def idle(server: Server, wire: Wire, clients: int, settings: Settings) -> Figure
         files = openFiles(server.pid)
         start = time.monotonic()
         shared.control[Shared.GO] = 1
-        accepted = server.waitAccepted(files + clients, clients, IDLE_SETUP_SECONDS) - start
+        accepted = (
+            server.waitAccepted(files + clients, clients, IDLE_SETUP_SECONDS, children.checkRunning) - start
+        )
         for child in holders:
             child.expect("ready", IDLE_SETUP_SECONDS)
         subscribed = time.monotonic() - start

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from streamd.bench.proc import connectionCount, dieWithParent, openFiles, rssBytes
@@ -75,17 +76,19 @@ class Server:
                 raise BenchError(f"{self.name} accepted {accepted} of {count} connections in {timeout:g} s")
             time.sleep(0.02)
 
-    def waitAccepted(self, files: int, count: int, timeout: float) -> float:
+    def waitAccepted(self, files: int, count: int, timeout: float, clients: Callable[[], None]) -> float:
         """
         Wait, polling often and cheaply, until it has C{files} open files
         and C{count} client connections.
 
+        @param clients: raises L{BenchError} if the clients failed.
         @return: the C{time.monotonic()} at which it had both.
-        @raise BenchError: after C{timeout} seconds, or if it exits.
+        @raise BenchError: after C{timeout} seconds, or if it or they fail.
         """
         deadline = time.monotonic() + timeout
         while openFiles(self.pid) < files or connectionCount(self.pid, self.port) < count:
             self.checkAlive()
+            clients()
             if time.monotonic() > deadline:
                 accepted = connectionCount(self.pid, self.port)
                 raise BenchError(f"{self.name} accepted {accepted} of {count} connections in {timeout:g} s")
@@ -252,10 +255,10 @@ NATS_MIN_PENDING = 64 * 1024 * 1024
 
 def natsSettings(maxPayload: int, pending: int) -> dict[str, object]:
     """
-    The nats-server settings of a run: no JetStream (the default), no PINGs
-    from the server during a run (the load clients answer them, but a PING
-    in the middle of a subscriber's stream would not be a message), the
-    payload limit raised only when the run needs it, as streamd's, and no
+    The nats-server settings of a run: no JetStream (the default), no
+    periodic PINGs during a run (the load clients answer every PING, the
+    first one two seconds after CONNECT included, but idle connections stop
+    reading once they have their broadcast), the payload limit raised only when the run needs it, as streamd's, and no
     limit that cuts a subscriber: a pending limit above what the
     publisher's credit window lets queue, and a write deadline that is
     retried rather than fatal.

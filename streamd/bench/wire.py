@@ -39,6 +39,10 @@ class Wire:
         raise NotImplementedError
 
     trailer = b""
+    pong = b""
+    """
+    A subscriber's answer to each control record it receives.
+    """
 
     def header(self, size: int) -> bytes:
         """
@@ -149,11 +153,13 @@ class NatsWire(Wire):
     The server greets every connection with C{INFO}; a client sends
     C{CONNECT} (without C{+OK} acknowledgements), a subscriber C{SUB}, and
     both a C{PING}: its C{PONG} says the server has taken all of it, the
-    subscription included.  Publishers answer the server's C{PING}s.
+    subscription included.  Publishers and subscribers answer the server's
+    C{PING}s.
     """
 
     name = "nats"
     trailer = b"\r\n"
+    pong = b"PONG\r\n"
     _connect = b'CONNECT {"verbose":false,"pedantic":false}\r\n'
 
     def records(self, maxLength: int) -> RecordFormat:
