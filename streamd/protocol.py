@@ -5,6 +5,7 @@ The framed protocol that both the server and the client speak.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -72,6 +73,13 @@ def noDelay(transport: Any) -> None:
     message sent now, and streamd already joins what one read brings into
     one write.  (Asking a UNIX socket would only log an error.)
     """
+    sock = getattr(transport, "socket", None)
+    if isinstance(sock, socket.socket):
+        # The common case, without making address objects: a connection
+        # storm makes thousands a second.
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return
     host = transport.getHost()
     if isinstance(host, (IPv4Address, IPv6Address)) and host.type == "TCP":
         setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
@@ -101,7 +109,7 @@ class FramedProtocol(Int32StringReceiver):
     # A connected TCP, UNIX or TLS transport; Twisted types it loosely.
     transport: Any
     framing: Framing = INT32
-    peer = "?"
+    _peer: str | None = None
     bytesReceived = 0
     partialBudget: PartialBudget | None = None
     _maxLength = DEFAULT_MAX_MESSAGE_SIZE
@@ -164,8 +172,21 @@ class FramedProtocol(Int32StringReceiver):
             decoder = self._decoder = self.framing.decoder(self.MAX_LENGTH)
         return decoder
 
-    def connectionMade(self) -> None:
-        self.peer = addressName(self.transport.getPeer())
+    @property
+    def peer(self) -> str:
+        """
+        The peer's address, for the log: made when first asked for, not for
+        each of the thousands of connections a storm brings.
+        """
+        peer = self._peer
+        if peer is None:
+            transport = self.transport
+            peer = self._peer = "?" if transport is None else addressName(transport.getPeer())
+        return peer
+
+    @peer.setter
+    def peer(self, name: str) -> None:
+        self._peer = name
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesReceived += len(data)

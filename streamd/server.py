@@ -29,6 +29,10 @@ from streamd.throttle import LogThrottle
 # itself, so an unauthenticated client cannot make the daemon hold more.
 TOKEN_LIMIT = 4096
 DEFAULT_AUTH_TIMEOUT = 5.0
+CONNECTION_LINES = 20
+"""
+Connections, and disconnections, logged one by one in a second at most.
+"""
 DEFAULT_HEARTBEAT = 15.0
 
 
@@ -118,6 +122,7 @@ class StreamServerProtocol(FramedProtocol):
     _published = False
     _idleCall: IDelayedCall | None = None
     _authCall: IDelayedCall | None = None
+    _throttle: LogThrottle | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -125,7 +130,6 @@ class StreamServerProtocol(FramedProtocol):
         config = factory.config
         self.cursor = cursorFor(self.transport, factory.hub, self.framing, self)
         noDelay(self.transport)
-        self._throttle = LogThrottle(factory.clock, self._reportUnlogged)
         self.access = config.access.initialAccess()
         if config.access.expectsToken:
             self._awaitToken()
@@ -210,7 +214,10 @@ class StreamServerProtocol(FramedProtocol):
         hub.publish(payloads, raw, self.framing if raw else None, sender=self.cursor, received=received)
         self.messagesIn += len(payloads)
         self.bytesIn += received
-        for payload in self._throttle.admit(payloads, size):
+        throttle = self._throttle
+        if throttle is None:
+            throttle = self._throttle = LogThrottle(self.factory.clock, self._reportUnlogged)
+        for payload in throttle.admit(payloads, size):
             self.log.info(
                 "{peer} sent {size} bytes: {preview}",
                 peer=self.peer,
@@ -346,7 +353,8 @@ class StreamServerProtocol(FramedProtocol):
         for call in (self._idleCall, self._authCall):
             if call is not None and call.active():
                 call.cancel()
-        self._throttle.stop()
+        if self._throttle is not None:
+            self._throttle.stop()
         self.cursor.abandon()
         if self._published:
             self.factory.hub.removePublisher(self.transport)
@@ -378,6 +386,10 @@ class StreamServerFactory(FactoryOf[StreamServerProtocol]):
         self.config = config
         self.framing = framing
         self.connections = Connections(config.maxPartialBytes) if connections is None else connections
+        # A storm of (re)connections, as after a restart, must not wait on
+        # the log: past CONNECTION_LINES a second, they are counted.
+        self._connectedLines = LogThrottle(clock, self._reportConnected, CONNECTION_LINES)
+        self._disconnectedLines = LogThrottle(clock, self._reportDisconnected, CONNECTION_LINES)
 
     def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         if len(self.connections) >= self.config.maxClients:
@@ -401,19 +413,42 @@ class StreamServerFactory(FactoryOf[StreamServerProtocol]):
         stats = self.hub.stats
         stats.connections = len(self.connections)
         stats.connectionsTotal += 1
-        self.log.info("client {peer} connected ({n} connected)", peer=protocol.peer, n=len(self.connections))
+        if self._connectedLines.admitOne():
+            self.log.info("client {peer} connected ({n} connected)", peer=protocol.peer, n=len(self.connections))
 
     def clientDisconnected(self, protocol: StreamServerProtocol, reason: Failure) -> None:
         self.connections.discard(protocol)
         self.hub.stats.connections = len(self.connections)
-        self.log.info(
-            "client {peer} disconnected: {messagesIn} messages in, {messagesOut} out ({reason})",
-            peer=protocol.peer,
-            messagesIn=protocol.messagesIn,
-            messagesOut=protocol.messagesOut,
-            reason=reason.getErrorMessage(),
-        )
+        if self._disconnectedLines.admitOne():
+            self.log.info(
+                "client {peer} disconnected: {messagesIn} messages in, {messagesOut} out ({reason})",
+                peer=protocol.peer,
+                messagesIn=protocol.messagesIn,
+                messagesOut=protocol.messagesOut,
+                reason=reason.getErrorMessage(),
+            )
         self.connections.settle()
+
+    def _reportConnected(self, count: int, size: int) -> None:
+        self.log.info(
+            "{count} more clients connected in a second, not logged one by one ({n} connected)",
+            count=count,
+            n=len(self.connections),
+        )
+
+    def _reportDisconnected(self, count: int, size: int) -> None:
+        self.log.info(
+            "{count} more clients disconnected in a second, not logged one by one ({n} connected)",
+            count=count,
+            n=len(self.connections),
+        )
+
+    def stopLogging(self) -> None:
+        """
+        Log what the connection lines held back, now (at shutdown).
+        """
+        self._connectedLines.stop()
+        self._disconnectedLines.stop()
 
 
 class _Refused(Protocol):

@@ -170,6 +170,10 @@ class StreamdService(MultiService):
         yield gatherResults([maybeDeferred(source.stopService) for source in self.sources])
         yield self.closeConnections(self.config.shutdownTimeout)
         self.hub.stop()
+        for listener in self.listeners:
+            stopLogging = getattr(listener.factory, "stopLogging", None)
+            if stopLogging is not None:
+                stopLogging()
         self.statsLogger.stopService()
 
     def closeConnections(self, timeout: float) -> Deferred[None]:

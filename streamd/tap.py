@@ -23,9 +23,13 @@ from streamd.sources import BadSourceSpec, parseSource
 from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, parseDescription, serverEndpoint
 
 DEFAULT_PORT = 7000
-# Twisted's default listen backlog (50) overflows when many of the
-# --max-clients connect at once; 511 is Redis's tcp-backlog.
-LISTEN_BACKLOG = 511
+# Twisted's default listen backlog (50), and Redis's 511, overflow when
+# thousands of clients reconnect at once (after a restart).  Then the kernel
+# drops the handshake's last ACK of some, and a subscriber, which sends
+# nothing, never retries: it waits for a stream that will never come.  4096
+# is what current Linux allows (net.core.somaxconn caps it) and what Go's
+# servers ask for.
+LISTEN_BACKLOG = 4096
 _FRAMING_PARAMETER = re.compile(r"(?<!\\):framing=([^:]*)")
 
 

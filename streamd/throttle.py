@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from streamd.framing import Payload
 
 _NONE: tuple[Payload, ...] = ()
+_ONE: tuple[Payload, ...] = (b"",)
 
 
 class LogThrottle:
@@ -63,6 +64,13 @@ class LogThrottle:
         admitted = payloads[:room]
         self._hold(len(payloads) - room, size - sum(map(len, admitted)))
         return admitted
+
+    def admitOne(self) -> bool:
+        """
+        Whether one more line (about something other than messages) may be
+        logged now; if not, it is counted.
+        """
+        return bool(self.admit(_ONE, 0))
 
     def _hold(self, messages: int, size: int) -> None:
         self._heldMessages += messages

@@ -59,8 +59,9 @@ class HostileInputTests(SynchronousTestCase):
 
     def test_connectAndVanish(self) -> None:
         """
-        Many clients that connect and vanish at once leave no connection, no
-        subscriber and no timer behind.
+        Many clients that connect and vanish at once leave no connection and
+        no subscriber behind, and no timer but the two that sum up, within a
+        second, the connection lines not logged one by one.
         """
         daemon = InMemoryDaemon(ServerConfig(idleTimeout=60))
         for _ in range(1000):
@@ -68,5 +69,7 @@ class HostileInputTests(SynchronousTestCase):
             client.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(len(daemon.factory.connections), 0)
         self.assertEqual(daemon.hub.subscribers, ())
+        self.assertEqual(len(daemon.clock.getDelayedCalls()), 2)
+        daemon.clock.advance(1)
         self.assertEqual(daemon.clock.getDelayedCalls(), [])
         self.assertEqual((daemon.stats.connections, daemon.stats.connectionsTotal), (0, 1000))

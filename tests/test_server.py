@@ -137,6 +137,22 @@ class LoggingTests(_LoggingMixin, SynchronousTestCase):
         self.daemon.connect()
         self.assertIn("client 127.0.0.1:40001 connected (1 connected)", self.logLines())
 
+    def test_connectionStormSummed(self) -> None:
+        """
+        Past 20 connections (or disconnections) in a second, they are
+        counted, not logged one by one, and one line a second sums them up:
+        a storm of reconnections must not wait on the log.
+        """
+        clients = [self.daemon.connect()[0] for _ in range(25)]
+        for client in clients:
+            client.connectionLost(Failure(ConnectionDone()))
+        lines = self.logLines()
+        self.assertEqual(len([line for line in lines if line.startswith("client ")]), 40)
+        self.daemon.clock.advance(1)
+        lines = self.logLines()
+        self.assertIn("5 more clients connected in a second, not logged one by one (0 connected)", lines)
+        self.assertIn("5 more clients disconnected in a second, not logged one by one (0 connected)", lines)
+
     def test_messageLoggedWithPreview(self) -> None:
         """
         A received message is logged with its peer, its size and at most 80

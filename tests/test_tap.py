@@ -35,10 +35,10 @@ class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         """
         With no options, streamd listens on 127.0.0.1:7000 (with a listen
-        backlog of 511) with the int32 framing and runs the clock every second.
+        backlog of 4096) with the int32 framing and runs the clock every second.
         """
         options = parse()
-        self.assertEqual(options["listens"], (Listen("tcp:7000:interface=127.0.0.1:backlog=511", INT32),))
+        self.assertEqual(options["listens"], (Listen("tcp:7000:interface=127.0.0.1:backlog=4096", INT32),))
         self.assertEqual(options["sources"], ("clock",))
         self.assertEqual(options["interval"], 1.0)
         self.assertEqual(options["max-message-size"], 1024 * 1024)
@@ -61,7 +61,7 @@ class OptionsTests(SynchronousTestCase):
         --port and --interface make a TCP endpoint; an IPv6 address is quoted.
         """
         options = parse("--port", "0", "--interface", "::1")
-        self.assertEqual(options["listens"], (Listen("tcp:0:interface=\\:\\:1:backlog=511", INT32),))
+        self.assertEqual(options["listens"], (Listen("tcp:0:interface=\\:\\:1:backlog=4096", INT32),))
 
     def test_listenReplacesDefaultPort(self) -> None:
         """
@@ -71,17 +71,17 @@ class OptionsTests(SynchronousTestCase):
         options = parse("--listen", "unix:/tmp/s.sock", "--listen", "tcp:7010:framing=ascii10")
         self.assertEqual(
             options["listens"],
-            (Listen("unix:/tmp/s.sock", INT32), Listen("tcp:7010:backlog=511", ASCII10)),
+            (Listen("unix:/tmp/s.sock", INT32), Listen("tcp:7010:backlog=4096", ASCII10)),
         )
         options = parse("--port", "7001", "--listen", "tcp:7010")
         self.assertEqual(
             [listen.endpoint for listen in options["listens"]],
-            ["tcp:7001:interface=127.0.0.1:backlog=511", "tcp:7010:backlog=511"],
+            ["tcp:7001:interface=127.0.0.1:backlog=4096", "tcp:7010:backlog=4096"],
         )
 
     def test_everyTCPListenerBacklog(self) -> None:
         """
-        Every TCP listener, not only --port, listens with a backlog of 511
+        Every TCP listener, not only --port, listens with a backlog of 4096
         (Twisted's default of 50 overflows when many clients connect at once),
         unless its description names one.
         """
@@ -90,7 +90,7 @@ class OptionsTests(SynchronousTestCase):
                         "--listen", "tcp:7012:backlog=7", "--listen", "unix:/tmp/s.sock")  # fmt: skip
         for listen in options["listens"]:
             serverEndpoint(reactor, listen.endpoint).listen(Factory())
-        self.assertEqual([server[2] for server in reactor.tcpServers], [511, 511, 7])
+        self.assertEqual([server[2] for server in reactor.tcpServers], [4096, 4096, 7])
 
     def test_sourceNone(self) -> None:
         """

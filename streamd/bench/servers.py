@@ -19,10 +19,11 @@ from pathlib import Path
 
 from streamd.bench.proc import connectionCount, dieWithParent, openFiles, rssBytes
 
-BACKLOG = 511
+BACKLOG = 4096
 """
-The listen backlog of both servers (Redis's default; Twisted's is 50, which
-drops connections, and costs a second each, while 10,000 clients connect).
+The listen backlog of streamd and redis-server: what nats-server (a Go
+program) takes from the kernel's C{somaxconn}, so that all three face a
+connection storm with the same accept queue.
 """
 ACCEPT_POLL_SECONDS = 0.01
 STARTUP_SECONDS = 15.0
