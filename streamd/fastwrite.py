@@ -39,6 +39,14 @@ The oldest and newest (major, minor) releases of Twisted whose transports
 the fast path has been tested with, both included.
 """
 
+READ_SIZE = 256 * 1024
+"""
+Bytes a connection reads at once.  Twisted's 64 KiB splits every 64 KiB
+message over two reads, which the decoder must join; its buffer size also
+sets when Twisted pauses a producer, which does not matter here, since this
+cursor never uses Twisted's write buffer.
+"""
+
 MAX_GATHER = 64
 """
 Entries sent by one C{sendmsg} call at most, while catching up.
@@ -118,6 +126,7 @@ class SocketCursor(Cursor):
         # What the kernel did not take of the last entry begun.
         self._rest: memoryview | None = None
         super().__init__(transport, hub, framing, owner)
+        transport.bufferSize = READ_SIZE
 
     def _write(self, data: bytes) -> None:
         if self.transport.disconnecting:

@@ -5,6 +5,10 @@ of cuts, heartbeats, and a BYE before every close the daemon decides.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
@@ -260,7 +264,9 @@ class ByeTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def tokenPolicy(self, **kwargs: bool) -> AccessPolicy:
-        path = self.mktemp()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "token")
         with open(path, "wb") as f:
             f.write(b"secret\n")
         return AccessPolicy(auth=TokenFile(path), **kwargs)
