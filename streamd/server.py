@@ -98,6 +98,7 @@ class StreamServerProtocol(FramedProtocol):
     factory: StreamServerFactory
     messagesIn = 0
     bytesIn = 0
+    since = 0.0
     cursor: Cursor
     _published = False
     _idleCall: IDelayedCall | None = None
@@ -352,6 +353,7 @@ class StreamServerFactory(Factory[StreamServerProtocol]):
         return protocol
 
     def clientConnected(self, protocol: StreamServerProtocol) -> None:
+        protocol.since = self.clock.seconds()
         self.connections.add(protocol)
         stats = self.hub.stats
         stats.connections = len(self.connections)
