@@ -10,6 +10,7 @@ from struct import unpack_from
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from streamd.auth import AccessPolicy, TokenFile
 from streamd.hub import FlowControl, Hub
@@ -23,6 +24,17 @@ HANDSHAKE = (
     b"GET /ws%s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
 )
+
+
+class TCPLikeTransport(StringTransport):
+    """
+    A L{StringTransport} that, as TCP's, lets a protocol unregister a
+    producer it does not have (autobahn does when it drops a connection).
+    """
+
+    def unregisterProducer(self) -> None:
+        if self.producer is not None:
+            super().unregisterProducer()
 
 
 def webContext(

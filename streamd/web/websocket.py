@@ -235,7 +235,8 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def _refuse(self, reason: Reason) -> None:
         """
-        Say why, then close with code 4000 + the reason's code.
+        Say why, then close with code 4000 + the reason's code (autobahn
+        sends only 1000 and the application codes).
         """
         if self.cursor is not None:
             self.cursor.abandon()
@@ -257,11 +258,9 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def close(self) -> None:
         """
-        The daemon is stopping: close with 1001 (going away).
+        The daemon is stopping: say so, and close.
         """
-        if self.cursor is not None:
-            self.cursor.abandon()
-        self.sendClose(1001, "shutting down")
+        self._refuse(Reason.SHUTDOWN)
 
     def abort(self) -> None:
         """
