@@ -66,9 +66,7 @@ class EventFramingTests(SynchronousTestCase):
         number.
         """
         parsed = events(EventFraming(EPOCH).encodeEntry([b"one", b"two"], 41).decode())
-        self.assertEqual(
-            parsed, [{"id": f"{EPOCH}-41", "data": "one"}, {"id": f"{EPOCH}-42", "data": "two"}]
-        )
+        self.assertEqual(parsed, [{"id": f"{EPOCH}-41", "data": "one"}, {"id": f"{EPOCH}-42", "data": "two"}])
 
     def test_lines(self) -> None:
         """

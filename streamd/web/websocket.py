@@ -163,7 +163,10 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         # twisted.web's HTTP channel was the connection's producer until the
         # upgrade (C{producer} on TCP, C{_producer} on TLS); the cursor is now.
         transport = self.transport
-        if getattr(transport, "producer", None) is not None or getattr(transport, "_producer", None) is not None:
+        if (
+            getattr(transport, "producer", None) is not None
+            or getattr(transport, "_producer", None) is not None
+        ):
             transport.unregisterProducer()
         self.cursor = Cursor(self.transport, context.hub, WEBSOCKET, self)
         context.connected(self)
