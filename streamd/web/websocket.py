@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from streamd.auth import Access
 from streamd.cursor import Cursor
 from streamd.framing import Framing, Payload
+from streamd.protocol import addressName
 from streamd.reasons import Reason
 from streamd.web.context import WebContext, bearerToken
 from streamd.web.resume import catchUp, parsePosition, subscribe
@@ -125,6 +126,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     kind = "websocket"
     factory: StreamWebSocketFactory
     transport: Any
+    peer = ""
     cursor: Cursor | None = None
     access = Access.NONE
     messagesIn = 0
@@ -144,9 +146,14 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     def bytesOut(self) -> int:
         return self.cursor.written if self.cursor is not None else 0
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # As TCP clients are named in the log and /connz (autobahn's says "tcp4:").
+        self.peer = addressName(self.transport.getPeer())
+
     def onConnect(self, request: Any) -> None:
         context = self.factory.context
-        if context.full(str(self.peer)):
+        if context.full(self.peer):
             raise ConnectionDeny(503, "too many clients")
         token = bearerToken(request.headers.get("authorization"))
         self.access = context.accessFor(token)
