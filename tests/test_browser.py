@@ -159,7 +159,7 @@ class BrowserTests(TestCase):
                     if i % 20 == 0:
                         publisher.send(b"<b>markup stays text</b>")
                     if i % 10 == 0:
-                        until(lambda: browser.execute_script("return rates.messages.length") >= i // 10)
+                        until(lambda points=i // 10: browser.execute_script("return rates.messages.length") >= points)
                 until(lambda: '"n": 80' in browser.find_element(By.ID, "messages").text)
             finally:
                 publisher.close()
