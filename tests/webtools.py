@@ -6,6 +6,8 @@ WebSocket frames and Server-Sent Events read back.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from struct import unpack_from
 from typing import Any
 
@@ -52,8 +54,9 @@ def tokenConfig(case: Any, token: str = "sesame") -> ServerConfig:
     """
     Rules with an C{--auth-token-file} holding C{token}.
     """
-    path = case.mktemp()
-    with open(path, "w") as f:
+    descriptor, path = tempfile.mkstemp(prefix="streamd-token-")
+    case.addCleanup(os.remove, path)
+    with os.fdopen(descriptor, "w") as f:
         f.write(token)
     return ServerConfig(access=AccessPolicy(auth=TokenFile(path)))
 
