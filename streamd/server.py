@@ -118,6 +118,7 @@ class StreamServerProtocol(FramedProtocol):
     factory: StreamServerFactory
     messagesIn = 0
     bytesIn = 0
+    since = 0.0
     cursor: Cursor
     _published = False
     _idleCall: IDelayedCall | None = None
@@ -409,6 +410,7 @@ class StreamServerFactory(FactoryOf[StreamServerProtocol]):
         return protocol
 
     def clientConnected(self, protocol: StreamServerProtocol) -> None:
+        protocol.since = self.clock.seconds()
         self.connections.add(protocol)
         stats = self.hub.stats
         stats.connections = len(self.connections)

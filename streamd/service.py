@@ -68,6 +68,8 @@ class DaemonConfig:
     statsInterval: float = 60.0
     restartDelay: float = 1.0
     restart: bool = True
+    http: tuple[str, ...] = ()
+    httpPublicMetrics: bool = False
 
 
 class StreamdService(MultiService):
@@ -107,8 +109,43 @@ class StreamdService(MultiService):
             )
             for listen in config.listens
         ]
+        self.listeners += self._httpListeners(reactor, config)
         for child in (self.statsLogger, *self.sources, *self.listeners):
             child.setServiceParent(self)
+
+    def _httpListeners(self, reactor: Any, config: DaemonConfig) -> list[ListenerService]:
+        """
+        One listener per C{--http} endpoint, serving L{streamd.web.site}.
+        """
+        if not config.http:
+            return []
+        from streamd.web.context import WebContext
+        from streamd.web.site import makeSite
+
+        # The history's epoch, as seq clients get it, in hex for URLs and ids.
+        epoch = self.hub.history.epoch.hex()
+        tcpNames = {listener.factory: listener.description for listener in self.listeners}
+        return [
+            ListenerService(
+                description,
+                serverEndpoint(reactor, description, None),
+                makeSite(
+                    WebContext(
+                        self.hub,
+                        reactor,
+                        config.server,
+                        self.connections,
+                        epoch,
+                        description,
+                        config.httpPublicMetrics,
+                    ),
+                    listeners=lambda: self.listeners,
+                    listenerOf=lambda connection: tcpNames.get(connection.factory, "tcp"),
+                    sources=self.sources,
+                ),
+            )
+            for description in config.http
+        ]
 
     def privilegedStartService(self) -> None:
         try:

@@ -117,6 +117,7 @@ class Options(usage.Options):
     optFlags = [
         ["no-restart", None, "Do not run an exec: or sh: source again when it exits."],
         ["read-only", None, "No client may publish; only the daemon's own sources do."],
+        ["http-public-metrics", None, "/metrics and /connz answer without the --auth-token-file token."],
     ]
 
     optParameters = [
@@ -254,6 +255,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["source"] = []
+        self["http"] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -272,6 +274,10 @@ class Options(usage.Options):
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ssl:7443:privateKey=key.pem:certKey=cert.pem, ...; add :framing=ascii10 for the exercise's framing, :framing=seq for numbered messages that resume after a reconnect."""
         self["listen"].append(description)
+
+    def opt_http(self, description: str) -> None:
+        """Serve the live page, WebSocket (/ws), Server-Sent Events (/events), /metrics, /connz and /healthz on an endpoint (repeatable): tcp:8080:interface=127.0.0.1, or ssl:8443:privateKey=key.pem:certKey=cert.pem for HTTPS and WSS."""
+        self["http"].append(description)
 
     def opt_source(self, spec: str) -> None:
         """What to stream besides clients' messages (repeatable): clock (the default), exec:COMMAND (no shell), sh:COMMAND (through /bin/sh -c), file:PATH (followed like tail -F), stdin, or none."""
@@ -327,6 +333,7 @@ class Options(usage.Options):
         if clientCA is not None and not any(listen.clientCA for listen in listens):
             raise usage.UsageError("--client-ca needs an ssl: listener: --listen ssl:PORT:privateKey=...")
         self["listens"] = tuple(listens)
+        self["https"] = tuple(self._httpEndpoints(reactor))
         sources = self["source"] or ["clock"]
         if "none" in sources:
             if len(sources) > 1:
@@ -339,6 +346,17 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from None
         self["sources"] = tuple(sources)
         self["access"] = self._accessPolicy()
+
+    def _httpEndpoints(self, reactor: Any) -> list[str]:
+        endpoints = []
+        for description in self["http"]:
+            endpoint = withBacklog(description)
+            try:
+                serverEndpoint(reactor, endpoint, None)
+            except Exception as e:
+                raise usage.UsageError(f"bad --http endpoint {description!r}: {e}") from None
+            endpoints.append(endpoint)
+        return endpoints
 
     def _clientCA(self) -> str | None:
         path: str | None = self["client-ca"]
@@ -401,5 +419,7 @@ def makeService(options: Options) -> IService:
         statsInterval=options["stats-interval"],
         restartDelay=options["restart-delay"],
         restart=not options["no-restart"],
+        http=options["https"],
+        httpPublicMetrics=options["http-public-metrics"],
     )
     return StreamdService(reactor, config)

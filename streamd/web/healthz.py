@@ -1,0 +1,46 @@
+"""
+C{/healthz}: 200 while every listener listens and the reactor turns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+
+class HealthResource(Resource):
+    """
+    C{/healthz}.  The answer is written from a timed call, on a later turn
+    of the reactor than the request's, so an answer at all says the reactor
+    turns; C{lag} is how late that call ran, in seconds.
+
+    @param listeners: returns every listener service (each with a C{port}
+        while it listens, and a C{description}).
+    """
+
+    isLeaf = True
+
+    def __init__(self, clock: IReactorTime, listeners: Callable[[], Sequence[Any]]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.listeners = listeners
+
+    def render_GET(self, request: Request) -> Any:
+        self.clock.callLater(0, self._answer, request, self.clock.seconds())
+        return NOT_DONE_YET
+
+    def _answer(self, request: Request, asked: float) -> None:
+        if request.finished or request._disconnected:
+            return
+        down = [listener.description for listener in self.listeners() if listener.port is None]
+        request.setResponseCode(503 if down else 200)
+        request.setHeader("Content-Type", "application/json")
+        request.setHeader("Cache-Control", "no-cache")
+        body = {"ok": not down, "down": down, "lag": round(self.clock.seconds() - asked, 6)}
+        request.write(json.dumps(body).encode())
+        request.finish()

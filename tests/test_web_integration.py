@@ -1,0 +1,307 @@
+"""
+Integration tests of C{--http} on real loopback sockets: a WebSocket round
+trip with autobahn's Twisted client, Server-Sent Events resumed with
+C{Last-Event-ID}, metrics parsed with C{prometheus_client}'s parser,
+C{/connz}, C{/healthz}, and the token's refusals.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+
+from streamd.server import ServerConfig
+from streamd.service import DaemonConfig, Listen, StreamdService
+from tests.support import startDaemon, waitFor
+from tests.webtools import events, tokenConfig
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+class _WebSocketClient(WebSocketClientProtocol):  # type: ignore[misc]
+    """
+    Keeps every message it gets, and fires C{factory.closed} at the end.
+    """
+
+    def onOpen(self) -> None:
+        self.factory.client = self
+        self.factory.opened.callback(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.received.append((isBinary, payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.factory.opened.called:
+            self.factory.opened.errback(Exception(f"refused: {code} {reason}"))
+        self.factory.closed.callback(code)
+
+
+class _EventsClient(Protocol):
+    """
+    A raw HTTP/1.0 client of C{/events} (no chunked encoding to undo).
+    """
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.data = b""
+        self.done: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: object) -> None:
+        self.done.callback(None)
+
+    def events(self) -> list[dict[str, str]]:
+        return events(self.data.partition(b"\r\n\r\n")[2].decode())
+
+
+class _Mixin:
+    """
+    A daemon with one TCP listener and one C{--http} listener.
+    """
+
+    config = ServerConfig()
+    publicMetrics = False
+
+    def setUp(self) -> None:
+        config = DaemonConfig(
+            listens=(Listen(LOCAL),),
+            sources=(),
+            server=self.config,
+            http=(LOCAL,),
+            httpPublicMetrics=self.publicMetrics,
+        )
+        self.service: StreamdService
+        self.service, _ = startDaemon(self, config)
+        port = self.service.listeners[-1].port
+        assert port is not None
+        self.port = port.getHost().port
+        self.hub = self.service.hub
+
+    @inlineCallbacks
+    def get(self, path: str, headers: dict[bytes, list[bytes]] | None = None) -> Any:
+        """
+        GET C{path}: the response's code and body.
+        """
+        agent = Agent(reactor)
+        response = yield agent.request(
+            b"GET", f"http://127.0.0.1:{self.port}{path}".encode(), Headers(headers or {})
+        )
+        body = yield readBody(response)
+        return response.code, body
+
+    @inlineCallbacks
+    def webSocket(self, query: str = "", headers: dict[str, str] | None = None) -> Any:
+        """
+        An open WebSocket client of C{/ws}.
+        """
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}/ws{query}", headers=headers or {})
+        factory.protocol = _WebSocketClient
+        factory.opened, factory.closed, factory.received = Deferred(), Deferred(), []
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        protocol = yield endpoint.connect(factory)
+        self.addCleanup(lambda: factory.closed)
+        self.addCleanup(protocol.transport.loseConnection)
+        yield factory.opened
+        return factory
+
+    @inlineCallbacks
+    def eventStream(self, request: bytes) -> Any:
+        """
+        A raw client of C{/events} that sent C{request}.
+        """
+        client = _EventsClient(request)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        yield endpoint.connect(Factory.forProtocol(lambda: client))
+        self.addCleanup(lambda: client.done)
+        self.addCleanup(client.transport.loseConnection)  # type: ignore[union-attr]
+        return client
+
+
+class OpenTests(_Mixin, TestCase):
+    """
+    A daemon without tokens.
+    """
+
+    @inlineCallbacks
+    def test_webSocketRoundTrip(self) -> None:
+        """
+        What one WebSocket client sends reaches another (text as text,
+        bytes as binary) and the TCP hub's history; C{hello} comes first.
+        """
+        sender = yield self.webSocket()
+        receiver = yield self.webSocket()
+        yield waitFor(lambda: len(self.hub.subscribers) == 2)
+        self.assertEqual(len(self.service.connections), 2)
+        client = sender.client
+        client.sendMessage("héllo".encode())
+        client.sendMessage(b"\xff\x00", isBinary=True)
+        yield waitFor(lambda: len(receiver.received) == 3)
+        (isBinary, hello), *messages = receiver.received
+        self.assertEqual(json.loads(hello[1:])["type"], "hello")
+        self.assertEqual(messages, [(False, "héllo".encode()), (True, b"\xff\x00")])
+        self.assertEqual(self.hub.history.nextSequence, 3)
+
+    @inlineCallbacks
+    def test_webSocketResume(self) -> None:
+        """
+        C{?last=&epoch=} gets what came after, once.
+        """
+        self.hub.publish([b"1", b"2", b"3"])
+        first = yield self.webSocket()
+        yield waitFor(lambda: len(first.received) == 1)
+        epoch = json.loads(first.received[0][1][1:])["epoch"]
+        resumed = yield self.webSocket(f"?last=1&epoch={epoch}")
+        yield waitFor(lambda: len(resumed.received) == 3)
+        self.assertEqual([p for _, p in resumed.received[1:]], [b"2", b"3"])
+
+    @inlineCallbacks
+    def test_eventsResume(self) -> None:
+        """
+        C{/events} sends each message with its id; C{Last-Event-ID} resumes
+        after it.
+        """
+        self.hub.publish([b"a", b"b"])
+        self.hub.publish([b"c"])
+        live = yield self.eventStream(b"GET /events HTTP/1.0\r\n\r\n")
+        yield waitFor(lambda: len(live.events()) == 1)
+        hello = json.loads(live.events()[0]["data"])
+        self.hub.publish([b"d"])
+        yield waitFor(lambda: len(live.events()) == 2)
+        self.assertEqual(live.events()[1], {"id": f"{hello['epoch']}-4", "data": "d"})
+        resumed = yield self.eventStream(
+            b"GET /events HTTP/1.0\r\nLast-Event-ID: %s-1\r\n\r\n" % hello["epoch"].encode()
+        )
+        yield waitFor(lambda: len(resumed.events()) == 4)
+        self.assertEqual([e["data"] for e in resumed.events()[1:]], ["b", "c", "d"])
+        self.assertIn(b"text/event-stream", resumed.data.partition(b"\r\n\r\n")[0])
+
+    @inlineCallbacks
+    def test_metrics(self) -> None:
+        """
+        C{/metrics} parses with C{prometheus_client}'s parser and counts
+        connections by kind, deliveries and the history.
+        """
+        yield self.webSocket()
+        yield waitFor(lambda: len(self.hub.subscribers) == 1)
+        self.hub.publish([b"x", b"y"])
+        code, body = yield self.get("/metrics")
+        self.assertEqual(code, 200)
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+        }
+        self.assertEqual(samples[("streamd_connections", (("kind", "websocket"),))], 1)
+        self.assertEqual(samples[("streamd_deliveries_total", ())], 2)
+        self.assertEqual(samples[("streamd_history_newest_sequence", ())], 2)
+        self.assertIn(("streamd_disconnects_total", (("reason", "slow_consumer"),)), samples)
+
+    @inlineCallbacks
+    def test_connz(self) -> None:
+        """
+        C{/connz} lists every connection with its figures, sorted and
+        limited as asked; a bad sort is a 400.
+        """
+        yield self.webSocket()
+        yield self.eventStream(b"GET /events HTTP/1.0\r\n\r\n")
+        yield waitFor(lambda: len(self.hub.subscribers) == 2)
+        code, body = yield self.get("/connz?sort=since&limit=1")
+        connz = json.loads(body)
+        self.assertEqual((code, connz["total"], len(connz["connections"])), (200, 2, 1))
+        row = connz["connections"][0]
+        self.assertEqual(row["protocol"], "websocket")
+        self.assertTrue(row["keeping_up"])
+        self.assertEqual(
+            set(row),
+            {
+                "peer",
+                "listener",
+                "protocol",
+                "since",
+                "messages_in",
+                "bytes_in",
+                "messages_out",
+                "bytes_out",
+                "lag",
+                "keeping_up",
+            },
+        )
+        code, _ = yield self.get("/connz?sort=nonsense")
+        self.assertEqual(code, 400)
+
+    @inlineCallbacks
+    def test_healthzAndPage(self) -> None:
+        """
+        C{/healthz} answers 200 while listening; C{/} is the page.
+        """
+        code, body = yield self.get("/healthz")
+        self.assertEqual((code, json.loads(body)["ok"]), (200, True))
+        code, body = yield self.get("/")
+        self.assertEqual(code, 200)
+        self.assertIn(b"<title>streamd</title>", body)
+
+
+class TokenTests(_Mixin, TestCase):
+    """
+    A daemon with C{--auth-token-file}.
+    """
+
+    def setUp(self) -> None:
+        self.config = tokenConfig(self)
+        super().setUp()
+
+    @inlineCallbacks
+    def test_refusals(self) -> None:
+        """
+        Without the token, C{/metrics}, C{/connz} and C{/events} answer 401
+        and C{/ws} refuses a wrong bearer; with it they answer.
+        """
+        for path in ("/metrics", "/connz", "/events"):
+            code, _ = yield self.get(path)
+            self.assertEqual(code, 401, path)
+        bearer = {b"Authorization": [b"Bearer sesame"]}
+        for path in ("/metrics", "/connz"):
+            code, _ = yield self.get(path, bearer)
+            self.assertEqual(code, 200, path)
+        stream = yield self.eventStream(b"GET /events?token=sesame HTTP/1.0\r\n\r\n")
+        yield waitFor(lambda: len(stream.events()) == 1)
+        yield self.assertFailure(self.webSocket(headers={"Authorization": "Bearer guess"}), Exception)
+        client = yield self.webSocket(headers={"Authorization": "Bearer sesame"})
+        yield waitFor(lambda: len(client.received) == 1)
+
+
+class PublicMetricsTests(_Mixin, TestCase):
+    """
+    C{--auth-token-file} with C{--http-public-metrics}.
+    """
+
+    publicMetrics = True
+
+    def setUp(self) -> None:
+        self.config = tokenConfig(self)
+        super().setUp()
+
+    @inlineCallbacks
+    def test_public(self) -> None:
+        """
+        The figures answer without the token; the stream still needs it.
+        """
+        code, _ = yield self.get("/metrics")
+        self.assertEqual(code, 200)
+        code, _ = yield self.get("/events")
+        self.assertEqual(code, 401)

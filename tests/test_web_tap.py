@@ -1,0 +1,51 @@
+"""
+Tests for C{--http} and C{--http-public-metrics} on the command line.
+"""
+
+from __future__ import annotations
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from streamd.service import StreamdService
+from streamd.tap import Options, makeService
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class HTTPOptionTests(SynchronousTestCase):
+    """
+    C{--http ENDPOINT} adds a listener serving the site.
+    """
+
+    def test_repeatable(self) -> None:
+        """
+        Each C{--http} is one endpoint, with streamd's backlog.
+        """
+        options = parse("--http", "tcp:0:interface=127.0.0.1", "--http", "tcp:0")
+        self.assertEqual(options["https"], ("tcp:0:interface=127.0.0.1:backlog=4096", "tcp:0:backlog=4096"))
+        self.assertFalse(options["http-public-metrics"])
+
+    def test_badEndpoint(self) -> None:
+        """
+        An endpoint Twisted cannot parse is a usage error naming it.
+        """
+        error = self.assertRaises(usage.UsageError, parse, "--http", "nonsense:1")
+        self.assertIn("--http", str(error))
+
+    def test_makeService(self) -> None:
+        """
+        The daemon gets one more listener per C{--http}, serving a
+        C{twisted.web} site, not listening yet.
+        """
+        service = makeService(parse("--port", "0", "--http", "tcp:0", "--http-public-metrics"))
+        assert isinstance(service, StreamdService)
+        self.assertEqual(len(service.listeners), 2)
+        self.assertIsInstance(service.listeners[1].factory, Site)
+        self.assertTrue(service.config.httpPublicMetrics)
+        self.assertIsNone(service.listeners[1].port)

@@ -1,0 +1,207 @@
+"""
+Tests for L{streamd.web.websocket}'s protocol on a test transport: the
+handshake through autobahn, the stream, publishing, the rules, and a slow
+consumer cut as a TCP one is.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.auth import AccessPolicy
+from streamd.hub import FlowControl
+from streamd.server import ServerConfig
+from streamd.web.context import WebContext
+from streamd.web.websocket import StreamWebSocketFactory, StreamWebSocketProtocol
+from tests.webtools import EPOCH, HANDSHAKE, TCPLikeTransport, controls, serverFrames, tokenConfig, webContext
+
+
+def clientFrame(payload: bytes, opcode: int = 1) -> bytes:
+    """
+    A masked client frame (with a zero mask, so the payload is as is).
+    """
+    assert len(payload) < 126
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+class _Client:
+    """
+    One WebSocket connection to a protocol on a test transport.
+    """
+
+    def __init__(self, context: WebContext, query: bytes = b"", headers: bytes = b"") -> None:
+        factory = StreamWebSocketFactory(context)
+        # autobahn's pings use the global reactor: not in these tests.
+        factory.setProtocolOptions(autoPingInterval=0)
+        self.protocol: StreamWebSocketProtocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        self.transport = TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(HANDSHAKE % (query, headers))
+        self.status, _, self._rest = self.transport.value().partition(b"\r\n\r\n")
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        """
+        Every frame the daemon sent so far.
+        """
+        return serverFrames(self.transport.value().partition(b"\r\n\r\n")[2])
+
+    def messages(self) -> list[tuple[int, bytes]]:
+        """
+        The stream messages among L{frames}.
+        """
+        return [(op, p) for op, p in self.frames() if op in (1, 2) and p[:1] != b"\x1e"]
+
+    def send(self, payload: bytes, opcode: int = 1) -> None:
+        self.protocol.dataReceived(clientFrame(payload, opcode))
+
+    def lose(self) -> None:
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class WebSocketTests(SynchronousTestCase):
+    """
+    A WebSocket subscriber and publisher.
+    """
+
+    def test_helloAndStream(self) -> None:
+        """
+        After the handshake the client gets C{hello} (the epoch and the next
+        sequence number), then each message, text or binary.
+        """
+        context = webContext()
+        context.hub.publish([b"before"])
+        client = _Client(context)
+        self.assertIn(b"101", client.status.split(b"\r\n")[0])
+        context.hub.publish([b"text", b"\xffbin"])
+        self.assertEqual(controls(client.frames()), [{"type": "hello", "epoch": EPOCH, "next": 2}])
+        self.assertEqual(client.messages(), [(1, b"text"), (2, b"\xffbin")])
+        self.assertEqual(len(context.connections), 1)
+        self.assertEqual(context.hub.stats.messagesOut, 2)
+
+    def test_resume(self) -> None:
+        """
+        C{?last=SEQ&epoch=E} starts the stream after message SEQ.
+        """
+        context = webContext()
+        context.hub.publish([b"1", b"2", b"3"])
+        client = _Client(context, f"?last=1&epoch={EPOCH}".encode())
+        self.assertEqual(controls(client.frames())[0]["next"], 2)
+        self.assertEqual(client.messages(), [(1, b"2"), (1, b"3")])
+
+    def test_publish(self) -> None:
+        """
+        What the client sends is published like a TCP client's message, to
+        everyone but itself, and counted.
+        """
+        context = webContext()
+        sender, receiver = _Client(context), _Client(context)
+        sender.send(b"from the page")
+        sender.send(b"\xff\x02", opcode=2)
+        self.assertEqual(receiver.messages(), [(1, b"from the page"), (2, b"\xff\x02")])
+        self.assertEqual(sender.messages(), [])
+        self.assertEqual((context.hub.stats.messagesIn, sender.protocol.messagesIn), (2, 2))
+
+    def test_readOnly(self) -> None:
+        """
+        With C{--read-only}, a message gets C{bye} with the reason, and the
+        close code 4000 + the reason's code; nothing is published.
+        """
+        context = webContext(ServerConfig(access=AccessPolicy(readOnly=True)))
+        client = _Client(context)
+        client.send(b"no")
+        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "read_only", "code": 8})
+        close = [payload for opcode, payload in client.frames() if opcode == 8]
+        self.assertEqual(close[0][:2], (4008).to_bytes(2, "big"))
+        self.assertEqual(context.hub.history.nextSequence, 1)
+        self.assertEqual(context.hub.stats.rejectedPublishers, 1)
+
+    def test_tokenAsFirstMessage(self) -> None:
+        """
+        With C{--auth-token-file} and no C{Authorization} header, the first
+        message is the token; nothing is sent before it.
+        """
+        context = webContext(tokenConfig(self))
+        client = _Client(context)
+        context.hub.publish([b"secret"])
+        self.assertEqual(client.frames(), [])
+        client.send(b"sesame")
+        context.hub.publish([b"after"])
+        self.assertEqual(client.messages(), [(1, b"after")])
+
+    def test_wrongTokenMessage(self) -> None:
+        """
+        A wrong first message closes with C{auth_failed}.
+        """
+        context = webContext(tokenConfig(self))
+        client = _Client(context)
+        client.send(b"guess")
+        self.assertEqual(controls(client.frames())[-1]["reason"], "auth_failed")
+        self.assertEqual(context.hub.stats.authFailures, 1)
+
+    def test_tokenTimeout(self) -> None:
+        """
+        A client that sends no token within --auth-timeout is closed.
+        """
+        context = webContext(tokenConfig(self))
+        client = _Client(context)
+        context.clock.advance(context.config.authTimeout)
+        self.assertEqual(controls(client.frames())[-1]["reason"], "auth_timeout")
+
+    def test_bearer(self) -> None:
+        """
+        An C{Authorization: Bearer} header with the token opens the stream
+        at once; a wrong one is refused with 401 before the upgrade.
+        """
+        context = webContext(tokenConfig(self))
+        good = _Client(context, headers=b"Authorization: Bearer sesame\r\n")
+        context.hub.publish([b"x"])
+        self.assertEqual(good.messages(), [(1, b"x")])
+        bad = _Client(context, headers=b"Authorization: Bearer guess\r\n")
+        self.assertIn(b"401", bad.status.split(b"\r\n")[0])
+
+    def test_maxClients(self) -> None:
+        """
+        Over --max-clients, counting every kind of connection, the upgrade
+        is refused with 503 and counted.
+        """
+        context = webContext(ServerConfig(maxClients=1))
+        _Client(context)
+        refused = _Client(context)
+        self.assertIn(b"503", refused.status.split(b"\r\n")[0])
+        self.assertEqual(context.hub.stats.connectionsRefused, 1)
+
+    def test_slowConsumerCut(self) -> None:
+        """
+        A WebSocket client whose connection is full falls behind and is cut
+        by --max-pending, exactly as a TCP client is; its connection leaves
+        the daemon's set.
+        """
+        context = webContext(flow=FlowControl(maxBehind=100))
+        client = _Client(context)
+        cursor = client.protocol.cursor
+        assert cursor is not None
+        cursor.pauseProducing()
+        for _ in range(10):
+            context.hub.publish([b"x" * 50])
+        context.clock.advance(0.1)
+        self.assertTrue(cursor.closed)
+        self.assertEqual(context.hub.stats.slowConsumerDisconnects, 1)
+        self.assertEqual(context.hub.subscribers, ())
+        client.lose()
+        self.assertEqual(len(context.connections), 0)
+
+    def test_close(self) -> None:
+        """
+        At shutdown the client gets C{bye} with C{shutdown}, and a close
+        frame with its code.
+        """
+        context = webContext()
+        client = _Client(context)
+        client.protocol.close()
+        self.assertEqual(controls(client.frames())[-1]["reason"], "shutdown")
+        close = [payload for opcode, payload in client.frames() if opcode == 8]
+        self.assertEqual(close[0][:2], (4011).to_bytes(2, "big"))
