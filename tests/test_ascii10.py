@@ -11,8 +11,7 @@ import os
 import socket
 import sys
 
-from twisted.internet import defer, reactor, threads
-from twisted.internet.task import deferLater
+from twisted.internet import defer, threads
 from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
@@ -22,7 +21,7 @@ from streamd.framing import ASCII10, INT32, Framing
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from .support import InMemoryDaemon, frames, startDaemon
+from .support import InMemoryDaemon, frames, startDaemon, waitFor
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
@@ -209,10 +208,7 @@ class ExerciseClientTests(TestCase):
         """
         service, port = self.startDaemon(sources=())
         client = self.runClient(port, len(MESSAGES) * 3 + 1)
-        for _ in range(250):
-            if len(service.connections):
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
+        yield waitFor(lambda: len(service.connections) == 1)
         big = bytes(range(256)) * 400
         service.hub.publish(MESSAGES * 3 + [big])
         out, err, code = yield client

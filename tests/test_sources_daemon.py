@@ -8,26 +8,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import tempfile
 
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.python import usage
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from streamd.bench.servers import twistdCommand
 from streamd.client import StreamClientProtocol, connect
 from streamd.sources.exec import ExecSource
 from streamd.sources.follow import FileSource
 from streamd.sources.stdin import StdinSource
 from streamd.tap import Options, makeService
 
+from .support import TwistdProcess, spawnTwistd
 from .test_sources_exec import pidGone
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 class OptionsTests(SynchronousTestCase):
@@ -67,43 +62,6 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(message, str(error))
 
 
-class Daemon(ProcessProtocol):
-    """
-    A C{twistd -n streamd} process listening on a UNIX socket.
-    """
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.listening: defer.Deferred[None] = defer.Deferred()
-        self.ended: defer.Deferred[None] = defer.Deferred()
-        self._waiting: list[tuple[bytes, defer.Deferred[None]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        if not self.listening.called and b"streamd listening on unix:" in self.output:
-            self.listening.callback(None)
-        for entry in list(self._waiting):
-            if entry[0] in self.output:
-                self._waiting.remove(entry)
-                entry[1].callback(None)
-
-    errReceived = outReceived
-
-    def logged(self, text: bytes) -> defer.Deferred[None]:
-        """
-        Fires once C{text} is in the daemon's output.
-        """
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiting.append((text, d))
-        self.outReceived(b"")
-        return d
-
-    def processEnded(self, reason: Failure) -> None:
-        if not self.listening.called:
-            self.listening.errback(Exception(f"twistd ended:\n{self.output.decode()}"))
-        self.ended.callback(None)
-
-
 class Collector:
     """
     Collects messages; L{until} fires once there are C{count}.
@@ -140,21 +98,12 @@ class TwistdSourceTests(TestCase):
         self.addCleanup(shutil.rmtree, self.directory)
         self.socket = os.path.join(self.directory, "streamd.sock")
 
-    def spawn(self, *argv: str) -> tuple[Daemon, object]:
-        daemon = Daemon()
-        command = twistdCommand("-n", "--pidfile=", "streamd", "--listen", f"unix:{self.socket}", *argv)
-        transport = reactor.spawnProcess(daemon, sys.executable, command, env=ENV)
-
-        def stop() -> defer.Deferred[None]:
-            if not daemon.ended.called:
-                transport.signalProcess("KILL")
-            return daemon.ended
-
-        self.addCleanup(stop)
-        return daemon, transport
+    def spawn(self, *argv: str) -> tuple[TwistdProcess, object]:
+        daemon = spawnTwistd(self, "--listen", f"unix:{self.socket}", *argv)
+        return daemon, daemon.transport
 
     @defer.inlineCallbacks
-    def connect(self, daemon: Daemon):  # type: ignore[no-untyped-def]
+    def connect(self, daemon: TwistdProcess):  # type: ignore[no-untyped-def]
         yield daemon.listening
         collector = Collector()
         client: StreamClientProtocol = yield connect(reactor, f"unix:path={self.socket}", collector)
@@ -226,9 +175,12 @@ class TwistdSourceTests(TestCase):
         With --no-restart, a command that exits is logged and not run again;
         the daemon keeps serving.
         """
-        daemon, transport = self.spawn("--source", "sh:exit 2", "--no-restart")
+        daemon, transport = self.spawn("--source", "sh:exit 2", "--no-restart", "--restart-delay", "0")
         yield daemon.logged(b"sh:exit 2: not running it again (--no-restart)")
         self.assertIn(b"sh:exit 2: the command exited with status 2", daemon.output)
+        # A run that does not happen logs nothing to wait for; with
+        # --restart-delay 0 it would have started at once, so a short wait
+        # is enough to see one.
         yield deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(daemon.output.count(b"started, pid"), 1)
         self.assertFalse(daemon.ended.called)

@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
 from itertools import count
 from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -24,6 +22,7 @@ from streamd.sources import BadSourceSpec, makeSource, parseSource
 from streamd.sources import exec as execModule
 from streamd.sources.exec import ExecSource, ShellSource, _Child
 
+from .support import waitFor
 from .test_sources_lines import recordingContext
 
 
@@ -434,21 +433,15 @@ class RealProcessTests(TestCase):
         return [formatEvent(event) for event in self.events]
 
     @defer.inlineCallbacks
-    def waitFor(self, condition: Callable[[], bool], seconds: float = 5):  # type: ignore[no-untyped-def]
-        for _ in range(int(seconds / 0.02)):
-            if condition():
-                return
-            yield deferLater(reactor, 0.02, lambda: None)
-        self.fail(f"not true after {seconds} s; log: {self.logLines()}")
-
-    @defer.inlineCallbacks
     def test_outputAndExit(self):  # type: ignore[no-untyped-def]
         """
         A real command's lines (CRLF or not, the last without a newline) are
         published, its stderr is logged, and its exit status is logged.
         """
         self.start("exec:sh -c 'printf \"one\\ntwo\\r\\nthree\"; echo oops >&2; exit 4'", restart=False)
-        yield self.waitFor(lambda: any("not running it again" in line for line in self.logLines()))
+        yield waitFor(
+            lambda: any("not running it again" in line for line in self.logLines()), 5, details=self.logLines
+        )
         self.assertEqual(self.recorder.messages, [b"one", b"two", b"three"])
         prefix = "exec:sh -c 'printf \"one\\ntwo\\r\\nthree\"; echo oops >&2; exit 4'"
         self.assertIn(f"{prefix} stderr: oops", self.logLines())
@@ -461,7 +454,7 @@ class RealProcessTests(TestCase):
         publishing its output.
         """
         self.start("sh:echo run; kill -SEGV $$", restartDelay=0.05)
-        yield self.waitFor(lambda: len(self.recorder.messages) >= 3)
+        yield waitFor(lambda: len(self.recorder.messages) >= 3, 5, details=self.logLines)
         self.assertEqual(self.recorder.messages[:3], [b"run"] * 3)
         self.assertIn("sh:echo run; kill -SEGV $$: the command was killed by SIGSEGV", self.logLines())
 
@@ -485,11 +478,11 @@ class RealProcessTests(TestCase):
         get SIGKILL after the grace period; no process of the group is left.
         """
         source = self.start("sh:trap '' TERM; echo $$; sleep 30 & echo $!; wait", killGrace=0.3)
-        yield self.waitFor(lambda: len(self.recorder.messages) == 2)
+        yield waitFor(lambda: len(self.recorder.messages) == 2, 5, details=self.logLines)
         shell, sleeper = (int(pid) for pid in self.recorder.messages)
         yield source.stopService()
         self.assertRaises(ProcessLookupError, os.kill, shell, 0)
-        yield self.waitFor(lambda: pidGone(sleeper), 1)
+        yield waitFor(lambda: pidGone(sleeper), 1, details=self.logLines)
         self.assertIn(
             "sh:trap '' TERM; echo $$; sleep 30 & echo $!; wait: the command was still running 0.3 s after SIGTERM; sent SIGKILL",
             self.logLines(),
@@ -502,11 +495,11 @@ class RealProcessTests(TestCase):
         SIGTERM, well before the grace period.
         """
         source = self.start("sh:echo $$; sleep 30 | sleep 31 & echo $!; wait", killGrace=5)
-        yield self.waitFor(lambda: len(self.recorder.messages) == 2)
+        yield waitFor(lambda: len(self.recorder.messages) == 2, 5, details=self.logLines)
         shell, last = (int(pid) for pid in self.recorder.messages)
         yield source.stopService()
         self.assertRaises(ProcessLookupError, os.kill, shell, 0)
-        yield self.waitFor(lambda: pidGone(last), 1)
+        yield waitFor(lambda: pidGone(last), 1, details=self.logLines)
         self.assertFalse(any("SIGKILL" in line for line in self.logLines()))
 
     @defer.inlineCallbacks
@@ -518,7 +511,7 @@ class RealProcessTests(TestCase):
         if not os.path.exists("/proc/self/status"):
             self.skipTest("needs /proc")
         self.start("exec:grep SigIgn /proc/self/status", restart=False)
-        yield self.waitFor(lambda: bool(self.recorder.messages))
+        yield waitFor(lambda: bool(self.recorder.messages), 5, details=self.logLines)
         ignored = int(self.recorder.messages[0].split()[1], 16)
         self.assertFalse(ignored & (1 << (signal.SIGPIPE - 1)))
 
@@ -533,7 +526,7 @@ class RealProcessTests(TestCase):
         source.spec = "exec:/nonexistent/program"
         source.startService()
         self.addCleanup(lambda: source.running and source.stopService())
-        yield self.waitFor(lambda: any("status 127" in line for line in self.logLines()))
+        yield waitFor(lambda: any("status 127" in line for line in self.logLines()), 5, details=self.logLines)
         self.assertIn(
             "exec:/nonexistent/program stderr: cannot run /nonexistent/program: No such file or directory",
             self.logLines(),

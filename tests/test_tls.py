@@ -23,7 +23,6 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import HostnameEndpoint, quoteStringArgument, wrapClientTLS
-from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
@@ -43,10 +42,8 @@ from streamd.tls import (
     parseDescription,
     serverEndpoint,
 )
-from tests.support import startDaemon
-from tests.test_integration import TICK, Collector, DaemonProcess, twistd
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+from tests.support import ENV, spawnTwistd, startDaemon, waitFor
+from tests.test_integration import TICK, Collector
 
 
 class _Authority:
@@ -460,11 +457,6 @@ class _TLSDaemonMixin(_PKIMixin):
         return client
 
     @defer.inlineCallbacks
-    def waitFor(self, condition: Callable[[], bool]) -> Any:
-        while not condition():
-            yield deferLater(reactor, 0.01, lambda: None)
-
-    @defer.inlineCallbacks
     def assertShutOut(
         self, service: StreamdService, witnessEndpoint: Any, endpoint: Any, failure: type
     ) -> Any:
@@ -477,9 +469,9 @@ class _TLSDaemonMixin(_PKIMixin):
         """
         heard = Collector(2)
         witness = yield self.connected(witnessEndpoint, heard)
-        yield self.waitFor(lambda: len(service.connections) == 1)
+        yield waitFor(lambda: len(service.connections) == 1)
         service.hub.publish([b"before"])
-        yield self.waitFor(lambda: heard.messages == [b"before"])
+        yield waitFor(lambda: heard.messages == [b"before"])
 
         factory = service.listeners[0].factory
         buildProtocol = factory.buildProtocol
@@ -499,9 +491,9 @@ class _TLSDaemonMixin(_PKIMixin):
         client.sendString(b"injected")
         reason = yield self.assertFailure(client.finished.addTimeout(5, reactor), failure)
         factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
-        yield self.waitFor(lambda: len(service.connections) == 1)
+        yield waitFor(lambda: len(service.connections) == 1)
         service.hub.publish([b"after"])
-        yield self.waitFor(lambda: len(heard.messages) == 3)
+        yield waitFor(lambda: len(heard.messages) == 3)
         self.assertEqual(connectedWhenPublished, [2])
         self.assertEqual(heard.messages, [b"before", b"secret", b"after"])
         self.assertEqual(refused, [])
@@ -530,7 +522,7 @@ class TLSConnectionTests(_TLSDaemonMixin, TestCase):
         self.assertTrue(TICK.match((yield ticks.enough)[0]))
         heard = Collector(1)
         listener = yield self.connected(self.tlsEndpoint(port), lambda m: None if TICK.match(m) else heard(m))
-        yield self.waitFor(lambda: len(service.connections) == 2)
+        yield waitFor(lambda: len(service.connections) == 2)
         sender.sendString(b"over TLS")
         self.assertEqual((yield heard.enough), [b"over TLS"])
         for client in (sender, listener):
@@ -546,7 +538,7 @@ class TLSConnectionTests(_TLSDaemonMixin, TestCase):
         """
         service, port = self.startDaemon(server=ServerConfig(maxClients=1))
         first = yield self.connected(self.tlsEndpoint(port), lambda m: None)
-        yield self.waitFor(lambda: len(service.connections) == 1)
+        yield waitFor(lambda: len(service.connections) == 1)
         extra = socket.create_connection(("127.0.0.1", port))
         self.addCleanup(extra.close)
         extra.setblocking(False)
@@ -559,7 +551,7 @@ class TLSConnectionTests(_TLSDaemonMixin, TestCase):
             except ConnectionResetError:
                 return True
 
-        yield self.waitFor(closedByServer)
+        yield waitFor(closedByServer)
         self.assertEqual(service.stats.connectionsRefused, 1)
         self.assertTrue(first.transport.connected)
 
@@ -608,7 +600,7 @@ class MutualTLSTests(_TLSDaemonMixin, TestCase):
         heard = Collector(1)
         tls = clientTLS("127.0.0.1", cafile=self.pki.path("ca.pem"), cert=self.pki.path("client-both.pem"))
         client = yield self.connected(f"tcp:host=127.0.0.1:port={port}", heard, tls=tls)
-        yield self.waitFor(lambda: len(service.connections) == 1)
+        yield waitFor(lambda: len(service.connections) == 1)
         service.hub.publish([b"for certified clients"])
         self.assertEqual((yield heard.enough), [b"for certified clients"])
         client.transport.loseConnection()
@@ -716,19 +708,9 @@ class TwistdMutualTLSTests(_PKIMixin, TestCase):
         the client without one is refused with a one-line reason and status
         1.
         """
-        daemon = DaemonProcess()
-        command = twistd(
-            "-n", "--pidfile=", "streamd", "--listen", self.pki.listen(), "--interval", "0.05",
-            "--client-ca", self.pki.path("clients-ca.pem"),
-        )  # fmt: skip
-        transport = reactor.spawnProcess(daemon, sys.executable, command, env=ENV)
-
-        def stop() -> defer.Deferred[Any]:
-            if not daemon.ended.called:
-                transport.signalProcess("KILL")
-            return daemon.ended
-
-        self.addCleanup(stop)
+        daemon = spawnTwistd(
+            self, "--listen", self.pki.listen(), "--interval", "0.05", "--client-ca", self.pki.path("clients-ca.pem")
+        )
         port = str((yield daemon.listening))
         client = ("-m", "streamd.client", "--port", port, "--cafile", self.pki.path("ca.pem"), "--count", "1")
         certified = (*client, "--cert", self.pki.path("client.pem"), "--key", self.pki.path("client.key"))
