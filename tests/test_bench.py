@@ -1,15 +1,14 @@
 """
 Tests for the pure parts of C{python -m streamd.bench} (counting records,
-percentiles, options, tables) and one short smoke run of the real thing.
+percentiles, options, tables); the smoke run of the real thing is in
+L{tests.integration.test_bench}.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
-import subprocess
 import sys
 import tempfile
 from io import StringIO
@@ -29,8 +28,6 @@ from streamd.bench.report import quantity, ratio, sizeName, table, tables
 from streamd.bench.runner import Plan, Result
 from streamd.bench.scenarios import Settings
 from streamd.bench.wire import CHANNEL, RedisWire, StreamdWire, Wire
-
-SMOKE_SECONDS = 30
 
 
 def _payloads() -> list[bytes]:
@@ -485,46 +482,6 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("! the hypervisor took 6%-24% of the CPUs' time in 2 of 6 runs", tables(plan, results))
         results[0].runs[1]["stolen"] = 0.0
         self.assertIn("! the hypervisor took 6% of the CPUs' time in 1 of 6 runs", tables(plan, results))
-
-
-class SmokeTests(SynchronousTestCase):
-    """
-    A short real run: a streamd server, a publisher and a subscriber.
-    """
-
-    def test_quickBurst(self) -> None:
-        """
-        A quick K=1 burst run prints a table with figures and writes them as
-        JSON.
-        """
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "bench.json"
-            argv = [
-                "--quick",
-                "--scenario",
-                "burst",
-                "--k",
-                "1",
-                "--size",
-                "64",
-                "--duration",
-                "0.3",
-                "--warmup",
-                "0.1",
-            ]
-            done = subprocess.run(
-                [sys.executable, "-m", "streamd.bench", *argv, "--json", str(out)],
-                capture_output=True,
-                timeout=SMOKE_SECONDS,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            self.assertEqual(done.returncode, 0, done.stderr)
-            self.assertIn(b"K=1", done.stdout)
-            (result,) = json.loads(out.read_text())["results"]
-        self.assertEqual(
-            (result["scenario"], result["cell"], result["errors"]), ("burst", {"k": 1, "size": 64}, [])
-        )
-        self.assertGreater(result["median"]["deliveries_per_s"], 0)
 
 
 class StallArgumentsTests(SynchronousTestCase):

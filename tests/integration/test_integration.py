@@ -26,7 +26,7 @@ from streamd.listener import ListenFailed
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from .support import ENV, readFile, spawnTwistd, startDaemon, takenPort, twistd, waitFor
+from ..support import ENV, readFile, spawnTwistd, startDaemon, takenPort, twistd, waitFor
 
 TICK = re.compile(rb"^The time is \d+\.\d+(e-\d+)?$")
 LOOPBACK = "tcp:0:interface=127.0.0.1"

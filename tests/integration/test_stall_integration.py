@@ -16,7 +16,7 @@ from streamd.bench import stall
 from streamd.hub import FlowControl
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from .support import waitFor
+from ..support import waitFor
 
 
 class StalledClientTests(SynchronousTestCase):
