@@ -4,7 +4,7 @@ VENV ?= .venv
 PORT ?= 7000
 BIN = $(VENV)/bin
 
-.PHONY: run test lint venv clean
+.PHONY: run test test-unit lint venv clean
 
 $(BIN)/twistd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: venv
 
 test: venv
 	$(BIN)/python -m pytest -q tests
+
+# The unit tests alone: no processes, no sockets but socketpairs (tests/integration has those).
+test-unit: venv
+	$(BIN)/python -m pytest -q tests --ignore=tests/integration
 
 lint: venv
 	$(BIN)/ruff check streamd tests twisted

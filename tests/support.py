@@ -1,19 +1,27 @@
 """
 Helpers shared by the tests: an in-memory daemon and its clients, and for
-tests with real processes: a taken port, waiting for a condition, twistd.
+tests with real processes and sockets, one each of: a port that is taken
+(L{takenPort}), waiting for a condition (L{waitFor}), a C{twistd streamd}
+process (L{spawnTwistd}).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from streamd.framing import INT32, Framing
 from streamd.hub import FlowControl, Hub
@@ -89,31 +97,131 @@ def twistd(*argv: str) -> tuple[str, ...]:
     return tuple(twistdCommand(*argv))[1:]
 
 
-def takenPort(case: Any) -> int:
+def takenPort(case: Any, listen: bool = True) -> int:
     """
-    A loopback port that something else listens on until C{case} ends.
+    A loopback port held until C{case} ends, so that nothing else gets it
+    meanwhile: listened on (taken: listening there fails), or with
+    C{listen=False} only bound (closed: connecting there is refused).
     """
     holder = socket.socket()
     case.addCleanup(holder.close)
     holder.bind(("127.0.0.1", 0))
-    holder.listen()
+    if listen:
+        holder.listen()
     port: int = holder.getsockname()[1]
     return port
 
 
 @inlineCallbacks
-def waitFor(condition: Callable[[], bool], seconds: float = 10.0) -> Any:
+def waitFor(
+    condition: Callable[[], object], seconds: float = 10.0, details: Callable[[], object] | None = None
+) -> Any:
     """
-    Fire when C{condition()} holds (checked every 50 ms); fail after
-    C{seconds}.
+    Fire once C{condition()} is true, checking it every 10 ms; fail after
+    C{seconds}, with C{details()} (a log, an output) in the message.
+
+    For what a test cannot be told of otherwise: a count in the daemon, a
+    line in a file, a process gone.  Where a Deferred or a log observer can
+    say it, wait on that instead.
     """
     from twisted.internet import reactor
 
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        yield deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"still false after {seconds:g} s: {condition}")
+    deadline = reactor.seconds() + seconds
+    while not condition():
+        if reactor.seconds() > deadline:
+            more = f"\n{details()}" if details is not None else ""
+            raise AssertionError(f"still false after {seconds:g} s: {_source(condition)}{more}")
+        yield deferLater(reactor, 0.01, lambda: None)
+
+
+def _source(function: Callable[..., object]) -> str:
+    """
+    The line of source that defines C{function} (a lambda, usually), to say
+    what a test waited for.
+    """
+    try:
+        return inspect.getsource(function).strip()
+    except (OSError, TypeError):
+        return repr(function)
+
+
+_LISTENING = re.compile(rb"streamd listening on (?:unix:\S+|\S+:(\d+))")
+
+
+class TwistdProcess(ProcessProtocol):
+    """
+    A C{twistd -n streamd} process started by L{spawnTwistd}: its output so
+    far, and Deferreds for what it logs and for its end.
+
+    @ivar output: what it wrote on stdout and stderr (twistd -n logs there).
+    @ivar listening: fires once it logs that its first listener listens:
+        with the port of a TCP listener, C{None} for a UNIX socket; fails if
+        it ends first.
+    @ivar ended: fires with C{(exitCode, signal)} once it has ended.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.listening: Deferred[int | None] = Deferred()
+        self.ended: Deferred[tuple[int | None, int | None]] = Deferred()
+        self._waiting: list[tuple[bytes, Deferred[None]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if not self.listening.called:
+            # Whole lines only, so that a port cut by a read is not taken.
+            found = _LISTENING.search(self.output, 0, self.output.rfind(b"\n") + 1)
+            if found:
+                self.listening.callback(int(found.group(1)) if found.group(1) else None)
+        for entry in list(self._waiting):
+            if entry[0] in self.output:
+                self._waiting.remove(entry)
+                entry[1].callback(None)
+
+    errReceived = outReceived
+
+    def logged(self, text: bytes) -> Deferred[None]:
+        """
+        Fires once C{text} is in the output (at once if it is already);
+        fails if the process ends without writing it.
+        """
+        d: Deferred[None] = Deferred()
+        self._waiting.append((text, d))
+        self.outReceived(b"")
+        return d
+
+    def processEnded(self, reason: Failure) -> None:
+        why = f"twistd ended (%s) before logging %r:\n{self.output.decode(errors='replace')}"
+        if not self.listening.called:
+            self.listening.errback(Exception(why % (reason.getErrorMessage(), "streamd listening on")))
+        waiting, self._waiting = self._waiting, []
+        for text, d in waiting:
+            d.errback(Exception(why % (reason.getErrorMessage(), text)))
+        status = reason.value
+        self.ended.callback((getattr(status, "exitCode", None), getattr(status, "signal", None)))
+
+
+def spawnTwistd(case: Any, *argv: str, env: dict[str, str] | None = None) -> TwistdProcess:
+    """
+    Start C{twistd -n --pidfile= streamd ARGV} in this Python; when C{case}
+    ends, kill it if it still runs and wait until it has ended.
+    """
+    from twisted.internet import reactor
+
+    process = TwistdProcess()
+    command = twistd("-n", "--pidfile=", "streamd", *argv)
+    reactor.spawnProcess(process, sys.executable, (sys.executable, *command), env=ENV if env is None else env)
+
+    def kill() -> Deferred[tuple[int | None, int | None]]:
+        if not process.ended.called:
+            try:
+                process.transport.signalProcess("KILL")  # type: ignore[union-attr]
+            except ProcessExitedAlready:
+                pass
+        return process.ended
+
+    case.addCleanup(kill)
+    return process
 
 
 def readFile(path: str) -> str:

@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from streamd.sources import makeSource
 from streamd.sources.stdin import StdinSource
 
+from .support import waitFor
 from .test_sources_lines import recordingContext
 
 
@@ -51,14 +52,6 @@ class StdinSourceTests(TestCase):
         return [formatEvent(event) for event in self.events]
 
     @defer.inlineCallbacks
-    def waitFor(self, condition, seconds=2.0):  # type: ignore[no-untyped-def]
-        for _ in range(int(seconds / 0.01)):
-            if condition():
-                return
-            yield deferLater(reactor, 0.01, lambda: None)
-        self.fail(f"not true after {seconds} s; log: {self.logLines()}")
-
-    @defer.inlineCallbacks
     def test_linesPublished(self):  # type: ignore[no-untyped-def]
         """
         Each line written to standard input is one message, whatever the
@@ -67,7 +60,7 @@ class StdinSourceTests(TestCase):
         self.start()
         os.write(self.writeEnd, b"one\ntw")
         os.write(self.writeEnd, b"o\r\nthree\n")
-        yield self.waitFor(lambda: len(self.recorder.messages) == 3)
+        yield waitFor(lambda: len(self.recorder.messages) == 3, 5, details=self.logLines)
         self.assertEqual(self.recorder.messages, [b"one", b"two", b"three"])
 
     @defer.inlineCallbacks
@@ -80,7 +73,7 @@ class StdinSourceTests(TestCase):
         self.start()
         os.write(self.writeEnd, b"line\nlast words")
         self.closeWriteEnd()
-        yield self.waitFor(lambda: any("ended" in line for line in self.logLines()))
+        yield waitFor(lambda: any("ended" in line for line in self.logLines()), 5, details=self.logLines)
         self.assertEqual(self.recorder.messages, [b"line", b"last words"])
         self.assertIn(
             "stdin: standard input ended (Connection was closed cleanly.); still serving", self.logLines()
@@ -97,10 +90,12 @@ class StdinSourceTests(TestCase):
         self.start()
         self.source.pauseProducing()
         os.write(self.writeEnd, b"held\n")
+        # Nothing read is no event: give the reactor a short while in which
+        # it would have read the line were the source not paused.
         yield deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(self.recorder.messages, [])
         self.source.resumeProducing()
-        yield self.waitFor(lambda: self.recorder.messages == [b"held"])
+        yield waitFor(lambda: self.recorder.messages == [b"held"], 5, details=self.logLines)
 
     @defer.inlineCallbacks
     def test_binaryWithoutNewlines(self):  # type: ignore[no-untyped-def]
@@ -116,7 +111,7 @@ class StdinSourceTests(TestCase):
 
         # The pipe holds less than that: write from a thread while we read.
         reactor.callInThread(feed)  # type: ignore[attr-defined]
-        yield self.waitFor(lambda: self.recorder.messages == [b"after"])
+        yield waitFor(lambda: self.recorder.messages == [b"after"], 5, details=self.logLines)
         lines = self.logLines()
         self.assertIn(
             "stdin: a line of its standard input is over the 100-byte --max-message-size; skipping it up to the next newline",

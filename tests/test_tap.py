@@ -8,13 +8,11 @@ import io
 import sys
 
 from twisted.internet.protocol import Factory
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.framing import ASCII10, INT32
-from streamd.listener import ListenerService
 from streamd.service import Listen, StreamdService
 from streamd.tap import Options, makeService
 from streamd.tls import serverEndpoint
@@ -182,27 +180,3 @@ class PluginTests(SynchronousTestCase):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("streamd", makers)
         self.assertIs(makers["streamd"].options, Options)
-
-
-class EveryInterfaceTests(TestCase):
-    """
-    Listeners on real sockets say when they are open to every interface.
-    """
-
-    def test_everyInterfaceWarned(self) -> None:
-        """
-        A listener open to every interface (0.0.0.0 or ::) is named in a
-        warning, with the way to keep it local; one on 127.0.0.1 is not.
-        """
-        from twisted.internet import reactor
-
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        for description in ("tcp:0", "tcp6:0:interface=\\:\\:", "tcp:0:interface=127.0.0.1"):
-            listener = ListenerService(description, serverEndpoint(reactor, description), Factory())
-            listener.privilegedStartService()
-            self.addCleanup(listener.stopService)
-        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
-        self.assertEqual(len(warnings), 2, warnings)
-        self.assertRegex(warnings[0], r"^0\.0\.0\.0:\d+ is open to every interface: anyone who can reach")
-        self.assertTrue(warnings[0].endswith("(give interface=127.0.0.1 in tcp:0 to keep it local)"), warnings)
-        self.assertRegex(warnings[1], r"^\[::\]:\d+ is open to every interface")

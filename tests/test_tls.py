@@ -1,6 +1,7 @@
 """
 Tests for TLS: L{streamd.tls}, C{--client-ca} on the server, the client's TLS
-options, and real TLS connections on loopback with certificates made here.
+options, with certificates made here; real TLS connections on loopback are
+in L{tests.integration.test_tls}.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ import datetime
 import ipaddress
 import os
 import shutil
-import socket
-import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,33 +19,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
-from service_identity import VerificationError
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import HostnameEndpoint, quoteStringArgument, wrapClientTLS
-from twisted.internet.task import deferLater
-from twisted.internet.utils import getProcessOutputAndValue
+from twisted.internet import reactor
+from twisted.internet.endpoints import quoteStringArgument
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.client import StreamClientProtocol, connect
 from streamd.client.__main__ import ClientOptions
 from streamd.framing import INT32
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import Listen
 from streamd.tap import Options
 from streamd.tls import (
     TLSConfigError,
-    clientTLS,
     handshakeFailure,
     isTLSListener,
     parseDescription,
     serverEndpoint,
 )
-from tests.support import startDaemon
-from tests.test_integration import TICK, Collector, DaemonProcess, twistd
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 class _Authority:
@@ -413,330 +402,3 @@ class HandshakeFailureTests(SynchronousTestCase):
         required = Failure(SSL.Error([("SSL routines", "", "tlsv13 alert certificate required")]))
         self.assertIn("requires a client certificate", handshakeFailure(required) or "")
         self.assertIsNone(handshakeFailure(Failure(ConnectionError("reset"))))
-
-
-class _TLSDaemonMixin(_PKIMixin):
-    """
-    A daemon with one C{ssl:} listener on the real reactor, and clients that
-    connect to it with TLS.
-    """
-
-    timeout = 10
-    addCleanup: Callable[..., None]
-    assertEqual: Callable[..., None]
-    assertFailure: Callable[..., defer.Deferred[Any]]
-
-    def startDaemon(
-        self, key: str = "server", clientCA: str | None = None, **settings: Any
-    ) -> tuple[StreamdService, int]:
-        caFile = self.pki.path(clientCA) if clientCA else None
-        settings.setdefault("sources", ())
-        config = DaemonConfig(
-            listens=(Listen(self.pki.listen(key), INT32, caFile),), statsInterval=0, **settings
-        )
-        return startDaemon(self, config)
-
-    def tlsEndpoint(self, port: int, host: str = "127.0.0.1", **settings: Any) -> Any:
-        """
-        A client endpoint to the daemon with the TLS settings of
-        L{clientTLS}, trusting the test CA unless told otherwise.
-        """
-        settings.setdefault("cafile", self.pki.path("ca.pem"))
-        return wrapClientTLS(clientTLS(host, **settings), HostnameEndpoint(reactor, "127.0.0.1", port))
-
-    @defer.inlineCallbacks
-    def connected(self, endpoint: Any, onMessage: Callable[[bytes], Any], **settings: Any) -> Any:
-        """
-        Connect, and make sure the client is closed when the test ends.
-        """
-        client: StreamClientProtocol = yield connect(reactor, endpoint, onMessage, **settings)
-
-        def close() -> defer.Deferred[None]:
-            if client.transport.connected:
-                client.transport.abortConnection()
-            return client.finished.addErrback(lambda _: None)
-
-        self.addCleanup(close)
-        return client
-
-    @defer.inlineCallbacks
-    def waitFor(self, condition: Callable[[], bool]) -> Any:
-        while not condition():
-            yield deferLater(reactor, 0.01, lambda: None)
-
-    @defer.inlineCallbacks
-    def assertShutOut(
-        self, service: StreamdService, witnessEndpoint: Any, endpoint: Any, failure: type
-    ) -> Any:
-        """
-        A client on C{endpoint} fails its handshake with C{failure}: it
-        receives nothing that is published while it is connected, and what
-        it sends does not reach a client on C{witnessEndpoint}.
-
-        @return: the failure's one-line description.
-        """
-        heard = Collector(2)
-        witness = yield self.connected(witnessEndpoint, heard)
-        yield self.waitFor(lambda: len(service.connections) == 1)
-        service.hub.publish([b"before"])
-        yield self.waitFor(lambda: heard.messages == [b"before"])
-
-        factory = service.listeners[0].factory
-        buildProtocol = factory.buildProtocol
-        connectedWhenPublished: list[int] = []
-
-        def publishOnceConnected() -> None:
-            connectedWhenPublished.append(len(service.connections))
-            service.hub.publish([b"secret"])
-
-        def building(address: Any) -> Any:
-            reactor.callLater(0, publishOnceConnected)
-            return buildProtocol(address)
-
-        factory.buildProtocol = building  # type: ignore[method-assign,assignment]
-        refused: list[bytes] = []
-        client = yield self.connected(endpoint, refused.append)
-        client.sendString(b"injected")
-        reason = yield self.assertFailure(client.finished.addTimeout(5, reactor), failure)
-        factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
-        yield self.waitFor(lambda: len(service.connections) == 1)
-        service.hub.publish([b"after"])
-        yield self.waitFor(lambda: len(heard.messages) == 3)
-        self.assertEqual(connectedWhenPublished, [2])
-        self.assertEqual(heard.messages, [b"before", b"secret", b"after"])
-        self.assertEqual(refused, [])
-        witness.transport.loseConnection()
-        yield witness.finished
-        return handshakeFailure(Failure(reason))
-
-
-class TLSConnectionTests(_TLSDaemonMixin, TestCase):
-    """
-    Clients check the server's certificate and host name, and only then
-    get the stream.
-    """
-
-    @defer.inlineCallbacks
-    def test_roundTrip(self):  # type: ignore[no-untyped-def]
-        """
-        A client on Twisted's C{tls:} endpoint, trusting a directory that
-        holds the test CA, gets what the daemon publishes (the clock source
-        here), and another client gets what it sends.
-        """
-        service, port = self.startDaemon(sources=("clock",), interval=0.05)
-        roots = quoteStringArgument(self.pki.path("roots"))
-        ticks = Collector(1)
-        sender = yield self.connected(f"tls:host=localhost:port={port}:trustRoots={roots}", ticks)
-        self.assertTrue(TICK.match((yield ticks.enough)[0]))
-        heard = Collector(1)
-        listener = yield self.connected(self.tlsEndpoint(port), lambda m: None if TICK.match(m) else heard(m))
-        yield self.waitFor(lambda: len(service.connections) == 2)
-        sender.sendString(b"over TLS")
-        self.assertEqual((yield heard.enough), [b"over TLS"])
-        for client in (sender, listener):
-            client.transport.loseConnection()
-            yield client.finished
-
-    @defer.inlineCallbacks
-    def test_maxClients(self):  # type: ignore[no-untyped-def]
-        """
-        On an C{ssl:} listener, a connection past --max-clients is closed at
-        once (TLS wraps whatever the factory returns, so the refusal must
-        close the connection itself), and the admitted client keeps going.
-        """
-        service, port = self.startDaemon(server=ServerConfig(maxClients=1))
-        first = yield self.connected(self.tlsEndpoint(port), lambda m: None)
-        yield self.waitFor(lambda: len(service.connections) == 1)
-        extra = socket.create_connection(("127.0.0.1", port))
-        self.addCleanup(extra.close)
-        extra.setblocking(False)
-
-        def closedByServer() -> bool:
-            try:
-                return extra.recv(100) == b""
-            except BlockingIOError:
-                return False
-            except ConnectionResetError:
-                return True
-
-        yield self.waitFor(closedByServer)
-        self.assertEqual(service.stats.connectionsRefused, 1)
-        self.assertTrue(first.transport.connected)
-
-    @defer.inlineCallbacks
-    def test_wrongHostName(self):  # type: ignore[no-untyped-def]
-        """
-        A certificate signed by a trusted CA but for other names is refused
-        by the client: it gets nothing and injects nothing.
-        """
-        service, port = self.startDaemon()
-        description = yield self.assertShutOut(
-            service, self.tlsEndpoint(port), self.tlsEndpoint(port, host="streamd.invalid"), VerificationError
-        )
-        self.assertEqual(
-            description,
-            "TLS handshake failed: the server's certificate does not match host name streamd.invalid",
-        )
-
-    @defer.inlineCallbacks
-    def test_untrustedCertificate(self):  # type: ignore[no-untyped-def]
-        """
-        A certificate from a CA the client does not trust is refused: the
-        client gets nothing and injects nothing.
-        """
-        service, port = self.startDaemon(key="rogue")
-        witness = self.tlsEndpoint(port, cafile=None, insecure=True)
-        description = yield self.assertShutOut(service, witness, self.tlsEndpoint(port), SSL.Error)
-        self.assertIn("TLS handshake failed: certificate verify failed", description)
-
-
-class MutualTLSTests(_TLSDaemonMixin, TestCase):
-    """
-    With --client-ca, only clients with a certificate from one of its CAs
-    complete the handshake.
-    """
-
-    @defer.inlineCallbacks
-    def test_accepted(self):  # type: ignore[no-untyped-def]
-        """
-        A client certificate signed by a CA in the --client-ca file (the
-        second of two there) is accepted, and its client gets the stream;
-        here through C{connect(..., tls=clientTLS(...))}, with the client's
-        key in its certificate file.
-        """
-        service, port = self.startDaemon(clientCA="clients-ca.pem")
-        heard = Collector(1)
-        tls = clientTLS("127.0.0.1", cafile=self.pki.path("ca.pem"), cert=self.pki.path("client-both.pem"))
-        client = yield self.connected(f"tcp:host=127.0.0.1:port={port}", heard, tls=tls)
-        yield self.waitFor(lambda: len(service.connections) == 1)
-        service.hub.publish([b"for certified clients"])
-        self.assertEqual((yield heard.enough), [b"for certified clients"])
-        client.transport.loseConnection()
-        yield client.finished
-
-    @defer.inlineCallbacks
-    def test_noCertificate(self):  # type: ignore[no-untyped-def]
-        """
-        A client without a certificate is refused: it gets nothing and
-        injects nothing.
-        """
-        service, port = self.startDaemon(clientCA="clients-ca.pem")
-        witness = self.tlsEndpoint(port, cert=self.pki.path("client.pem"), key=self.pki.path("client.key"))
-        description = yield self.assertShutOut(service, witness, self.tlsEndpoint(port), SSL.Error)
-        self.assertIn("TLS handshake failed: tlsv13 alert certificate required", description)
-
-    @defer.inlineCallbacks
-    def test_otherCA(self):  # type: ignore[no-untyped-def]
-        """
-        A client certificate from a CA outside the --client-ca file is
-        refused, even one the server's own certificate comes from: the
-        client gets nothing and injects nothing.
-        """
-        service, port = self.startDaemon(clientCA="clients-ca.pem")
-        witness = self.tlsEndpoint(port, cert=self.pki.path("client.pem"), key=self.pki.path("client.key"))
-        stranger = self.tlsEndpoint(
-            port, cert=self.pki.path("stranger.pem"), key=self.pki.path("stranger.key")
-        )
-        description = yield self.assertShutOut(service, witness, stranger, SSL.Error)
-        self.assertIn("TLS handshake failed: tlsv1 alert unknown ca", description)
-
-
-class ClientProcessTests(_TLSDaemonMixin, TestCase):
-    """
-    C{python -m streamd.client} with TLS options, as a real process.
-    """
-
-    def client(self, *argv: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
-        return getProcessOutputAndValue(sys.executable, ("-m", "streamd.client", *argv), env=ENV)
-
-    @defer.inlineCallbacks
-    def test_cafile(self):  # type: ignore[no-untyped-def]
-        """
-        --cafile trusts the test CA: the client prints a tick and exits 0,
-        silently.
-        """
-        service, port = self.startDaemon(sources=("clock",), interval=0.05)
-        out, err, code = yield self.client(
-            "--port", str(port), "--cafile", self.pki.path("ca.pem"), "--count", "1"
-        )
-        self.assertEqual((code, err), (0, b""))
-        self.assertTrue(TICK.match(out.strip()), out)
-
-    @defer.inlineCallbacks
-    def test_insecure(self):  # type: ignore[no-untyped-def]
-        """
-        --insecure connects to a server nobody trusts, and says on stderr, in
-        one line, that nothing was checked.
-        """
-        service, port = self.startDaemon(key="rogue", sources=("clock",), interval=0.05)
-        out, err, code = yield self.client("--port", str(port), "--insecure", "--count", "1")
-        self.assertEqual(code, 0, err)
-        self.assertTrue(TICK.match(out.strip()), out)
-        self.assertEqual(len(err.splitlines()), 1)
-        self.assertIn(b"WARNING: --insecure: the server's certificate is NOT checked", err)
-
-    @defer.inlineCallbacks
-    def test_verifyFailure(self):  # type: ignore[no-untyped-def]
-        """
-        A server certificate the client does not trust ends the client with
-        one line saying so, status 1 and no output.
-        """
-        service, port = self.startDaemon(key="rogue", sources=("clock",), interval=0.05)
-        out, err, code = yield self.client(
-            "--port", str(port), "--cafile", self.pki.path("ca.pem"), "--count", "1"
-        )
-        self.assertEqual((out, code), (b"", 1))
-        self.assertEqual(len(err.splitlines()), 1, err)
-        self.assertIn(b"streamd.client: TLS handshake failed: certificate verify failed", err)
-
-    @defer.inlineCallbacks
-    def test_badCAFile(self):  # type: ignore[no-untyped-def]
-        """
-        A --cafile that is not a certificate ends the client with one line
-        and status 1, before connecting.
-        """
-        notPEM = self.pki.write("not.pem", b"hello\n")
-        out, err, code = yield self.client("--cafile", notPEM)
-        self.assertEqual((out, code), (b"", 1))
-        self.assertEqual(err, f"streamd.client: --cafile {notPEM} holds no PEM certificate\n".encode())
-
-
-class TwistdMutualTLSTests(_PKIMixin, TestCase):
-    """
-    C{twistd streamd --listen ssl:... --client-ca} and the client's --cert
-    and --key, as the user runs them.
-    """
-
-    timeout = 30
-
-    @defer.inlineCallbacks
-    def test_clientCertificate(self):  # type: ignore[no-untyped-def]
-        """
-        The client with a certificate from the --client-ca CA prints a tick;
-        the client without one is refused with a one-line reason and status
-        1.
-        """
-        daemon = DaemonProcess()
-        command = twistd(
-            "-n", "--pidfile=", "streamd", "--listen", self.pki.listen(), "--interval", "0.05",
-            "--client-ca", self.pki.path("clients-ca.pem"),
-        )  # fmt: skip
-        transport = reactor.spawnProcess(daemon, sys.executable, command, env=ENV)
-
-        def stop() -> defer.Deferred[Any]:
-            if not daemon.ended.called:
-                transport.signalProcess("KILL")
-            return daemon.ended
-
-        self.addCleanup(stop)
-        port = str((yield daemon.listening))
-        client = ("-m", "streamd.client", "--port", port, "--cafile", self.pki.path("ca.pem"), "--count", "1")
-        certified = (*client, "--cert", self.pki.path("client.pem"), "--key", self.pki.path("client.key"))
-        out, err, code = yield getProcessOutputAndValue(sys.executable, certified, env=ENV)
-        self.assertEqual((code, err), (0, b""))
-        self.assertTrue(TICK.match(out.strip()), out)
-        out, err, code = yield getProcessOutputAndValue(sys.executable, client, env=ENV)
-        self.assertEqual((out, code), (b"", 1))
-        self.assertEqual(len(err.splitlines()), 1, err)
-        self.assertIn(b"streamd.client: TLS handshake failed:", err)
-        self.assertIn(b"requires a client certificate", err)

@@ -22,9 +22,9 @@ from twisted.trial.unittest import TestCase
 from streamd.client import connect
 from streamd.service import DaemonConfig, Listen
 
-from .support import startDaemon
+from ..support import startDaemon
 from .test_integration import TICK, Collector
-from .test_tls import _PKIMixin
+from ..test_tls import _PKIMixin
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -18,9 +18,9 @@ from twisted.trial.unittest import TestCase
 from streamd.seqframing import SEQ
 from streamd.service import DaemonConfig, Listen
 
-from .support import startDaemon
+from ..support import startDaemon
 
-CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "seq_client.py")
+CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "seq_client.py")
 
 
 def referenceClient() -> Any:

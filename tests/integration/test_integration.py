@@ -14,14 +14,11 @@ import tempfile
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from streamd.bench.servers import twistdCommand
 from streamd.client import connect
 from streamd.framing import INT32
 from streamd.hub import MiB
@@ -29,11 +26,10 @@ from streamd.listener import ListenFailed
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from .support import startDaemon
+from ..support import ENV, readFile, spawnTwistd, startDaemon, takenPort, twistd, waitFor
 
 TICK = re.compile(rb"^The time is \d+\.\d+(e-\d+)?$")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 class Collector:
@@ -95,7 +91,7 @@ class InProcessTests(TestCase):
         service, port = self.startDaemon(sources=())
         received = Collector(1000)
         client = yield connect(reactor, f"tcp:host=127.0.0.1:port={port}", received)
-        yield deferLater(reactor, 0.05, lambda: None)
+        yield waitFor(lambda: len(service.connections) == 1)
         for i in range(1000):
             service.hub.publish([b"%d" % i])
         yield service.stopService()
@@ -114,7 +110,7 @@ class InProcessTests(TestCase):
         service, port = self.startDaemon(sources=(), listens=(Listen(LOOPBACK), Listen(f"unix:{path}")))
         tcpClient = yield connect(reactor, f"tcp:host=127.0.0.1:port={port}", lambda m: None)
         unixClient = yield connect(reactor, f"unix:path={path}", lambda m: None)
-        yield deferLater(reactor, 0.05, lambda: None)
+        yield waitFor(lambda: len(service.connections) == 2)
         (server,) = [p for p in service.connections if p.peer != "unix:(client)"]
         self.assertEqual(server.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
         self.assertEqual(tcpClient.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
@@ -151,7 +147,9 @@ class InProcessTests(TestCase):
         bad = socket.create_connection(("127.0.0.1", port))
         self.addCleanup(bad.close)
         bad.sendall(INT32.header(5000) + b"x" * 100)
-        yield deferLater(reactor, 0.1, lambda: None)
+        # Both were accepted, and the one left is the good one: the bad one is closed.
+        stats = service.stats
+        yield waitFor(lambda: stats.connectionsTotal == 2 and len(service.connections) == 1)
         try:
             closed = bad.recv(10) == b""
         except ConnectionResetError:
@@ -179,7 +177,7 @@ class InProcessTests(TestCase):
         heard = Collector(len(messages))
         listener = yield connect(reactor, endpoint, heard, maxMessageSize=8 * MiB)
         sender = yield connect(reactor, endpoint, lambda m: None)
-        yield deferLater(reactor, 0.05, lambda: None)
+        yield waitFor(lambda: len(service.connections) == 2)
         sender.transport.write(INT32.encodeMany(messages))
         self.assertTrue((yield heard.enough) == messages, "the relayed messages differ from those sent")
         sender.transport.loseConnection()
@@ -188,39 +186,8 @@ class InProcessTests(TestCase):
         yield service.stopService()
 
 
-class DaemonProcess(ProcessProtocol):
-    """
-    A C{twistd streamd} process; L{listening} fires with its port.
-    """
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.listening: defer.Deferred[int] = defer.Deferred()
-        self.ended: defer.Deferred[tuple[int | None, int | None]] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        found = re.search(rb"streamd listening on 127\.0\.0\.1:(\d+)", self.output)
-        if found and not self.listening.called:
-            self.listening.callback(int(found.group(1)))
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        if not self.listening.called:
-            self.listening.errback(Exception(f"twistd ended before listening:\n{self.output.decode()}"))
-        self.ended.callback((reason.value.exitCode, reason.value.signal))
-
-
 def python(*argv: str) -> tuple[str, ...]:
     return (sys.executable, *argv)
-
-
-def twistd(*argv: str) -> tuple[str, ...]:
-    """
-    The command line that runs twistd with C{argv} from this environment.
-    """
-    return tuple(twistdCommand(*argv))
 
 
 class ProcessTests(TestCase):
@@ -229,20 +196,6 @@ class ProcessTests(TestCase):
     """
 
     timeout = 30
-
-    def spawnDaemon(self, *argv: str) -> DaemonProcess:
-        daemon = DaemonProcess()
-        command = twistd("-n", "--pidfile=", "streamd", *argv)
-        transport = reactor.spawnProcess(daemon, sys.executable, command, env=ENV)
-
-        def stop() -> defer.Deferred[tuple[int | None, int | None]]:
-            if not daemon.ended.called:
-                transport.signalProcess("KILL")
-            return daemon.ended
-
-        self.addCleanup(stop)
-        self.daemonTransport = transport
-        return daemon
 
     def printer(self, port: int, count: int) -> defer.Deferred[tuple[bytes, bytes, int]]:
         """
@@ -275,7 +228,7 @@ class ProcessTests(TestCase):
         the daemon down in order (twistd then ends by that signal, as daemons
         should).
         """
-        daemon = self.spawnDaemon("--port", "0", "--interval", "0.1")
+        daemon = spawnTwistd(self, "--port", "0", "--interval", "0.1")
         port = yield daemon.listening
         out, err, code = yield getProcessOutputAndValue(
             sys.executable, ("-m", "streamd.client", "--port", str(port), "--count", "3"), env=ENV
@@ -284,7 +237,7 @@ class ProcessTests(TestCase):
         lines = out.splitlines()
         self.assertEqual(len(lines), 3)
         self.assertTrue(all(TICK.match(line) for line in lines), lines)
-        self.daemonTransport.signalProcess("TERM")
+        daemon.transport.signalProcess("TERM")
         exitCode, exitSignal = yield daemon.ended
         self.assertIn((exitCode, exitSignal), [(0, None), (None, signal.SIGTERM)])
         self.assertIn(b"Main loop terminated", daemon.output)
@@ -295,10 +248,10 @@ class ProcessTests(TestCase):
         A line sent with --stdin by one client is printed by another client and
         logged by the daemon.
         """
-        daemon = self.spawnDaemon("--port", "0", "--source", "none")
+        daemon = spawnTwistd(self, "--port", "0", "--source", "none")
         port = yield daemon.listening
         watcher = self.printer(port, 1)
-        yield deferLater(reactor, 0.5, lambda: None)
+        yield daemon.logged(b"connected (1 connected)")
         sender, sent, _ = self.stdinSender(port)
         sender.transport.write(b"typed by a person\n")
         sender.transport.closeStdin()
@@ -314,13 +267,15 @@ class ProcessTests(TestCase):
         over --max-message-size however the reads cut it, and sends a last
         line that has no newline.
         """
-        daemon = self.spawnDaemon("--port", "0", "--source", "none")
+        daemon = spawnTwistd(self, "--port", "0", "--source", "none")
         port = yield daemon.listening
         watcher = self.printer(port, 3)
-        yield deferLater(reactor, 0.5, lambda: None)
+        yield daemon.logged(b"connected (1 connected)")
         sender, sent, errors = self.stdinSender(port, "--max-message-size", "100")
         sender.transport.write(b"one\n" + b"x" * 3000)
-        yield deferLater(reactor, 0.2, lambda: None)
+        # Once "one" has come through, the sender has read this whole write
+        # (one pipe write under PIPE_BUF), so the long line is cut between reads.
+        yield daemon.logged(b"sent 3 bytes: one")
         sender.transport.write(b"TAIL\nthree\nfour")
         sender.transport.closeStdin()
         yield sent
@@ -334,7 +289,7 @@ class ProcessTests(TestCase):
         Ctrl-C (SIGINT) ends the client with status 130 and nothing on
         stderr: no traceback, no error about the connection it closed.
         """
-        daemon = self.spawnDaemon("--port", "0", "--interval", "0.1")
+        daemon = spawnTwistd(self, "--port", "0", "--interval", "0.1")
         port = yield daemon.listening
         client = ProcessProtocol()
         got: list[bytes] = []
@@ -346,10 +301,7 @@ class ProcessTests(TestCase):
         transport = reactor.spawnProcess(
             client, sys.executable, python("-m", "streamd.client", "--port", str(port)), env=ENV
         )
-        for _ in range(100):
-            if got:
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield waitFor(lambda: got)
         transport.signalProcess("INT")
         status = yield ended
         self.assertEqual(status.exitCode, 130)
@@ -380,7 +332,7 @@ class ProcessTests(TestCase):
         tokenPath = os.path.join(workdir, "token")
         with open(tokenPath, "w") as f:
             f.write("s3cret-token\n")
-        daemon = self.spawnDaemon("--port", "0", "--interval", "0.1", "--auth-token-file", tokenPath)
+        daemon = spawnTwistd(self, "--port", "0", "--interval", "0.1", "--auth-token-file", tokenPath)
         port = yield daemon.listening
         client = ("-m", "streamd.client", "--port", str(port))
         out, err, code = yield getProcessOutputAndValue(
@@ -395,7 +347,9 @@ class ProcessTests(TestCase):
                 env={**ENV, "STREAMD_TOKEN": token},
             )
             self.assertEqual((out, code), (b"", 1), err)
-        yield deferLater(reactor, 0.3, lambda: None)
+        # The daemon has read all it will from the three clients once it has
+        # logged their disconnections.
+        yield waitFor(lambda: daemon.output.count(b" disconnected: ") == 3, details=lambda: daemon.output)
         self.assertNotIn(b"injected", daemon.output)
         self.assertNotIn(b"s3cret", daemon.output)
         self.assertIn(b"sent a wrong token; disconnecting", daemon.output)
@@ -406,13 +360,9 @@ class ProcessTests(TestCase):
         An address already in use ends twistd with a one-line message and a
         non-zero status, not a traceback.
         """
-        holder = socket.socket()
-        self.addCleanup(holder.close)
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+        port = takenPort(self)
         out, err, code = yield getProcessOutputAndValue(
-            sys.executable, twistd("-n", "--pidfile=", "streamd", "--port", str(port))[1:], env=ENV
+            sys.executable, twistd("-n", "--pidfile=", "streamd", "--port", str(port)), env=ENV
         )
         self.assertNotEqual(code, 0)
         self.assertNotIn(b"Traceback", out + err)
@@ -426,7 +376,7 @@ class ProcessTests(TestCase):
         --help (not the whole usage), and status 2.
         """
         out, err, code = yield getProcessOutputAndValue(
-            sys.executable, twistd("-n", "streamd", "--interval", "0")[1:], env=ENV
+            sys.executable, twistd("-n", "streamd", "--interval", "0"), env=ENV
         )
         self.assertEqual((code, out), (2, b""))
         self.assertEqual(
@@ -442,10 +392,7 @@ class ProcessTests(TestCase):
         """
         The client says in one line that it cannot connect, and exits 1.
         """
-        holder = socket.socket()
-        holder.bind(("127.0.0.1", 0))
-        port = holder.getsockname()[1]
-        holder.close()
+        port = takenPort(self, listen=False)
         out, err, code = yield getProcessOutputAndValue(
             sys.executable, ("-m", "streamd.client", "--port", str(port)), env=ENV
         )
@@ -464,21 +411,15 @@ class ProcessTests(TestCase):
         logfile = os.path.join(workdir, "streamd.log")
         out, err, code = yield getProcessOutputAndValue(
             sys.executable,
-            twistd("--pidfile", pidfile, "--logfile", logfile, "streamd", "--port", "0")[1:],
+            twistd("--pidfile", pidfile, "--logfile", logfile, "streamd", "--port", "0"),
             env=ENV,
         )
         self.assertEqual(code, 0, err)
         pid = int(open(pidfile).read())
-        for _ in range(50):
-            if b"streamd listening on" in open(logfile, "rb").read():
-                break
-            yield deferLater(reactor, 0.1, lambda: None)
+        yield waitFor(lambda: "streamd listening on" in readFile(logfile))
         os.kill(pid, signal.SIGTERM)
         # twistd removes the pidfile just before it logs "Server Shut Down.".
-        for _ in range(100):
-            if not os.path.exists(pidfile) and b"Server Shut Down." in open(logfile, "rb").read():
-                break
-            yield deferLater(reactor, 0.1, lambda: None)
+        yield waitFor(lambda: not os.path.exists(pidfile) and "Server Shut Down." in readFile(logfile))
         self.assertFalse(os.path.exists(pidfile))
         log = open(logfile, "rb").read()
         self.assertIn(b"streamd listening on 127.0.0.1:", log)

@@ -17,7 +17,7 @@ from streamd.client.seq import connect
 from streamd.seqframing import Bye, Gap, GapReason
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from .support import startDaemon, waitFor
+from ..support import startDaemon, waitFor
 
 TOTAL = 100_000
 BATCH = 50

@@ -16,6 +16,8 @@ from streamd.bench import stall
 from streamd.hub import FlowControl
 from streamd.service import DaemonConfig, Listen, StreamdService
 
+from ..support import waitFor
+
 
 class StalledClientTests(SynchronousTestCase):
     """
@@ -93,7 +95,4 @@ class ChurnTests(TestCase):
             sock.close()
             if cycle % 50 == 0:
                 yield deferLater(reactor, 0, lambda: None)
-        for _ in range(250):
-            if service.stats.connectionsTotal == expected and len(service.connections) == 0:
-                return
-            yield deferLater(reactor, 0.02, lambda: None)
+        yield waitFor(lambda: service.stats.connectionsTotal == expected and len(service.connections) == 0, 5)

@@ -69,6 +69,9 @@ class BytesAckedTests(SynchronousTestCase):
     def waitFor(self, condition: Callable[[], bool]) -> None:
         """
         Return once C{condition()} holds; fail after L{WAIT_SECONDS}.
+
+        Not L{tests.support.waitFor}: no reactor runs here, and the kernel
+        tells nobody when its peer acknowledges bytes, so this asks it often.
         """
         deadline = time.monotonic() + WAIT_SECONDS
         while not condition():

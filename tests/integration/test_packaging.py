@@ -12,7 +12,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class SdistTests(SynchronousTestCase):
@@ -36,5 +36,8 @@ class SdistTests(SynchronousTestCase):
         (name,) = os.listdir(out)
         with tarfile.open(os.path.join(out, name)) as sdist:
             members = {member.split("/", 1)[1] for member in sdist.getnames() if "/" in member}
-        for wanted in ("LICENSE", "CHANGES.rst", "Makefile", "README.rst", "tests/support.py", "streamd/tap.py"):
+        for wanted in (
+            "LICENSE", "CHANGES.rst", "Makefile", "README.rst",
+            "tests/support.py", "tests/integration/__init__.py", "streamd/tap.py",
+        ):  # fmt: skip
             self.assertIn(wanted, members)
