@@ -24,7 +24,8 @@ class SdistTests(SynchronousTestCase):
     def test_sdistContents(self) -> None:
         """
         The sdist built from this checkout holds LICENSE, CHANGES.rst, the
-        Makefile and the tests next to the package.
+        Makefile, and next to the package the tests and what they read: the
+        docs and the systemd units.
         """
         out = tempfile.mkdtemp()
         subprocess.run(
@@ -36,5 +37,16 @@ class SdistTests(SynchronousTestCase):
         (name,) = os.listdir(out)
         with tarfile.open(os.path.join(out, name)) as sdist:
             members = {member.split("/", 1)[1] for member in sdist.getnames() if "/" in member}
-        for wanted in ("LICENSE", "CHANGES.rst", "Makefile", "README.rst", "tests/support.py", "streamd/tap.py"):
+        for wanted in (
+            "LICENSE",
+            "CHANGES.rst",
+            "Makefile",
+            "README.rst",
+            "tests/support.py",
+            "streamd/tap.py",
+            "docs/client.rst",
+            "docs/seq_client.py",
+            "contrib/streamd.service",
+            "contrib/streamd.service.d/socket-activation.conf",
+        ):
             self.assertIn(wanted, members)
