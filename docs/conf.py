@@ -38,6 +38,7 @@ pydoctor_args = [
     "--project-name=streamd",
     f"--project-version={release}",
     "--docformat=epytext",
+    "--project-url=../index.html",
     f"--project-base-dir={ROOT}",
     "--html-output={outdir}/api",
     "--warnings-as-errors",
