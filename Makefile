@@ -4,7 +4,7 @@ VENV ?= .venv
 PORT ?= 7000
 BIN = $(VENV)/bin
 
-.PHONY: run test test-unit lint venv clean
+.PHONY: run test test-unit lint docs venv clean
 
 $(BIN)/twistd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,15 @@ lint: venv
 	$(BIN)/ruff check streamd tests twisted
 	$(BIN)/mypy
 
+# The docs' tools are not in the test extra, so the floor and newest venvs of
+# .ci/run stay lean: "make docs" installs them into the venv on first use.
+$(BIN)/sphinx-build: $(BIN)/twistd
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
+# docs/ and the API from the docstrings (pydoctor), warnings as errors.
+docs: $(BIN)/sphinx-build
+	$(BIN)/sphinx-build -b html -W --keep-going -n -q docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) build *.egg-info _trial_temp .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build docs/_build *.egg-info _trial_temp .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,7 @@ What streamd needs to run on every Twisted that setup.cfg declares.
 
 Twisted's C{Factory} is generic (C{Factory[P]}) from 26.4 on; on 23.10 to
 25.5, C{Factory[P]} raises C{TypeError}, so a factory class cannot name it as
-its base. L{FactoryOf} gives it a typed base that works on both: mypy, which
+its base. C{FactoryOf} gives it a typed base that works on both: mypy, which
 CI runs with the newest Twisted, checks C{Factory[P]}.
 """
 

@@ -71,12 +71,12 @@ class AccessPolicy:
     """
     The daemon's access rules.
 
-    - No token files: every client may publish (unless C{readOnly}).
-    - C{auth}: a client must send this token first, within the auth timeout;
-      it may then read, and publish too when there is no C{publish} token.
-    - C{publish}: a client that sends this token first may publish; every
-      other client is read-only.
-    - C{readOnly}: no client may publish; only the daemon's sources do.
+      - No token files: every client may publish (unless C{readOnly}).
+      - C{auth}: a client must send this token first, within the auth timeout;
+        it may then read, and publish too when there is no C{publish} token.
+      - C{publish}: a client that sends this token first may publish; every
+        other client is read-only.
+      - C{readOnly}: no client may publish; only the daemon's sources do.
     """
 
     def __init__(

@@ -56,7 +56,7 @@ class Cursor:
     @ivar nextSequence: the sequence number of the next message to send,
         while not L{live}: still known once entry L{index} has left the log.
     @ivar lastDrain: when its connection last took what it was given while
-        it was behind (the hub's clock), or L{None} if it never has.
+        it was behind (the hub's clock), or C{None} if it never has.
     @ivar written: bytes handed to the connection so far.
     @ivar messages: messages of the stream handed to it so far.
     @ivar serial: a number no other cursor of this process has had.

@@ -10,10 +10,10 @@ not take stays in the shared log, and the cursor asks the reactor to tell it
 (through the transport) when the socket can take more.
 
 This borrows three things from Twisted's TCP and UNIX transports
-(L{twisted.internet.tcp.Connection}), each checked by contract tests in
+(C{twisted.internet.tcp.Connection}), each checked by contract tests in
 C{tests/test_fastwrite.py}: their C{socket}, C{startWriting}, and that a
 writable transport with an empty buffer calls its pull producer's
-C{resumeProducing}.  L{fastWriteFor} decides whether to use it: not when
+C{resumeProducing}.  L{cursorFor} decides whether to use it: not when
 C{STREAMD_FASTWRITE=0} is set, not for other transports (TLS, tests), and not
 on a Twisted release outside L{TESTED_TWISTED}, where it logs once and every
 client gets the plain L{Cursor}.

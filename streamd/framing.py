@@ -3,10 +3,10 @@ Wire formats: how a message becomes bytes on a connection and back.
 
 Two framings share one decoder:
 
-- ``int32``: a 4-byte unsigned big-endian length, then the payload
-  (what L{twisted.protocols.basic.Int32StringReceiver} speaks).
-- ``ascii10``: the classic sockets exercise's header, the payload's length in
-  bytes as ASCII decimal, left-aligned and space-padded to 10 characters.
+  - C{int32}: a 4-byte unsigned big-endian length, then the payload
+    (what C{twisted.protocols.basic.Int32StringReceiver} speaks).
+  - C{ascii10}: the classic sockets exercise's header, the payload's length in
+    bytes as ASCII decimal, left-aligned and space-padded to 10 characters.
 
 The decoder walks headers itself and keeps a partial large frame as a list of
 chunks, so a big frame arriving in many reads costs time proportional to its

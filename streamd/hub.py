@@ -36,9 +36,9 @@ class FlowControl:
     @ivar blockPublishers: whether clients that publish wait, like the
         daemon's own sources, for subscribers that keep up.
     @ivar maxBehind: bytes behind the head above which a subscriber is cut,
-        or L{None} for only when its position leaves the log.
+        or C{None} for only when its position leaves the log.
     @ivar softBehind: bytes behind the head above which a subscriber is cut
-        if it stays there for C{softSeconds}, or L{None} for never.
+        if it stays there for C{softSeconds}, or C{None} for never.
     """
 
     history: int = 64 * MiB
@@ -135,7 +135,7 @@ class Hub:
 
         @param raw: the same messages already framed with C{framing}, if the
             caller has them, so they are not encoded again.
-        @param sender: the subscriber that published them; L{None} for the
+        @param sender: the subscriber that published them; C{None} for the
             daemon's own sources.
         @param received: the bytes they came in, counted as the daemon's
             input; by default, their payloads' bytes.

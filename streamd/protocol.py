@@ -89,13 +89,13 @@ def noDelay(transport: Any) -> None:
 
 class FramedProtocol(Int32StringReceiver):
     """
-    An L{Int32StringReceiver} whose framing and limit are chosen per
+    An C{Int32StringReceiver} whose framing and limit are chosen per
     connection, which parses whole reads at once and stops cleanly on a bad
     frame.
 
-    Subclasses receive messages through L{stringReceived} (one at a time) or,
+    Subclasses receive messages through C{stringReceived} (one at a time) or,
     to handle a whole read at once, by overriding L{framesReceived}.  The
-    first keeps L{Int32StringReceiver}'s contract, checked by Twisted's own
+    first keeps C{Int32StringReceiver}'s contract, checked by Twisted's own
     tests of it: C{MAX_LENGTH} may change at any time, and L{recvd} holds
     (and, set in C{stringReceived}, replaces) the bytes not yet parsed.
     With L{framesReceived} overridden, a whole read is parsed before any of

@@ -1,7 +1,7 @@
 """
 The C{seq} protocol's wire format (specified in C{docs/protocol-seq.rst}).
 
-Every frame is an int32 frame (so both ends stay L{Int32StringReceiver}s)
+Every frame is an int32 frame (so both ends stay C{Int32StringReceiver}s)
 whose payload starts with a one-byte L{FrameType}.  This module only turns
 frames into bytes and back; L{streamd.seqserver} and L{streamd.client.seq}
 speak the protocol.

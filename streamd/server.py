@@ -171,7 +171,7 @@ class StreamServerProtocol(FramedProtocol):
 
     def _receiveToken(self, data: bytes) -> None:
         """
-        L{dataReceived} while the client's first frame, its token, is still
+        C{dataReceived} while the client's first frame, its token, is still
         coming: at most L{TOKEN_LIMIT} bytes are held, and nothing of a
         malformed or oversized token frame reaches the log.
         """

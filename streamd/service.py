@@ -31,7 +31,7 @@ class StartFailed(SystemExit, Exception):
     The daemon cannot start; its str is the one line that says why.
 
     twistd removes the pidfile and tells a daemonising parent (which then
-    exits 1) only about an L{Exception}; being a L{SystemExit} too, with
+    exits 1) only about an C{Exception}; being a C{SystemExit} too, with
     code 1, it then ends C{twistd -n} with status 1 and no traceback.
     """
 

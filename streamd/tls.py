@@ -5,7 +5,7 @@ handshakes.
 
 Twisted's C{ssl:} server endpoint string cannot ask for client certificates,
 so L{serverEndpoint} reads the same description itself and builds the
-endpoint with a L{CertificateOptions} that trusts the given CAs.
+endpoint with a C{CertificateOptions} that trusts the given CAs.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def isTLSListener(description: str) -> bool:
 
 def parseDescription(description: str) -> tuple[list[str], dict[str, str]]:
     """
-    Split an endpoint description as L{serverFromString} does: C{:} separates
+    Split an endpoint description as C{serverFromString} does: C{:} separates
     arguments, the first C{=} of an argument names it, and a backslash makes
     the next character plain (C{interface=\\:\\:1}).
 
@@ -100,7 +100,7 @@ def _addArgument(parts: list[str], args: list[str], kwargs: dict[str, str]) -> N
 
 def serverEndpoint(reactor: Any, description: str, clientCA: str | None = None) -> IStreamServerEndpoint:
     """
-    The server endpoint for C{description}, as L{serverFromString} makes it;
+    The server endpoint for C{description}, as C{serverFromString} makes it;
     with C{clientCA}, an C{ssl:} endpoint that completes a handshake only
     with clients whose certificate a CA in that PEM file signed.
 
@@ -152,7 +152,7 @@ def clientTLS(
 ) -> IOpenSSLClientConnectionCreator:
     """
     TLS settings for a client connecting to C{host}, to wrap an endpoint
-    with L{twisted.internet.endpoints.wrapClientTLS}.  The server's
+    with C{twisted.internet.endpoints.wrapClientTLS}.  The server's
     certificate must be valid for C{host} and signed by a CA in C{cafile}, or
     by one the system trusts.
 

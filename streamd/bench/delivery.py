@@ -1,16 +1,16 @@
 """
 Delivery scenarios for the shared history, against real daemon processes:
 
-- C{bulk}: C{--source stdin} fed 100-byte lines flat out through a pipe,
-  read by C{python -m streamd.client} and by a frame-parsing stdlib reader
-  (optionally beside a client that never reads): does every line arrive, in
-  order, and how much memory does the daemon take?
-- C{stalled}: N subscribers that never read while one publisher sends 1 KiB
-  messages at a steady rate: the server's memory growth, streamd against
-  Redis (C{--compare redis}).
-- C{block}: C{--slow-consumer block}, a publisher at a steady rate and
-  never-reading clients that keep reconnecting: does a healthy subscriber
-  get every message, at the publisher's rate?
+  - C{bulk}: C{--source stdin} fed 100-byte lines flat out through a pipe,
+    read by C{python -m streamd.client} and by a frame-parsing stdlib reader
+    (optionally beside a client that never reads): does every line arrive, in
+    order, and how much memory does the daemon take?
+  - C{stalled}: N subscribers that never read while one publisher sends 1 KiB
+    messages at a steady rate: the server's memory growth, streamd against
+    Redis (C{--compare redis}).
+  - C{block}: C{--slow-consumer block}, a publisher at a steady rate and
+    never-reading clients that keep reconnecting: does a healthy subscriber
+    get every message, at the publisher's rate?
 
 Run with C{python -m streamd.bench.delivery SCENARIO --help}.
 """

@@ -4,7 +4,7 @@ a publisher flat out and garbage from other connections, against a real
 daemon process.  Measures the daemon's memory growth and how long the stalled
 client took to be cut.
 
-Run it with ``python -m streamd.bench.stall [MEGABYTES]`` (default 200).
+Run it with C{python -m streamd.bench.stall [MEGABYTES]} (default 200).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _memory(pid: int, field: str) -> int:
 
 class _Daemon:
     """
-    A ``twistd -n streamd`` process on a free loopback port.
+    A C{twistd -n streamd} process on a free loopback port.
     """
 
     def __init__(self, *options: str) -> None:

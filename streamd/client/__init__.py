@@ -1,5 +1,5 @@
 """
-Consuming a stream from Python.
+Consuming a stream from Python::
 
     from streamd.client import connect
 
@@ -16,12 +16,12 @@ reactor is stopping (or fails with the reason it was lost).
 
 Over TLS, which checks the server's certificate and host name, either with
 Twisted's C{tls:} endpoint (C{trustRoots} is a directory of CA certificates;
-without it, the system's CAs are trusted):
+without it, the system's CAs are trusted)::
 
     d = connect(reactor, "tls:host=example.org:port=7443:trustRoots=/etc/streamd/ca", show)
 
 or with TLS settings from L{streamd.tls.clientTLS} (or Twisted's
-C{optionsForClientTLS}) around any endpoint:
+C{optionsForClientTLS}) around any endpoint::
 
     tls = clientTLS("example.org", cafile="ca.pem", cert="me.pem", key="me.key")
     d = connect(reactor, "tcp:host=example.org:port=7443", show, tls=tls)

@@ -359,7 +359,7 @@ def _wrongPort(reason: Failure, client: StreamClientProtocol, options: ClientOpt
 
 def main(reactor: Any, *argv: str) -> Deferred[Any]:
     """
-    Entry point for L{react}: Ctrl-C (SIGINT) exits 130 and SIGTERM 143, as
+    Entry point for C{react}: Ctrl-C (SIGINT) exits 130 and SIGTERM 143, as
     a shell reports a command that a signal ended, with nothing on stderr.
     """
     outcome: Deferred[Any] = Deferred()

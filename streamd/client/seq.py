@@ -1,6 +1,6 @@
 """
 Consuming a C{seq} listener from Python (C{docs/protocol-seq.rst}): numbered
-messages, resumed after every reconnect, never delivered twice.
+messages, resumed after every reconnect, never delivered twice::
 
     from streamd.client.seq import connect
 
@@ -12,7 +12,7 @@ messages, resumed after every reconnect, never delivered twice.
     client.stop()
 
 With C{resume=True} (the default) the client reconnects forever, with
-exponential backoff and jitter (Twisted's L{ClientService} with L{backoff}), and each new
+exponential backoff and jitter (Twisted's C{ClientService} with C{backoff}), and each new
 connection asks for the messages after the last one delivered; C{onGap} is
 called with each L{Gap} (messages it will not get) and C{onBye} with each
 L{Bye} (why the daemon closed the connection).
@@ -129,7 +129,7 @@ class SeqClientProtocol(FramedProtocol):
     delivered yet, answers PINGs, reports GAPs and BYEs.
 
     @ivar finished: fires with the reason the connection ended (an
-        exception: L{ConnectionDone} when it was closed cleanly); it never
+        exception: C{ConnectionDone} when it was closed cleanly); it never
         fails, so that the connections a resuming client leaves behind
         leave no unhandled error.
     @ivar bye: the server's BYE, if it sent one.
@@ -244,7 +244,7 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
 class SeqClient:
     """
     A client of a C{seq} listener: one connection, or, resuming, a
-    L{ClientService} that connects again whenever the connection is lost.
+    C{ClientService} that connects again whenever the connection is lost.
     """
 
     def __init__(

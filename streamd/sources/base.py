@@ -96,5 +96,5 @@ class Source(Service):
 
     def stopProducing(self) -> None:
         """
-        Part of L{IPushProducer}; sources stop with the service instead.
+        Part of C{IPushProducer}; sources stop with the service instead.
         """

@@ -1,5 +1,5 @@
 """
-The clock source: the sockets exercise's ``The time is ...`` ticks.
+The clock source: the sockets exercise's C{The time is ...} ticks.
 """
 
 from __future__ import annotations

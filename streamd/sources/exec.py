@@ -3,7 +3,7 @@ The C{exec} and C{sh} sources: a command's standard output, one message per
 line, with the command run again when it exits.
 
 C{exec:COMMAND} splits COMMAND into words the way a POSIX shell would
-(L{shlex.split}: quotes and backslashes work) and runs the program directly,
+(C{shlex.split}: quotes and backslashes work) and runs the program directly,
 without a shell: no pipes, redirections, globs or variables.  C{sh:COMMAND}
 hands COMMAND as one string to C{/bin/sh -c}, for when a shell is what you
 want.

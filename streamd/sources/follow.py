@@ -5,15 +5,15 @@ It starts at the end of the file and publishes each line added after that.
 Every L{FileSource.pollInterval} seconds it reads what was added and looks at
 the path again:
 
-- another file now has the name (rotation: rename, then create): the old file
-  is read to its end, an unfinished last line of it is published, and the new
-  file is followed from its start;
-- the name is gone (between the rename and the create): the old file is still
-  read, and the source waits for a new one;
-- the file is shorter than what was read (truncation, C{copytruncate}): it is
-  read again from its start, and an unfinished line is dropped;
-- the file does not exist yet: the source waits, and follows it from its
-  start when it appears.
+  - another file now has the name (rotation: rename, then create): the old file
+    is read to its end, an unfinished last line of it is published, and the new
+    file is followed from its start;
+  - the name is gone (between the rename and the create): the old file is still
+    read, and the source waits for a new one;
+  - the file is shorter than what was read (truncation, C{copytruncate}): it is
+    read again from its start, and an unfinished line is dropped;
+  - the file does not exist yet: the source waits, and follows it from its
+    start when it appears.
 
 Polling costs one C{stat} per interval, works on every filesystem, and makes
 the source testable with a fake clock.  Like C{tail -F}, it cannot see a file

@@ -24,7 +24,7 @@ def requestToken(request: Request) -> bytes | None:
 def refused(context: WebContext, request: Request) -> bytes | None:
     """
     The body of a 401 answer if C{request} may not read the figures, else
-    L{None}: they are open with C{--http-public-metrics} or without
+    C{None}: they are open with C{--http-public-metrics} or without
     C{--auth-token-file}, and otherwise need the token.
     """
     if context.publicMetrics or context.tokenAccepted(requestToken(request)):

@@ -36,7 +36,7 @@ class Start:
 def parsePosition(last: str | None, epoch: str | None, current: str) -> int | None:
     """
     The sequence number a client last got, from what it sent, if it names
-    this epoch and a number; L{None} (start at the head) otherwise.
+    this epoch and a number; C{None} (start at the head) otherwise.
     """
     if last is None or epoch != current:
         return None

@@ -1,7 +1,7 @@
 """
 The client as real processes against a daemon on loopback: how
-C{python -m streamd.client} ends when a signal stops it, and the README's
-Python example run as it is written.
+C{python -m streamd.client} ends when a signal stops it, and the Python
+example of C{docs/client.rst} run as it is written.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from streamd.client import connect
 from streamd.service import DaemonConfig, Listen
 
 from ..support import startDaemon
-from .test_integration import TICK, Collector
 from ..test_tls import _PKIMixin
+from .test_integration import TICK, Collector
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.rst")
+CLIENT_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "client.rst")
 
 
 def readmeExample() -> str:
     """
-    The Python code block that follows the README's line introducing the
-    Python API.
+    The Python code block that follows the line of C{docs/client.rst}
+    introducing the Python API.
     """
-    with open(README) as f:
+    with open(CLIENT_DOCS) as f:
         lines = f.read().split("\n")
     start = lines.index("From Python, the same protocol and factory are an API:")
     assert lines[start + 2] == ".. code-block:: python", lines[start + 2]
@@ -140,7 +140,8 @@ class ClientSignalTests(_SpawnMixin, TestCase):
 
 class ReadmeExampleTests(_SpawnMixin, TestCase):
     """
-    The README's Python API example works as it is written, and ends cleanly.
+    The Python API example of C{docs/client.rst} works as it is written, and
+    ends cleanly.
     """
 
     @defer.inlineCallbacks

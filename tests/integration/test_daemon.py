@@ -110,7 +110,7 @@ class TwistdDaemonTests(TestCase):
     @defer.inlineCallbacks
     def test_reloadAfterPrivilegeDrop(self):  # type: ignore[no-untyped-def]
         """
-        The README's production set-up: twistd started as root with C{-u}/C{-g},
+        The production set-up of C{docs/security.rst}: twistd started as root with C{-u}/C{-g},
         token files owned by root.  One readable by root only is named in a
         warning at start; once both are root-owned and readable by the
         daemon's group (640), SIGHUP reloads them.

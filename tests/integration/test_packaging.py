@@ -24,7 +24,8 @@ class SdistTests(SynchronousTestCase):
     def test_sdistContents(self) -> None:
         """
         The sdist built from this checkout holds LICENSE, CHANGES.rst, the
-        Makefile and the tests next to the package.
+        Makefile, and next to the package the tests and what they read: the
+        docs and the systemd units.
         """
         out = tempfile.mkdtemp()
         subprocess.run(
@@ -39,5 +40,7 @@ class SdistTests(SynchronousTestCase):
         for wanted in (
             "LICENSE", "CHANGES.rst", "Makefile", "README.rst",
             "tests/support.py", "tests/integration/__init__.py", "streamd/tap.py",
+            "docs/client.rst", "docs/seq_client.py",
+            "contrib/streamd.service", "contrib/streamd.service.d/socket-activation.conf",
         ):  # fmt: skip
             self.assertIn(wanted, members)
