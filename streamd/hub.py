@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from streamd.cursor import Cursor
 from streamd.framing import INT32, Framing, Payload
-from streamd.history import History
+from streamd.history import Entry, History
 from streamd.reasons import Reason
 from streamd.stats import Stats
 
@@ -86,6 +86,9 @@ class Hub:
         self.paused = False
         self.pauses = 0
         self._sweep: IDelayedCall | None = None
+        # Called with every entry once it is appended and fanned out here
+        # (see streamd.cluster); None on a single node.
+        self.outbound: Callable[[Entry], None] | None = None
 
     @property
     def blockPublishers(self) -> bool:
@@ -118,7 +121,7 @@ class Hub:
         payloads: Sequence[Payload],
         raw: bytes = b"",
         framing: Framing | None = None,
-        sender: Cursor | None = None,
+        sender: object = None,
     ) -> None:
         """
         Append C{payloads} to the log and send them to every subscriber that
@@ -127,7 +130,8 @@ class Hub:
         @param raw: the same messages already framed with C{framing}, if the
             caller has them, so they are not encoded again.
         @param sender: the subscriber that published them; L{None} for the
-            daemon's own sources.
+            daemon's own sources; for a cluster's other nodes, the cluster
+            link.
         """
         history = self.history
         if raw and framing is not None:
@@ -162,6 +166,8 @@ class Hub:
         stats = self.stats
         stats.messagesOut += count * delivered
         stats.bytesOut += sent
+        if self.outbound is not None:
+            self.outbound(entry)
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
 
