@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, may
 from twisted.logger import Logger
 
 from streamd.auth import TokenFileError
+from streamd.cluster.config import ClusterConfig
 from streamd.framing import INT32, Framing
 from streamd.hub import FlowControl, Hub
 from streamd.listener import ListenerService, ListenFailed
@@ -66,6 +67,7 @@ class DaemonConfig:
     statsInterval: float = 60.0
     restartDelay: float = 1.0
     restart: bool = True
+    cluster: ClusterConfig | None = None
 
 
 class StreamdService(MultiService):
@@ -105,6 +107,13 @@ class StreamdService(MultiService):
         ]
         for child in (self.statsLogger, *self.sources, *self.listeners):
             child.setServiceParent(self)
+        self.cluster = None
+        if config.cluster is not None:
+            # Imported only here: a single node needs neither nats-py nor asyncio.
+            from streamd.cluster.link import ClusterLink
+
+            self.cluster = ClusterLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
+            self.cluster.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         try:
@@ -165,6 +174,8 @@ class StreamdService(MultiService):
             yield listener.stopService()
         yield gatherResults([maybeDeferred(source.stopService) for source in self.sources])
         yield self.closeConnections(self.config.shutdownTimeout)
+        if self.cluster is not None:
+            yield self.cluster.stopService()
         self.hub.stop()
         self.statsLogger.stopService()
 

@@ -14,6 +14,7 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
+from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig, ClusterConfigError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
 from streamd.hub import FlowControl
 from streamd.server import DEFAULT_AUTH_TIMEOUT, ServerConfig
@@ -219,12 +220,19 @@ class Options(usage.Options):
             "Seconds before an exec: or sh: source that exited is run again.",
             _seconds("restart-delay"),
         ],
+        ["cluster-subject", None, DEFAULT_SUBJECT, "NATS subject the nodes of this stream share."],
+        ["cluster-creds", None, None, "NATS credentials file (.creds) for --cluster."],
+        ["cluster-user", None, None, "NATS user name for --cluster; the password is in --cluster-password-file."],
+        ["cluster-password-file", None, None, "File holding the NATS password of --cluster-user."],
+        ["cluster-token-file", None, None, "File holding a NATS authorization token for --cluster."],
+        ["cluster-ca", None, None, "PEM file of the CAs the NATS servers' certificates must be signed by."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["source"] = []
+        self["cluster"] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -247,6 +255,10 @@ class Options(usage.Options):
     def opt_source(self, spec: str) -> None:
         """What to stream besides clients' messages (repeatable): clock (the default), exec:COMMAND (no shell), sh:COMMAND (through /bin/sh -c), file:PATH (followed like tail -F), stdin, or none."""
         self["source"].append(spec)
+
+    def opt_cluster(self, url: str) -> None:
+        """Join the other daemons that use this NATS server (repeatable, for several servers of one NATS cluster): nats://HOST:PORT or tls://HOST:PORT. Every message published on any node reaches the clients of all of them."""
+        self["cluster"].append(url)
 
     def postOptions(self) -> None:
         from twisted.internet import reactor
@@ -300,6 +312,34 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from None
         self["sources"] = tuple(sources)
         self["access"] = self._accessPolicy()
+        self["cluster-config"] = self._clusterConfig()
+
+    def _clusterConfig(self) -> ClusterConfig | None:
+        named = [
+            name
+            for name in ("cluster-creds", "cluster-user", "cluster-password-file", "cluster-token-file", "cluster-ca")
+            if self[name] is not None
+        ]
+        if self["cluster-subject"] != DEFAULT_SUBJECT:
+            named.append("cluster-subject")
+        if not self["cluster"]:
+            if named:
+                raise usage.UsageError(f"--{named[0]} needs --cluster nats://HOST:PORT")
+            return None
+        config = ClusterConfig(
+            servers=tuple(self["cluster"]),
+            subject=self["cluster-subject"],
+            creds=self["cluster-creds"],
+            user=self["cluster-user"],
+            passwordFile=self["cluster-password-file"],
+            tokenFile=self["cluster-token-file"],
+            ca=self["cluster-ca"],
+        )
+        try:
+            config.check()
+        except ClusterConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        return config
 
     def _clientCA(self) -> str | None:
         path: str | None = self["client-ca"]
@@ -359,5 +399,6 @@ def makeService(options: Options) -> IService:
         statsInterval=options["stats-interval"],
         restartDelay=options["restart-delay"],
         restart=not options["no-restart"],
+        cluster=options["cluster-config"],
     )
     return StreamdService(reactor, config)
