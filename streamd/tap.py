@@ -222,7 +222,12 @@ class Options(usage.Options):
         ],
         ["cluster-subject", None, DEFAULT_SUBJECT, "NATS subject the nodes of this stream share."],
         ["cluster-creds", None, None, "NATS credentials file (.creds) for --cluster."],
-        ["cluster-user", None, None, "NATS user name for --cluster; the password is in --cluster-password-file."],
+        [
+            "cluster-user",
+            None,
+            None,
+            "NATS user name for --cluster; the password is in --cluster-password-file.",
+        ],
         ["cluster-password-file", None, None, "File holding the NATS password of --cluster-user."],
         ["cluster-token-file", None, None, "File holding a NATS authorization token for --cluster."],
         ["cluster-ca", None, None, "PEM file of the CAs the NATS servers' certificates must be signed by."],
@@ -317,7 +322,13 @@ class Options(usage.Options):
     def _clusterConfig(self) -> ClusterConfig | None:
         named = [
             name
-            for name in ("cluster-creds", "cluster-user", "cluster-password-file", "cluster-token-file", "cluster-ca")
+            for name in (
+                "cluster-creds",
+                "cluster-user",
+                "cluster-password-file",
+                "cluster-token-file",
+                "cluster-ca",
+            )
             if self[name] is not None
         ]
         if self["cluster-subject"] != DEFAULT_SUBJECT:

@@ -50,7 +50,9 @@ class ClusterConfig:
         for url in self.servers:
             scheme, _, rest = url.partition("://")
             if scheme not in ("nats", "tls") or not rest:
-                raise ClusterConfigError(f"--cluster {url!r} is not a nats://HOST:PORT or tls://HOST:PORT URL")
+                raise ClusterConfigError(
+                    f"--cluster {url!r} is not a nats://HOST:PORT or tls://HOST:PORT URL"
+                )
         if not self.subject or any(c in self.subject for c in " \t\r\n*>") or ".." in self.subject:
             raise ClusterConfigError(f"--cluster-subject {self.subject!r} is not a plain NATS subject")
         if (self.user is None) != (self.passwordFile is None):

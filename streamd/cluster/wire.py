@@ -98,8 +98,9 @@ class Joiner:
     def __init__(self, maxFrame: int) -> None:
         self.maxFrame = maxFrame
         self.lost = 0
-        # Per node: the next part expected and the parts so far.
-        self._partial: dict[str, tuple[int, list[bytes], int]] = {}
+        # Per node: the next part expected, the parts so far (None while
+        # skipping the rest of a frame given up) and their size.
+        self._partial: dict[str, tuple[int, list[bytes] | None, int]] = {}
 
     def feed(self, data: bytes, headers: dict[str, str] | None) -> bytes:
         """
@@ -117,19 +118,28 @@ class Joiner:
         expected, chunks, size = self._partial.pop(node, (0, [], 0))
         if index != expected:
             # A part was lost (a gap, or a slow subscription): give up the
-            # frame begun, and any frame whose first part was not seen.
-            if expected:
+            # frame, and skip the rest of one whose start was missed.
+            if chunks is not None or index:
                 self.lost += 1
-            if index:
-                self.lost += index + 1 == count
-                return b""
             chunks, size = [], 0
+            if index:
+                return self._skip(node, index, count)
+        elif chunks is None:
+            return self._skip(node, index, count)
         chunks.append(data)
         size += len(data)
         if size > self.maxFrame:
             self.lost += 1
-            return b""
+            return self._skip(node, index, count)
         if index + 1 == count:
             return b"".join(chunks)
         self._partial[node] = (index + 1, chunks, size)
+        return b""
+
+    def _skip(self, node: str, index: int, count: int) -> bytes:
+        """
+        Drop the parts of C{node}'s frame that follow part C{index}.
+        """
+        if index + 1 < count:
+            self._partial[node] = (index + 1, None, 0)
         return b""
