@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -281,6 +282,37 @@ class FaultTests(_ClusterMixin, TestCase):
         got = tally(onB, 1, last + 1)
         self.assertEqual((got["duplicates"], got["outOfOrder"]), (0, 0))
         self.assertGreater(got["missing"], 0)
+
+    @defer.inlineCallbacks
+    def test_slowConsumer(self):  # type: ignore[no-untyped-def]
+        """
+        A node whose reactor falls behind what NATS delivers drops what is
+        over its pending limit, logs the gap, and goes on with the next
+        messages.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        nats = yield startNats(self)
+        (a, _), (b, portB) = self.startNode(nats.port), self.startNode(nats.port)
+        yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
+        onB: list[bytes] = []
+        yield self.client(portB, onB)
+        yield waitFor(lambda: len(b.hub.subscribers) == 1)
+        b.cluster.pendingBytes = 10_000
+        # More than one NATS message's worth (max_payload, 1 MiB), however
+        # A's link packs it.
+        for number in range(3000):
+            a.hub.publish([b"0-%d-" % number + b"x" * 1000])
+        # Hold the reactor (as a busy node would) until B's link has had to
+        # drop some of what NATS delivered.
+        deadline = time.monotonic() + 10
+        while not b.cluster._slow and time.monotonic() < deadline:
+            time.sleep(0.001)
+        yield waitFor(lambda: b.cluster.counters.slowDropped > 0)
+        a.hub.publish([b"after"])
+        yield waitFor(lambda: onB[-1:] == [b"after"])
+        self.assertGreaterEqual(b.cluster.counters.gaps, 1)
+        self.assertTrue(any("fell behind NATS" in e["log_format"] for e in logged))
+        self.assertLess(len(onB), 3001)
 
     @defer.inlineCallbacks
     def test_credentials(self):  # type: ignore[no-untyped-def]

@@ -31,10 +31,11 @@ from streamd.framing import INT32, Payload
 from streamd.history import Entry
 from streamd.hub import Hub
 
-SUBSCRIPTION_PENDING_BYTES = 256 * 1024 * 1024
+PENDING_BYTES = 64 * 1024 * 1024
 """
-Bytes of received NATS messages nats-py holds for the link before it drops
-them as a slow consumer.
+Bytes of received NATS messages held for the reactor before more are
+dropped: this node is then a slow consumer, as nats-py and nats-server would
+call it, and reports the gap.
 """
 
 
@@ -72,8 +73,16 @@ class ClusterLink(Service):
     log = Logger()
     name = "cluster"
 
-    def __init__(self, hub: Hub, reactor: Any, config: ClusterConfig, maxMessageSize: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        reactor: Any,
+        config: ClusterConfig,
+        maxMessageSize: int,
+        pendingBytes: int = PENDING_BYTES,
+    ) -> None:
         self.hub = hub
+        self.pendingBytes = pendingBytes
         self.reactor = reactor
         self.config = config
         self.maxMessageSize = maxMessageSize
@@ -85,6 +94,7 @@ class ClusterLink(Service):
         self._out: list[bytes] = []
         self._outFrames = 0
         self._in: list[tuple[bytes, dict[str, str] | None]] = []
+        self._inBytes = 0
         self._slow = 0
         self._failures = 0
         self._lostAt: float | None = None
@@ -143,6 +153,7 @@ class ClusterLink(Service):
         """
         with self._lock:
             batch, self._in = self._in, []
+            self._inBytes = 0
         payloads: list[Payload] = []
         blocks = []
         for data, headers in batch:
@@ -260,9 +271,7 @@ class ClusterLink(Service):
             **self.config.connectOptions(),
         )
         packer = Packer(self.node, nc.max_payload)
-        await nc.subscribe(
-            self.config.subject, cb=self._received, pending_bytes_limit=SUBSCRIPTION_PENDING_BYTES
-        )
+        await nc.subscribe(self.config.subject, cb=self._received, pending_bytes_limit=self.pendingBytes)
         await nc.flush()
         import asyncio
 
@@ -304,10 +313,19 @@ class ClusterLink(Service):
 
     async def _received(self, msg: Any) -> None:
         with self._lock:
-            wake = not self._in
-            self._in.append((msg.data, msg.headers))
+            if self._inBytes + len(msg.data) > self.pendingBytes and self._in:
+                self._slow += 1
+                report = self._slow == 1
+                wake = False
+            else:
+                report = False
+                wake = not self._in
+                self._in.append((msg.data, msg.headers))
+                self._inBytes += len(msg.data)
         if wake:
             self.reactor.callFromThread(self._publishReceived)
+        if report:
+            self.reactor.callFromThread(self._slowConsumer)
 
     async def _close(self, then: Callable[[], None]) -> None:
         nc = self._nc
