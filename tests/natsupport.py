@@ -81,3 +81,58 @@ def startNats(case: Any, port: int = -1, *argv: str) -> Any:
     assert server.running and found is not None, server.log.decode(errors="replace")
     server.port = int(found.group(1))
     return server
+
+
+class TwistdProcess(ProcessProtocol):
+    """
+    A C{twistd streamd} process and its log.
+    """
+
+    def __init__(self) -> None:
+        self.log = b""
+        self.ended: Deferred[tuple[int | None, int | None]] = Deferred()
+        self.running = True
+
+    def outReceived(self, data: bytes) -> None:
+        self.log += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.running = False
+        self.ended.callback((reason.value.exitCode, reason.value.signal))
+
+    def port(self) -> int | None:
+        """
+        The port it said it listens on, once it has.
+        """
+        found = re.search(rb"streamd listening on 127\.0\.0\.1:(\d+)", self.log)
+        return int(found.group(1)) if found else None
+
+    def stop(self, signal: str = "TERM") -> Deferred[tuple[int | None, int | None]]:
+        """
+        Send it C{signal}; fires with its exit status and the signal that
+        ended it, once it has ended.
+        """
+        if self.running:
+            assert self.transport is not None
+            self.transport.signalProcess(signal)
+        return self.ended
+
+
+def spawnTwistd(case: Any, *argv: str) -> TwistdProcess:
+    """
+    Run C{twistd -n --pidfile= ARGV} (killed when C{case} ends).
+    """
+    import sys
+
+    from twisted.internet import reactor
+
+    from .support import twistd
+
+    process = TwistdProcess()
+    reactor.spawnProcess(
+        process, sys.executable, (sys.executable, *twistd("-n", "--pidfile=", *argv)), env=ENV
+    )
+    case.addCleanup(lambda: process.stop("KILL"))
+    return process

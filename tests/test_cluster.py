@@ -8,6 +8,7 @@ own clients.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -25,7 +26,7 @@ from streamd.cluster.config import ClusterConfig
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from .natsupport import startNats
+from .natsupport import spawnTwistd, startNats
 from .support import startDaemon, waitFor
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -180,6 +181,47 @@ class CoreClusterTests(_ClusterMixin, TestCase):
         c.hub.publish([b"for stream two"])
         yield waitFor(lambda: onB == [b"for stream one"])
         self.assertEqual(onC, [b"for stream two"])
+
+
+class ProcessTests(_ClusterMixin, TestCase):
+    """
+    C{twistd streamd --cluster} as real processes.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_twistdNodes(self):  # type: ignore[no-untyped-def]
+        """
+        A node started with C{--cluster} and no C{--reactor} runs nats-py on
+        the asyncio reactor's loop; one on another reactor runs it in a
+        thread; messages cross between them both ways, and both stop
+        cleanly on SIGTERM.
+        """
+        nats = yield startNats(self)
+        url = f"nats://127.0.0.1:{nats.port}"
+        common = ("--listen", "tcp:0:interface=127.0.0.1", "--source", "none", "--cluster", url)
+        shared = spawnTwistd(self, "streamd", *common)
+        threaded = spawnTwistd(self, "--reactor", "epoll", "streamd", *common)
+        nodes = (shared, threaded)
+        yield waitFor(lambda: all(b"cluster: on NATS" in node.log for node in nodes), 20)
+        self.assertIn(b"AsyncioSelectorReactor", shared.log)
+        self.assertIn(b"nats-py on the reactor's asyncio loop", shared.log)
+        self.assertIn(b"nats-py on an asyncio loop in a thread", threaded.log)
+        inboxes: list[list[bytes]] = [[], []]
+        clients = []
+        for node, inbox in zip(nodes, inboxes, strict=True):
+            port = node.port()
+            assert port is not None
+            clients.append((yield self.client(port, inbox)))
+        yield waitFor(lambda: all(node.log.count(b"connected (1 connected)") for node in nodes))
+        clients[0].sendString(b"from the asyncio node")
+        clients[1].sendString(b"from the epoll node")
+        yield waitFor(lambda: inboxes == [[b"from the epoll node"], [b"from the asyncio node"]])
+        statuses = yield defer.gatherResults([node.stop() for node in nodes])
+        # twistd ends by the signal once it has shut down in order.
+        self.assertEqual(statuses, [(None, signal.SIGTERM)] * 2)
+        self.assertTrue(all(b"Server Shut Down." in node.log for node in nodes))
 
 
 class LargeMessageTests(_ClusterMixin, TestCase):

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from streamd.cluster.config import ClusterConfig
-from streamd.cluster.loop import LoopThread
+from streamd.cluster.loop import NatsLoop, loopFor
 from streamd.cluster.wire import Joiner, Packer
 from streamd.framing import INT32, Payload
 from streamd.history import Entry
@@ -98,7 +98,7 @@ class ClusterLink(Service):
         self._slow = 0
         self._failures = 0
         self._lostAt: float | None = None
-        self._loop: LoopThread | None = None
+        self._loop: NatsLoop | None = None
         self._nc: Any = None
         self._wake: Any = None
         self._main: Any = None
@@ -107,13 +107,14 @@ class ClusterLink(Service):
 
     def startService(self) -> None:
         super().startService()
-        loop = self._loop = LoopThread(self.reactor, f"streamd-cluster-{self.node}")
+        loop = self._loop = loopFor(self.reactor, f"streamd-cluster-{self.node}")
         loop.start()
         self.hub.outbound = self.send
         self._main = loop.submit(self._run())
         self.log.info(
-            "cluster: joining {servers} on subject {subject} as node {node}",
+            "cluster: joining {servers} on subject {subject} as node {node} (nats-py {where})",
             servers=" ".join(self.config.servers),
+            where=loop.where,
             subject=self.config.subject,
             node=self.node,
         )
@@ -297,9 +298,13 @@ class ClusterLink(Service):
                 for data, headers in packer.pack(blocks):
                     await nc.publish(subject, data, headers=headers)
             except OutboundBufferLimitError:
-                self.reactor.callFromThread(self._countDropped, frames)
+                self._inReactor(self._countDropped, frames)
             else:
-                self.reactor.callFromThread(self._countSent, frames)
+                self._inReactor(self._countSent, frames)
+
+    def _inReactor(self, f: Callable[..., object], *args: object) -> None:
+        assert self._loop is not None
+        self._loop.callInReactor(f, *args)
 
     def _countSent(self, frames: int) -> None:
         self.counters.sent += frames
@@ -323,9 +328,9 @@ class ClusterLink(Service):
                 self._in.append((msg.data, msg.headers))
                 self._inBytes += len(msg.data)
         if wake:
-            self.reactor.callFromThread(self._publishReceived)
+            self._inReactor(self._publishReceived)
         if report:
-            self.reactor.callFromThread(self._slowConsumer)
+            self._inReactor(self._slowConsumer)
 
     async def _close(self, then: Callable[[], None]) -> None:
         nc = self._nc
@@ -333,7 +338,7 @@ class ClusterLink(Service):
             if nc is not None and not nc.is_closed:
                 await nc.close()
         except Exception as e:
-            self.reactor.callFromThread(self._closeFailed, str(e) or type(e).__name__)
+            self._inReactor(self._closeFailed, str(e) or type(e).__name__)
         finally:
             then()
 
