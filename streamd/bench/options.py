@@ -105,7 +105,14 @@ class BenchOptions(usage.Options):
         "deliveries/s, latency, server CPU and memory; --compare redis runs the same workloads "
         "against redis-server pub/sub."
     )
-    optFlags = [["quick", "q", "A short smoke run: 0.5 s runs, 1,000 idle clients, a 1 MiB large message."]]
+    optFlags = [
+        ["quick", "q", "A short smoke run: 0.5 s runs, 1,000 idle clients, a 1 MiB large message."],
+        [
+            "cluster",
+            None,
+            "Instead: streamd nodes joined through a local nats-server (K default 10,100; 64 B).",
+        ],
+    ]
     optParameters = [
         ["scenario", "s", SCENARIOS, f"Scenarios, comma-separated: {', '.join(SCENARIOS)}.", _scenarios],
         ["k", None, None, "Subscriber counts, comma-separated (default: 1,10,100; paced: 10).", _counts],
@@ -120,6 +127,7 @@ class BenchOptions(usage.Options):
         ["large-sizes", None, LARGE_SIZES, "Message sizes of the large scenario.", _sizes],
         ["compare", None, None, "Also run every workload against this server: redis."],
         ["json", None, None, "Write the raw figures of every run to this file."],
+        ["cluster-reactor", None, None, "With --cluster: twistd --reactor of the nodes (e.g. asyncio)."],
     ]
 
     def postOptions(self) -> None:
