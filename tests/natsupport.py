@@ -136,3 +136,38 @@ def spawnTwistd(case: Any, *argv: str) -> TwistdProcess:
     )
     case.addCleanup(lambda: process.stop("KILL"))
     return process
+
+
+@inlineCallbacks
+def startNatsCluster(case: Any, size: int) -> Any:
+    """
+    C{size} nats-servers routed to each other as one NATS cluster; fire
+    with their L{NatsServer}s once each is ready.
+    """
+    import socket
+
+    routePorts = []
+    for _ in range(size):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            routePorts.append(s.getsockname()[1])
+    routes = ",".join(f"nats://127.0.0.1:{port}" for port in routePorts)
+    servers = []
+    for i, routePort in enumerate(routePorts):
+        servers.append(
+            (
+                yield startNats(
+                    case,
+                    -1,
+                    "--name",
+                    f"n{i}",
+                    "--cluster_name",
+                    "streamd-test",
+                    "--cluster",
+                    f"nats://127.0.0.1:{routePort}",
+                    "--routes",
+                    routes,
+                )
+            )
+        )
+    return servers

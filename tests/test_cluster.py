@@ -26,7 +26,7 @@ from streamd.cluster.config import ClusterConfig
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from .natsupport import spawnTwistd, startNats
+from .natsupport import spawnTwistd, startNats, startNatsCluster
 from .support import startDaemon, waitFor
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -324,6 +324,36 @@ class FaultTests(_ClusterMixin, TestCase):
         got = tally(onB, 1, last + 1)
         self.assertEqual((got["duplicates"], got["outOfOrder"]), (0, 0))
         self.assertGreater(got["missing"], 0)
+
+    @defer.inlineCallbacks
+    def test_natsServerOfAClusterDies(self):  # type: ignore[no-untyped-def]
+        """
+        Nodes given every server of a three-server NATS cluster move to
+        another server when theirs dies, report the gap, and the stream
+        flows between them again, in order and without duplicates.
+        """
+        servers = yield startNatsCluster(self, 3)
+        ports = [server.port for server in servers]
+        (a, _), (b, portB) = self.startNode(*ports), self.startNode(*ports)
+        yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
+        onB: list[bytes] = []
+        yield self.client(portB, onB)
+        yield waitFor(lambda: len(b.hub.subscribers) == 1)
+        numbers = iter(range(1_000_000))
+        ticker = LoopingCall(lambda: a.hub.publish([b"0-%d" % next(numbers)]))
+        ticker.start(0.005)
+        self.addCleanup(lambda: ticker.running and ticker.stop())
+        # The routes between the servers may take a moment.
+        yield waitFor(lambda: len(onB) >= 20)
+        (dying,) = [s for s in servers if a.cluster.server == f"127.0.0.1:{s.port}"]
+        yield dying.kill()
+        yield waitFor(lambda: a.cluster.counters.gaps == 1 and a.cluster.connected)
+        self.assertNotEqual(a.cluster.server, f"127.0.0.1:{dying.port}")
+        received = len(onB)
+        yield waitFor(lambda: len(onB) >= received + 20)
+        ticker.stop()
+        got = tally(onB, 1, int(onB[-1].split(b"-")[1]) + 1)
+        self.assertEqual((got["duplicates"], got["outOfOrder"]), (0, 0))
 
     @defer.inlineCallbacks
     def test_slowConsumer(self):  # type: ignore[no-untyped-def]

@@ -68,6 +68,7 @@ class ClusterLink(Service):
 
     @ivar connected: whether the link is on NATS now (as the reactor last
         heard).
+    @ivar server: the C{HOST:PORT} of the NATS server it is on, or was last.
     """
 
     log = Logger()
@@ -89,6 +90,7 @@ class ClusterLink(Service):
         self.node = os.urandom(8).hex()
         self.counters = LinkCounters()
         self.connected = False
+        self.server: str | None = None
         self.joiner = Joiner(maxMessageSize + INT32.headerSize)
         self._lock = threading.Lock()
         self._out: list[bytes] = []
@@ -180,6 +182,7 @@ class ClusterLink(Service):
 
     def _joined(self, url: str, maxPayload: int) -> None:
         self.connected = True
+        self.server = url
         self._failures = 0
         self.log.info(
             "cluster: on NATS at {url} (max_payload {maxPayload} bytes; larger batches travel in parts)",
@@ -209,6 +212,7 @@ class ClusterLink(Service):
 
     def _back(self, url: str) -> None:
         self.connected = True
+        self.server = url
         self._failures = 0
         self.counters.gaps += 1
         lostAt = self._lostAt
