@@ -286,6 +286,34 @@ class FaultTests(_ClusterMixin, TestCase):
         yield waitFor(lambda: service.cluster.connected)
 
     @defer.inlineCallbacks
+    def test_stopWhileUnreachable(self):  # type: ignore[no-untyped-def]
+        """
+        A node that never reached NATS stops promptly.
+        """
+        service, _ = self.startNode(freePort())
+        yield service.stopService()
+        self.assertFalse(service.cluster.connected)
+
+    @defer.inlineCallbacks
+    def test_linkFailsForGood(self):  # type: ignore[no-untyped-def]
+        """
+        An error that ends the link (here a CA file that holds no
+        certificate) is logged as critical; the node goes on serving its
+        own clients.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        ca = os.path.join(tempfile.mkdtemp(), "ca.pem")
+        with open(ca, "w") as f:
+            f.write("not a certificate\n")
+        service, port = self.startNode(freePort(), cluster={"ca": ca})
+        yield waitFor(lambda: any("link to NATS stopped" in e["log_format"] for e in logged))
+        received: list[bytes] = []
+        yield self.client(port, received)
+        yield waitFor(lambda: len(service.hub.subscribers) == 1)
+        service.hub.publish([b"local"])
+        yield waitFor(lambda: received == [b"local"])
+
+    @defer.inlineCallbacks
     def test_lostMidStream(self):  # type: ignore[no-untyped-def]
         """
         Killing NATS mid-stream does not stop local delivery; when it is back,

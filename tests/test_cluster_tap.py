@@ -84,6 +84,17 @@ class ClusterOptionsTests(SynchronousTestCase):
             parse("--cluster", "nats://x:4222", "--cluster-token-file", path + ".missing")
         self.assertIn("--cluster-token-file", str(caught.exception))
 
+    def test_caWithoutCertificate(self) -> None:
+        """
+        A C{--cluster-ca} file with no certificate in it is refused at start.
+        """
+        path = os.path.join(tempfile.mkdtemp(), "ca.pem")
+        with open(path, "w") as f:
+            f.write("not a certificate\n")
+        with self.assertRaises(UsageError) as caught:
+            parse("--cluster", "tls://x:4222", "--cluster-ca", path)
+        self.assertIn("--cluster-ca", str(caught.exception))
+
     def test_userNeedsPassword(self) -> None:
         """
         C{--cluster-user} without its password file is refused.

@@ -67,6 +67,15 @@ class ClusterConfig:
         ):
             if path is not None:
                 _secret(option, path)
+        if self.ca is not None:
+            import ssl
+
+            try:
+                ssl.create_default_context(cafile=self.ca)
+            except ssl.SSLError as e:
+                raise ClusterConfigError(
+                    f"--cluster-ca {self.ca}: no PEM certificate in it ({e.reason})"
+                ) from None
 
     def connectOptions(self) -> dict[str, Any]:
         """

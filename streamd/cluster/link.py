@@ -113,12 +113,29 @@ class ClusterLink(Service):
         loop.start()
         self.hub.outbound = self.send
         self._main = loop.submit(self._run())
+        self._main.add_done_callback(self._ended)
         self.log.info(
             "cluster: joining {servers} on subject {subject} as node {node} (nats-py {where})",
             servers=" ".join(self.config.servers),
             where=loop.where,
             subject=self.config.subject,
             node=self.node,
+        )
+
+    def _ended(self, future: Any) -> None:
+        """
+        The link's main coroutine ended (in the loop's thread): cancelled
+        at shutdown, or by an error that stops the link.
+        """
+        if not future.cancelled() and future.exception() is not None:
+            error = future.exception()
+            self._inReactor(self._failedForGood, f"{type(error).__name__}: {error}")
+
+    def _failedForGood(self, error: str) -> None:
+        self.connected = False
+        self.log.critical(
+            "cluster: the link to NATS stopped ({error}); this node now serves only its own clients",
+            error=error,
         )
 
     def stopService(self) -> Deferred[None]:
@@ -288,7 +305,7 @@ class ClusterLink(Service):
         """
         Publish what the reactor queued, in order, until cancelled.
         """
-        from nats.errors import OutboundBufferLimitError
+        from nats.errors import Error as NatsError
 
         subject = self.config.subject
         wake = self._wake
@@ -298,11 +315,15 @@ class ClusterLink(Service):
             with self._lock:
                 blocks, self._out = self._out, []
                 frames, self._outFrames = self._outFrames, 0
+            # The server of a reconnection may allow less.
+            packer.limit = nc.max_payload
             try:
                 for data, headers in packer.pack(blocks):
                     await nc.publish(subject, data, headers=headers)
-            except OutboundBufferLimitError:
-                self._inReactor(self._countDropped, frames)
+            except NatsError as e:
+                # Its buffer full while reconnecting, or closing: these are
+                # lost to the other nodes, as core NATS would lose them.
+                self._inReactor(self._countDropped, frames, str(e) or type(e).__name__)
             else:
                 self._inReactor(self._countSent, frames)
 
@@ -313,7 +334,14 @@ class ClusterLink(Service):
     def _countSent(self, frames: int) -> None:
         self.counters.sent += frames
 
-    def _countDropped(self, frames: int) -> None:
+    def _countDropped(self, frames: int, error: str) -> None:
+        if not self.counters.dropped:
+            self.log.warn(
+                "cluster: {n} message(s) published here could not be sent to NATS ({error});"
+                " counted in the link's dropped messages from now on",
+                n=frames,
+                error=error,
+            )
         self.counters.dropped += frames
 
     def _wakeSender(self) -> None:
