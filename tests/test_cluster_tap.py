@@ -4,6 +4,7 @@ Tests for the C{--cluster*} options of L{streamd.tap}.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -94,6 +95,16 @@ class ClusterOptionsTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             parse("--cluster", "tls://x:4222", "--cluster-ca", path)
         self.assertIn("--cluster-ca", str(caught.exception))
+
+    def test_needsNatsPy(self) -> None:
+        """
+        Without nats-py installed, C{--cluster} is refused at start with the
+        command that installs it.
+        """
+        self.patch(importlib.util, "find_spec", lambda name: None)
+        with self.assertRaises(UsageError) as caught:
+            parse("--cluster", "nats://x:4222")
+        self.assertEqual(str(caught.exception), "--cluster needs nats-py: pip install 'streamd[cluster]'")
 
     def test_userNeedsPassword(self) -> None:
         """

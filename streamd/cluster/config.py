@@ -6,6 +6,7 @@ command line.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ class ClusterConfig:
         @raise ClusterConfigError: if an option is malformed or a file named
             cannot be read.
         """
+        if importlib.util.find_spec("nats") is None:
+            raise ClusterConfigError("--cluster needs nats-py: pip install 'streamd[cluster]'")
         for url in self.servers:
             scheme, _, rest = url.partition("://")
             if scheme not in ("nats", "tls") or not rest:
