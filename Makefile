@@ -4,7 +4,7 @@ VENV ?= .venv
 PORT ?= 7000
 BIN = $(VENV)/bin
 
-.PHONY: run test test-unit lint docs venv clean
+.PHONY: run test test-unit lint docs venv clean cluster
 
 $(BIN)/twistd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,20 @@ venv: $(BIN)/twistd
 
 run: venv
 	$(BIN)/twistd -n --pidfile= streamd --port $(PORT)
+
+# A local NATS server (with JetStream, its data under .cluster/) and three
+# joined nodes on 7001-7003; the first runs the clock. Ctrl-C stops them all.
+NATS_PORT ?= 4222
+cluster: venv
+	@echo "NATS on 127.0.0.1:$(NATS_PORT); streamd nodes on 7001 7002 7003 (Ctrl-C stops all)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/nats-server -a 127.0.0.1 -p $(NATS_PORT) -js -sd .cluster & \
+	for port in 7001 7002 7003; do \
+		if [ $$port = 7001 ]; then source=clock; else source=none; fi; \
+		$(BIN)/twistd -n --pidfile= streamd --port $$port --source $$source \
+			--cluster nats://127.0.0.1:$(NATS_PORT) & \
+	done; \
+	wait
 
 test: venv
 	$(BIN)/python -m pytest -q tests
@@ -39,4 +53,4 @@ docs: $(BIN)/sphinx-build
 	$(BIN)/sphinx-build -b html -W --keep-going -n -q docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) build docs/_build *.egg-info _trial_temp .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cluster build docs/_build *.egg-info _trial_temp .pytest_cache .mypy_cache .ruff_cache

@@ -45,6 +45,14 @@ class CursorOwner(Protocol):
 _serials = itertools.count(1)
 
 
+def newSerial() -> int:
+    """
+    A number no other publisher of this process has had (0 is the
+    daemon's own sources).
+    """
+    return next(_serials)
+
+
 @implementer(IPushProducer)
 class Cursor:
     """
@@ -86,7 +94,7 @@ class Cursor:
     def __init__(self, transport: Any, hub: Hub, framing: Framing, owner: CursorOwner) -> None:
         self.transport = transport
         self.hub = hub
-        self.serial = next(_serials)
+        self.serial = newSerial()
         self.framing = framing
         self.owner = owner
         self.live = True

@@ -12,17 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 
 from streamd.cursor import Cursor
 from streamd.framing import INT32, Framing, Payload
-from streamd.history import History
+from streamd.history import Entry, History
 from streamd.reasons import Reason
 from streamd.stats import Stats
 
 MiB = 1024 * 1024
+
+
+class Sender(Protocol):
+    """
+    Who publishes a batch and does not get it back: a subscriber's cursor,
+    or a cluster link.
+    """
+
+    serial: int
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,9 @@ class Hub:
         self._pauseLogged: float | None = None
         self._pausesLogged = 0
         self._sweep: IDelayedCall | None = None
+        # Called with every entry once it is appended and fanned out here
+        # (see streamd.cluster); None on a single node.
+        self.outbound: Callable[[Entry], None] | None = None
 
     @property
     def blockPublishers(self) -> bool:
@@ -126,7 +139,7 @@ class Hub:
         payloads: Sequence[Payload],
         raw: bytes = b"",
         framing: Framing | None = None,
-        sender: Cursor | None = None,
+        sender: Sender | None = None,
         received: int | None = None,
     ) -> None:
         """
@@ -136,7 +149,8 @@ class Hub:
         @param raw: the same messages already framed with C{framing}, if the
             caller has them, so they are not encoded again.
         @param sender: the subscriber that published them; C{None} for the
-            daemon's own sources.
+            daemon's own sources; for a cluster's other nodes, the cluster
+            link.
         @param received: the bytes they came in, counted as the daemon's
             input; by default, their payloads' bytes.
         """
@@ -176,6 +190,8 @@ class Hub:
         stats.bytesOut += sent
         stats.messagesIn += count
         stats.bytesIn += sum(map(len, payloads)) if received is None else received
+        if self.outbound is not None:
+            self.outbound(entry)
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
 

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, may
 from twisted.logger import Logger
 
 from streamd.auth import TokenFileError
+from streamd.cluster.config import ClusterConfig
 from streamd.framing import INT32, Framing
 from streamd.hub import FlowControl, Hub
 from streamd.listener import ListenerService, ListenFailed
@@ -70,6 +71,7 @@ class DaemonConfig:
     restart: bool = True
     http: tuple[str, ...] = ()
     httpPublicMetrics: bool = False
+    cluster: ClusterConfig | None = None
 
 
 class StreamdService(MultiService):
@@ -112,6 +114,13 @@ class StreamdService(MultiService):
         self.listeners += self._httpListeners(reactor, config)
         for child in (self.statsLogger, *self.sources, *self.listeners):
             child.setServiceParent(self)
+        self.cluster = None
+        if config.cluster is not None:
+            # Imported only here: a single node needs neither nats-py nor asyncio.
+            from streamd.cluster.link import ClusterLink
+
+            self.cluster = ClusterLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
+            self.cluster.setServiceParent(self)
 
     def _httpListeners(self, reactor: Any, config: DaemonConfig) -> list[ListenerService]:
         """
@@ -206,6 +215,8 @@ class StreamdService(MultiService):
             yield listener.stopService()
         yield gatherResults([maybeDeferred(source.stopService) for source in self.sources])
         yield self.closeConnections(self.config.shutdownTimeout)
+        if self.cluster is not None:
+            yield self.cluster.stopService()
         self.hub.stop()
         for listener in self.listeners:
             stopLogging = getattr(listener.factory, "stopLogging", None)

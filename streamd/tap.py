@@ -14,6 +14,7 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
+from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig, ClusterConfigError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
 from streamd.hub import FlowControl
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
@@ -249,6 +250,17 @@ class Options(usage.Options):
             "Seconds before an exec: or sh: source that exited is run again.",
             _seconds("restart-delay"),
         ],
+        ["cluster-subject", None, DEFAULT_SUBJECT, "NATS subject the nodes of this stream share."],
+        ["cluster-creds", None, None, "NATS credentials file (.creds) for --cluster."],
+        [
+            "cluster-user",
+            None,
+            None,
+            "NATS user name for --cluster; the password is in --cluster-password-file.",
+        ],
+        ["cluster-password-file", None, None, "File holding the NATS password of --cluster-user."],
+        ["cluster-token-file", None, None, "File holding a NATS authorization token for --cluster."],
+        ["cluster-ca", None, None, "PEM file of the CAs the NATS servers' certificates must be signed by."],
     ]
 
     def __init__(self) -> None:
@@ -256,6 +268,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["source"] = []
         self["http"] = []
+        self["cluster"] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -283,7 +296,13 @@ class Options(usage.Options):
         """What to stream besides clients' messages (repeatable): clock (the default), exec:COMMAND (no shell), sh:COMMAND (through /bin/sh -c), file:PATH (followed like tail -F), stdin, or none."""
         self["source"].append(spec)
 
+    def opt_cluster(self, url: str) -> None:
+        """Join the other daemons that use this NATS server (repeatable, for several servers of one NATS cluster): nats://HOST:PORT or tls://HOST:PORT. Every message published on any node reaches the clients of all of them."""
+        self["cluster"].append(url)
+
     def postOptions(self) -> None:
+        if self["cluster"]:
+            _preferAsyncioReactor()
         from twisted.internet import reactor
 
         from streamd.service import Listen
@@ -346,6 +365,40 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from None
         self["sources"] = tuple(sources)
         self["access"] = self._accessPolicy()
+        self["cluster-config"] = self._clusterConfig()
+
+    def _clusterConfig(self) -> ClusterConfig | None:
+        named = [
+            name
+            for name in (
+                "cluster-creds",
+                "cluster-user",
+                "cluster-password-file",
+                "cluster-token-file",
+                "cluster-ca",
+            )
+            if self[name] is not None
+        ]
+        if self["cluster-subject"] != DEFAULT_SUBJECT:
+            named.append("cluster-subject")
+        if not self["cluster"]:
+            if named:
+                raise usage.UsageError(f"--{named[0]} needs --cluster nats://HOST:PORT")
+            return None
+        config = ClusterConfig(
+            servers=tuple(self["cluster"]),
+            subject=self["cluster-subject"],
+            creds=self["cluster-creds"],
+            user=self["cluster-user"],
+            passwordFile=self["cluster-password-file"],
+            tokenFile=self["cluster-token-file"],
+            ca=self["cluster-ca"],
+        )
+        try:
+            config.check()
+        except ClusterConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        return config
 
     def _httpEndpoints(self, reactor: Any) -> list[str]:
         endpoints = []
@@ -385,6 +438,20 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
+def _preferAsyncioReactor() -> None:
+    """
+    Run a cluster node on Twisted's asyncio reactor, so that nats-py shares
+    its loop instead of running in a thread beside it (see
+    L{streamd.cluster.loop}; that halves the cross-node latency), unless a
+    reactor is already installed (C{twistd --reactor NAME}, or a test run),
+    which then keeps the thread.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()
+
+
 def makeService(options: Options) -> IService:
     """
     The daemon described by C{options}.
@@ -421,5 +488,6 @@ def makeService(options: Options) -> IService:
         restart=not options["no-restart"],
         http=options["https"],
         httpPublicMetrics=options["http-public-metrics"],
+        cluster=options["cluster-config"],
     )
     return StreamdService(reactor, config)

@@ -201,15 +201,17 @@ class TwistdProcess(ProcessProtocol):
         self.ended.callback((getattr(status, "exitCode", None), getattr(status, "signal", None)))
 
 
-def spawnTwistd(case: Any, *argv: str, env: dict[str, str] | None = None) -> TwistdProcess:
+def spawnTwistd(
+    case: Any, *argv: str, env: dict[str, str] | None = None, twistdOptions: tuple[str, ...] = ()
+) -> TwistdProcess:
     """
-    Start C{twistd -n --pidfile= streamd ARGV} in this Python; when C{case}
-    ends, kill it if it still runs and wait until it has ended.
+    Start C{twistd -n --pidfile= TWISTDOPTIONS streamd ARGV} in this Python;
+    when C{case} ends, kill it if it still runs and wait until it has ended.
     """
     from twisted.internet import reactor
 
     process = TwistdProcess()
-    command = twistd("-n", "--pidfile=", "streamd", *argv)
+    command = twistd("-n", "--pidfile=", *twistdOptions, "streamd", *argv)
     reactor.spawnProcess(process, sys.executable, (sys.executable, *command), env=ENV if env is None else env)
 
     def kill() -> Deferred[tuple[int | None, int | None]]:

@@ -47,6 +47,8 @@ def main(argv: list[str]) -> int:
     except usage.UsageError as e:
         _say(f"{e} (see --help)")
         return 2
+    if options["cluster"]:
+        return _cluster(options)
     servers: tuple[str, ...] = ("streamd",)
     peers: dict[str, str] = {}
     for name in options["compare"]:
@@ -81,6 +83,27 @@ def main(argv: list[str]) -> int:
         except OSError as e:
             _say(f"cannot write {options['json']}: {e.strerror}")
             return 1
+    return 0
+
+
+def _cluster(options: BenchOptions) -> int:
+    from streamd.bench.cluster import ClusterPlan, K
+    from streamd.bench.cluster import run as runCluster
+    from streamd.bench.servers import BenchError
+
+    plan = ClusterPlan(
+        ks=options["k"] or K,
+        size=(options["size"] or (64,))[0],
+        reactor=options["cluster-reactor"],
+        settings=options.plan(("streamd",)).settings,
+    )
+    print(machine(), flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="streamd-bench-") as workdir:
+            print(runCluster(plan, Path(workdir), _say))
+    except BenchError as e:
+        _say(str(e))
+        return 1
     return 0
 
 

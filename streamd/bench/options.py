@@ -115,7 +115,14 @@ class BenchOptions(usage.Options):
         "deliveries/s, latency, server CPU and memory; --compare redis,nats runs the same workloads "
         "against redis-server pub/sub and nats-server, and compares streamd with the better of them."
     )
-    optFlags = [["quick", "q", "A short smoke run: 0.5 s runs, 1,000 idle clients, a 1 MiB large message."]]
+    optFlags = [
+        ["quick", "q", "A short smoke run: 0.5 s runs, 1,000 idle clients, a 1 MiB large message."],
+        [
+            "cluster",
+            None,
+            "Instead: streamd nodes joined through a local nats-server (K default 10,100; 64 B).",
+        ],
+    ]
     optParameters = [
         [
             "scenario",
@@ -143,6 +150,7 @@ class BenchOptions(usage.Options):
             _peers,
         ],
         ["json", None, None, "Write the raw figures of every run to this file."],
+        ["cluster-reactor", None, None, "With --cluster: twistd --reactor of the nodes (e.g. asyncio)."],
     ]
 
     def postOptions(self) -> None:

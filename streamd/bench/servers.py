@@ -14,7 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from streamd.bench.proc import connectionCount, dieWithParent, openFiles, rssBytes
@@ -150,13 +150,13 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def startStreamd(workdir: Path, options: list[str]) -> Server:
+def startStreamd(workdir: Path, options: list[str], twistdOptions: Sequence[str] = ()) -> Server:
     """
     A streamd daemon on a free loopback port, with no source and the given
-    extra twistd plugin C{options}.
+    extra twistd plugin C{options} (and twistd's own C{twistdOptions}).
     """
     log = workdir / "streamd.log"
-    argv = twistdCommand("-n", "--pidfile=", "streamd")
+    argv = twistdCommand("-n", "--pidfile=", *twistdOptions, "streamd")
     argv += ["--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}", "--source", "none"]
     argv += ["--stats-interval", "0"]
     return _listening("streamd", _spawn(argv + options, log), log, _LISTENING)

