@@ -14,7 +14,16 @@ from streamd.hub import FlowControl
 from streamd.server import ServerConfig
 from streamd.web.context import WebContext
 from streamd.web.websocket import StreamWebSocketFactory, StreamWebSocketProtocol
-from tests.webtools import EPOCH, HANDSHAKE, TCPLikeTransport, controls, serverFrames, tokenConfig, webContext
+from tests.webtools import (
+    EPOCH,
+    HANDSHAKE,
+    TCPLikeTransport,
+    cancelBatchedTimers,
+    controls,
+    serverFrames,
+    tokenConfig,
+    webContext,
+)
 
 
 def clientFrame(payload: bytes, opcode: int = 1) -> bytes:
@@ -66,6 +75,10 @@ class WebSocketTests(SynchronousTestCase):
     """
     A WebSocket subscriber and publisher.
     """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
 
     def test_helloAndStream(self) -> None:
         """

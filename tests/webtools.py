@@ -110,3 +110,17 @@ def events(text: str) -> list[dict[str, str]]:
             fields["data"] = "\n".join(data)
             parsed.append(fields)
     return parsed
+
+
+def cancelBatchedTimers() -> None:
+    """
+    Cancel the timers autobahn left on the global reactor.  It schedules
+    its ping and close-handshake timeouts through txaio's batched timers,
+    which outlive the connections that set them; trial would call them a
+    dirty reactor in whichever test runs next.
+    """
+    from twisted.internet import reactor
+
+    for call in reactor.getDelayedCalls():  # type: ignore[attr-defined]
+        if getattr(call.func, "__qualname__", "") == "_BatchedTimer._notify_bucket":
+            call.cancel()

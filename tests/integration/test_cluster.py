@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 
 from streamd.client import StreamClientProtocol, connect
 from streamd.cluster.config import ClusterConfig
+from streamd.cluster.link import PENDING_BYTES
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
@@ -411,7 +412,8 @@ class FaultTests(_ClusterMixin, TestCase):
         while not b.cluster._slow and time.monotonic() < deadline:
             time.sleep(0.001)
         yield waitFor(lambda: b.cluster.counters.slowDropped > 0)
-        # Once B has caught up with what it kept, the next message has room.
+        # Room again for all that NATS still brings, then the last message.
+        b.cluster.pendingBytes = PENDING_BYTES
         yield waitFor(lambda: not b.cluster._in)
         a.hub.publish([b"after"])
         yield waitFor(lambda: onB[-1:] == [b"after"])

@@ -23,7 +23,7 @@ from twisted.web.http_headers import Headers
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 from tests.support import startDaemon, waitFor
-from tests.webtools import events, tokenConfig
+from tests.webtools import cancelBatchedTimers, events, tokenConfig
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -78,6 +78,7 @@ class _Mixin:
     publicMetrics = False
 
     def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)  # type: ignore[attr-defined]
         config = DaemonConfig(
             listens=(Listen(LOCAL),),
             sources=(),
