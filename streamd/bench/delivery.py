@@ -181,9 +181,9 @@ def _printedLines(stream: object, count: int, result: BulkResult) -> None:
         if ordered and raw != line(received):
             ordered = False
         received += 1
+        result.clientLines = received
         if received == count:
             break
-    result.clientLines = received
     result.clientInOrder = ordered and received == count
 
 
@@ -239,6 +239,11 @@ def bulk(
         chunk = 10_000
         for first in range(0, lines, chunk):
             daemon.stdin.write(b"".join(line(n) for n in range(first, min(first + chunk, lines))))
+            if first == 0 and printed is not None:
+                # A reader that has not read yet is not waited for: flood
+                # once the printing client is up and reading, as a user's is.
+                daemon.stdin.flush()
+                _waitFor(lambda: result.clientLines > 0, 30)
         daemon.stdin.flush()
         ends = []
         result.readerLines, result.readerInOrder = lines, True
