@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from streamd.auth import Access
 from streamd.hub import Hub
+from streamd.reasons import Reason
 from streamd.server import Connections, ServerConfig
 
 log = Logger()
@@ -52,6 +53,18 @@ class WebContext:
             n=len(self.connections),
         )
         return True
+
+    def tooSlow(self, peer: str, reason: Reason, behind: int) -> None:
+        """
+        Log and count the cut of a client the hub found too slow.
+        """
+        log.warn(
+            "{peer} is too slow: {behind} bytes behind ({reason}); disconnecting",
+            peer=peer,
+            behind=behind,
+            reason=reason.label,
+        )
+        self.hub.stats.slowConsumerDisconnects += 1
 
     def connected(self, connection: Any) -> None:
         """

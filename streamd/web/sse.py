@@ -166,13 +166,7 @@ class EventStream:
         """
         The hub cuts this client, by the same rules as a TCP one.
         """
-        self.log.warn(
-            "{peer} is too slow: {behind} bytes behind ({reason}); disconnecting",
-            peer=self.peer,
-            behind=behind,
-            reason=reason.label,
-        )
-        self.context.hub.stats.slowConsumerDisconnects += 1
+        self.context.tooSlow(self.peer, reason, behind)
         self.abort()
 
     def close(self) -> None:

@@ -257,13 +257,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         """
         The hub cuts this client, by the same rules as a TCP one.
         """
-        self.log.warn(
-            "{peer} is too slow: {behind} bytes behind ({reason}); disconnecting",
-            peer=self.peer,
-            behind=behind,
-            reason=reason.label,
-        )
-        self.factory.context.hub.stats.slowConsumerDisconnects += 1
+        self.factory.context.tooSlow(self.peer, reason, behind)
         if self.cursor is not None:
             self.cursor.abandon()
         self.dropConnection(abort=True)
