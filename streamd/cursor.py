@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from streamd.framing import Framing
+from streamd.history import COUNT, FIRST, OFFSET, SENDER, lastOf
 from streamd.reasons import Reason
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class Cursor:
         history = self.hub.history
         if self.index >= history.end:
             return 0
-        return history.endOffset - history[max(self.index, history.start)].offset
+        return history.endOffset - history[max(self.index, history.start)][OFFSET]
 
     def deliver(self, data: bytes, count: int) -> None:
         """
@@ -163,7 +164,7 @@ class Cursor:
         """
         history = self.hub.history
         self.index = index
-        self.nextSequence = history[index].first if index < history.end else history.nextSequence
+        self.nextSequence = history[index][FIRST] if index < history.end else history.nextSequence
         if self.live:
             self.live = False
             self.hub.cursorBehind(self)
@@ -224,13 +225,13 @@ class Cursor:
                 return
             entry = history[index]
             self.index = index + 1
-            self.nextSequence = entry.last + 1
-            if entry.sender == self.serial:
+            self.nextSequence = lastOf(entry) + 1
+            if entry[SENDER] == self.serial:
                 continue
             data = history.encoded(entry, self.framing)
-            self.messages += entry.count
+            self.messages += entry[COUNT]
             self.written += len(data)
-            stats.messagesOut += entry.count
+            stats.messagesOut += entry[COUNT]
             stats.bytesOut += len(data)
             write(data)
 

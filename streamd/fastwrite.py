@@ -28,8 +28,7 @@ from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 
 from streamd.cursor import Cursor
-from streamd.framing import INT32
-from streamd.history import Entry
+from streamd.history import COUNT, SENDER, Entry, lastOf
 
 log = Logger()
 
@@ -51,12 +50,6 @@ MAX_GATHER = 64
 """
 Entries sent by one C{sendmsg} call at most, while catching up.
 """
-
-PRIVATE = Entry(0, 0, b"", INT32, 0, 0)
-"""
-Stands for a private frame among the buffers of one C{sendmsg}.
-"""
-
 
 def _twistedRelease() -> tuple[int, int] | None:
     from twisted import version
@@ -186,21 +179,21 @@ class SocketCursor(Cursor):
             buffers: list[bytes | memoryview] = [] if rest is None else [rest]
             # For each buffer after the rest: the entry number to go on from
             # once it is begun, and the entry it begins (empty for the
-            # client's own message, which it does not get back), or PRIVATE
+            # client's own message, which it does not get back), or None
             # for a private frame.
-            steps: list[tuple[int, Entry]] = []
+            steps: list[tuple[int, Entry | None]] = []
             private = self._private
             due = 0
             end = history.end
             while len(buffers) < MAX_GATHER:
                 if private and due < len(private) and private[due][0] <= index:
                     buffers.append(private[due][1])
-                    steps.append((index, PRIVATE))
+                    steps.append((index, None))
                     due += 1
                 elif history.start <= index < end:
                     entry = history[index]
                     index += 1
-                    buffers.append(b"" if entry.sender == self.serial else history.encoded(entry, framing))
+                    buffers.append(b"" if entry[SENDER] == self.serial else history.encoded(entry, framing))
                     steps.append((index, entry))
                 else:
                     break
@@ -218,7 +211,7 @@ class SocketCursor(Cursor):
                 self.transport.startWriting()
                 return
 
-    def _advance(self, buffers: list[Any], steps: list[tuple[int, Entry]], sent: int) -> bool:
+    def _advance(self, buffers: list[Any], steps: list[tuple[int, Entry | None]], sent: int) -> bool:
         """
         Move past the C{sent} bytes of C{buffers}, counting the entries
         begun; keep what the kernel did not take of the last one begun.
@@ -240,14 +233,14 @@ class SocketCursor(Cursor):
                 return False
             self.index = after
             self.written += size
-            if entry is PRIVATE:
+            if entry is None:
                 assert self._private is not None
                 self._private.popleft()
             else:
-                self.nextSequence = entry.last + 1
-                if entry.sender != self.serial:
-                    self.messages += entry.count
-                    stats.messagesOut += entry.count
+                self.nextSequence = lastOf(entry) + 1
+                if entry[SENDER] != self.serial:
+                    self.messages += entry[COUNT]
+                    stats.messagesOut += entry[COUNT]
                     stats.bytesOut += size
             if sent < size:
                 self._rest = memoryview(buffer)[sent:]

@@ -12,68 +12,55 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Final
 
 from streamd.framing import INT32, Framing, Payload
 
+Entry = tuple[int, int, bytes, int, int, int]
+"""
+Messages published together: C{(first, count, data, framing, offset,
+sender)}, read with the indexes below.  A plain tuple of numbers and bytes,
+not a class, so that Python's cycle collector stops tracking it after its
+first collection: the log holds up to millions of entries, and a full
+collection would otherwise walk every one, stalling the stream for tens of
+milliseconds.
+"""
 
-class Entry:
+FIRST: Final = 0
+"""
+An entry's sequence number of its first message.
+"""
+COUNT: Final = 1
+"""
+How many messages an entry holds.
+"""
+DATA: Final = 2
+"""
+An entry's messages, framed as they came in.
+"""
+FRAMING: Final = 3
+"""
+Which of the log's framings L{DATA} is in (see L{History.framingOf}).
+"""
+OFFSET: Final = 4
+"""
+Where an entry starts in the log, in bytes of L{DATA} since the daemon
+started.
+"""
+SENDER: Final = 5
+"""
+The L{serial<streamd.cursor.Cursor.serial>} of the subscriber that published
+an entry, which does not get it back; 0 for the daemon's own sources.  A
+number, not the subscriber, so that the log does not keep a closed
+connection alive.
+"""
+
+
+def lastOf(entry: Entry) -> int:
     """
-    Messages published together: their bytes in the framing they came in,
-    and, made once when first asked for, in the other framings.
-
-    @ivar first: the sequence number of the first message.
-    @ivar count: how many messages.
-    @ivar data: the messages framed with L{framing}.
-    @ivar offset: where the entry starts in the log, in bytes of C{data}
-        since the daemon started.
-    @ivar sender: the L{serial<streamd.cursor.Cursor.serial>} of the
-        subscriber that published it, which does not get it back; 0 for the
-        daemon's own sources.  A number, not the subscriber, so that the log
-        does not keep a closed connection alive.
+    The sequence number of C{entry}'s last message.
     """
-
-    __slots__ = ("first", "count", "data", "framing", "offset", "sender", "_encodings")
-
-    def __init__(
-        self, first: int, count: int, data: bytes, framing: Framing, offset: int, sender: int
-    ) -> None:
-        self.first = first
-        self.count = count
-        self.data = data
-        self.framing = framing
-        self.offset = offset
-        self.sender = sender
-        self._encodings: dict[Framing, bytes] | None = None
-
-    @property
-    def last(self) -> int:
-        """
-        The sequence number of the last message.
-        """
-        return self.first + self.count - 1
-
-    def payloads(self) -> list[Payload]:
-        """
-        The messages, decoded again from L{data}.
-        """
-        payloads, _ = self.framing.decoder(self.framing.maxLength).feed(self.data)
-        return payloads
-
-    def encoded(self, framing: Framing) -> tuple[bytes, int]:
-        """
-        The messages framed with C{framing}, and how many bytes that made
-        that were not held before (0 once made).
-        """
-        if framing is self.framing:
-            return self.data, 0
-        encodings = self._encodings
-        if encodings is None:
-            encodings = self._encodings = {}
-        data = encodings.get(framing)
-        if data is not None:
-            return data, 0
-        data = encodings[framing] = framing.encodeEntry(self.payloads(), self.first)
-        return data, len(data)
+    return entry[FIRST] + entry[COUNT] - 1
 
 
 class History:
@@ -94,6 +81,12 @@ class History:
         # _entries[i] is entry number _base + i; those before _first are gone.
         self._base = 0
         self._first = 0
+        # The framings entries came in, by the number each entry names, and
+        # the encodings made for subscribers of the other framings, by
+        # (first sequence, framing number).
+        self._framings: list[Framing] = []
+        self._numbers: dict[Framing, int] = {}
+        self._encodings: dict[tuple[int, int], bytes] = {}
         self.size = 0
         self.nextSequence = 1
         self._nextOffset = 0
@@ -124,9 +117,10 @@ class History:
 
     def append(self, data: bytes, framing: Framing, count: int, sender: int = 0) -> Entry:
         """
-        Add C{count} messages, framed with C{framing} as C{data}.
+        Add C{count} (at least one) messages, framed with C{framing} as
+        C{data}.
         """
-        entry = Entry(self.nextSequence, count, data, framing, self._nextOffset, sender)
+        entry = (self.nextSequence, count, data, self._number(framing), self._nextOffset, sender)
         self._entries.append(entry)
         self.nextSequence += count
         self._nextOffset += len(data)
@@ -147,21 +141,36 @@ class History:
         assert entry is not None and number >= self._base, f"entry {number} is not held"
         return entry
 
+    def framingOf(self, entry: Entry) -> Framing:
+        """
+        The framing of C{entry}'s L{DATA}.
+        """
+        return self._framings[entry[FRAMING]]
+
+    def payloads(self, entry: Entry) -> list[Payload]:
+        """
+        C{entry}'s messages, decoded again from its L{DATA}.
+        """
+        framing = self.framingOf(entry)
+        payloads, _ = framing.decoder(framing.maxLength).feed(entry[DATA])
+        return payloads
+
     def encoded(self, entry: Entry, framing: Framing) -> bytes:
         """
-        C{entry}'s messages framed with C{framing}, counted in L{size}.
+        C{entry}'s messages framed with C{framing}: made once when first
+        asked for, and counted in L{size} until the entry leaves.
         """
-        data, made = entry.encoded(framing)
-        if made:
-            self.size += made
+        number = self._numbers.get(framing)
+        if number == entry[FRAMING]:
+            return entry[DATA]
+        if number is None:
+            number = self._number(framing)
+        key = (entry[FIRST], number)
+        data = self._encodings.get(key)
+        if data is None:
+            data = self._encodings[key] = framing.encodeEntry(self.payloads(entry), entry[FIRST])
+            self.size += len(data)
         return data
-
-    def entrySize(self, entry: Entry) -> int:
-        """
-        Bytes C{entry} holds, every encoding counted.
-        """
-        encodings = entry._encodings
-        return len(entry.data) + (sum(map(len, encodings.values())) if encodings else 0)
 
     def evictOldest(self) -> Entry:
         """
@@ -172,12 +181,24 @@ class History:
         assert entry is not None
         entries[self._first] = None
         self._first += 1
-        self.size -= self.entrySize(entry)
+        self.size -= len(entry[DATA])
+        if self._encodings:
+            for number in range(len(self._framings)):
+                made = self._encodings.pop((entry[FIRST], number), None)
+                if made is not None:
+                    self.size -= len(made)
         if self._first >= 1024 and self._first * 2 >= len(entries):
             del entries[: self._first]
             self._base += self._first
             self._first = 0
         return entry
+
+    def _number(self, framing: Framing) -> int:
+        number = self._numbers.get(framing)
+        if number is None:
+            number = self._numbers[framing] = len(self._framings)
+            self._framings.append(framing)
+        return number
 
     def oldestEntry(self) -> Entry | None:
         """
@@ -195,7 +216,7 @@ class History:
         low, high = self.start, self.end
         while low < high:
             middle = (low + high) // 2
-            if self[middle].last < sequence:
+            if lastOf(self[middle]) < sequence:
                 low = middle + 1
             else:
                 high = middle

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from streamd.cursor import Cursor
 from streamd.framing import INT32, Framing, Payload
-from streamd.history import Entry, History
+from streamd.history import COUNT, DATA, OFFSET, Entry, History
 from streamd.reasons import Reason
 from streamd.stats import Stats
 
@@ -160,8 +160,8 @@ class Hub:
             entry = history.append(raw, framing, len(payloads), serial)
         else:
             entry = history.appendPayloads(payloads, serial)
-            raw, framing = entry.data, INT32
-        count = entry.count
+            raw, framing = entry[DATA], INT32
+        count = entry[COUNT]
         delivered = 0
         others = []
         deliveries = self._deliveries
@@ -268,8 +268,8 @@ class Hub:
         if cursor.index < history.start:
             # Counted from the oldest entry held: what left is not known.
             oldest = history.oldestEntry()
-            return history.endOffset - (oldest.offset if oldest is not None else history.endOffset)
-        return history.endOffset - history[cursor.index].offset
+            return history.endOffset - (oldest[OFFSET] if oldest is not None else history.endOffset)
+        return history.endOffset - history[cursor.index][OFFSET]
 
     def _trim(self, paced: bool) -> None:
         """

@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from streamd.framing import FrameError, Payload
-from streamd.history import History
+from streamd.history import FIRST, History
 from streamd.reasons import Reason
 from streamd.seqframing import (
     SEQ,
@@ -95,13 +95,13 @@ def resumePoint(history: History, hello: ClientHello) -> Resume:
     else:
         after = newest
     oldestEntry = history.oldestEntry()
-    oldest = newest + 1 if oldestEntry is None else oldestEntry.first
+    oldest = newest + 1 if oldestEntry is None else oldestEntry[FIRST]
     gap = None
     if after + 1 < oldest:
         gap = Gap(after + 1, oldest - 1, GapReason.EVICTED)
         after = oldest - 1
     index = history.find(after + 1)
-    skip = after + 1 - history[index].first if index < history.end else 0
+    skip = after + 1 - history[index][FIRST] if index < history.end else 0
     return Resume(index, skip, gap)
 
 
@@ -190,7 +190,7 @@ class SeqServerProtocol(StreamServerProtocol):
                 ServerHello(
                     min(hello.version, VERSION),
                     history.epoch,
-                    newest + 1 if oldestEntry is None else oldestEntry.first,
+                    newest + 1 if oldestEntry is None else oldestEntry[FIRST],
                     newest,
                     round((config.heartbeat or 0) * 1000),
                 )
@@ -201,12 +201,12 @@ class SeqServerProtocol(StreamServerProtocol):
         index = resume.index
         if resume.skip:
             entry = history[index]
-            greeting.append(SEQ.encodeEntry(entry.payloads()[resume.skip :], entry.first + resume.skip))
+            greeting.append(SEQ.encodeEntry(history.payloads(entry)[resume.skip :], entry[FIRST] + resume.skip))
             index += 1
         self.log.info(
             "{peer} starts at message {seq} ({start})",
             peer=self.peer,
-            seq=history[index].first if index < history.end else history.nextSequence,
+            seq=history[index][FIRST] if index < history.end else history.nextSequence,
             start=Start(hello.start).name.lower(),
         )
         cursor = self.cursor
@@ -248,7 +248,7 @@ class SeqServerProtocol(StreamServerProtocol):
         history = self.factory.hub.history
         start = history.start
         first = cursor.nextSequence
-        last = (history[start].first if start < history.end else history.nextSequence) - 1
+        last = (history[start][FIRST] if start < history.end else history.nextSequence) - 1
         self.log.warn(
             "{peer} fell out of the --history: skipping {n} messages ({first}-{last})",
             peer=self.peer,

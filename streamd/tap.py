@@ -458,7 +458,7 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from streamd.service import DaemonConfig, StreamdService
+    from streamd.service import DaemonConfig, StreamdService, freezeStartup
 
     config = DaemonConfig(
         listens=options["listens"],
@@ -490,4 +490,7 @@ def makeService(options: Options) -> IService:
         httpPublicMetrics=options["http-public-metrics"],
         cluster=options["cluster-config"],
     )
+    if not reactor.running:
+        # twistd runs the reactor once this returns.
+        reactor.callWhenRunning(freezeStartup)
     return StreamdService(reactor, config)

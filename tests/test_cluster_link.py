@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd.cluster.config import ClusterConfig
 from streamd.cluster.link import ClusterLink
 from streamd.framing import INT32
-from streamd.history import Entry
+from streamd.history import COUNT, FIRST, SENDER, Entry
 from streamd.hub import Hub
 from streamd.stats import Stats
 
@@ -41,7 +41,7 @@ class OutboundHookTests(SynchronousTestCase):
         sender = _Sender()
         hub.publish([b"a", b"b"])
         hub.publish([b"c"], sender=sender)
-        self.assertEqual([(e.first, e.count, e.sender) for e in seen], [(1, 2, 0), (3, 1, sender.serial)])
+        self.assertEqual([(e[FIRST], e[COUNT], e[SENDER]) for e in seen], [(1, 2, 0), (3, 1, sender.serial)])
 
 
 class SendTests(SynchronousTestCase):

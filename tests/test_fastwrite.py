@@ -27,6 +27,7 @@ from streamd import fastwrite
 from streamd.cursor import Cursor
 from streamd.fastwrite import SocketCursor, canWriteNow, cursorFor, fastWriteAllowed
 from streamd.framing import INT32
+from streamd.history import DATA
 from streamd.hub import FlowControl, Hub
 from streamd.protocol import FramedProtocol
 from streamd.reasons import Reason
@@ -131,7 +132,7 @@ class SocketCursorTests(SynchronousTestCase):
         self.assertFalse(self.cursor.live)
         rest = self.cursor._rest
         assert rest is not None
-        self.assertIs(rest.obj, self.hub.history[0].data)
+        self.assertIs(rest.obj, self.hub.history[0][DATA])
         self.assertIn(self.transport, self.reactor.getWriters())
         self.hub.publish([b"after"])
         self.assertNothingBuffered()

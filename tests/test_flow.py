@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from streamd.cursor import Cursor
 from streamd.framing import ASCII10, INT32
-from streamd.history import History
+from streamd.history import DATA, FIRST, SENDER, History, lastOf
 from streamd.hub import SWEEP_INTERVAL, FlowControl
 from streamd.server import StreamServerProtocol
 
@@ -202,7 +202,7 @@ class CursorTests(FlowTestCase):
         publisher.dataReceived(INT32.encode(b"bye"))
         publisher.connectionLost(Failure(ConnectionDone()))
         entry = self.daemon.hub.history[0]
-        self.assertEqual(entry.sender, publisher.cursor.serial)
+        self.assertEqual(entry[SENDER], publisher.cursor.serial)
         self.assertFalse([o for o in gc.get_referents(entry) if isinstance(o, (Cursor, StreamServerProtocol))])
 
     def test_sendStringAfterBacklog(self) -> None:
@@ -450,11 +450,37 @@ class HistoryTests(SynchronousTestCase):
         history = History()
         first = history.appendPayloads([b"a", b"b"])
         second = history.appendPayloads([b"c"])
-        self.assertEqual((first.first, first.last, second.first, second.last), (1, 2, 3, 3))
+        self.assertEqual((first[FIRST], lastOf(first), second[FIRST], lastOf(second)), (1, 2, 3, 3))
         self.assertEqual([history.find(n) for n in (1, 2, 3, 4)], [0, 0, 1, 2])
         history.evictOldest()
         self.assertEqual((history.start, history.end, history.find(1)), (1, 2, 1))
         self.assertEqual(history.size, len(INT32.encode(b"c")))
+
+    def test_untrackedByTheCycleCollector(self) -> None:
+        """
+        Once collected young, an entry is no longer tracked by Python's cycle
+        collector, so that full collections do not walk the whole log.
+        """
+        history = History()
+        entries = [history.appendPayloads([b"a"]), history.append(ASCII10.encode(b"b"), ASCII10, 1)]
+        gc.collect()
+        self.assertEqual([gc.is_tracked(entry) for entry in entries], [False, False])
+
+    def test_encodingsCountedUntilEvicted(self) -> None:
+        """
+        An entry's encoding in another framing is made once, counted in the
+        log's size, and dropped with the entry.
+        """
+        history = History()
+        entry = history.appendPayloads([b"a", b"b"])
+        ascii10 = history.encoded(entry, ASCII10)
+        self.assertIs(history.encoded(entry, ASCII10), ascii10)
+        self.assertEqual(ascii10, ASCII10.encodeMany([b"a", b"b"]))
+        self.assertIs(history.encoded(entry, INT32), entry[DATA])
+        self.assertEqual(history.size, len(entry[DATA]) + len(ascii10))
+        history.evictOldest()
+        self.assertEqual(history.size, 0)
+        self.assertEqual(history.payloads(entry), [b"a", b"b"])
 
 
 class InterleavingTests(FlowTestCase):

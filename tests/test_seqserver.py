@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile
 from streamd.framing import INT32
+from streamd.history import FIRST
 from streamd.hub import SWEEP_INTERVAL, FlowControl, Hub
 from streamd.reasons import Reason
 from streamd.seqframing import (
@@ -166,8 +167,8 @@ class StartTests(SynchronousTestCase):
         assert oldest is not None
         _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 2))
         got = received(transport)
-        self.assertEqual(got[1], Gap(3, oldest.first - 1, GapReason.EVICTED))
-        self.assertEqual(got[2:], numbered(oldest.first, 20))
+        self.assertEqual(got[1], Gap(3, oldest[FIRST] - 1, GapReason.EVICTED))
+        self.assertEqual(got[2:], numbered(oldest[FIRST], 20))
 
     def test_restarted(self) -> None:
         """
@@ -239,7 +240,7 @@ class GapTests(SynchronousTestCase):
         daemon.publish(messages(41, 41))
         self.assertEqual(
             received(transport),
-            [*numbered(1, 1), Gap(2, oldest.first - 1, GapReason.EVICTED), *numbered(oldest.first, 41)],
+            [*numbered(1, 1), Gap(2, oldest[FIRST] - 1, GapReason.EVICTED), *numbered(oldest[FIRST], 41)],
         )
         self.assertFalse(transport.disconnecting)
 

@@ -29,7 +29,7 @@ from streamd.cluster.loop import NatsLoop, loopFor
 from streamd.cluster.wire import Joiner, Packer
 from streamd.cursor import newSerial
 from streamd.framing import INT32, Payload
-from streamd.history import Entry
+from streamd.history import COUNT, SENDER, Entry
 from streamd.hub import Hub
 
 PENDING_BYTES = 64 * 1024 * 1024
@@ -155,16 +155,16 @@ class ClusterLink(Service):
         The hub's outbound hook: queue a batch published here for NATS,
         unless it came from NATS.
         """
-        if entry.sender == self.serial:
+        if entry[SENDER] == self.serial:
             return
         if not self.connected:
-            self.counters.dropped += entry.count
+            self.counters.dropped += entry[COUNT]
             return
         data = self.hub.history.encoded(entry, INT32)
         with self._lock:
             wake = not self._out
             self._out.append(data)
-            self._outFrames += entry.count
+            self._outFrames += entry[COUNT]
         if wake:
             assert self._loop is not None
             self._loop.callInLoop(self._wakeSender)

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from streamd.history import FIRST
 from streamd.reasons import Reason
 from streamd.web.context import WebContext
 from streamd.web.guard import refused
@@ -85,7 +86,7 @@ class StreamdCollector:
 
         yield GaugeMetricFamily("streamd_history_bytes", "Bytes the history holds.", value=history.size)
         yield GaugeMetricFamily("streamd_history_entries", "Entries the history holds.", value=len(history))
-        oldest = history[history.start].first if len(history) else history.nextSequence
+        oldest = history[history.start][FIRST] if len(history) else history.nextSequence
         yield GaugeMetricFamily(
             "streamd_history_oldest_sequence", "Sequence number of the oldest message held.", value=oldest
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streamd.cursor import Cursor
+from streamd.history import FIRST, SENDER
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def subscribe(cursor: Cursor, after: int | None) -> Start:
     head = history.nextSequence
     if after is None or after + 1 >= head:
         return Start(head)
-    oldest = history[history.start].first if len(history) else head
+    oldest = history[history.start][FIRST] if len(history) else head
     gap = None
     if after + 1 < oldest:
         gap = (after + 1, oldest - 1)
@@ -84,10 +85,10 @@ def subscribe(cursor: Cursor, after: int | None) -> Start:
         index = history.find(after + 1)
         entry = history[index]
         first = after + 1
-        if entry.first < first:
+        if entry[FIRST] < first:
             index += 1
-            if entry.sender != cursor.serial:
-                rest = entry.payloads()[first - entry.first :]
+            if entry[SENDER] != cursor.serial:
+                rest = history.payloads(entry)[first - entry[FIRST] :]
                 cursor.seek(index)
                 return Start(first, None, cursor.framing.encodeEntry(rest, first), len(rest))
     cursor.seek(index)
