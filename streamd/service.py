@@ -15,6 +15,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
+from streamd.accept import acceptFirst
 from streamd.auth import TokenFileError
 from streamd.cluster.config import ClusterConfig
 from streamd.framing import INT32, Framing
@@ -116,7 +117,7 @@ class StreamdService(MultiService):
         self.listeners = [
             ListenerService(
                 listen.endpoint,
-                serverEndpoint(reactor, listen.endpoint, listen.clientCA),
+                serverEndpoint(acceptFirst(reactor), listen.endpoint, listen.clientCA),
                 (SeqServerFactory if listen.framing is SEQ else StreamServerFactory)(
                     self.hub, reactor, config.server, listen.framing, self.connections
                 ),
