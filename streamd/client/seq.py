@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import ClientService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import connectionDone
@@ -257,11 +257,33 @@ class SeqClient:
         self.factory = factory
         self.service: ClientService | None = None
         self._connecting: Deferred[SeqClientProtocol] | None = None
+        self._outcome: SeqClientProtocol | Failure | None = None
+        self._waiting: list[Deferred[SeqClientProtocol]] = []
         if retryPolicy is not None:
             self.service = ClientService(endpoint, factory, retryPolicy=retryPolicy, clock=reactor)
             self.service.startService()
         else:
             self._connecting = endpoint.connect(factory)  # type: ignore[assignment]
+            self._connecting.addBoth(self._connected)
+
+    def _connected(self, outcome: SeqClientProtocol | Failure) -> None:
+        """
+        Keep the one connection's outcome, for each caller of
+        L{whenConnected}, each with a Deferred of its own.
+        """
+        self._connecting = None
+        self._outcome = outcome
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            self._tell(d)
+
+    def _tell(self, d: Deferred[SeqClientProtocol]) -> None:
+        outcome = self._outcome
+        if isinstance(outcome, Failure):
+            d.errback(outcome)
+        else:
+            assert outcome is not None
+            d.callback(outcome)
 
     @property
     def position(self) -> Position:
@@ -273,8 +295,12 @@ class SeqClient:
         """
         if self.service is not None:
             return self.service.whenConnected()  # type: ignore[return-value]
-        assert self._connecting is not None
-        return self._connecting
+        d: Deferred[SeqClientProtocol] = Deferred()
+        if self._outcome is None:
+            self._waiting.append(d)
+        else:
+            self._tell(d)
+        return d
 
     def stop(self) -> Deferred[None]:
         """
@@ -282,13 +308,15 @@ class SeqClient:
         """
         if self.service is not None:
             return self.service.stopService()  # type: ignore[return-value]
-        assert self._connecting is not None
-
-        def close(protocol: SeqClientProtocol) -> Deferred[None]:
-            protocol.transport.loseConnection()
-            return protocol.finished.addCallback(lambda _: None)
-
-        return self._connecting.addCallback(close)  # type: ignore[return-value]
+        if self._connecting is not None:
+            self._connecting.cancel()
+        protocol = self._outcome
+        if not isinstance(protocol, SeqClientProtocol):
+            return succeed(None)
+        protocol.transport.loseConnection()
+        closed: Deferred[None] = Deferred()
+        protocol.finished.addBoth(lambda reason: (closed.callback(None), reason)[1])
+        return closed
 
 
 def connect(
