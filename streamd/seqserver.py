@@ -145,6 +145,11 @@ class SeqServerProtocol(StreamServerProtocol):
                 self._refuse(Reason.BAD_FRAME, str(e))
                 return
             self._unanswered = 0
+            if isinstance(frame, Pub) and len(payload) > self.MAX_LENGTH + 1:
+                # Framed in one read with the HELLO, under the limit that
+                # holds before it (a token's), not --max-message-size.
+                self.lengthLimitExceeded(len(payload))
+                return
             if isinstance(frame, Pub) and self._started:
                 published.append(memoryview(payload)[1:])
                 continue

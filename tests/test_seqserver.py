@@ -315,6 +315,18 @@ class ByeTests(SynchronousTestCase):
         protocol.dataReceived(INT32.header(10_000))
         self.assertBye(early, Reason.OVERSIZED_FRAME)
 
+    def test_oversizedWithHello(self) -> None:
+        """
+        A PUB over the message size limit that comes in one read with the
+        HELLO, and so is framed under the larger limit before it, gets BYE
+        OVERSIZED_FRAME too, and is not published.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, maxMessageSize=100))
+        protocol, transport = daemon.connect()
+        protocol.dataReceived(framed(newest()) + framed(Pub(b"x" * 101)))
+        self.assertBye(transport, Reason.OVERSIZED_FRAME)
+        self.assertEqual((daemon.hub.history.nextSequence, daemon.hub.stats.oversizedFrameDisconnects), (1, 1))
+
     def test_outOfTurn(self) -> None:
         """
         PUB before HELLO, a second HELLO, or a malformed HELLO get BYE.
