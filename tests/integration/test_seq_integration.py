@@ -1,11 +1,16 @@
 """
 Integration tests of seq listeners on loopback sockets: the resuming client
 of L{streamd.client.seq} against a real daemon whose connections are killed,
-and which restarts.
+and which restarts; the command-line client against a C{twistd streamd}
+process that closes its connection for each reason a BYE gives.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import tempfile
 from typing import Any
 
 from twisted.internet import reactor
@@ -17,7 +22,8 @@ from streamd.client.seq import connect
 from streamd.seqframing import Bye, Gap, GapReason
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from ..support import startDaemon, waitFor
+from ..support import ENV, spawnTwistd, startDaemon, waitFor
+from .test_client_process import Spawned
 
 TOTAL = 100_000
 BATCH = 50
@@ -111,3 +117,146 @@ class ResumeTests(TestCase):
         self.assertEqual([bye.code for bye in byes], [11])
         self.assertEqual(gaps, [(Gap(1, 2, GapReason.RESTARTED), 3)])
         self.assertEqual(got, [1, 2, 3, 3])
+
+
+class _ProcessMixin:
+    """
+    A real C{twistd streamd} process with one seq listener, and real
+    C{python -m streamd.client --framing seq} processes against it.
+    """
+
+    timeout = 60
+    addCleanup: Any
+
+    def daemon(self, *argv: str) -> Any:
+        """
+        Start the daemon with C{argv} besides its seq listener; fires with
+        the process once it listens, its port in C{process.port}.
+        """
+        process = spawnTwistd(self, "--listen", "tcp:0:interface=127.0.0.1:framing=seq", "--source", "none", *argv)
+
+        def listening(port: int | None) -> Any:
+            process.port = port  # type: ignore[attr-defined]
+            return process
+
+        return process.listening.addCallback(listening)
+
+    def client(self, daemon: Any, *argv: str) -> Spawned:
+        """
+        Run the seq client against C{daemon} with C{argv}; killed if the
+        test leaves it running.
+        """
+        process = Spawned()
+        command = (sys.executable, "-m", "streamd.client", "--framing", "seq", "--port", str(daemon.port), *argv)
+        transport = reactor.spawnProcess(process, sys.executable, command, env=ENV)
+
+        def kill() -> Any:
+            if not process.ended.called:
+                transport.signalProcess("KILL")
+            return process.ended
+
+        self.addCleanup(kill)
+        return process
+
+    def tempFile(self, text: str) -> str:
+        """
+        A file holding C{text}, removed when the test ends.
+        """
+        fd, path = tempfile.mkstemp(prefix="streamd-seq-")
+        self.addCleanup(os.remove, path)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+
+
+class ByeProcessTests(_ProcessMixin, TestCase):
+    """
+    Whenever the daemon closes a seq connection, the command-line client
+    prints the reason of its BYE as one line on stderr, and no traceback.
+    """
+
+    @inlineCallbacks
+    def assertBye(self, client: Spawned, daemon: Any, line: str, code: int) -> Any:
+        """
+        C{client} ends with status C{code}, having printed only C{line} on
+        stderr; the daemon wrote no traceback.
+        """
+        status = yield client.ended
+        self.assertEqual((client.err.decode(), status.exitCode), (f"streamd.client: {line}\n", code))
+        self.assertNotIn(b"Traceback", daemon.output)
+
+    @inlineCallbacks
+    def test_readOnly(self) -> Any:
+        """
+        A client of a --read-only daemon that publishes is told it may not.
+        """
+        daemon = yield self.daemon("--read-only")
+        client = self.client(daemon, "--send", "hello")
+        yield self.assertBye(client, daemon, "disconnected by the server: this client may not publish (read_only)", 1)
+
+    @inlineCallbacks
+    def test_wrongToken(self) -> Any:
+        """
+        A client whose token is not the --auth-token-file's is told so.
+        """
+        daemon = yield self.daemon("--auth-token-file", self.tempFile("sesame\n"))
+        client = self.client(daemon, "--token-file", self.tempFile("guess\n"))
+        yield self.assertBye(client, daemon, "disconnected by the server: wrong token (auth_failed)", 1)
+
+    @inlineCallbacks
+    def test_oversizedFrame(self) -> Any:
+        """
+        A client that publishes a message over the daemon's
+        --max-message-size is told its frame was too large.
+        """
+        daemon = yield self.daemon("--max-message-size", "100")
+        client = self.client(daemon, "--send", "x" * 200)
+        yield self.assertBye(
+            client, daemon, "disconnected by the server: sent a frame over the size limit (oversized_frame)", 1
+        )
+
+    @inlineCallbacks
+    def test_slowConsumer(self) -> Any:
+        """
+        A client that stops reading (stopped with SIGSTOP) while others
+        publish is cut once it is --max-pending behind; woken, it reads what
+        its connection held, then the BYE, and says why it was cut.
+        """
+        daemon = yield self.daemon("--max-pending", "65536")
+        client = self.client(daemon)
+        yield daemon.logged(b"starts at message 1 (newest)")
+        client.transport.signalProcess(signal.SIGSTOP)
+        self.addCleanup(lambda: None if client.ended.called else client.transport.signalProcess(signal.SIGCONT))
+        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={daemon.port}", lambda seq, payload: None, resume=False)
+        self.addCleanup(publisher.stop)
+        protocol = yield publisher.whenConnected()
+        flood = LoopingCall(lambda: [protocol.sendString(b"m" * 1000) for _ in range(100)])
+        flood.start(0.01)
+        yield daemon.logged(b"is too slow")
+        flood.stop()
+        client.transport.signalProcess(signal.SIGCONT)
+        yield self.assertBye(
+            client, daemon, "disconnected by the server: too far behind (--max-pending) (max_pending)", 1
+        )
+        self.assertGreater(len(client.out.splitlines()), 0)
+
+    @inlineCallbacks
+    def test_shutdown(self) -> Any:
+        """
+        A client whose daemon is stopped with SIGTERM gets what was published
+        before, then is told the daemon is shutting down, and ends with
+        status 0.
+        """
+        daemon = yield self.daemon()
+        client = self.client(daemon, "--show-seq")
+        yield daemon.logged(b"starts at message 1 (newest)")
+        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={daemon.port}", lambda seq, payload: None, resume=False)
+        self.addCleanup(publisher.stop)
+        protocol = yield publisher.whenConnected()
+        for n in range(1, 4):
+            protocol.sendString(b"before %d" % n)
+        yield waitFor(lambda: client.out.count(b"\n") == 3)
+        daemon.transport.signalProcess("TERM")
+        yield self.assertBye(client, daemon, "disconnected by the server: the daemon is shutting down (shutdown)", 0)
+        self.assertEqual(client.out, b"1 before 1\n2 before 2\n3 before 3\n")
+        yield daemon.ended
