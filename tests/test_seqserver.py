@@ -38,7 +38,7 @@ from streamd.seqframing import (
     decodeServerFrame,
     framed,
 )
-from streamd.seqserver import SeqServerFactory, SeqServerProtocol
+from streamd.seqserver import BYE_GRACE, SeqServerFactory, SeqServerProtocol
 from streamd.server import ServerConfig, StreamServerFactory
 from streamd.stats import Stats
 
@@ -440,6 +440,26 @@ class HeartbeatTests(SynchronousTestCase):
         self.daemon.clock.advance(15)
         self.assertEqual(received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")])
         self.assertTrue(self.transport.disconnecting)
+
+    def test_stopsAnswering(self) -> None:
+        """
+        A client that answered, then stops (its process hangs), is cut two
+        heartbeats after its last answer, with BYE NO_PONG.
+        """
+        for _ in range(3):
+            self.daemon.clock.advance(15)
+            self.assertEqual(received(self.transport), [Ping()])
+            self.protocol.dataReceived(framed(Pong()))
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Ping()])
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Ping()])
+        self.assertFalse(self.transport.disconnecting)
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")])
+        self.assertTrue(self.transport.disconnecting)
+        self.daemon.clock.advance(BYE_GRACE)
+        self.assertTrue(self.transport.disconnected)
 
     def test_answered(self) -> None:
         """
