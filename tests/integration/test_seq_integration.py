@@ -14,7 +14,8 @@ import tempfile
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
@@ -23,7 +24,7 @@ from streamd.seqframing import Bye, Gap, GapReason
 from streamd.service import DaemonConfig, Listen, StreamdService
 
 from ..support import ENV, spawnTwistd, startDaemon, waitFor
-from .test_client_process import Spawned
+from .test_client_process import Silent, Spawned
 
 TOTAL = 100_000
 BATCH = 50
@@ -141,13 +142,13 @@ class _ProcessMixin:
 
         return process.listening.addCallback(listening)
 
-    def client(self, daemon: Any, *argv: str) -> Spawned:
+    def client(self, port: int, *argv: str) -> Spawned:
         """
-        Run the seq client against C{daemon} with C{argv}; killed if the
-        test leaves it running.
+        Run the seq client against C{port} with C{argv}; killed if the test
+        leaves it running.
         """
         process = Spawned()
-        command = (sys.executable, "-m", "streamd.client", "--framing", "seq", "--port", str(daemon.port), *argv)
+        command = (sys.executable, "-m", "streamd.client", "--framing", "seq", "--port", str(port), *argv)
         transport = reactor.spawnProcess(process, sys.executable, command, env=ENV)
 
         def kill() -> Any:
@@ -191,7 +192,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         A client of a --read-only daemon that publishes is told it may not.
         """
         daemon = yield self.daemon("--read-only")
-        client = self.client(daemon, "--send", "hello")
+        client = self.client(daemon.port, "--send", "hello")
         yield self.assertBye(client, daemon, "disconnected by the server: this client may not publish (read_only)", 1)
 
     @inlineCallbacks
@@ -200,7 +201,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         A client whose token is not the --auth-token-file's is told so.
         """
         daemon = yield self.daemon("--auth-token-file", self.tempFile("sesame\n"))
-        client = self.client(daemon, "--token-file", self.tempFile("guess\n"))
+        client = self.client(daemon.port, "--token-file", self.tempFile("guess\n"))
         yield self.assertBye(client, daemon, "disconnected by the server: wrong token (auth_failed)", 1)
 
     @inlineCallbacks
@@ -210,7 +211,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         --max-message-size is told its frame was too large.
         """
         daemon = yield self.daemon("--max-message-size", "100")
-        client = self.client(daemon, "--send", "x" * 200)
+        client = self.client(daemon.port, "--send", "x" * 200)
         yield self.assertBye(
             client, daemon, "disconnected by the server: sent a frame over the size limit (oversized_frame)", 1
         )
@@ -223,7 +224,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         its connection held, then the BYE, and says why it was cut.
         """
         daemon = yield self.daemon("--max-pending", "65536")
-        client = self.client(daemon)
+        client = self.client(daemon.port)
         yield daemon.logged(b"starts at message 1 (newest)")
         client.transport.signalProcess(signal.SIGSTOP)
         self.addCleanup(lambda: None if client.ended.called else client.transport.signalProcess(signal.SIGCONT))
@@ -248,7 +249,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         status 0.
         """
         daemon = yield self.daemon()
-        client = self.client(daemon, "--show-seq")
+        client = self.client(daemon.port, "--show-seq")
         yield daemon.logged(b"starts at message 1 (newest)")
         publisher = connect(reactor, f"tcp:host=127.0.0.1:port={daemon.port}", lambda seq, payload: None, resume=False)
         self.addCleanup(publisher.stop)
@@ -260,3 +261,38 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         yield self.assertBye(client, daemon, "disconnected by the server: the daemon is shutting down (shutdown)", 0)
         self.assertEqual(client.out, b"1 before 1\n2 before 2\n3 before 3\n")
         yield daemon.ended
+
+
+class TimeoutProcessTests(_ProcessMixin, TestCase):
+    """
+    The seq command-line client gives up after --timeout, as the int32 one
+    does, and says what the port may be.
+    """
+
+    @inlineCallbacks
+    def test_noHello(self) -> Any:
+        """
+        At a port that accepts the connection but never answers its HELLO
+        (a TLS port, or one that is not a seq listener), the client gives up
+        after --timeout with one line, and status 1.
+        """
+        accepted: list[Silent] = []
+
+        def build() -> Silent:
+            accepted.append(Silent())
+            return accepted[-1]
+
+        listening = reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        port = listening.getHost().port
+        client = self.client(port, "--timeout", "0.5")
+        status = yield client.ended
+        self.assertEqual(
+            (client.err.decode(), status.exitCode),
+            (
+                f"streamd.client: no HELLO from 127.0.0.1:{port} within 0.5 s: is it a seq listener"
+                " (framing=seq), or a TLS port (use --tls)?\n",
+                1,
+            ),
+        )
+        yield gatherResults([protocol.lost for protocol in accepted])
