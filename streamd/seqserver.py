@@ -69,6 +69,16 @@ def byeFrame(reason: Reason) -> bytes:
     return framed(Bye(reason.value, BYE_TEXT[reason]))
 
 
+def identitySerial(identity: bytes) -> int:
+    """
+    The publisher serial of the connections of a client that names itself
+    C{identity} in its HELLO: the same on each, so that what it published on
+    one is not sent back to it on the next, and negative, so never that of
+    another connection (counted from 1) or of the daemon's sources (0).
+    """
+    return -1 - int.from_bytes(identity, "big")
+
+
 @dataclass(frozen=True)
 class Resume:
     """
@@ -161,6 +171,8 @@ class SeqServerProtocol(StreamServerProtocol):
                     self._refuse(Reason.BAD_REQUEST, f"sent a HELLO this server cannot serve: {frame}")
                     return
                 self._hello = frame
+                if frame.identity.strip(b"\0"):
+                    self.cursor.serial = identitySerial(frame.identity)
                 if self._reading:
                     self._start()
             elif isinstance(frame, Auth):
@@ -206,7 +218,8 @@ class SeqServerProtocol(StreamServerProtocol):
         index = resume.index
         if resume.skip:
             entry = history[index]
-            greeting.append(SEQ.encodeEntry(entry.payloads()[resume.skip :], entry.first + resume.skip))
+            if entry.sender != self.cursor.serial:
+                greeting.append(SEQ.encodeEntry(entry.payloads()[resume.skip :], entry.first + resume.skip))
             index += 1
         self.log.info(
             "{peer} starts at message {seq} ({start})",
@@ -337,4 +350,4 @@ class _RefusedWithBye(Protocol):
         transport.loseConnection()
 
 
-__all__ = ["SeqServerFactory", "SeqServerProtocol", "resumePoint"]
+__all__ = ["SeqServerFactory", "SeqServerProtocol", "identitySerial", "resumePoint"]

@@ -211,6 +211,65 @@ class StartTests(SynchronousTestCase):
         self.assertEqual(received(senderTransport), [])
 
 
+class IdentityTests(SynchronousTestCase):
+    """
+    A client that names itself in its HELLO is not sent back, when it
+    resumes, what it published on an earlier connection, as it is not sent
+    it live.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = SeqDaemon()
+
+    def publishAs(self, identity: bytes, *batches: list[bytes]) -> None:
+        """
+        Connect as C{identity}, publish each batch in a read of its own,
+        and leave.
+        """
+        protocol, transport = self.daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0, identity))
+        for batch in batches:
+            protocol.dataReceived(b"".join(framed(Pub(payload)) for payload in batch))
+        self.assertEqual(received(transport)[1:], [])
+        protocol.connectionLost()
+
+    def test_ownNotReplayed(self) -> None:
+        """
+        Resumed, a client gets the others' messages published since its
+        position, not its own; another client, or one that names no
+        identity, gets all.
+        """
+        self.daemon.publish(messages(1, 2))
+        self.publishAs(b"client-a", messages(3, 5))
+        self.daemon.publish(messages(6, 7))
+        self.publishAs(b"client-a", messages(8, 8))
+        self.daemon.publish(messages(9, 9))
+        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3, b"client-a"))
+        _, inside = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-a"))
+        _, other = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-b"))
+        _, anonymous = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1))
+        self.assertEqual(received(resumed)[1:], [*numbered(6, 7), *numbered(9, 9)])
+        self.assertEqual(received(inside)[1:], [*numbered(2, 2), *numbered(6, 7), *numbered(9, 9)])
+        self.assertEqual(received(other)[1:], numbered(2, 9))
+        self.assertEqual(received(anonymous)[1:], numbered(2, 9))
+
+    def test_partialEntry(self) -> None:
+        """
+        A client resuming inside an entry of its own gets none of it.
+        """
+        self.publishAs(b"client-a", messages(1, 3))
+        self.daemon.publish(messages(4, 4))
+        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-a"))
+        self.assertEqual(received(resumed)[1:], numbered(4, 4))
+
+    def test_zeroIsNoIdentity(self) -> None:
+        """
+        An identity of zeros names no one: such a client gets everything.
+        """
+        self.publishAs(bytes(8), messages(1, 2))
+        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 0, bytes(8)))
+        self.assertEqual(received(resumed)[1:], numbered(1, 2))
+
+
 class GapTests(SynchronousTestCase):
     """
     A seq client whose position leaves the history gets a GAP, not a cut.

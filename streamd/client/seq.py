@@ -20,6 +20,7 @@ L{Bye} (why the daemon closed the connection).
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
 from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
 from streamd.seqframing import (
+    IDENTITY_SIZE,
     MSG_OVERHEAD,
     VERSION,
     Auth,
@@ -245,6 +247,9 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
 
     @ivar previous: the last message received before the daemon restarted,
         until the GAP that reports it.
+    @ivar identity: the random name its HELLOs give, the same on every
+        connection, so that what it published is not sent back to it when it
+        resumes.
     @ivar timeout: seconds each connection has to get the server's HELLO
         (or a BYE), or C{None} to wait forever.
     @ivar clock: what times it.
@@ -274,6 +279,7 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         self.maxMessageSize = maxMessageSize
         self.position = Position()
         self.previous: int | None = None
+        self.identity = os.urandom(IDENTITY_SIZE)
 
     def hello(self) -> ClientHello:
         """
@@ -282,10 +288,10 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         """
         position = self.position
         if position.epoch is not None:
-            return ClientHello(VERSION, Start.RESUME, position.epoch, position.last)
+            return ClientHello(VERSION, Start.RESUME, position.epoch, position.last, self.identity)
         if self.last is not None:
-            return ClientHello(VERSION, Start.LAST, bytes(8), self.last)
-        return ClientHello(VERSION, Start.NEWEST, bytes(8), 0)
+            return ClientHello(VERSION, Start.LAST, bytes(8), self.last, self.identity)
+        return ClientHello(VERSION, Start.NEWEST, bytes(8), 0, self.identity)
 
     def buildProtocol(self, addr: object) -> SeqClientProtocol:
         protocol = SeqClientProtocol()

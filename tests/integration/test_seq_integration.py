@@ -91,6 +91,33 @@ class ResumeTests(TestCase):
         self.assertGreater(kills, 20)
 
     @inlineCallbacks
+    def test_ownMessagesNotReplayed(self) -> Any:
+        """
+        A client that published, then lost its connection before anything
+        else came, resumes without getting its own messages back (it is not
+        sent them live either), and gets the others'.
+        """
+        service, port = seqDaemon(self)
+        got: list[tuple[int, bytes]] = []
+        client = connect(
+            reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: got.append((seq, payload)),
+            retryPolicy=lambda attempt: 0.01,
+        )
+        self.addCleanup(client.stop)
+        protocol = yield client.whenConnected()
+        yield waitFor(lambda: protocol.hello is not None)
+        protocol.sendString(b"mine 1")
+        protocol.sendString(b"mine 2")
+        yield waitFor(lambda: service.hub.history.nextSequence == 3)
+        protocol.transport.abortConnection()
+        yield protocol.finished
+        resumed = yield client.whenConnected()
+        yield waitFor(lambda: resumed.hello is not None)
+        service.hub.publish([b"theirs"])
+        yield waitFor(lambda: got)
+        self.assertEqual(got, [(3, b"theirs")])
+
+    @inlineCallbacks
     def test_daemonRestart(self) -> Any:
         """
         When the daemon restarts, the client reports that its position is
