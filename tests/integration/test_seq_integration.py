@@ -11,12 +11,14 @@ import os
 import signal
 import sys
 import tempfile
+from itertools import pairwise
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from streamd.client.seq import connect
@@ -28,6 +30,21 @@ from .test_client_process import Silent, Spawned
 
 TOTAL = 100_000
 BATCH = 50
+log = Logger()
+
+
+def reconnectCounts(published: int, got: list[int]) -> dict[str, int]:
+    """
+    The figures of a resume test: messages published, received, received
+    more than once, and received after a later one.
+    """
+    outOfOrder = sum(1 for before, after in pairwise(got) if after < before)
+    return {
+        "published": published,
+        "received": len(got),
+        "duplicates": len(got) - len(set(got)),
+        "outOfOrder": outOfOrder,
+    }
 
 
 def seqDaemon(case: TestCase, port: int = 0) -> tuple[StreamdService, int]:
@@ -53,7 +70,8 @@ class ResumeTests(TestCase):
         """
         Its TCP connection killed every few hundred messages during a
         100,000-message stream, the client still delivers each message once
-        and in order.
+        and in order.  The counts are logged (and printed) as one line:
+        C{seq reconnect test: published 100000, received 100000, ...}.
         """
         service, port = seqDaemon(self)
         got: list[int] = []
@@ -85,7 +103,25 @@ class ResumeTests(TestCase):
         publisher = LoopingCall(publish)
         publisher.start(0.001)
         self.addCleanup(publisher.stop)
+        started = reactor.seconds()
         yield waitFor(lambda: len(got) >= TOTAL, 60)
+        counts = reconnectCounts(service.hub.history.nextSequence - 1, got)
+        log.info(
+            "seq reconnect test: published {published}, received {received}, duplicates {duplicates},"
+            " out of order {outOfOrder}, connections killed {kills}, gaps {gaps}, in {seconds:.1f} s",
+            kills=kills,
+            gaps=len(gaps),
+            seconds=reactor.seconds() - started,
+            **counts,
+        )
+        print(
+            f"\nseq reconnect test: published {counts['published']}, received {counts['received']},"
+            f" duplicates {counts['duplicates']}, out of order {counts['outOfOrder']},"
+            f" connections killed {kills}, gaps {len(gaps)}"
+        )
+        self.assertEqual(
+            counts, {"published": TOTAL, "received": TOTAL, "duplicates": 0, "outOfOrder": 0}
+        )
         self.assertEqual(gaps, [])
         self.assertEqual(got, list(range(1, TOTAL + 1)))
         self.assertGreater(kills, 20)
