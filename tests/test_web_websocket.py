@@ -207,6 +207,28 @@ class WebSocketTests(SynchronousTestCase):
         client.lose()
         self.assertEqual(len(context.connections), 0)
 
+    def test_oversizedMessage(self) -> None:
+        """
+        A message over --max-message-size is counted with the oversized
+        frames of TCP clients (C{oversized_frame} in /metrics), is not
+        published, and gets C{bye} with its reason and a close with code
+        4004; the rest of the message is not held.  (This also checks that
+        autobahn still calls the hook streamd overrides.)
+        """
+        context = webContext(ServerConfig(maxMessageSize=100))
+        client = _Client(context)
+        client.send(b"x" * 100)
+        self.assertEqual(context.hub.history.nextSequence, 2)
+        header = bytes((0x81, 0x80 | 126)) + (1000).to_bytes(2, "big") + b"\0\0\0\0"
+        client.protocol.dataReceived(header + b"y" * 500)
+        self.assertEqual(client.protocol.frame_data, [])
+        client.protocol.dataReceived(b"y" * 500)
+        self.assertEqual(context.hub.stats.oversizedFrameDisconnects, 1)
+        self.assertEqual(context.hub.history.nextSequence, 2)
+        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "oversized_frame", "code": 4})
+        close = [payload for opcode, payload in client.frames() if opcode == 8]
+        self.assertEqual(close[0][:2], (4004).to_bytes(2, "big"))
+
     def test_close(self) -> None:
         """
         At shutdown the client gets C{bye} with C{shutdown}, and a close

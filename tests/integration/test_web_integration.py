@@ -306,3 +306,39 @@ class PublicMetricsTests(_Mixin, TestCase):
         self.assertEqual(code, 200)
         code, _ = yield self.get("/events")
         self.assertEqual(code, 401)
+
+
+def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """
+    Every sample of a C{/metrics} answer, by name and labels.
+    """
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+class LimitTests(_Mixin, TestCase):
+    """
+    A daemon with a small C{--max-message-size}.
+    """
+
+    config = ServerConfig(maxMessageSize=100)
+
+    @inlineCallbacks
+    def test_oversizedWebSocketMessage(self) -> None:
+        """
+        A WebSocket message over the limit gets C{bye} with
+        C{oversized_frame} and a close with code 4004, is not published, and
+        is counted in C{/metrics} as a TCP client's oversized frame is.
+        """
+        client = yield self.webSocket()
+        client.client.sendMessage(b"x" * 1000, isBinary=True)
+        code = yield client.closed
+        self.assertEqual(code, 4004)
+        bye = json.loads(client.received[-1][1][1:])
+        self.assertEqual(bye, {"type": "bye", "reason": "oversized_frame", "code": 4})
+        self.assertEqual(self.hub.history.nextSequence, 1)
+        _, body = yield self.get("/metrics")
+        self.assertEqual(samples(body)[("streamd_disconnects_total", (("reason", "oversized_frame"),))], 1)
