@@ -240,3 +240,25 @@ class WebSocketTests(SynchronousTestCase):
         self.assertEqual(controls(client.frames())[-1]["reason"], "shutdown")
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4011).to_bytes(2, "big"))
+
+    def test_closeAfterBacklog(self) -> None:
+        """
+        At shutdown a client that is behind gets what was published before,
+        then C{bye}, then the close frame: its backlog is not dropped.
+        """
+        context = webContext()
+        client = _Client(context)
+        cursor = client.protocol.cursor
+        assert cursor is not None
+        cursor.pauseProducing()
+        context.hub.publish([b"one", b"two"])
+        context.hub.publish([b"three"])
+        client.protocol.close()
+        self.assertEqual(client.messages(), [])
+        self.assertNotIn(8, [opcode for opcode, _ in client.frames()])
+        cursor.resumeProducing()
+        frames = client.frames()
+        self.assertEqual(client.messages(), [(1, b"one"), (1, b"two"), (1, b"three")])
+        self.assertEqual(frames[-2], (1, b'\x1e{"type":"bye","reason":"shutdown","code":11}'))
+        self.assertEqual((frames[-1][0], frames[-1][1][:2]), (8, (4011).to_bytes(2, "big")))
+        self.assertTrue(cursor.closed)

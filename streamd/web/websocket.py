@@ -284,9 +284,14 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def close(self) -> None:
         """
-        The daemon is stopping: say so, and close.
+        The daemon is stopping: send what this client is behind by, then
+        say so, and close.
         """
-        self._refuse(Reason.SHUTDOWN)
+        cursor = self.cursor
+        if cursor is None or cursor.closed:
+            self._refuse(Reason.SHUTDOWN)
+            return
+        cursor.close(then=lambda: self._refuse(Reason.SHUTDOWN))
 
     def abort(self) -> None:
         """
