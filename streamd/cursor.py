@@ -290,7 +290,9 @@ class Cursor:
         """
         Send what this client is behind by, then close its connection: by
         calling C{then}, if given, for a protocol that says goodbye its own
-        way (a WebSocket's close frame), else by closing the transport.
+        way (a BYE with L{sendFinal}, a WebSocket's close frame), else by
+        closing the transport.  C{then} is called with this cursor still
+        open, and it is closed after.
         """
         if self.closed or self._closing:
             return
@@ -300,12 +302,12 @@ class Cursor:
             self._finish()
 
     def _finish(self) -> None:
-        then = self._then
-        self._then = None
+        then, self._then = self._then, None
+        if then is not None:
+            then()
+            self.abandon()
+            return
         self.abandon()
         transport = self.transport
         transport.unregisterProducer()
-        if then is None:
-            transport.loseConnection()
-        else:
-            then()
+        transport.loseConnection()

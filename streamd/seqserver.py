@@ -308,9 +308,15 @@ class SeqServerProtocol(StreamServerProtocol):
         self._graceCall = self.factory.clock.callLater(BYE_GRACE, self.transport.abortConnection)
 
     def close(self) -> None:
+        """
+        Send what this client is behind by, then BYE SHUTDOWN, then close:
+        the BYE is the last frame, even if others publish meanwhile.
+        """
         self._stopHeartbeat()
-        self.cursor.sendPrivate(byeFrame(Reason.SHUTDOWN))
-        super().close()
+        self.cursor.close(then=self._sayShutdown)
+
+    def _sayShutdown(self) -> None:
+        self.cursor.sendFinal(byeFrame(Reason.SHUTDOWN))
 
     def _stopHeartbeat(self) -> None:
         if self._pingCall is not None and self._pingCall.active():

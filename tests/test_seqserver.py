@@ -437,6 +437,22 @@ class ByeTests(SynchronousTestCase):
         self.assertEqual(got[1:], [*numbered(1, 2), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")])
         self.assertTrue(transport.disconnecting)
 
+    def test_shutdownByeLast(self) -> None:
+        """
+        What others publish while a client that is behind takes its backlog
+        at shutdown comes before its BYE, never after.
+        """
+        daemon = SeqDaemon()
+        protocol, transport = daemon.connect(newest())
+        protocol.cursor.pauseProducing()
+        daemon.publish(messages(1, 2))
+        protocol.close()
+        daemon.publish(messages(3, 3))
+        protocol.cursor.resumeProducing()
+        got = received(transport)
+        self.assertEqual(got[1:], [*numbered(1, 3), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")])
+        self.assertTrue(transport.disconnecting)
+
     def test_maxClients(self) -> None:
         """
         A connection over --max-clients gets BYE MAX_CLIENTS.
