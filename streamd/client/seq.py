@@ -29,8 +29,14 @@ from typing import Any
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, ISSLTransport, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IProtocolFactory,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -322,8 +328,9 @@ class SeqClient:
             self.service = ClientService(endpoint, factory, retryPolicy=retryPolicy, clock=reactor)
             self.service.startService()
         else:
-            self._connecting = endpoint.connect(factory)  # type: ignore[assignment]
-            self._connecting.addBoth(self._connected)
+            connecting: Deferred[SeqClientProtocol] = endpoint.connect(factory)  # type: ignore[assignment]
+            self._connecting = connecting
+            connecting.addBoth(self._connected)
 
     def _connected(self, outcome: SeqClientProtocol | Failure) -> None:
         """
@@ -374,7 +381,12 @@ class SeqClient:
             return succeed(None)
         protocol.transport.loseConnection()
         closed: Deferred[None] = Deferred()
-        protocol.finished.addBoth(lambda reason: (closed.callback(None), reason)[1])
+
+        def ended(reason: BaseException) -> BaseException:
+            closed.callback(None)
+            return reason
+
+        protocol.finished.addCallback(ended)
         return closed
 
 
@@ -430,7 +442,7 @@ class _TimedEndpoint:
         self._timeout = timeout
         self._clock = clock
 
-    def connect(self, protocolFactory: Factory) -> Deferred[Any]:
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
         connecting: Deferred[Any] = self._endpoint.connect(protocolFactory)  # type: ignore[assignment]
         return connecting.addTimeout(self._timeout, self._clock, onTimeoutCancel=self._timedOut)
 
