@@ -286,7 +286,29 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         publish is cut once it is --max-pending behind; woken, it reads what
         its connection held, then the BYE, and says why it was cut.
         """
-        daemon = yield self.daemon("--max-pending", "65536")
+        yield self.assertCutWhenStopped(
+            ("--max-pending", "65536"), "too far behind (--max-pending) (max_pending)"
+        )
+
+    @inlineCallbacks
+    def test_evicted(self) -> Any:
+        """
+        With --seq-evicted disconnect, a stopped client whose position
+        leaves the --history is cut with BYE EVICTED instead of skipping
+        ahead with a GAP.
+        """
+        yield self.assertCutWhenStopped(
+            ("--seq-evicted", "disconnect", "--history", "200000"), "fell out of the history (evicted)"
+        )
+
+    @inlineCallbacks
+    def assertCutWhenStopped(self, options: tuple[str, ...], reason: str) -> Any:
+        """
+        Stop a client with SIGSTOP, flood a daemon run with C{options} until
+        it logs that the client is too slow, wake the client: it reads what
+        its connection held, then prints the BYE's C{reason}.
+        """
+        daemon = yield self.daemon(*options)
         client = self.client(daemon.port)
         yield daemon.logged(b"starts at message 1 (newest)")
         client.transport.signalProcess(signal.SIGSTOP)
@@ -299,9 +321,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         yield daemon.logged(b"is too slow")
         flood.stop()
         client.transport.signalProcess(signal.SIGCONT)
-        yield self.assertBye(
-            client, daemon, "disconnected by the server: too far behind (--max-pending) (max_pending)", 1
-        )
+        yield self.assertBye(client, daemon, f"disconnected by the server: {reason}", 1)
         self.assertGreater(len(client.out.splitlines()), 0)
 
     @inlineCallbacks
