@@ -25,7 +25,7 @@ from streamd.client.seq import connect
 from streamd.seqframing import Bye, Gap, GapReason
 from streamd.service import DaemonConfig, Listen, StreamdService
 
-from ..support import ENV, spawnTwistd, startDaemon, waitFor
+from ..support import ENV, TwistdProcess, spawnTwistd, startDaemon, waitFor
 from .test_client_process import Silent, Spawned
 
 TOTAL = 100_000
@@ -192,18 +192,15 @@ class _ProcessMixin:
     timeout = 60
     addCleanup: Any
 
+    @inlineCallbacks
     def daemon(self, *argv: str) -> Any:
         """
         Start the daemon with C{argv} besides its seq listener; fires with
-        the process once it listens, its port in C{process.port}.
+        the process and its port once it listens.
         """
         process = spawnTwistd(self, "--listen", "tcp:0:interface=127.0.0.1:framing=seq", "--source", "none", *argv)
-
-        def listening(port: int | None) -> Any:
-            process.port = port  # type: ignore[attr-defined]
-            return process
-
-        return process.listening.addCallback(listening)
+        port = yield process.listening
+        return process, port
 
     def client(self, port: int, *argv: str) -> Spawned:
         """
@@ -240,7 +237,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
     """
 
     @inlineCallbacks
-    def assertBye(self, client: Spawned, daemon: Any, line: str, code: int) -> Any:
+    def assertBye(self, client: Spawned, daemon: TwistdProcess, line: str, code: int) -> Any:
         """
         C{client} ends with status C{code}, having printed only C{line} on
         stderr; the daemon wrote no traceback.
@@ -254,8 +251,8 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         """
         A client of a --read-only daemon that publishes is told it may not.
         """
-        daemon = yield self.daemon("--read-only")
-        client = self.client(daemon.port, "--send", "hello")
+        daemon, port = yield self.daemon("--read-only")
+        client = self.client(port, "--send", "hello")
         yield self.assertBye(client, daemon, "disconnected by the server: this client may not publish (read_only)", 1)
 
     @inlineCallbacks
@@ -263,8 +260,8 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         """
         A client whose token is not the --auth-token-file's is told so.
         """
-        daemon = yield self.daemon("--auth-token-file", self.tempFile("sesame\n"))
-        client = self.client(daemon.port, "--token-file", self.tempFile("guess\n"))
+        daemon, port = yield self.daemon("--auth-token-file", self.tempFile("sesame\n"))
+        client = self.client(port, "--token-file", self.tempFile("guess\n"))
         yield self.assertBye(client, daemon, "disconnected by the server: wrong token (auth_failed)", 1)
 
     @inlineCallbacks
@@ -273,8 +270,8 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         A client that publishes a message over the daemon's
         --max-message-size is told its frame was too large.
         """
-        daemon = yield self.daemon("--max-message-size", "100")
-        client = self.client(daemon.port, "--send", "x" * 200)
+        daemon, port = yield self.daemon("--max-message-size", "100")
+        client = self.client(port, "--send", "x" * 200)
         yield self.assertBye(
             client, daemon, "disconnected by the server: sent a frame over the size limit (oversized_frame)", 1
         )
@@ -308,12 +305,12 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         it logs that the client is too slow, wake the client: it reads what
         its connection held, then prints the BYE's C{reason}.
         """
-        daemon = yield self.daemon(*options)
-        client = self.client(daemon.port)
+        daemon, port = yield self.daemon(*options)
+        client = self.client(port)
         yield daemon.logged(b"starts at message 1 (newest)")
         client.transport.signalProcess(signal.SIGSTOP)
         self.addCleanup(lambda: None if client.ended.called else client.transport.signalProcess(signal.SIGCONT))
-        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={daemon.port}", lambda seq, payload: None, resume=False)
+        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: None, resume=False)
         self.addCleanup(publisher.stop)
         protocol = yield publisher.whenConnected()
         flood = LoopingCall(lambda: [protocol.sendString(b"m" * 1000) for _ in range(100)])
@@ -331,10 +328,10 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         before, then is told the daemon is shutting down, and ends with
         status 0.
         """
-        daemon = yield self.daemon()
-        client = self.client(daemon.port, "--show-seq")
+        daemon, port = yield self.daemon()
+        client = self.client(port, "--show-seq")
         yield daemon.logged(b"starts at message 1 (newest)")
-        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={daemon.port}", lambda seq, payload: None, resume=False)
+        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: None, resume=False)
         self.addCleanup(publisher.stop)
         protocol = yield publisher.whenConnected()
         for n in range(1, 4):
