@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IPushProducer
@@ -85,6 +86,7 @@ class Cursor:
         "messages",
         "closed",
         "_closing",
+        "_then",
         "_paused",
         "_private",
         "serial",
@@ -107,6 +109,7 @@ class Cursor:
         self.messages = 0
         self.closed = False
         self._closing = False
+        self._then: Callable[[], object] | None = None
         self._paused = False
         # Frames for this client alone, each with the entry number it must
         # follow, while it is behind.
@@ -284,17 +287,27 @@ class Cursor:
         """
         return b""
 
-    def close(self) -> None:
+    def close(self, then: Callable[[], object] | None = None) -> None:
         """
-        Send what this client is behind by, then close its connection.
+        Send what this client is behind by, then close its connection: by
+        calling C{then}, if given, for a protocol that says goodbye its own
+        way (a BYE with L{sendFinal}, a WebSocket's close frame), else by
+        closing the transport.  C{then} is called with this cursor still
+        open, and it is closed after.
         """
         if self.closed or self._closing:
             return
         self._closing = True
+        self._then = then
         if self.live:
             self._finish()
 
     def _finish(self) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            then()
+            self.abandon()
+            return
         self.abandon()
         transport = self.transport
         transport.unregisterProducer()

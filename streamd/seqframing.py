@@ -22,6 +22,7 @@ The newest version of the protocol this code speaks.
 """
 
 EPOCH_SIZE = 8
+IDENTITY_SIZE = 8
 
 
 class FrameType(IntEnum):
@@ -125,12 +126,17 @@ class ClientHello:
     The client's request: the newest version it speaks, and where to start
     (L{Start}): after message C{position} of C{epoch}, or the last
     C{position} messages, or from the next one published.
+
+    C{identity}, if not empty, is 8 bytes the client chose once and sends
+    on every connection: the messages it published on any of them are not
+    sent back to it when it resumes, as they are not live.
     """
 
     version: int
     start: int
     epoch: bytes
     position: int
+    identity: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -203,7 +209,8 @@ def encode(frame: ServerFrame | ClientFrame) -> bytes:
     if isinstance(frame, Bye):
         return _BYE.pack(FrameType.BYE, frame.code) + frame.text.encode("utf-8")
     if isinstance(frame, ClientHello):
-        return _CLIENT_HELLO.pack(FrameType.HELLO, frame.version, frame.start, frame.epoch, frame.position)
+        hello = _CLIENT_HELLO.pack(FrameType.HELLO, frame.version, frame.start, frame.epoch, frame.position)
+        return hello + frame.identity
     if isinstance(frame, Pub):
         return _TYPE.pack(FrameType.PUB) + frame.payload
     if isinstance(frame, Pong):
@@ -268,8 +275,9 @@ def decodeClientFrame(payload: Payload) -> ClientFrame:
     if kind == FrameType.PUB:
         return Pub(bytes(payload[1:]))
     if kind == FrameType.HELLO:
-        (_, version, start, epoch, position), _ = _fields(_CLIENT_HELLO, payload)
-        return ClientHello(version, start, epoch, position)  # type: ignore[arg-type]
+        (_, version, start, epoch, position), rest = _fields(_CLIENT_HELLO, payload)
+        identity = rest[:IDENTITY_SIZE] if len(rest) >= IDENTITY_SIZE else b""
+        return ClientHello(version, start, epoch, position, identity)  # type: ignore[arg-type]
     if kind == FrameType.PONG:
         return Pong()
     if kind == FrameType.AUTH:

@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from streamd.framing import FrameError, Payload
-from streamd.history import FIRST, History
+from streamd.history import FIRST, SENDER, History
 from streamd.reasons import Reason
 from streamd.seqframing import (
     SEQ,
@@ -67,6 +67,16 @@ def byeFrame(reason: Reason) -> bytes:
     The BYE frame for C{reason}.
     """
     return framed(Bye(reason.value, BYE_TEXT[reason]))
+
+
+def identitySerial(identity: bytes) -> int:
+    """
+    The publisher serial of the connections of a client that names itself
+    C{identity} in its HELLO: the same on each, so that what it published on
+    one is not sent back to it on the next, and negative, so never that of
+    another connection (counted from 1) or of the daemon's sources (0).
+    """
+    return -1 - int.from_bytes(identity, "big")
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,11 @@ class SeqServerProtocol(StreamServerProtocol):
                 self._refuse(Reason.BAD_FRAME, str(e))
                 return
             self._unanswered = 0
+            if isinstance(frame, Pub) and len(payload) > self.MAX_LENGTH + 1:
+                # Framed in one read with the HELLO, under the limit that
+                # holds before it (a token's), not --max-message-size.
+                self.lengthLimitExceeded(len(payload))
+                return
             if isinstance(frame, Pub) and self._started:
                 published.append(memoryview(payload)[1:])
                 continue
@@ -156,6 +171,8 @@ class SeqServerProtocol(StreamServerProtocol):
                     self._refuse(Reason.BAD_REQUEST, f"sent a HELLO this server cannot serve: {frame}")
                     return
                 self._hello = frame
+                if frame.identity.strip(b"\0"):
+                    self.cursor.serial = identitySerial(frame.identity)
                 if self._reading:
                     self._start()
             elif isinstance(frame, Auth):
@@ -201,7 +218,8 @@ class SeqServerProtocol(StreamServerProtocol):
         index = resume.index
         if resume.skip:
             entry = history[index]
-            greeting.append(SEQ.encodeEntry(history.payloads(entry)[resume.skip :], entry[FIRST] + resume.skip))
+            if entry[SENDER] != self.cursor.serial:
+                greeting.append(SEQ.encodeEntry(history.payloads(entry)[resume.skip :], entry[FIRST] + resume.skip))
             index += 1
         self.log.info(
             "{peer} starts at message {seq} ({start})",
@@ -290,9 +308,15 @@ class SeqServerProtocol(StreamServerProtocol):
         self._graceCall = self.factory.clock.callLater(BYE_GRACE, self.transport.abortConnection)
 
     def close(self) -> None:
+        """
+        Send what this client is behind by, then BYE SHUTDOWN, then close:
+        the BYE is the last frame, even if others publish meanwhile.
+        """
         self._stopHeartbeat()
-        self.cursor.sendPrivate(byeFrame(Reason.SHUTDOWN))
-        super().close()
+        self.cursor.close(then=self._sayShutdown)
+
+    def _sayShutdown(self) -> None:
+        self.cursor.sendFinal(byeFrame(Reason.SHUTDOWN))
 
     def _stopHeartbeat(self) -> None:
         if self._pingCall is not None and self._pingCall.active():
@@ -332,4 +356,4 @@ class _RefusedWithBye(Protocol):
         transport.loseConnection()
 
 
-__all__ = ["SeqServerFactory", "SeqServerProtocol", "resumePoint"]
+__all__ = ["SeqServerFactory", "SeqServerProtocol", "identitySerial", "resumePoint"]

@@ -48,7 +48,7 @@ serverFrames = st.one_of(
     st.builds(Unknown, unknownTypes, st.binary()),
 )
 clientFrames = st.one_of(
-    st.builds(ClientHello, u8, u8, epochs, u64),
+    st.builds(ClientHello, u8, u8, epochs, u64, st.one_of(st.just(b""), st.binary(min_size=8, max_size=8))),
     st.builds(Pub, st.binary()),
     st.builds(Pong),
     st.builds(Auth, st.binary()),

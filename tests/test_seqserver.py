@@ -39,7 +39,7 @@ from streamd.seqframing import (
     decodeServerFrame,
     framed,
 )
-from streamd.seqserver import SeqServerFactory, SeqServerProtocol
+from streamd.seqserver import BYE_GRACE, SeqServerFactory, SeqServerProtocol
 from streamd.server import ServerConfig, StreamServerFactory
 from streamd.stats import Stats
 
@@ -212,6 +212,65 @@ class StartTests(SynchronousTestCase):
         self.assertEqual(received(senderTransport), [])
 
 
+class IdentityTests(SynchronousTestCase):
+    """
+    A client that names itself in its HELLO is not sent back, when it
+    resumes, what it published on an earlier connection, as it is not sent
+    it live.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = SeqDaemon()
+
+    def publishAs(self, identity: bytes, *batches: list[bytes]) -> None:
+        """
+        Connect as C{identity}, publish each batch in a read of its own,
+        and leave.
+        """
+        protocol, transport = self.daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0, identity))
+        for batch in batches:
+            protocol.dataReceived(b"".join(framed(Pub(payload)) for payload in batch))
+        self.assertEqual(received(transport)[1:], [])
+        protocol.connectionLost()
+
+    def test_ownNotReplayed(self) -> None:
+        """
+        Resumed, a client gets the others' messages published since its
+        position, not its own; another client, or one that names no
+        identity, gets all.
+        """
+        self.daemon.publish(messages(1, 2))
+        self.publishAs(b"client-a", messages(3, 5))
+        self.daemon.publish(messages(6, 7))
+        self.publishAs(b"client-a", messages(8, 8))
+        self.daemon.publish(messages(9, 9))
+        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3, b"client-a"))
+        _, inside = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-a"))
+        _, other = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-b"))
+        _, anonymous = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1))
+        self.assertEqual(received(resumed)[1:], [*numbered(6, 7), *numbered(9, 9)])
+        self.assertEqual(received(inside)[1:], [*numbered(2, 2), *numbered(6, 7), *numbered(9, 9)])
+        self.assertEqual(received(other)[1:], numbered(2, 9))
+        self.assertEqual(received(anonymous)[1:], numbered(2, 9))
+
+    def test_partialEntry(self) -> None:
+        """
+        A client resuming inside an entry of its own gets none of it.
+        """
+        self.publishAs(b"client-a", messages(1, 3))
+        self.daemon.publish(messages(4, 4))
+        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-a"))
+        self.assertEqual(received(resumed)[1:], numbered(4, 4))
+
+    def test_zeroIsNoIdentity(self) -> None:
+        """
+        An identity of zeros names no one: such a client gets everything.
+        """
+        self.publishAs(bytes(8), messages(1, 2))
+        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 0, bytes(8)))
+        self.assertEqual(received(resumed)[1:], numbered(1, 2))
+
+
 class GapTests(SynchronousTestCase):
     """
     A seq client whose position leaves the history gets a GAP, not a cut.
@@ -316,6 +375,18 @@ class ByeTests(SynchronousTestCase):
         protocol.dataReceived(INT32.header(10_000))
         self.assertBye(early, Reason.OVERSIZED_FRAME)
 
+    def test_oversizedWithHello(self) -> None:
+        """
+        A PUB over the message size limit that comes in one read with the
+        HELLO, and so is framed under the larger limit before it, gets BYE
+        OVERSIZED_FRAME too, and is not published.
+        """
+        daemon = SeqDaemon(ServerConfig(heartbeat=None, maxMessageSize=100))
+        protocol, transport = daemon.connect()
+        protocol.dataReceived(framed(newest()) + framed(Pub(b"x" * 101)))
+        self.assertBye(transport, Reason.OVERSIZED_FRAME)
+        self.assertEqual((daemon.hub.history.nextSequence, daemon.hub.stats.oversizedFrameDisconnects), (1, 1))
+
     def test_outOfTurn(self) -> None:
         """
         PUB before HELLO, a second HELLO, or a malformed HELLO get BYE.
@@ -365,6 +436,22 @@ class ByeTests(SynchronousTestCase):
         protocol.cursor.resumeProducing()
         got = received(transport)
         self.assertEqual(got[1:], [*numbered(1, 2), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")])
+        self.assertTrue(transport.disconnecting)
+
+    def test_shutdownByeLast(self) -> None:
+        """
+        What others publish while a client that is behind takes its backlog
+        at shutdown comes before its BYE, never after.
+        """
+        daemon = SeqDaemon()
+        protocol, transport = daemon.connect(newest())
+        protocol.cursor.pauseProducing()
+        daemon.publish(messages(1, 2))
+        protocol.close()
+        daemon.publish(messages(3, 3))
+        protocol.cursor.resumeProducing()
+        got = received(transport)
+        self.assertEqual(got[1:], [*numbered(1, 3), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")])
         self.assertTrue(transport.disconnecting)
 
     def test_maxClients(self) -> None:
@@ -429,6 +516,26 @@ class HeartbeatTests(SynchronousTestCase):
         self.daemon.clock.advance(15)
         self.assertEqual(received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")])
         self.assertTrue(self.transport.disconnecting)
+
+    def test_stopsAnswering(self) -> None:
+        """
+        A client that answered, then stops (its process hangs), is cut two
+        heartbeats after its last answer, with BYE NO_PONG.
+        """
+        for _ in range(3):
+            self.daemon.clock.advance(15)
+            self.assertEqual(received(self.transport), [Ping()])
+            self.protocol.dataReceived(framed(Pong()))
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Ping()])
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Ping()])
+        self.assertFalse(self.transport.disconnecting)
+        self.daemon.clock.advance(15)
+        self.assertEqual(received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")])
+        self.assertTrue(self.transport.disconnecting)
+        self.daemon.clock.advance(BYE_GRACE)
+        self.assertTrue(self.transport.disconnected)
 
     def test_answered(self) -> None:
         """

@@ -207,6 +207,28 @@ class WebSocketTests(SynchronousTestCase):
         client.lose()
         self.assertEqual(len(context.connections), 0)
 
+    def test_oversizedMessage(self) -> None:
+        """
+        A message over --max-message-size is counted with the oversized
+        frames of TCP clients (C{oversized_frame} in /metrics), is not
+        published, and gets C{bye} with its reason and a close with code
+        4004; the rest of the message is not held.  (This also checks that
+        autobahn still calls the hook streamd overrides.)
+        """
+        context = webContext(ServerConfig(maxMessageSize=100))
+        client = _Client(context)
+        client.send(b"x" * 100)
+        self.assertEqual(context.hub.history.nextSequence, 2)
+        header = bytes((0x81, 0x80 | 126)) + (1000).to_bytes(2, "big") + b"\0\0\0\0"
+        client.protocol.dataReceived(header + b"y" * 500)
+        self.assertEqual(client.protocol.frame_data, [])
+        client.protocol.dataReceived(b"y" * 500)
+        self.assertEqual(context.hub.stats.oversizedFrameDisconnects, 1)
+        self.assertEqual(context.hub.history.nextSequence, 2)
+        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "oversized_frame", "code": 4})
+        close = [payload for opcode, payload in client.frames() if opcode == 8]
+        self.assertEqual(close[0][:2], (4004).to_bytes(2, "big"))
+
     def test_close(self) -> None:
         """
         At shutdown the client gets C{bye} with C{shutdown}, and a close
@@ -218,3 +240,25 @@ class WebSocketTests(SynchronousTestCase):
         self.assertEqual(controls(client.frames())[-1]["reason"], "shutdown")
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4011).to_bytes(2, "big"))
+
+    def test_closeAfterBacklog(self) -> None:
+        """
+        At shutdown a client that is behind gets what was published before,
+        then C{bye}, then the close frame: its backlog is not dropped.
+        """
+        context = webContext()
+        client = _Client(context)
+        cursor = client.protocol.cursor
+        assert cursor is not None
+        cursor.pauseProducing()
+        context.hub.publish([b"one", b"two"])
+        context.hub.publish([b"three"])
+        client.protocol.close()
+        self.assertEqual(client.messages(), [])
+        self.assertNotIn(8, [opcode for opcode, _ in client.frames()])
+        cursor.resumeProducing()
+        frames = client.frames()
+        self.assertEqual(client.messages(), [(1, b"one"), (1, b"two"), (1, b"three")])
+        self.assertEqual(frames[-2], (1, b'\x1e{"type":"bye","reason":"shutdown","code":11}'))
+        self.assertEqual((frames[-1][0], frames[-1][1][:2]), (8, (4011).to_bytes(2, "big")))
+        self.assertTrue(cursor.closed)

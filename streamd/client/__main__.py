@@ -94,7 +94,7 @@ class ClientOptions(usage.Options):
         [
             "timeout", None, 10.0,
             "Seconds to connect, then to complete the TLS handshake or (without TLS) to receive"
-            " the first bytes; 0: wait forever.",
+            " the first bytes (--framing seq: the server's HELLO); 0: wait forever.",
             _seconds,
         ],
     ]  # fmt: skip

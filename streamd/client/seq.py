@@ -20,23 +20,33 @@ L{Bye} (why the daemon closed the connection).
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import ClientService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IProtocolFactory,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from streamd._compat import FactoryOf
+from streamd.client import ClientTimeout, ConnectTimeout, HandshakeTimeout
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
 from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
 from streamd.seqframing import (
+    IDENTITY_SIZE,
     MSG_OVERHEAD,
     VERSION,
     Auth,
@@ -113,6 +123,16 @@ def backoff(attempt: int, initial: float = 0.1, limit: float = 30.0) -> float:
     return min(limit, initial * 2 ** max(attempt - 1, 0)) * random.uniform(0.5, 1.5)
 
 
+class NoHelloTimeout(ClientTimeout):
+    """
+    Connected (and, over TLS, through the handshake), but the server's
+    HELLO did not come within C{seconds}: the port may not be a C{seq}
+    listener, or may expect TLS.
+    """
+
+    what = "HELLO"
+
+
 @dataclass
 class Position:
     """
@@ -123,22 +143,30 @@ class Position:
     last: int = 0
 
 
+@implementer(IHandshakeListener)
 class SeqClientProtocol(FramedProtocol):
     """
     One connection to a C{seq} listener: delivers each MSG it has not
     delivered yet, answers PINGs, reports GAPs and BYEs.
 
     @ivar finished: fires with the reason the connection ended (an
-        exception: C{ConnectionDone} when it was closed cleanly); it never
+        exception: C{ConnectionDone} when it was closed cleanly, a
+        L{ClientTimeout} when the server did not answer in time); it never
         fails, so that the connections a resuming client leaves behind
         leave no unhandled error.
     @ivar bye: the server's BYE, if it sent one.
+    @ivar tls: whether the connection is a TLS one.
+    @ivar handshakeDone: whether its TLS handshake has completed.
     """
 
     factory: SeqClientFactory
     framing = INT32
     bye: Bye | None = None
     hello: ServerHello | None = None
+    tls = False
+    handshakeDone = False
+    timedOut: ClientTimeout | None = None
+    _deadline: IDelayedCall | None = None
 
     def __init__(self) -> None:
         self.finished: Deferred[BaseException] = Deferred()
@@ -146,10 +174,33 @@ class SeqClientProtocol(FramedProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         noDelay(self.transport)
+        self.tls = ISSLTransport.providedBy(self.transport)
         factory = self.factory
+        if factory.timeout:
+            self._deadline = factory.clock.callLater(factory.timeout, self._tooLate)
         if factory.token is not None:
             self.transport.write(framed(Auth(factory.token)))
         self.transport.write(framed(factory.hello()))
+
+    def handshakeCompleted(self) -> None:
+        self.handshakeDone = True
+
+    def _tooLate(self) -> None:
+        """
+        The server has not answered within the timeout: say how far the
+        connection got, and drop it.
+        """
+        self._deadline = None
+        timeout = self.factory.timeout
+        assert timeout is not None
+        late = HandshakeTimeout if self.tls and not self.handshakeDone else NoHelloTimeout
+        self.timedOut = late(timeout)
+        self.transport.abortConnection()
+
+    def _answered(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
         factory = self.factory
@@ -174,11 +225,13 @@ class SeqClientProtocol(FramedProtocol):
                 position.last = max(position.last, frame.last)
                 factory.onGap(frame, previous)
             elif isinstance(frame, ServerHello):
+                self._answered()
                 self.hello = frame
                 if frame.epoch != position.epoch:
                     factory.previous = position.last if position.epoch is not None else None
                     position.epoch, position.last = frame.epoch, 0
             elif isinstance(frame, Bye):
+                self._answered()
                 self.bye = frame
                 factory.onBye(frame)
 
@@ -189,8 +242,9 @@ class SeqClientProtocol(FramedProtocol):
         self.transport.write(framed(Pub(string)))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._answered()
         assert reason.value is not None
-        self.finished.callback(reason.value)
+        self.finished.callback(self.timedOut or reason.value)
 
 
 class SeqClientFactory(FactoryOf[SeqClientProtocol]):
@@ -199,6 +253,12 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
 
     @ivar previous: the last message received before the daemon restarted,
         until the GAP that reports it.
+    @ivar identity: the random name its HELLOs give, the same on every
+        connection, so that what it published is not sent back to it when it
+        resumes.
+    @ivar timeout: seconds each connection has to get the server's HELLO
+        (or a BYE), or C{None} to wait forever.
+    @ivar clock: what times it.
     """
 
     protocol = SeqClientProtocol
@@ -212,7 +272,11 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         last: int | None = None,
         token: bytes | None = None,
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        timeout: float | None = None,
+        clock: Any = None,
     ) -> None:
+        self.timeout = timeout
+        self.clock = clock
         self.onMessage = onMessage
         self.onGap = onGap
         self.onBye = onBye
@@ -221,6 +285,7 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         self.maxMessageSize = maxMessageSize
         self.position = Position()
         self.previous: int | None = None
+        self.identity = os.urandom(IDENTITY_SIZE)
 
     def hello(self) -> ClientHello:
         """
@@ -229,10 +294,10 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         """
         position = self.position
         if position.epoch is not None:
-            return ClientHello(VERSION, Start.RESUME, position.epoch, position.last)
+            return ClientHello(VERSION, Start.RESUME, position.epoch, position.last, self.identity)
         if self.last is not None:
-            return ClientHello(VERSION, Start.LAST, bytes(8), self.last)
-        return ClientHello(VERSION, Start.NEWEST, bytes(8), 0)
+            return ClientHello(VERSION, Start.LAST, bytes(8), self.last, self.identity)
+        return ClientHello(VERSION, Start.NEWEST, bytes(8), 0, self.identity)
 
     def buildProtocol(self, addr: object) -> SeqClientProtocol:
         protocol = SeqClientProtocol()
@@ -257,11 +322,34 @@ class SeqClient:
         self.factory = factory
         self.service: ClientService | None = None
         self._connecting: Deferred[SeqClientProtocol] | None = None
+        self._outcome: SeqClientProtocol | Failure | None = None
+        self._waiting: list[Deferred[SeqClientProtocol]] = []
         if retryPolicy is not None:
             self.service = ClientService(endpoint, factory, retryPolicy=retryPolicy, clock=reactor)
             self.service.startService()
         else:
-            self._connecting = endpoint.connect(factory)  # type: ignore[assignment]
+            connecting: Deferred[SeqClientProtocol] = endpoint.connect(factory)  # type: ignore[assignment]
+            self._connecting = connecting
+            connecting.addBoth(self._connected)
+
+    def _connected(self, outcome: SeqClientProtocol | Failure) -> None:
+        """
+        Keep the one connection's outcome, for each caller of
+        L{whenConnected}, each with a Deferred of its own.
+        """
+        self._connecting = None
+        self._outcome = outcome
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            self._tell(d)
+
+    def _tell(self, d: Deferred[SeqClientProtocol]) -> None:
+        outcome = self._outcome
+        if isinstance(outcome, Failure):
+            d.errback(outcome)
+        else:
+            assert outcome is not None
+            d.callback(outcome)
 
     @property
     def position(self) -> Position:
@@ -273,8 +361,12 @@ class SeqClient:
         """
         if self.service is not None:
             return self.service.whenConnected()  # type: ignore[return-value]
-        assert self._connecting is not None
-        return self._connecting
+        d: Deferred[SeqClientProtocol] = Deferred()
+        if self._outcome is None:
+            self._waiting.append(d)
+        else:
+            self._tell(d)
+        return d
 
     def stop(self) -> Deferred[None]:
         """
@@ -282,13 +374,20 @@ class SeqClient:
         """
         if self.service is not None:
             return self.service.stopService()  # type: ignore[return-value]
-        assert self._connecting is not None
+        if self._connecting is not None:
+            self._connecting.cancel()
+        protocol = self._outcome
+        if not isinstance(protocol, SeqClientProtocol):
+            return succeed(None)
+        protocol.transport.loseConnection()
+        closed: Deferred[None] = Deferred()
 
-        def close(protocol: SeqClientProtocol) -> Deferred[None]:
-            protocol.transport.loseConnection()
-            return protocol.finished.addCallback(lambda _: None)
+        def ended(reason: BaseException) -> BaseException:
+            closed.callback(None)
+            return reason
 
-        return self._connecting.addCallback(close)  # type: ignore[return-value]
+        protocol.finished.addCallback(ended)
+        return closed
 
 
 def connect(
@@ -302,6 +401,7 @@ def connect(
     token: bytes | None = None,
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
     retryPolicy: Callable[[int], float] = backoff,
+    timeout: float | None = None,
 ) -> SeqClient:
     """
     Connect to a C{seq} listener and call C{onMessage(seq, payload)} with
@@ -316,10 +416,49 @@ def connect(
     @param token: sent in an AUTH frame, for a daemon that asks for one.
     @param retryPolicy: seconds to wait before each attempt to connect again
         (the argument counts the attempts since the last connection).
+    @param timeout: seconds each attempt has to connect (else it fails with
+        L{ConnectTimeout}), then to get the server's HELLO (else the
+        connection is dropped and its C{finished} fires with
+        L{HandshakeTimeout} over TLS before the handshake completed,
+        L{NoHelloTimeout} otherwise); C{None} to wait forever.  A resuming
+        client tries again after either.
     """
     target = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
-    factory = SeqClientFactory(onMessage, onGap, onBye, last, token, maxMessageSize)
+    if timeout:
+        target = _TimedEndpoint(target, timeout, reactor)
+    factory = SeqClientFactory(onMessage, onGap, onBye, last, token, maxMessageSize, timeout or None, reactor)
     return SeqClient(reactor, target, factory, retryPolicy if resume else None)
 
 
-__all__ = ["Position", "SeqClient", "SeqClientFactory", "SeqClientProtocol", "connect", "describeBye", "describeGap"]
+@implementer(IStreamClientEndpoint)
+class _TimedEndpoint:
+    """
+    An endpoint whose attempts to connect give up after C{timeout} seconds,
+    failing with L{ConnectTimeout}.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, timeout: float, clock: Any) -> None:
+        self._endpoint = endpoint
+        self._timeout = timeout
+        self._clock = clock
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
+        connecting: Deferred[Any] = self._endpoint.connect(protocolFactory)  # type: ignore[assignment]
+        return connecting.addTimeout(self._timeout, self._clock, onTimeoutCancel=self._timedOut)
+
+    def _timedOut(self, result: object, timeout: float) -> object:
+        if isinstance(result, Failure):
+            raise ConnectTimeout(timeout)
+        return result
+
+
+__all__ = [
+    "NoHelloTimeout",
+    "Position",
+    "SeqClient",
+    "SeqClientFactory",
+    "SeqClientProtocol",
+    "connect",
+    "describeBye",
+    "describeGap",
+]

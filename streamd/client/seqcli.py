@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
 
+from streamd.client import ClientTimeout, ConnectTimeout, HandshakeTimeout
 from streamd.client.seq import FATAL, SeqClientProtocol, connect, describeBye, describeGap
 from streamd.reasons import Reason
 from streamd.seqframing import Bye, Gap
@@ -26,6 +27,10 @@ def runSeq(
     """
     Print every message of a seq listener once, in order; with C{--resume},
     across reconnects, forever.  Each GAP and BYE is one line on C{err}.
+    C{--timeout} bounds each attempt to connect and to get the server's
+    HELLO: without C{--resume} the client then gives up, with one line
+    saying what the port may be, as the int32 client does; with it, it
+    tries again.
 
     @return: a Deferred that fires with the exit status.
     """
@@ -69,9 +74,13 @@ def runSeq(
         onBye=onBye,
         token=token,
         maxMessageSize=options["max-message-size"],
+        timeout=options["timeout"] or None,
     )
     try:
         protocol: SeqClientProtocol = yield client.whenConnected()
+    except ConnectTimeout as e:
+        err.write(f"{PROGRAM}: cannot connect to {options.where()} within {e.seconds:g} s\n")
+        return 1
     except (ConnectError, DNSLookupError) as e:
         err.write(f"{PROGRAM}: cannot connect: {e}\n")
         return 1
@@ -80,17 +89,30 @@ def runSeq(
     if remaining == 0:
         finish(0)
     elif not options["resume"]:
-        protocol.finished.addCallback(lambda reason: finish(_endStatus(protocol, reason)))
+        protocol.finished.addCallback(lambda reason: finish(_endStatus(protocol, reason, options, err)))
     code = yield done
     yield client.stop()
     return code
 
 
-def _endStatus(protocol: SeqClientProtocol, reason: BaseException) -> int:
+def _endStatus(protocol: SeqClientProtocol, reason: BaseException, options: Any, err: TextIO) -> int:
     """
     The exit status of a client that does not resume, once its one
-    connection is closed.
+    connection is closed; says on C{err} why, if the server did not answer
+    in time.
     """
+    if isinstance(reason, ClientTimeout):
+        where = options.where()
+        if isinstance(reason, HandshakeTimeout):
+            why = f"TLS handshake with {where} did not complete within {reason.seconds:g} s: is it a plain (non-TLS) port?"
+        else:
+            useTLS = "use a tls: endpoint" if options["connect"] is not None else "use --tls"
+            why = (
+                f"no HELLO from {where} within {reason.seconds:g} s: is it a seq listener (framing=seq),"
+                f" or a TLS port ({useTLS})?"
+            )
+        err.write(f"{PROGRAM}: {why}\n")
+        return 1
     if protocol.bye is not None:
         return 0 if protocol.bye.code == Reason.SHUTDOWN.value else 1
     return 0 if isinstance(reason, ConnectionDone) else 1

@@ -253,6 +253,26 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self._control({"type": "bye", "reason": reason.label, "code": reason.value})
         self.sendClose(4000 + reason.value, reason.label)
 
+    def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:
+        """
+        The client announced a message or frame over C{--max-message-size}:
+        count it as a TCP client's oversized frame is, say why, and close.
+
+        autobahn's own handling of this hook (a plain 1009 close, or a drop)
+        counted nothing; C{tests/test_web_websocket.py} fails if autobahn
+        stops calling it.
+        """
+        self.log.warn(
+            "{peer} sent a {size}-byte WebSocket message, over the {limit}-byte limit; disconnecting",
+            peer=self.peer,
+            size=size,
+            limit=limit,
+        )
+        self.factory.context.hub.stats.oversizedFrameDisconnects += 1
+        # autobahn then ignores the rest of the message instead of holding it.
+        self.failedByMe = True
+        self._refuse(Reason.OVERSIZED_FRAME)
+
     def slowConsumer(self, reason: Reason, behind: int) -> None:
         """
         The hub cuts this client, by the same rules as a TCP one.
@@ -264,9 +284,14 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def close(self) -> None:
         """
-        The daemon is stopping: say so, and close.
+        The daemon is stopping: send what this client is behind by, then
+        say so, and close.
         """
-        self._refuse(Reason.SHUTDOWN)
+        cursor = self.cursor
+        if cursor is None or cursor.closed:
+            self._refuse(Reason.SHUTDOWN)
+            return
+        cursor.close(then=lambda: self._refuse(Reason.SHUTDOWN))
 
     def abort(self) -> None:
         """

@@ -16,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
@@ -306,3 +307,77 @@ class PublicMetricsTests(_Mixin, TestCase):
         self.assertEqual(code, 200)
         code, _ = yield self.get("/events")
         self.assertEqual(code, 401)
+
+
+def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """
+    Every sample of a C{/metrics} answer, by name and labels.
+    """
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+class LimitTests(_Mixin, TestCase):
+    """
+    A daemon with a small C{--max-message-size}.
+    """
+
+    config = ServerConfig(maxMessageSize=100)
+
+    @inlineCallbacks
+    def test_oversizedWebSocketMessage(self) -> None:
+        """
+        A WebSocket message over the limit gets C{bye} with
+        C{oversized_frame} and a close with code 4004, is not published, and
+        is counted in C{/metrics} as a TCP client's oversized frame is.
+        """
+        client = yield self.webSocket()
+        client.client.sendMessage(b"x" * 1000, isBinary=True)
+        code = yield client.closed
+        self.assertEqual(code, 4004)
+        bye = json.loads(client.received[-1][1][1:])
+        self.assertEqual(bye, {"type": "bye", "reason": "oversized_frame", "code": 4})
+        self.assertEqual(self.hub.history.nextSequence, 1)
+        _, body = yield self.get("/metrics")
+        self.assertEqual(samples(body)[("streamd_disconnects_total", (("reason", "oversized_frame"),))], 1)
+
+
+class ShutdownTests(_Mixin, TestCase):
+    """
+    What a WebSocket client gets when the daemon stops.
+    """
+
+    @inlineCallbacks
+    def test_backlogThenBye(self) -> None:
+        """
+        A WebSocket client that is behind when the daemon stops (as SIGTERM
+        stops it) gets every message published before, in order, then
+        C{bye} with C{shutdown} and a close with code 4011.
+        """
+        client = yield self.webSocket()
+        yield waitFor(lambda: len(client.received) == 1)
+        client.client.transport.pauseProducing()
+        (connection,) = list(self.service.connections)
+        published = 0
+        while connection.cursor.live:
+            self.hub.publish([b"%d" % n + b"." * 1000 for n in range(published, published + 100)])
+            published += 100
+            yield deferLater(reactor, 0, lambda: None)
+        # What follows waits in the history, not in the connection's buffer.
+        self.hub.publish([b"%d" % n + b"." * 1000 for n in range(published, published + 100)])
+        published += 100
+        self.assertGreater(connection.cursor.behind, 0)
+        # What SIGTERM's stopService does once the listeners and sources
+        # have stopped, called at once so that the client is still behind.
+        closing = self.service.closeConnections(5)
+        client.client.transport.resumeProducing()
+        code = yield client.closed
+        yield closing
+        self.assertEqual(code, 4011)
+        messages = [payload for _, payload in client.received[1:-1]]
+        self.assertEqual([int(m.split(b".")[0]) for m in messages], list(range(published)))
+        bye = json.loads(client.received[-1][1][1:])
+        self.assertEqual(bye, {"type": "bye", "reason": "shutdown", "code": 11})

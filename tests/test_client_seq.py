@@ -1,0 +1,155 @@
+"""
+Tests for L{streamd.client.seq}'s timeouts: an attempt to connect, and the
+wait for the server's HELLO, are bounded as the int32 client's are.  No
+reactor runs: time is a L{Clock}, connections are L{StringTransport}s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
+
+from streamd.client import ConnectTimeout, HandshakeTimeout
+from streamd.client.seq import NoHelloTimeout, SeqClientFactory, SeqClientProtocol, connect
+from streamd.reasons import Reason
+from streamd.seqframing import VERSION, Bye, ServerHello, framed
+
+
+def connected(clock: Clock, timeout: float | None, tls: bool = False) -> tuple[SeqClientProtocol, StringTransport]:
+    """
+    A seq client protocol whose factory times it on C{clock}, connected to
+    a L{StringTransport} (that says it is a TLS one, with C{tls}).
+    """
+    factory = SeqClientFactory(lambda seq, payload: None, lambda gap, previous: None, lambda bye: None,
+                               timeout=timeout, clock=clock)  # fmt: skip
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    if tls:
+        directlyProvides(transport, ISSLTransport)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def ended(protocol: SeqClientProtocol, transport: StringTransport) -> BaseException:
+    """
+    Finish what C{abortConnection} started; the reason C{finished} gives.
+    """
+    assert transport.disconnecting
+    protocol.connectionLost(Failure(ConnectionAborted()))
+    reasons: list[BaseException] = []
+    protocol.finished.addCallback(reasons.append)
+    return reasons[0]
+
+
+HELLO = framed(ServerHello(VERSION, b"epoch-01", 1, 0, 15_000))
+
+
+class HelloTimeoutTests(SynchronousTestCase):
+    """
+    A connection on which the server's HELLO does not come in time is
+    dropped, and says why.
+    """
+
+    def test_noHello(self) -> None:
+        """
+        Without TLS, no HELLO within the timeout (the port is not a seq
+        listener: an int32 one's frames are ignored as unknown types) drops
+        the connection with L{NoHelloTimeout}; the start of a frame does not
+        end the wait.
+        """
+        clock = Clock()
+        protocol, transport = connected(clock, 10)
+        protocol.dataReceived(framed(ServerHello(VERSION, b"", 0, 0, 0))[:5])
+        clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.1)
+        reason = ended(protocol, transport)
+        self.assertIsInstance(reason, NoHelloTimeout)
+        self.assertEqual(str(reason), "no HELLO within 10 s")
+
+    def test_noHandshake(self) -> None:
+        """
+        Over TLS, a handshake not completed within the timeout is a
+        L{HandshakeTimeout}; once it completes, a missing HELLO is a
+        L{NoHelloTimeout}.
+        """
+        clock = Clock()
+        protocol, transport = connected(clock, 10, tls=True)
+        clock.advance(10)
+        self.assertIsInstance(ended(protocol, transport), HandshakeTimeout)
+        protocol, transport = connected(clock, 10, tls=True)
+        protocol.handshakeCompleted()
+        clock.advance(10)
+        self.assertIsInstance(ended(protocol, transport), NoHelloTimeout)
+
+    def test_answered(self) -> None:
+        """
+        A HELLO, or a BYE, in time ends the wait; the connection may then be
+        quiet as long as it likes.
+        """
+        clock = Clock()
+        for answer in (HELLO, framed(Bye(Reason.AUTH_FAILED.value, "wrong token"))):
+            protocol, transport = connected(clock, 10)
+            protocol.dataReceived(answer)
+            self.assertEqual(clock.getDelayedCalls(), [])
+            protocol.connectionLost(Failure(ConnectionDone()))
+            self.assertIsInstance(self.successResultOf(protocol.finished), ConnectionDone)
+
+    def test_untimed(self) -> None:
+        """
+        Without a timeout nothing is timed.
+        """
+        clock = Clock()
+        connected(clock, None)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ConnectTimeoutTests(SynchronousTestCase):
+    """
+    Each attempt to connect gives up after the timeout.
+    """
+
+    def endpoint(self, cancelled: list[object]) -> Any:
+        class Endpoint:
+            def connect(self, factory: object) -> Deferred[object]:
+                return Deferred(cancelled.append)
+
+        return Endpoint()
+
+    def test_once(self) -> None:
+        """
+        A client that does not resume fails with L{ConnectTimeout}, the
+        attempt cancelled.
+        """
+        clock = Clock()
+        cancelled: list[object] = []
+        client = connect(clock, self.endpoint(cancelled), lambda seq, payload: None, resume=False, timeout=10)
+        connecting = client.whenConnected()
+        clock.advance(10)
+        reason = self.failureResultOf(connecting, ConnectTimeout)
+        self.assertEqual((str(reason.value), len(cancelled)), ("no connection within 10 s", 1))
+        self.successResultOf(client.stop())
+
+    def test_resuming(self) -> None:
+        """
+        A resuming client gives up each attempt after the timeout, and
+        tries again.
+        """
+        clock = Clock()
+        cancelled: list[object] = []
+        client = connect(
+            clock, self.endpoint(cancelled), lambda seq, payload: None, timeout=10, retryPolicy=lambda attempt: 1
+        )
+        clock.advance(10)
+        clock.advance(1)
+        clock.advance(10)
+        self.assertEqual(len(cancelled), 2)
+        client.stop()
