@@ -49,14 +49,22 @@ class BenchError(Exception):
 class Server:
     """
     A running server process, logging to a file.
+
+    @ivar port: where publishers connect (and subscribers, but for streamd's
+        other listeners).
+    @ivar ports: the port of each listener: C{"main"} (L{port}), and
+        streamd's C{"seq"} or C{"http"} when it has them.
     """
 
-    def __init__(self, name: str, process: subprocess.Popen[bytes], log: Path, port: int) -> None:
+    def __init__(
+        self, name: str, process: subprocess.Popen[bytes], log: Path, port: int, **others: int
+    ) -> None:
         self.name = name
         self.process = process
         self.pid = process.pid
         self.log = log
         self.port = port
+        self.ports = {"main": port, **others}
 
     def rss(self) -> int:
         """
@@ -64,14 +72,15 @@ class Server:
         """
         return rssBytes(self.pid)
 
-    def waitClients(self, count: int, timeout: float) -> None:
+    def waitClients(self, count: int, timeout: float, listener: str = "main") -> None:
         """
-        Return once it has accepted C{count} client connections.
+        Return once it has accepted C{count} client connections on
+        C{listener}.
 
         @raise BenchError: after C{timeout} seconds, or if it exits.
         """
         deadline = time.monotonic() + timeout
-        while (accepted := connectionCount(self.pid, self.port)) < count:
+        while (accepted := connectionCount(self.pid, self.ports[listener])) < count:
             self.checkAlive()
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name} accepted {accepted} of {count} connections in {timeout:g} s")
@@ -150,29 +159,51 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def startStreamd(workdir: Path, options: list[str], twistdOptions: Sequence[str] = ()) -> Server:
+LISTENERS = {
+    "seq": ("--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}:framing=seq"),
+    "http": ("--http", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}"),
+}
+"""
+The other listeners a streamd under test may have, besides its int32 one.
+"""
+
+
+def startStreamd(
+    workdir: Path, options: list[str], twistdOptions: Sequence[str] = (), listeners: Sequence[str] = ()
+) -> Server:
     """
     A streamd daemon on a free loopback port, with no source and the given
-    extra twistd plugin C{options} (and twistd's own C{twistdOptions}).
+    extra twistd plugin C{options} (and twistd's own C{twistdOptions}),
+    and C{listeners} (of L{LISTENERS}) on free ports too.
     """
     log = workdir / "streamd.log"
     argv = twistdCommand("-n", "--pidfile=", *twistdOptions, "streamd")
     argv += ["--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}", "--source", "none"]
     argv += ["--stats-interval", "0"]
-    return _listening("streamd", _spawn(argv + options, log), log, _LISTENING)
+    ordered = [name for name in LISTENERS if name in listeners]
+    for name in ordered:
+        argv += LISTENERS[name]
+    return _listening("streamd", _spawn(argv + options, log), log, _LISTENING, ordered)
 
 
-def _listening(name: str, process: subprocess.Popen[bytes], log: Path, said: re.Pattern[bytes]) -> Server:
+def _listening(
+    name: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    said: re.Pattern[bytes],
+    others: Sequence[str] = (),
+) -> Server:
     """
     The server C{process} once its C{log} says, in C{said}'s one group,
-    which port it listens on.
+    which port it listens on, and then which port each of its C{others}
+    listeners does.
     """
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
-            found = said.search(log.read_bytes())
-            if found:
-                return Server(name, process, log, int(found.group(1)))
+            found = [int(port) for port in said.findall(log.read_bytes())]
+            if len(found) > len(others):
+                return Server(name, process, log, found[0], **dict(zip(others, found[1:], strict=False)))
             if process.poll() is not None:
                 raise BenchError(f"{name} did not start: {_tail(log)}")
             if time.monotonic() > deadline:
