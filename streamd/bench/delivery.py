@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from streamd.bench.proc import raiseFileLimit, rssBytes
-from streamd.bench.servers import Server, startRedis, startStreamd, twistdCommand
+from streamd.bench.servers import Server, logFailures, startRedis, startStreamd, twistdCommand
 
 MiB = 2**20
 _HEADER = struct.Struct(">I")
@@ -515,6 +515,7 @@ def main(argv: list[str]) -> int:
     bulkParser.add_argument("--readers", type=int, default=1, help="stdlib readers, each in its own process")
     bulkParser.add_argument("--no-client", action="store_true", help="without python -m streamd.client")
     bulkParser.add_argument("--non-reader", action="store_true", help="add a client that never reads")
+    bulkParser.add_argument("--history", type=int, default=None, help="the daemon's --history, in bytes")
     stalledParser = scenarios.add_parser("stalled", help="N subscribers that never read")
     stalledParser.add_argument("--subscribers", type=int, nargs="+", default=[10, 100, 1000])
     stalledParser.add_argument("--compare", choices=["redis"], default=None)
@@ -524,8 +525,10 @@ def main(argv: list[str]) -> int:
     blockParser.add_argument("--seconds", type=float, default=30.0)
     arguments = parser.parse_args(argv)
     if arguments.scenario == "bulk":
-        result = bulk(arguments.lines, arguments.non_reader, (), arguments.readers, not arguments.no_client)
+        history = () if arguments.history is None else ("--history", str(arguments.history))
+        result = bulk(arguments.lines, arguments.non_reader, history, arguments.readers, not arguments.no_client)
         print(result.summary())
+        return logFailures(result.log)
     elif arguments.scenario == "stalled":
         for n in arguments.subscribers:
             servers = ["streamd"]

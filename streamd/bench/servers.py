@@ -142,6 +142,20 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def logFailures(lines: Sequence[str]) -> int:
+    """
+    Print the first of a daemon's log C{lines} that tells of an error (a
+    traceback, an unhandled error), if any.
+
+    @return: an exit status: 1 if there was one.
+    """
+    for line in lines:
+        if "Traceback" in line or "Unhandled" in line:
+            print(f"the daemon's log has an error: {line}")
+            return 1
+    return 0
+
+
 def _tail(log: Path) -> str:
     lines = log.read_bytes().decode("utf-8", "replace").strip().splitlines()
     return lines[-1] if lines else "(no output)"

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from streamd.bench.servers import twistdCommand
+from streamd.bench.servers import logFailures, twistdCommand
 
 MAGIC = b"SEQ!"
 _HEADER = struct.Struct(">I")
@@ -279,11 +279,16 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """
+    The scenario; returns the exit status: 1 if the daemon logged an error.
+    """
     megabytes = parseArguments(sys.argv[1:] if argv is None else argv).megabytes
     print(f"stalled-client scenario: {megabytes} MB published flat out, default limits")
-    print(run(megabytes * 2**20).summary())
+    result = run(megabytes * 2**20)
+    print(result.summary())
+    return logFailures(result.log)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
