@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamd.bench.proc import raiseFileLimit, rssBytes
+from streamd.bench.proc import RssGrowth, raiseFileLimit, rssBytes
 from streamd.bench.servers import Server, logFailures, startRedis, startStreamd, twistdCommand
 
 MiB = 2**20
@@ -138,7 +138,7 @@ class _Reporter:
 
 
 @dataclass
-class BulkResult:
+class BulkResult(RssGrowth):
     """
     What one C{bulk} run saw.
     """
@@ -154,10 +154,6 @@ class BulkResult:
     rssPeak: int = 0
     nonReaderCut: str = ""
     log: list[str] = field(default_factory=list)
-
-    @property
-    def growth(self) -> int:
-        return self.rssPeak - self.rssBefore
 
     def summary(self) -> str:
         return (
@@ -345,7 +341,7 @@ def _redisPublish(payload: bytes) -> bytes:
 
 
 @dataclass
-class StalledResult:
+class StalledResult(RssGrowth):
     """
     One server's memory growth with N subscribers that never read.
     """
@@ -356,10 +352,6 @@ class StalledResult:
     seconds: float = 0.0
     rssBefore: int = 0
     rssPeak: int = 0
-
-    @property
-    def growth(self) -> int:
-        return self.rssPeak - self.rssBefore
 
     def summary(self) -> str:
         return (

@@ -212,20 +212,45 @@ def _listening(
     which port it listens on, and then which port each of its C{others}
     listeners does.
     """
+    def ready() -> Server | None:
+        found = [int(port) for port in said.findall(log.read_bytes())]
+        if len(found) <= len(others):
+            return None
+        return Server(name, process, log, found[0], **dict(zip(others, found[1:], strict=False)))
+
+    return _started(name, process, log, ready, "say where it listens")
+
+
+def _started(
+    name: str, process: subprocess.Popen[bytes], log: Path, ready: Callable[[], Server | None], what: str
+) -> Server:
+    """
+    The server C{process} once C{ready} makes it; stopped if it exits or
+    fails to C{what} within L{STARTUP_SECONDS}.
+    """
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            found = [int(port) for port in said.findall(log.read_bytes())]
-            if len(found) > len(others):
-                return Server(name, process, log, found[0], **dict(zip(others, found[1:], strict=False)))
+        while (server := ready()) is None:
             if process.poll() is not None:
                 raise BenchError(f"{name} did not start: {_tail(log)}")
             if time.monotonic() > deadline:
-                raise BenchError(f"{name} did not say where it listens within {STARTUP_SECONDS:g} s")
+                raise BenchError(f"{name} did not {what} within {STARTUP_SECONDS:g} s")
             time.sleep(0.02)
+        return server
     except BaseException:
         _stop(process)
         raise
+
+
+def _version(path: str | None, pattern: str) -> str:
+    """
+    What C{path --version} says, shortened to C{pattern}'s one group.
+    """
+    if path is None:
+        return "not installed"
+    out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout.decode()
+    found = re.search(pattern, out)
+    return found.group(1) if found else out.strip()
 
 
 def redisServer() -> str | None:
@@ -239,12 +264,7 @@ def redisVersion() -> str:
     """
     What C{redis-server --version} says, shortened to the version.
     """
-    path = redisServer()
-    if path is None:
-        return "not installed"
-    out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout.decode()
-    found = re.search(r"v=(\S+)", out)
-    return found.group(1) if found else out.strip()
+    return _version(redisServer(), r"v=(\S+)")
 
 
 REDIS_SETTINGS = ["--save", "", "--appendonly", "no", "--client-output-buffer-limit", "pubsub 0 0 0"]
@@ -267,18 +287,11 @@ def startRedis(workdir: Path, maxClients: int) -> Server:
     argv = [path, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no", "--logfile", ""]
     argv += ["--maxclients", str(maxClients), "--tcp-backlog", str(BACKLOG), *REDIS_SETTINGS]
     process = _spawn(argv, log)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not _answersPing(port):
-            if process.poll() is not None:
-                raise BenchError(f"redis-server did not start: {_tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"redis-server did not answer PING within {STARTUP_SECONDS:g} s")
-            time.sleep(0.02)
-        return Server("redis", process, log, port)
-    except BaseException:
-        _stop(process)
-        raise
+
+    def ready() -> Server | None:
+        return Server("redis", process, log, port) if _answersPing(port) else None
+
+    return _started("redis-server", process, log, ready, "answer PING")
 
 
 def natsServer() -> str | None:
@@ -296,12 +309,7 @@ def natsVersion() -> str:
     """
     What C{nats-server --version} says, shortened to the version.
     """
-    path = natsServer()
-    if path is None:
-        return "not installed"
-    out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout.decode()
-    found = re.search(r"v(\d\S*)", out)
-    return found.group(1) if found else out.strip()
+    return _version(natsServer(), r"v(\d\S*)")
 
 
 NATS_MAX_PAYLOAD = 64 * 1024 * 1024

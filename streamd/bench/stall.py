@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from streamd.bench.proc import RssGrowth
 from streamd.bench.servers import logFailures, twistdCommand
 
 MAGIC = b"SEQ!"
@@ -29,7 +30,7 @@ _SEQUENCE = struct.Struct(">Q")
 
 
 @dataclass
-class StallResult:
+class StallResult(RssGrowth):
     """
     What one run of the scenario saw.
     """
@@ -45,13 +46,6 @@ class StallResult:
     garbageConnections: int = 0
     readerError: str = ""
     log: list[str] = field(default_factory=list)
-
-    @property
-    def growth(self) -> int:
-        """
-        Peak resident memory during the run above resident memory before it.
-        """
-        return self.rssPeak - self.rssBefore
 
     def summary(self) -> str:
         cut = (

@@ -608,6 +608,22 @@ class ReaderTests(SynchronousTestCase):
         self.assertEqual(reader.read(near), 0)
 
 
+BURST: dict[str, object] = {
+    "deliveries_per_s": 2e6,
+    "mb_per_s": 128.0,
+    "server_cpu": 0.5,
+    "server_ns_per_delivery": 250.0,
+    "server_rss_mib": 40.0,
+    "publisher_cpu": 0.1,
+    "subscriber_cpu": 0.5,
+    "busiest_subscriber_cpu": 0.5,
+    "limit": "server",
+}
+"""
+The figures of a burst run, for tables.
+"""
+
+
 class ReportTests(SynchronousTestCase):
     """
     Tests for the text output.
@@ -655,17 +671,7 @@ class ReportTests(SynchronousTestCase):
         Each cell has a row per server and a ratio row; a failed run and a
         subscriber-bound run are called out below the table.
         """
-        figures: dict[str, object] = {
-            "deliveries_per_s": 2e6,
-            "mb_per_s": 128.0,
-            "server_cpu": 0.5,
-            "server_ns_per_delivery": 250.0,
-            "server_rss_mib": 40.0,
-            "publisher_cpu": 0.1,
-            "subscriber_cpu": 0.95,
-            "busiest_subscriber_cpu": 0.95,
-            "limit": "subscribers",
-        }
+        figures = dict(BURST, subscriber_cpu=0.95, busiest_subscriber_cpu=0.95, limit="subscribers")
         redis = dict(figures, deliveries_per_s=1e6, mb_per_s=64.0, limit="server")
         plan = Plan({"burst": ((10, 64),)}, ("streamd", "redis"), 2, Settings())
         results = [
@@ -686,17 +692,7 @@ class ReportTests(SynchronousTestCase):
         streamd's figure over the better peer's, starred where streamd is
         behind, and blank for figures with no better direction.
         """
-        figures: dict[str, object] = {
-            "deliveries_per_s": 2e6,
-            "mb_per_s": 128.0,
-            "server_cpu": 0.5,
-            "server_ns_per_delivery": 250.0,
-            "server_rss_mib": 40.0,
-            "publisher_cpu": 0.1,
-            "subscriber_cpu": 0.5,
-            "busiest_subscriber_cpu": 0.5,
-            "limit": "server",
-        }
+        figures = dict(BURST)
         redis = dict(
             figures, deliveries_per_s=1e6, mb_per_s=64.0, server_ns_per_delivery=500.0, server_rss_mib=10.0
         )
@@ -721,17 +717,7 @@ class ReportTests(SynchronousTestCase):
         Each of streamd's other protocols gets a row of its figures over
         int32's, after the ratio to the peers.
         """
-        figures: dict[str, object] = {
-            "deliveries_per_s": 2e6,
-            "mb_per_s": 128.0,
-            "server_cpu": 0.5,
-            "server_ns_per_delivery": 250.0,
-            "server_rss_mib": 40.0,
-            "publisher_cpu": 0.1,
-            "subscriber_cpu": 0.5,
-            "busiest_subscriber_cpu": 0.5,
-            "limit": "server",
-        }
+        figures = dict(BURST)
         seq = dict(figures, deliveries_per_s=1.8e6, mb_per_s=115.2, server_ns_per_delivery=275.0)
         plan = Plan({"burst": ((10, 64),)}, ("streamd", "streamd seq", "redis"), 1, Settings())
         results = [
