@@ -164,7 +164,7 @@ def burst(server: Server, wire: Wire, k: int, size: int, settings: Settings) -> 
     elapsed = after.time - before.time
     deliveries = after.delivered - before.delivered
     if not deliveries:
-        raise BenchError(f"no message reached a subscriber of {server.name} in {elapsed:.1f} s")
+        raise BenchError(f"no message reached a subscriber of {wire.name} in {elapsed:.1f} s")
     return {
         "deliveries_per_s": deliveries / elapsed,
         "mb_per_s": deliveries * size / elapsed / 1e6,
@@ -203,7 +203,7 @@ def paced(server: Server, wire: Wire, k: int, size: int, rate: int, settings: Se
             latencies.frombytes(child.expect("done", DONE_SECONDS))
     server.checkAlive()
     if not latencies:
-        raise BenchError(f"no message reached a subscriber of {server.name}")
+        raise BenchError(f"no message reached a subscriber of {wire.name} within the window")
     ordered = sorted(latencies)
     elapsed = after.time - before.time
     published = after.published - before.published
