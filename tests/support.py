@@ -92,9 +92,18 @@ def twistd(*argv: str) -> tuple[str, ...]:
     The arguments (after the executable, C{sys.executable}) that run twistd
     with C{argv} from this environment.
     """
-    from streamd.bench.servers import twistdCommand
+    return ("-c", "from twisted.scripts.twistd import run; run()", *argv)
 
-    return tuple(twistdCommand(*argv))[1:]
+
+def printed(pattern: str, text: str) -> float:
+    """
+    The number (thousands separators allowed) that C{pattern}'s one group
+    finds in a program's output C{text}.
+    """
+    found = re.search(pattern, text)
+    if found is None:
+        raise AssertionError(f"no {pattern!r} in {text!r}")
+    return float(found.group(1).replace(",", ""))
 
 
 def takenPort(case: Any, listen: bool = True) -> int:

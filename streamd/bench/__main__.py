@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
             servers += (name,)
             peers[name] = version()
     plan = options.plan(servers)
-    if "idle" in plan.cells:
+    if "idle" in plan.cells or "scrape" in plan.cells:
         wanted = options["idle-clients"] + FILES_MARGIN
         got = raiseFileLimit(wanted)
         if got < wanted:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamd.bench.proc import raiseFileLimit, rssBytes
-from streamd.bench.servers import Server, startRedis, startStreamd, twistdCommand
+from streamd.bench.proc import RssGrowth, raiseFileLimit, rssBytes
+from streamd.bench.servers import Server, logFailures, startRedis, startStreamd, twistdCommand
 
 MiB = 2**20
 _HEADER = struct.Struct(">I")
@@ -138,7 +138,7 @@ class _Reporter:
 
 
 @dataclass
-class BulkResult:
+class BulkResult(RssGrowth):
     """
     What one C{bulk} run saw.
     """
@@ -154,10 +154,6 @@ class BulkResult:
     rssPeak: int = 0
     nonReaderCut: str = ""
     log: list[str] = field(default_factory=list)
-
-    @property
-    def growth(self) -> int:
-        return self.rssPeak - self.rssBefore
 
     def summary(self) -> str:
         return (
@@ -345,7 +341,7 @@ def _redisPublish(payload: bytes) -> bytes:
 
 
 @dataclass
-class StalledResult:
+class StalledResult(RssGrowth):
     """
     One server's memory growth with N subscribers that never read.
     """
@@ -356,10 +352,6 @@ class StalledResult:
     seconds: float = 0.0
     rssBefore: int = 0
     rssPeak: int = 0
-
-    @property
-    def growth(self) -> int:
-        return self.rssPeak - self.rssBefore
 
     def summary(self) -> str:
         return (
@@ -515,6 +507,7 @@ def main(argv: list[str]) -> int:
     bulkParser.add_argument("--readers", type=int, default=1, help="stdlib readers, each in its own process")
     bulkParser.add_argument("--no-client", action="store_true", help="without python -m streamd.client")
     bulkParser.add_argument("--non-reader", action="store_true", help="add a client that never reads")
+    bulkParser.add_argument("--history", type=int, default=None, help="the daemon's --history, in bytes")
     stalledParser = scenarios.add_parser("stalled", help="N subscribers that never read")
     stalledParser.add_argument("--subscribers", type=int, nargs="+", default=[10, 100, 1000])
     stalledParser.add_argument("--compare", choices=["redis"], default=None)
@@ -524,8 +517,10 @@ def main(argv: list[str]) -> int:
     blockParser.add_argument("--seconds", type=float, default=30.0)
     arguments = parser.parse_args(argv)
     if arguments.scenario == "bulk":
-        result = bulk(arguments.lines, arguments.non_reader, (), arguments.readers, not arguments.no_client)
+        history = () if arguments.history is None else ("--history", str(arguments.history))
+        result = bulk(arguments.lines, arguments.non_reader, history, arguments.readers, not arguments.no_client)
         print(result.summary())
+        return logFailures(result.log)
     elif arguments.scenario == "stalled":
         for n in arguments.subscribers:
             servers = ["streamd"]

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from streamd.bench.children import Report, Shared
 from streamd.bench.records import STAMP, Walker
+from streamd.bench.webrecords import SseWalker
 from streamd.bench.wire import Wire
 
 CHUNK = 1 << 20
@@ -200,12 +201,11 @@ def subscriber(
     """
     selector = selectors.DefaultSelector()
     reader = Reader()
-    records = wire.records(maxLength)
     for slot in slots:
         sock = connect(port)
         wire.subscribe(sock)
         sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ, (slot, Walker(records, slot < timed)))
+        selector.register(sock, selectors.EVENT_READ, (slot, wire.walker(maxLength, slot < timed)))
     report("ready", None)
     counts, control = shared.counts, shared.control
     latencies = array("q")
@@ -237,13 +237,16 @@ def subscriber(
     return latencies.tobytes()
 
 
-def _answer(wire: Wire, sock: socket.socket, walker: Walker) -> None:
+def _answer(wire: Wire, sock: socket.socket, walker: Walker | SseWalker) -> None:
     """
-    Answer the control records (NATS PINGs) C{walker} has seen on C{sock}.
+    Answer the control records (NATS, seq or WebSocket pings) C{walker} has
+    seen on C{sock}.
     """
     if walker.controls:
-        sock.sendall(wire.pong * walker.controls)
-        walker.controls = 0
+        reply = b"".join(map(wire.reply, walker.controls))
+        walker.controls.clear()
+        if reply:
+            sock.sendall(reply)
 
 
 class _Opening:
@@ -270,7 +273,6 @@ def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, de
     """
     selector = selectors.DefaultSelector()
     reader = Reader()
-    records = wire.records(1 << 20)
     request = wire.request(subscriber=True)
     socks = []
     try:
@@ -308,7 +310,7 @@ def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, de
                         continue
                     if not received:
                         raise ConnectionError("the server closed an idle connection while it subscribed")
-                    if isinstance(state, Walker):
+                    if not isinstance(state, _Opening):
                         if state.feed(reader.buffer, received):
                             raise ConnectionError(f"{wire.name} sent a message before it was published")
                         _answer(wire, sock, state)
@@ -319,7 +321,7 @@ def holder(report: Report, wire: Wire, port: int, count: int, shared: Shared, de
                     if events & selectors.EVENT_WRITE:
                         selector.modify(sock, selectors.EVENT_READ, state)
                     continue
-                walker = Walker(records, stamped=True)
+                walker = wire.walker(1 << 20, stamped=True)
                 if walker.feed(state.received[used:]):
                     raise ConnectionError(f"{wire.name} sent a message before it was published")
                 _answer(wire, sock, walker)

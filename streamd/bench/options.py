@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from streamd.bench.runner import SCENARIOS, SOAKS, Plan
 from streamd.bench.scenarios import MiB, Settings
+from streamd.bench.wire import PROTOCOLS
 
 PROGRAM = "streamd.bench"
 BURST_K = (1, 10, 100)
@@ -27,7 +28,14 @@ DEFAULTS = Settings()
 _SIZE = re.compile(r"(\d+)\s*(b|k|kib|m|mib)?", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": MiB, "mib": MiB}
 
-QUICK = {"duration": 0.5, "warmup": 0.2, "idle-clients": 1000, "large-sizes": (1 * MiB,)}
+RECONNECTS = 200
+QUICK = {
+    "duration": 0.5,
+    "warmup": 0.2,
+    "idle-clients": 1000,
+    "large-sizes": (1 * MiB,),
+    "reconnects": 20,
+}
 """
 What C{--quick} changes, among the settings left at their defaults.
 """
@@ -81,6 +89,13 @@ def _peer(text: str) -> str:
     return name
 
 
+def _protocol(text: str) -> str:
+    name = text.strip()
+    if name not in PROTOCOLS:
+        raise ValueError(f"--protocols knows {', '.join(PROTOCOLS)}, not {name!r}")
+    return name
+
+
 def _scenario(text: str) -> str:
     name = text.strip()
     if name not in SCENARIOS + SOAKS:
@@ -99,6 +114,8 @@ _warmup = _positive(float, "--warmup")
 _runs = _positive(int, "--runs")
 _rates = _listOf(_positive(int, "--rate"), "--rate")
 _peers = _listOf(_peer, "--compare")
+_protocols = _listOf(_protocol, "--protocols")
+_reconnects = _positive(int, "--reconnects")
 _processes = _positive(int, "--subscriber-processes")
 _clients = _positive(int, "--idle-clients")
 _dripClients = _positive(int, "--drip-clients")
@@ -139,9 +156,17 @@ class BenchOptions(usage.Options):
         ["rate", None, PACED_RATES, "Messages per second of the paced publisher, comma-separated.", _rates],
         ["window", None, DEFAULTS.window, "Bytes a burst publisher may lead a subscriber by.", parseSize],
         ["subscriber-processes", None, None, "Subscriber processes (default: one per CPU).", _processes],
-        ["idle-clients", None, 10_000, "Connections of the idle scenario.", _clients],
+        ["idle-clients", None, 10_000, "Connections of the idle and scrape scenarios.", _clients],
         ["drip-clients", None, 4, "Connections of the drip soak, each sending a byte at a time.", _dripClients],
         ["large-sizes", None, LARGE_SIZES, "Message sizes of the large scenario.", _sizes],
+        [
+            "protocols",
+            "p",
+            ("int32",),
+            f"Subscriber protocols of burst and paced, beside int32: {', '.join(PROTOCOLS)}.",
+            _protocols,
+        ],
+        ["reconnects", None, RECONNECTS, "Reconnects timed by the resume scenario.", _reconnects],
         [
             "compare",
             None,
@@ -177,6 +202,10 @@ class BenchOptions(usage.Options):
                 cells[scenario] = ((self["idle-clients"],),)
             elif scenario == "drip":
                 cells[scenario] = ((self["drip-clients"],),)
+            elif scenario == "scrape":
+                cells[scenario] = ((self["idle-clients"],),)
+            elif scenario == "resume":
+                cells[scenario] = ((self["reconnects"],),)
             else:
                 cells[scenario] = (self["large-sizes"],)
         settings = Settings(
@@ -185,4 +214,5 @@ class BenchOptions(usage.Options):
             window=self["window"],
             subscriberProcesses=self["subscriber-processes"] or 0,
         )
-        return Plan(cells, servers, self["runs"], settings)
+        variants = tuple(PROTOCOLS[p] for p in self["protocols"] if p != "int32")
+        return Plan(cells, servers[:1] + variants + servers[1:], self["runs"], settings)

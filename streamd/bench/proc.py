@@ -136,3 +136,20 @@ def dieWithParent() -> None:
     """
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class RssGrowth:
+    """
+    Mixed into the result of a run that watched a server's memory: what it
+    held before and at the peak.
+    """
+
+    rssBefore: int
+    rssPeak: int
+
+    @property
+    def growth(self) -> int:
+        """
+        Peak resident memory during the run above resident memory before it.
+        """
+        return self.rssPeak - self.rssBefore

@@ -14,12 +14,15 @@ from __future__ import annotations
 from struct import Struct
 from typing import Protocol
 
+from streamd.seqframing import MSG_OVERHEAD, FrameType
+
 STAMP = Struct(">Q")
 """
 The publish time (C{time.monotonic_ns()}) in the first 8 bytes of a payload.
 """
 
 _INT32 = Struct(">I")
+_SEQ = Struct(">Q")
 
 Chunk = bytes | bytearray
 """
@@ -51,6 +54,13 @@ class RecordFormat(Protocol):
         @raise ValueError: if the bytes cannot start a record.
         """
 
+    def sameRun(self, data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
+        """
+        Whether the C{count} records of C{length} bytes from C{pos}, the
+        first of which has a C{head}-byte head, are all messages like the
+        first, so that a L{Walker} may count them without parsing each one.
+        """
+
 
 class Int32Records:
     """
@@ -69,6 +79,52 @@ class Int32Records:
         if length > self.maxLength:
             raise ValueError(f"a {length}-byte frame, over the {self.maxLength}-byte limit")
         return 4, length
+
+    def sameRun(self, data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
+        return _sameHeads(data, pos, head, length, count)
+
+
+class SeqRecords:
+    """
+    The frames of a C{seq} listener: int32 frames whose payload starts with
+    a type byte.  A MSG frame is a message (its head: length, type and
+    sequence number); a HELLO, GAP, PING or a frame of an unknown type is a
+    control record; a BYE is an error.
+    """
+
+    maxHead = 64
+    _fixed = 5
+
+    def __init__(self, maxLength: int) -> None:
+        self.maxLength = maxLength + MSG_OVERHEAD
+
+    def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
+        if end - pos < self._fixed:
+            return None
+        length: int = _INT32.unpack_from(data, pos)[0]
+        if not length or length > self.maxLength:
+            raise ValueError(f"a {length}-byte seq frame, over the {self.maxLength}-byte limit or empty")
+        kind = data[pos + 4]
+        if kind == FrameType.MSG:
+            if length < MSG_OVERHEAD:
+                raise ValueError(f"a {length}-byte MSG frame is too short")
+            return 4 + MSG_OVERHEAD, length - MSG_OVERHEAD
+        if kind == FrameType.BYE:
+            raise ValueError(f"the server said BYE: {bytes(data[pos + 5 : min(end, pos + 4 + length)])!r}")
+        if 4 + length > self.maxHead:
+            raise ValueError(f"a {length}-byte control frame of type {kind}, longer than expected")
+        return (4 + length, CONTROL) if end - pos >= 4 + length else None
+
+    def sameRun(self, data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
+        """
+        Whether the run's frames have the same length and type as the first
+        and their sequence numbers follow on from its own.
+        """
+        if not _sameHeads(data, pos, self._fixed, length, count):
+            return False
+        first: int = _SEQ.unpack_from(data, pos + self._fixed)[0]
+        last: int = _SEQ.unpack_from(data, pos + (count - 1) * length + self._fixed)[0]
+        return last - first == count - 1
 
 
 class _PrefixedMessages:
@@ -98,6 +154,9 @@ class _PrefixedMessages:
                 raise ValueError(f"bad length {data[digits : pos + self.maxHead]!r}")
             return None
         return crlf + 2 - pos, int(data[digits:crlf]) + 2
+
+    def sameRun(self, data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
+        return _sameHeads(data, pos, head, length, count)
 
 
 class RespMessages(_PrefixedMessages):
@@ -157,8 +216,8 @@ class Walker:
     is split.
 
     @ivar records: records completed so far.
-    @ivar controls: control records completed since the caller last reset
-        this count (they are not among L{records}).
+    @ivar controls: the control records completed since the caller last
+        cleared this list, whole (they are not among L{records}).
     @ivar stamps: when C{stamped}, the L{STAMP} of each record completed
         since the caller last cleared this list.
     """
@@ -167,7 +226,7 @@ class Walker:
         self.layout = layout
         self.stamped = stamped
         self.records = 0
-        self.controls = 0
+        self.controls: list[bytes] = []
         self.stamps: list[int] = []
         self._need = layout.maxHead + (STAMP.size if stamped else 0)
         self._carry = b""
@@ -204,7 +263,7 @@ class Walker:
             if pos > end:
                 self._skip, self._skippedStamp = pos - end, found[2]
                 return self.records - before
-            self._complete(found[2])
+            self._complete(found[2], joined[: found[1]])
         self._walk(data, pos, end)
         return self.records - before
 
@@ -222,12 +281,12 @@ class Walker:
                 return
             run = (end - pos) // length
             if fast and run > 1 and stamp != CONTROL:
-                if data.startswith(data[pos:stop] * run, pos) or _sameHeads(data, pos, head, length, run):
+                if data.startswith(data[pos:stop] * run, pos) or self.layout.sameRun(data, pos, head, length, run):
                     self.records += run
                     pos += run * length
                     continue
                 fast = False
-            self._complete(stamp)
+            self._complete(stamp, data[pos:stop] if stamp == CONTROL else b"")
             pos = stop
 
     def _head(self, data: Chunk, pos: int, end: int) -> tuple[int, int, int | None] | None:
@@ -248,9 +307,9 @@ class Walker:
             stamp = STAMP.unpack_from(data, pos + head)[0]
         return head, head + body, stamp
 
-    def _complete(self, stamp: int | None) -> None:
+    def _complete(self, stamp: int | None, record: Chunk = b"") -> None:
         if stamp == CONTROL:
-            self.controls += 1
+            self.controls.append(bytes(record))
             return
         self.records += 1
         if stamp is not None:

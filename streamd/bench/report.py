@@ -11,10 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from streamd.bench import reconnect
 from streamd.bench.figures import BUSY, STOLEN
+from streamd.bench.metrics import SCRAPES
 from streamd.bench.runner import WINDOWS_PENDING, Plan, Result, pendingLimits
 from streamd.bench.scenarios import TIMED_CONNECTIONS, Figures, MiB
 from streamd.bench.servers import BACKLOG, NATS_DEFAULT_PAYLOAD, REDIS_SETTINGS, natsSettings
+from streamd.bench.wire import STREAMD
 
 
 def sizeName(size: int) -> str:
@@ -148,6 +151,17 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("rss_left_mib", "RSS left MiB", fixed(1)),
         Column("rss_per_byte", "RSS/byte sent", fixed(1)),
     ),
+    "resume": (
+        Column("resume_p50_ms", "p50 ms", fixed(2), LOWER),
+        Column("resume_p99_ms", "p99 ms", fixed(2), LOWER),
+        Column("resume_max_ms", "max ms", fixed(2), LOWER),
+    ),
+    "scrape": (
+        Column("scrape_ms_empty", "0 conn ms", fixed(2), LOWER),
+        Column("scrape_ms", "idle conn ms", fixed(2), LOWER),
+        Column("scrape_max_ms", "max ms", fixed(2), LOWER),
+        Column("scrape_growth", "growth", lambda value: f"{value:.1f}x", LOWER),
+    ),
     "large": (
         Column("ms", "ms", fixed(1), LOWER),
         Column("mb_per_s", "MB/s", quantity, HIGHER),
@@ -161,6 +175,8 @@ _CELLS = {
     "idle": ("clients",),
     "drip": ("clients",),
     "large": ("size",),
+    "resume": ("reconnects",),
+    "scrape": ("clients",),
 }
 _LIMITED = ("burst", "paced")
 
@@ -173,7 +189,7 @@ def cellNames(scenario: str, cell: tuple[int, ...]) -> list[str]:
         return [f"K={cell[0]}", sizeName(cell[1])]
     if scenario == "paced":
         return [f"K={cell[0]}", sizeName(cell[1]), f"{cell[2]:,}/s"]
-    if scenario in ("idle", "drip"):
+    if scenario in ("idle", "drip", "resume", "scrape"):
         return [f"{cell[0]:,}"]
     return [sizeName(cell[0])]
 
@@ -236,6 +252,25 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
         lines.append(
             f"drip: each client sends a 1 MiB message a byte per TCP segment (TCP_NODELAY), for {s.duration:g} s "
             "or until one byte is left; server RSS before, while they hold it, and after they leave"
+        )
+    variants = [name for name in plan.servers if _isStreamd(name) and name != STREAMD.name]
+    if variants and ("burst" in plan.cells or "paced" in plan.cells):
+        lines.append(
+            f"{', '.join(variants)}: streamd with subscribers on its "
+            f"{'/'.join(name.split()[-1] for name in variants)} listener(s) (seq: HELLO then MSG frames; ws: "
+            "/ws, the handshake, then frames parsed; sse: /events over chunked HTTP/1.1, events parsed), "
+            "the publisher on int32; X/int32 = its figure over int32's in the same run"
+        )
+    if "resume" in plan.cells:
+        lines.append(
+            f"resume: a seq subscriber that has message N disconnects for {reconnect.AWAY_SECONDS * 1e3:g} ms "
+            f"while {reconnect.RATE:,} msg/s of {reconnect.SIZE} B go on, reconnects with RESUME(epoch, N): "
+            "time from connect() to receiving message N+1"
+        )
+    if "scrape" in plan.cells:
+        lines.append(
+            f"scrape: one GET /metrics (--http), parsed; median of {SCRAPES} with no client, then with the "
+            "idle scenario's storm of clients connected; growth = the second over the first"
         )
     if "large" in plan.cells:
         lines.append(
@@ -308,15 +343,28 @@ def tables(plan: Plan, results: Sequence[Result]) -> str:
                     )
                 rows.append(row)
                 names = blank
-            ours = medians.get("streamd")
-            theirs = [figures for name, figures in medians.items() if name != "streamd" and figures]
+            ours = medians.get(STREAMD.name)
+            theirs = [figures for name, figures in medians.items() if not _isStreamd(name) and figures]
             if ours and theirs:
                 rows.append([*names, "ratio", *(_ratio(c, ours, theirs) for c in columns)])
+                names = blank
+            for name, figures in medians.items():
+                if ours and figures and name != STREAMD.name and _isStreamd(name):
+                    label = f"{name.split()[-1]}/int32"
+                    rows.append([*names, label, *(_ratio(c, figures, [ours]) for c in columns)])
+                    names = blank
         out.append(table(rows, left=len(_CELLS[scenario]) + 1))
     note = _stealNote(results)
     if note:
         notes.append(note)
     return "\n\n".join(out + (["\n".join(notes)] if notes else []))
+
+
+def _isStreamd(name: str) -> bool:
+    """
+    Whether C{name} is streamd, with any of its subscriber protocols.
+    """
+    return name.split()[0] == STREAMD.name
 
 
 def _ratio(column: Column, mine: Figures, theirs: Sequence[Figures]) -> str:
@@ -398,6 +446,8 @@ _HEADLINES = {
     "idle": ("kib_per_connection", "KiB per connection", fixed(2)),
     "drip": ("rss_per_byte", "bytes of RSS per byte sent", fixed(1)),
     "large": ("ms", "ms", fixed(1)),
+    "resume": ("resume_p50_ms", "ms to the first resumed message (p50)", fixed(2)),
+    "scrape": ("scrape_ms", "ms per /metrics scrape", fixed(2)),
 }
 
 

@@ -10,15 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamd.bench import scenarios
+from streamd.bench import reconnect, scenarios
 from streamd.bench.figures import medianRun
 from streamd.bench.proc import cores, stolenSeconds
 from streamd.bench.scenarios import Figures, MiB, Settings
 from streamd.bench.servers import BenchError, Server, startNats, startRedis, startStreamd
-from streamd.bench.wire import WIRES
+from streamd.bench.wire import STREAMD, WIRES, Wire
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 
-SCENARIOS = ("burst", "paced", "idle", "large")
+SCENARIOS = ("burst", "paced", "idle", "large", "resume", "scrape")
+PROTOCOL_SCENARIOS = ("burst", "paced")
+"""
+The scenarios run with every subscriber protocol of the plan; the others
+with streamd's int32 (and its peers), but C{resume}, with C{seq} only, and
+C{scrape}, with int32 only, which run on streamd alone.
+"""
 SOAKS = ("drip",)
 """
 Scenarios run only when asked for by name: they measure memory under
@@ -39,9 +45,12 @@ class Plan:
     What to measure.
 
     @ivar cells: per scenario, the cells to run: C{(k, size)} for burst,
-        C{(k, size, rate)} for paced, C{(clients,)} for idle and drip, and
-        the message sizes for large (all sent in one run).
-    @ivar servers: streamd first, then the peers it is compared with.
+        C{(k, size, rate)} for paced, C{(clients,)} for idle, drip and
+        scrape, C{(trials,)} for resume, and the message sizes for large
+        (all sent in one run).
+    @ivar servers: streamd (its int32 subscribers) first, then streamd with
+        subscribers of its other protocols (C{"streamd seq"}, ...), then the
+        peers it is compared with.
     """
 
     cells: dict[str, tuple[tuple[int, ...], ...]]
@@ -105,24 +114,39 @@ def serverNeeds(plan: Plan, scenario: str, cell: tuple[int, ...]) -> tuple[int, 
     """
     if scenario in ("burst", "paced"):
         return cell[1], WINDOWS_PENDING * plan.settings.window, DEFAULT_CLIENTS
-    if scenario in ("idle", "drip"):
+    if scenario in ("idle", "drip", "scrape"):
         return DEFAULT_MAX_MESSAGE_SIZE, 0, cell[0]
+    if scenario == "resume":
+        return DEFAULT_MAX_MESSAGE_SIZE, 0, DEFAULT_CLIENTS
     return max(cell), 2 * max(cell), DEFAULT_CLIENTS
 
 
-def _start(name: str, workdir: Path, needs: tuple[int, int, int]) -> Server:
+def serversFor(plan: Plan, scenario: str) -> tuple[str, ...]:
+    """
+    The servers of the plan that run C{scenario}.
+    """
+    if scenario == "resume":
+        return ("streamd seq",)
+    if scenario == "scrape":
+        return (STREAMD.name,)
+    if scenario in PROTOCOL_SCENARIOS:
+        return plan.servers
+    return tuple(name for name in plan.servers if name == STREAMD.name or not name.startswith(STREAMD.name))
+
+
+def _start(name: str, scenario: str, workdir: Path, needs: tuple[int, int, int]) -> Server:
     maxMessage, pending, clients = needs
     if name == "redis":
         return startRedis(workdir, max(clients + CLIENTS_MARGIN, DEFAULT_CLIENTS))
     if name == "nats":
         return startNats(workdir, max(clients + CLIENTS_MARGIN, DEFAULT_CLIENTS), maxMessage, pending)
-    return startStreamd(workdir, streamdOptions(maxMessage, pending, clients))
+    listeners = [WIRES[name].listener, "http" if scenario == "scrape" else "main"]
+    return startStreamd(workdir, streamdOptions(maxMessage, pending, clients), listeners=listeners)
 
 
 def _measure(
-    scenario: str, server: Server, cell: tuple[int, ...], settings: Settings
+    scenario: str, server: Server, wire: Wire, cell: tuple[int, ...], settings: Settings
 ) -> dict[tuple[int, ...], Figures]:
-    wire = WIRES[server.name]
     if scenario == "burst":
         return {cell: scenarios.burst(server, wire, cell[0], cell[1], settings)}
     if scenario == "paced":
@@ -131,6 +155,10 @@ def _measure(
         return {cell: scenarios.idle(server, wire, cell[0], settings)}
     if scenario == "drip":
         return {cell: scenarios.drip(server, wire, cell[0], settings)}
+    if scenario == "scrape":
+        return {cell: scenarios.scrape(server, wire, cell[0], settings)}
+    if scenario == "resume":
+        return {cell: reconnect.resume(server, wire, cell[0], settings)}
     return {(size,): figures for size, figures in scenarios.large(server, wire, cell, settings).items()}
 
 
@@ -164,15 +192,16 @@ def run(plan: Plan, workdir: Path, progress: Callable[[Result, int, str | None],
         for cell in cells:
             rows = [cell] if scenario != "large" else [(size,) for size in cell]
             for number in range(1, plan.runs + 1):
-                for name in plan.servers if number % 2 else plan.servers[::-1]:
+                servers = serversFor(plan, scenario)
+                for name in servers if number % 2 else servers[::-1]:
                     mine = [
                         results.setdefault((scenario, row, name), Result(scenario, row, name)) for row in rows
                     ]
                     try:
-                        server = _start(name, workdir, serverNeeds(plan, scenario, cell))
+                        server = _start(name, scenario, workdir, serverNeeds(plan, scenario, cell))
                         try:
                             stolen = _Steal()
-                            measured = _measure(scenario, server, cell, plan.settings)
+                            measured = _measure(scenario, server, WIRES[name], cell, plan.settings)
                             for figures in measured.values():
                                 figures["stolen"] = stolen.share()
                         finally:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from streamd.bench.children import Child, Children, Shared
 from streamd.bench.figures import bottleneck, percentile
 from streamd.bench.load import burstPublisher, connect, holder, pacedPublisher, singlesPublisher, subscriber
+from streamd.bench.metrics import scrapeSeconds
 from streamd.bench.proc import cores, cpuSeconds, openFiles
 from streamd.bench.records import STAMP
 from streamd.bench.servers import BenchError, Server
@@ -123,7 +125,7 @@ def _subscribers(
             f"subscriber process {i + 1}",
             subscriber,
             wire,
-            server.port,
+            server.ports[wire.listener],
             range(i, k, count),
             maxLength,
             timed,
@@ -134,7 +136,7 @@ def _subscribers(
     ]
     for child in started:
         child.expect("ready", SETUP_SECONDS)
-    server.waitClients(k, SETUP_SECONDS)
+    server.waitClients(k, SETUP_SECONDS, wire.listener)
     return started
 
 
@@ -147,7 +149,7 @@ def burst(server: Server, wire: Wire, k: int, size: int, settings: Settings) -> 
     with Children(shared) as children:
         subscribers = _subscribers(children, server, wire, k, size, 0, settings.subscriberProcesses, deadline)
         publisher = children.start(
-            "publisher", burstPublisher, wire, server.port, size, settings.window, shared, deadline
+            "publisher", burstPublisher, wire.publisher, server.port, size, settings.window, shared, deadline
         )
         publisher.expect("ready", SETUP_SECONDS)
         time.sleep(settings.warmup)
@@ -162,7 +164,7 @@ def burst(server: Server, wire: Wire, k: int, size: int, settings: Settings) -> 
     elapsed = after.time - before.time
     deliveries = after.delivered - before.delivered
     if not deliveries:
-        raise BenchError(f"no message reached a subscriber of {server.name} in {elapsed:.1f} s")
+        raise BenchError(f"no message reached a subscriber of {wire.name} in {elapsed:.1f} s")
     return {
         "deliveries_per_s": deliveries / elapsed,
         "mb_per_s": deliveries * size / elapsed / 1e6,
@@ -183,7 +185,7 @@ def paced(server: Server, wire: Wire, k: int, size: int, rate: int, settings: Se
             children, server, wire, k, size, TIMED_CONNECTIONS, settings.subscriberProcesses, deadline
         )
         publisher = children.start(
-            "publisher", pacedPublisher, wire, server.port, size, rate, shared, deadline
+            "publisher", pacedPublisher, wire.publisher, server.port, size, rate, shared, deadline
         )
         publisher.expect("ready", SETUP_SECONDS)
         time.sleep(settings.warmup)
@@ -201,7 +203,7 @@ def paced(server: Server, wire: Wire, k: int, size: int, rate: int, settings: Se
             latencies.frombytes(child.expect("done", DONE_SECONDS))
     server.checkAlive()
     if not latencies:
-        raise BenchError(f"no message reached a subscriber of {server.name}")
+        raise BenchError(f"no message reached a subscriber of {wire.name} within the window")
     ordered = sorted(latencies)
     elapsed = after.time - before.time
     published = after.published - before.published
@@ -218,16 +220,40 @@ def paced(server: Server, wire: Wire, k: int, size: int, rate: int, settings: Se
     }
 
 
-def idle(server: Server, wire: Wire, clients: int, settings: Settings) -> Figures:
+@dataclass
+class _Storm:
     """
-    How fast the server accepts C{clients} connections that all connect at
-    once (as after a restart or a network blip), each subscribing as soon as
-    it is connected; its memory per idle connection; and how long one
-    message takes to reach all of them.
+    Idle connections held open by the children L{storm} started.
+
+    @ivar accepted: seconds until the server had accepted them all.
+    @ivar subscribed: seconds until every subscription was answered.
+    @ivar missed: once they are closed, how many received nothing.
+    """
+
+    holders: list[Child]
+    accepted: float
+    subscribed: float
+    missed: int = 0
+    heard: bool = False
+
+    def broadcastLatencies(self) -> list[int]:
+        """
+        Once a message is published, the time it took to reach each
+        connection, in nanoseconds, in order.
+        """
+        self.heard = True
+        return sorted(latency for child in self.holders for latency in child.expect("received", BROADCAST_SECONDS))
+
+
+@contextmanager
+def storm(server: Server, wire: Wire, clients: int, settings: Settings) -> Iterator[_Storm]:
+    """
+    C{clients} connections that all connect at once (as after a restart or
+    a network blip), each subscribing as soon as it is connected, held open
+    until the block ends.
     """
     shared = Shared(0)
     deadline = time.monotonic() + 2 * IDLE_SETUP_SECONDS + BROADCAST_SECONDS
-    before = server.rss()
     with Children(shared) as children:
         count = min(settings.idleProcesses, clients)
         holders = [
@@ -252,30 +278,61 @@ def idle(server: Server, wire: Wire, clients: int, settings: Settings) -> Figure
         )
         for child in holders:
             child.expect("ready", IDLE_SETUP_SECONDS)
-        subscribed = time.monotonic() - start
+        held = _Storm(holders, accepted, time.monotonic() - start)
+        yield held
+        children.stop()
+        if not held.heard:
+            for child in holders:
+                child.expect("received", DONE_SECONDS)
+        held.missed = sum(child.expect("done", DONE_SECONDS) for child in holders)
+
+
+def idle(server: Server, wire: Wire, clients: int, settings: Settings) -> Figures:
+    """
+    How fast the server accepts a L{storm} of C{clients} connections; its
+    memory per idle connection; and how long one message takes to reach
+    all of them.
+    """
+    before = server.rss()
+    with storm(server, wire, clients, settings) as held:
         time.sleep(LATE_SECONDS)
         after = server.rss()
         with connect(server.port) as sock:
             wire.open(sock, subscriber=False)
             server.waitClients(clients + 1, SETUP_SECONDS)
             sock.sendall(wire.message(STAMP.pack(time.monotonic_ns()) + bytes(56)))
-            latencies = sorted(
-                latency for child in holders for latency in child.expect("received", BROADCAST_SECONDS)
-            )
-        children.stop()
-        missed = sum(child.expect("done", DONE_SECONDS) for child in holders)
+            latencies = held.broadcastLatencies()
     server.checkAlive()
-    if missed:
-        raise BenchError(f"{missed} of {clients} idle connections missed the broadcast of {server.name}")
+    if held.missed:
+        raise BenchError(f"{held.missed} of {clients} idle connections missed the broadcast of {server.name}")
     return {
-        "accept_s": accepted,
-        "accepts_per_s": clients / accepted,
-        "subscribed_s": subscribed,
+        "accept_s": held.accepted,
+        "accepts_per_s": clients / held.accepted,
+        "subscribed_s": held.subscribed,
         "rss_before_mib": before / MiB,
         "rss_after_mib": after / MiB,
         "kib_per_connection": (after - before) / clients / 1024,
         "broadcast_p50_ms": percentile(latencies, 50) / 1e6,
         "broadcast_ms": latencies[-1] / 1e6,
+    }
+
+
+def scrape(server: Server, wire: Wire, clients: int, settings: Settings) -> Figures:
+    """
+    The time of one C{/metrics} scrape (the median of L{SCRAPES}) with no
+    client connected, then with a L{storm} of C{clients} idle ones.
+    """
+    port = server.ports["http"]
+    empty = scrapeSeconds(port, 0)
+    with storm(server, wire, clients, settings):
+        time.sleep(LATE_SECONDS)
+        full = scrapeSeconds(port, clients)
+    server.checkAlive()
+    return {
+        "scrape_ms_empty": empty[0] * 1e3,
+        "scrape_ms": full[0] * 1e3,
+        "scrape_max_ms": full[1] * 1e3,
+        "scrape_growth": full[0] / empty[0],
     }
 
 
@@ -325,7 +382,9 @@ def large(server: Server, wire: Wire, sizes: Sequence[int], settings: Settings) 
     deadline = time.monotonic() + SETUP_SECONDS + LARGE_SECONDS * len(sizes)
     with Children(shared) as children:
         (receiver,) = _subscribers(children, server, wire, 1, max(sizes), 1, 1, deadline)
-        publisher = children.start("publisher", singlesPublisher, wire, server.port, sizes, shared, deadline)
+        publisher = children.start(
+            "publisher", singlesPublisher, wire.publisher, server.port, sizes, shared, deadline
+        )
         publisher.expect("ready", SETUP_SECONDS)
         publisher.expect("done", LARGE_SECONDS * len(sizes))
         children.stop()

@@ -49,14 +49,22 @@ class BenchError(Exception):
 class Server:
     """
     A running server process, logging to a file.
+
+    @ivar port: where publishers connect (and subscribers, but for streamd's
+        other listeners).
+    @ivar ports: the port of each listener: C{"main"} (L{port}), and
+        streamd's C{"seq"} or C{"http"} when it has them.
     """
 
-    def __init__(self, name: str, process: subprocess.Popen[bytes], log: Path, port: int) -> None:
+    def __init__(
+        self, name: str, process: subprocess.Popen[bytes], log: Path, port: int, **others: int
+    ) -> None:
         self.name = name
         self.process = process
         self.pid = process.pid
         self.log = log
         self.port = port
+        self.ports = {"main": port, **others}
 
     def rss(self) -> int:
         """
@@ -64,14 +72,15 @@ class Server:
         """
         return rssBytes(self.pid)
 
-    def waitClients(self, count: int, timeout: float) -> None:
+    def waitClients(self, count: int, timeout: float, listener: str = "main") -> None:
         """
-        Return once it has accepted C{count} client connections.
+        Return once it has accepted C{count} client connections on
+        C{listener}.
 
         @raise BenchError: after C{timeout} seconds, or if it exits.
         """
         deadline = time.monotonic() + timeout
-        while (accepted := connectionCount(self.pid, self.port)) < count:
+        while (accepted := connectionCount(self.pid, self.ports[listener])) < count:
             self.checkAlive()
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name} accepted {accepted} of {count} connections in {timeout:g} s")
@@ -133,6 +142,20 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def logFailures(lines: Sequence[str]) -> int:
+    """
+    Print the first of a daemon's log C{lines} that tells of an error (a
+    traceback, an unhandled error), if any.
+
+    @return: an exit status: 1 if there was one.
+    """
+    for line in lines:
+        if "Traceback" in line or "Unhandled" in line:
+            print(f"the daemon's log has an error: {line}")
+            return 1
+    return 0
+
+
 def _tail(log: Path) -> str:
     lines = log.read_bytes().decode("utf-8", "replace").strip().splitlines()
     return lines[-1] if lines else "(no output)"
@@ -150,37 +173,84 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def startStreamd(workdir: Path, options: list[str], twistdOptions: Sequence[str] = ()) -> Server:
+LISTENERS = {
+    "seq": ("--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}:framing=seq"),
+    "http": ("--http", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}"),
+}
+"""
+The other listeners a streamd under test may have, besides its int32 one.
+"""
+
+
+def startStreamd(
+    workdir: Path, options: list[str], twistdOptions: Sequence[str] = (), listeners: Sequence[str] = ()
+) -> Server:
     """
     A streamd daemon on a free loopback port, with no source and the given
-    extra twistd plugin C{options} (and twistd's own C{twistdOptions}).
+    extra twistd plugin C{options} (and twistd's own C{twistdOptions}),
+    and C{listeners} (of L{LISTENERS}) on free ports too.
     """
     log = workdir / "streamd.log"
     argv = twistdCommand("-n", "--pidfile=", *twistdOptions, "streamd")
     argv += ["--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}", "--source", "none"]
     argv += ["--stats-interval", "0"]
-    return _listening("streamd", _spawn(argv + options, log), log, _LISTENING)
+    ordered = [name for name in LISTENERS if name in listeners]
+    for name in ordered:
+        argv += LISTENERS[name]
+    return _listening("streamd", _spawn(argv + options, log), log, _LISTENING, ordered)
 
 
-def _listening(name: str, process: subprocess.Popen[bytes], log: Path, said: re.Pattern[bytes]) -> Server:
+def _listening(
+    name: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    said: re.Pattern[bytes],
+    others: Sequence[str] = (),
+) -> Server:
     """
     The server C{process} once its C{log} says, in C{said}'s one group,
-    which port it listens on.
+    which port it listens on, and then which port each of its C{others}
+    listeners does.
+    """
+    def ready() -> Server | None:
+        found = [int(port) for port in said.findall(log.read_bytes())]
+        if len(found) <= len(others):
+            return None
+        return Server(name, process, log, found[0], **dict(zip(others, found[1:], strict=False)))
+
+    return _started(name, process, log, ready, "say where it listens")
+
+
+def _started(
+    name: str, process: subprocess.Popen[bytes], log: Path, ready: Callable[[], Server | None], what: str
+) -> Server:
+    """
+    The server C{process} once C{ready} makes it; stopped if it exits or
+    fails to C{what} within L{STARTUP_SECONDS}.
     """
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            found = said.search(log.read_bytes())
-            if found:
-                return Server(name, process, log, int(found.group(1)))
+        while (server := ready()) is None:
             if process.poll() is not None:
                 raise BenchError(f"{name} did not start: {_tail(log)}")
             if time.monotonic() > deadline:
-                raise BenchError(f"{name} did not say where it listens within {STARTUP_SECONDS:g} s")
+                raise BenchError(f"{name} did not {what} within {STARTUP_SECONDS:g} s")
             time.sleep(0.02)
+        return server
     except BaseException:
         _stop(process)
         raise
+
+
+def _version(path: str | None, pattern: str) -> str:
+    """
+    What C{path --version} says, shortened to C{pattern}'s one group.
+    """
+    if path is None:
+        return "not installed"
+    out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout.decode()
+    found = re.search(pattern, out)
+    return found.group(1) if found else out.strip()
 
 
 def redisServer() -> str | None:
@@ -194,12 +264,7 @@ def redisVersion() -> str:
     """
     What C{redis-server --version} says, shortened to the version.
     """
-    path = redisServer()
-    if path is None:
-        return "not installed"
-    out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout.decode()
-    found = re.search(r"v=(\S+)", out)
-    return found.group(1) if found else out.strip()
+    return _version(redisServer(), r"v=(\S+)")
 
 
 REDIS_SETTINGS = ["--save", "", "--appendonly", "no", "--client-output-buffer-limit", "pubsub 0 0 0"]
@@ -222,18 +287,11 @@ def startRedis(workdir: Path, maxClients: int) -> Server:
     argv = [path, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no", "--logfile", ""]
     argv += ["--maxclients", str(maxClients), "--tcp-backlog", str(BACKLOG), *REDIS_SETTINGS]
     process = _spawn(argv, log)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not _answersPing(port):
-            if process.poll() is not None:
-                raise BenchError(f"redis-server did not start: {_tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"redis-server did not answer PING within {STARTUP_SECONDS:g} s")
-            time.sleep(0.02)
-        return Server("redis", process, log, port)
-    except BaseException:
-        _stop(process)
-        raise
+
+    def ready() -> Server | None:
+        return Server("redis", process, log, port) if _answersPing(port) else None
+
+    return _started("redis-server", process, log, ready, "answer PING")
 
 
 def natsServer() -> str | None:
@@ -251,12 +309,7 @@ def natsVersion() -> str:
     """
     What C{nats-server --version} says, shortened to the version.
     """
-    path = natsServer()
-    if path is None:
-        return "not installed"
-    out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout.decode()
-    found = re.search(r"v(\d\S*)", out)
-    return found.group(1) if found else out.strip()
+    return _version(natsServer(), r"v(\d\S*)")
 
 
 NATS_MAX_PAYLOAD = 64 * 1024 * 1024

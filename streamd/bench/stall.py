@@ -21,7 +21,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from streamd.bench.servers import twistdCommand
+from streamd.bench.proc import RssGrowth
+from streamd.bench.servers import logFailures, twistdCommand
 
 MAGIC = b"SEQ!"
 _HEADER = struct.Struct(">I")
@@ -29,7 +30,7 @@ _SEQUENCE = struct.Struct(">Q")
 
 
 @dataclass
-class StallResult:
+class StallResult(RssGrowth):
     """
     What one run of the scenario saw.
     """
@@ -45,13 +46,6 @@ class StallResult:
     garbageConnections: int = 0
     readerError: str = ""
     log: list[str] = field(default_factory=list)
-
-    @property
-    def growth(self) -> int:
-        """
-        Peak resident memory during the run above resident memory before it.
-        """
-        return self.rssPeak - self.rssBefore
 
     def summary(self) -> str:
         cut = (
@@ -279,11 +273,16 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """
+    The scenario; returns the exit status: 1 if the daemon logged an error.
+    """
     megabytes = parseArguments(sys.argv[1:] if argv is None else argv).megabytes
     print(f"stalled-client scenario: {megabytes} MB published flat out, default limits")
-    print(run(megabytes * 2**20).summary())
+    result = run(megabytes * 2**20)
+    print(result.summary())
+    return logFailures(result.log)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

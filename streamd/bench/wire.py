@@ -5,10 +5,33 @@ publish a message, how to subscribe, and what a subscriber receives.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
 import socket
 from struct import Struct
 
-from streamd.bench.records import Chunk, Int32Records, NatsMessages, RecordFormat, RespMessages
+from streamd.bench.records import (
+    Chunk,
+    Int32Records,
+    NatsMessages,
+    RecordFormat,
+    RespMessages,
+    SeqRecords,
+    Walker,
+)
+from streamd.bench.webrecords import SseWalker, WebSocketFrames, pong
+from streamd.seqframing import (
+    VERSION,
+    ClientHello,
+    FrameType,
+    Pong,
+    ServerHello,
+    Start,
+    decodeServerFrame,
+    framed,
+)
 
 CHANNEL = b"bench"
 """
@@ -28,9 +51,19 @@ class Wire:
     subscribe, publishers whatever the server wants before a publish.
 
     @ivar name: the server's name in reports.
+    @ivar listener: which of the server's listeners subscribers connect to:
+        C{"main"}, or streamd's C{"seq"} or C{"http"}.
     """
 
     name: str
+    listener = "main"
+
+    @property
+    def publisher(self) -> Wire:
+        """
+        The wire publishers speak, on the server's main listener.
+        """
+        return self
 
     def records(self, maxLength: int) -> RecordFormat:
         """
@@ -38,11 +71,19 @@ class Wire:
         """
         raise NotImplementedError
 
+    def walker(self, maxLength: int, stamped: bool) -> Walker | SseWalker:
+        """
+        What counts (and, if C{stamped}, times) a subscriber's messages.
+        """
+        return Walker(self.records(maxLength), stamped)
+
     trailer = b""
-    pong = b""
-    """
-    A subscriber's answer to each control record it receives.
-    """
+
+    def reply(self, control: bytes) -> bytes:
+        """
+        A subscriber's answer to the C{control} record it received.
+        """
+        return b""
 
     def header(self, size: int) -> bytes:
         """
@@ -159,7 +200,6 @@ class NatsWire(Wire):
 
     name = "nats"
     trailer = b"\r\n"
-    pong = b"PONG\r\n"
     _connect = b'CONNECT {"verbose":false,"pedantic":false}\r\n'
 
     def records(self, maxLength: int) -> RecordFormat:
@@ -186,6 +226,9 @@ class NatsWire(Wire):
             raise ConnectionError(f"nats answered with {rest[:80]!r} instead of PONG")
         return info + 2 + 6 if len(rest) >= 6 else None
 
+    def reply(self, control: bytes) -> bytes:
+        return b"PONG\r\n"
+
     def replies(self, sock: socket.socket, received: Chunk) -> None:
         data = bytes(received)
         error = data.find(b"-ERR")
@@ -195,4 +238,175 @@ class NatsWire(Wire):
             sock.sendall(b"PONG\r\n")
 
 
-WIRES: dict[str, Wire] = {w.name: w for w in (StreamdWire(), RedisWire(), NatsWire())}
+STREAMD = StreamdWire()
+
+
+class _StreamdVariant(Wire):
+    """
+    Subscribers on another of streamd's listeners; publishers speak int32
+    on the main one.
+    """
+
+    @property
+    def publisher(self) -> Wire:
+        return STREAMD
+
+
+class SeqWire(_StreamdVariant):
+    """
+    streamd's C{seq} listener: a subscriber's HELLO asks for the stream
+    from the next message, the server's HELLO answers, then MSG frames; a
+    PING is answered with a PONG.
+    """
+
+    name = "streamd seq"
+    listener = "seq"
+
+    def records(self, maxLength: int) -> RecordFormat:
+        return SeqRecords(maxLength)
+
+    def request(self, subscriber: bool) -> bytes:
+        return framed(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
+
+    def answered(self, received: Chunk, subscriber: bool) -> int | None:
+        frame = seqFrame(received)
+        if frame is None:
+            return None
+        payload, used = frame
+        if not isinstance(decodeServerFrame(payload), ServerHello):
+            raise ConnectionError(f"a seq listener answered HELLO with {payload[:80]!r}")
+        return used
+
+    def reply(self, control: bytes) -> bytes:
+        return framed(Pong()) if control[4] == FrameType.PING else b""
+
+
+def seqFrame(received: Chunk, pos: int = 0) -> tuple[bytes, int] | None:
+    """
+    The payload of the int32 frame at C{received[pos:]} and the offset after
+    it, or C{None} if it is not all there.
+    """
+    if len(received) - pos < 4:
+        return None
+    end = pos + 4 + _INT32.unpack_from(received, pos)[0]
+    return (bytes(received[pos + 4 : end]), end) if len(received) >= end else None
+
+
+_HEADERS_LIMIT = 16 * 1024
+
+
+def _httpHead(received: Chunk, status: bytes) -> tuple[dict[bytes, bytes], int] | None:
+    """
+    The headers of the HTTP response at the start of C{received} (names in
+    lower case) and their length, or C{None} while they are incomplete.
+
+    @raise ConnectionError: if the status is not C{status}.
+    """
+    data = bytes(received)
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        if len(data) > _HEADERS_LIMIT:
+            raise ConnectionError(f"no end to the HTTP headers: {data[:80]!r}")
+        return None
+    lines = data[:end].split(b"\r\n")
+    if lines[0].split(b" ")[1:2] != [status]:
+        raise ConnectionError(f"the server answered {lines[0]!r}, not {status.decode()}")
+    fields = dict(line.split(b":", 1) for line in lines[1:])
+    return {name.strip().lower(): value.strip() for name, value in fields.items()}, end + 4
+
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class WebSocketWire(_StreamdVariant):
+    """
+    streamd's C{/ws}, as a browser speaks it: the opening handshake (its
+    key made once per process), checked, then streamd's C{hello} control
+    message; then one frame per message, pings answered with pongs.
+    """
+
+    name = "streamd ws"
+    listener = "http"
+
+    def __init__(self) -> None:
+        self._key = base64.b64encode(os.urandom(16))
+        self._accept = base64.b64encode(hashlib.sha1(self._key + _WS_GUID).digest())
+
+    def records(self, maxLength: int) -> RecordFormat:
+        return WebSocketFrames(maxLength)
+
+    def request(self, subscriber: bool) -> bytes:
+        return (
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % self._key
+        )
+
+    def answered(self, received: Chunk, subscriber: bool) -> int | None:
+        head = _httpHead(received, b"101")
+        if head is None:
+            return None
+        headers, pos = head
+        if headers.get(b"sec-websocket-accept") != self._accept:
+            raise ConnectionError(f"a wrong Sec-WebSocket-Accept: {headers.get(b'sec-websocket-accept')!r}")
+        if len(received) - pos < 2:
+            return None
+        length = received[pos + 1]
+        if received[pos] != 0x81 or length >= 126:
+            raise ConnectionError(f"the WebSocket did not start with hello: {bytes(received[pos:])!r}")
+        if len(received) < pos + 2 + length:
+            return None
+        hello = bytes(received[pos + 3 : pos + 2 + length])
+        if received[pos + 2] != 0x1E or json.loads(hello).get("type") != "hello":
+            raise ConnectionError(f"the WebSocket did not start with hello: {hello!r}")
+        return pos + 2 + length
+
+    def reply(self, control: bytes) -> bytes:
+        return pong(control, os.urandom(4)) if control[0] == 0x89 else b""
+
+
+class SseWire(_StreamdVariant):
+    """
+    streamd's C{/events}, as C{EventSource} reads it: an HTTP/1.1 GET, a
+    chunked C{text/event-stream} response starting with C{retry:} and the
+    C{hello} event, then one event per message.
+    """
+
+    name = "streamd sse"
+    listener = "http"
+
+    def walker(self, maxLength: int, stamped: bool) -> Walker | SseWalker:
+        return SseWalker(stamped)
+
+    def request(self, subscriber: bool) -> bytes:
+        return b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+
+    def answered(self, received: Chunk, subscriber: bool) -> int | None:
+        head = _httpHead(received, b"200")
+        if head is None:
+            return None
+        headers, pos = head
+        if not headers.get(b"content-type", b"").startswith(b"text/event-stream"):
+            raise ConnectionError(f"/events answered {headers.get(b'content-type')!r}")
+        if headers.get(b"transfer-encoding") != b"chunked":
+            raise ConnectionError("/events did not answer with a chunked stream")
+        data = bytes(received)
+        while (line := data.find(b"\r\n", pos)) >= 0:
+            end = line + 2 + int(data[pos:line], 16)
+            if len(data) < end + 2:
+                return None
+            events = data[line + 2 : end].split(b"\n\n")
+            if events[-1] or data[end : end + 2] != b"\r\n":
+                raise ConnectionError(f"/events sent a chunk that is not whole events: {data[pos:end]!r}")
+            if events[-2].startswith(b"event: hello\n"):
+                return end + 2
+            pos = end + 2
+        return None
+
+
+WIRES: dict[str, Wire] = {
+    w.name: w for w in (STREAMD, RedisWire(), NatsWire(), SeqWire(), WebSocketWire(), SseWire())
+}
+PROTOCOLS = {"int32": STREAMD.name, "seq": "streamd seq", "ws": "streamd ws", "sse": "streamd sse"}
+"""
+The subscriber protocols of C{--protocols}, and their servers' names.
+"""

