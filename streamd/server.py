@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from streamd._compat import FactoryOf
 from streamd.auth import OPEN, Access, AccessPolicy
+from streamd.config import ConfigError
 from streamd.cursor import Cursor
 from streamd.fastwrite import cursorFor
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
@@ -54,6 +55,8 @@ class ServerConfig:
     @ivar seqGaps: whether a C{seq} client whose position left the history
         is sent a GAP and goes on from the oldest message held (rather than
         being cut).
+
+    @raise ConfigError: for a limit no frame fits in.
     """
 
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -64,6 +67,16 @@ class ServerConfig:
     maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
     heartbeat: float | None = DEFAULT_HEARTBEAT
     seqGaps: bool = True
+
+    def __post_init__(self) -> None:
+        if self.maxMessageSize > INT32.maxLength:
+            raise ConfigError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
+        roomForTwo = 2 * self.maxMessageSize
+        if self.maxPartialBytes < roomForTwo:
+            raise ConfigError(
+                f"--max-partial-bytes must be at least twice --max-message-size ({roomForTwo}), "
+                "or a largest message could be cut on its way in"
+            )
 
 
 class _BadToken(Exception):

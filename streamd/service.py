@@ -16,13 +16,14 @@ from twisted.logger import Logger
 
 from streamd.auth import TokenFileError
 from streamd.cluster.config import ClusterConfig
+from streamd.config import ConfigError
 from streamd.framing import INT32, Framing
 from streamd.hub import FlowControl, Hub
 from streamd.listener import ListenerService, ListenFailed
 from streamd.seqframing import SEQ
 from streamd.seqserver import SeqServerFactory
 from streamd.server import Connections, ServerConfig, StreamServerFactory
-from streamd.sources import SourceContext, makeSource
+from streamd.sources import BadSourceSpec, SourceContext, makeSource, parseSource
 from streamd.stats import Stats, StatsLogger
 from streamd.tls import serverEndpoint
 
@@ -58,6 +59,9 @@ class Listen:
 class DaemonConfig:
     """
     Everything the daemon is started with.
+
+    @raise ConfigError: for a source that does not parse (the server and
+        flow rules have checked themselves).
     """
 
     listens: tuple[Listen, ...] = (Listen("tcp:7000:interface=127.0.0.1"),)
@@ -72,6 +76,13 @@ class DaemonConfig:
     http: tuple[str, ...] = ()
     httpPublicMetrics: bool = False
     cluster: ClusterConfig | None = None
+
+    def __post_init__(self) -> None:
+        for spec in self.sources:
+            try:
+                parseSource(spec)
+            except BadSourceSpec as e:
+                raise ConfigError(str(e)) from None
 
 
 class StreamdService(MultiService):

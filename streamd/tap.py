@@ -7,21 +7,24 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
-from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig, ClusterConfigError
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
+from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig
+from streamd.config import ConfigError
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, Framing
 from streamd.hub import FlowControl
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 from streamd.seqframing import SEQ
 from streamd.server import DEFAULT_AUTH_TIMEOUT, DEFAULT_HEARTBEAT, ServerConfig
-from streamd.sources import BadSourceSpec, parseSource
 from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, parseDescription, serverEndpoint
+
+if TYPE_CHECKING:
+    from streamd.service import DaemonConfig
 
 DEFAULT_PORT = 7000
 # Twisted's default listen backlog (50), and Redis's 511, overflow when
@@ -313,22 +316,8 @@ class Options(usage.Options):
             )
         if self["seq-evicted"] not in ("gap", "disconnect"):
             raise usage.UsageError(f"--seq-evicted must be gap or disconnect, not {self['seq-evicted']!r}")
-        if self["max-message-size"] > INT32.maxLength:
-            raise usage.UsageError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
-        roomForTwo = 2 * self["max-message-size"]
         if self["max-partial-bytes"] is None:
-            self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, roomForTwo)
-        elif self["max-partial-bytes"] < roomForTwo:
-            raise usage.UsageError(
-                f"--max-partial-bytes must be at least twice --max-message-size ({roomForTwo}), "
-                "or a largest message could be cut on its way in"
-            )
-        if (
-            self["soft-pending"] is not None
-            and self["max-pending"] is not None
-            and self["soft-pending"] > self["max-pending"]
-        ):
-            raise usage.UsageError("--soft-pending must not be larger than --max-pending")
+            self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, 2 * self["max-message-size"])
         try:
             defaultFraming = _framing(self["framing"])
         except ValueError as e:
@@ -358,14 +347,13 @@ class Options(usage.Options):
             if len(sources) > 1:
                 raise usage.UsageError("--source none cannot be combined with other sources")
             sources = []
-        for spec in sources:
-            try:
-                parseSource(spec)
-            except BadSourceSpec as e:
-                raise usage.UsageError(str(e)) from None
         self["sources"] = tuple(sources)
         self["access"] = self._accessPolicy()
-        self["cluster-config"] = self._clusterConfig()
+        try:
+            self["cluster-config"] = self._clusterConfig()
+            self["config"] = self._daemonConfig()
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
     def _clusterConfig(self) -> ClusterConfig | None:
         named = [
@@ -394,10 +382,7 @@ class Options(usage.Options):
             tokenFile=self["cluster-token-file"],
             ca=self["cluster-ca"],
         )
-        try:
-            config.check()
-        except ClusterConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        config.check()
         return config
 
     def _httpEndpoints(self, reactor: Any) -> list[str]:
@@ -437,6 +422,45 @@ class Options(usage.Options):
         except TokenFileError as e:
             raise usage.UsageError(str(e)) from None
 
+    def _daemonConfig(self) -> DaemonConfig:
+        """
+        The daemon's settings, from the options as parsed.
+
+        @raise ConfigError: for settings that do not fit together.
+        """
+        from streamd.service import DaemonConfig
+
+        return DaemonConfig(
+            listens=self["listens"],
+            sources=self["sources"],
+            interval=self["interval"],
+            server=ServerConfig(
+                maxMessageSize=self["max-message-size"],
+                maxClients=self["max-clients"],
+                idleTimeout=self["idle-timeout"],
+                access=self["access"],
+                authTimeout=self["auth-timeout"],
+                maxPartialBytes=self["max-partial-bytes"],
+                heartbeat=self["heartbeat"] or None,
+                seqGaps=self["seq-evicted"] == "gap",
+            ),
+            flow=FlowControl(
+                history=self["history"],
+                stallTimeout=self["stall-timeout"],
+                blockPublishers=self["slow-consumer"] == "block",
+                maxBehind=self["max-pending"],
+                softBehind=self["soft-pending"],
+                softSeconds=self["soft-seconds"],
+            ),
+            shutdownTimeout=self["shutdown-timeout"],
+            statsInterval=self["stats-interval"],
+            restartDelay=self["restart-delay"],
+            restart=not self["no-restart"],
+            http=self["https"],
+            httpPublicMetrics=self["http-public-metrics"],
+            cluster=self["cluster-config"],
+        )
+
 
 def _preferAsyncioReactor() -> None:
     """
@@ -458,36 +482,6 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from streamd.service import DaemonConfig, StreamdService
+    from streamd.service import StreamdService
 
-    config = DaemonConfig(
-        listens=options["listens"],
-        sources=options["sources"],
-        interval=options["interval"],
-        server=ServerConfig(
-            maxMessageSize=options["max-message-size"],
-            maxClients=options["max-clients"],
-            idleTimeout=options["idle-timeout"],
-            access=options["access"],
-            authTimeout=options["auth-timeout"],
-            maxPartialBytes=options["max-partial-bytes"],
-            heartbeat=options["heartbeat"] or None,
-            seqGaps=options["seq-evicted"] == "gap",
-        ),
-        flow=FlowControl(
-            history=options["history"],
-            stallTimeout=options["stall-timeout"],
-            blockPublishers=options["slow-consumer"] == "block",
-            maxBehind=options["max-pending"],
-            softBehind=options["soft-pending"],
-            softSeconds=options["soft-seconds"],
-        ),
-        shutdownTimeout=options["shutdown-timeout"],
-        statsInterval=options["stats-interval"],
-        restartDelay=options["restart-delay"],
-        restart=not options["no-restart"],
-        http=options["https"],
-        httpPublicMetrics=options["http-public-metrics"],
-        cluster=options["cluster-config"],
-    )
-    return StreamdService(reactor, config)
+    return StreamdService(reactor, options["config"])

@@ -10,11 +10,13 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
+from streamd.config import ConfigError
+
 DEFAULT_SUBJECT = "streamd.default"
 RECONNECT_WAIT = 2.0
 
 
-class ClusterConfigError(Exception):
+class ClusterConfigError(ConfigError):
     """
     A C{--cluster*} option is wrong; the str says which and why.
     """
