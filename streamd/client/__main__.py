@@ -20,6 +20,7 @@ from twisted.internet.tcp import Connection
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from streamd.auth import readToken
 from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
 from streamd.client.seqcli import runSeq
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
@@ -137,14 +138,7 @@ class ClientOptions(usage.Options):
         if self["token-file"] is None:
             fromEnvironment = os.environ.get(TOKEN_VARIABLE, "").strip()
             return fromEnvironment.encode() if fromEnvironment else None
-        try:
-            with open(self["token-file"], "rb") as f:
-                token = f.read().strip()
-        except OSError as e:
-            raise ValueError(f"cannot read token file {self['token-file']}: {e.strerror}") from None
-        if not token:
-            raise ValueError(f"token file {self['token-file']} is empty")
-        return token
+        return readToken(self["token-file"])
 
     def where(self) -> str:
         """

@@ -10,6 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
+from streamd.auth import TokenFileError, readToken
 from streamd.config import ConfigError
 
 DEFAULT_SUBJECT = "streamd.default"
@@ -104,7 +105,6 @@ class ClusterConfig:
 
 def _secret(option: str, path: str) -> str:
     try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError as e:
-        raise ClusterConfigError(f"{option} {path}: {e.strerror}") from None
+        return readToken(path, option).decode()
+    except TokenFileError as e:
+        raise ClusterConfigError(str(e)) from None
