@@ -13,6 +13,7 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
+from streamd import _coerce
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig
 from streamd.config import ConfigError
@@ -54,20 +55,11 @@ def _number(
     return coerce
 
 
-def _port(value: str) -> int:
-    if not value.isdigit() or int(value) > 65535:
-        raise ValueError(f"--port must be a number from 0 to 65535, not {value!r}")
-    return int(value)
-
-
 def _framing(value: str) -> Framing:
     try:
         return FRAMINGS[value]
     except KeyError:
         raise ValueError(f"unknown framing {value!r} (known: {', '.join(FRAMINGS)})") from None
-
-
-_port.coerceDoc = ""  # type: ignore[attr-defined]
 
 
 def _bytes(option: str) -> Callable[[str], int]:
@@ -139,7 +131,7 @@ class Options(usage.Options):
             "p",
             None,
             f"TCP port to listen on (default {DEFAULT_PORT} when no --listen is given).",
-            _port,
+            _coerce.port(0),
         ],
         ["interface", "i", "127.0.0.1", "Address --port listens on."],
         ["client-ca", None, None, "ssl: listeners require client certificates from a CA in this PEM file."],
