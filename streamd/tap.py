@@ -70,7 +70,7 @@ def _seconds(option: str, inclusive: bool = True) -> Callable[[str], float]:
     return _number(float, option, "a time in seconds", 0, inclusive)
 
 
-def withBacklog(description: str) -> str:
+def _withBacklog(description: str) -> str:
     """
     A C{tcp:}, C{tcp6:} or C{ssl:} endpoint description with streamd's
     L{LISTEN_BACKLOG} unless it names a backlog of its own.
@@ -81,7 +81,7 @@ def withBacklog(description: str) -> str:
     return description
 
 
-def splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
+def _splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
     """
     Take streamd's own C{framing=NAME} parameter out of an endpoint
     description: C{tcp:7010:framing=ascii10} listens on C{tcp:7010} with the
@@ -322,8 +322,8 @@ class Options(usage.Options):
         clientCA = self._clientCA()
         listens = []
         for description in descriptions:
-            endpoint, framing = splitFraming(description, defaultFraming)
-            endpoint = withBacklog(endpoint)
+            endpoint, framing = _splitFraming(description, defaultFraming)
+            endpoint = _withBacklog(endpoint)
             listenCA = clientCA if isTLSListener(endpoint) else None
             try:
                 serverEndpoint(reactor, endpoint, listenCA)
@@ -380,7 +380,7 @@ class Options(usage.Options):
     def _httpEndpoints(self, reactor: Any) -> list[str]:
         endpoints = []
         for description in self["http"]:
-            endpoint = withBacklog(description)
+            endpoint = _withBacklog(description)
             try:
                 serverEndpoint(reactor, endpoint, None)
             except Exception as e:
