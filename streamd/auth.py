@@ -11,6 +11,8 @@ import hashlib
 import hmac
 from enum import IntEnum
 
+from streamd.config import ConfigError
+
 
 class Access(IntEnum):
     """
@@ -22,7 +24,7 @@ class Access(IntEnum):
     PUBLISH = 2
 
 
-class TokenFileError(ValueError):
+class TokenFileError(ConfigError):
     """
     A token file is missing, unreadable or empty.
     """

@@ -16,14 +16,13 @@ from twisted.logger import Logger
 
 from streamd.auth import TokenFileError
 from streamd.cluster.config import ClusterConfig
-from streamd.config import ConfigError
 from streamd.framing import INT32, Framing
 from streamd.hub import FlowControl, Hub
 from streamd.listener import ListenerService, ListenFailed
 from streamd.seqframing import SEQ
 from streamd.seqserver import SeqServerFactory
 from streamd.server import Connections, ServerConfig, StreamServerFactory
-from streamd.sources import BadSourceSpec, SourceContext, makeSource, parseSource
+from streamd.sources import SourceContext, makeSource, parseSource
 from streamd.stats import Stats, StatsLogger
 from streamd.tls import serverEndpoint
 
@@ -60,8 +59,9 @@ class DaemonConfig:
     """
     Everything the daemon is started with.
 
-    @raise ConfigError: for a source that does not parse (the server and
-        flow rules have checked themselves).
+    @raise streamd.sources.BadSourceSpec: (a L{streamd.config.ConfigError})
+        for a source that does not parse; the server and flow rules have
+        checked themselves.
     """
 
     listens: tuple[Listen, ...] = (Listen("tcp:7000:interface=127.0.0.1"),)
@@ -79,10 +79,7 @@ class DaemonConfig:
 
     def __post_init__(self) -> None:
         for spec in self.sources:
-            try:
-                parseSource(spec)
-            except BadSourceSpec as e:
-                raise ConfigError(str(e)) from None
+            parseSource(spec)
 
 
 class StreamdService(MultiService):

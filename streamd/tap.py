@@ -14,7 +14,7 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from streamd import _coerce
-from streamd.auth import AccessPolicy, TokenFile, TokenFileError
+from streamd.auth import AccessPolicy, TokenFile
 from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig
 from streamd.config import ConfigError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, Framing
@@ -22,10 +22,10 @@ from streamd.hub import FlowControl
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 from streamd.seqframing import SEQ
 from streamd.server import DEFAULT_AUTH_TIMEOUT, DEFAULT_HEARTBEAT, ServerConfig
-from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, parseDescription, serverEndpoint
+from streamd.tls import isTLSListener, loadCertificates, parseDescription, serverEndpoint
 
 if TYPE_CHECKING:
-    from streamd.service import DaemonConfig
+    from streamd.service import DaemonConfig, Listen
 
 DEFAULT_PORT = 7000
 # Twisted's default listen backlog (50), and Redis's 511, overflow when
@@ -97,6 +97,24 @@ def _splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
     except ValueError as e:
         raise usage.UsageError(f"--listen {description!r}: {e}") from None
     return _FRAMING_PARAMETER.sub("", description), framing
+
+
+def _checkedEndpoint(description: str, clientCA: str | None, what: str, shown: str | None = None) -> str:
+    """
+    C{description} with streamd's listen backlog, once Twisted has made an
+    endpoint of it.
+
+    @param shown: the description as the error names it (default: the one
+        with the backlog), after C{bad {what}}.
+    """
+    from twisted.internet import reactor
+
+    endpoint = _withBacklog(description)
+    try:
+        serverEndpoint(reactor, endpoint, clientCA)
+    except Exception as e:
+        raise usage.UsageError(f"bad {what} {shown or endpoint!r}: {e}") from None
+    return endpoint
 
 
 class Options(usage.Options):
@@ -298,10 +316,18 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["cluster"]:
             _preferAsyncioReactor()
-        from twisted.internet import reactor
+        try:
+            self._translate()
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
-        from streamd.service import Listen
+    def _translate(self) -> None:
+        """
+        Turn the options into the daemon's settings, C{self["config"]}.
 
+        @raise ConfigError: for settings that do not fit together (a
+            L{usage.UsageError} for those only options can get wrong).
+        """
         if self["slow-consumer"] not in ("disconnect", "block"):
             raise usage.UsageError(
                 f"--slow-consumer must be disconnect or block, not {self['slow-consumer']!r}"
@@ -310,6 +336,21 @@ class Options(usage.Options):
             raise usage.UsageError(f"--seq-evicted must be gap or disconnect, not {self['seq-evicted']!r}")
         if self["max-partial-bytes"] is None:
             self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, 2 * self["max-message-size"])
+        self["listens"] = self._listens()
+        self["https"] = tuple(_checkedEndpoint(d, None, "--http endpoint", d) for d in self["http"])
+        sources = self["source"] or ["clock"]
+        if "none" in sources:
+            if len(sources) > 1:
+                raise usage.UsageError("--source none cannot be combined with other sources")
+            sources = []
+        self["sources"] = tuple(sources)
+        self["access"] = self._accessPolicy()
+        self["cluster-config"] = self._clusterConfig()
+        self["config"] = self._daemonConfig()
+
+    def _listens(self) -> tuple[Listen, ...]:
+        from streamd.service import Listen
+
         try:
             defaultFraming = _framing(self["framing"])
         except ValueError as e:
@@ -319,33 +360,18 @@ class Options(usage.Options):
             port = DEFAULT_PORT if self["port"] is None else self["port"]
             interface = quoteStringArgument(self["interface"])
             descriptions.insert(0, f"tcp:{port}:interface={interface}")
-        clientCA = self._clientCA()
+        clientCA: str | None = self["client-ca"]
+        if clientCA is not None:
+            loadCertificates(clientCA, "--client-ca")
         listens = []
         for description in descriptions:
             endpoint, framing = _splitFraming(description, defaultFraming)
-            endpoint = _withBacklog(endpoint)
             listenCA = clientCA if isTLSListener(endpoint) else None
-            try:
-                serverEndpoint(reactor, endpoint, listenCA)
-            except Exception as e:
-                raise usage.UsageError(f"bad endpoint {endpoint!r}: {e}") from None
+            endpoint = _checkedEndpoint(endpoint, listenCA, "endpoint")
             listens.append(Listen(endpoint, framing, listenCA))
         if clientCA is not None and not any(listen.clientCA for listen in listens):
             raise usage.UsageError("--client-ca needs an ssl: listener: --listen ssl:PORT:privateKey=...")
-        self["listens"] = tuple(listens)
-        self["https"] = tuple(self._httpEndpoints(reactor))
-        sources = self["source"] or ["clock"]
-        if "none" in sources:
-            if len(sources) > 1:
-                raise usage.UsageError("--source none cannot be combined with other sources")
-            sources = []
-        self["sources"] = tuple(sources)
-        self["access"] = self._accessPolicy()
-        try:
-            self["cluster-config"] = self._clusterConfig()
-            self["config"] = self._daemonConfig()
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        return tuple(listens)
 
     def _clusterConfig(self) -> ClusterConfig | None:
         named = [
@@ -377,26 +403,6 @@ class Options(usage.Options):
         config.check()
         return config
 
-    def _httpEndpoints(self, reactor: Any) -> list[str]:
-        endpoints = []
-        for description in self["http"]:
-            endpoint = _withBacklog(description)
-            try:
-                serverEndpoint(reactor, endpoint, None)
-            except Exception as e:
-                raise usage.UsageError(f"bad --http endpoint {description!r}: {e}") from None
-            endpoints.append(endpoint)
-        return endpoints
-
-    def _clientCA(self) -> str | None:
-        path: str | None = self["client-ca"]
-        if path is not None:
-            try:
-                loadCertificates(path, "--client-ca")
-            except TLSConfigError as e:
-                raise usage.UsageError(str(e)) from None
-        return path
-
     def _accessPolicy(self) -> AccessPolicy:
         if self["read-only"] and self["publish-token-file"]:
             raise usage.UsageError("--read-only and --publish-token-file cannot be combined")
@@ -405,14 +411,11 @@ class Options(usage.Options):
         elif not self["auth-token-file"]:
             # Only clients that must send a token before reading are timed.
             raise usage.UsageError("--auth-timeout needs --auth-token-file")
-        try:
-            return AccessPolicy(
-                auth=TokenFile(self["auth-token-file"]) if self["auth-token-file"] else None,
-                publish=TokenFile(self["publish-token-file"]) if self["publish-token-file"] else None,
-                readOnly=self["read-only"],
-            )
-        except TokenFileError as e:
-            raise usage.UsageError(str(e)) from None
+        return AccessPolicy(
+            auth=TokenFile(self["auth-token-file"]) if self["auth-token-file"] else None,
+            publish=TokenFile(self["publish-token-file"]) if self["publish-token-file"] else None,
+            readOnly=self["read-only"],
+        )
 
     def _daemonConfig(self) -> DaemonConfig:
         """
