@@ -62,6 +62,16 @@ def _framing(value: str) -> Framing:
         raise ValueError(f"unknown framing {value!r} (known: {', '.join(FRAMINGS)})") from None
 
 
+def _choice(option: str, *choices: str) -> Callable[[str], str]:
+    def coerce(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"--{option} must be {' or '.join(choices)}, not {value!r}")
+        return value
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
+
+
 def _bytes(option: str) -> Callable[[str], int]:
     return _number(int, option, "a size in bytes", 0)
 
@@ -167,6 +177,7 @@ class Options(usage.Options):
             "gap",
             "seq listeners: what a client whose position left the --history gets: gap (a GAP, then it goes on"
             " from the oldest message held) or disconnect (a BYE).",
+            _choice("seq-evicted", "gap", "disconnect"),
         ],
         ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _seconds("interval", inclusive=False)],
         [
@@ -227,6 +238,7 @@ class Options(usage.Options):
             "disconnect",
             "disconnect: publishing clients never wait, clients pushed out of the --history are cut;"
             " block: publishing clients wait for clients that keep up, like the sources.",
+            _choice("slow-consumer", "disconnect", "block"),
         ],
         [
             "max-clients",
@@ -328,12 +340,6 @@ class Options(usage.Options):
         @raise ConfigError: for settings that do not fit together (a
             L{usage.UsageError} for those only options can get wrong).
         """
-        if self["slow-consumer"] not in ("disconnect", "block"):
-            raise usage.UsageError(
-                f"--slow-consumer must be disconnect or block, not {self['slow-consumer']!r}"
-            )
-        if self["seq-evicted"] not in ("gap", "disconnect"):
-            raise usage.UsageError(f"--seq-evicted must be gap or disconnect, not {self['seq-evicted']!r}")
         if self["max-partial-bytes"] is None:
             self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, 2 * self["max-message-size"])
         self["listens"] = self._listens()
