@@ -90,11 +90,16 @@ class AccessPolicy:
       - C{publish}: a client that sends this token first may publish; every
         other client is read-only.
       - C{readOnly}: no client may publish; only the daemon's sources do.
+
+    @raise ConfigError: for C{readOnly} with a C{publish} token, which
+        would contradict it.
     """
 
     def __init__(
         self, auth: TokenFile | None = None, publish: TokenFile | None = None, readOnly: bool = False
     ) -> None:
+        if readOnly and publish is not None:
+            raise ConfigError("--read-only and --publish-token-file cannot be combined")
         self.auth = auth
         self.publish = publish
         self.readOnly = readOnly

@@ -352,7 +352,7 @@ class Options(usage.Options):
         self["sources"] = tuple(sources)
         self["access"] = self._accessPolicy()
         self["cluster-config"] = self._clusterConfig()
-        self["config"] = self._daemonConfig()
+        self["config"] = _daemonConfig(self)
 
     def _listens(self) -> tuple[Listen, ...]:
         from streamd.service import Listen
@@ -410,8 +410,6 @@ class Options(usage.Options):
         return config
 
     def _accessPolicy(self) -> AccessPolicy:
-        if self["read-only"] and self["publish-token-file"]:
-            raise usage.UsageError("--read-only and --publish-token-file cannot be combined")
         if self["auth-timeout"] is None:
             self["auth-timeout"] = DEFAULT_AUTH_TIMEOUT
         elif not self["auth-token-file"]:
@@ -423,44 +421,45 @@ class Options(usage.Options):
             readOnly=self["read-only"],
         )
 
-    def _daemonConfig(self) -> DaemonConfig:
-        """
-        The daemon's settings, from the options as parsed.
 
-        @raise ConfigError: for settings that do not fit together.
-        """
-        from streamd.service import DaemonConfig
+def _daemonConfig(options: Options) -> DaemonConfig:
+    """
+    The daemon's settings, from C{options} as parsed.
 
-        return DaemonConfig(
-            listens=self["listens"],
-            sources=self["sources"],
-            interval=self["interval"],
-            server=ServerConfig(
-                maxMessageSize=self["max-message-size"],
-                maxClients=self["max-clients"],
-                idleTimeout=self["idle-timeout"],
-                access=self["access"],
-                authTimeout=self["auth-timeout"],
-                maxPartialBytes=self["max-partial-bytes"],
-                heartbeat=self["heartbeat"] or None,
-                seqGaps=self["seq-evicted"] == "gap",
-            ),
-            flow=FlowControl(
-                history=self["history"],
-                stallTimeout=self["stall-timeout"],
-                blockPublishers=self["slow-consumer"] == "block",
-                maxBehind=self["max-pending"],
-                softBehind=self["soft-pending"],
-                softSeconds=self["soft-seconds"],
-            ),
-            shutdownTimeout=self["shutdown-timeout"],
-            statsInterval=self["stats-interval"],
-            restartDelay=self["restart-delay"],
-            restart=not self["no-restart"],
-            http=self["https"],
-            httpPublicMetrics=self["http-public-metrics"],
-            cluster=self["cluster-config"],
-        )
+    @raise ConfigError: for settings that do not fit together.
+    """
+    from streamd.service import DaemonConfig
+
+    return DaemonConfig(
+        listens=options["listens"],
+        sources=options["sources"],
+        interval=options["interval"],
+        server=ServerConfig(
+            maxMessageSize=options["max-message-size"],
+            maxClients=options["max-clients"],
+            idleTimeout=options["idle-timeout"],
+            access=options["access"],
+            authTimeout=options["auth-timeout"],
+            maxPartialBytes=options["max-partial-bytes"],
+            heartbeat=options["heartbeat"] or None,
+            seqGaps=options["seq-evicted"] == "gap",
+        ),
+        flow=FlowControl(
+            history=options["history"],
+            stallTimeout=options["stall-timeout"],
+            blockPublishers=options["slow-consumer"] == "block",
+            maxBehind=options["max-pending"],
+            softBehind=options["soft-pending"],
+            softSeconds=options["soft-seconds"],
+        ),
+        shutdownTimeout=options["shutdown-timeout"],
+        statsInterval=options["stats-interval"],
+        restartDelay=options["restart-delay"],
+        restart=not options["no-restart"],
+        http=options["https"],
+        httpPublicMetrics=options["http-public-metrics"],
+        cluster=options["cluster-config"],
+    )
 
 
 def _preferAsyncioReactor() -> None:

@@ -5,12 +5,17 @@ them: C{twistd streamd}'s options or a program embedding the daemon.
 
 from __future__ import annotations
 
+import os
+
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd.auth import AccessPolicy, TokenFile
 from streamd.config import ConfigError
 from streamd.hub import FlowControl
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig
+
+from .test_auth import tokenFile
 
 
 class SelfCheckTests(SynchronousTestCase):
@@ -63,4 +68,16 @@ class SelfCheckTests(SynchronousTestCase):
         self.assertRefused(
             lambda: DaemonConfig(sources=("radio",)),
             "unknown source 'radio' (known: clock, exec, file, sh, stdin, or none)",
+        )
+
+    def test_accessPolicy(self) -> None:
+        """
+        A publish token with read-only access is refused: it would let no
+        one publish.
+        """
+        path = tokenFile(b"secret")
+        self.addCleanup(os.remove, path)
+        self.assertRefused(
+            lambda: AccessPolicy(publish=TokenFile(path), readOnly=True),
+            "--read-only and --publish-token-file cannot be combined",
         )
