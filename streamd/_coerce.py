@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 def port(lowest: int) -> Callable[[str], int]:
     """
-    A C{usage.Options} coerce function for C{--port}: a TCP port number from
-    C{lowest} (0, \"any free port\", where listening; 1 where connecting) to
-    65535.
+    A C{usage.Options} coerce function for C{--port}: a TCP port number,
+    from C{lowest} up to 65535 (0, "any free port", where listening; 1
+    where connecting).
     """
 
     def coerce(value: str) -> int:

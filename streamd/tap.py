@@ -338,7 +338,7 @@ class Options(usage.Options):
         Turn the options into the daemon's settings, C{self["config"]}.
 
         @raise ConfigError: for settings that do not fit together (a
-            L{usage.UsageError} for those only options can get wrong).
+            C{usage.UsageError} for those only options can get wrong).
         """
         if self["max-partial-bytes"] is None:
             self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, 2 * self["max-message-size"])
