@@ -34,9 +34,10 @@ cluster: venv
 test: venv
 	$(BIN)/python -m pytest -q tests
 
-# The unit tests alone: no processes, no sockets but socketpairs (tests/integration has those).
+# The unit tests alone: no processes, no sockets but socketpairs (tests/integration has those),
+# and each property test on a fifth of its examples (see tests/__init__.py).
 test-unit: venv
-	$(BIN)/python -m pytest -q tests --ignore=tests/integration
+	HYPOTHESIS_PROFILE=quick $(BIN)/python -m pytest -q tests --ignore=tests/integration
 
 lint: venv
 	$(BIN)/ruff check streamd tests twisted

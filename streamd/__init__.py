@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streamd.client import StreamClientFactory, StreamClientProtocol, connect
+    from streamd.config import ConfigError
     from streamd.cursor import Cursor
     from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32, Framing
     from streamd.history import History
@@ -28,6 +29,7 @@ _HOMES = {
     "DEFAULT_MAX_MESSAGE_SIZE": "streamd.framing",
     "INT32": "streamd.framing",
     "Framing": "streamd.framing",
+    "ConfigError": "streamd.config",
     "Cursor": "streamd.cursor",
     "History": "streamd.history",
     "FlowControl": "streamd.hub",
@@ -45,6 +47,7 @@ _HOMES = {
 
 __all__ = [
     "ASCII10",
+    "ConfigError",
     "Cursor",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DaemonConfig",

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 from enum import IntEnum
 
+from streamd.config import ConfigError
+
 
 class Access(IntEnum):
     """
@@ -22,10 +24,28 @@ class Access(IntEnum):
     PUBLISH = 2
 
 
-class TokenFileError(Exception):
+class TokenFileError(ConfigError):
     """
     A token file is missing, unreadable or empty.
     """
+
+
+def readToken(path: str, what: str = "token file") -> bytes:
+    """
+    The secret in the file at C{path}, surrounding whitespace stripped: the
+    one way streamd reads a token or a password from a file.
+
+    @param what: the file, as error messages name it (an option, say).
+    @raise TokenFileError: if the file cannot be read or holds nothing.
+    """
+    try:
+        with open(path, "rb") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise TokenFileError(f"cannot read {what} {path}: {e.strerror}") from None
+    if not token:
+        raise TokenFileError(f"{what} {path} is empty")
+    return token
 
 
 class TokenFile:
@@ -46,14 +66,7 @@ class TokenFile:
         @raise TokenFileError: if the file cannot be read or holds no token;
             the previous token then stays in force.
         """
-        try:
-            with open(self.path, "rb") as f:
-                token = f.read().strip()
-        except OSError as e:
-            raise TokenFileError(f"cannot read token file {self.path}: {e.strerror}") from None
-        if not token:
-            raise TokenFileError(f"token file {self.path} is empty")
-        self._digest = _digest(token)
+        self._digest = _digest(readToken(self.path))
 
     def matches(self, candidate: bytes) -> bool:
         """
@@ -77,11 +90,16 @@ class AccessPolicy:
       - C{publish}: a client that sends this token first may publish; every
         other client is read-only.
       - C{readOnly}: no client may publish; only the daemon's sources do.
+
+    @raise ConfigError: for C{readOnly} with a C{publish} token, which
+        would contradict it.
     """
 
     def __init__(
         self, auth: TokenFile | None = None, publish: TokenFile | None = None, readOnly: bool = False
     ) -> None:
+        if readOnly and publish is not None:
+            raise ConfigError("--read-only and --publish-token-file cannot be combined")
         self.auth = auth
         self.publish = publish
         self.readOnly = readOnly

@@ -17,6 +17,7 @@ from typing import Protocol
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 
+from streamd.config import ConfigError
 from streamd.cursor import Cursor
 from streamd.framing import INT32, Framing, Payload
 from streamd.history import COUNT, DATA, OFFSET, Entry, History
@@ -57,6 +58,12 @@ class FlowControl:
     maxBehind: int | None = None
     softBehind: int | None = None
     softSeconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.history < 1:
+            raise ConfigError(f"--history must be at least 1 byte, not {self.history}")
+        if self.softBehind is not None and self.maxBehind is not None and self.softBehind > self.maxBehind:
+            raise ConfigError("--soft-pending must not be larger than --max-pending")
 
 
 PAUSE_LOG_SECONDS = 10.0

@@ -9,10 +9,11 @@ speak the protocol.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from struct import Struct
+from typing import TypeVar
 
 from streamd.framing import FRAMINGS, Int32Framing, Payload
 
@@ -176,6 +177,7 @@ class Unknown:
 
 ServerFrame = ServerHello | Msg | Gap | Ping | Bye | Unknown
 ClientFrame = ClientHello | Pub | Pong | Auth | Unknown
+_Frame = TypeVar("_Frame")
 
 _LENGTH = Struct(">I")
 _SERVER_HELLO = Struct(">BB8sQQI")
@@ -237,30 +239,74 @@ def _fields(layout: Struct, payload: Payload) -> tuple[tuple[int | bytes, ...], 
     return layout.unpack_from(payload), bytes(payload[layout.size :])
 
 
-def decodeServerFrame(payload: Payload) -> ServerFrame:
+def _fixed(layout: Struct, make: Callable[..., _Frame]) -> Callable[[Payload], _Frame]:
     """
-    What the server said in one frame's C{payload}.
+    How to decode a frame of fixed fields after its type: C{make} gets them;
+    bytes after them (a later version's new fields) are ignored.
+    """
+    return lambda payload: make(*_fields(layout, payload)[0][1:])
+
+
+def _withBody(layout: Struct, make: Callable[..., _Frame]) -> Callable[[Payload], _Frame]:
+    """
+    How to decode a frame of fixed fields then a body: C{make} gets the
+    fields, then the body.
+    """
+
+    def decode(payload: Payload) -> _Frame:
+        fields, body = _fields(layout, payload)
+        return make(*fields[1:], body)
+
+    return decode
+
+
+_SERVER_FRAMES: dict[int, Callable[[Payload], ServerFrame]] = {
+    FrameType.MSG: _withBody(_MSG, Msg),
+    FrameType.HELLO: _fixed(_SERVER_HELLO, ServerHello),
+    FrameType.GAP: _fixed(_GAP, Gap),
+    FrameType.PING: _fixed(_TYPE, Ping),
+    FrameType.BYE: _withBody(_BYE, lambda code, text: Bye(code, text.decode("utf-8", "replace"))),
+}
+def _clientHello(payload: Payload) -> ClientHello:
+    """
+    A client's HELLO, with the identity that may follow its fixed fields.
+    """
+    (_, version, start, epoch, position), rest = _fields(_CLIENT_HELLO, payload)
+    identity = rest[:IDENTITY_SIZE] if len(rest) >= IDENTITY_SIZE else b""
+    return ClientHello(version, start, epoch, position, identity)  # type: ignore[arg-type]
+
+
+_CLIENT_FRAMES: dict[int, Callable[[Payload], ClientFrame]] = {
+    FrameType.PUB: _withBody(_TYPE, Pub),
+    FrameType.HELLO: _clientHello,
+    FrameType.PONG: _fixed(_TYPE, Pong),
+    FrameType.AUTH: _withBody(_TYPE, Auth),
+}
+
+
+def _decode(payload: Payload, frames: dict[int, Callable[[Payload], _Frame]]) -> _Frame | Unknown:
+    """
+    The frame in C{payload}, decoded as C{frames} says for its type, or
+    L{Unknown}.
 
     @raise MalformedFrame: for a payload too short for its type.
     """
     if not payload:
         raise MalformedFrame("an empty frame has no type")
     kind = payload[0]
-    if kind == FrameType.MSG:
-        (_, seq), rest = _fields(_MSG, payload)
-        return Msg(seq, rest)  # type: ignore[arg-type]
-    if kind == FrameType.HELLO:
-        (_, version, epoch, oldest, newest, heartbeat), _ = _fields(_SERVER_HELLO, payload)
-        return ServerHello(version, epoch, oldest, newest, heartbeat)  # type: ignore[arg-type]
-    if kind == FrameType.GAP:
-        (_, first, last, reason), _ = _fields(_GAP, payload)
-        return Gap(first, last, reason)  # type: ignore[arg-type]
-    if kind == FrameType.PING:
-        return Ping()
-    if kind == FrameType.BYE:
-        (_, code), rest = _fields(_BYE, payload)
-        return Bye(code, rest.decode("utf-8", "replace"))  # type: ignore[arg-type]
-    return Unknown(kind, bytes(payload[1:]))
+    decode = frames.get(kind)
+    if decode is None:
+        return Unknown(kind, bytes(payload[1:]))
+    return decode(payload)
+
+
+def decodeServerFrame(payload: Payload) -> ServerFrame:
+    """
+    What the server said in one frame's C{payload}.
+
+    @raise MalformedFrame: for a payload too short for its type.
+    """
+    return _decode(payload, _SERVER_FRAMES)
 
 
 def decodeClientFrame(payload: Payload) -> ClientFrame:
@@ -269,20 +315,7 @@ def decodeClientFrame(payload: Payload) -> ClientFrame:
 
     @raise MalformedFrame: for a payload too short for its type.
     """
-    if not payload:
-        raise MalformedFrame("an empty frame has no type")
-    kind = payload[0]
-    if kind == FrameType.PUB:
-        return Pub(bytes(payload[1:]))
-    if kind == FrameType.HELLO:
-        (_, version, start, epoch, position), rest = _fields(_CLIENT_HELLO, payload)
-        identity = rest[:IDENTITY_SIZE] if len(rest) >= IDENTITY_SIZE else b""
-        return ClientHello(version, start, epoch, position, identity)  # type: ignore[arg-type]
-    if kind == FrameType.PONG:
-        return Pong()
-    if kind == FrameType.AUTH:
-        return Auth(bytes(payload[1:]))
-    return Unknown(kind, bytes(payload[1:]))
+    return _decode(payload, _CLIENT_FRAMES)
 
 
 class SeqFraming(Int32Framing):

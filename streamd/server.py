@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from streamd._compat import FactoryOf
 from streamd.auth import OPEN, Access, AccessPolicy
+from streamd.config import ConfigError
 from streamd.cursor import Cursor
 from streamd.fastwrite import cursorFor
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
@@ -54,6 +55,8 @@ class ServerConfig:
     @ivar seqGaps: whether a C{seq} client whose position left the history
         is sent a GAP and goes on from the oldest message held (rather than
         being cut).
+
+    @raise ConfigError: for a limit no frame fits in.
     """
 
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -64,6 +67,67 @@ class ServerConfig:
     maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
     heartbeat: float | None = DEFAULT_HEARTBEAT
     seqGaps: bool = True
+
+    def __post_init__(self) -> None:
+        if self.maxMessageSize > INT32.maxLength:
+            raise ConfigError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
+        roomForTwo = 2 * self.maxMessageSize
+        if self.maxPartialBytes < roomForTwo:
+            raise ConfigError(
+                f"--max-partial-bytes must be at least twice --max-message-size ({roomForTwo}), "
+                "or a largest message could be cut on its way in"
+            )
+
+
+class _BadToken(Exception):
+    """
+    The client's first frame cannot be a token: its header is malformed or
+    announces more than L{TOKEN_LIMIT} bytes.
+    """
+
+
+class _TokenHandshake:
+    """
+    The client's first frame, its token, while it is still coming.
+
+    At most L{TOKEN_LIMIT} bytes (and a header) are held, and nothing of a
+    malformed or oversized token frame is kept, so none of it can reach the
+    log.
+    """
+
+    def __init__(self, framing: Framing) -> None:
+        self._framing = framing
+        self._buffer = b""
+        self._refused = False
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes] | None:
+        """
+        Take one read.
+
+        @return: C{None} while the token's frame is incomplete; then the
+            token, and the bytes that came after its frame in the same read.
+        @raise _BadToken: if the frame cannot hold a token (and for every
+            read after that).
+        """
+        if self._refused:
+            raise _BadToken()
+        buffer = self._buffer = self._buffer + data
+        framing = self._framing
+        if len(buffer) < framing.headerSize:
+            return None
+        try:
+            length = framing.readLength(buffer, 0)
+        except BadHeader:
+            length = TOKEN_LIMIT + 1
+        if length > TOKEN_LIMIT:
+            self._buffer = b""
+            self._refused = True
+            raise _BadToken()
+        end = framing.headerSize + length
+        if len(buffer) < end:
+            return None
+        self._buffer = b""
+        return buffer[framing.headerSize : end], buffer[end:]
 
 
 class Connections:
@@ -124,6 +188,7 @@ class StreamServerProtocol(FramedProtocol):
     _idleCall: IDelayedCall | None = None
     _authCall: IDelayedCall | None = None
     _throttle: LogThrottle | None = None
+    _handshake: _TokenHandshake | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -160,8 +225,7 @@ class StreamServerProtocol(FramedProtocol):
         """
         Take the client's first frame as its token.
         """
-        self._tokenBytes = b""
-        self.dataReceived = self._receiveToken  # type: ignore[method-assign]
+        self._handshake = _TokenHandshake(self.framing)
 
     def _mayRead(self) -> None:
         """
@@ -169,30 +233,21 @@ class StreamServerProtocol(FramedProtocol):
         """
         self.factory.hub.subscribe(self.cursor)
 
-    def _receiveToken(self, data: bytes) -> None:
-        """
-        C{dataReceived} while the client's first frame, its token, is still
-        coming: at most L{TOKEN_LIMIT} bytes are held, and nothing of a
-        malformed or oversized token frame reaches the log.
-        """
-        buffer = self._tokenBytes = self._tokenBytes + data
-        framing = self.framing
-        if len(buffer) < framing.headerSize:
+    def dataReceived(self, data: bytes) -> None:
+        handshake = self._handshake
+        if handshake is None:
+            super().dataReceived(data)
             return
         try:
-            length = framing.readLength(buffer, 0)
-        except BadHeader:
-            length = TOKEN_LIMIT + 1
-        if length > TOKEN_LIMIT:
+            done = handshake.feed(data)
+        except _BadToken:
             self._refuseToken()
             return
-        end = framing.headerSize + length
-        if len(buffer) < end:
-            return
-        del self.dataReceived  # back to the class's own, for the messages
-        self._tokenBytes = b""
-        if self._authenticate(buffer[framing.headerSize : end]) and len(buffer) > end:
-            self.dataReceived(buffer[end:])
+        if done is not None:
+            self._handshake = None
+            token, rest = done
+            if self._authenticate(token) and rest:
+                super().dataReceived(rest)
 
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
         self._publish(payloads, raw, len(raw), len(raw) - len(payloads) * self.framing.headerSize)

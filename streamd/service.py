@@ -24,7 +24,7 @@ from streamd.listener import ListenerService, ListenFailed
 from streamd.seqframing import SEQ
 from streamd.seqserver import SeqServerFactory
 from streamd.server import Connections, ServerConfig, StreamServerFactory
-from streamd.sources import SourceContext, makeSource
+from streamd.sources import SourceContext, makeSource, parseSource
 from streamd.stats import Stats, StatsLogger
 from streamd.tls import serverEndpoint
 
@@ -71,6 +71,10 @@ class Listen:
 class DaemonConfig:
     """
     Everything the daemon is started with.
+
+    @raise streamd.sources.BadSourceSpec: (a L{streamd.config.ConfigError})
+        for a source that does not parse; the server and flow rules have
+        checked themselves.
     """
 
     listens: tuple[Listen, ...] = (Listen("tcp:7000:interface=127.0.0.1"),)
@@ -85,6 +89,10 @@ class DaemonConfig:
     http: tuple[str, ...] = ()
     httpPublicMetrics: bool = False
     cluster: ClusterConfig | None = None
+
+    def __post_init__(self) -> None:
+        for spec in self.sources:
+            parseSource(spec)
 
 
 class StreamdService(MultiService):

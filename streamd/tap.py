@@ -7,21 +7,25 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
-from streamd.auth import AccessPolicy, TokenFile, TokenFileError
-from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig, ClusterConfigError
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
+from streamd import _coerce
+from streamd.auth import AccessPolicy, TokenFile
+from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig
+from streamd.config import ConfigError
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, Framing
 from streamd.hub import FlowControl
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 from streamd.seqframing import SEQ
 from streamd.server import DEFAULT_AUTH_TIMEOUT, DEFAULT_HEARTBEAT, ServerConfig
-from streamd.sources import BadSourceSpec, parseSource
-from streamd.tls import TLSConfigError, isTLSListener, loadCertificates, parseDescription, serverEndpoint
+from streamd.tls import isTLSListener, loadCertificates, parseDescription, serverEndpoint
+
+if TYPE_CHECKING:
+    from streamd.service import DaemonConfig, Listen
 
 DEFAULT_PORT = 7000
 # Twisted's default listen backlog (50), and Redis's 511, overflow when
@@ -51,12 +55,6 @@ def _number(
     return coerce
 
 
-def _port(value: str) -> int:
-    if not value.isdigit() or int(value) > 65535:
-        raise ValueError(f"--port must be a number from 0 to 65535, not {value!r}")
-    return int(value)
-
-
 def _framing(value: str) -> Framing:
     try:
         return FRAMINGS[value]
@@ -64,7 +62,14 @@ def _framing(value: str) -> Framing:
         raise ValueError(f"unknown framing {value!r} (known: {', '.join(FRAMINGS)})") from None
 
 
-_port.coerceDoc = ""  # type: ignore[attr-defined]
+def _choice(option: str, *choices: str) -> Callable[[str], str]:
+    def coerce(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"--{option} must be {' or '.join(choices)}, not {value!r}")
+        return value
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
 
 
 def _bytes(option: str) -> Callable[[str], int]:
@@ -75,7 +80,7 @@ def _seconds(option: str, inclusive: bool = True) -> Callable[[str], float]:
     return _number(float, option, "a time in seconds", 0, inclusive)
 
 
-def withBacklog(description: str) -> str:
+def _withBacklog(description: str) -> str:
     """
     A C{tcp:}, C{tcp6:} or C{ssl:} endpoint description with streamd's
     L{LISTEN_BACKLOG} unless it names a backlog of its own.
@@ -86,7 +91,7 @@ def withBacklog(description: str) -> str:
     return description
 
 
-def splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
+def _splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
     """
     Take streamd's own C{framing=NAME} parameter out of an endpoint
     description: C{tcp:7010:framing=ascii10} listens on C{tcp:7010} with the
@@ -102,6 +107,24 @@ def splitFraming(description: str, default: Framing) -> tuple[str, Framing]:
     except ValueError as e:
         raise usage.UsageError(f"--listen {description!r}: {e}") from None
     return _FRAMING_PARAMETER.sub("", description), framing
+
+
+def _checkedEndpoint(description: str, clientCA: str | None, what: str, shown: str | None = None) -> str:
+    """
+    C{description} with streamd's listen backlog, once Twisted has made an
+    endpoint of it.
+
+    @param shown: the description as the error names it (default: the one
+        with the backlog), after C{bad {what}}.
+    """
+    from twisted.internet import reactor
+
+    endpoint = _withBacklog(description)
+    try:
+        serverEndpoint(reactor, endpoint, clientCA)
+    except Exception as e:
+        raise usage.UsageError(f"bad {what} {shown or endpoint!r}: {e}") from None
+    return endpoint
 
 
 class Options(usage.Options):
@@ -136,7 +159,7 @@ class Options(usage.Options):
             "p",
             None,
             f"TCP port to listen on (default {DEFAULT_PORT} when no --listen is given).",
-            _port,
+            _coerce.port(0),
         ],
         ["interface", "i", "127.0.0.1", "Address --port listens on."],
         ["client-ca", None, None, "ssl: listeners require client certificates from a CA in this PEM file."],
@@ -154,6 +177,7 @@ class Options(usage.Options):
             "gap",
             "seq listeners: what a client whose position left the --history gets: gap (a GAP, then it goes on"
             " from the oldest message held) or disconnect (a BYE).",
+            _choice("seq-evicted", "gap", "disconnect"),
         ],
         ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _seconds("interval", inclusive=False)],
         [
@@ -214,6 +238,7 @@ class Options(usage.Options):
             "disconnect",
             "disconnect: publishing clients never wait, clients pushed out of the --history are cut;"
             " block: publishing clients wait for clients that keep up, like the sources.",
+            _choice("slow-consumer", "disconnect", "block"),
         ],
         [
             "max-clients",
@@ -303,32 +328,35 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["cluster"]:
             _preferAsyncioReactor()
-        from twisted.internet import reactor
+        try:
+            self._translate()
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
+    def _translate(self) -> None:
+        """
+        Turn the options into the daemon's settings, C{self["config"]}.
+
+        @raise ConfigError: for settings that do not fit together (a
+            C{usage.UsageError} for those only options can get wrong).
+        """
+        if self["max-partial-bytes"] is None:
+            self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, 2 * self["max-message-size"])
+        self["listens"] = self._listens()
+        self["https"] = tuple(_checkedEndpoint(d, None, "--http endpoint", d) for d in self["http"])
+        sources = self["source"] or ["clock"]
+        if "none" in sources:
+            if len(sources) > 1:
+                raise usage.UsageError("--source none cannot be combined with other sources")
+            sources = []
+        self["sources"] = tuple(sources)
+        self["access"] = self._accessPolicy()
+        self["cluster-config"] = self._clusterConfig()
+        self["config"] = _daemonConfig(self)
+
+    def _listens(self) -> tuple[Listen, ...]:
         from streamd.service import Listen
 
-        if self["slow-consumer"] not in ("disconnect", "block"):
-            raise usage.UsageError(
-                f"--slow-consumer must be disconnect or block, not {self['slow-consumer']!r}"
-            )
-        if self["seq-evicted"] not in ("gap", "disconnect"):
-            raise usage.UsageError(f"--seq-evicted must be gap or disconnect, not {self['seq-evicted']!r}")
-        if self["max-message-size"] > INT32.maxLength:
-            raise usage.UsageError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
-        roomForTwo = 2 * self["max-message-size"]
-        if self["max-partial-bytes"] is None:
-            self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, roomForTwo)
-        elif self["max-partial-bytes"] < roomForTwo:
-            raise usage.UsageError(
-                f"--max-partial-bytes must be at least twice --max-message-size ({roomForTwo}), "
-                "or a largest message could be cut on its way in"
-            )
-        if (
-            self["soft-pending"] is not None
-            and self["max-pending"] is not None
-            and self["soft-pending"] > self["max-pending"]
-        ):
-            raise usage.UsageError("--soft-pending must not be larger than --max-pending")
         try:
             defaultFraming = _framing(self["framing"])
         except ValueError as e:
@@ -338,34 +366,18 @@ class Options(usage.Options):
             port = DEFAULT_PORT if self["port"] is None else self["port"]
             interface = quoteStringArgument(self["interface"])
             descriptions.insert(0, f"tcp:{port}:interface={interface}")
-        clientCA = self._clientCA()
+        clientCA: str | None = self["client-ca"]
+        if clientCA is not None:
+            loadCertificates(clientCA, "--client-ca")
         listens = []
         for description in descriptions:
-            endpoint, framing = splitFraming(description, defaultFraming)
-            endpoint = withBacklog(endpoint)
+            endpoint, framing = _splitFraming(description, defaultFraming)
             listenCA = clientCA if isTLSListener(endpoint) else None
-            try:
-                serverEndpoint(reactor, endpoint, listenCA)
-            except Exception as e:
-                raise usage.UsageError(f"bad endpoint {endpoint!r}: {e}") from None
+            endpoint = _checkedEndpoint(endpoint, listenCA, "endpoint")
             listens.append(Listen(endpoint, framing, listenCA))
         if clientCA is not None and not any(listen.clientCA for listen in listens):
             raise usage.UsageError("--client-ca needs an ssl: listener: --listen ssl:PORT:privateKey=...")
-        self["listens"] = tuple(listens)
-        self["https"] = tuple(self._httpEndpoints(reactor))
-        sources = self["source"] or ["clock"]
-        if "none" in sources:
-            if len(sources) > 1:
-                raise usage.UsageError("--source none cannot be combined with other sources")
-            sources = []
-        for spec in sources:
-            try:
-                parseSource(spec)
-            except BadSourceSpec as e:
-                raise usage.UsageError(str(e)) from None
-        self["sources"] = tuple(sources)
-        self["access"] = self._accessPolicy()
-        self["cluster-config"] = self._clusterConfig()
+        return tuple(listens)
 
     def _clusterConfig(self) -> ClusterConfig | None:
         named = [
@@ -394,73 +406,31 @@ class Options(usage.Options):
             tokenFile=self["cluster-token-file"],
             ca=self["cluster-ca"],
         )
-        try:
-            config.check()
-        except ClusterConfigError as e:
-            raise usage.UsageError(str(e)) from None
+        config.check()
         return config
 
-    def _httpEndpoints(self, reactor: Any) -> list[str]:
-        endpoints = []
-        for description in self["http"]:
-            endpoint = withBacklog(description)
-            try:
-                serverEndpoint(reactor, endpoint, None)
-            except Exception as e:
-                raise usage.UsageError(f"bad --http endpoint {description!r}: {e}") from None
-            endpoints.append(endpoint)
-        return endpoints
-
-    def _clientCA(self) -> str | None:
-        path: str | None = self["client-ca"]
-        if path is not None:
-            try:
-                loadCertificates(path, "--client-ca")
-            except TLSConfigError as e:
-                raise usage.UsageError(str(e)) from None
-        return path
-
     def _accessPolicy(self) -> AccessPolicy:
-        if self["read-only"] and self["publish-token-file"]:
-            raise usage.UsageError("--read-only and --publish-token-file cannot be combined")
         if self["auth-timeout"] is None:
             self["auth-timeout"] = DEFAULT_AUTH_TIMEOUT
         elif not self["auth-token-file"]:
             # Only clients that must send a token before reading are timed.
             raise usage.UsageError("--auth-timeout needs --auth-token-file")
-        try:
-            return AccessPolicy(
-                auth=TokenFile(self["auth-token-file"]) if self["auth-token-file"] else None,
-                publish=TokenFile(self["publish-token-file"]) if self["publish-token-file"] else None,
-                readOnly=self["read-only"],
-            )
-        except TokenFileError as e:
-            raise usage.UsageError(str(e)) from None
+        return AccessPolicy(
+            auth=TokenFile(self["auth-token-file"]) if self["auth-token-file"] else None,
+            publish=TokenFile(self["publish-token-file"]) if self["publish-token-file"] else None,
+            readOnly=self["read-only"],
+        )
 
 
-def _preferAsyncioReactor() -> None:
+def _daemonConfig(options: Options) -> DaemonConfig:
     """
-    Run a cluster node on Twisted's asyncio reactor, so that nats-py shares
-    its loop instead of running in a thread beside it (see
-    L{streamd.cluster.loop}; that halves the cross-node latency), unless a
-    reactor is already installed (C{twistd --reactor NAME}, or a test run),
-    which then keeps the thread.
+    The daemon's settings, from C{options} as parsed.
+
+    @raise ConfigError: for settings that do not fit together.
     """
-    if "twisted.internet.reactor" not in sys.modules:
-        from twisted.internet import asyncioreactor
+    from streamd.service import DaemonConfig
 
-        asyncioreactor.install()
-
-
-def makeService(options: Options) -> IService:
-    """
-    The daemon described by C{options}.
-    """
-    from twisted.internet import reactor
-
-    from streamd.service import DaemonConfig, StreamdService, freezeStartup
-
-    config = DaemonConfig(
+    return DaemonConfig(
         listens=options["listens"],
         sources=options["sources"],
         interval=options["interval"],
@@ -490,7 +460,31 @@ def makeService(options: Options) -> IService:
         httpPublicMetrics=options["http-public-metrics"],
         cluster=options["cluster-config"],
     )
+
+
+def _preferAsyncioReactor() -> None:
+    """
+    Run a cluster node on Twisted's asyncio reactor, so that nats-py shares
+    its loop instead of running in a thread beside it (see
+    L{streamd.cluster.loop}; that halves the cross-node latency), unless a
+    reactor is already installed (C{twistd --reactor NAME}, or a test run),
+    which then keeps the thread.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()
+
+
+def makeService(options: Options) -> IService:
+    """
+    The daemon described by C{options}.
+    """
+    from twisted.internet import reactor
+
+    from streamd.service import StreamdService, freezeStartup
+
     if not reactor.running:
         # twistd runs the reactor once this returns.
         reactor.callWhenRunning(freezeStartup)
-    return StreamdService(reactor, config)
+    return StreamdService(reactor, options["config"])

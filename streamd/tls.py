@@ -33,6 +33,8 @@ from twisted.internet.ssl import (
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from streamd.config import ConfigError
+
 # The keywords of Twisted's ssl: server endpoint that client certificates
 # can be combined with (sslmethod is left out: Twisted's defaults are better).
 _SSL_KEYWORDS = frozenset(
@@ -49,7 +51,7 @@ PrivateKey = (
 )
 
 
-class TLSConfigError(ValueError):
+class TLSConfigError(ConfigError):
     """
     A certificate, key or CA file that cannot be used; the message is one
     line, fit for a user.

@@ -150,6 +150,18 @@ class AuthenticationTests(_AuthMixin, SynchronousTestCase):
         client.dataReceived(INT32.header(4096) + b"x" * 100)
         self.assertFalse(transport.disconnecting)
 
+    def test_nothingAfterARefusedToken(self) -> None:
+        """
+        Bytes that still arrive after a refused token frame (the connection
+        is closing) are not taken as a second try, however right the token.
+        """
+        client, transport = self.daemon.connect()
+        client.dataReceived(INT32.header(4097))
+        client.dataReceived(INT32.encode(READ_SECRET) + INT32.encode(b"injected"))
+        self.assertEqual(self.lines().count("127.0.0.1:40001 sent a wrong token; disconnecting"), 2)
+        self.assertNotIn("127.0.0.1:40001 authenticated (read)", self.lines())
+        self.assertEqual(len(self.daemon.hub.subscribers), 0)
+
     def test_noTokenInTime(self) -> None:
         """
         A client that sends no token within --auth-timeout is dropped when

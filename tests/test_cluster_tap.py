@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 import tempfile
 
 from twisted.python.usage import UsageError
@@ -112,17 +110,3 @@ class ClusterOptionsTests(SynchronousTestCase):
         """
         with self.assertRaises(UsageError):
             parse("--cluster", "nats://x:4222", "--cluster-user", "u")
-
-    def test_singleNodeImportsNoNats(self) -> None:
-        """
-        A daemon started without C{--cluster} imports neither nats-py nor the
-        cluster link.
-        """
-        code = (
-            "import sys\n"
-            "from streamd.tap import Options, makeService\n"
-            "o = Options(); o.parseOptions(['--source', 'none']); makeService(o)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nats' or m.startswith('streamd.cluster.l')))\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        self.assertEqual(out.strip(), "[]")

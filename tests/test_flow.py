@@ -488,7 +488,7 @@ class InterleavingTests(FlowTestCase):
     Whatever the order of publishes, reads and stalls.
     """
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=settings().max_examples * 3 // 5, deadline=None)
     @given(
         st.lists(
             st.one_of(

@@ -55,7 +55,9 @@ class _FramingMixin:
         L{Decoder.held} says (which never says less than the bytes held), and
         nothing once it is complete.
         """
-        payload = bytes(range(256)) * 256
+        # 16 KiB: a decoder that doubled its buffer, or kept a copy, would
+        # hold twice that, well past the bound; every byte is traced.
+        payload = bytes(range(256)) * 64
         data = self.framing.encode(payload)
         reads = [data[i : i + 1] for i in range(len(data))]
         decoder = self.framing.decoder(len(payload))
@@ -63,11 +65,13 @@ class _FramingMixin:
             tracemalloc.start()
             self.addCleanup(tracemalloc.stop)  # type: ignore[attr-defined]
         before = tracemalloc.get_traced_memory()[0]
+        outOfBounds = []
         for count, read in enumerate(reads[:-1], 1):
             decoder.feed(read)
-            self.assertLessEqual(decoder.held, HELD_RATIO * count + HELD_CONSTANT)  # type: ignore[attr-defined]
-            self.assertGreaterEqual(decoder.held, count)  # type: ignore[attr-defined]
+            if not count <= decoder.held <= HELD_RATIO * count + HELD_CONSTANT:
+                outOfBounds.append((count, decoder.held))
         grown = tracemalloc.get_traced_memory()[0] - before
+        self.assertEqual(outOfBounds, [])  # type: ignore[attr-defined]
         self.assertLessEqual(grown, HELD_RATIO * len(data) + 4096)  # type: ignore[attr-defined]
         self.assertEqual(decoder.feed(reads[-1]), ([payload], data))  # type: ignore[attr-defined]
         self.assertEqual(decoder.held, 0)  # type: ignore[attr-defined]

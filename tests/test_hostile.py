@@ -22,7 +22,7 @@ class HostileInputTests(SynchronousTestCase):
     drops it cleanly, and never raises.
     """
 
-    @settings(deadline=None, max_examples=300)
+    @settings(deadline=None, max_examples=3 * settings().max_examples)
     @given(st.lists(st.binary(max_size=200), max_size=10))
     def test_anyBytes(self, reads: list[bytes]) -> None:
         """

@@ -475,7 +475,7 @@ class ByeTests(SynchronousTestCase):
         daemon.clock.advance(5)
         self.assertTrue(transport.disconnected)
 
-    @settings(max_examples=200)
+    @settings(max_examples=2 * settings().max_examples, deadline=None)
     @given(st.binary(max_size=200), st.lists(st.integers(0, 200), max_size=4))
     def test_anyBytes(self, data: bytes, cuts: list[int]) -> None:
         """

@@ -332,16 +332,24 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
             client.dataReceived(b"x" * 10)
         self.assertFalse(transport.disconnecting)
 
+    def idleDaemonAcking(self, count: int) -> tuple[InMemoryDaemon, StringTransport, dict[str, int]]:
+        """
+        A daemon with --idle-timeout 30 and one client, whose TCP peer (as
+        the kernel would say) has acknowledged C{acked["count"]} bytes.
+        """
+        acked = {"count": count}
+        self.patch(server, "bytesAcked", lambda transport: acked["count"])
+        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
+        _, transport = daemon.connect()
+        return daemon, transport, acked
+
     def test_nonReaderIsIdleWhileTheStreamFlows(self) -> None:
         """
         Where the kernel tells what a TCP peer acknowledged, a client that
         sends nothing and whose peer acknowledges nothing new is cut after
         --idle-timeout, though the stream keeps being written to it.
         """
-        acked = {"count": 500}
-        self.patch(server, "bytesAcked", lambda transport: acked["count"])
-        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
-        _, transport = daemon.connect()
+        daemon, transport, acked = self.idleDaemonAcking(500)
         for _ in range(6):
             daemon.clock.advance(5)
             daemon.hub.publish([b"tick"], INT32.encode(b"tick"), INT32)
@@ -354,10 +362,7 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         A client that sends nothing but whose peer acknowledges new bytes in
         every period is not cut.
         """
-        acked = {"count": 0}
-        self.patch(server, "bytesAcked", lambda transport: acked["count"])
-        daemon = InMemoryDaemon(ServerConfig(idleTimeout=30))
-        _, transport = daemon.connect()
+        daemon, transport, acked = self.idleDaemonAcking(0)
         for _ in range(20):
             daemon.clock.advance(10)
             acked["count"] += 8

@@ -20,6 +20,8 @@ from twisted.internet.tcp import Connection
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from streamd import _coerce
+from streamd.auth import readToken
 from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
 from streamd.client.seqcli import runSeq
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
@@ -59,12 +61,6 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _port(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) <= 65535:
-        raise ValueError(f"--port must be a number from 1 to 65535, not {value!r}")
-    return int(value)
-
-
 class ClientOptions(usage.Options):
     """
     Options of C{python -m streamd.client}.
@@ -81,7 +77,7 @@ class ClientOptions(usage.Options):
     ]
     optParameters = [
         ["host", None, "127.0.0.1", "Server host name or address."],
-        ["port", "p", 7000, "Server TCP port.", _port],
+        ["port", "p", 7000, "Server TCP port.", _coerce.port(1)],
         ["connect", "c", None, "Any Twisted client endpoint: tcp:host=H:port=P, tls:host=H:port=P, ..."],
         ["cafile", None, None, "TLS: trust this PEM CA (or self-signed server) certificate; implies --tls."],
         ["cert", None, None, "TLS: PEM client certificate, for servers that ask for one; implies --tls."],
@@ -137,14 +133,7 @@ class ClientOptions(usage.Options):
         if self["token-file"] is None:
             fromEnvironment = os.environ.get(TOKEN_VARIABLE, "").strip()
             return fromEnvironment.encode() if fromEnvironment else None
-        try:
-            with open(self["token-file"], "rb") as f:
-                token = f.read().strip()
-        except OSError as e:
-            raise ValueError(f"cannot read token file {self['token-file']}: {e.strerror}") from None
-        if not token:
-            raise ValueError(f"token file {self['token-file']} is empty")
-        return token
+        return readToken(self["token-file"])
 
     def where(self) -> str:
         """

@@ -10,11 +10,14 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
+from streamd.auth import TokenFileError, readToken
+from streamd.config import ConfigError
+
 DEFAULT_SUBJECT = "streamd.default"
 RECONNECT_WAIT = 2.0
 
 
-class ClusterConfigError(Exception):
+class ClusterConfigError(ConfigError):
     """
     A C{--cluster*} option is wrong; the str says which and why.
     """
@@ -102,7 +105,6 @@ class ClusterConfig:
 
 def _secret(option: str, path: str) -> str:
     try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError as e:
-        raise ClusterConfigError(f"{option} {path}: {e.strerror}") from None
+        return readToken(path, option).decode()
+    except TokenFileError as e:
+        raise ClusterConfigError(str(e)) from None

@@ -8,6 +8,7 @@ entry in L{SOURCES}.
 
 from __future__ import annotations
 
+from streamd.config import ConfigError
 from streamd.sources.base import Source, SourceContext
 from streamd.sources.clock import ClockSource
 from streamd.sources.exec import ExecSource, ShellSource
@@ -23,7 +24,7 @@ SOURCES: dict[str, type[Source]] = {
 }
 
 
-class BadSourceSpec(ValueError):
+class BadSourceSpec(ConfigError):
     """
     A C{--source} value that names no source or gives it a bad argument.
     """

@@ -99,7 +99,7 @@ def groupAlive(pgid: int) -> bool:
     return False
 
 
-def describeExit(reason: Failure) -> str:
+def _describeExit(reason: Failure) -> str:
     """
     How a process ended, in words.
     """
@@ -196,7 +196,7 @@ class ExecSource(LineSource):
         """
         if child is self.child:
             self.child = None
-        how = describeExit(reason)
+        how = _describeExit(reason)
         if not self.running:
             self.log.info("{source}: stopped; the command {how}", source=self.spec, how=how)
             return

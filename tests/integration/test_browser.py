@@ -84,6 +84,9 @@ def openBrowser(chromium: str, driver: str, profile: str) -> Any:
 def until(condition: Any, seconds: float = 20.0) -> None:
     """
     Wait, in the test's worker thread, until C{condition()} holds.
+
+    A poll, not an event: WebDriver tells nothing when the page changes, and
+    this thread runs no reactor to be told on.
     """
     deadline = time.monotonic() + seconds
     while not condition():

@@ -201,6 +201,15 @@ class WrongPortTests(_PKIMixin, TestCase):
         command = ("-m", "streamd.client", "--port", str(port), *argv)
         return getProcessOutputAndValue(sys.executable, command, env=ENV)
 
+    @defer.inlineCallbacks
+    def assertClientFails(self, port: int, argv: tuple[str, ...], message: str):  # type: ignore[no-untyped-def]
+        """
+        The client at C{port} with options C{argv} prints nothing, says
+        C{message} on stderr and exits 1.
+        """
+        out, err, code = yield self.client(port, *argv)
+        self.assertEqual((out, err.decode(), code), (b"", message, 1))
+
     def daemon(self, listen: str) -> int:
         """
         A quiet daemon (no sources) on C{listen}; its port.
@@ -216,10 +225,9 @@ class WrongPortTests(_PKIMixin, TestCase):
         it may be a TLS port, or a quiet stream.
         """
         port = self.daemon(self.pki.listen())
-        out, err, code = yield self.client(port, "--timeout", "0.5")
-        self.assertEqual((out, code), (b"", 1))
-        self.assertEqual(
-            err.decode(),
+        yield self.assertClientFails(
+            port,
+            ("--timeout", "0.5"),
             f"streamd.client: no data from 127.0.0.1:{port} within 0.5 s: is it a TLS port"
             " (use --tls), or a quiet stream (use --timeout 0 to wait forever)?\n",
         )
@@ -232,10 +240,9 @@ class WrongPortTests(_PKIMixin, TestCase):
         of only "connection lost".
         """
         port = self.daemon(LOOPBACK)
-        out, err, code = yield self.client(port, "--cafile", self.pki.path("ca.pem"))
-        self.assertEqual((out, code), (b"", 1))
-        self.assertEqual(
-            err.decode(),
+        yield self.assertClientFails(
+            port,
+            ("--cafile", self.pki.path("ca.pem")),
             f"streamd.client: connection to 127.0.0.1:{port} lost during the TLS handshake:"
             " is it a plain (non-TLS) port?\n",
         )
@@ -262,10 +269,9 @@ class WrongPortTests(_PKIMixin, TestCase):
 
         self.addCleanup(close)
         port = listening.getHost().port
-        out, err, code = yield self.client(port, "--cafile", self.pki.path("ca.pem"), "--timeout", "0.5")
-        self.assertEqual((out, code), (b"", 1))
-        self.assertEqual(
-            err.decode(),
+        yield self.assertClientFails(
+            port,
+            ("--cafile", self.pki.path("ca.pem"), "--timeout", "0.5"),
             f"streamd.client: TLS handshake with 127.0.0.1:{port} did not complete within 0.5 s:"
             " is it a plain (non-TLS) port?\n",
         )

@@ -97,17 +97,25 @@ class RealProcessTests(TestCase):
         self.assertRaises(ProcessLookupError, os.kill, pid, 0)
 
     @defer.inlineCallbacks
+    def startAndStopGroup(self, spec: str, killGrace: float):  # type: ignore[no-untyped-def]
+        """
+        Start C{spec}, a shell that prints its pid and a background child's,
+        stop it, and check that both are gone.
+        """
+        source = self.start(spec, killGrace=killGrace)
+        yield waitFor(lambda: len(self.recorder.messages) == 2, 5, details=self.logLines)
+        shell, child = (int(pid) for pid in self.recorder.messages)
+        yield source.stopService()
+        self.assertRaises(ProcessLookupError, os.kill, shell, 0)
+        yield waitFor(lambda: pidGone(child), 1, details=self.logLines)
+
+    @defer.inlineCallbacks
     def test_stubbornGroupKilled(self):  # type: ignore[no-untyped-def]
         """
         A shell that ignores SIGTERM, and a child of it in the background,
         get SIGKILL after the grace period; no process of the group is left.
         """
-        source = self.start("sh:trap '' TERM; echo $$; sleep 30 & echo $!; wait", killGrace=0.3)
-        yield waitFor(lambda: len(self.recorder.messages) == 2, 5, details=self.logLines)
-        shell, sleeper = (int(pid) for pid in self.recorder.messages)
-        yield source.stopService()
-        self.assertRaises(ProcessLookupError, os.kill, shell, 0)
-        yield waitFor(lambda: pidGone(sleeper), 1, details=self.logLines)
+        yield self.startAndStopGroup("sh:trap '' TERM; echo $$; sleep 30 & echo $!; wait", killGrace=0.3)
         self.assertIn(
             "sh:trap '' TERM; echo $$; sleep 30 & echo $!; wait: the command was still running 0.3 s after SIGTERM; sent SIGKILL",
             self.logLines(),
@@ -119,12 +127,7 @@ class RealProcessTests(TestCase):
         Stopping C{sh:} with a pipeline stops every process in it with
         SIGTERM, well before the grace period.
         """
-        source = self.start("sh:echo $$; sleep 30 | sleep 31 & echo $!; wait", killGrace=5)
-        yield waitFor(lambda: len(self.recorder.messages) == 2, 5, details=self.logLines)
-        shell, last = (int(pid) for pid in self.recorder.messages)
-        yield source.stopService()
-        self.assertRaises(ProcessLookupError, os.kill, shell, 0)
-        yield waitFor(lambda: pidGone(last), 1, details=self.logLines)
+        yield self.startAndStopGroup("sh:echo $$; sleep 30 | sleep 31 & echo $!; wait", killGrace=5)
         self.assertFalse(any("SIGKILL" in line for line in self.logLines()))
 
     @defer.inlineCallbacks

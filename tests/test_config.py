@@ -1,0 +1,83 @@
+"""
+Tests that the config objects check themselves when made, whoever makes
+them: C{twistd streamd}'s options or a program embedding the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.auth import AccessPolicy, TokenFile
+from streamd.config import ConfigError
+from streamd.hub import FlowControl
+from streamd.server import ServerConfig
+from streamd.service import DaemonConfig
+
+from .test_auth import tokenFile
+
+
+class SelfCheckTests(SynchronousTestCase):
+    """
+    A setting that cannot work raises L{ConfigError}, with one line that
+    names the options; the defaults and sensible settings pass.
+    """
+
+    def assertRefused(self, make: object, message: str) -> None:
+        error = self.assertRaises(ConfigError, make)  # type: ignore[arg-type]
+        self.assertEqual(str(error), message)
+
+    def test_defaults(self) -> None:
+        """
+        The defaults pass, and so do settings at their limits.
+        """
+        DaemonConfig()
+        ServerConfig(maxMessageSize=10, maxPartialBytes=20)
+        FlowControl(history=1, maxBehind=5, softBehind=5)
+
+    def test_serverConfig(self) -> None:
+        """
+        A message size no header can carry, or a partial-frame budget that
+        cannot hold two largest messages, is refused.
+        """
+        self.assertRefused(
+            lambda: ServerConfig(maxMessageSize=1 << 32),
+            "--max-message-size must be at most 4294967295 (4 GiB - 1)",
+        )
+        self.assertRefused(
+            lambda: ServerConfig(maxMessageSize=10, maxPartialBytes=19),
+            "--max-partial-bytes must be at least twice --max-message-size (20),"
+            " or a largest message could be cut on its way in",
+        )
+
+    def test_flowControl(self) -> None:
+        """
+        A soft limit over the hard one, or an empty history, is refused.
+        """
+        self.assertRefused(
+            lambda: FlowControl(maxBehind=5, softBehind=6),
+            "--soft-pending must not be larger than --max-pending",
+        )
+        self.assertRefused(lambda: FlowControl(history=0), "--history must be at least 1 byte, not 0")
+
+    def test_daemonConfigSources(self) -> None:
+        """
+        A source that does not parse is refused with the source's own message.
+        """
+        self.assertRefused(
+            lambda: DaemonConfig(sources=("radio",)),
+            "unknown source 'radio' (known: clock, exec, file, sh, stdin, or none)",
+        )
+
+    def test_accessPolicy(self) -> None:
+        """
+        A publish token with read-only access is refused: it would let no
+        one publish.
+        """
+        path = tokenFile(b"secret")
+        self.addCleanup(os.remove, path)
+        self.assertRefused(
+            lambda: AccessPolicy(publish=TokenFile(path), readOnly=True),
+            "--read-only and --publish-token-file cannot be combined",
+        )
