@@ -508,6 +508,9 @@ def main(argv: list[str]) -> int:
     bulkParser.add_argument("--no-client", action="store_true", help="without python -m streamd.client")
     bulkParser.add_argument("--non-reader", action="store_true", help="add a client that never reads")
     bulkParser.add_argument("--history", type=int, default=None, help="the daemon's --history, in bytes")
+    bulkParser.add_argument(
+        "--stall-timeout", type=float, default=None, help="the daemon's --stall-timeout, in seconds"
+    )
     stalledParser = scenarios.add_parser("stalled", help="N subscribers that never read")
     stalledParser.add_argument("--subscribers", type=int, nargs="+", default=[10, 100, 1000])
     stalledParser.add_argument("--compare", choices=["redis"], default=None)
@@ -517,8 +520,12 @@ def main(argv: list[str]) -> int:
     blockParser.add_argument("--seconds", type=float, default=30.0)
     arguments = parser.parse_args(argv)
     if arguments.scenario == "bulk":
-        history = () if arguments.history is None else ("--history", str(arguments.history))
-        result = bulk(arguments.lines, arguments.non_reader, history, arguments.readers, not arguments.no_client)
+        options: tuple[str, ...] = ()
+        if arguments.history is not None:
+            options += ("--history", str(arguments.history))
+        if arguments.stall_timeout is not None:
+            options += ("--stall-timeout", str(arguments.stall_timeout))
+        result = bulk(arguments.lines, arguments.non_reader, options, arguments.readers, not arguments.no_client)
         print(result.summary())
         return logFailures(result.log)
     elif arguments.scenario == "stalled":

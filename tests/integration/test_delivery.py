@@ -48,8 +48,14 @@ class BulkStdinTests(SynchronousTestCase):
         the client and the stdlib reader each receive every line in order,
         a client that never reads is cut with a log line, and the daemon
         grows by at most the history and 16 MiB.
+
+        The daemon waits up to 30 s (not 1) for a reader that fell behind:
+        on a loaded machine the printing client can stall for seconds, and
+        the never-reader is cut however long the wait, since it never drains.
         """
-        out = delivery("bulk", "--lines", "300000", "--non-reader", "--history", str(6 * MiB))
+        out = delivery(
+            "bulk", "--lines", "300000", "--non-reader", "--history", str(6 * MiB), "--stall-timeout", "30"
+        )
         self.assertEqual(printed(r"streamd\.client got ([\d,]+) \(in order\)", out), 300_000, out)
         self.assertEqual(printed(r"reader\(s\) got ([\d,]+) each at least \(in order\)", out), 300_000, out)
         self.assertIn("its position left the --history", out.split("non-reader: ", 1)[1])
