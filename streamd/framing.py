@@ -34,12 +34,20 @@ bytes (its C{bytes} object and its place in the list); a read of this size
 or more costs at most 1% over its length.
 """
 
+VIEW_FROM = 2048
+"""
+Payloads of at least this many bytes that arrive whole in one read are
+views of the read rather than copies: the daemon relays the read's bytes as
+they came and only counts the payloads, so copying a large one is wasted.
+"""
+
 _INT32 = Struct(">I")
 
 Payload = bytes | memoryview
 """
 A decoded message: C{bytes}, or a C{memoryview} into the joined bytes for a
-message whose payload did not all come in the read that brought its header.
+message whose payload did not all come in the read that brought its header,
+or into the read for one of L{VIEW_FROM} bytes or more.
 """
 
 
@@ -230,6 +238,7 @@ class Decoder:
         unpack = self._unpack
         maxLength = self.maxLength
         end = len(data)
+        view = None
         while end - offset >= headerSize:
             if unpack is not None:
                 (length,) = unpack(data, offset)
@@ -251,7 +260,12 @@ class Decoder:
                 self._need = headerSize + length
                 self.held = getsizeof(chunks[0]) + getsizeof(chunks)
                 return offset
-            payloads.append(data[offset + headerSize : stop])
+            if length < VIEW_FROM:
+                payloads.append(data[offset + headerSize : stop])
+            else:
+                if view is None:
+                    view = memoryview(data)
+                payloads.append(view[offset + headerSize : stop])
             offset = stop
         if offset < end:
             self._holding = True

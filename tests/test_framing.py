@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.framing import ASCII10, INT32, BadHeader, FrameTooLong, Framing
+from streamd.framing import ASCII10, INT32, VIEW_FROM, BadHeader, FrameTooLong, Framing
 
 MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
 
@@ -238,6 +238,19 @@ class Int32FramingTests(_FramingMixin, SynchronousTestCase):
         A length that 4 bytes cannot hold is refused, not wrapped around.
         """
         self.assertRaises(ValueError, INT32.header, 1 << 32)
+
+    def test_largePayloadsAreViews(self) -> None:
+        """
+        A payload of L{VIEW_FROM} bytes or more that came whole in one read
+        is a view of the read, not a copy; smaller ones are C{bytes}.
+        """
+        large, small = b"x" * VIEW_FROM, b"y" * (VIEW_FROM - 1)
+        data = INT32.encode(large) + INT32.encode(small)
+        payloads, raw = INT32.decoder(VIEW_FROM).feed(data)
+        self.assertEqual([type(payload) for payload in payloads], [memoryview, bytes])
+        self.assertIs(payloads[0].obj, data)  # type: ignore[union-attr]
+        self.assertEqual(payloads, [large, small])
+        self.assertIs(raw, data)
 
 
 class ASCII10FramingTests(_FramingMixin, SynchronousTestCase):
