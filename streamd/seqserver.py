@@ -86,7 +86,7 @@ def resumePoint(history: History, hello: ClientHello) -> Resume:
     Where the stream starts for a client that said C{hello}.
     """
     newest = history.nextSequence - 1
-    if hello.start == Start.RESUME and hello.epoch != history.epoch:
+    if hello.start == Start.RESUME and not history.numbers(hello.epoch):
         return Resume(history.end, 0, Gap(1, newest, GapReason.RESTARTED))
     if hello.start == Start.RESUME:
         after = min(hello.position, newest)
@@ -258,6 +258,14 @@ class SeqServerProtocol(StreamServerProtocol):
         )
         cursor.seek(start)
         cursor.sendPrivate(framed(Gap(first, last, GapReason.EVICTED)), before=start)
+
+    def streamGap(self, first: int, last: int) -> None:
+        """
+        Messages C{first} to C{last} will never be here: a GAP, in order
+        with the stream (the hub's call, see L{Hub.gap}).
+        """
+        if self._started:
+            self.cursor.sendPrivate(framed(Gap(first, last, GapReason.CLUSTER)))
 
     def _refuse(self, reason: Reason, why: str) -> None:
         self.log.warn("{peer} {why}; disconnecting", peer=self.peer, why=why)

@@ -58,6 +58,7 @@ from streamd.seqframing import (
 GAP_TEXT = {
     GapReason.EVICTED: "evicted from history",
     GapReason.RESTARTED: "the daemon restarted",
+    GapReason.CLUSTER: "not received from the cluster",
 }
 
 
