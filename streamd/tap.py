@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import IService
@@ -14,7 +15,13 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
-from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig, ClusterConfigError
+from streamd.cluster.config import (
+    DEFAULT_RETENTION,
+    DEFAULT_SUBJECT,
+    ClusterConfig,
+    ClusterConfigError,
+    parseRetention,
+)
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, INT32, Framing
 from streamd.hub import FlowControl
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
@@ -261,6 +268,20 @@ class Options(usage.Options):
         ["cluster-password-file", None, None, "File holding the NATS password of --cluster-user."],
         ["cluster-token-file", None, None, "File holding a NATS authorization token for --cluster."],
         ["cluster-ca", None, None, "PEM file of the CAs the NATS servers' certificates must be signed by."],
+        [
+            "cluster-history",
+            None,
+            "core",
+            "core (each node numbers its own messages) or jetstream (one JetStream stream numbers them"
+            " for every node, and a node cut off catches up).",
+        ],
+        [
+            "cluster-retention",
+            None,
+            None,
+            f"What the JetStream stream keeps: a size, an age or both (1GiB,24h). [default: {DEFAULT_RETENTION}]",
+        ],
+        ["cluster-replicas", None, 1, "Copies of the JetStream stream in a NATS cluster (1-5).", int],
     ]
 
     def __init__(self) -> None:
@@ -381,6 +402,12 @@ class Options(usage.Options):
         ]
         if self["cluster-subject"] != DEFAULT_SUBJECT:
             named.append("cluster-subject")
+        if self["cluster-history"] != "core":
+            named.append("cluster-history")
+        jetstream = self["cluster-history"] == "jetstream"
+        for name in ("cluster-retention", "cluster-replicas"):
+            if self[name] not in (None, 1) and not jetstream:
+                raise usage.UsageError(f"--{name} needs --cluster-history jetstream")
         if not self["cluster"]:
             if named:
                 raise usage.UsageError(f"--{named[0]} needs --cluster nats://HOST:PORT")
@@ -393,8 +420,13 @@ class Options(usage.Options):
             passwordFile=self["cluster-password-file"],
             tokenFile=self["cluster-token-file"],
             ca=self["cluster-ca"],
+            history=self["cluster-history"],
+            replicas=self["cluster-replicas"],
         )
         try:
+            if jetstream:
+                size, age = parseRetention(self["cluster-retention"] or DEFAULT_RETENTION)
+                config = replace(config, retentionBytes=size, retentionAge=age)
             config.check()
         except ClusterConfigError as e:
             raise usage.UsageError(str(e)) from None
