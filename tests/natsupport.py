@@ -37,6 +37,7 @@ class NatsServer(ProcessProtocol):
     """
 
     port: int = 0
+    argv: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.log = b""
@@ -73,6 +74,7 @@ def startNats(case: Any, port: int = -1, *argv: str) -> Any:
 
     binary = natsServerBinary()
     server = NatsServer()
+    server.argv = argv
     reactor.spawnProcess(server, binary, [binary, "-a", "127.0.0.1", "-p", str(port), *argv], env=ENV)
     server.running = True
     case.addCleanup(server.kill)
@@ -83,13 +85,25 @@ def startNats(case: Any, port: int = -1, *argv: str) -> Any:
     return server
 
 
-@inlineCallbacks
-def startNatsCluster(case: Any, size: int) -> Any:
+def restartNats(case: Any, server: NatsServer) -> Any:
     """
-    C{size} nats-servers routed to each other as one NATS cluster; fire
-    with their L{NatsServer}s once each is ready.
+    Start C{server} again (after a kill): same port, same arguments, so
+    the same JetStream store; fire with the new L{NatsServer}.
+    """
+    return startNats(case, server.port, *server.argv)
+
+
+@inlineCallbacks
+def startNatsCluster(case: Any, size: int, jetstream: bool = False) -> Any:
+    """
+    C{size} nats-servers routed to each other as one NATS cluster, each
+    with JetStream and its store in a temporary directory if C{jetstream}
+    (then they do not advertise each other to clients, so that a client
+    given one server stays cut off while it is down); fire with their
+    L{NatsServer}s once each is ready.
     """
     import socket
+    import tempfile
 
     routePorts = []
     for _ in range(size):
@@ -112,6 +126,7 @@ def startNatsCluster(case: Any, size: int) -> Any:
                     f"nats://127.0.0.1:{routePort}",
                     "--routes",
                     routes,
+                    *(("-js", "-sd", tempfile.mkdtemp(), "--no_advertise") if jetstream else ()),
                 )
             )
         )
