@@ -242,6 +242,10 @@ class ClusterLink(Service):
             seconds=self.reactor.seconds() - lostAt if lostAt is not None else 0.0,
             gaps=self.counters.gaps,
         )
+        # How many is not known: seq clients get a GAP that covers none of
+        # this node's numbers, with the reason.
+        nextSequence = self.hub.history.nextSequence
+        self.hub.gap(nextSequence, nextSequence - 1)
 
     def _slowConsumer(self) -> None:
         with self._lock:
