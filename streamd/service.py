@@ -167,6 +167,7 @@ class StreamdService(MultiService):
                     listeners=lambda: self.listeners,
                     listenerOf=lambda connection: tcpNames.get(connection.factory, "tcp"),
                     sources=self.sources,
+                    cluster=lambda: self.cluster.health() if self.cluster is not None else None,
                 ),
             )
             for description, context in zip(config.http, self._webContexts, strict=True)

@@ -193,6 +193,12 @@ class JetStreamLink(ClusterLink):
             seq=self.hub.history.nextSequence,
         )
 
+    def health(self) -> dict[str, Any]:
+        health = super().health()
+        health["stream"] = self.config.streamName
+        health["next"] = self.hub.history.nextSequence
+        return health
+
     def _noJetStream(self, error: str) -> None:
         self._failures += 1
         if self._failures & (self._failures - 1) == 0:
