@@ -193,6 +193,12 @@ class JetStreamLink(ClusterLink):
             seq=self.hub.history.nextSequence,
         )
 
+    def _failedForGood(self, error: str) -> None:
+        # Messages published here would wait for the stream forever: number
+        # and deliver them here again, as a single node does.
+        self.hub.upstream = None
+        super()._failedForGood(error)
+
     def health(self) -> dict[str, Any]:
         health = super().health()
         health["stream"] = self.config.streamName

@@ -374,3 +374,37 @@ class NatsClusterTests(_JetStreamMixin, TestCase):
             tally(onB, 1, published), {"received": published, "duplicates": 0, "outOfOrder": 0, "missing": 0}
         )
         self.assertEqual(numbered(a), numbered(b))
+
+
+class FaultTests(_JetStreamMixin, TestCase):
+    """
+    JetStream mode when NATS cannot serve it.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_noJetStream(self):  # type: ignore[no-untyped-def]
+        """
+        On a nats-server without JetStream the node says so and keeps
+        trying, and what is published here waits for the stream; once the
+        node gives up the link (at shutdown, or on an error), the hub numbers
+        its own messages again.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        nats = yield startNats(self)
+        service, port = self.startNode(nats.port)
+        yield waitFor(lambda: any("JetStream does not answer" in e["log_format"] for e in logged), 20)
+        self.assertFalse(service.cluster.connected)
+        received: list[bytes] = []
+        yield self.client(port, received)
+        yield waitFor(lambda: len(service.hub.subscribers) == 1)
+        service.hub.publish([b"waits"])
+        self.assertEqual(service.hub.history.nextSequence, 1)
+        service.cluster._failedForGood("test")
+        service.hub.publish([b"local"])
+        yield waitFor(lambda: received == [b"local"])
+        self.assertEqual(service.cluster.health()["state"], "stopped")
