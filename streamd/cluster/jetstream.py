@@ -43,6 +43,12 @@ WINDOW = 256
 """
 JetStream messages published before their acknowledgements are awaited.
 """
+API_TIMEOUT = 2.0
+"""
+Seconds to wait for an answer of the JetStream API (stream and consumer
+set-up), tried again after a timeout: a NATS cluster electing its leader
+answers nothing meanwhile.
+"""
 ACK_TIMEOUT = 5.0
 """
 Seconds to wait for an acknowledgement before publishing again (from the
@@ -209,8 +215,8 @@ class JetStreamLink(ClusterLink):
         self._failures += 1
         if self._failures & (self._failures - 1) == 0:
             self.log.warn(
-                "cluster: JetStream does not answer ({error}; is it enabled, nats-server -js?);"
-                " retrying every {wait:g} s ({n} attempt(s) so far)",
+                "cluster: JetStream does not answer ({error}; is it enabled, nats-server -js,"
+                " and has a NATS cluster its leader?); retrying every {wait:g} s ({n} attempt(s) so far)",
                 error=error,
                 wait=self.config.reconnectWait,
                 n=self._failures,
@@ -251,7 +257,7 @@ class JetStreamLink(ClusterLink):
                     await nc.close()
                     return
                 except Exception as e:
-                    loop.callInReactor(self._publishedBadly, f"reading the stream again: {e or type(e).__name__}")
+                    loop.callInReactor(self._noJetStream, str(e) or type(e).__name__)
                     await asyncio.sleep(self.config.reconnectWait)
                 else:
                     connected.set()
@@ -281,7 +287,7 @@ class JetStreamLink(ClusterLink):
             reconnected_cb=reconnected,
             **self.config.connectOptions(),
         )
-        js = self._js = nc.jetstream()
+        js = self._js = nc.jetstream(timeout=API_TIMEOUT)
         while True:
             # JetStream may not answer yet (a NATS cluster electing its
             # leader, a stream being placed): try again, as for a server.

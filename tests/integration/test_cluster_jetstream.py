@@ -373,6 +373,8 @@ class NatsClusterTests(_JetStreamMixin, TestCase):
         self.assertEqual(
             tally(onB, 1, published), {"received": published, "duplicates": 0, "outOfOrder": 0, "missing": 0}
         )
+        # A gets its own messages back from the stream too.
+        yield waitFor(lambda: a.hub.history.nextSequence == published + 1)
         self.assertEqual(numbered(a), numbered(b))
 
 
