@@ -167,3 +167,54 @@ class RetentionTests(SynchronousTestCase):
         The stream is named after the subject, without its dots.
         """
         self.assertEqual(ClusterConfig(("nats://h:1",), subject="a.b").streamName, "streamd-a_b")
+
+
+class JetStreamLinkTests(SynchronousTestCase):
+    """
+    What L{JetStreamLink} does in the reactor's thread, without NATS.
+    """
+
+    def setUp(self) -> None:
+        from streamd.cluster.jetstream import JetStreamLink
+
+        self.hub = Hub(Stats(), Clock())
+        config = ClusterConfig(("nats://127.0.0.1:4222",), history="jetstream")
+        self.link = JetStreamLink(self.hub, Clock(), config, 1024, pendingBytes=10)
+        self.hub.upstream = self.link.forward
+
+    def test_queuedNotDelivered(self) -> None:
+        """
+        What is published here waits for the stream, numbered in order of
+        publishing, and is not in the history yet.
+        """
+        self.hub.publish([b"a", memoryview(b"bc")], sender=_Sender())
+        self.hub.publish([b"d"])
+        self.assertEqual(self.link._out, [(1, b"a"), (2, b"bc"), (3, b"d")])
+        self.assertEqual(self.hub.history.nextSequence, 1)
+
+    def test_queueBounded(self) -> None:
+        """
+        Past C{pendingBytes} waiting, what is published here is dropped and
+        counted.
+        """
+        self.hub.publish([b"x" * 8])
+        self.hub.publish([b"y" * 8])
+        self.assertEqual((len(self.link._out), self.link.counters.dropped), (1, 1))
+
+    def test_backFromTheStream(self) -> None:
+        """
+        Messages read from the stream enter the history under the stream's
+        numbers, in runs of one sender: this node's own with their
+        publisher as sender (it does not get them back), the others' with
+        the link.
+        """
+        sender = _Sender()
+        self.hub.publish([b"mine"], sender=sender)
+        self.link._in = [(7, b"theirs", 0), (8, b"mine", 1), (9, b"theirs too", 0)]  # type: ignore[list-item]
+        self.link._publishReceived()
+        history = self.hub.history
+        self.assertEqual(
+            [(history[i].first, history[i].count, history[i].sender) for i in range(history.start, history.end)],
+            [(7, 1, self.link.serial), (8, 1, sender.serial), (9, 1, self.link.serial)],
+        )
+        self.assertEqual((history.nextSequence, self.link._senders), (10, {}))

@@ -95,7 +95,6 @@ class JetStreamLink(ClusterLink):
         self._senders: dict[int, Sender] = {}
         self.expected = 1
         self.epoch: bytes | None = None
-        self._reads = 0
         self._sub: Any = None
         self._js: Any = None
         self._connectedEvent: asyncio.Event | None = None
