@@ -98,6 +98,7 @@ class JetStreamLink(ClusterLink):
         self._sub: Any = None
         self._js: Any = None
         self._connectedEvent: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
         # Called with the cluster's epoch when this node takes it.
         self.epochHooks: list[Callable[[bytes], None]] = []
 
@@ -234,6 +235,7 @@ class JetStreamLink(ClusterLink):
 
         loop = self._loop
         assert loop is not None
+        self._task = asyncio.current_task()
         connected = self._connectedEvent = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -384,6 +386,9 @@ class JetStreamLink(ClusterLink):
                     task.cancel()
 
     async def _close(self, then: Callable[[], None]) -> None:
+        # Let the cancelled main task unwind before the loop stops.
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=1)
         await self._unsubscribe()
         await super()._close(then)
 
