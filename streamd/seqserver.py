@@ -101,7 +101,13 @@ def resumePoint(history: History, hello: ClientHello) -> Resume:
         gap = Gap(after + 1, oldest - 1, GapReason.EVICTED)
         after = oldest - 1
     index = history.find(after + 1)
-    skip = after + 1 - history[index].first if index < history.end else 0
+    skip = 0
+    if index < history.end:
+        first = history[index].first
+        if first > after + 1 and gap is None:
+            # A hole of a cluster's stream: messages this node never got.
+            gap = Gap(after + 1, first - 1, GapReason.CLUSTER)
+        skip = max(after + 1 - first, 0)
     return Resume(index, skip, gap)
 
 

@@ -218,3 +218,34 @@ class JetStreamLinkTests(SynchronousTestCase):
             [(7, 1, self.link.serial), (8, 1, sender.serial), (9, 1, self.link.serial)],
         )
         self.assertEqual((history.nextSequence, self.link._senders), (10, {}))
+
+
+class ResumeInAHoleTests(SynchronousTestCase):
+    """
+    A client resuming at a position inside a hole of the stream's numbers.
+    """
+
+    def test_gapThenTheRest(self) -> None:
+        """
+        The client is told of the messages of the hole it will not get
+        (GAP reason CLUSTER), then sent the messages after it.
+        """
+        daemon = SeqDaemon()
+        daemon.hub.publish([b"m1", b"m2"], first=1)
+        daemon.hub.publish([b"m6", b"m7"], first=6)
+        _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3))
+        self.assertEqual(
+            received(transport),
+            [ServerHello(VERSION, EPOCH, 1, 7, 0), Gap(4, 5, GapReason.CLUSTER), Msg(6, b"m6"), Msg(7, b"m7")],
+        )
+
+    def test_noHoleNoGap(self) -> None:
+        """
+        Resuming in the middle of an entry, with no hole, sends the rest of
+        that entry and no GAP.
+        """
+        daemon = SeqDaemon()
+        daemon.hub.publish([b"m1", b"m2"], first=1)
+        daemon.hub.publish([b"m6", b"m7"], first=6)
+        _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 6))
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 7, 0), Msg(7, b"m7")])
