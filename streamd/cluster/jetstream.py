@@ -215,7 +215,7 @@ class JetStreamLink(ClusterLink):
         self._failures += 1
         if self._failures & (self._failures - 1) == 0:
             self.log.warn(
-                "cluster: JetStream does not answer ({error}; is it enabled, nats-server -js,"
+                "cluster: JetStream does not serve the stream yet ({error}; is it enabled, nats-server -js,"
                 " and has a NATS cluster its leader?); retrying every {wait:g} s ({n} attempt(s) so far)",
                 error=error,
                 wait=self.config.reconnectWait,
@@ -231,7 +231,7 @@ class JetStreamLink(ClusterLink):
         import nats
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import ServiceUnavailableError
+        from nats.js.errors import APIError
 
         loop = self._loop
         assert loop is not None
@@ -296,7 +296,10 @@ class JetStreamLink(ClusterLink):
                 info = await self._ensureStream(js)
                 self.epoch = epochOf(info.config.name, _created(info))
                 await self._consume()
-            except (NatsTimeout, ServiceUnavailableError, NoRespondersError) as e:
+            except (NatsTimeout, NoRespondersError, APIError) as e:
+                # Also what a NATS cluster answers while it places a new
+                # stream (in use, yet not found), or a lasting refusal
+                # (more replicas than servers), which the log then shows.
                 loop.callInReactor(self._noJetStream, str(e) or type(e).__name__)
                 await asyncio.sleep(self.config.reconnectWait)
             else:
@@ -311,7 +314,7 @@ class JetStreamLink(ClusterLink):
         options; both are idempotent, so every node does it.
         """
         from nats.js.api import StorageType, StreamConfig
-        from nats.js.errors import NotFoundError
+        from nats.js.errors import BadRequestError, NotFoundError
 
         config = self.config
         wanted = StreamConfig(
@@ -325,7 +328,12 @@ class JetStreamLink(ClusterLink):
         try:
             info = await js.stream_info(config.streamName)
         except NotFoundError:
-            return await js.add_stream(wanted)
+            try:
+                return await js.add_stream(wanted)
+            except BadRequestError:
+                # Another node made it meanwhile (or an earlier try of ours
+                # whose answer was lost), perhaps not quite alike.
+                info = await js.stream_info(config.streamName)
         current = info.config
         if current.subjects != [config.subject]:
             raise ValueError(

@@ -378,6 +378,72 @@ class NatsClusterTests(_JetStreamMixin, TestCase):
         self.assertEqual(numbered(a), numbered(b))
 
 
+    @defer.inlineCallbacks
+    def test_beyondRetention(self):  # type: ignore[no-untyped-def]
+        """
+        Node B cut off for longer than the stream keeps messages (1 s):
+        once back, its seq client gets one GAP (reason CLUSTER) for exactly
+        the messages that left the stream meanwhile, then the rest, with no
+        duplicate.
+        """
+        from streamd.client.seq import connect as seqConnect
+        from streamd.cluster.config import ClusterConfig
+        from streamd.seqframing import SEQ, Gap, GapReason
+        from streamd.service import DaemonConfig, Listen
+
+        from ..support import startDaemon
+        from .test_cluster import LOOPBACK
+
+        servers = yield self.startCluster()
+        short = {"replicas": 3, "retentionAge": 1.0}
+        onlyB = servers[2]
+        a, _ = self.startNode(servers[0].port, servers[1].port, cluster=short)
+        b, portB = startDaemon(
+            self,
+            DaemonConfig(
+                listens=(Listen(LOOPBACK, SEQ),),
+                sources=(),
+                statsInterval=0,
+                cluster=ClusterConfig(
+                    (f"nats://127.0.0.1:{onlyB.port}",), reconnectWait=0.1, history="jetstream", **short
+                ),
+            ),
+        )
+        yield waitFor(lambda: a.cluster.connected and b.cluster.connected, 30)
+        got: list[tuple[int, bytes]] = []
+        gaps: list[Gap] = []
+        client = seqConnect(
+            reactor, f"tcp:host=127.0.0.1:port={portB}", lambda seq, m: got.append((seq, m)),
+            onGap=lambda gap, previous: gaps.append(gap),
+        )  # fmt: skip
+        self.addCleanup(client.stop)
+        yield client.whenConnected()
+        yield waitFor(lambda: len(b.hub.subscribers) == 1)
+        published = 0
+
+        def tick() -> None:
+            nonlocal published
+            a.hub.publish([b"0-%d" % published])
+            published += 1
+
+        ticker = LoopingCall(tick)
+        ticker.start(0.005)
+        self.addCleanup(lambda: ticker.running and ticker.stop())
+        yield waitFor(lambda: len(got) >= 20, 20)
+        yield onlyB.kill()
+        yield waitFor(lambda: not b.cluster.connected)
+        yield restartNats(self, onlyB)
+        yield waitFor(lambda: b.cluster.connected and gaps, 30)
+        ticker.stop()
+        yield waitFor(lambda: a.hub.history.nextSequence == published + 1)
+        yield waitFor(lambda: got[-1][0] == published, 30)
+        (gap,) = gaps
+        self.assertEqual(gap.reason, GapReason.CLUSTER)
+        seqs = [seq for seq, _ in got]
+        self.assertEqual(seqs, sorted(set(seqs)))
+        self.assertEqual(seqs, [s for s in range(1, published + 1) if not gap.first <= s <= gap.last])
+        self.assertEqual(got, [(seq, b"0-%d" % (seq - 1)) for seq in seqs])
+
 class FaultTests(_JetStreamMixin, TestCase):
     """
     JetStream mode when NATS cannot serve it.
@@ -399,7 +465,7 @@ class FaultTests(_JetStreamMixin, TestCase):
         logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         nats = yield startNats(self)
         service, port = self.startNode(nats.port)
-        yield waitFor(lambda: any("JetStream does not answer" in e["log_format"] for e in logged), 20)
+        yield waitFor(lambda: any("JetStream does not serve the stream yet" in e["log_format"] for e in logged), 20)
         self.assertFalse(service.cluster.connected)
         received: list[bytes] = []
         yield self.client(port, received)
@@ -410,3 +476,4 @@ class FaultTests(_JetStreamMixin, TestCase):
         service.hub.publish([b"local"])
         yield waitFor(lambda: received == [b"local"])
         self.assertEqual(service.cluster.health()["state"], "stopped")
+
