@@ -12,7 +12,8 @@ import sysconfig
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol, connectionDone
+from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.python.failure import Failure
 
 from .support import ENV, waitFor
@@ -131,3 +132,50 @@ def startNatsCluster(case: Any, size: int, jetstream: bool = False) -> Any:
             )
         )
     return servers
+
+
+class _TrackedProxy(ProxyServer):
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)  # type: ignore[attr-defined]
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.connections.discard(self)  # type: ignore[attr-defined]
+        super().connectionLost(reason)
+
+
+class NatsProxy:
+    """
+    A TCP proxy in front of a nats-server, to cut one client off from it
+    (and let it back) while the others stay on.
+
+    @ivar port: the port clients connect to.
+    """
+
+    def __init__(self, case: Any, natsPort: int) -> None:
+        self.factory = ProxyFactory("127.0.0.1", natsPort)
+        self.factory.protocol = _TrackedProxy
+        self.factory.connections = set()  # type: ignore[attr-defined]
+        self.listening: Any = None
+        self.port = 0
+        self.open()
+        case.addCleanup(self.cut)
+
+    def open(self) -> None:
+        """
+        Let clients in again, on the same port.
+        """
+        from twisted.internet import reactor
+
+        self.listening = reactor.listenTCP(self.port, self.factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.port = self.listening.getHost().port
+
+    def cut(self) -> Any:
+        """
+        Drop every connection and refuse new ones; fires once no longer
+        listening.
+        """
+        for connection in list(self.factory.connections):  # type: ignore[attr-defined]
+            connection.transport.abortConnection()
+        listening, self.listening = self.listening, None
+        return listening.stopListening() if listening is not None else succeed(None)

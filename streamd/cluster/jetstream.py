@@ -49,6 +49,13 @@ Seconds to wait for an answer of the JetStream API (stream and consumer
 set-up), tried again after a timeout: a NATS cluster electing its leader
 answers nothing meanwhile.
 """
+WATCH_SECONDS = 2.0
+"""
+Seconds between two looks at the stream's last sequence number: when the
+stream holds messages this node expects and none came since the last look,
+the consumer is stuck (say, made on a server whose copy of the stream was
+not current yet), and the node reads the stream again.
+"""
 ACK_TIMEOUT = 5.0
 """
 Seconds to wait for an acknowledgement before publishing again (from the
@@ -306,7 +313,42 @@ class JetStreamLink(ClusterLink):
                 break
         connected.set()
         loop.callInReactor(self._adopt, self.epoch, _url(nc), nc.max_payload)
-        await self._sender(nc, js)
+        tasks.add(asyncio.ensure_future(self._watch(connected)))
+        try:
+            await self._sender(nc, js)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _watch(self, connected: asyncio.Event) -> None:
+        """
+        Read the stream again when messages it holds do not arrive.
+        """
+        seen = self.expected
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            if not connected.is_set():
+                continue
+            expected = self.expected
+            try:
+                info = await self._js.stream_info(self.config.streamName)
+                if info.state.last_seq >= expected == seen:
+                    self._inReactor(self._stuck, expected, info.state.last_seq)
+                    await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._inReactor(self._noJetStream, str(e) or type(e).__name__)
+            seen = self.expected
+
+    def _stuck(self, expected: int, last: int) -> None:
+        self.log.warn(
+            "cluster: the stream holds messages {expected} to {last} but none arrived for {seconds:g} s;"
+            " reading it again",
+            expected=expected,
+            last=last,
+            seconds=WATCH_SECONDS,
+        )
 
     async def _ensureStream(self, js: Any) -> Any:
         """
@@ -366,8 +408,9 @@ class JetStreamLink(ClusterLink):
                 f"the JetStream stream {info.config.name} was made anew (another epoch):"
                 " restart this node to serve it"
             )
-        await self._unsubscribe()
-        self._sub = await js.subscribe(
+        # The new consumer first: if it cannot be made, the old one (which
+        # nats-py may have started again by itself) goes on.
+        sub = await js.subscribe(
             self.config.subject,
             stream=info.config.name,
             cb=self._received,
@@ -376,6 +419,8 @@ class JetStreamLink(ClusterLink):
             config=ConsumerConfig(opt_start_seq=self.expected),
             pending_bytes_limit=self.pendingBytes,
         )
+        await self._unsubscribe()
+        self._sub = sub
 
     async def _unsubscribe(self) -> None:
         """
@@ -461,7 +506,12 @@ class JetStreamLink(ClusterLink):
                 self._inReactor(self._countSent, len(window))
             except (NatsError, JetStreamError, asyncio.TimeoutError) as e:
                 for future in futures:
-                    if future is not None and not future.done():
+                    if future is None:
+                        continue
+                    if future.done():
+                        # Retrieved, so that asyncio does not report it.
+                        future.exception()
+                    else:
                         future.cancel()
                 self._inReactor(self._publishedBadly, str(e) or type(e).__name__)
                 await asyncio.sleep(self.config.reconnectWait)
