@@ -508,11 +508,11 @@ class JetStreamLink(ClusterLink):
                 for future in futures:
                     if future is None:
                         continue
-                    if future.done():
+                    if not future.done():
+                        future.cancel()
+                    elif not future.cancelled():
                         # Retrieved, so that asyncio does not report it.
                         future.exception()
-                    else:
-                        future.cancel()
                 self._inReactor(self._publishedBadly, str(e) or type(e).__name__)
                 await asyncio.sleep(self.config.reconnectWait)
 
