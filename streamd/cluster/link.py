@@ -131,7 +131,11 @@ class ClusterLink(Service):
         The link's main coroutine ended (in the loop's thread): cancelled
         at shutdown, or by an error that stops the link.
         """
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled():
+            if self.running:
+                # Not by stopService, which stops the service first.
+                self._inReactor(self._failedForGood, "its task was cancelled")
+        elif future.exception() is not None:
             error = future.exception()
             self._inReactor(self._failedForGood, f"{type(error).__name__}: {error}")
 
