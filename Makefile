@@ -18,16 +18,18 @@ run: venv
 	$(BIN)/twistd -n --pidfile= streamd --port $(PORT)
 
 # A local NATS server (with JetStream, its data under .cluster/) and three
-# joined nodes on 7001-7003; the first runs the clock. Ctrl-C stops them all.
+# nodes sharing one JetStream stream on 7001-7003 (seq listeners on
+# 7101-7103); the first runs the clock. Ctrl-C stops them all.
 NATS_PORT ?= 4222
 cluster: venv
-	@echo "NATS on 127.0.0.1:$(NATS_PORT); streamd nodes on 7001 7002 7003 (Ctrl-C stops all)"
+	@echo "NATS on 127.0.0.1:$(NATS_PORT); streamd nodes on 7001 7002 7003, seq on 7101 7102 7103 (Ctrl-C stops all)"
 	@trap 'kill 0' INT TERM EXIT; \
 	$(BIN)/nats-server -a 127.0.0.1 -p $(NATS_PORT) -js -sd .cluster & \
 	for port in 7001 7002 7003; do \
 		if [ $$port = 7001 ]; then source=clock; else source=none; fi; \
 		$(BIN)/twistd -n --pidfile= streamd --port $$port --source $$source \
-			--cluster nats://127.0.0.1:$(NATS_PORT) & \
+			--listen tcp:$$((port + 100)):interface=127.0.0.1:framing=seq \
+			--cluster nats://127.0.0.1:$(NATS_PORT) --cluster-history jetstream & \
 	done; \
 	wait
 

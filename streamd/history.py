@@ -70,13 +70,16 @@ class History:
 
     @ivar size: bytes held, every framing's encoding counted.
     @ivar nextSequence: the sequence number the next message will get.
-    @ivar epoch: 8 random bytes that name this log, chosen anew each time
-        the daemon starts: a sequence number means something only with its
-        epoch.
+    @ivar epoch: 8 bytes that name this log: random, chosen anew each time
+        the daemon starts, or a cluster's (L{adoptEpoch}).  A sequence number
+        means something only with its epoch.
+    @ivar formerEpochs: epochs this log had before it held anything, whose
+        numbers (none) are this epoch's.
     """
 
     def __init__(self, epoch: bytes | None = None) -> None:
         self.epoch = os.urandom(8) if epoch is None else epoch
+        self.formerEpochs: set[bytes] = set()
         self._entries: list[Entry | None] = []
         # _entries[i] is entry number _base + i; those before _first are gone.
         self._base = 0
@@ -115,14 +118,38 @@ class History:
     def __len__(self) -> int:
         return len(self._entries) - self._first
 
-    def append(self, data: bytes, framing: Framing, count: int, sender: int = 0) -> Entry:
+    def numbers(self, epoch: bytes) -> bool:
         """
-        Add C{count} (at least one) messages, framed with C{framing} as
-        C{data}.
+        Whether sequence numbers of C{epoch} are this log's.
         """
-        entry = (self.nextSequence, count, data, self._number(framing), self._nextOffset, sender)
+        return epoch == self.epoch or epoch in self.formerEpochs
+
+    def adoptEpoch(self, epoch: bytes) -> None:
+        """
+        Take a cluster's epoch, before the first message: the numbers come
+        from the cluster from then on (see L{append}'s C{first}).
+        """
+        assert self.nextSequence == 1, "a log that holds messages keeps its epoch"
+        if epoch != self.epoch:
+            self.formerEpochs.add(self.epoch)
+            self.epoch = epoch
+
+    def append(
+        self, data: bytes, framing: Framing, count: int, sender: int = 0, first: int | None = None
+    ) -> Entry:
+        """
+        Add C{count} (at least one) messages, framed with C{framing} as C{data}, numbered
+        from the next sequence number, or from C{first}, which must not be
+        lower (a cluster's stream numbers them; a higher one leaves a hole
+        of messages this log never had).
+        """
+        if first is None:
+            first = self.nextSequence
+        elif first < self.nextSequence:
+            raise ValueError(f"message {first} is older than the next sequence number {self.nextSequence}")
+        entry = (first, count, data, self._number(framing), self._nextOffset, sender)
         self._entries.append(entry)
-        self.nextSequence += count
+        self.nextSequence = first + count
         self._nextOffset += len(data)
         self.size += len(data)
         return entry

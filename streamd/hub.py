@@ -114,6 +114,10 @@ class Hub:
         # Called with every entry once it is appended and fanned out here
         # (see streamd.cluster); None on a single node.
         self.outbound: Callable[[Entry], None] | None = None
+        # Given, instead of the log, what is published here, when a cluster's
+        # stream numbers every message (JetStream mode): the messages come
+        # back with their numbers through publish(first=...).
+        self.upstream: Callable[[Sequence[Payload], Sender | None], None] | None = None
 
     @property
     def blockPublishers(self) -> bool:
@@ -148,10 +152,12 @@ class Hub:
         framing: Framing | None = None,
         sender: Sender | None = None,
         received: int | None = None,
+        first: int | None = None,
     ) -> None:
         """
         Append C{payloads} to the log and send them to every subscriber that
-        is caught up, except C{sender}.
+        is caught up, except C{sender}; with an L{upstream}, hand them to it
+        instead, unless they come numbered from it.
 
         @param raw: the same messages already framed with C{framing}, if the
             caller has them, so they are not encoded again.
@@ -160,13 +166,20 @@ class Hub:
             link.
         @param received: the bytes they came in, counted as the daemon's
             input; by default, their payloads' bytes.
+        @param first: the sequence number of the first message, given by a
+            cluster's stream; by default, the log's next.
         """
+        if first is None and self.upstream is not None:
+            self.upstream(payloads, sender)
+            return
         history = self.history
         serial = 0 if sender is None else sender.serial
+        if first is not None and history.nextSequence < first:
+            self.gap(history.nextSequence, first - 1)
         if raw and framing is not None:
-            entry = history.append(raw, framing, len(payloads), serial)
+            entry = history.append(raw, framing, len(payloads), serial, first)
         else:
-            entry = history.appendPayloads(payloads, serial)
+            entry = history.append(INT32.encodeMany(payloads), INT32, len(payloads), serial, first)
             raw, framing = entry[DATA], INT32
         count = entry[COUNT]
         delivered = 0
@@ -201,6 +214,17 @@ class Hub:
             self.outbound(entry)
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
+
+    def gap(self, first: int, last: int) -> None:
+        """
+        Tell the subscribers that can hear it (C{seq} clients) that messages
+        C{first} to C{last} of the cluster's stream never reached this node
+        (C{last} < C{first}: an unknown number of them, in core mode).
+        """
+        for cursor in self.subscribers:
+            streamGap = getattr(cursor.owner, "streamGap", None)
+            if streamGap is not None and not cursor.closed:
+                streamGap(first, last)
 
     def addPublisher(self, publisher: IPushProducer, waits: bool) -> None:
         """

@@ -58,6 +58,7 @@ class GapReason(IntEnum):
 
     EVICTED = 1
     RESTARTED = 2
+    CLUSTER = 3
 
 
 class MalformedFrame(Exception):

@@ -96,7 +96,7 @@ def resumePoint(history: History, hello: ClientHello) -> Resume:
     Where the stream starts for a client that said C{hello}.
     """
     newest = history.nextSequence - 1
-    if hello.start == Start.RESUME and hello.epoch != history.epoch:
+    if hello.start == Start.RESUME and not history.numbers(hello.epoch):
         return Resume(history.end, 0, Gap(1, newest, GapReason.RESTARTED))
     if hello.start == Start.RESUME:
         after = min(hello.position, newest)
@@ -111,7 +111,13 @@ def resumePoint(history: History, hello: ClientHello) -> Resume:
         gap = Gap(after + 1, oldest - 1, GapReason.EVICTED)
         after = oldest - 1
     index = history.find(after + 1)
-    skip = after + 1 - history[index][FIRST] if index < history.end else 0
+    skip = 0
+    if index < history.end:
+        first = history[index][FIRST]
+        if first > after + 1 and gap is None:
+            # A hole of a cluster's stream: messages this node never got.
+            gap = Gap(after + 1, first - 1, GapReason.CLUSTER)
+        skip = max(after + 1 - first, 0)
     return Resume(index, skip, gap)
 
 
@@ -276,6 +282,14 @@ class SeqServerProtocol(StreamServerProtocol):
         )
         cursor.seek(start)
         cursor.sendPrivate(framed(Gap(first, last, GapReason.EVICTED)), before=start)
+
+    def streamGap(self, first: int, last: int) -> None:
+        """
+        Messages C{first} to C{last} will never be here: a GAP, in order
+        with the stream (the hub's call, see L{Hub.gap}).
+        """
+        if self._started:
+            self.cursor.sendPrivate(framed(Gap(first, last, GapReason.CLUSTER)))
 
     def _refuse(self, reason: Reason, why: str) -> None:
         self.log.warn("{peer} {why}; disconnecting", peer=self.peer, why=why)

@@ -9,7 +9,7 @@ import gc
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
@@ -27,6 +27,10 @@ from streamd.server import Connections, ServerConfig, StreamServerFactory
 from streamd.sources import SourceContext, makeSource, parseSource
 from streamd.stats import Stats, StatsLogger
 from streamd.tls import serverEndpoint
+
+if TYPE_CHECKING:
+    from streamd.cluster.link import ClusterLink
+    from streamd.web.context import WebContext
 
 
 def freezeStartup() -> None:
@@ -132,15 +136,23 @@ class StreamdService(MultiService):
             )
             for listen in config.listens
         ]
+        self._webContexts: list[WebContext] = []
         self.listeners += self._httpListeners(reactor, config)
         for child in (self.statsLogger, *self.sources, *self.listeners):
             child.setServiceParent(self)
-        self.cluster = None
+        self.cluster: ClusterLink | None = None
         if config.cluster is not None:
             # Imported only here: a single node needs neither nats-py nor asyncio.
             from streamd.cluster.link import ClusterLink
 
-            self.cluster = ClusterLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
+            if config.cluster.jetstream:
+                from streamd.cluster.jetstream import JetStreamLink
+
+                link = JetStreamLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
+                link.epochHooks.append(self._epochChanged)
+                self.cluster = link
+            else:
+                self.cluster = ClusterLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
             self.cluster.setServiceParent(self)
 
     def _httpListeners(self, reactor: Any, config: DaemonConfig) -> list[ListenerService]:
@@ -155,27 +167,39 @@ class StreamdService(MultiService):
         # The history's epoch, as seq clients get it, in hex for URLs and ids.
         epoch = self.hub.history.epoch.hex()
         tcpNames = {listener.factory: listener.description for listener in self.listeners}
+        self._webContexts = [
+            WebContext(
+                self.hub,
+                reactor,
+                config.server,
+                self.connections,
+                epoch,
+                description,
+                config.httpPublicMetrics,
+            )
+            for description in config.http
+        ]
         return [
             ListenerService(
                 description,
                 serverEndpoint(reactor, description, None),
                 makeSite(
-                    WebContext(
-                        self.hub,
-                        reactor,
-                        config.server,
-                        self.connections,
-                        epoch,
-                        description,
-                        config.httpPublicMetrics,
-                    ),
+                    context,
                     listeners=lambda: self.listeners,
                     listenerOf=lambda connection: tcpNames.get(connection.factory, "tcp"),
                     sources=self.sources,
+                    cluster=lambda: self.cluster.health() if self.cluster is not None else None,
                 ),
             )
-            for description in config.http
+            for description, context in zip(config.http, self._webContexts, strict=True)
         ]
+
+    def _epochChanged(self, epoch: bytes) -> None:
+        """
+        The history took the cluster's epoch: web clients get it too.
+        """
+        for context in self._webContexts:
+            context.epoch = epoch.hex()
 
     def privilegedStartService(self) -> None:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
@@ -15,7 +16,7 @@ from twisted.python import usage
 
 from streamd import _coerce
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig
+from streamd.cluster.config import DEFAULT_RETENTION, DEFAULT_SUBJECT, ClusterConfig, parseRetention
 from streamd.config import ConfigError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS, Framing
 from streamd.hub import FlowControl
@@ -286,6 +287,20 @@ class Options(usage.Options):
         ["cluster-password-file", None, None, "File holding the NATS password of --cluster-user."],
         ["cluster-token-file", None, None, "File holding a NATS authorization token for --cluster."],
         ["cluster-ca", None, None, "PEM file of the CAs the NATS servers' certificates must be signed by."],
+        [
+            "cluster-history",
+            None,
+            "core",
+            "core (each node numbers its own messages) or jetstream (one JetStream stream numbers them"
+            " for every node, and a node cut off catches up).",
+        ],
+        [
+            "cluster-retention",
+            None,
+            None,
+            f"What the JetStream stream keeps: a size, an age or both (1GiB,24h). [default: {DEFAULT_RETENTION}]",
+        ],
+        ["cluster-replicas", None, 1, "Copies of the JetStream stream in a NATS cluster (1-5).", int],
     ]
 
     def __init__(self) -> None:
@@ -393,6 +408,12 @@ class Options(usage.Options):
         ]
         if self["cluster-subject"] != DEFAULT_SUBJECT:
             named.append("cluster-subject")
+        if self["cluster-history"] != "core":
+            named.append("cluster-history")
+        jetstream = self["cluster-history"] == "jetstream"
+        for name in ("cluster-retention", "cluster-replicas"):
+            if self[name] not in (None, 1) and not jetstream:
+                raise usage.UsageError(f"--{name} needs --cluster-history jetstream")
         if not self["cluster"]:
             if named:
                 raise usage.UsageError(f"--{named[0]} needs --cluster nats://HOST:PORT")
@@ -405,7 +426,12 @@ class Options(usage.Options):
             passwordFile=self["cluster-password-file"],
             tokenFile=self["cluster-token-file"],
             ca=self["cluster-ca"],
+            history=self["cluster-history"],
+            replicas=self["cluster-replicas"],
         )
+        if jetstream:
+            size, age = parseRetention(self["cluster-retention"] or DEFAULT_RETENTION)
+            config = replace(config, retentionBytes=size, retentionAge=age)
         config.check()
         return config
 

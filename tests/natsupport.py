@@ -12,7 +12,8 @@ import sysconfig
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol, connectionDone
+from twisted.protocols.portforward import ProxyFactory, ProxyServer
 from twisted.python.failure import Failure
 
 from .support import ENV, waitFor
@@ -37,6 +38,7 @@ class NatsServer(ProcessProtocol):
     """
 
     port: int = 0
+    argv: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.log = b""
@@ -73,6 +75,7 @@ def startNats(case: Any, port: int = -1, *argv: str) -> Any:
 
     binary = natsServerBinary()
     server = NatsServer()
+    server.argv = argv
     reactor.spawnProcess(server, binary, [binary, "-a", "127.0.0.1", "-p", str(port), *argv], env=ENV)
     server.running = True
     case.addCleanup(server.kill)
@@ -83,13 +86,25 @@ def startNats(case: Any, port: int = -1, *argv: str) -> Any:
     return server
 
 
-@inlineCallbacks
-def startNatsCluster(case: Any, size: int) -> Any:
+def restartNats(case: Any, server: NatsServer) -> Any:
     """
-    C{size} nats-servers routed to each other as one NATS cluster; fire
-    with their L{NatsServer}s once each is ready.
+    Start C{server} again (after a kill): same port, same arguments, so
+    the same JetStream store; fire with the new L{NatsServer}.
+    """
+    return startNats(case, server.port, *server.argv)
+
+
+@inlineCallbacks
+def startNatsCluster(case: Any, size: int, jetstream: bool = False) -> Any:
+    """
+    C{size} nats-servers routed to each other as one NATS cluster, each
+    with JetStream and its store in a temporary directory if C{jetstream}
+    (then they do not advertise each other to clients, so that a client
+    given one server stays cut off while it is down); fire with their
+    L{NatsServer}s once each is ready.
     """
     import socket
+    import tempfile
 
     routePorts = []
     for _ in range(size):
@@ -112,7 +127,55 @@ def startNatsCluster(case: Any, size: int) -> Any:
                     f"nats://127.0.0.1:{routePort}",
                     "--routes",
                     routes,
+                    *(("-js", "-sd", tempfile.mkdtemp(), "--no_advertise") if jetstream else ()),
                 )
             )
         )
     return servers
+
+
+class _TrackedProxy(ProxyServer):
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)  # type: ignore[attr-defined]
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.connections.discard(self)  # type: ignore[attr-defined]
+        super().connectionLost(reason)
+
+
+class NatsProxy:
+    """
+    A TCP proxy in front of a nats-server, to cut one client off from it
+    (and let it back) while the others stay on.
+
+    @ivar port: the port clients connect to.
+    """
+
+    def __init__(self, case: Any, natsPort: int) -> None:
+        self.factory = ProxyFactory("127.0.0.1", natsPort)
+        self.factory.protocol = _TrackedProxy
+        self.factory.connections = set()  # type: ignore[attr-defined]
+        self.listening: Any = None
+        self.port = 0
+        self.open()
+        case.addCleanup(self.cut)
+
+    def open(self) -> None:
+        """
+        Let clients in again, on the same port.
+        """
+        from twisted.internet import reactor
+
+        self.listening = reactor.listenTCP(self.port, self.factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.port = self.listening.getHost().port
+
+    def cut(self) -> Any:
+        """
+        Drop every connection and refuse new ones; fires once no longer
+        listening.
+        """
+        for connection in list(self.factory.connections):  # type: ignore[attr-defined]
+            connection.transport.abortConnection()
+        listening, self.listening = self.listening, None
+        return listening.stopListening() if listening is not None else succeed(None)

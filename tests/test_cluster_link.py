@@ -70,3 +70,32 @@ class SendTests(SynchronousTestCase):
         """
         self.hub.publish([b"a", b"b"])
         self.assertEqual((self.link._out, self.link.counters.dropped), ([], 2))
+
+
+class CoreGapTests(SynchronousTestCase):
+    """
+    Back on NATS in core mode, seq clients hear of the gap.
+    """
+
+    def test_gapOnReconnect(self) -> None:
+        """
+        When the link is back on NATS after a loss, each seq client gets a
+        GAP with the reason CLUSTER that covers no number of this node (how
+        many messages of the other nodes were lost is not known), before
+        the next message.
+        """
+        from streamd.seqframing import VERSION, ClientHello, Gap, GapReason, Msg, Start
+
+        from .test_seqserver import SeqDaemon, received
+
+        daemon = SeqDaemon()
+        link = ClusterLink(daemon.hub, daemon.clock, ClusterConfig(("nats://127.0.0.1:4222",)), 1024)
+        daemon.hub.publish([b"m1"])
+        _, transport = daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
+        received(transport)
+        link.running = True
+        link.connected = True
+        link._lost()
+        link._back("127.0.0.1:4222")
+        daemon.hub.publish([b"m2"])
+        self.assertEqual(received(transport), [Gap(2, 1, GapReason.CLUSTER), Msg(2, b"m2")])

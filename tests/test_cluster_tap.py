@@ -110,3 +110,38 @@ class ClusterOptionsTests(SynchronousTestCase):
         """
         with self.assertRaises(UsageError):
             parse("--cluster", "nats://x:4222", "--cluster-user", "u")
+
+    def test_jetstream(self) -> None:
+        """
+        C{--cluster-history jetstream} with C{--cluster-retention} and
+        C{--cluster-replicas}; retention defaults to 64 MiB.
+        """
+        options = parse(
+            "--cluster", "nats://x:4222", "--cluster-history", "jetstream",
+            "--cluster-retention", "1GiB,24h", "--cluster-replicas", "3",
+        )  # fmt: skip
+        config = options["cluster-config"]
+        self.assertEqual(
+            (config.jetstream, config.retentionBytes, config.retentionAge, config.replicas),
+            (True, 1 << 30, 86400.0, 3),
+        )
+        config = parse("--cluster", "nats://x:4222", "--cluster-history", "jetstream")["cluster-config"]
+        self.assertEqual((config.retentionBytes, config.retentionAge), (64 << 20, None))
+        self.assertFalse(parse("--cluster", "nats://x:4222")["cluster-config"].jetstream)
+
+    def test_jetstreamMistakes(self) -> None:
+        """
+        An unknown history, a malformed retention, and the JetStream
+        options without JetStream are refused with one line each.
+        """
+        for argv, message in (
+            (("--cluster-history", "raft"), "--cluster-history must be core or jetstream, not 'raft'"),
+            (("--cluster-history", "jetstream", "--cluster-retention", "64MB"), "--cluster-retention '64MB'"),
+            (("--cluster-retention", "1h"), "--cluster-retention needs --cluster-history jetstream"),
+            (("--cluster-replicas", "3"), "--cluster-replicas needs --cluster-history jetstream"),
+        ):
+            with self.assertRaises(UsageError) as caught:
+                parse("--cluster", "nats://x:4222", *argv)
+            self.assertIn(message, str(caught.exception))
+            self.assertNotIn("\n", str(caught.exception))
+

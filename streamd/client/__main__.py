@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from streamd import _coerce
 from streamd.auth import readToken
 from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
+from streamd.client.inturn import inTurn
 from streamd.client.seqcli import runSeq
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
 from streamd.linesplit import LineSplitter
@@ -78,7 +79,6 @@ class ClientOptions(usage.Options):
     optParameters = [
         ["host", None, "127.0.0.1", "Server host name or address."],
         ["port", "p", 7000, "Server TCP port.", _coerce.port(1)],
-        ["connect", "c", None, "Any Twisted client endpoint: tcp:host=H:port=P, tls:host=H:port=P, ..."],
         ["cafile", None, None, "TLS: trust this PEM CA (or self-signed server) certificate; implies --tls."],
         ["cert", None, None, "TLS: PEM client certificate, for servers that ask for one; implies --tls."],
         ["key", None, None, "TLS: PEM private key of --cert (default: read from the --cert file)."],
@@ -98,6 +98,15 @@ class ClientOptions(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["send"] = []
+        self["connect"] = []
+
+    def opt_connect(self, description: str) -> None:
+        """
+        Any Twisted client endpoint: tcp:host=H:port=P, tls:host=H:port=P, ...; repeatable: the nodes of a cluster, tried in turn (with --resume, the next when one is lost).
+        """
+        self["connect"].append(description)
+
+    opt_c = opt_connect
 
     def opt_send(self, text: str) -> None:
         """
@@ -109,7 +118,7 @@ class ClientOptions(usage.Options):
         if self["framing"] not in FRAMINGS:
             raise usage.UsageError(f"unknown framing {self['framing']!r} (known: {', '.join(FRAMINGS)})")
         tlsOptions = [f"--{name}" for name in ("tls", "insecure", "cafile", "cert", "key") if self[name]]
-        if tlsOptions and self["connect"] is not None:
+        if tlsOptions and self["connect"]:
             raise usage.UsageError(
                 f"{' '.join(tlsOptions)} go with --host/--port; with --connect, use"
                 " tls:host=HOST:port=PORT[:trustRoots=DIR][:certificate=FILE:privateKey=FILE]"
@@ -139,8 +148,8 @@ class ClientOptions(usage.Options):
         """
         The server, as the user named it.
         """
-        if self["connect"] is not None:
-            return str(self["connect"])
+        if self["connect"]:
+            return " or ".join(self["connect"])
         host = self["host"]
         return f"[{host}]:{self['port']}" if ":" in host else f"{host}:{self['port']}"
 
@@ -151,13 +160,16 @@ class ClientOptions(usage.Options):
         @raise ValueError: for an endpoint description that does not parse,
             or a TLS file that cannot be used.
         """
-        if self["connect"] is not None:
-            try:
-                return clientFromString(reactor, self["connect"])
-            except Exception as e:
-                # Some errors (a trustRoots=DIR that cannot be listed) carry their reason inside.
-                detail = str(e) or str(getattr(e, "originalException", "")) or type(e).__name__
-                raise ValueError(f"bad endpoint {self['connect']!r}: {detail}") from None
+        if self["connect"]:
+            endpoints = []
+            for description in self["connect"]:
+                try:
+                    endpoints.append(clientFromString(reactor, description))
+                except Exception as e:
+                    # Some errors (a trustRoots=DIR that cannot be listed) carry their reason inside.
+                    detail = str(e) or str(getattr(e, "originalException", "")) or type(e).__name__
+                    raise ValueError(f"bad endpoint {description!r}: {detail}") from None
+            return inTurn(endpoints, self["connect"])
         endpoint = HostnameEndpoint(reactor, self["host"], self["port"])
         if not self["tls"]:
             return endpoint
@@ -336,7 +348,7 @@ def _wrongPort(reason: Failure, client: StreamClientProtocol, options: ClientOpt
     if isinstance(error, HandshakeTimeout):
         return f"TLS handshake with {where} did not complete within {error.seconds:g} s: {plainPort}"
     if isinstance(error, NoDataTimeout):
-        useTLS = "use a tls: endpoint" if options["connect"] is not None else "use --tls"
+        useTLS = "use a tls: endpoint" if options["connect"] else "use --tls"
         return (
             f"no data from {where} within {error.seconds:g} s: is it a TLS port ({useTLS}),"
             " or a quiet stream (use --timeout 0 to wait forever)?"

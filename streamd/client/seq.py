@@ -68,6 +68,7 @@ from streamd.seqframing import (
 GAP_TEXT = {
     GapReason.EVICTED: "evicted from history",
     GapReason.RESTARTED: "the daemon restarted",
+    GapReason.CLUSTER: "not received from the cluster",
 }
 
 

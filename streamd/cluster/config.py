@@ -7,6 +7,7 @@ command line.
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,12 @@ from streamd.config import ConfigError
 
 DEFAULT_SUBJECT = "streamd.default"
 RECONNECT_WAIT = 2.0
+HISTORIES = ("core", "jetstream")
+DEFAULT_RETENTION = "64MiB"
+
+_SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RETENTION_PART = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]+)")
 
 
 class ClusterConfigError(ConfigError):
@@ -35,6 +42,12 @@ class ClusterConfig:
     @ivar tokenFile: a file holding an authorization token.
     @ivar ca: PEM CAs the NATS servers' certificates must be signed by.
     @ivar reconnectWait: seconds between two tries of a NATS server.
+    @ivar history: C{core} (each node numbers its own messages) or
+        C{jetstream} (a JetStream stream numbers them for every node).
+    @ivar retentionBytes: bytes the JetStream stream keeps, or C{None}.
+    @ivar retentionAge: seconds the JetStream stream keeps a message, or
+        C{None}.
+    @ivar replicas: copies of the JetStream stream in a NATS cluster.
     """
 
     servers: tuple[str, ...]
@@ -45,6 +58,25 @@ class ClusterConfig:
     tokenFile: str | None = None
     ca: str | None = None
     reconnectWait: float = RECONNECT_WAIT
+    history: str = "core"
+    retentionBytes: int | None = None
+    retentionAge: float | None = None
+    replicas: int = 1
+
+    @property
+    def jetstream(self) -> bool:
+        """
+        Whether a JetStream stream numbers the messages.
+        """
+        return self.history == "jetstream"
+
+    @property
+    def streamName(self) -> str:
+        """
+        The JetStream stream's name, made from the subject (a stream name
+        may not hold dots).
+        """
+        return "streamd-" + self.subject.replace(".", "_")
 
     def check(self) -> None:
         """
@@ -61,6 +93,10 @@ class ClusterConfig:
                 )
         if not self.subject or any(c in self.subject for c in " \t\r\n*>") or ".." in self.subject:
             raise ClusterConfigError(f"--cluster-subject {self.subject!r} is not a plain NATS subject")
+        if self.history not in HISTORIES:
+            raise ClusterConfigError(f"--cluster-history must be core or jetstream, not {self.history!r}")
+        if not 1 <= self.replicas <= 5:
+            raise ClusterConfigError(f"--cluster-replicas must be from 1 to 5, not {self.replicas}")
         if (self.user is None) != (self.passwordFile is None):
             raise ClusterConfigError("--cluster-user and --cluster-password-file go together")
         if sum(x is not None for x in (self.creds, self.user, self.tokenFile)) > 1:
@@ -101,6 +137,35 @@ class ClusterConfig:
 
             options["tls"] = ssl.create_default_context(cafile=self.ca)
         return options
+
+
+def parseRetention(text: str) -> tuple[int | None, float | None]:
+    """
+    C{--cluster-retention}: a size (C{64MiB}), an age (C{1h}), or both,
+    comma-separated (C{1GiB,24h}); the stream drops its oldest messages when
+    either is reached.  Sizes in C{B}, C{KiB}, C{MiB}, C{GiB}, C{TiB}; ages
+    in C{s}, C{m}, C{h}, C{d}.
+
+    @return: the bytes and the seconds, either C{None} if not given.
+    @raise ClusterConfigError: if C{text} says anything else.
+    """
+    size: int | None = None
+    age: float | None = None
+    for part in text.split(","):
+        found = _RETENTION_PART.fullmatch(part.strip())
+        unit = found.group(2) if found else ""
+        if found and unit in _SIZE_UNITS and size is None:
+            size = int(float(found.group(1)) * _SIZE_UNITS[unit])
+        elif found and unit in _AGE_UNITS and age is None:
+            age = float(found.group(1)) * _AGE_UNITS[unit]
+        else:
+            raise ClusterConfigError(
+                f"--cluster-retention {text!r}: give a size (64MiB), an age (1h) or both (1GiB,24h);"
+                " units B KiB MiB GiB TiB, s m h d"
+            )
+    if size == 0 or age == 0:
+        raise ClusterConfigError(f"--cluster-retention {text!r}: a stream that keeps nothing cannot serve")
+    return size, age
 
 
 def _secret(option: str, path: str) -> str:

@@ -70,6 +70,7 @@ class ClusterLink(Service):
     @ivar connected: whether the link is on NATS now (as the reactor last
         heard).
     @ivar server: the C{HOST:PORT} of the NATS server it is on, or was last.
+    @ivar failed: whether the link ended on an error (and serves no more).
     """
 
     log = Logger()
@@ -92,6 +93,7 @@ class ClusterLink(Service):
         self.node = os.urandom(8).hex()
         self.counters = LinkCounters()
         self.connected = False
+        self.failed = False
         self.server: str | None = None
         self.joiner = Joiner(maxMessageSize + INT32.headerSize)
         self._lock = threading.Lock()
@@ -129,11 +131,31 @@ class ClusterLink(Service):
         The link's main coroutine ended (in the loop's thread): cancelled
         at shutdown, or by an error that stops the link.
         """
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled():
+            if self.running:
+                # Not by stopService, which stops the service first.
+                self._inReactor(self._failedForGood, "its task was cancelled")
+        elif future.exception() is not None:
             error = future.exception()
             self._inReactor(self._failedForGood, f"{type(error).__name__}: {error}")
 
+    def health(self) -> dict[str, Any]:
+        """
+        The link's state for C{/healthz}: C{connected}, C{retrying} (NATS
+        unreachable, trying again) or C{stopped} (the link ended on an
+        error), and what goes with it.
+        """
+        state = "connected" if self.connected else "stopped" if self.failed else "retrying"
+        return {
+            "state": state,
+            "mode": self.config.history,
+            "server": self.server,
+            "gaps": self.counters.gaps,
+            "dropped": self.counters.dropped,
+        }
+
     def _failedForGood(self, error: str) -> None:
+        self.failed = True
         self.connected = False
         self.log.critical(
             "cluster: the link to NATS stopped ({error}); this node now serves only its own clients",
@@ -242,6 +264,10 @@ class ClusterLink(Service):
             seconds=self.reactor.seconds() - lostAt if lostAt is not None else 0.0,
             gaps=self.counters.gaps,
         )
+        # How many is not known: seq clients get a GAP that covers none of
+        # this node's numbers, with the reason.
+        nextSequence = self.hub.history.nextSequence
+        self.hub.gap(nextSequence, nextSequence - 1)
 
     def _slowConsumer(self) -> None:
         with self._lock:

@@ -1,5 +1,7 @@
 """
-C{/healthz}: 200 while every listener listens and the reactor turns.
+C{/healthz}: 200 while every listener listens and the reactor turns; a
+cluster node also says how its link to NATS is (C{cluster}), which does not
+change the code: the node still serves its own clients.
 """
 
 from __future__ import annotations
@@ -21,14 +23,22 @@ class HealthResource(Resource):
 
     @param listeners: returns every listener service (each with a C{port}
         while it listens, and a C{description}).
+    @param cluster: returns the cluster link's state (a JSON object), or
+        C{None} on a single node.
     """
 
     isLeaf = True
 
-    def __init__(self, clock: IReactorTime, listeners: Callable[[], Sequence[Any]]) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        listeners: Callable[[], Sequence[Any]],
+        cluster: Callable[[], dict[str, Any] | None] = lambda: None,
+    ) -> None:
         super().__init__()
         self.clock = clock
         self.listeners = listeners
+        self.cluster = cluster
 
     def render_GET(self, request: Request) -> Any:
         self.clock.callLater(0, self._answer, request, self.clock.seconds())
@@ -41,6 +51,9 @@ class HealthResource(Resource):
         request.setResponseCode(503 if down else 200)
         request.setHeader("Content-Type", "application/json")
         request.setHeader("Cache-Control", "no-cache")
-        body = {"ok": not down, "down": down, "lag": round(self.clock.seconds() - asked, 6)}
+        body: dict[str, Any] = {"ok": not down, "down": down, "lag": round(self.clock.seconds() - asked, 6)}
+        cluster = self.cluster()
+        if cluster is not None:
+            body["cluster"] = cluster
         request.write(json.dumps(body).encode())
         request.finish()

@@ -37,6 +37,7 @@ def makeSite(
     listeners: Callable[[], Sequence[Any]] = tuple,
     listenerOf: Callable[[Any], str] | None = None,
     sources: Iterable[Any] = (),
+    cluster: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> Site:
     """
     The site of one C{--http} listener.
@@ -50,7 +51,7 @@ def makeSite(
     root.putChild(b"events", EventsResource(context))
     root.putChild(b"metrics", MetricsResource(context, sources))
     root.putChild(b"connz", ConnzResource(context, _listenerNames(context, listenerOf)))
-    root.putChild(b"healthz", HealthResource(context.clock, listeners))
+    root.putChild(b"healthz", HealthResource(context.clock, listeners, cluster))
     site = Site(root)
     site.noisy = False
     site.displayTracebacks = False

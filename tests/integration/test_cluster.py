@@ -290,6 +290,34 @@ class FaultTests(_ClusterMixin, TestCase):
         yield waitFor(lambda: service.cluster.connected)
 
     @defer.inlineCallbacks
+    def test_healthzShowsTheLink(self):  # type: ignore[no-untyped-def]
+        """
+        C{/healthz} answers 200 whether or not the node is on NATS (it
+        serves its own clients either way), and says which in C{cluster}.
+        """
+        import json
+
+        from twisted.web.client import Agent, readBody
+
+        port = freePort()
+        service, _ = self.startNode(port, http=(LOOPBACK,))
+        httpPort = service.listeners[-1].port.getHost().port
+
+        @defer.inlineCallbacks
+        def health() -> Any:
+            response = yield Agent(reactor).request(b"GET", b"http://127.0.0.1:%d/healthz" % httpPort)
+            body = yield readBody(response)
+            return response.code, json.loads(body)
+
+        code, body = yield health()
+        self.assertEqual((code, body["ok"], body["cluster"]["state"]), (200, True, "retrying"))
+        yield startNats(self, port)
+        yield waitFor(lambda: service.cluster.connected)
+        code, body = yield health()
+        self.assertEqual((code, body["cluster"]["state"], body["cluster"]["mode"]), (200, "connected", "core"))
+        self.assertEqual(body["cluster"]["server"], f"127.0.0.1:{port}")
+
+    @defer.inlineCallbacks
     def test_stopWhileUnreachable(self):  # type: ignore[no-untyped-def]
         """
         A node that never reached NATS stops promptly.

@@ -1,0 +1,251 @@
+"""
+Unit tests of what JetStream mode builds on, without NATS: a history
+numbered by the cluster's stream, the hub handing what is published here to
+the stream instead of the log, GAPs for messages a node never got, and the
+C{--cluster-retention} syntax.  (The integration tests in
+L{tests.integration.test_cluster_jetstream} use a real nats-server.)
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from streamd.cluster.config import ClusterConfig, ClusterConfigError, parseRetention
+from streamd.cluster.jetstream import epochOf
+from streamd.framing import INT32, Payload
+from streamd.history import History
+from streamd.hub import Hub, Sender
+from streamd.seqframing import VERSION, ClientHello, Gap, GapReason, Msg, ServerHello, Start
+from streamd.stats import Stats
+
+from .test_seqserver import EPOCH, SeqDaemon, received
+
+
+class _Sender:
+    serial = 777
+
+
+class NumberedHistoryTests(SynchronousTestCase):
+    """
+    L{History.append} with the numbers of a cluster's stream.
+    """
+
+    def test_givenFirst(self) -> None:
+        """
+        Messages appended with a first sequence number keep it; a later one
+        may leave a hole; the next number follows the last message.
+        """
+        history = History()
+        a = history.append(INT32.encodeMany([b"a", b"b"]), INT32, 2, first=5)
+        b = history.append(INT32.encode(b"c"), INT32, 1, first=9)
+        self.assertEqual((a.first, a.last, b.first, history.nextSequence), (5, 6, 9, 10))
+        self.assertEqual(history.find(7), 1)
+
+    def test_olderRefused(self) -> None:
+        """
+        A message older than the next number is refused, not renumbered.
+        """
+        history = History()
+        history.append(INT32.encode(b"a"), INT32, 1, first=3)
+        self.assertRaises(ValueError, history.append, INT32.encode(b"b"), INT32, 1, first=3)
+
+    def test_adoptEpoch(self) -> None:
+        """
+        An empty log takes the cluster's epoch and still knows its own former
+        one as the same numbering; one that holds messages cannot.
+        """
+        history = History(b"own-epoc")
+        history.adoptEpoch(b"clusterE")
+        self.assertEqual(history.epoch, b"clusterE")
+        self.assertTrue(history.numbers(b"own-epoc"))
+        self.assertTrue(history.numbers(b"clusterE"))
+        self.assertFalse(history.numbers(b"elsewher"))
+        history.append(INT32.encode(b"a"), INT32, 1, first=1)
+        self.assertRaises(AssertionError, history.adoptEpoch, b"another!")
+
+    def test_epochOf(self) -> None:
+        """
+        The cluster's epoch is the same for the same stream, and another for
+        a stream of the same name made anew.
+        """
+        self.assertEqual(epochOf("s", "2026-01-01T00:00:00"), epochOf("s", "2026-01-01T00:00:00"))
+        self.assertNotEqual(epochOf("s", "2026-01-01T00:00:00"), epochOf("s", "2026-01-01T00:00:01"))
+        self.assertEqual(len(epochOf("s", "")), 8)
+
+
+class UpstreamTests(SynchronousTestCase):
+    """
+    L{Hub.upstream}: what is published here goes to the stream first.
+    """
+
+    def test_handedUpstream(self) -> None:
+        """
+        With an upstream, a publish is handed to it with its sender and not
+        appended; a publish numbered by the stream is appended.
+        """
+        hub = Hub(Stats(), Clock())
+        handed: list[tuple[list[Payload], Sender | None]] = []
+        hub.upstream = lambda payloads, sender: handed.append((list(payloads), sender))
+        sender = _Sender()
+        hub.publish([b"a"], sender=sender)
+        hub.publish([b"b"])
+        self.assertEqual(handed, [([b"a"], sender), ([b"b"], None)])
+        self.assertEqual(hub.history.nextSequence, 1)
+        hub.publish([b"a", b"b"], sender=sender, first=1)
+        self.assertEqual((hub.history[0].first, hub.history[0].sender), (1, sender.serial))
+
+
+class StreamGapTests(SynchronousTestCase):
+    """
+    Messages of the cluster's stream that never reached this node are a
+    GAP for seq clients.
+    """
+
+    def test_holeIsAGap(self) -> None:
+        """
+        A message numbered past the next number sends live seq clients a
+        GAP (reason CLUSTER) for the hole, then the message.
+        """
+        daemon = SeqDaemon()
+        daemon.hub.publish([b"m1"], first=1)
+        _, transport = daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 1, 0)])
+        daemon.hub.publish([b"m5"], first=5)
+        self.assertEqual(received(transport), [Gap(2, 4, GapReason.CLUSTER), Msg(5, b"m5")])
+
+    def test_unknownGap(self) -> None:
+        """
+        A gap of unknown size (core mode, after NATS was lost) covers no
+        number: last is first - 1.
+        """
+        daemon = SeqDaemon()
+        daemon.hub.publish([b"m1"])
+        _, transport = daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
+        received(transport)
+        daemon.hub.gap(2, 1)
+        daemon.hub.publish([b"m2"])
+        self.assertEqual(received(transport), [Gap(2, 1, GapReason.CLUSTER), Msg(2, b"m2")])
+
+    def test_resumeFromFormerEpoch(self) -> None:
+        """
+        A client that resumes with the epoch the node had before it took the
+        cluster's (it connected before the node joined) resumes where it was.
+        """
+        daemon = SeqDaemon()
+        daemon.hub.history.adoptEpoch(b"clusterE")
+        daemon.hub.publish([b"m1", b"m2", b"m3"], first=1)
+        _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 2))
+        self.assertEqual(received(transport), [ServerHello(VERSION, b"clusterE", 1, 3, 0), Msg(3, b"m3")])
+
+
+class RetentionTests(SynchronousTestCase):
+    """
+    C{--cluster-retention}: a size, an age, or both.
+    """
+
+    def test_parsed(self) -> None:
+        """
+        Sizes and ages in their units, alone or together, in any order.
+        """
+        self.assertEqual(parseRetention("64MiB"), (64 << 20, None))
+        self.assertEqual(parseRetention("1h"), (None, 3600.0))
+        self.assertEqual(parseRetention("30m, 1GiB"), (1 << 30, 1800.0))
+        self.assertEqual(parseRetention("1.5KiB"), (1536, None))
+
+    def test_refused(self) -> None:
+        """
+        Anything else is refused with one line that shows the syntax.
+        """
+        for text in ("64", "64MB", "1h,2h", "", "0s", "1GiB,2GiB"):
+            e = self.assertRaises(ClusterConfigError, parseRetention, text)
+            self.assertNotIn("\n", str(e))
+            self.assertIn("--cluster-retention", str(e))
+
+    def test_streamName(self) -> None:
+        """
+        The stream is named after the subject, without its dots.
+        """
+        self.assertEqual(ClusterConfig(("nats://h:1",), subject="a.b").streamName, "streamd-a_b")
+
+
+class JetStreamLinkTests(SynchronousTestCase):
+    """
+    What L{JetStreamLink} does in the reactor's thread, without NATS.
+    """
+
+    def setUp(self) -> None:
+        from streamd.cluster.jetstream import JetStreamLink
+
+        self.hub = Hub(Stats(), Clock())
+        config = ClusterConfig(("nats://127.0.0.1:4222",), history="jetstream")
+        self.link = JetStreamLink(self.hub, Clock(), config, 1024, pendingBytes=10)
+        self.hub.upstream = self.link.forward
+
+    def test_queuedNotDelivered(self) -> None:
+        """
+        What is published here waits for the stream, numbered in order of
+        publishing, and is not in the history yet.
+        """
+        self.hub.publish([b"a", memoryview(b"bc")], sender=_Sender())
+        self.hub.publish([b"d"])
+        self.assertEqual(self.link._out, [(1, b"a"), (2, b"bc"), (3, b"d")])
+        self.assertEqual(self.hub.history.nextSequence, 1)
+
+    def test_queueBounded(self) -> None:
+        """
+        Past C{pendingBytes} waiting, what is published here is dropped and
+        counted.
+        """
+        self.hub.publish([b"x" * 8])
+        self.hub.publish([b"y" * 8])
+        self.assertEqual((len(self.link._out), self.link.counters.dropped), (1, 1))
+
+    def test_backFromTheStream(self) -> None:
+        """
+        Messages read from the stream enter the history under the stream's
+        numbers, in runs of one sender: this node's own with their
+        publisher as sender (it does not get them back), the others' with
+        the link.
+        """
+        sender = _Sender()
+        self.hub.publish([b"mine"], sender=sender)
+        self.link._in = [(7, b"theirs", 0), (8, b"mine", 1), (9, b"theirs too", 0)]  # type: ignore[list-item]
+        self.link._publishReceived()
+        history = self.hub.history
+        self.assertEqual(
+            [(history[i].first, history[i].count, history[i].sender) for i in range(history.start, history.end)],
+            [(7, 1, self.link.serial), (8, 1, sender.serial), (9, 1, self.link.serial)],
+        )
+        self.assertEqual((history.nextSequence, self.link._senders), (10, {}))
+
+
+class ResumeInAHoleTests(SynchronousTestCase):
+    """
+    A client resuming at a position inside a hole of the stream's numbers.
+    """
+
+    def test_gapThenTheRest(self) -> None:
+        """
+        The client is told of the messages of the hole it will not get
+        (GAP reason CLUSTER), then sent the messages after it.
+        """
+        daemon = SeqDaemon()
+        daemon.hub.publish([b"m1", b"m2"], first=1)
+        daemon.hub.publish([b"m6", b"m7"], first=6)
+        _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3))
+        self.assertEqual(
+            received(transport),
+            [ServerHello(VERSION, EPOCH, 1, 7, 0), Gap(4, 5, GapReason.CLUSTER), Msg(6, b"m6"), Msg(7, b"m7")],
+        )
+
+    def test_noHoleNoGap(self) -> None:
+        """
+        Resuming in the middle of an entry, with no hole, sends the rest of
+        that entry and no GAP.
+        """
+        daemon = SeqDaemon()
+        daemon.hub.publish([b"m1", b"m2"], first=1)
+        daemon.hub.publish([b"m6", b"m7"], first=6)
+        _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 6))
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 7, 0), Msg(7, b"m7")])
