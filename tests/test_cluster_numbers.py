@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd.cluster.config import ClusterConfig, ClusterConfigError, parseRetention
 from streamd.cluster.jetstream import epochOf
 from streamd.framing import INT32, Payload
-from streamd.history import History
+from streamd.history import COUNT, FIRST, SENDER, History, lastOf
 from streamd.hub import Hub, Sender
 from streamd.seqframing import VERSION, ClientHello, Gap, GapReason, Msg, ServerHello, Start
 from streamd.stats import Stats
@@ -39,7 +39,7 @@ class NumberedHistoryTests(SynchronousTestCase):
         history = History()
         a = history.append(INT32.encodeMany([b"a", b"b"]), INT32, 2, first=5)
         b = history.append(INT32.encode(b"c"), INT32, 1, first=9)
-        self.assertEqual((a.first, a.last, b.first, history.nextSequence), (5, 6, 9, 10))
+        self.assertEqual((a[FIRST], lastOf(a), b[FIRST], history.nextSequence), (5, 6, 9, 10))
         self.assertEqual(history.find(7), 1)
 
     def test_olderRefused(self) -> None:
@@ -93,7 +93,7 @@ class UpstreamTests(SynchronousTestCase):
         self.assertEqual(handed, [([b"a"], sender), ([b"b"], None)])
         self.assertEqual(hub.history.nextSequence, 1)
         hub.publish([b"a", b"b"], sender=sender, first=1)
-        self.assertEqual((hub.history[0].first, hub.history[0].sender), (1, sender.serial))
+        self.assertEqual((hub.history[0][FIRST], hub.history[0][SENDER]), (1, sender.serial))
 
 
 class StreamGapTests(SynchronousTestCase):
@@ -214,7 +214,7 @@ class JetStreamLinkTests(SynchronousTestCase):
         self.link._publishReceived()
         history = self.hub.history
         self.assertEqual(
-            [(history[i].first, history[i].count, history[i].sender) for i in range(history.start, history.end)],
+            [(history[i][FIRST], history[i][COUNT], history[i][SENDER]) for i in range(history.start, history.end)],
             [(7, 1, self.link.serial), (8, 1, sender.serial), (9, 1, self.link.serial)],
         )
         self.assertEqual((history.nextSequence, self.link._senders), (10, {}))

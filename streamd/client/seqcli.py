@@ -106,7 +106,7 @@ def _endStatus(protocol: SeqClientProtocol, reason: BaseException, options: Any,
         if isinstance(reason, HandshakeTimeout):
             why = f"TLS handshake with {where} did not complete within {reason.seconds:g} s: is it a plain (non-TLS) port?"
         else:
-            useTLS = "use a tls: endpoint" if options["connect"] is not None else "use --tls"
+            useTLS = "use a tls: endpoint" if options["connect"] else "use --tls"
             why = (
                 f"no HELLO from {where} within {reason.seconds:g} s: is it a seq listener (framing=seq),"
                 f" or a TLS port ({useTLS})?"

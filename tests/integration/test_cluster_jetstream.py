@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from streamd.history import FIRST
 from streamd.service import StreamdService
 
 from ..natsupport import NatsProxy, restartNats, startNats, startNatsCluster
@@ -32,7 +33,7 @@ def numbered(service: StreamdService) -> list[tuple[int, bytes]]:
     held = []
     for index in range(history.start, history.end):
         entry = history[index]
-        held.extend((entry.first + i, bytes(p)) for i, p in enumerate(entry.payloads()))
+        held.extend((entry[FIRST] + i, bytes(p)) for i, p in enumerate(history.payloads(entry)))
     return held
 
 

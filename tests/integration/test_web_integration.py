@@ -371,8 +371,9 @@ class ShutdownTests(_Mixin, TestCase):
         published += 100
         self.assertGreater(connection.cursor.behind, 0)
         # What SIGTERM's stopService does once the listeners and sources
-        # have stopped, called at once so that the client is still behind.
-        closing = self.service.closeConnections(5)
+        # have stopped, called at once so that the client is still behind;
+        # a shutdown timeout long enough for a loaded machine.
+        closing = self.service.closeConnections(60)
         client.client.transport.resumeProducing()
         code = yield client.closed
         yield closing
