@@ -86,10 +86,11 @@ def _waitLog(server: Server, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
 
 
 def startNodes(
-    workdir: Path, count: int, nats: Server | None, reactor: str | None, pending: int
+    workdir: Path, count: int, nats: Server | None, reactor: str | None, pending: int, history: str = "core"
 ) -> list[Server]:
     """
-    C{count} streamd nodes, each joined to C{nats} (or single, without it).
+    C{count} streamd nodes, each joined to C{nats} (or single, without it)
+    with C{--cluster-history history}.
     """
     nodes: list[Server] = []
     twistdOptions = ("--reactor", reactor) if reactor else ()
@@ -97,7 +98,7 @@ def startNodes(
         for i in range(count):
             options = streamdOptions(0, pending, 1000)
             if nats is not None:
-                options += ["--cluster", f"nats://127.0.0.1:{nats.port}"]
+                options += ["--cluster", f"nats://127.0.0.1:{nats.port}", "--cluster-history", history]
             directory = workdir / f"node{i + 1}"
             directory.mkdir(exist_ok=True)
             node = startStreamd(directory, options, twistdOptions)
@@ -174,7 +175,7 @@ def latency(nodes: Sequence[Server], plan: ClusterPlan) -> dict[str, dict[str, f
     with Children(shared) as children:
         receivers = [
             children.start(
-                f"subscriber on node {i + 1}", subscriber, wire, node.port, [i], 64, True, shared, deadline
+                f"subscriber on node {i + 1}", subscriber, wire, node.port, [i], 64, 2, shared, deadline
             )
             for i, node in enumerate(nodes[:2])
         ]
@@ -237,17 +238,19 @@ def run(plan: ClusterPlan, workdir: Path, say: Callable[[str], None]) -> str:
                 f"{figures['ns_per_delivery']:>17.0f}"
             )
             say(lines[-1].strip())
-    nats = natsServer(workdir)
-    nodes = startNodes(workdir, 2, nats, plan.reactor, pending)
-    try:
-        latencies = latency(nodes, plan)
-    finally:
-        for server in (*nodes, nats):
-            server.stop()
-    lines.append(f"latency at {CROSS_NODE_RATE:,} msg/s, 64 B, core NATS:")
-    for name, values in latencies.items():
-        lines.append(
-            f"  publisher on node 1, subscriber on the {name}: p50 {values['p50_us']:.0f} us,"
-            f" p99 {values['p99_us']:.0f} us ({values['samples']:.0f} samples)"
-        )
+    for history, title in (("core", "core NATS"), ("jetstream", "JetStream (--cluster-history jetstream)")):
+        nats = natsServer(workdir)
+        nodes = startNodes(workdir, 2, nats, plan.reactor, pending, history)
+        try:
+            latencies = latency(nodes, plan)
+        finally:
+            for server in (*nodes, nats):
+                server.stop()
+        lines.append(f"latency at {CROSS_NODE_RATE:,} msg/s, 64 B, {title}:")
+        for name, values in latencies.items():
+            lines.append(
+                f"  publisher on node 1, subscriber on the {name}: p50 {values['p50_us']:.0f} us,"
+                f" p99 {values['p99_us']:.0f} us ({values['samples']:.0f} samples)"
+            )
+        say(lines[-1].strip())
     return "\n".join(lines)
