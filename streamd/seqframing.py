@@ -191,6 +191,8 @@ MSG_OVERHEAD = _MSG.size
 Bytes a MSG frame's payload has beyond the message.
 """
 
+_MSG_TYPE = int(FrameType.MSG)
+
 
 def encode(frame: ServerFrame | ClientFrame) -> bytes:
     """
@@ -299,7 +301,7 @@ class SeqFraming(Int32Framing):
 
     def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
         pack = _MSG_FRAME.pack
-        msg = FrameType.MSG
+        msg = _MSG_TYPE
         parts: list[Payload] = []
         append = parts.append
         for seq, payload in enumerate(payloads, first):
