@@ -184,7 +184,10 @@ class History:
         key = (entry[FIRST], number)
         data = self._encodings.get(key)
         if data is None:
-            data = self._encodings[key] = framing.encodeEntry(self.payloads(entry), entry[FIRST])
+            data = framing.encodeData(entry[DATA], self._framings[entry[FRAMING]], entry[FIRST])
+            if data is None:
+                data = framing.encodeEntry(self.payloads(entry), entry[FIRST])
+            self._encodings[key] = data
             self.size += len(data)
         return data
 

@@ -23,7 +23,6 @@ from streamd.bench.records import (
 )
 from streamd.bench.webrecords import SseWalker, WebSocketFrames, pong
 from streamd.seqframing import (
-    VERSION,
     ClientHello,
     FrameType,
     Pong,
@@ -266,7 +265,7 @@ class SeqWire(_StreamdVariant):
         return SeqRecords(maxLength)
 
     def request(self, subscriber: bool) -> bytes:
-        return framed(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
+        return framed(ClientHello(1, Start.NEWEST, bytes(8), 0))  # MSG frames only, for SeqRecords
 
     def answered(self, received: Chunk, subscriber: bool) -> int | None:
         frame = seqFrame(received)
