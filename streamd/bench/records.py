@@ -14,7 +14,7 @@ from __future__ import annotations
 from struct import Struct
 from typing import Protocol
 
-from streamd.seqframing import MSG_OVERHEAD, FrameType
+from streamd.seqframing import BATCH_LIMIT, BATCH_OVERHEAD, MSG_OVERHEAD, FrameType
 
 STAMP = Struct(">Q")
 """
@@ -86,8 +86,9 @@ class Int32Records:
 
 class SeqRecords:
     """
-    The frames of a C{seq} listener: int32 frames whose payload starts with
-    a type byte.  A MSG frame is a message (its head: length, type and
+    The frames of a C{seq} listener to a version 1 subscriber (no BATCH;
+    version 2's are walked by L{SeqWalker}): int32 frames whose payload
+    starts with a type byte.  A MSG frame is a message (its head: length, type and
     sequence number); a HELLO, GAP, PING or a frame of an unknown type is a
     control record; a BYE is an error.
     """
@@ -267,6 +268,13 @@ class Walker:
         self._walk(data, pos, end)
         return self.records - before
 
+    @property
+    def partial(self) -> bool:
+        """
+        Whether the bytes fed so far end inside a record.
+        """
+        return bool(self._carry or self._skip)
+
     def _walk(self, data: Chunk, pos: int, end: int) -> None:
         fast = not self.stamped
         while pos < end:
@@ -314,3 +322,109 @@ class Walker:
         self.records += 1
         if stamp is not None:
             self.stamps.append(stamp)
+
+
+_FRAME_HEAD = Struct(">IB")
+_GAP_LAST = Struct(">Q")
+
+
+class SeqWalker:
+    """
+    Counts the messages of a C{seq} listener's version 2 stream, as a
+    L{Walker} counts records: every message of a MSG frame or of a BATCH
+    (whose int32 frames an inner L{Walker} walks, at C speed for runs of
+    like messages), checking that sequence numbers follow on from frame to
+    frame; a GAP (which moves the next number on), a HELLO, a PING or a
+    frame of an unknown type is a control record; a BYE is an error.
+
+    A frame is parsed once it is whole: the bytes of a frame begun are kept
+    until the rest comes.
+
+    @ivar records: messages completed so far.
+    @ivar controls: the control frames completed since the caller last
+        cleared this list, whole.
+    @ivar stamps: when C{stamped}, the L{STAMP} of each message completed
+        since the caller last cleared this list.
+    """
+
+    def __init__(self, maxLength: int, stamped: bool = False) -> None:
+        self.stamped = stamped
+        self.records = 0
+        self.controls: list[bytes] = []
+        self.stamps: list[int] = []
+        self.maxLength = max(maxLength + MSG_OVERHEAD, BATCH_LIMIT + BATCH_OVERHEAD)
+        self._messages = Walker(Int32Records(maxLength), stamped)
+        self._held = bytearray()
+        self._next: int | None = None
+
+    def feed(self, data: Chunk, end: int | None = None) -> int:
+        """
+        Take the next chunk received: C{data}, or its first C{end} bytes.
+
+        @return: how many messages it completed.
+        @raise ValueError: for a BYE, a frame over the limit or too short
+            for its type, or a message out of sequence.
+        """
+        held = self._held
+        if end is None:
+            end = len(data)
+        if held:
+            held += memoryview(data)[:end]
+            data, end = held, len(held)
+        before = self.records
+        pos = 0
+        head = _FRAME_HEAD.unpack_from
+        while end - pos >= 5:
+            length, kind = head(data, pos)
+            if not length or length > self.maxLength:
+                raise ValueError(f"a {length}-byte seq frame, over the {self.maxLength}-byte limit or empty")
+            stop = pos + 4 + length
+            if stop > end:
+                break
+            self._frame(data, pos, kind, stop)
+            pos = stop
+        if held:
+            del held[:pos]
+        elif pos < end:
+            held += memoryview(data)[pos:end]
+        return self.records - before
+
+    def _frame(self, data: Chunk, pos: int, kind: int, stop: int) -> None:
+        """
+        Count the whole frame of type C{kind} at C{data[pos:stop]}.
+        """
+        body = pos + 5
+        if kind == FrameType.BATCH:
+            if stop - body < BATCH_OVERHEAD - 1 + 4:
+                raise ValueError(f"a {stop - pos}-byte BATCH frame holds no message")
+            messages = self._messages
+            before = messages.records
+            messages.feed(data[body + 8 : stop])
+            if messages.partial:
+                raise ValueError("a BATCH frame ends inside a message")
+            self._follow(_SEQ.unpack_from(data, body)[0], messages.records - before)
+            if messages.stamps:
+                self.stamps += messages.stamps
+                messages.stamps.clear()
+        elif kind == FrameType.MSG:
+            if stop - body < MSG_OVERHEAD - 1:
+                raise ValueError(f"a {stop - pos}-byte MSG frame is too short")
+            self._follow(_SEQ.unpack_from(data, body)[0], 1)
+            if self.stamped and stop - body >= MSG_OVERHEAD - 1 + STAMP.size:
+                self.stamps.append(STAMP.unpack_from(data, body + 8)[0])
+        elif kind == FrameType.BYE:
+            raise ValueError(f"the server said BYE: {bytes(data[body:stop])!r}")
+        else:
+            if kind == FrameType.GAP and stop - body >= 16:
+                self._next = _GAP_LAST.unpack_from(data, body + 8)[0] + 1
+            self.controls.append(bytes(data[pos:stop]))
+
+    def _follow(self, first: int, count: int) -> None:
+        """
+        Count C{count} messages numbered from C{first}, which must be the
+        number after the last one's.
+        """
+        if self._next is not None and first != self._next:
+            raise ValueError(f"message {first} came after {self._next - 1}")
+        self._next = first + count
+        self.records += count
