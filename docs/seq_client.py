@@ -1,11 +1,10 @@
 """The seq protocol's reference client (docs/protocol-seq.rst), stdlib only:
 prints every message once, in order, resuming after each reconnect.
 Usage: python seq_client.py HOST PORT [TOKEN]"""
-import random, socket, struct, sys, time  # noqa: E401
+import io, random, socket, struct, sys, time  # noqa: E401
 
 
-def frames(sock):
-    stream = sock.makefile("rb")
+def frames(stream):  # int32 frames: the connection's, and the messages in a BATCH
     while len(header := stream.read(4)) == 4:
         payload = stream.read(struct.unpack(">I", header)[0])
         if len(payload) < struct.unpack(">I", header)[0]:
@@ -19,18 +18,18 @@ def session(host, port, state, out, token=None):
         send = lambda payload: sock.sendall(struct.pack(">I", len(payload)) + payload)  # noqa: E731
         if token:
             send(b"\x08" + token)  # AUTH
-        resume = state["epoch"] is not None
-        send(struct.pack(">BBB8sQ", 1, 1, 1 if resume else 0, state["epoch"] or bytes(8), state["last"]))
-        for frame in frames(sock):
+        start = 1 if state["epoch"] is not None else 0  # RESUME, or NEWEST
+        send(struct.pack(">BBB8sQ", 1, 2, start, state["epoch"] or bytes(8), state["last"]))  # HELLO v2
+        for frame in frames(sock.makefile("rb")):
             kind = frame[0]
-            if kind == 1:  # HELLO: a new epoch means the old numbers mean nothing here
-                if frame[2:10] != state["epoch"]:
-                    state.update(epoch=frame[2:10], last=0)
-            elif kind == 2:  # MSG
-                seq = struct.unpack_from(">Q", frame, 1)[0]
-                if seq > state["last"]:
-                    state["last"] = seq
-                    out(seq, frame[9:])
+            if kind == 1 and frame[2:10] != state["epoch"]:  # HELLO of a new epoch: old numbers mean nothing
+                state.update(epoch=frame[2:10], last=0)
+            elif kind in (2, 9):  # MSG: u64 seq, message; BATCH: u64 first, int32 frames
+                messages = [frame[9:]] if kind == 2 else frames(io.BytesIO(frame[9:]))
+                for seq, payload in enumerate(messages, struct.unpack_from(">Q", frame, 1)[0]):
+                    if seq > state["last"]:  # once each, in order, across connections
+                        state["last"] = seq
+                        out(seq, payload)
             elif kind == 3:  # GAP
                 first, last, why = struct.unpack_from(">QQH", frame, 1)
                 print(f"missed {last - first + 1} messages (seq {first}-{last}): reason {why}", file=sys.stderr)

@@ -121,6 +121,15 @@ class Framing:
         """
         return self.encodeMany(payloads)
 
+    def encodeData(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
+        """
+        A history entry's messages, the first of which has sequence number
+        C{first}, encoded straight from their bytes C{data} as framed with
+        C{dataFraming}; or C{None} when this framing cannot do that, and
+        L{encodeEntry} must be given the messages one by one.
+        """
+        return None
+
     def decoder(self, maxLength: int) -> Decoder:
         """
         A fresh decoder for one connection's incoming bytes.

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from struct import Struct
 from typing import Final
 
 from streamd.framing import INT32, Framing, Payload
+
+_INT32 = Struct(">I")
 
 Entry = tuple[int, int, bytes, int, int, int]
 """
@@ -179,8 +182,21 @@ class History:
         C{entry}'s messages, decoded again from its L{DATA}.
         """
         framing = self.framingOf(entry)
-        payloads, _ = framing.decoder(framing.maxLength).feed(entry[DATA])
-        return payloads
+        data = entry[DATA]
+        if framing is INT32:
+            # The log's own bytes, checked when they came in: split them in
+            # a tight loop, about twice as fast as the general decoder.
+            unpack = _INT32.unpack_from
+            payloads: list[Payload] = []
+            append = payloads.append
+            pos = 0
+            for _ in range(entry[COUNT]):
+                start = pos + 4
+                pos = start + unpack(data, pos)[0]
+                append(data[start:pos])
+            return payloads
+        decoded, _ = framing.decoder(framing.maxLength).feed(data)
+        return decoded
 
     def encoded(self, entry: Entry, framing: Framing) -> bytes:
         """
@@ -195,7 +211,10 @@ class History:
         key = (entry[FIRST], number)
         data = self._encodings.get(key)
         if data is None:
-            data = self._encodings[key] = framing.encodeEntry(self.payloads(entry), entry[FIRST])
+            data = framing.encodeData(entry[DATA], self._framings[entry[FRAMING]], entry[FIRST])
+            if data is None:
+                data = framing.encodeEntry(self.payloads(entry), entry[FIRST])
+            self._encodings[key] = data
             self.size += len(data)
         return data
 

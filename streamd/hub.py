@@ -199,12 +199,19 @@ class Hub:
             else:
                 others.append(cursor)
         sent = len(raw) * delivered
-        for cursor in others:
-            if cursor.live:
-                data = history.encoded(entry, cursor.framing)
-                cursor.deliver(data, count)
-                sent += len(data)
-                delivered += 1
+        if others:
+            # Each framing's encoding looked up in the log once, not per
+            # cursor: a seq listener's clients all want the same one.
+            encodings: dict[Framing, bytes] = {}
+            for cursor in others:
+                if cursor.live:
+                    cursorFraming = cursor.framing
+                    data = encodings.get(cursorFraming)
+                    if data is None:
+                        data = encodings[cursorFraming] = history.encoded(entry, cursorFraming)
+                    cursor.deliver(data, count)
+                    sent += len(data)
+                    delivered += 1
         stats = self.stats
         stats.messagesOut += count * delivered
         stats.bytesOut += sent

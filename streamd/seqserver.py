@@ -16,7 +16,9 @@ from streamd.framing import FrameError, Payload
 from streamd.history import FIRST, SENDER, History
 from streamd.reasons import Reason
 from streamd.seqframing import (
+    BATCH_VERSION,
     SEQ,
+    SEQ_BATCH,
     VERSION,
     Auth,
     Bye,
@@ -208,10 +210,15 @@ class SeqServerProtocol(StreamServerProtocol):
         resume = resumePoint(history, hello)
         oldestEntry = history.oldestEntry()
         newest = history.nextSequence - 1
+        version = min(hello.version, VERSION)
+        cursor = self.cursor
+        if version >= BATCH_VERSION:
+            # Before it subscribes: the hub serves each cursor by its framing.
+            cursor.framing = SEQ_BATCH
         greeting = [
             framed(
                 ServerHello(
-                    min(hello.version, VERSION),
+                    version,
                     history.epoch,
                     newest + 1 if oldestEntry is None else oldestEntry[FIRST],
                     newest,
@@ -233,7 +240,6 @@ class SeqServerProtocol(StreamServerProtocol):
             seq=history[index][FIRST] if index < history.end else history.nextSequence,
             start=Start(hello.start).name.lower(),
         )
-        cursor = self.cursor
         hub.subscribe(cursor)
         cursor.seek(index)
         cursor.sendPrivate(b"".join(greeting), before=index)

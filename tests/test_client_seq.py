@@ -1,7 +1,8 @@
 """
-Tests for L{streamd.client.seq}'s timeouts: an attempt to connect, and the
-wait for the server's HELLO, are bounded as the int32 client's are.  No
-reactor runs: time is a L{Clock}, connections are L{StringTransport}s.
+Tests for L{streamd.client.seq}: it speaks version 2 and delivers the
+messages of BATCH frames as of MSG frames; its timeouts (an attempt to
+connect, and the wait for the server's HELLO) are bounded as the int32
+client's are.  No reactor runs: time is a L{Clock}, connections are L{StringTransport}s.
 """
 
 from __future__ import annotations
@@ -19,8 +20,21 @@ from zope.interface import directlyProvides
 
 from streamd.client import ConnectTimeout, HandshakeTimeout
 from streamd.client.seq import NoHelloTimeout, SeqClientFactory, SeqClientProtocol, connect
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 from streamd.reasons import Reason
-from streamd.seqframing import VERSION, Bye, ServerHello, framed
+from streamd.seqframing import (
+    BATCH_LIMIT,
+    BATCH_OVERHEAD,
+    VERSION,
+    Batch,
+    Bye,
+    ClientHello,
+    Msg,
+    ServerHello,
+    Start,
+    decodeClientFrame,
+    framed,
+)
 
 
 def connected(clock: Clock, timeout: float | None, tls: bool = False) -> tuple[SeqClientProtocol, StringTransport]:
@@ -153,3 +167,76 @@ class ConnectTimeoutTests(SynchronousTestCase):
         clock.advance(10)
         self.assertEqual(len(cancelled), 2)
         client.stop()
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    The client asks for version 2 and delivers each message of a BATCH, in
+    order, with its sequence number, once across frames and connections.
+    """
+
+    def setUp(self) -> None:
+        self.got: list[tuple[int, bytes]] = []
+        self.factory = SeqClientFactory(lambda seq, payload: self.got.append((seq, payload)),
+                                        lambda gap, previous: None, lambda bye: None)  # fmt: skip
+
+    def connect(self) -> tuple[SeqClientProtocol, StringTransport]:
+        protocol = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_announcesV2(self) -> None:
+        """
+        The client's HELLO says version 2.
+        """
+        _, transport = self.connect()
+        hello = decodeClientFrame(transport.value()[4:])
+        assert isinstance(hello, ClientHello)
+        self.assertEqual(hello.version, VERSION)
+        self.assertEqual(VERSION, 2)
+
+    def test_batchesAndMsgs(self) -> None:
+        """
+        BATCH and MSG frames deliver their messages in order; after a
+        reconnect the client resumes after the last one delivered, and
+        what the server sends again is not delivered twice.
+        """
+        protocol, _ = self.connect()
+        protocol.dataReceived(
+            HELLO + framed(Batch(1, (b"a", b"b"))) + framed(Msg(3, b"c")) + framed(Batch(4, (b"d", b"e", b"f")))
+        )
+        self.assertEqual(self.got, [(1, b"a"), (2, b"b"), (3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")])
+        self.assertEqual(self.factory.position.last, 6)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        again, transport = self.connect()
+        hello = decodeClientFrame(transport.value()[4:])
+        self.assertEqual(hello, ClientHello(VERSION, Start.RESUME, b"epoch-01", 6, self.factory.identity))
+        again.dataReceived(HELLO + framed(Batch(5, (b"e", b"f", b"g"))))
+        self.assertEqual(self.got[6:], [(7, b"g")])
+
+    def test_stopsMidBatch(self) -> None:
+        """
+        A client whose connection is closing delivers no more of a BATCH:
+        its position is the last message delivered.
+        """
+        protocol, transport = self.connect()
+
+        def first(seq: int, payload: bytes) -> None:
+            self.got.append((seq, payload))
+            transport.loseConnection()
+
+        self.factory.onMessage = first
+        protocol.dataReceived(HELLO + framed(Batch(1, (b"a", b"b"))))
+        self.assertEqual(self.got, [(1, b"a")])
+        self.assertEqual(self.factory.position.last, 1)
+
+    def test_frameLimit(self) -> None:
+        """
+        The client takes frames up to a whole BATCH's size, or a MSG of its
+        largest message, whichever is bigger.
+        """
+        protocol, _ = self.connect()
+        self.assertEqual(protocol.MAX_LENGTH, max(DEFAULT_MAX_MESSAGE_SIZE + 9, BATCH_LIMIT + BATCH_OVERHEAD))
+        self.factory.maxMessageSize = 10 * BATCH_LIMIT
+        self.assertEqual(self.factory.buildProtocol(None).MAX_LENGTH, 10 * BATCH_LIMIT + 9)

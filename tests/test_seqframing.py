@@ -1,7 +1,7 @@
 """
 Tests for L{streamd.seqframing}: every frame type survives a round trip, any
 bytes decode to a frame or a clean L{MalformedFrame}, and a history entry's
-MSG frames carry consecutive sequence numbers.
+MSG frames, or its BATCH frame, carry consecutive sequence numbers.
 """
 
 from __future__ import annotations
@@ -10,11 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.framing import FRAMINGS
+from streamd.framing import ASCII10, FRAMINGS, INT32
+from streamd.history import History
 from streamd.seqframing import (
+    BATCH_LIMIT,
+    BATCH_OVERHEAD,
     MSG_OVERHEAD,
     SEQ,
+    SEQ_BATCH,
     Auth,
+    Batch,
     Bye,
     ClientHello,
     FrameType,
@@ -37,11 +42,13 @@ u32 = st.integers(min_value=0, max_value=2**32 - 1)
 u16 = st.integers(min_value=0, max_value=2**16 - 1)
 u8 = st.integers(min_value=0, max_value=255)
 epochs = st.binary(min_size=8, max_size=8)
-unknownTypes = st.integers(min_value=9, max_value=255)
+unknownTypes = st.integers(min_value=10, max_value=255)
+payloadLists = st.lists(st.binary(max_size=300), min_size=1, max_size=20)
 
 serverFrames = st.one_of(
     st.builds(ServerHello, u8, epochs, u64, u64, u32),
     st.builds(Msg, u64, st.binary()),
+    st.builds(Batch, u64, payloadLists.map(tuple)),
     st.builds(Gap, u64, u64, u16),
     st.builds(Ping),
     st.builds(Bye, u16, st.text()),
@@ -91,6 +98,32 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(framed(Pong()), b"\x00\x00\x00\x01\x07")
         self.assertEqual(framed(Msg(1, b"hi")), b"\x00\x00\x00\x0b\x02" + (1).to_bytes(8, "big") + b"hi")
 
+    def test_batchLayout(self) -> None:
+        """
+        A BATCH is its type, the u64 sequence of its first message, then its
+        messages as int32 frames.
+        """
+        self.assertEqual(
+            encode(Batch(7, (b"a", b"bc"))),
+            b"\x09" + (7).to_bytes(8, "big") + b"\x00\x00\x00\x01a\x00\x00\x00\x02bc",
+        )
+
+    def test_emptyBatch(self) -> None:
+        """
+        A BATCH of no message can neither be encoded nor decoded.
+        """
+        self.assertRaises(ValueError, encode, Batch(1, ()))
+        self.assertRaises(MalformedFrame, decodeServerFrame, b"\x09" + bytes(8))
+
+    @given(payloadLists, st.data())
+    def test_truncatedBatch(self, payloads: list[bytes], data: st.DataObject) -> None:
+        """
+        A BATCH whose last int32 frame is cut short is malformed.
+        """
+        whole = encode(Batch(1, tuple(payloads)))
+        cut = data.draw(st.integers(1, 3 + len(payloads[-1])))
+        self.assertRaises(MalformedFrame, decodeServerFrame, whole[:-cut])
+
 
 class HostileBytesTests(SynchronousTestCase):
     """
@@ -116,7 +149,7 @@ class HostileBytesTests(SynchronousTestCase):
         try:
             decodeServerFrame(payload)
         except MalformedFrame:
-            self.assertTrue(not payload or payload[0] in (FrameType.HELLO, FrameType.MSG, FrameType.GAP, 5))
+            self.assertIn(payload[:1], [b"", *(bytes([t]) for t in (1, 2, 3, 5, 9))])
 
     def test_emptyFrame(self) -> None:
         """
@@ -152,3 +185,81 @@ class SeqFramingTests(SynchronousTestCase):
             got.extend(decodeServerFrame(f) for f in frames)
         self.assertIsNone(decoder.error)
         self.assertEqual(got, [Msg(first + i, p) for i, p in enumerate(payloads)])
+
+
+class SeqBatchFramingTests(SynchronousTestCase):
+    """
+    L{SEQ_BATCH} frames an int32 entry of at most L{BATCH_LIMIT} bytes as
+    one BATCH frame made of its bytes as they are; any other as MSG frames.
+    """
+
+    @given(payloadLists, st.integers(min_value=1, max_value=2**63), st.data())
+    def test_batchSplitAnyhow(self, payloads: list[bytes], first: int, data: st.DataObject) -> None:
+        """
+        An int32 entry's BATCH frame, split into reads at any points,
+        decodes to its messages numbered from C{first}; its bytes end with
+        the entry's, untouched.
+        """
+        raw = INT32.encodeMany(payloads)
+        encoded = SEQ_BATCH.encodeData(raw, INT32, first)
+        assert encoded is not None
+        self.assertEqual(encoded[-len(raw) :], raw)
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(encoded)), max_size=5)))
+        decoder = SEQ_BATCH.decoder(len(raw) + BATCH_OVERHEAD)
+        got = []
+        for start, stop in zip([0, *cuts], [*cuts, len(encoded)], strict=True):
+            frames, _ = decoder.feed(encoded[start:stop])
+            got.extend(decodeServerFrame(f) for f in frames)
+        self.assertEqual(got, [Batch(first, tuple(payloads))])
+
+    def test_notInt32(self) -> None:
+        """
+        Data in another framing, none, or more than L{BATCH_LIMIT} bytes of
+        it, is left to L{SeqFraming.encodeEntry}; so is all data for L{SEQ}.
+        """
+        self.assertIsNone(SEQ_BATCH.encodeData(ASCII10.encodeMany([b"a"]), ASCII10, 1))
+        self.assertIsNone(SEQ_BATCH.encodeData(b"", INT32, 1))
+        self.assertIsNone(SEQ_BATCH.encodeData(INT32.encode(bytes(BATCH_LIMIT - 3)), INT32, 1))
+        self.assertIsNotNone(SEQ_BATCH.encodeData(INT32.encode(bytes(BATCH_LIMIT - 4)), INT32, 1))
+        self.assertIsNone(SEQ.encodeData(INT32.encodeMany([b"a"]), INT32, 1))
+
+    def test_historyEncodesOncePerFraming(self) -> None:
+        """
+        The log keeps one encoding per framing: MSG frames for L{SEQ}, a
+        BATCH for L{SEQ_BATCH}, and counts both in its size.
+        """
+        history = History(bytes(8))
+        entry = history.appendPayloads([b"one", b"two"])
+        before = history.size
+        msgs = history.encoded(entry, SEQ)
+        batch = history.encoded(entry, SEQ_BATCH)
+        self.assertEqual(msgs, SEQ.encodeEntry([b"one", b"two"], 1))
+        self.assertEqual(batch, framed(Batch(1, (b"one", b"two"))))
+        self.assertIs(history.encoded(entry, SEQ_BATCH), batch)
+        self.assertEqual(history.size, before + len(msgs) + len(batch))
+        history.evictOldest()
+        self.assertEqual(history.size, 0)
+
+
+class HistoryPayloadsTests(SynchronousTestCase):
+    """
+    L{History.payloads} splits an entry's data as the framing's decoder does.
+    """
+
+    @given(payloadLists)
+    def test_int32(self, payloads: list[bytes]) -> None:
+        """
+        An int32 entry's messages, split by the fast path, are its own.
+        """
+        history = History(bytes(8))
+        entry = history.append(INT32.encodeMany(payloads), INT32, len(payloads))
+        self.assertEqual([bytes(p) for p in history.payloads(entry)], payloads)
+
+    @given(payloadLists)
+    def test_ascii10(self, payloads: list[bytes]) -> None:
+        """
+        An ascii10 entry's messages come from the general decoder.
+        """
+        history = History(bytes(8))
+        entry = history.append(ASCII10.encodeMany(payloads), ASCII10, len(payloads))
+        self.assertEqual([bytes(p) for p in history.payloads(entry)], payloads)

@@ -17,14 +17,17 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.framing import INT32
+from streamd.framing import ASCII10, INT32
 from streamd.history import FIRST
 from streamd.hub import SWEEP_INTERVAL, FlowControl, Hub
 from streamd.reasons import Reason
 from streamd.seqframing import (
+    BATCH_LIMIT,
     SEQ,
+    SEQ_BATCH,
     VERSION,
     Auth,
+    Batch,
     Bye,
     ClientHello,
     Gap,
@@ -46,6 +49,11 @@ from streamd.stats import Stats
 from .support import frames
 
 EPOCH = b"epoch-01"
+V1 = 1
+"""
+The version the tests of the MSG-only stream speak: what clients older than
+BATCH see.
+"""
 
 
 class SeqDaemon:
@@ -103,7 +111,7 @@ def messages(first: int, last: int) -> list[bytes]:
 
 
 def newest() -> ClientHello:
-    return ClientHello(VERSION, Start.NEWEST, bytes(8), 0)
+    return ClientHello(V1, Start.NEWEST, bytes(8), 0)
 
 
 class StartTests(SynchronousTestCase):
@@ -124,7 +132,7 @@ class StartTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         protocol.dataReceived(framed(newest()))
         self.daemon.publish(messages(3, 4))
-        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 2, 0), *numbered(3, 4)])
+        self.assertEqual(received(transport), [ServerHello(V1, EPOCH, 1, 2, 0), *numbered(3, 4)])
 
     def test_resume(self) -> None:
         """
@@ -132,16 +140,16 @@ class StartTests(SynchronousTestCase):
         though 4 and 5 were published together, then the live stream.
         """
         self.daemon.publish(messages(1, 3), messages(4, 6), messages(7, 10))
-        _, transport = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 4))
+        _, transport = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 4))
         self.daemon.publish(messages(11, 11))
-        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 10, 0), *numbered(5, 11)])
+        self.assertEqual(received(transport), [ServerHello(V1, EPOCH, 1, 10, 0), *numbered(5, 11)])
 
     def test_resumeUpToDate(self) -> None:
         """
         A client that has every message gets only the live stream.
         """
         self.daemon.publish(messages(1, 3))
-        _, transport = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3))
+        _, transport = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 3))
         self.daemon.publish(messages(4, 4))
         self.assertEqual(received(transport)[1:], numbered(4, 4))
 
@@ -151,8 +159,8 @@ class StartTests(SynchronousTestCase):
         stream; asking for more than were ever published is no gap.
         """
         self.daemon.publish(messages(1, 5), messages(6, 10))
-        _, transport = self.daemon.connect(ClientHello(VERSION, Start.LAST, bytes(8), 3))
-        _, everything = self.daemon.connect(ClientHello(VERSION, Start.LAST, bytes(8), 100))
+        _, transport = self.daemon.connect(ClientHello(V1, Start.LAST, bytes(8), 3))
+        _, everything = self.daemon.connect(ClientHello(V1, Start.LAST, bytes(8), 100))
         self.assertEqual(received(transport)[1:], numbered(8, 10))
         self.assertEqual(received(everything)[1:], numbered(1, 10))
 
@@ -165,7 +173,7 @@ class StartTests(SynchronousTestCase):
         daemon.publish(*[messages(seq, seq) for seq in range(1, 21)])
         oldest = daemon.hub.history.oldestEntry()
         assert oldest is not None
-        _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 2))
+        _, transport = daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 2))
         got = received(transport)
         self.assertEqual(got[1], Gap(3, oldest[FIRST] - 1, GapReason.EVICTED))
         self.assertEqual(got[2:], numbered(oldest[FIRST], 20))
@@ -177,11 +185,11 @@ class StartTests(SynchronousTestCase):
         stream.
         """
         self.daemon.publish(messages(1, 7))
-        _, transport = self.daemon.connect(ClientHello(VERSION, Start.RESUME, b"previous", 5000))
+        _, transport = self.daemon.connect(ClientHello(V1, Start.RESUME, b"previous", 5000))
         self.daemon.publish(messages(8, 8))
         self.assertEqual(
             received(transport),
-            [ServerHello(VERSION, EPOCH, 1, 7, 0), Gap(1, 7, GapReason.RESTARTED), *numbered(8, 8)],
+            [ServerHello(V1, EPOCH, 1, 7, 0), Gap(1, 7, GapReason.RESTARTED), *numbered(8, 8)],
         )
 
     def test_newerVersionAnsweredWithOurs(self) -> None:
@@ -212,6 +220,128 @@ class StartTests(SynchronousTestCase):
         self.assertEqual(received(senderTransport), [])
 
 
+def delivered(frames: list[ServerFrame]) -> list[tuple[int, bytes]]:
+    """
+    The messages of the MSG and BATCH frames among C{frames}, in order, with
+    their sequence numbers.
+    """
+    out: list[tuple[int, bytes]] = []
+    for frame in frames:
+        if isinstance(frame, Msg):
+            out.append((frame.seq, frame.payload))
+        elif isinstance(frame, Batch):
+            out.extend(enumerate(frame.payloads, frame.first))
+    return out
+
+
+def hello2(start: Start = Start.NEWEST, epoch: bytes = bytes(8), position: int = 0) -> ClientHello:
+    return ClientHello(2, start, epoch, position)
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    A version 2 client gets each int32 entry of the history as one BATCH
+    frame, and bigger entries and ascii10 ones as MSG frames; a version 1
+    client gets only MSG frames.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = SeqDaemon()
+
+    def publishMixed(self) -> bytes:
+        """
+        Publish messages 1-2 and 5 as int32 entries, 3 as an entry over
+        L{BATCH_LIMIT}, 4 as an ascii10 entry; return message 3.
+        """
+        big = b"b" * BATCH_LIMIT
+        self.daemon.publish([b"m1", b"m2"], [big])
+        self.daemon.hub.publish([b"m4"], ASCII10.encodeMany([b"m4"]), ASCII10)
+        self.daemon.publish([b"m5"])
+        return big
+
+    def expected(self, big: bytes, first: int = 1) -> list[tuple[int, bytes]]:
+        return [(seq, big if seq == 3 else b"m%d" % seq) for seq in range(first, 6)]
+
+    def test_v1MsgOnly(self) -> None:
+        """
+        A version 1 client is answered version 1 and gets MSG frames only,
+        live and resumed.
+        """
+        _, live = self.daemon.connect(ClientHello(V1, Start.NEWEST, bytes(8), 0))
+        big = self.publishMixed()
+        _, resumed = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 0))
+        for transport in (live, resumed):
+            hello, *rest = received(transport)
+            self.assertEqual(hello, ServerHello(V1, EPOCH, 1, 0 if transport is live else 5, 0))
+            self.assertTrue(all(isinstance(frame, Msg) for frame in rest))
+            self.assertEqual(delivered(rest), self.expected(big))
+
+    def test_v2Batches(self) -> None:
+        """
+        A version 2 client is answered version 2 and gets a BATCH for each
+        int32 entry (its bytes as they came in, after the BATCH header) and
+        MSG frames for the big and ascii10 ones, live and resumed, numbered
+        1 to 5 in order.
+        """
+        _, live = self.daemon.connect(hello2())
+        big = self.publishMixed()
+        _, resumed = self.daemon.connect(hello2(Start.RESUME, EPOCH, 0))
+        for transport in (live, resumed):
+            data = transport.value()
+            self.assertIn(INT32.encodeMany([b"m1", b"m2"]), data)
+            hello, *rest = received(transport)
+            self.assertEqual(hello.version, 2)  # type: ignore[union-attr]
+            self.assertEqual([type(frame) for frame in rest], [Batch, Msg, Msg, Batch])
+            self.assertEqual(delivered(rest), self.expected(big))
+
+    def test_v1AndV2Together(self) -> None:
+        """
+        Clients of both versions on one listener each get their own
+        encoding of the same entries.
+        """
+        _, v1 = self.daemon.connect(ClientHello(V1, Start.NEWEST, bytes(8), 0))
+        _, v2 = self.daemon.connect(hello2())
+        self.daemon.publish(messages(1, 3), messages(4, 4))
+        self.assertEqual(received(v1)[1:], numbered(1, 4))
+        self.assertEqual(received(v2)[1:], [Batch(1, (b"m1", b"m2", b"m3")), Batch(4, (b"m4",))])
+
+    def test_resumeMidBatch(self) -> None:
+        """
+        A version 2 client resuming inside an entry gets the rest of it as
+        MSG frames, then the next entries as BATCHes, once each and in
+        order; a LAST N likewise.
+        """
+        self.daemon.publish(messages(1, 4), messages(5, 7))
+        _, resumed = self.daemon.connect(hello2(Start.RESUME, EPOCH, 2))
+        _, last = self.daemon.connect(hello2(Start.LAST, bytes(8), 4))
+        self.daemon.publish(messages(8, 9))
+        self.assertEqual(
+            received(resumed)[1:], [*numbered(3, 4), Batch(5, (b"m5", b"m6", b"m7")), Batch(8, (b"m8", b"m9"))]
+        )
+        self.assertEqual(received(last)[1:], [*numbered(4, 4), Batch(5, (b"m5", b"m6", b"m7")), Batch(8, (b"m8", b"m9"))])
+
+    def test_cursorFramingByVersion(self) -> None:
+        """
+        The version decides the cursor's framing, which the hub serves it
+        by; the listener's framing stays L{SEQ}.
+        """
+        v1, _ = self.daemon.connect(ClientHello(V1, Start.NEWEST, bytes(8), 0))
+        v2, _ = self.daemon.connect(hello2())
+        self.assertIs(v1.cursor.framing, SEQ)
+        self.assertIs(v2.cursor.framing, SEQ_BATCH)
+        self.assertIs(v2.framing, SEQ)
+
+    def test_publishedBySeqClient(self) -> None:
+        """
+        What a seq client publishes reaches a version 2 client as a BATCH.
+        """
+        sender, _ = self.daemon.connect(hello2())
+        _, transport = self.daemon.connect(hello2())
+        received(transport)
+        sender.dataReceived(framed(Pub(b"one")) + framed(Pub(b"two")))
+        self.assertEqual(received(transport), [Batch(1, (b"one", b"two"))])
+
+
 class IdentityTests(SynchronousTestCase):
     """
     A client that names itself in its HELLO is not sent back, when it
@@ -227,7 +357,7 @@ class IdentityTests(SynchronousTestCase):
         Connect as C{identity}, publish each batch in a read of its own,
         and leave.
         """
-        protocol, transport = self.daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0, identity))
+        protocol, transport = self.daemon.connect(ClientHello(V1, Start.NEWEST, bytes(8), 0, identity))
         for batch in batches:
             protocol.dataReceived(b"".join(framed(Pub(payload)) for payload in batch))
         self.assertEqual(received(transport)[1:], [])
@@ -244,10 +374,10 @@ class IdentityTests(SynchronousTestCase):
         self.daemon.publish(messages(6, 7))
         self.publishAs(b"client-a", messages(8, 8))
         self.daemon.publish(messages(9, 9))
-        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3, b"client-a"))
-        _, inside = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-a"))
-        _, other = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-b"))
-        _, anonymous = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1))
+        _, resumed = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 3, b"client-a"))
+        _, inside = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 1, b"client-a"))
+        _, other = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 1, b"client-b"))
+        _, anonymous = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 1))
         self.assertEqual(received(resumed)[1:], [*numbered(6, 7), *numbered(9, 9)])
         self.assertEqual(received(inside)[1:], [*numbered(2, 2), *numbered(6, 7), *numbered(9, 9)])
         self.assertEqual(received(other)[1:], numbered(2, 9))
@@ -259,7 +389,7 @@ class IdentityTests(SynchronousTestCase):
         """
         self.publishAs(b"client-a", messages(1, 3))
         self.daemon.publish(messages(4, 4))
-        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 1, b"client-a"))
+        _, resumed = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 1, b"client-a"))
         self.assertEqual(received(resumed)[1:], numbered(4, 4))
 
     def test_zeroIsNoIdentity(self) -> None:
@@ -267,7 +397,7 @@ class IdentityTests(SynchronousTestCase):
         An identity of zeros names no one: such a client gets everything.
         """
         self.publishAs(bytes(8), messages(1, 2))
-        _, resumed = self.daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 0, bytes(8)))
+        _, resumed = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 0, bytes(8)))
         self.assertEqual(received(resumed)[1:], numbered(1, 2))
 
 

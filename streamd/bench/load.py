@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Sequence
 
 from streamd.bench.children import Report, Shared
-from streamd.bench.records import STAMP, Walker
+from streamd.bench.records import STAMP, SeqWalker, Walker
 from streamd.bench.webrecords import SseWalker
 from streamd.bench.wire import Wire
 
@@ -237,7 +237,7 @@ def subscriber(
     return latencies.tobytes()
 
 
-def _answer(wire: Wire, sock: socket.socket, walker: Walker | SseWalker) -> None:
+def _answer(wire: Wire, sock: socket.socket, walker: Walker | SseWalker | SeqWalker) -> None:
     """
     Answer the control records (NATS, seq or WebSocket pings) C{walker} has
     seen on C{sock}.

@@ -16,6 +16,7 @@ from streamd.bench.servers import BenchError, Server
 from streamd.bench.wire import Wire, seqFrame
 from streamd.seqframing import (
     VERSION,
+    Batch,
     ClientHello,
     FrameType,
     Msg,
@@ -51,7 +52,8 @@ class _Frames:
 
     def next(self) -> Msg | ServerHello:
         """
-        The next HELLO or MSG; PINGs are answered on the way.
+        The next HELLO or message (a BATCH's first, which is what a
+        resuming client waits for); PINGs are answered on the way.
 
         @raise BenchError: for a GAP, a BYE, or the end of the stream.
         """
@@ -68,6 +70,8 @@ class _Frames:
             frame = decodeServerFrame(payload)
             if isinstance(frame, Msg | ServerHello):
                 return frame
+            if isinstance(frame, Batch):
+                return Msg(frame.first, frame.payloads[0])
             if payload[0] == FrameType.PING:
                 self.sock.sendall(framed(Pong()))
             elif payload[0] in (FrameType.GAP, FrameType.BYE):

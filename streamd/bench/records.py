@@ -14,7 +14,7 @@ from __future__ import annotations
 from struct import Struct
 from typing import Protocol
 
-from streamd.seqframing import MSG_OVERHEAD, FrameType
+from streamd.seqframing import BATCH_LIMIT, BATCH_OVERHEAD, MSG_OVERHEAD, FrameType
 
 STAMP = Struct(">Q")
 """
@@ -86,8 +86,9 @@ class Int32Records:
 
 class SeqRecords:
     """
-    The frames of a C{seq} listener: int32 frames whose payload starts with
-    a type byte.  A MSG frame is a message (its head: length, type and
+    The frames of a C{seq} listener to a version 1 subscriber (no BATCH;
+    version 2's are walked by L{SeqWalker}): int32 frames whose payload
+    starts with a type byte.  A MSG frame is a message (its head: length, type and
     sequence number); a HELLO, GAP, PING or a frame of an unknown type is a
     control record; a BYE is an error.
     """
@@ -233,21 +234,22 @@ class Walker:
         self._skip = 0
         self._skippedStamp: int | None = None
 
-    def feed(self, data: Chunk, end: int | None = None) -> int:
+    def feed(self, data: Chunk, end: int | None = None, start: int = 0) -> int:
         """
         Take the next chunk received: C{data}, or its first C{end} bytes (a
-        reused read buffer).  Nothing past C{end} is read, and nothing of
-        C{data} is kept.
+        reused read buffer), from byte C{start} on.  Nothing outside them is
+        read, and nothing of C{data} is kept.
 
         @return: how many records it completed.
         """
         before = self.records
         if end is None:
             end = len(data)
-        pos = 0
+        pos = start
         if self._skip:
-            pos = min(self._skip, end)
-            self._skip -= pos
+            step = min(self._skip, end - start)
+            pos += step
+            self._skip -= step
             if self._skip:
                 return 0
             self._complete(self._skippedStamp)
@@ -266,6 +268,13 @@ class Walker:
             self._complete(found[2], joined[: found[1]])
         self._walk(data, pos, end)
         return self.records - before
+
+    @property
+    def partial(self) -> bool:
+        """
+        Whether the bytes fed so far end inside a record.
+        """
+        return bool(self._carry or self._skip)
 
     def _walk(self, data: Chunk, pos: int, end: int) -> None:
         fast = not self.stamped
@@ -314,3 +323,159 @@ class Walker:
         self.records += 1
         if stamp is not None:
             self.stamps.append(stamp)
+
+
+_FRAME_HEAD = Struct(">IB")
+_GAP_LAST = Struct(">Q")
+_CONTROL_LIMIT = 4096
+"""
+The longest control frame (HELLO, GAP, PING, a type of a later version)
+a L{SeqWalker} takes.
+"""
+
+
+class SeqWalker:
+    """
+    Counts the messages of a C{seq} listener's version 2 stream, as a
+    L{Walker} counts records: every message of a MSG frame or of a BATCH
+    (whose int32 frames an inner L{Walker} walks where they lie, at C speed
+    for runs of like messages), checking that each frame's first sequence
+    number follows on from the last one's; a GAP (which moves the next
+    number on), a HELLO, a PING or a frame of an unknown type is a control
+    record; a BYE is an error.
+
+    Like a L{Walker} it keeps only a frame's head across reads, never its
+    messages.
+
+    @ivar records: messages completed so far.
+    @ivar controls: the control frames completed since the caller last
+        cleared this list, whole.
+    @ivar stamps: when C{stamped}, the L{STAMP} of each message completed
+        since the caller last cleared this list.
+    """
+
+    def __init__(self, maxLength: int, stamped: bool = False) -> None:
+        self.stamped = stamped
+        self.records = 0
+        self.controls: list[bytes] = []
+        self.stamps: list[int] = []
+        self.maxLength = max(maxLength + MSG_OVERHEAD, BATCH_LIMIT + BATCH_OVERHEAD)
+        self._messages = Walker(Int32Records(maxLength), stamped)
+        self._held = b""
+        # The frame begun: its type (0 when none), the bytes of it still to
+        # come, and for a BATCH, its first number and the inner walker's
+        # count when it began; for a MSG, its stamp.
+        self._kind = 0
+        self._left = 0
+        self._first = 0
+        self._counted = 0
+        self._stamp: int | None = None
+        self._next: int | None = None
+
+    def feed(self, data: Chunk, end: int | None = None) -> int:
+        """
+        Take the next chunk received: C{data}, or its first C{end} bytes.
+
+        @return: how many messages it completed.
+        @raise ValueError: for a BYE, a frame over the limit or too short
+            for its type, or a message out of sequence.
+        """
+        if end is None:
+            end = len(data)
+        before = self.records
+        pos = 0
+        if self._kind:
+            pos = self._continue(data, 0, end)
+        if self._held and pos < end:
+            held = self._held
+            joined = held + bytes(data[pos : min(end, pos + _CONTROL_LIMIT)])
+            used = self._begin(joined, 0, len(joined))
+            if used is None:
+                self._held = joined
+                return self.records - before
+            self._held = b""
+            pos += used - len(held)
+            if self._kind:
+                pos = self._continue(data, pos, end)
+        while pos < end:
+            used = self._begin(data, pos, end)
+            if used is None:
+                self._held = bytes(data[pos:end])
+                break
+            pos += used
+            if self._kind:
+                pos = self._continue(data, pos, end)
+        return self.records - before
+
+    def _begin(self, data: Chunk, pos: int, end: int) -> int | None:
+        """
+        Take the head of the frame at C{data[pos:end]}, or the whole frame
+        for a control one: how many bytes it used, or C{None} if they end
+        too soon to tell.
+        """
+        if end - pos < 5:
+            return None
+        length, kind = _FRAME_HEAD.unpack_from(data, pos)
+        if not length or length > self.maxLength:
+            raise ValueError(f"a {length}-byte seq frame, over the {self.maxLength}-byte limit or empty")
+        if kind == FrameType.BATCH or kind == FrameType.MSG:
+            if length < MSG_OVERHEAD + (4 if kind == FrameType.BATCH else 0):
+                raise ValueError(f"a {length}-byte frame of type {kind} is too short")
+            head = 4 + MSG_OVERHEAD
+            stamped = kind == FrameType.MSG and self.stamped and length >= MSG_OVERHEAD + STAMP.size
+            if end - pos < head + (STAMP.size if stamped else 0):
+                return None
+            self._kind = kind
+            self._first = _SEQ.unpack_from(data, pos + 5)[0]
+            self._counted = self._messages.records
+            self._stamp = STAMP.unpack_from(data, pos + head)[0] if stamped else None
+            self._left = 4 + length - head
+            return head
+        if kind == FrameType.BYE:
+            raise ValueError(f"the server said BYE: {bytes(data[pos + 5 : min(end, pos + 4 + length)])!r}")
+        if 4 + length > _CONTROL_LIMIT:
+            raise ValueError(f"a {length}-byte control frame of type {kind}, longer than expected")
+        if end - pos < 4 + length:
+            return None
+        if kind == FrameType.GAP and length >= 17:
+            self._next = _GAP_LAST.unpack_from(data, pos + 13)[0] + 1
+        self.controls.append(bytes(data[pos : pos + 4 + length]))
+        return 4 + length
+
+    def _continue(self, data: Chunk, pos: int, end: int) -> int:
+        """
+        Take what C{data[pos:end]} holds of the frame begun (a BATCH's
+        messages are walked, a MSG's skipped); count it once it is whole.
+        Return where it stopped.
+        """
+        stop = pos + min(self._left, end - pos)
+        self._left -= stop - pos
+        messages = self._messages
+        if self._kind == FrameType.BATCH:
+            messages.feed(data, stop, pos)
+            if messages.stamps:
+                self.stamps += messages.stamps
+                messages.stamps.clear()
+        if self._left:
+            return stop
+        if self._kind == FrameType.BATCH:
+            if messages.partial:
+                raise ValueError("a BATCH frame ends inside a message")
+            self._follow(messages.records - self._counted)
+        else:
+            self._follow(1)
+            if self._stamp is not None:
+                self.stamps.append(self._stamp)
+        self._kind = 0
+        return stop
+
+    def _follow(self, count: int) -> None:
+        """
+        Count the C{count} messages of the frame just completed, whose first
+        number must be the one after the last message's.
+        """
+        first = self._first
+        if self._next is not None and first != self._next:
+            raise ValueError(f"message {first} came after {self._next - 1}")
+        self._next = first + count
+        self.records += count

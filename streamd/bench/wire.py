@@ -19,6 +19,7 @@ from streamd.bench.records import (
     RecordFormat,
     RespMessages,
     SeqRecords,
+    SeqWalker,
     Walker,
 )
 from streamd.bench.webrecords import SseWalker, WebSocketFrames, pong
@@ -71,7 +72,7 @@ class Wire:
         """
         raise NotImplementedError
 
-    def walker(self, maxLength: int, stamped: bool) -> Walker | SseWalker:
+    def walker(self, maxLength: int, stamped: bool) -> Walker | SseWalker | SeqWalker:
         """
         What counts (and, if C{stamped}, times) a subscriber's messages.
         """
@@ -255,15 +256,22 @@ class _StreamdVariant(Wire):
 class SeqWire(_StreamdVariant):
     """
     streamd's C{seq} listener: a subscriber's HELLO asks for the stream
-    from the next message, the server's HELLO answers, then MSG frames; a
-    PING is answered with a PONG.
+    from the next message, in the newest version, the server's HELLO
+    answers, then BATCH and MSG frames (L{SeqWalker}); a PING is answered
+    with a PONG.
     """
 
     name = "streamd seq"
     listener = "seq"
 
     def records(self, maxLength: int) -> RecordFormat:
+        """
+        A version 1 stream's frames, all MSG.
+        """
         return SeqRecords(maxLength)
+
+    def walker(self, maxLength: int, stamped: bool) -> Walker | SseWalker | SeqWalker:
+        return SeqWalker(maxLength, stamped)
 
     def request(self, subscriber: bool) -> bytes:
         return framed(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))

@@ -46,10 +46,13 @@ from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
 from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
 from streamd.seqframing import (
+    BATCH_LIMIT,
+    BATCH_OVERHEAD,
     IDENTITY_SIZE,
     MSG_OVERHEAD,
     VERSION,
     Auth,
+    Batch,
     Bye,
     ClientHello,
     Gap,
@@ -147,8 +150,8 @@ class Position:
 @implementer(IHandshakeListener)
 class SeqClientProtocol(FramedProtocol):
     """
-    One connection to a C{seq} listener: delivers each MSG it has not
-    delivered yet, answers PINGs, reports GAPs and BYEs.
+    One connection to a C{seq} listener: delivers each message (of a MSG or
+    a BATCH) it has not delivered yet, in order, answers PINGs, reports GAPs and BYEs.
 
     @ivar finished: fires with the reason the connection ended (an
         exception: C{ConnectionDone} when it was closed cleanly, a
@@ -214,7 +217,16 @@ class SeqClientProtocol(FramedProtocol):
             except MalformedFrame:
                 self.transport.abortConnection()
                 return
-            if isinstance(frame, Msg):
+            if isinstance(frame, Batch):
+                onMessage = factory.onMessage
+                transport = self.transport
+                for seq, message in enumerate(frame.payloads, frame.first):
+                    if transport.disconnecting:
+                        return
+                    if seq > position.last:
+                        position.last = seq
+                        onMessage(seq, message)
+            elif isinstance(frame, Msg):
                 if frame.seq > position.last:
                     position.last = frame.seq
                     factory.onMessage(frame.seq, frame.payload)
@@ -303,7 +315,9 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
     def buildProtocol(self, addr: object) -> SeqClientProtocol:
         protocol = SeqClientProtocol()
         protocol.factory = self
-        protocol.MAX_LENGTH = self.maxMessageSize + MSG_OVERHEAD
+        # A version 2 server sends an entry of int32 data of up to
+        # BATCH_LIMIT bytes as one BATCH, whatever its messages' sizes.
+        protocol.MAX_LENGTH = max(self.maxMessageSize + MSG_OVERHEAD, BATCH_LIMIT + BATCH_OVERHEAD)
         return protocol
 
 

@@ -11,11 +11,23 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.bench.records import Walker
+from streamd.bench.records import SeqWalker, Walker
 from streamd.bench.test.test_bench import _OpeningMixin, _payloads, _WalkerMixin
 from streamd.bench.webrecords import Dechunker, SseWalker, WebSocketFrames, pong
 from streamd.bench.wire import SeqWire, SseWire, WebSocketWire
-from streamd.seqframing import SEQ, Gap, Ping, Pong, ServerHello, framed
+from streamd.framing import INT32
+from streamd.seqframing import (
+    SEQ,
+    SEQ_BATCH,
+    VERSION,
+    Batch,
+    ClientHello,
+    Gap,
+    Ping,
+    Pong,
+    ServerHello,
+    framed,
+)
 from streamd.web.sse import event, namedEvent
 from streamd.web.websocket import control, frame
 
@@ -26,7 +38,7 @@ def _chunk(data: bytes) -> bytes:
 
 class SeqWalkerTests(_WalkerMixin, SynchronousTestCase):
     """
-    Walking a seq listener's MSG frames.
+    Walking a seq listener's MSG frames, all a version 1 subscriber gets.
     """
 
     wire = SeqWire()
@@ -70,6 +82,81 @@ class SeqWalkerTests(_WalkerMixin, SynchronousTestCase):
         bye = b"\x00\x00\x00\x0a\x05\x00\x02too slow"
         error = self.assertRaises(ValueError, Walker(self.records).feed, bye)
         self.assertIn("BYE", str(error))
+
+
+def _entries(payloads: list[bytes], first: int = 41) -> bytes:
+    """
+    C{payloads} as a version 2 subscriber gets them: entries of up to 7
+    messages, numbered from C{first}, each one BATCH but every third one
+    MSG frames (an entry too big or in ascii10).
+    """
+    parts = []
+    for i, start in enumerate(range(0, len(payloads), 7)):
+        group = payloads[start : start + 7]
+        encoded = SEQ.encodeEntry(group, first + start) if i % 3 == 2 else None
+        parts.append(encoded or SEQ_BATCH.encodeData(INT32.encodeMany(group), INT32, first + start))
+    return b"".join(p for p in parts if p is not None)
+
+
+class SeqBatchWalkerTests(_WalkerMixin, SynchronousTestCase):
+    """
+    Walking a version 2 seq stream: BATCH and MSG frames, every message
+    counted, sequence numbers checked.
+    """
+
+    wire = SeqWire()
+
+    def walker(self, stamped: bool = False) -> Walker | SseWalker | SeqWalker:  # type: ignore[override]
+        return self.wire.walker(10_000, stamped)
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        return _entries(payloads)
+
+    def test_announcesV2(self) -> None:
+        """
+        The bench's seq subscribers ask for the newest version, 2.
+        """
+        self.assertEqual(self.wire.request(True), framed(ClientHello(VERSION, 0, bytes(8), 0)))
+        self.assertEqual(VERSION, 2)
+
+    def test_controls(self) -> None:
+        """
+        HELLO, GAP and PING frames between batches are control records; a
+        GAP moves the next sequence number on past it.
+        """
+        payloads = _payloads()[:50]
+        controls = [framed(ServerHello(2, bytes(8), 1, 0, 15000)), framed(Ping()), framed(Gap(100, 199, 1))]
+        data = controls[0] + _entries(payloads[:20]) + controls[1] + _entries(payloads[20:], 61) + controls[2]
+        data += _entries(payloads[:3], 200)
+        for cut in range(0, len(data) + 1, 7):
+            walker = self.walker()
+            self.assertEqual(walker.feed(data[:cut]) + walker.feed(data[cut:]), 53)
+            self.assertEqual(walker.controls, controls)
+
+    def test_outOfSequence(self) -> None:
+        """
+        A frame whose first number does not follow the last one's is an
+        error, in a BATCH as in a MSG.
+        """
+        for later in (framed(Batch(45, (b"x",))), SEQ.encodeEntry([b"x"], 43)):
+            walker = self.walker()
+            walker.feed(framed(Batch(41, (b"a", b"b", b"c"))))
+            error = self.assertRaises(ValueError, walker.feed, later)
+            self.assertIn("after 43", str(error))
+
+    def test_malformed(self) -> None:
+        """
+        A BYE, an empty BATCH, a BATCH that ends inside a message and an
+        empty frame are errors.
+        """
+        whole = framed(Batch(1, (b"abc",)))
+        for data in (
+            b"\x00\x00\x00\x0a\x05\x00\x02too slow",
+            b"\x00\x00\x00\x09\x09" + bytes(8),
+            (len(whole) - 5).to_bytes(4, "big") + whole[4:-1],
+            bytes(8),
+        ):
+            self.assertRaises(ValueError, self.walker().feed, data)
 
 
 class WebSocketWalkerTests(_WalkerMixin, SynchronousTestCase):
