@@ -16,10 +16,16 @@ from streamd.cluster.jetstream import epochOf
 from streamd.framing import INT32, Payload
 from streamd.history import COUNT, FIRST, SENDER, History, lastOf
 from streamd.hub import Hub, Sender
-from streamd.seqframing import VERSION, ClientHello, Gap, GapReason, Msg, ServerHello, Start
+from streamd.seqframing import ClientHello, Gap, GapReason, Msg, ServerHello, Start
 from streamd.stats import Stats
 
 from .test_seqserver import EPOCH, SeqDaemon, received
+
+VERSION = 1
+"""
+The seq version these clients speak: 1, so each message is a MSG frame and
+the tests read as the numbering they check.
+"""
 
 
 class _Sender:
