@@ -84,14 +84,15 @@ class CoreGapTests(SynchronousTestCase):
         many messages of the other nodes were lost is not known), before
         the next message.
         """
-        from streamd.seqframing import VERSION, ClientHello, Gap, GapReason, Msg, Start
+        from streamd.seqframing import ClientHello, Gap, GapReason, Msg, Start
 
         from .test_seqserver import SeqDaemon, received
 
         daemon = SeqDaemon()
         link = ClusterLink(daemon.hub, daemon.clock, ClusterConfig(("nats://127.0.0.1:4222",)), 1024)
         daemon.hub.publish([b"m1"])
-        _, transport = daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
+        # Version 1: each message is a MSG frame.
+        _, transport = daemon.connect(ClientHello(1, Start.NEWEST, bytes(8), 0))
         received(transport)
         link.running = True
         link.connected = True
