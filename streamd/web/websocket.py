@@ -52,6 +52,15 @@ The first byte of every control message.
 PING_INTERVAL = 15.0
 PING_TIMEOUT = 30.0
 
+SHUTDOWN_CLOSE_TIMEOUT = 60.0
+"""
+Seconds a client has to answer the daemon's close frame at shutdown.  The
+frame goes out after everything the client is behind by, so a client taking
+megabytes of backlog needs more than autobahn's one second; the daemon's
+C{--shutdown-timeout} still bounds the whole wait.  Other refusals keep
+autobahn's second.
+"""
+
 _SHORT = Struct(">BBH")
 _LONG = Struct(">BBQ")
 _TEXT = 0x81
@@ -287,6 +296,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         The daemon is stopping: send what this client is behind by, then
         say so, and close.
         """
+        self.closeHandshakeTimeout = SHUTDOWN_CLOSE_TIMEOUT
         cursor = self.cursor
         if cursor is None or cursor.closed:
             self._refuse(Reason.SHUTDOWN)
