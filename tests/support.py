@@ -1,8 +1,9 @@
 """
-Helpers shared by the tests: an in-memory daemon and its clients, and for
-tests with real processes and sockets, one each of: a port that is taken
-(L{takenPort}), waiting for a condition (L{waitFor}), a C{twistd streamd}
-process (L{spawnTwistd}).
+Helpers shared by the tests: an in-memory daemon and its clients, a
+protocol on a L{StringTransport} (L{onStringTransport}), numbered messages
+published at a steady pace (L{Ticker}), and for tests with real processes
+and sockets, one each of: a port that is taken (L{takenPort}), waiting for
+a condition (L{waitFor}), a C{twistd streamd} process (L{spawnTwistd}).
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import re
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import BaseProtocol, ProcessProtocol
+from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 from streamd.framing import INT32, Framing
 from streamd.hub import FlowControl, Hub
@@ -38,6 +41,21 @@ def frames(data: bytes, framing: Framing = INT32) -> list[bytes]:
     payloads, raw = decoder.feed(data)
     assert raw == data, f"{len(data) - len(raw)} bytes of a partial frame left over"
     return payloads
+
+
+_P = TypeVar("_P", bound=BaseProtocol)
+
+
+def onStringTransport(protocol: _P, tls: bool = False) -> tuple[_P, StringTransport]:
+    """
+    C{protocol} connected to a new L{StringTransport} (that says it is a
+    TLS one, with C{tls}).
+    """
+    transport = StringTransport()
+    if tls:
+        directlyProvides(transport, ISSLTransport)
+    protocol.makeConnection(transport)
+    return protocol, transport
 
 
 class InMemoryDaemon:
@@ -66,6 +84,33 @@ class InMemoryDaemon:
         transport = StringTransport(peerAddress=peer)
         protocol.makeConnection(transport)
         return protocol, transport
+
+
+class Ticker:
+    """
+    Publishes C{PREFIX-0}, C{PREFIX-1}, ... into a hub, one every
+    C{interval} seconds from now, until stopped or the test ends.
+
+    @ivar published: how many so far.
+    """
+
+    def __init__(self, case: Any, hub: Hub, interval: float = 0.005, prefix: bytes = b"0") -> None:
+        self.published = 0
+        self._hub = hub
+        self._prefix = prefix
+        self._call = LoopingCall(self._tick)
+        self._call.start(interval)
+        case.addCleanup(lambda: self._call.running and self._call.stop())
+
+    def _tick(self) -> None:
+        self._hub.publish([b"%s-%d" % (self._prefix, self.published)])
+        self.published += 1
+
+    def stop(self) -> None:
+        """
+        Publish no more.
+        """
+        self._call.stop()
 
 
 def startDaemon(case: Any, config: DaemonConfig) -> tuple[StreamdService, int]:

@@ -11,13 +11,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import directlyProvides
 
 from streamd.client import (
     ConnectTimeout,
@@ -28,6 +26,8 @@ from streamd.client import (
     connect,
 )
 from streamd.client.__main__ import ClientOptions
+
+from .support import onStringTransport
 
 
 class StoppableClock(Clock):
@@ -67,12 +67,7 @@ def connected(
     L{StringTransport} (that says it is a TLS one, with C{tls}).
     """
     factory = StreamClientFactory(lambda message: None, reactor=reactor, **settings)
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    if tls:
-        directlyProvides(transport, ISSLTransport)
-    protocol.makeConnection(transport)
-    return protocol, transport
+    return onStringTransport(factory.buildProtocol(None), tls)
 
 
 def dropped(protocol: StreamClientProtocol, transport: StringTransport) -> None:

@@ -11,12 +11,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import directlyProvides
 
 from streamd.client import ConnectTimeout, HandshakeTimeout
 from streamd.client.seq import NoHelloTimeout, SeqClientFactory, SeqClientProtocol, connect
@@ -36,6 +34,8 @@ from streamd.seqframing import (
     framed,
 )
 
+from .support import onStringTransport
+
 
 def connected(clock: Clock, timeout: float | None, tls: bool = False) -> tuple[SeqClientProtocol, StringTransport]:
     """
@@ -44,12 +44,7 @@ def connected(clock: Clock, timeout: float | None, tls: bool = False) -> tuple[S
     """
     factory = SeqClientFactory(lambda seq, payload: None, lambda gap, previous: None, lambda bye: None,
                                timeout=timeout, clock=clock)  # fmt: skip
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    if tls:
-        directlyProvides(transport, ISSLTransport)
-    protocol.makeConnection(transport)
-    return protocol, transport
+    return onStringTransport(factory.buildProtocol(None), tls)
 
 
 def ended(protocol: SeqClientProtocol, transport: StringTransport) -> BaseException:
@@ -181,10 +176,7 @@ class BatchTests(SynchronousTestCase):
                                         lambda gap, previous: None, lambda bye: None)  # fmt: skip
 
     def connect(self) -> tuple[SeqClientProtocol, StringTransport]:
-        protocol = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return onStringTransport(self.factory.buildProtocol(None))
 
     def test_announcesV2(self) -> None:
         """

@@ -1,15 +1,20 @@
 """
-Unit tests of the hub's outbound hook and of what L{ClusterLink} sends,
-without NATS (the integration tests in L{tests.test_cluster} use a real
-nats-server).
+Unit tests of the hub's outbound hook, of what L{ClusterLink} sends, and of
+how the links log failed attempts, without NATS (the integration tests in
+L{tests.test_cluster} use a real nats-server).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.cluster.config import ClusterConfig
+from streamd.cluster.jetstream import JetStreamLink
 from streamd.cluster.link import ClusterLink
 from streamd.framing import INT32
 from streamd.history import COUNT, FIRST, SENDER, Entry
@@ -100,3 +105,56 @@ class CoreGapTests(SynchronousTestCase):
         link._back("127.0.0.1:4222")
         daemon.hub.publish([b"m2"])
         self.assertEqual(received(transport), [Gap(2, 1, GapReason.CLUSTER), Msg(2, b"m2")])
+
+
+class RetryLogTests(SynchronousTestCase):
+    """
+    Failed attempts are logged the first time and then every power of two,
+    each link with its own reason.
+    """
+
+    def logged(self, fail: Callable[[str], None]) -> list[str]:
+        """
+        What eight calls of C{fail} (a link's method, given an error) log.
+        """
+        observed = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for _ in range(8):
+            fail("refused")
+        return [formatEvent(event) for event in observed]
+
+    def link(self, kind: type[ClusterLink], history: str) -> ClusterLink:
+        """
+        A link of C{kind} in C{history} mode, which tries again every 0.5 s.
+        """
+        config = ClusterConfig(("nats://127.0.0.1:4222",), reconnectWait=0.5, history=history)
+        return kind(Hub(Stats(), Clock()), Clock(), config, 1024)
+
+    def test_core(self) -> None:
+        """
+        The core link says NATS is out of reach, at attempts 1, 2, 4 and 8.
+        """
+        link = self.link(ClusterLink, "core")
+        self.assertEqual(
+            self.logged(link._failed),
+            [
+                "cluster: cannot reach NATS (refused); serving local clients and sources,"
+                f" retrying every 0.5 s ({n} attempt(s) so far)"
+                for n in (1, 2, 4, 8)
+            ],
+        )
+
+    def test_jetStream(self) -> None:
+        """
+        The JetStream link says JetStream does not serve the stream, at
+        attempts 1, 2, 4 and 8; joining again starts the count anew.
+        """
+        link = self.link(JetStreamLink, "jetstream")
+        assert isinstance(link, JetStreamLink)
+        expected = [
+            "cluster: JetStream does not serve the stream yet (refused; is it enabled, nats-server -js,"
+            f" and has a NATS cluster its leader?); retrying every 0.5 s ({n} attempt(s) so far)"
+            for n in (1, 2, 4, 8)
+        ]
+        self.assertEqual(self.logged(link._noJetStream), expected)
+        link._back("127.0.0.1:4222")
+        self.assertEqual(self.logged(link._noJetStream), expected)

@@ -177,9 +177,7 @@ class JetStreamLink(ClusterLink):
             history.adoptEpoch(epoch)
             for hook in self.epochHooks:
                 hook(epoch)
-        self.connected = True
-        self.server = url
-        self._failures = 0
+        self._onServer(url)
         self.log.info(
             "cluster: on NATS at {url}, JetStream stream {stream} (epoch {epoch}):"
             " reading it from message {seq} on",
@@ -197,9 +195,7 @@ class JetStreamLink(ClusterLink):
             )
 
     def _back(self, url: str) -> None:
-        self.connected = True
-        self.server = url
-        self._failures = 0
+        self._onServer(url)
         self.log.info(
             "cluster: back on NATS at {url}: reading the stream from message {seq} on",
             url=url,
@@ -219,15 +215,11 @@ class JetStreamLink(ClusterLink):
         return health
 
     def _noJetStream(self, error: str) -> None:
-        self._failures += 1
-        if self._failures & (self._failures - 1) == 0:
-            self.log.warn(
-                "cluster: JetStream does not serve the stream yet ({error}; is it enabled, nats-server -js,"
-                " and has a NATS cluster its leader?); retrying every {wait:g} s ({n} attempt(s) so far)",
-                error=error,
-                wait=self.config.reconnectWait,
-                n=self._failures,
-            )
+        self._retrying(
+            "cluster: JetStream does not serve the stream yet ({error}; is it enabled, nats-server -js,"
+            " and has a NATS cluster its leader?);",
+            error,
+        )
 
     def _publishedBadly(self, error: str) -> None:
         self.log.warn("cluster: publishing into the JetStream stream failed ({error}); retrying", error=error)

@@ -221,10 +221,16 @@ class ClusterLink(Service):
             self.counters.received += len(payloads)
             self.hub.publish(payloads, b"".join(blocks), INT32, sender=self)
 
-    def _joined(self, url: str, maxPayload: int) -> None:
+    def _onServer(self, url: str) -> None:
+        """
+        On NATS at C{url}, first or again: no failed attempt since.
+        """
         self.connected = True
         self.server = url
         self._failures = 0
+
+    def _joined(self, url: str, maxPayload: int) -> None:
+        self._onServer(url)
         self.log.info(
             "cluster: on NATS at {url} (max_payload {maxPayload} bytes; larger batches travel in parts)",
             url=url,
@@ -232,13 +238,18 @@ class ClusterLink(Service):
         )
 
     def _failed(self, error: str) -> None:
+        self._retrying("cluster: cannot reach NATS ({error}); serving local clients and sources,", error)
+
+    def _retrying(self, why: str, error: str) -> None:
+        """
+        Count a failed attempt, and log it (C{why}, a log format that names
+        C{{error}}, then when the link tries again): the first failure, then
+        every power of two, so a long outage does not fill the log.
+        """
         self._failures += 1
-        # The first failure, then every power of two, so a long outage does
-        # not fill the log.
         if self._failures & (self._failures - 1) == 0:
             self.log.warn(
-                "cluster: cannot reach NATS ({error}); serving local clients and sources,"
-                " retrying every {wait:g} s ({n} attempt(s) so far)",
+                why + " retrying every {wait:g} s ({n} attempt(s) so far)",
                 error=error,
                 wait=self.config.reconnectWait,
                 n=self._failures,
@@ -252,9 +263,7 @@ class ClusterLink(Service):
         self.log.warn("cluster: lost NATS; serving local clients and sources, reconnecting")
 
     def _back(self, url: str) -> None:
-        self.connected = True
-        self.server = url
-        self._failures = 0
+        self._onServer(url)
         self.counters.gaps += 1
         lostAt = self._lostAt
         self.log.warn(

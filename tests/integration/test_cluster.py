@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import LoopingCall
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
@@ -28,7 +27,7 @@ from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
 from ..natsupport import startNats, startNatsCluster
-from ..support import spawnTwistd, startDaemon, waitFor
+from ..support import Ticker, spawnTwistd, startDaemon, waitFor
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
@@ -76,6 +75,7 @@ class _ClusterMixin:
     """
 
     addCleanup: Callable[..., None]
+    assertEqual: Callable[..., None]
 
     def startNode(self, *servers: int, **settings: Any) -> tuple[StreamdService, int]:
         """
@@ -108,6 +108,78 @@ class _ClusterMixin:
         self.addCleanup(close)
         return protocol
 
+    @defer.inlineCallbacks
+    def inboxes(self, *nodes: tuple[StreamdService, int]) -> Any:
+        """
+        A client on each of C{nodes} (a service and its port); fires with
+        the list each keeps what it receives in, once each node counts its
+        client.
+        """
+        received: list[list[bytes]] = [[] for _ in nodes]
+        for (_, port), inbox in zip(nodes, received, strict=True):
+            yield self.client(port, inbox)
+        yield waitFor(lambda: all(len(service.hub.subscribers) == 1 for service, _ in nodes))
+        return received
+
+    @defer.inlineCallbacks
+    def publishEverywhere(
+        self, nodes: list[tuple[StreamdService, int]], perPublisher: int, seconds: float
+    ) -> Any:
+        """
+        With a publisher and two subscribers on each of C{nodes}, each
+        publisher sends C{perPublisher} messages, then one more to end:
+        check that every subscriber gets every message exactly once, each
+        publisher's in order, whether it was published on its own node or
+        another (the bulk within C{seconds}); fire with how many messages
+        were published in all, the ends too.
+        """
+        count = len(nodes)
+        inboxes: list[list[bytes]] = []
+        for _, port in nodes:
+            for _ in range(2):
+                inboxes.append([])
+                yield self.client(port, inboxes[-1])
+        publishers = []
+        for _, port in nodes:
+            publishers.append((yield self.client(port)))
+        yield waitFor(lambda: all(len(service.hub.subscribers) == 3 for service, _ in nodes))
+        for number in range(perPublisher):
+            for p, publisher in enumerate(publishers):
+                publisher.sendString(b"%d-%d" % (p, number))
+        everything = count * perPublisher
+        # Each publisher's order means its last message comes after all the
+        # others: once every inbox holds everything, extra copies would show.
+        yield waitFor(lambda: all(len(set(inbox)) == everything for inbox in inboxes), seconds)
+        ends = {b"%d-end" % p for p in range(count)}
+        for p, publisher in enumerate(publishers):
+            publisher.sendString(b"%d-end" % p)
+        yield waitFor(lambda: all(ends <= set(inbox) for inbox in inboxes))
+        tallies = [tally([m for m in inbox if m not in ends], count, perPublisher) for inbox in inboxes]
+        self.assertEqual(
+            tallies, [{"received": everything, "duplicates": 0, "outOfOrder": 0, "missing": 0}] * len(inboxes)
+        )
+        return everything + len(ends)
+
+    @defer.inlineCallbacks
+    def allArrive(self, published: int, seconds: float, *inboxes: list[bytes]) -> Any:
+        """
+        Wait up to C{seconds} until each of C{inboxes} holds C{published}
+        messages, then check each with L{assertAllOnceInOrder}.
+        """
+        yield waitFor(lambda: all(len(inbox) >= published for inbox in inboxes), seconds)
+        for inbox in inboxes:
+            self.assertAllOnceInOrder(inbox, published)
+
+    def assertAllOnceInOrder(self, inbox: list[bytes], published: int) -> None:
+        """
+        C{inbox} holds the C{published} messages of one publisher
+        (C{0-0} on), each once, in order.
+        """
+        self.assertEqual(
+            tally(inbox, 1, published),
+            {"received": published, "duplicates": 0, "outOfOrder": 0, "missing": 0},
+        )
+
 
 class CoreClusterTests(_ClusterMixin, TestCase):
     """
@@ -126,34 +198,9 @@ class CoreClusterTests(_ClusterMixin, TestCase):
         nats = yield startNats(self)
         nodes = [self.startNode(nats.port) for _ in range(3)]
         yield waitFor(lambda: all(service.cluster.connected for service, _ in nodes))
-        perPublisher = 3000
-        inboxes: list[list[bytes]] = []
-        for _, port in nodes:
-            for _ in range(2):
-                inboxes.append([])
-                yield self.client(port, inboxes[-1])
-        publishers = []
-        for _, port in nodes:
-            publishers.append((yield self.client(port)))
-        yield waitFor(lambda: all(len(service.hub.subscribers) == 3 for service, _ in nodes))
-        for number in range(perPublisher):
-            for p, publisher in enumerate(publishers):
-                publisher.sendString(b"%d-%d" % (p, number))
-        everything = 3 * perPublisher
-        # Each publisher's order means its last message comes after all the
-        # others: once every inbox holds everything, extra copies would show.
-        yield waitFor(lambda: all(len(set(inbox)) == everything for inbox in inboxes), 30)
-        ends = {b"%d-end" % p for p in range(3)}
-        for p, publisher in enumerate(publishers):
-            publisher.sendString(b"%d-end" % p)
-        yield waitFor(lambda: all(ends <= set(inbox) for inbox in inboxes))
-        tallies = [tally([m for m in inbox if m not in ends], 3, perPublisher) for inbox in inboxes]
-        self.assertEqual(
-            tallies, [{"received": everything, "duplicates": 0, "outOfOrder": 0, "missing": 0}] * 6
-        )
+        withEnds = yield self.publishEverywhere(nodes, 3000, 30)
         # Through NATS: each message once out of its node, and once into each
         # of the two other nodes.
-        withEnds = everything + len(ends)
 
         def counted() -> tuple[int, int]:
             sent = sum(service.cluster.counters.sent for service, _ in nodes)
@@ -173,11 +220,7 @@ class CoreClusterTests(_ClusterMixin, TestCase):
             self.startNode(nats.port, cluster={"subject": subject}) for subject in ("one", "one", "two")
         )
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected and c.cluster.connected)
-        onB: list[bytes] = []
-        onC: list[bytes] = []
-        yield self.client(portB, onB)
-        yield self.client(portC, onC)
-        yield waitFor(lambda: len(b.hub.subscribers) == 1 and len(c.hub.subscribers) == 1)
+        onB, onC = yield self.inboxes((b, portB), (c, portC))
         a.hub.publish([b"for stream one"])
         c.hub.publish([b"for stream two"])
         yield waitFor(lambda: onB == [b"for stream one"])
@@ -279,9 +322,7 @@ class FaultTests(_ClusterMixin, TestCase):
         logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         port = freePort()
         service, clientPort = self.startNode(port)
-        received: list[bytes] = []
-        yield self.client(clientPort, received)
-        yield waitFor(lambda: len(service.hub.subscribers) == 1)
+        (received,) = yield self.inboxes((service, clientPort))
         service.hub.publish([b"local"])
         yield waitFor(lambda: received == [b"local"])
         yield waitFor(lambda: any("cannot reach NATS" in e["log_format"] for e in logged))
@@ -339,9 +380,7 @@ class FaultTests(_ClusterMixin, TestCase):
             f.write("not a certificate\n")
         service, port = self.startNode(freePort(), cluster={"ca": ca})
         yield waitFor(lambda: any("link to NATS stopped" in e["log_format"] for e in logged))
-        received: list[bytes] = []
-        yield self.client(port, received)
-        yield waitFor(lambda: len(service.hub.subscribers) == 1)
+        (received,) = yield self.inboxes((service, port))
         service.hub.publish([b"local"])
         yield waitFor(lambda: received == [b"local"])
 
@@ -356,15 +395,8 @@ class FaultTests(_ClusterMixin, TestCase):
         nats = yield startNats(self)
         (a, portA), (b, portB) = self.startNode(nats.port), self.startNode(nats.port)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
-        onA: list[bytes] = []
-        onB: list[bytes] = []
-        yield self.client(portA, onA)
-        yield self.client(portB, onB)
-        yield waitFor(lambda: len(a.hub.subscribers) == 1 and len(b.hub.subscribers) == 1)
-        numbers = iter(range(1_000_000))
-        ticker = LoopingCall(lambda: a.hub.publish([b"0-%d" % next(numbers)]))
-        ticker.start(0.005)
-        self.addCleanup(lambda: ticker.running and ticker.stop())
+        onA, onB = yield self.inboxes((a, portA), (b, portB))
+        ticker = Ticker(self, a.hub)
         yield waitFor(lambda: len(onB) >= 20)
         yield nats.kill()
         yield waitFor(lambda: not a.cluster.connected and not b.cluster.connected)
@@ -378,9 +410,7 @@ class FaultTests(_ClusterMixin, TestCase):
         self.assertEqual((a.cluster.counters.gaps, b.cluster.counters.gaps), (1, 1))
         self.assertTrue(any("back on NATS" in e["log_format"] for e in logged))
         last = int(onA[-1].split(b"-")[1])
-        self.assertEqual(
-            tally(onA, 1, last + 1), {"received": last + 1, "duplicates": 0, "outOfOrder": 0, "missing": 0}
-        )
+        self.assertAllOnceInOrder(onA, last + 1)
         got = tally(onB, 1, last + 1)
         self.assertEqual((got["duplicates"], got["outOfOrder"]), (0, 0))
         self.assertGreater(got["missing"], 0)
@@ -396,13 +426,8 @@ class FaultTests(_ClusterMixin, TestCase):
         ports = [server.port for server in servers]
         (a, _), (b, portB) = self.startNode(*ports), self.startNode(*ports)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
-        onB: list[bytes] = []
-        yield self.client(portB, onB)
-        yield waitFor(lambda: len(b.hub.subscribers) == 1)
-        numbers = iter(range(1_000_000))
-        ticker = LoopingCall(lambda: a.hub.publish([b"0-%d" % next(numbers)]))
-        ticker.start(0.005)
-        self.addCleanup(lambda: ticker.running and ticker.stop())
+        (onB,) = yield self.inboxes((b, portB))
+        ticker = Ticker(self, a.hub)
         # The routes between the servers may take a moment.
         yield waitFor(lambda: len(onB) >= 20)
         (dying,) = [s for s in servers if a.cluster.server == f"127.0.0.1:{s.port}"]
@@ -426,9 +451,7 @@ class FaultTests(_ClusterMixin, TestCase):
         nats = yield startNats(self)
         (a, _), (b, portB) = self.startNode(nats.port), self.startNode(nats.port)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
-        onB: list[bytes] = []
-        yield self.client(portB, onB)
-        yield waitFor(lambda: len(b.hub.subscribers) == 1)
+        (onB,) = yield self.inboxes((b, portB))
         b.cluster.pendingBytes = 10_000
         # More than one NATS message's worth (max_payload, 1 MiB), however
         # A's link packs it.

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -21,8 +20,8 @@ from streamd.history import FIRST
 from streamd.service import StreamdService
 
 from ..natsupport import NatsProxy, restartNats, startNats, startNatsCluster
-from ..support import ENV, spawnTwistd, waitFor
-from .test_cluster import _ClusterMixin, tally
+from ..support import ENV, Ticker, spawnTwistd, waitFor
+from .test_cluster import _ClusterMixin
 
 
 def numbered(service: StreamdService) -> list[tuple[int, bytes]]:
@@ -133,32 +132,10 @@ class JetStreamTests(_JetStreamMixin, TestCase):
         yield waitFor(lambda: all(service.cluster.connected for service, _ in nodes))
         epochs = {service.hub.history.epoch for service, _ in nodes}
         self.assertEqual(len(epochs), 1)
-        perPublisher = 1000
-        inboxes: list[list[bytes]] = []
-        for _, port in nodes:
-            for _ in range(2):
-                inboxes.append([])
-                yield self.client(port, inboxes[-1])
-        publishers = []
-        for _, port in nodes:
-            publishers.append((yield self.client(port)))
-        yield waitFor(lambda: all(len(service.hub.subscribers) == 3 for service, _ in nodes))
-        for number in range(perPublisher):
-            for p, publisher in enumerate(publishers):
-                publisher.sendString(b"%d-%d" % (p, number))
-        everything = 3 * perPublisher
-        yield waitFor(lambda: all(len(set(inbox)) == everything for inbox in inboxes), 40)
-        ends = {b"%d-end" % p for p in range(3)}
-        for p, publisher in enumerate(publishers):
-            publisher.sendString(b"%d-end" % p)
-        yield waitFor(lambda: all(ends <= set(inbox) for inbox in inboxes))
-        tallies = [tally([m for m in inbox if m not in ends], 3, perPublisher) for inbox in inboxes]
-        self.assertEqual(
-            tallies, [{"received": everything, "duplicates": 0, "outOfOrder": 0, "missing": 0}] * 6
-        )
+        published = yield self.publishEverywhere(nodes, 1000, 40)
         held = [numbered(service) for service, _ in nodes]
-        self.assertEqual(len(held[0]), everything + 3)
-        self.assertEqual([h[0] for h in held[0]], list(range(1, everything + 4)))
+        self.assertEqual(len(held[0]), published)
+        self.assertEqual([h[0] for h in held[0]], list(range(1, published + 1)))
         self.assertEqual(held[1], held[0])
         self.assertEqual(held[2], held[0])
         self.assertEqual(epochs, {service.hub.history.epoch for service, _ in nodes})
@@ -182,37 +159,19 @@ class CatchUpTests(_JetStreamMixin, TestCase):
         nats = yield self.startJetStream()
         (a, portA), (b, portB) = self.startNode(nats.port), self.startNode(nats.port)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
-        onA: list[bytes] = []
-        onB: list[bytes] = []
-        yield self.client(portA, onA)
-        yield self.client(portB, onB)
-        yield waitFor(lambda: len(a.hub.subscribers) == 1 and len(b.hub.subscribers) == 1)
-        numbers = iter(range(1_000_000))
-        sent: list[int] = []
-
-        def tick() -> None:
-            sent.append(next(numbers))
-            a.hub.publish([b"0-%d" % sent[-1]])
-
-        ticker = LoopingCall(tick)
-        ticker.start(0.005)
-        self.addCleanup(lambda: ticker.running and ticker.stop())
+        onA, onB = yield self.inboxes((a, portA), (b, portB))
+        ticker = Ticker(self, a.hub)
         yield waitFor(lambda: len(onB) >= 20)
         yield nats.kill()
         yield waitFor(lambda: not a.cluster.connected and not b.cluster.connected)
-        whenLost = len(sent)
-        yield waitFor(lambda: len(sent) >= whenLost + 50)
+        whenLost = ticker.published
+        yield waitFor(lambda: ticker.published >= whenLost + 50)
         yield self.startJetStream(nats.port, self.store)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected, 20)
-        yield waitFor(lambda: len(onB) > whenLost + 70, 20, lambda: (len(onA), len(onB), len(sent)))
+        yield waitFor(lambda: len(onB) > whenLost + 70, 20, lambda: (len(onA), len(onB), ticker.published))
         ticker.stop()
-        everything = len(sent)
-        yield waitFor(lambda: len(onA) >= everything and len(onB) >= everything, 20)
-        for inbox in (onA, onB):
-            self.assertEqual(
-                tally(inbox, 1, everything),
-                {"received": everything, "duplicates": 0, "outOfOrder": 0, "missing": 0},
-            )
+        everything = ticker.published
+        yield self.allArrive(everything, 20, onA, onB)
         self.assertEqual(numbered(a), numbered(b))
         self.assertEqual([seq for seq, _ in numbered(a)], list(range(1, everything + 1)))
 
@@ -258,16 +217,7 @@ class CatchUpTests(_JetStreamMixin, TestCase):
         self.addCleanup(client.stop)
         yield client.whenConnected()
         yield waitFor(lambda: len(b.hub.subscribers) == 1)
-        published = 0
-
-        def tick() -> None:
-            nonlocal published
-            a.hub.publish([b"0-%d" % published])
-            published += 1
-
-        ticker = LoopingCall(tick)
-        ticker.start(0.005)
-        self.addCleanup(lambda: ticker.running and ticker.stop())
+        ticker = Ticker(self, a.hub)
         yield waitFor(lambda: len(got) >= 20)
         yield proxy.cut()
         yield waitFor(lambda: not b.cluster.connected)
@@ -279,6 +229,7 @@ class CatchUpTests(_JetStreamMixin, TestCase):
         proxy.open()
         yield waitFor(lambda: b.cluster.connected and gaps)
         ticker.stop()
+        published = ticker.published
         yield waitFor(lambda: a.hub.history.nextSequence == published + 1)
         yield waitFor(lambda: got[-1][0] == published)
         self.assertTrue(all(gap.reason == GapReason.CLUSTER for gap in gaps), gaps)
@@ -324,24 +275,16 @@ class FailoverTests(_JetStreamMixin, TestCase):
             "--connect", f"tcp:host=127.0.0.1:port={portB}",
         )  # fmt: skip
         yield a.logged(b"starts at message")
-        published = 0
-
-        def tick() -> None:
-            nonlocal published
-            publisher.hub.publish([b"m-%d" % published])
-            published += 1
-
-        ticker = LoopingCall(tick)
-        ticker.start(0.002)
-        self.addCleanup(lambda: ticker.running and ticker.stop())
+        ticker = Ticker(self, publisher.hub, 0.002, b"m")
         yield waitFor(lambda: len(client.lines()) >= 200, 20)
         assert a.transport is not None
         a.transport.signalProcess("KILL")
         yield a.ended
         yield b.logged(b"starts at message")
-        atMove = published
-        yield waitFor(lambda: published >= atMove + 200, 20)
+        atMove = ticker.published
+        yield waitFor(lambda: ticker.published >= atMove + 200, 20)
         ticker.stop()
+        published = ticker.published
         last = b"m-%d" % (published - 1)
         yield waitFor(lambda: any(line.endswith(b" " + last) for line in client.lines()), 20)
         lines = client.lines()
@@ -391,33 +334,16 @@ class NatsClusterTests(_JetStreamMixin, TestCase):
         replicated = {"cluster": {"replicas": 3}}
         (a, portA), (b, portB) = self.startNode(*ports, **replicated), self.startNode(*ports, **replicated)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected, 30)
-        onA: list[bytes] = []
-        onB: list[bytes] = []
-        yield self.client(portA, onA)
-        yield self.client(portB, onB)
-        yield waitFor(lambda: len(a.hub.subscribers) == 1 and len(b.hub.subscribers) == 1)
-        published = 0
-
-        def tick() -> None:
-            nonlocal published
-            a.hub.publish([b"0-%d" % published])
-            published += 1
-
-        ticker = LoopingCall(tick)
-        ticker.start(0.005)
-        self.addCleanup(lambda: ticker.running and ticker.stop())
+        onA, onB = yield self.inboxes((a, portA), (b, portB))
+        ticker = Ticker(self, a.hub)
         yield waitFor(lambda: len(onB) >= 50, 20)
         (dying,) = [s for s in servers if a.cluster.server == f"127.0.0.1:{s.port}"]
         yield dying.kill()
-        atKill = published
+        atKill = ticker.published
         yield waitFor(lambda: a.cluster.connected and len(onB) >= atKill + 50, 30)
         ticker.stop()
-        yield waitFor(lambda: len(onA) >= published and len(onB) >= published, 30)
-        for inbox in (onA, onB):
-            self.assertEqual(
-                tally(inbox, 1, published),
-                {"received": published, "duplicates": 0, "outOfOrder": 0, "missing": 0},
-            )
+        published = ticker.published
+        yield self.allArrive(published, 30, onA, onB)
         self.assertEqual(numbered(a), numbered(b))
 
     @defer.inlineCallbacks
@@ -434,32 +360,19 @@ class NatsClusterTests(_JetStreamMixin, TestCase):
         (a, portA) = self.startNode(servers[0].port, servers[1].port, **replicated)
         (b, portB) = self.startNode(onlyB.port, **replicated)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected, 30)
-        onB: list[bytes] = []
-        yield self.client(portB, onB)
-        yield waitFor(lambda: len(b.hub.subscribers) == 1)
-        published = 0
-
-        def tick() -> None:
-            nonlocal published
-            a.hub.publish([b"0-%d" % published])
-            published += 1
-
-        ticker = LoopingCall(tick)
-        ticker.start(0.005)
-        self.addCleanup(lambda: ticker.running and ticker.stop())
+        (onB,) = yield self.inboxes((b, portB))
+        ticker = Ticker(self, a.hub)
         yield waitFor(lambda: len(onB) >= 50, 20)
         yield onlyB.kill()
         yield waitFor(lambda: not b.cluster.connected)
-        cutOff = published
+        cutOff = ticker.published
         yield waitFor(lambda: a.hub.history.nextSequence > cutOff + 100, 20)
         self.assertLess(len(onB), a.hub.history.nextSequence - 50)
         yield restartNats(self, onlyB)
         yield waitFor(lambda: b.cluster.connected, 30)
         ticker.stop()
-        yield waitFor(lambda: len(onB) >= published, 30)
-        self.assertEqual(
-            tally(onB, 1, published), {"received": published, "duplicates": 0, "outOfOrder": 0, "missing": 0}
-        )
+        published = ticker.published
+        yield self.allArrive(published, 30, onB)
         # A gets its own messages back from the stream too.
         yield waitFor(lambda: a.hub.history.nextSequence == published + 1)
         self.assertEqual(numbered(a), numbered(b))
@@ -489,9 +402,7 @@ class FaultTests(_JetStreamMixin, TestCase):
         service, port = self.startNode(nats.port)
         yield waitFor(lambda: any("JetStream does not serve the stream yet" in e["log_format"] for e in logged), 20)
         self.assertFalse(service.cluster.connected)
-        received: list[bytes] = []
-        yield self.client(port, received)
-        yield waitFor(lambda: len(service.hub.subscribers) == 1)
+        (received,) = yield self.inboxes((service, port))
         service.hub.publish([b"waits"])
         self.assertEqual(service.hub.history.nextSequence, 1)
         service.cluster._failedForGood("test")
