@@ -138,8 +138,6 @@ class StreamdService(MultiService):
         ]
         self._webContexts: list[WebContext] = []
         self.listeners += self._httpListeners(reactor, config)
-        for child in (self.statsLogger, *self.sources, *self.listeners):
-            child.setServiceParent(self)
         self.cluster: ClusterLink | None = None
         if config.cluster is not None:
             # Imported only here: a single node needs neither nats-py nor asyncio.
@@ -153,7 +151,11 @@ class StreamdService(MultiService):
                 self.cluster = link
             else:
                 self.cluster = ClusterLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
-            self.cluster.setServiceParent(self)
+        # The cluster link starts first and stops last: in JetStream mode a
+        # message published here, even a source's first, goes to the stream.
+        first = [] if self.cluster is None else [self.cluster]
+        for child in (*first, self.statsLogger, *self.sources, *self.listeners):
+            child.setServiceParent(self)
 
     def _httpListeners(self, reactor: Any, config: DaemonConfig) -> list[ListenerService]:
         """

@@ -145,3 +145,25 @@ class ClusterOptionsTests(SynchronousTestCase):
             self.assertIn(message, str(caught.exception))
             self.assertNotIn("\n", str(caught.exception))
 
+
+
+class StartOrderTests(SynchronousTestCase):
+    """
+    Where the cluster link stands among the daemon's services.
+    """
+
+    def test_clusterFirst(self) -> None:
+        """
+        The cluster link starts before the sources and listeners (and stops
+        after them), so that in JetStream mode even a source's first message,
+        published as it starts, goes to the stream instead of being numbered
+        here before the node took the stream's epoch.
+        """
+        from twisted.internet.task import Clock
+
+        from streamd.service import DaemonConfig, StreamdService
+
+        cluster = ClusterConfig(("nats://127.0.0.1:4222",), history="jetstream")
+        config = DaemonConfig(listens=(), sources=("clock",), cluster=cluster)
+        service = StreamdService(Clock(), config)
+        self.assertIs(list(service)[0], service.cluster)
