@@ -130,6 +130,14 @@ class Framing:
         """
         return None
 
+    def split(self, data: bytes, count: int) -> list[Payload]:
+        """
+        The C{count} messages framed as C{data}: bytes this framing made or
+        checked before (a history entry's), so not checked again.
+        """
+        payloads, _ = self.decoder(self.maxLength).feed(data)
+        return payloads
+
     def decoder(self, maxLength: int) -> Decoder:
         """
         A fresh decoder for one connection's incoming bytes.
@@ -155,6 +163,18 @@ class Int32Framing(Framing):
     def readLength(self, data: bytes, offset: int) -> int:
         length: int = _INT32.unpack_from(data, offset)[0]
         return length
+
+    def split(self, data: bytes, count: int) -> list[Payload]:
+        # A tight loop, about twice as fast as the general decoder.
+        unpack = _INT32.unpack_from
+        payloads: list[Payload] = []
+        append = payloads.append
+        end = 0
+        for _ in range(count):
+            start = end + 4
+            end = start + unpack(data, end)[0]
+            append(data[start:end])
+        return payloads
 
 
 class ASCII10Framing(Framing):
