@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from enum import IntEnum
+from urllib.parse import urlsplit
 
 from streamd.config import ConfigError
 
@@ -66,17 +67,26 @@ class TokenFile:
         @raise TokenFileError: if the file cannot be read or holds no token;
             the previous token then stays in force.
         """
-        self._digest = _digest(readToken(self.path))
+        self._digest = digest(readToken(self.path))
 
     def matches(self, candidate: bytes) -> bool:
         """
         Whether C{candidate} is the token, in time independent of both.
         """
-        return hmac.compare_digest(self._digest, _digest(candidate))
+        return self.matchesDigest(digest(candidate))
+
+    def matchesDigest(self, candidate: bytes) -> bool:
+        """
+        Whether C{candidate} is the L{digest} of the token, in constant time.
+        """
+        return hmac.compare_digest(self._digest, candidate)
 
 
-def _digest(token: bytes) -> bytes:
-    # Comparing fixed-size digests hides the token's length as well.
+def digest(token: bytes) -> bytes:
+    """
+    What streamd keeps of a token a client presented: its SHA-256.
+    Comparing fixed-size digests hides the token's length as well.
+    """
     return hashlib.sha256(token).digest()
 
 
@@ -133,8 +143,14 @@ class AccessPolicy:
         What a client that sent C{token} may do; L{Access.NONE} for a token
         that is wrong.
         """
-        publisher = self.publish is not None and self.publish.matches(token)
-        reader = self.auth is not None and self.auth.matches(token)
+        return self.accessForDigest(digest(token))
+
+    def accessForDigest(self, tokenDigest: bytes) -> Access:
+        """
+        L{accessFor} a token whose L{digest} is C{tokenDigest}.
+        """
+        publisher = self.publish is not None and self.publish.matchesDigest(tokenDigest)
+        reader = self.auth is not None and self.auth.matchesDigest(tokenDigest)
         if publisher or (reader and self.publish is None):
             return Access.READ if self.readOnly else Access.PUBLISH
         if reader:
@@ -164,3 +180,30 @@ class AccessPolicy:
 
 
 OPEN = AccessPolicy()
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def originAllowed(origin: str | None, host: str | None, allowed: tuple[str, ...] = ()) -> bool:
+    """
+    Whether a web page of C{origin} (its C{Origin} header) may open the
+    daemon's streams through a request for C{host} (its C{Host} header):
+    a client that sends no C{Origin} is not a page; a page of the daemon's
+    own origin may; other pages only when C{allowed} lists their origin
+    (as C{https://example.com:8443}), or holds C{*}.
+    """
+    if origin is None or "*" in allowed:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    if origin in {entry.strip().lower().rstrip("/") for entry in allowed}:
+        return True
+    if host is None:
+        return False
+    try:
+        page = urlsplit(origin)
+        served = urlsplit("//" + host.strip().lower())
+        pagePort = page.port or _DEFAULT_PORTS.get(page.scheme)
+        servedPort = served.port or _DEFAULT_PORTS.get(page.scheme)
+    except ValueError:
+        return False
+    return page.hostname is not None and page.hostname == served.hostname and pagePort == servedPort

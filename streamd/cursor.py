@@ -25,22 +25,57 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from streamd.framing import Framing
-from streamd.history import COUNT, FIRST, OFFSET, SENDER, lastOf
+from streamd.history import COUNT, FIRST, OFFSET, SENDER, Entry, History, lastOf
 from streamd.reasons import Reason
 
 if TYPE_CHECKING:
-    from streamd.hub import Hub
+    from streamd.resume import Gap
+    from streamd.stats import Stats
+
+
+class CursorHub(Protocol):
+    """
+    What a cursor needs from the hub it reads: the log, the counters, and
+    to be told when it falls behind, takes what it was given, catches up,
+    is evicted, and leaves.
+    """
+
+    history: History
+    stats: Stats
+
+    def cursorBehind(self, cursor: Cursor) -> None: ...
+
+    def cursorDrained(self, cursor: Cursor) -> None: ...
+
+    def cursorCaughtUp(self, cursor: Cursor) -> None: ...
+
+    def cursorEvicted(self, cursor: Cursor) -> None: ...
+
+    def unsubscribe(self, cursor: Cursor) -> None: ...
 
 
 class CursorOwner(Protocol):
     """
-    What the hub tells the connection a cursor belongs to.
+    What the hub tells the connection a cursor belongs to (a
+    L{streamd.session.Session}).
     """
 
     def slowConsumer(self, reason: Reason, behind: int) -> None:
         """
         The client fell too far behind, by the rule C{reason}, with
         C{behind} bytes of the log still to send.
+        """
+
+    def streamGap(self, first: int, last: int) -> None:
+        """
+        Messages C{first} to C{last} of a cluster's stream will never be in
+        the log.
+        """
+
+    def ownMessages(self, first: int, last: int) -> None:
+        """
+        Messages C{first} to C{last} were published through this cursor,
+        and are not sent back through it.
         """
 
 
@@ -94,7 +129,7 @@ class Cursor:
 
     streaming = True
 
-    def __init__(self, transport: Any, hub: Hub, framing: Framing, owner: CursorOwner) -> None:
+    def __init__(self, transport: Any, hub: CursorHub, framing: Framing, owner: CursorOwner) -> None:
         self.transport = transport
         self.hub = hub
         self.serial = newSerial()
@@ -112,8 +147,8 @@ class Cursor:
         self._then: Callable[[], object] | None = None
         self._paused = False
         # Frames for this client alone, each with the entry number it must
-        # follow, while it is behind.
-        self._private: deque[tuple[int, bytes]] | None = None
+        # follow, while it is behind; and the gap it says, if it is one.
+        self._private: deque[tuple[int, bytes, Gap | None]] | None = None
         transport.registerProducer(self, self.streaming)
 
     @property
@@ -127,6 +162,23 @@ class Cursor:
         if self.index >= history.end:
             return 0
         return history.endOffset - history[max(self.index, history.start)][OFFSET]
+
+    def published(self, entry: Entry) -> None:
+        """
+        C{entry} was published through this cursor (so it is not sent
+        back): its owner may tell the client.
+        """
+        self.owner.ownMessages(entry[FIRST], lastOf(entry))
+
+    def countMessages(self, count: int, size: int) -> None:
+        """
+        Count C{count} messages of the stream, C{size} bytes, that are sent
+        as private data (the rest of an entry a client resumes inside).
+        """
+        self.messages += count
+        stats = self.hub.stats
+        stats.messagesOut += count
+        stats.bytesOut += size
 
     def deliver(self, data: bytes, count: int) -> None:
         """
@@ -149,6 +201,34 @@ class Cursor:
             self.written += len(data)
             self._write(data)
             return
+        self._queue(before, data, None)
+
+    def sendGap(self, gap: Gap, encode: Callable[[Gap], bytes | None], before: int | None = None) -> bool:
+        """
+        Send C{gap}, as C{encode} makes it, like L{sendPrivate}; a gap that
+        follows on from the one this cursor still has to send becomes part
+        of it, so the client is told one gap, not many.
+
+        @return: whether C{gap} was queued as a gap of its own.
+        """
+        private = self._private
+        if not self.live and private:
+            at, _, queued = private[-1]
+            if queued is not None and queued.reason == gap.reason and queued.last + 1 == gap.first:
+                merged = type(gap)(queued.first, gap.last, gap.reason)
+                private.pop()
+                self._queue(max(at, self.hub.history.end if before is None else before), encode(merged), merged)
+                return False
+        data = encode(gap)
+        assert data is not None
+        if self.live:
+            self.sendPrivate(data)
+        else:
+            self._queue(before, data, gap)
+        return True
+
+    def _queue(self, before: int | None, data: bytes | None, gap: Gap | None) -> None:
+        assert data is not None
         private = self._private
         if private is None:
             private = self._private = deque()
@@ -156,7 +236,7 @@ class Cursor:
         place = len(private)
         while place and private[place - 1][0] > at:
             place -= 1
-        private.insert(place, (at, data))
+        private.insert(place, (at, data, gap))
 
     def seek(self, index: int) -> None:
         """
@@ -267,10 +347,12 @@ class Cursor:
             self._private = None
             self.hub.unsubscribe(self)
 
-    def sendFinal(self, data: bytes) -> None:
+    def sendFinal(self, data: bytes, close: Callable[[], object] | None = None) -> None:
         """
         Send nothing more of the stream: finish the frame begun, send
-        C{data}, and close the connection once they are sent.
+        C{data}, and close the connection once they are sent, by calling
+        C{close} if given (a protocol that closes its own way, such as a
+        WebSocket's close frame), else by closing the transport.
         """
         if self.closed:
             return
@@ -278,7 +360,10 @@ class Cursor:
         transport = self.transport
         transport.unregisterProducer()
         transport.write(self._unsent() + data)
-        transport.loseConnection()
+        if close is None:
+            transport.loseConnection()
+        else:
+            close()
 
     def _unsent(self) -> bytes:
         """

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from streamd.config import ConfigError
 from streamd.cursor import Cursor
 from streamd.framing import INT32, Framing, Payload
-from streamd.history import COUNT, DATA, OFFSET, Entry, History
+from streamd.history import COUNT, DATA, Entry, History
 from streamd.reasons import Reason
 from streamd.stats import Stats
 
@@ -34,6 +34,11 @@ class Sender(Protocol):
     """
 
     serial: int
+
+    def published(self, entry: Entry) -> None:
+        """
+        C{entry} holds what it published, now in the log.
+        """
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,8 @@ class Hub:
         stats.bytesOut += sent
         stats.messagesIn += count
         stats.bytesIn += sum(map(len, payloads)) if received is None else received
+        if sender is not None:
+            sender.published(entry)
         if self.outbound is not None:
             self.outbound(entry)
         if history.size > self.flow.history:
@@ -229,9 +236,8 @@ class Hub:
         (C{last} < C{first}: an unknown number of them, in core mode).
         """
         for cursor in self.subscribers:
-            streamGap = getattr(cursor.owner, "streamGap", None)
-            if streamGap is not None and not cursor.closed:
-                streamGap(first, last)
+            if not cursor.closed:
+                cursor.owner.streamGap(first, last)
 
     def addPublisher(self, publisher: IPushProducer, waits: bool) -> None:
         """
@@ -259,7 +265,7 @@ class Hub:
             self._deliveries = None
         self._behind[cursor] = None
         cursor.aboveSoftSince = None
-        if self._keepsUp(cursor):
+        if self.keepsUp(cursor):
             self._waitingFor[cursor] = None
         if self._sweep is None:
             self._sweep = self.clock.callLater(SWEEP_INTERVAL, self._sweepBehind)
@@ -297,17 +303,7 @@ class Hub:
         Tell C{cursor}'s owner it is too slow: the owner abandons it, or,
         for L{Reason.EVICTED}, may move it on with L{Cursor.seek}.
         """
-        cursor.owner.slowConsumer(reason, self._bytesBehind(cursor))
-
-    def _bytesBehind(self, cursor: Cursor) -> int:
-        history = self.history
-        if cursor.live or cursor.index >= history.end:
-            return 0
-        if cursor.index < history.start:
-            # Counted from the oldest entry held: what left is not known.
-            oldest = history.oldestEntry()
-            return history.endOffset - (oldest[OFFSET] if oldest is not None else history.endOffset)
-        return history.endOffset - history[cursor.index][OFFSET]
+        cursor.owner.slowConsumer(reason, cursor.behind)
 
     def _trim(self, paced: bool) -> None:
         """
@@ -323,7 +319,13 @@ class Hub:
         if self.history.size > limit and not self.paused:
             self._pause()
 
-    def _keepsUp(self, cursor: Cursor) -> bool:
+    def keepsUp(self, cursor: Cursor) -> bool:
+        """
+        Whether C{cursor} keeps up: it is caught up, or its connection took
+        what it was given within the last C{stallTimeout} seconds.
+        """
+        if cursor.live:
+            return True
         lastDrain = cursor.lastDrain
         return lastDrain is not None and lastDrain >= self.clock.seconds() - self.flow.stallTimeout
 
@@ -401,7 +403,7 @@ class Hub:
             if cursor.index < start:
                 self._cut(cursor, Reason.EVICTED)
                 continue
-            behind = self._bytesBehind(cursor)
+            behind = cursor.behind
             if flow.maxBehind is not None and behind > flow.maxBehind:
                 self._cut(cursor, Reason.MAX_PENDING)
             elif flow.softBehind is not None and behind > flow.softBehind:

@@ -17,9 +17,16 @@ from typing import TypeVar
 
 from streamd.framing import FRAMINGS, INT32, Framing, Int32Framing, Payload
 
-VERSION = 2
+# The wire carries them: a GAP frame is a Gap, a HELLO asks for a Start.
+from streamd.resume import Gap as Gap
+from streamd.resume import GapReason as GapReason
+from streamd.resume import Start as Start
+
+VERSION = 3
 """
-The newest version of the protocol this code speaks: 2 adds L{Batch}.
+The newest version of the protocol this code speaks: 2 adds L{Batch}; 3
+adds the largest message to the server's HELLO, and a client's PING that
+the server answers with a PONG once it has handled every frame before it.
 """
 
 BATCH_VERSION = 2
@@ -53,26 +60,6 @@ class FrameType(IntEnum):
     BATCH = 9
 
 
-class Start(IntEnum):
-    """
-    Where a client's HELLO asks the stream to start.
-    """
-
-    NEWEST = 0
-    RESUME = 1
-    LAST = 2
-
-
-class GapReason(IntEnum):
-    """
-    Why a client will not get the messages a GAP covers.
-    """
-
-    EVICTED = 1
-    RESTARTED = 2
-    CLUSTER = 3
-
-
 class MalformedFrame(Exception):
     """
     A frame whose payload is too short for its type.
@@ -84,8 +71,9 @@ class ServerHello:
     """
     The server's first frame: the version it speaks on this connection, its
     epoch, the oldest and newest sequence numbers of its history (oldest is
-    newest + 1 when it holds none), and its heartbeat in milliseconds (0:
-    none).
+    newest + 1 when it holds none), its heartbeat in milliseconds (0:
+    none), and (version 3) the largest message it sends or takes (0: not
+    said).
     """
 
     version: int
@@ -93,6 +81,7 @@ class ServerHello:
     oldest: int
     newest: int
     heartbeat: int
+    maxMessage: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,20 +106,11 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class Gap:
-    """
-    Messages C{first} to C{last} will not be sent, for C{reason}.
-    """
-
-    first: int
-    last: int
-    reason: int
-
-
-@dataclass(frozen=True)
 class Ping:
     """
-    Answer with a L{Pong}.
+    Answer with a L{Pong}: sent by the server to a silent client, or
+    (version 3) by a client that wants to know the server has handled
+    everything it sent before.
     """
 
 
@@ -199,12 +179,13 @@ class Unknown:
     body: bytes
 
 
-ServerFrame = ServerHello | Msg | Batch | Gap | Ping | Bye | Unknown
-ClientFrame = ClientHello | Pub | Pong | Auth | Unknown
+ServerFrame = ServerHello | Msg | Batch | Gap | Ping | Pong | Bye | Unknown
+ClientFrame = ClientHello | Pub | Ping | Pong | Auth | Unknown
 _Frame = TypeVar("_Frame")
 
 _LENGTH = Struct(">I")
 _SERVER_HELLO = Struct(">BB8sQQI")
+_MAX_MESSAGE = Struct(">I")
 _MSG = Struct(">BQ")
 _MSG_FRAME = Struct(">IBQ")
 _BATCH = Struct(">BQ")
@@ -235,7 +216,7 @@ def encode(frame: ServerFrame | ClientFrame) -> bytes:
     if isinstance(frame, ServerHello):
         return _SERVER_HELLO.pack(
             FrameType.HELLO, frame.version, frame.epoch, frame.oldest, frame.newest, frame.heartbeat
-        )
+        ) + _MAX_MESSAGE.pack(frame.maxMessage)
     if isinstance(frame, Msg):
         return _MSG.pack(FrameType.MSG, frame.seq) + frame.payload
     if isinstance(frame, Batch):
@@ -306,12 +287,22 @@ def _batch(payload: Payload) -> Batch:
     return Batch(first, batchPayloads(payload))  # type: ignore[arg-type]
 
 
+def _serverHello(payload: Payload) -> ServerHello:
+    """
+    A server's HELLO, with the largest message a version 3 server adds.
+    """
+    (_, version, epoch, oldest, newest, heartbeat), rest = _fields(_SERVER_HELLO, payload)
+    maxMessage = _MAX_MESSAGE.unpack_from(rest)[0] if len(rest) >= _MAX_MESSAGE.size else 0
+    return ServerHello(version, epoch, oldest, newest, heartbeat, maxMessage)  # type: ignore[arg-type]
+
+
 _SERVER_FRAMES: dict[int, Callable[[Payload], ServerFrame]] = {
     FrameType.MSG: _withBody(_MSG, Msg),
     FrameType.BATCH: _batch,
-    FrameType.HELLO: _fixed(_SERVER_HELLO, ServerHello),
+    FrameType.HELLO: _serverHello,
     FrameType.GAP: _fixed(_GAP, Gap),
     FrameType.PING: _fixed(_TYPE, Ping),
+    FrameType.PONG: _fixed(_TYPE, Pong),
     FrameType.BYE: _withBody(_BYE, lambda code, text: Bye(code, text.decode("utf-8", "replace"))),
 }
 
@@ -329,6 +320,7 @@ _CLIENT_FRAMES: dict[int, Callable[[Payload], ClientFrame]] = {
     FrameType.PUB: _withBody(_TYPE, Pub),
     FrameType.HELLO: _clientHello,
     FrameType.PONG: _fixed(_TYPE, Pong),
+    FrameType.PING: _fixed(_TYPE, Ping),
     FrameType.AUTH: _withBody(_TYPE, Auth),
 }
 

@@ -1,39 +1,35 @@
 """
-The daemon's side of a client connection, and the factory that makes them.
+The daemon's side of a TCP client connection: the adapter that maps a framed
+connection (C{int32}, C{ascii10}) onto its L{Session}, and the factory that
+makes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from streamd._compat import FactoryOf
-from streamd.auth import OPEN, Access, AccessPolicy
+from streamd.auth import OPEN, AccessPolicy
 from streamd.config import ConfigError
 from streamd.cursor import Cursor
 from streamd.fastwrite import cursorFor
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
 from streamd.hub import Hub
-from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES, FramedProtocol, PartialBudget, addressName, noDelay
+from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES, FramedProtocol, noDelay
 from streamd.reasons import Reason
+from streamd.resume import Gap, StartPoint
+from streamd.session import Connections, ISessionAdapter, Session, SessionContext
 from streamd.tcpinfo import bytesAcked
-from streamd.text import preview
-from streamd.throttle import LogThrottle
 
 # The longest token a client may send; the frame that carries it is read by
 # itself, so an unauthenticated client cannot make the daemon hold more.
 TOKEN_LIMIT = 4096
 DEFAULT_AUTH_TIMEOUT = 5.0
-CONNECTION_LINES = 20
-"""
-Connections, and disconnections, logged one by one in a second at most.
-"""
 DEFAULT_HEARTBEAT = 15.0
 
 
@@ -50,11 +46,14 @@ class ServerConfig:
         access policy expects one.
     @ivar maxPartialBytes: memory that all clients' unfinished incoming
         frames may hold together; a client that would take it over is cut.
-    @ivar heartbeat: seconds of silence after which a C{seq} client is sent
-        a PING, or C{None} for never.
-    @ivar seqGaps: whether a C{seq} client whose position left the history
-        is sent a GAP and goes on from the oldest message held (rather than
-        being cut).
+    @ivar heartbeat: seconds of silence after which a client is sent a
+        heartbeat (a C{seq} PING, a WebSocket ping, an SSE comment), or
+        C{None} for never.
+    @ivar seqGaps: whether a client whose position left the history is told
+        the gap and goes on from the oldest message held (rather than being
+        cut), where its protocol can tell a gap (C{seq}, WebSocket, SSE).
+    @ivar httpOrigins: the web origins, besides the daemon's own, whose
+        pages may open its WebSocket and event streams (C{*}: any).
 
     @raise ConfigError: for a limit no frame fits in.
     """
@@ -67,6 +66,7 @@ class ServerConfig:
     maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
     heartbeat: float | None = DEFAULT_HEARTBEAT
     seqGaps: bool = True
+    httpOrigins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.maxMessageSize > INT32.maxLength:
@@ -130,82 +130,89 @@ class _TokenHandshake:
         return buffer[framing.headerSize : end], buffer[end:]
 
 
-class Connections:
+class FramedSessionProtocol(FramedProtocol):
     """
-    The daemon's open client connections, across all its listeners.
-    """
-
-    def __init__(self, maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES) -> None:
-        self._open: set[StreamServerProtocol] = set()
-        self._waiting: list[Deferred[None]] = []
-        self.partial = PartialBudget(maxPartialBytes)
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def __iter__(self) -> Iterator[StreamServerProtocol]:
-        return iter(list(self._open))
-
-    def add(self, protocol: StreamServerProtocol) -> None:
-        self._open.add(protocol)
-
-    def discard(self, protocol: StreamServerProtocol) -> None:
-        self._open.discard(protocol)
-
-    def settle(self) -> None:
-        """
-        Fire L{whenEmpty}'s Deferreds if no connection is open.
-        """
-        if not self._open:
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(None)
-
-    def whenEmpty(self) -> Deferred[None]:
-        """
-        Fires once no connection is open.
-        """
-        if not self._open:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._waiting.append(d)
-        return d
-
-
-class StreamServerProtocol(FramedProtocol):
-    """
-    One client of the daemon: receives the stream, and publishes into it
-    whatever it sends.
+    A framed TCP, UNIX or TLS connection with a L{Session}: what the
+    C{int32}, C{ascii10} and C{seq} adapters share.  Its frames' errors and
+    limits are the session's reasons to drop it.
     """
 
-    log = Logger()
     factory: StreamServerFactory
-    messagesIn = 0
-    bytesIn = 0
-    since = 0.0
-    cursor: Cursor
-    _published = False
-    _idleCall: IDelayedCall | None = None
-    _authCall: IDelayedCall | None = None
-    _throttle: LogThrottle | None = None
-    _handshake: _TokenHandshake | None = None
+    kind = "tcp"
+    ping: bytes | None = None
+    pingAnswered = False
+    session: Session
+
+    @property
+    def protocol(self) -> str:
+        return self.framing.name
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        factory = self.factory
-        config = factory.config
-        self.cursor = cursorFor(self.transport, factory.hub, self.framing, self)
+        self.session = session = Session(self.factory.context, self)
+        session.attach(cursorFor(self.transport, self.factory.hub, self.framing, session))
         noDelay(self.transport)
-        self.access = config.access.initialAccess()
-        if config.access.expectsToken:
-            self._awaitToken()
-        factory.clientConnected(self)
-        if self.access is Access.NONE:
-            self._authCall = factory.clock.callLater(config.authTimeout, self._authTimedOut)
-        else:
-            self._mayRead()
-        if config.idleTimeout is not None:
-            self._idleCall = factory.clock.callLater(config.idleTimeout, self._checkIdle, self._activity())
+        if session.admit():
+            self.sessionAdmitted()
+
+    def sessionAdmitted(self) -> None:
+        """
+        The session was admitted: the protocol's own start.
+        """
+
+    @property
+    def cursor(self) -> Cursor:
+        cursor = self.session.cursor
+        assert cursor is not None
+        return cursor
+
+    def activity(self) -> tuple[int, int]:
+        # Raw bytes, not whole frames: a client sending a large frame slowly
+        # is not idle.  Taken: what its TCP stack acknowledged, where the
+        # kernel says (see streamd.tcpinfo), else what we handed to ours.
+        acked = bytesAcked(self.transport)
+        return (self.bytesReceived, self.cursor.written if acked is None else acked)
+
+    def greeting(self, point: StartPoint) -> bytes:
+        return b""
+
+    def gapNotice(self, gap: Gap) -> bytes | None:
+        return None
+
+    def ownNotice(self, first: int, last: int) -> bytes | None:
+        return None
+
+    def abort(self) -> None:
+        self.transport.abortConnection()
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.session.drop(Reason.OVERSIZED_FRAME, length=length, limit=self.frameLimit)
+
+    def partialLimitExceeded(self, held: int, limit: int) -> None:
+        self.session.drop(Reason.MAX_PARTIAL, held=held, limit=limit)
+
+    def frameErrorReceived(self, error: FrameError) -> None:
+        self.session.drop(Reason.BAD_FRAME, error=str(error))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.session.lost(reason.getErrorMessage())
+
+
+@implementer(ISessionAdapter)
+class StreamServerProtocol(FramedSessionProtocol):
+    """
+    One client of an C{int32} or C{ascii10} listener: receives the stream,
+    and publishes into it whatever it sends.  Its first frame is its token
+    when the daemon asks for one.
+    """
+
+    _handshake: _TokenHandshake | None = None
+
+    def sessionAdmitted(self) -> None:
+        if self.factory.config.access.expectsToken:
+            self._handshake = _TokenHandshake(self.framing)
+        self.session.start()
 
     def sendString(self, string: bytes) -> None:
         """
@@ -221,18 +228,6 @@ class StreamServerProtocol(FramedProtocol):
         """
         return self.cursor.messages
 
-    def _awaitToken(self) -> None:
-        """
-        Take the client's first frame as its token.
-        """
-        self._handshake = _TokenHandshake(self.framing)
-
-    def _mayRead(self) -> None:
-        """
-        The client may read the stream: start sending it.
-        """
-        self.factory.hub.subscribe(self.cursor)
-
     def dataReceived(self, data: bytes) -> None:
         handshake = self._handshake
         if handshake is None:
@@ -241,183 +236,34 @@ class StreamServerProtocol(FramedProtocol):
         try:
             done = handshake.feed(data)
         except _BadToken:
-            self._refuseToken()
+            self.session.drop(Reason.AUTH_FAILED)
             return
         if done is not None:
             self._handshake = None
             token, rest = done
-            if self._authenticate(token) and rest:
+            if self.session.authenticate(token) and rest:
                 super().dataReceived(rest)
 
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
-        self._publish(payloads, raw, len(raw), len(raw) - len(payloads) * self.framing.headerSize)
-
-    def _publish(self, payloads: list[Payload], raw: bytes, received: int, size: int) -> None:
-        """
-        Publish C{payloads} (C{size} bytes), which came in C{received}
-        bytes: C{raw} if they are the same messages in this connection's
-        framing, else nothing to relay as is.
-        """
-        if self.access is not Access.PUBLISH:
-            self._rejectMessage(len(payloads))
-            return
-        hub = self.factory.hub
-        if not self._published:
-            self._published = True
-            hub.addPublisher(self.transport, waits=False)
-        # Send first and count after: the bookkeeping, and the few log lines
-        # a second, do not delay the stream.
-        hub.publish(payloads, raw, self.framing if raw else None, sender=self.cursor, received=received)
-        self.messagesIn += len(payloads)
-        self.bytesIn += received
-        throttle = self._throttle
-        if throttle is None:
-            throttle = self._throttle = LogThrottle(self.factory.clock, self._reportUnlogged)
-        for payload in throttle.admit(payloads, size):
-            self.log.info(
-                "{peer} sent {size} bytes: {preview}",
-                peer=self.peer,
-                size=len(payload),
-                preview=preview(payload),
-            )
-
-    def _authenticate(self, token: bytes) -> bool:
-        """
-        Take the client's first frame as its token; drop it if it is wrong.
-        """
-        if self._authCall is not None:
-            self._authCall.cancel()
-            self._authCall = None
-        wasReading = self.access is not Access.NONE
-        self.access = max(self.access, self.factory.config.access.accessFor(token))
-        if self.access is Access.NONE or (wasReading and self.access is Access.READ):
-            self._refuseToken()
-            return False
-        self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
-        if not wasReading:
-            self._mayRead()
-        return True
-
-    def _refuseToken(self) -> None:
-        self.log.warn("{peer} sent a wrong token; disconnecting", peer=self.peer)
-        self.factory.hub.stats.authFailures += 1
-        self._drop(Reason.AUTH_FAILED)
-
-    def _authTimedOut(self) -> None:
-        self._authCall = None
-        self.log.warn(
-            "{peer} sent no token within --auth-timeout {timeout:g} s; disconnecting",
-            peer=self.peer,
-            timeout=self.factory.config.authTimeout,
-        )
-        self.factory.hub.stats.authFailures += 1
-        self._drop(Reason.AUTH_TIMEOUT)
-
-    def _rejectMessage(self, count: int) -> None:
-        self.log.warn(
-            "{peer} is read-only but sent {count} message(s); rejected, disconnecting",
-            peer=self.peer,
-            count=count,
-        )
-        self.factory.hub.stats.rejectedPublishers += 1
-        self._drop(Reason.READ_ONLY)
-
-    def _reportUnlogged(self, messages: int, size: int) -> None:
-        self.log.info(
-            "{peer} sent {messages} more messages ({size} bytes) not logged one by one",
-            peer=self.peer,
-            messages=messages,
-            size=size,
+        received = len(raw)
+        self.session.publish(
+            payloads, raw, self.framing, received, received - len(payloads) * self.framing.headerSize
         )
 
-    def slowConsumer(self, reason: Reason, behind: int) -> None:
-        flow = self.factory.hub.flow
-        why = {
-            Reason.EVICTED: f"its position left the --history of {flow.history} bytes",
-            Reason.MAX_PENDING: f"over --max-pending {flow.maxBehind}",
-            Reason.SOFT_PENDING: f"over --soft-pending {flow.softBehind} for --soft-seconds {flow.softSeconds:g}",
-        }[reason]
-        self.log.warn(
-            "{peer} is too slow: {behind} bytes behind, {why}; disconnecting",
-            peer=self.peer,
-            behind=behind,
-            why=why,
-        )
-        self.factory.hub.stats.slowConsumerDisconnects += 1
-        self._drop(reason)
-
-    def lengthLimitExceeded(self, length: int) -> None:
-        self.factory.hub.stats.oversizedFrameDisconnects += 1
-        self.cursor.abandon()
-        super().lengthLimitExceeded(length)
-
-    def partialLimitExceeded(self, held: int, limit: int) -> None:
-        self.factory.hub.stats.partialLimitDisconnects += 1
-        self.cursor.abandon()
-        super().partialLimitExceeded(held, limit)
-
-    def frameErrorReceived(self, error: FrameError) -> None:
-        self.factory.hub.stats.badFrameDisconnects += 1
-        self.cursor.abandon()
-        super().frameErrorReceived(error)
-
-    def _activity(self) -> tuple[int, int]:
-        # Raw bytes, not whole frames: a client sending a large frame slowly
-        # is not idle.  Taken: what its TCP stack acknowledged, where the
-        # kernel says (see streamd.tcpinfo), else what we handed to ours.
-        acked = bytesAcked(self.transport)
-        return (self.bytesReceived, self.cursor.written if acked is None else acked)
-
-    def _checkIdle(self, before: tuple[int, int]) -> None:
-        timeout = self.factory.config.idleTimeout
-        assert timeout is not None
-        now = self._activity()
-        if now != before:
-            self._idleCall = self.factory.clock.callLater(timeout, self._checkIdle, now)
-            return
-        self._idleCall = None
-        self.log.info(
-            "{peer} sent and took nothing for --idle-timeout {timeout:g} s; disconnecting",
-            peer=self.peer,
-            timeout=timeout,
-        )
-        self.factory.hub.stats.idleDisconnects += 1
-        self._drop(Reason.IDLE)
-
-    def _drop(self, reason: Reason) -> None:
+    def goodbye(self, reason: Reason) -> bool:
         """
-        Close the connection now, for C{reason}, which the int32 and ascii10
-        framings have no way to tell the client.
+        The C{int32} and C{ascii10} framings have no way to say why: at
+        shutdown the connection is closed after the frame begun, otherwise
+        at once.
         """
+        if reason is Reason.SHUTDOWN:
+            self.cursor.sendFinal(b"")
+            return True
         self.abort()
-
-    def close(self) -> None:
-        """
-        Send what this client is behind by, then close the connection.
-        """
-        self.cursor.close()
-
-    def abort(self) -> None:
-        """
-        Close the connection now, whatever it is behind by.
-        """
-        self.cursor.abandon()
-        self.transport.abortConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        super().connectionLost(reason)
-        for call in (self._idleCall, self._authCall):
-            if call is not None and call.active():
-                call.cancel()
-        if self._throttle is not None:
-            self._throttle.stop()
-        self.cursor.abandon()
-        if self._published:
-            self.factory.hub.removePublisher(self.transport)
-        self.factory.clientDisconnected(self, reason)
+        return False
 
 
-class StreamServerFactory(FactoryOf[StreamServerProtocol]):
+class StreamServerFactory(FactoryOf[FramedSessionProtocol]):
     """
     Makes a L{StreamServerProtocol} for each client of one listener.
 
@@ -425,9 +271,8 @@ class StreamServerFactory(FactoryOf[StreamServerProtocol]):
     all of them share the hub, the rules and the set of connections.
     """
 
-    protocol = StreamServerProtocol
+    protocol: type[FramedSessionProtocol] = StreamServerProtocol
     noisy = False
-    log = Logger()
 
     def __init__(
         self,
@@ -436,82 +281,28 @@ class StreamServerFactory(FactoryOf[StreamServerProtocol]):
         config: ServerConfig = ServerConfig(),
         framing: Framing = INT32,
         connections: Connections | None = None,
+        description: str = "tcp",
     ) -> None:
-        self.hub = hub
-        self.clock = clock
-        self.config = config
+        if connections is None:
+            connections = Connections(config.maxPartialBytes, clock)
+        self.context = SessionContext(hub, clock, config, connections, description)
         self.framing = framing
-        self.connections = Connections(config.maxPartialBytes) if connections is None else connections
-        # A storm of (re)connections, as after a restart, must not wait on
-        # the log: past CONNECTION_LINES a second, they are counted.
-        self._connectedLines = LogThrottle(clock, self._reportConnected, CONNECTION_LINES)
-        self._disconnectedLines = LogThrottle(clock, self._reportDisconnected, CONNECTION_LINES)
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
-        if len(self.connections) >= self.config.maxClients:
-            self.hub.stats.connectionsRefused += 1
-            self.log.warn(
-                "refusing {peer}: {n} clients connected, the --max-clients limit",
-                peer=addressName(addr),
-                n=len(self.connections),
-            )
-            # Not None: wrappers such as TLS build a connection around
-            # whatever is returned, so the refusal must close it itself.
-            return _Refused()
-        protocol: StreamServerProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
+    @property
+    def hub(self) -> Hub:
+        return self.context.hub
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.context.config
+
+    @property
+    def connections(self) -> Connections:
+        return self.context.connections
+
+    def buildProtocol(self, addr: IAddress) -> FramedSessionProtocol:  # type: ignore[override]
+        protocol: FramedSessionProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
         protocol.framing = self.framing
         protocol.MAX_LENGTH = self.config.maxMessageSize
         protocol.partialBudget = self.connections.partial
         return protocol
-
-    def clientConnected(self, protocol: StreamServerProtocol) -> None:
-        protocol.since = self.clock.seconds()
-        self.connections.add(protocol)
-        stats = self.hub.stats
-        stats.connections = len(self.connections)
-        stats.connectionsTotal += 1
-        if self._connectedLines.admitOne():
-            self.log.info("client {peer} connected ({n} connected)", peer=protocol.peer, n=len(self.connections))
-
-    def clientDisconnected(self, protocol: StreamServerProtocol, reason: Failure) -> None:
-        self.connections.discard(protocol)
-        self.hub.stats.connections = len(self.connections)
-        if self._disconnectedLines.admitOne():
-            self.log.info(
-                "client {peer} disconnected: {messagesIn} messages in, {messagesOut} out ({reason})",
-                peer=protocol.peer,
-                messagesIn=protocol.messagesIn,
-                messagesOut=protocol.messagesOut,
-                reason=reason.getErrorMessage(),
-            )
-        self.connections.settle()
-
-    def _reportConnected(self, count: int, size: int) -> None:
-        self.log.info(
-            "{count} more clients connected in a second, not logged one by one ({n} connected)",
-            count=count,
-            n=len(self.connections),
-        )
-
-    def _reportDisconnected(self, count: int, size: int) -> None:
-        self.log.info(
-            "{count} more clients disconnected in a second, not logged one by one ({n} connected)",
-            count=count,
-            n=len(self.connections),
-        )
-
-    def stopLogging(self) -> None:
-        """
-        Log what the connection lines held back, now (at shutdown).
-        """
-        self._connectedLines.stop()
-        self._disconnectedLines.stop()
-
-
-class _Refused(Protocol):
-    """
-    A connection over --max-clients: closed as soon as it is made.
-    """
-
-    def connectionMade(self) -> None:
-        self.transport.abortConnection()  # type: ignore[union-attr]

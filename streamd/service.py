@@ -23,14 +23,14 @@ from streamd.hub import FlowControl, Hub
 from streamd.listener import ListenerService, ListenFailed
 from streamd.seqframing import SEQ
 from streamd.seqserver import SeqServerFactory
-from streamd.server import Connections, ServerConfig, StreamServerFactory
+from streamd.server import ServerConfig, StreamServerFactory
+from streamd.session import Connections
 from streamd.sources import SourceContext, makeSource, parseSource
 from streamd.stats import Stats, StatsLogger
 from streamd.tls import serverEndpoint
 
 if TYPE_CHECKING:
     from streamd.cluster.link import ClusterLink
-    from streamd.web.context import WebContext
 
 
 def freezeStartup() -> None:
@@ -115,7 +115,7 @@ class StreamdService(MultiService):
         self.config = config
         self.stats = Stats()
         self.hub = Hub(self.stats, reactor, config.flow)
-        self.connections = Connections(config.server.maxPartialBytes)
+        self.connections = Connections(config.server.maxPartialBytes, reactor)
         self.statsLogger = StatsLogger(self.stats, reactor, config.statsInterval)
         context = SourceContext(
             self.hub,
@@ -131,12 +131,11 @@ class StreamdService(MultiService):
                 listen.endpoint,
                 serverEndpoint(acceptFirst(reactor), listen.endpoint, listen.clientCA),
                 (SeqServerFactory if listen.framing is SEQ else StreamServerFactory)(
-                    self.hub, reactor, config.server, listen.framing, self.connections
+                    self.hub, reactor, config.server, listen.framing, self.connections, listen.endpoint
                 ),
             )
             for listen in config.listens
         ]
-        self._webContexts: list[WebContext] = []
         self.listeners += self._httpListeners(reactor, config)
         self.cluster: ClusterLink | None = None
         if config.cluster is not None:
@@ -146,9 +145,7 @@ class StreamdService(MultiService):
             if config.cluster.jetstream:
                 from streamd.cluster.jetstream import JetStreamLink
 
-                link = JetStreamLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
-                link.epochHooks.append(self._epochChanged)
-                self.cluster = link
+                self.cluster = JetStreamLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
             else:
                 self.cluster = ClusterLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
         # The cluster link starts first and stops last: in JetStream mode a
@@ -166,42 +163,21 @@ class StreamdService(MultiService):
         from streamd.web.context import WebContext
         from streamd.web.site import makeSite
 
-        # The history's epoch, as seq clients get it, in hex for URLs and ids.
-        epoch = self.hub.history.epoch.hex()
-        tcpNames = {listener.factory: listener.description for listener in self.listeners}
-        self._webContexts = [
-            WebContext(
-                self.hub,
-                reactor,
-                config.server,
-                self.connections,
-                epoch,
-                description,
-                config.httpPublicMetrics,
-            )
-            for description in config.http
-        ]
         return [
             ListenerService(
                 description,
                 serverEndpoint(reactor, description, None),
                 makeSite(
-                    context,
+                    WebContext(
+                        self.hub, reactor, config.server, self.connections, description, config.httpPublicMetrics
+                    ),
                     listeners=lambda: self.listeners,
-                    listenerOf=lambda connection: tcpNames.get(connection.factory, "tcp"),
                     sources=self.sources,
                     cluster=lambda: self.cluster.health() if self.cluster is not None else None,
                 ),
             )
-            for description, context in zip(config.http, self._webContexts, strict=True)
+            for description in config.http
         ]
-
-    def _epochChanged(self, epoch: bytes) -> None:
-        """
-        The history took the cluster's epoch: web clients get it too.
-        """
-        for context in self._webContexts:
-            context.epoch = epoch.hex()
 
     def privilegedStartService(self) -> None:
         try:
@@ -251,6 +227,7 @@ class StreamdService(MultiService):
             self.log.error("token reload failed, old token kept: {error}", error=str(e))
         else:
             self.log.info("reloaded token file(s): {files}", files=", ".join(reloaded))
+            self.connections.reauthorize()
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -265,10 +242,7 @@ class StreamdService(MultiService):
         if self.cluster is not None:
             yield self.cluster.stopService()
         self.hub.stop()
-        for listener in self.listeners:
-            stopLogging = getattr(listener.factory, "stopLogging", None)
-            if stopLogging is not None:
-                stopLogging()
+        self.connections.stopLogging()
         self.statsLogger.stopService()
 
     def closeConnections(self, timeout: float) -> Deferred[None]:
@@ -282,8 +256,8 @@ class StreamdService(MultiService):
                 n=len(self.connections),
                 timeout=timeout,
             )
-        for protocol in self.connections:
-            protocol.close()
+        for session in self.connections:
+            session.close()
         done = self.connections.whenEmpty()
         if not done.called:
             deadline = self.reactor.callLater(timeout, self._abortAll)
@@ -295,8 +269,8 @@ class StreamdService(MultiService):
             "{n} connection(s) did not take their output in time; closing them",
             n=len(self.connections),
         )
-        for protocol in self.connections:
-            protocol.abort()
+        for session in self.connections:
+            session.abort()
 
 
 def _cancelling(delayedCall: Any) -> Any:

@@ -4,40 +4,53 @@ The daemon's counters and their periodic summary line.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from streamd.reasons import Reason
+
 
 @dataclass
 class Stats:
     """
     Everything streamd counts.  Deliveries count once per recipient.
+
+    @ivar disconnects: connections the daemon closed or refused, and
+        requests it refused, by L{Reason}: every reason has its counter.
     """
 
     connections: int = 0
     connectionsTotal: int = 0
-    connectionsRefused: int = 0
     messagesIn: int = 0
     bytesIn: int = 0
     messagesOut: int = 0
     bytesOut: int = 0
-    slowConsumerDisconnects: int = 0
-    oversizedFrameDisconnects: int = 0
-    badFrameDisconnects: int = 0
-    partialLimitDisconnects: int = 0
-    idleDisconnects: int = 0
-    authFailures: int = 0
-    rejectedPublishers: int = 0
+    disconnects: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
+
+    def figures(self) -> dict[str, Any]:
+        """
+        Every counter by its name, the disconnects by their reasons' labels.
+        """
+        figures: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("connections", "connectionsTotal", "messagesIn", "bytesIn", "messagesOut", "bytesOut")
+        }
+        figures["disconnects"] = {reason.label: count for reason, count in self.disconnects.items()}
+        return figures
 
     def summary(self) -> str:
         """
-        One line with every counter.
+        One line with every counter (the disconnects that happened).
         """
-        return " ".join(f"{name}={value}" for name, value in asdict(self).items())
+        figures = self.figures()
+        cuts = figures.pop("disconnects")
+        line = " ".join(f"{name}={value}" for name, value in figures.items())
+        return line + "".join(f" disconnects.{label}={count}" for label, count in cuts.items() if count)
 
 
 class StatsLogger(Service):

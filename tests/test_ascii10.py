@@ -11,6 +11,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.framing import ASCII10, INT32, Framing
+from streamd.reasons import Reason
 from streamd.server import ServerConfig
 
 from .support import InMemoryDaemon, frames
@@ -118,7 +119,7 @@ class ASCII10ServerTests(_ServerFramingMixin, SynchronousTestCase):
             "127.0.0.1:40001 sent b'GET / HTTP', which is not a 10-character decimal length header; disconnecting",
             self.logLines(),
         )
-        self.assertEqual(self.daemon.stats.badFrameDisconnects, 1)
+        self.assertEqual(self.daemon.stats.disconnects[Reason.BAD_FRAME], 1)
 
     def test_lengthCountsBytes(self) -> None:
         """

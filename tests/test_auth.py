@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.client import StreamClientFactory
 from streamd.framing import ASCII10, INT32
+from streamd.reasons import Reason
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, StreamdService
 from streamd.tap import Options
@@ -119,7 +120,7 @@ class AuthenticationTests(_AuthMixin, SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
         self.assertIn("127.0.0.1:40001 sent a wrong token; disconnecting", self.lines())
-        self.assertEqual(self.daemon.stats.authFailures, 1)
+        self.assertEqual(self.daemon.stats.disconnects[Reason.AUTH_FAILED], 1)
         self.assertNoSecretLogged()
 
     def test_malformedTokenFrameNotLogged(self) -> None:
@@ -135,7 +136,7 @@ class AuthenticationTests(_AuthMixin, SynchronousTestCase):
         rawAsLength = str(int.from_bytes(READ_SECRET[:4], "big"))
         self.assertFalse([line for line in self.lines() if rawAsLength in line])
         self.assertNoSecretLogged()
-        self.assertEqual(self.daemon.stats.authFailures, 2)
+        self.assertEqual(self.daemon.stats.disconnects[Reason.AUTH_FAILED], 2)
 
     def test_oversizedTokenFrame(self) -> None:
         """
@@ -158,7 +159,7 @@ class AuthenticationTests(_AuthMixin, SynchronousTestCase):
         client, transport = self.daemon.connect()
         client.dataReceived(INT32.header(4097))
         client.dataReceived(INT32.encode(READ_SECRET) + INT32.encode(b"injected"))
-        self.assertEqual(self.lines().count("127.0.0.1:40001 sent a wrong token; disconnecting"), 2)
+        self.assertEqual(self.lines().count("127.0.0.1:40001 sent a wrong token; disconnecting"), 1)
         self.assertNotIn("127.0.0.1:40001 authenticated (read)", self.lines())
         self.assertEqual(len(self.daemon.hub.subscribers), 0)
 
@@ -208,7 +209,7 @@ class PublishPermissionTests(_AuthMixin, SynchronousTestCase):
         self.assertIn(
             "127.0.0.1:40001 is read-only but sent 1 message(s); rejected, disconnecting", self.lines()
         )
-        self.assertEqual(self.daemon.stats.rejectedPublishers, 1)
+        self.assertEqual(self.daemon.stats.disconnects[Reason.READ_ONLY], 1)
 
     def test_publisherPublishes(self) -> None:
         """

@@ -137,7 +137,7 @@ class ClientProtocolTests(SynchronousTestCase):
         connection.
         """
         daemon, client, server, pump = self.connect([])
-        server.close()
+        server.session.close()
         pump.flush()
         self.assertIsNone(self.successResultOf(client.finished))
 

@@ -178,15 +178,15 @@ class BatchTests(SynchronousTestCase):
     def connect(self) -> tuple[SeqClientProtocol, StringTransport]:
         return onStringTransport(self.factory.buildProtocol(None))
 
-    def test_announcesV2(self) -> None:
+    def test_announcesV3(self) -> None:
         """
-        The client's HELLO says version 2.
+        The client's HELLO says version 3.
         """
         _, transport = self.connect()
         hello = decodeClientFrame(transport.value()[4:])
         assert isinstance(hello, ClientHello)
         self.assertEqual(hello.version, VERSION)
-        self.assertEqual(VERSION, 2)
+        self.assertEqual(VERSION, 3)
 
     def test_batchesAndMsgs(self) -> None:
         """

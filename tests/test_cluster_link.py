@@ -29,6 +29,9 @@ class _Sender:
 
     serial = 12345
 
+    def published(self, entry: object) -> None:
+        pass
+
 
 class OutboundHookTests(SynchronousTestCase):
     """

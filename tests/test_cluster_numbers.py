@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.cluster.config import ClusterConfig, ClusterConfigError, parseRetention
 from streamd.cluster.jetstream import epochOf
-from streamd.framing import INT32, Payload
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
 from streamd.history import COUNT, FIRST, SENDER, History, lastOf
 from streamd.hub import Hub, Sender
 from streamd.seqframing import ClientHello, Gap, GapReason, Msg, ServerHello, Start
@@ -30,6 +30,9 @@ the tests read as the numbering they check.
 
 class _Sender:
     serial = 777
+
+    def published(self, entry: object) -> None:
+        pass
 
 
 class NumberedHistoryTests(SynchronousTestCase):
@@ -116,7 +119,7 @@ class StreamGapTests(SynchronousTestCase):
         daemon = SeqDaemon()
         daemon.hub.publish([b"m1"], first=1)
         _, transport = daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
-        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 1, 0)])
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 1, 0, DEFAULT_MAX_MESSAGE_SIZE)])
         daemon.hub.publish([b"m5"], first=5)
         self.assertEqual(received(transport), [Gap(2, 4, GapReason.CLUSTER), Msg(5, b"m5")])
 
@@ -142,7 +145,7 @@ class StreamGapTests(SynchronousTestCase):
         daemon.hub.history.adoptEpoch(b"clusterE")
         daemon.hub.publish([b"m1", b"m2", b"m3"], first=1)
         _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 2))
-        self.assertEqual(received(transport), [ServerHello(VERSION, b"clusterE", 1, 3, 0), Msg(3, b"m3")])
+        self.assertEqual(received(transport), [ServerHello(VERSION, b"clusterE", 1, 3, 0, DEFAULT_MAX_MESSAGE_SIZE), Msg(3, b"m3")])
 
 
 class RetentionTests(SynchronousTestCase):
@@ -242,7 +245,7 @@ class ResumeInAHoleTests(SynchronousTestCase):
         _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3))
         self.assertEqual(
             received(transport),
-            [ServerHello(VERSION, EPOCH, 1, 7, 0), Gap(4, 5, GapReason.CLUSTER), Msg(6, b"m6"), Msg(7, b"m7")],
+            [ServerHello(VERSION, EPOCH, 1, 7, 0, DEFAULT_MAX_MESSAGE_SIZE), Gap(4, 5, GapReason.CLUSTER), Msg(6, b"m6"), Msg(7, b"m7")],
         )
 
     def test_noHoleNoGap(self) -> None:
@@ -254,4 +257,4 @@ class ResumeInAHoleTests(SynchronousTestCase):
         daemon.hub.publish([b"m1", b"m2"], first=1)
         daemon.hub.publish([b"m6", b"m7"], first=6)
         _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 6))
-        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 7, 0), Msg(7, b"m7")])
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 7, 0, DEFAULT_MAX_MESSAGE_SIZE), Msg(7, b"m7")])

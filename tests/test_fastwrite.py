@@ -46,6 +46,12 @@ class Owner:
     def slowConsumer(self, reason: Reason, behind: int) -> None:
         self.cuts.append(reason)
 
+    def streamGap(self, first: int, last: int) -> None:
+        pass
+
+    def ownMessages(self, first: int, last: int) -> None:
+        pass
+
 
 def socketPair(case: SynchronousTestCase) -> tuple[Connection, socket.socket, MemoryReactor]:
     """

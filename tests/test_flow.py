@@ -27,6 +27,7 @@ from streamd.cursor import Cursor
 from streamd.framing import ASCII10, INT32
 from streamd.history import DATA, FIRST, SENDER, History, lastOf
 from streamd.hub import SWEEP_INTERVAL, FlowControl
+from streamd.reasons import Reason
 from streamd.server import StreamServerProtocol
 
 from .support import InMemoryDaemon, frames
@@ -248,7 +249,7 @@ class LimitTests(FlowTestCase):
                 " disconnecting"
             ],
         )
-        self.assertEqual(self.daemon.stats.slowConsumerDisconnects, 1)
+        self.assertEqual(self.daemon.stats.disconnects[Reason.EVICTED], 1)
         self.assertNotIn(slow.cursor, self.daemon.hub.subscribers)
 
     def test_evictedFoundOnDrain(self) -> None:

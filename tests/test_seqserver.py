@@ -17,7 +17,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.framing import ASCII10, INT32
+from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32
 from streamd.history import FIRST
 from streamd.hub import SWEEP_INTERVAL, FlowControl, Hub
 from streamd.reasons import Reason
@@ -42,13 +42,15 @@ from streamd.seqframing import (
     decodeServerFrame,
     framed,
 )
-from streamd.seqserver import BYE_GRACE, SeqServerFactory, SeqServerProtocol
+from streamd.seqserver import SeqServerFactory, SeqServerProtocol
 from streamd.server import ServerConfig, StreamServerFactory
+from streamd.session import BYE_GRACE
 from streamd.stats import Stats
 
 from .support import frames
 
 EPOCH = b"epoch-01"
+MAX = DEFAULT_MAX_MESSAGE_SIZE
 V1 = 1
 """
 The version the tests of the MSG-only stream speak: what clients older than
@@ -132,7 +134,7 @@ class StartTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         protocol.dataReceived(framed(newest()))
         self.daemon.publish(messages(3, 4))
-        self.assertEqual(received(transport), [ServerHello(V1, EPOCH, 1, 2, 0), *numbered(3, 4)])
+        self.assertEqual(received(transport), [ServerHello(V1, EPOCH, 1, 2, 0, MAX), *numbered(3, 4)])
 
     def test_resume(self) -> None:
         """
@@ -142,7 +144,7 @@ class StartTests(SynchronousTestCase):
         self.daemon.publish(messages(1, 3), messages(4, 6), messages(7, 10))
         _, transport = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 4))
         self.daemon.publish(messages(11, 11))
-        self.assertEqual(received(transport), [ServerHello(V1, EPOCH, 1, 10, 0), *numbered(5, 11)])
+        self.assertEqual(received(transport), [ServerHello(V1, EPOCH, 1, 10, 0, MAX), *numbered(5, 11)])
 
     def test_resumeUpToDate(self) -> None:
         """
@@ -181,16 +183,32 @@ class StartTests(SynchronousTestCase):
     def test_restarted(self) -> None:
         """
         A client resuming from another epoch (a daemon that restarted) is
-        told with a GAP over what this epoch published, then gets the live
-        stream.
+        told with a GAP that its position is gone, covering none of this
+        epoch's messages, then gets every message this epoch holds and the
+        live stream: nothing published since the restart is skipped.
         """
         self.daemon.publish(messages(1, 7))
         _, transport = self.daemon.connect(ClientHello(V1, Start.RESUME, b"previous", 5000))
         self.daemon.publish(messages(8, 8))
         self.assertEqual(
             received(transport),
-            [ServerHello(V1, EPOCH, 1, 7, 0), Gap(1, 7, GapReason.RESTARTED), *numbered(8, 8)],
+            [ServerHello(V1, EPOCH, 1, 7, 0, MAX), Gap(1, 0, GapReason.RESTARTED), *numbered(1, 8)],
         )
+
+    def test_restartedAfterEviction(self) -> None:
+        """
+        After a restart, what this epoch published and no longer holds is
+        part of the RESTARTED gap.
+        """
+        daemon = SeqDaemon(flow=FlowControl(history=100))
+        for seq in range(1, 21):
+            daemon.publish([b"m%d" % seq])
+        oldest = daemon.hub.history.oldestEntry()
+        assert oldest is not None
+        _, transport = daemon.connect(ClientHello(V1, Start.RESUME, b"previous", 5000))
+        got = received(transport)
+        self.assertEqual(got[1], Gap(1, oldest[FIRST] - 1, GapReason.RESTARTED))
+        self.assertEqual(got[2:], numbered(oldest[FIRST], 20))
 
     def test_newerVersionAnsweredWithOurs(self) -> None:
         """
@@ -272,7 +290,7 @@ class BatchTests(SynchronousTestCase):
         _, resumed = self.daemon.connect(ClientHello(V1, Start.RESUME, EPOCH, 0))
         for transport in (live, resumed):
             hello, *rest = received(transport)
-            self.assertEqual(hello, ServerHello(V1, EPOCH, 1, 0 if transport is live else 5, 0))
+            self.assertEqual(hello, ServerHello(V1, EPOCH, 1, 0 if transport is live else 5, 0, MAX))
             self.assertTrue(all(isinstance(frame, Msg) for frame in rest))
             self.assertEqual(delivered(rest), self.expected(big))
 
@@ -515,7 +533,7 @@ class ByeTests(SynchronousTestCase):
         protocol, transport = daemon.connect()
         protocol.dataReceived(framed(newest()) + framed(Pub(b"x" * 101)))
         self.assertBye(transport, Reason.OVERSIZED_FRAME)
-        self.assertEqual((daemon.hub.history.nextSequence, daemon.hub.stats.oversizedFrameDisconnects), (1, 1))
+        self.assertEqual((daemon.hub.history.nextSequence, daemon.hub.stats.disconnects[Reason.OVERSIZED_FRAME]), (1, 1))
 
     def test_outOfTurn(self) -> None:
         """
@@ -562,7 +580,7 @@ class ByeTests(SynchronousTestCase):
         protocol, transport = daemon.connect(newest())
         protocol.cursor.pauseProducing()
         daemon.publish(messages(1, 2))
-        protocol.close()
+        protocol.session.close()
         protocol.cursor.resumeProducing()
         got = received(transport)
         self.assertEqual(got[1:], [*numbered(1, 2), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")])
@@ -577,7 +595,7 @@ class ByeTests(SynchronousTestCase):
         protocol, transport = daemon.connect(newest())
         protocol.cursor.pauseProducing()
         daemon.publish(messages(1, 2))
-        protocol.close()
+        protocol.session.close()
         daemon.publish(messages(3, 3))
         protocol.cursor.resumeProducing()
         got = received(transport)

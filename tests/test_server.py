@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd import server
 from streamd.cursor import Cursor
 from streamd.framing import INT32
+from streamd.reasons import Reason
 from streamd.server import ServerConfig
 
 from .support import InMemoryDaemon, frames
@@ -114,7 +115,7 @@ class RelayTests(_LoggingMixin, SynchronousTestCase):
         other.dataReceived(INT32.encode(b"3"))
         sender.connectionLost(Failure(ConnectionDone()))
         self.assertIn(
-            "client 127.0.0.1:40001 disconnected: 2 messages in, 1 out (Connection was closed cleanly.)",
+            "int32 client 127.0.0.1:40001 disconnected: 2 messages in, 1 out (Connection was closed cleanly.)",
             self.logLines(),
         )
         stats = self.daemon.stats
@@ -135,7 +136,7 @@ class LoggingTests(_LoggingMixin, SynchronousTestCase):
         A connection is logged with the peer address.
         """
         self.daemon.connect()
-        self.assertIn("client 127.0.0.1:40001 connected (1 connected)", self.logLines())
+        self.assertIn("int32 client 127.0.0.1:40001 connected (1 connected)", self.logLines())
 
     def test_connectionStormSummed(self) -> None:
         """
@@ -147,7 +148,7 @@ class LoggingTests(_LoggingMixin, SynchronousTestCase):
         for client in clients:
             client.connectionLost(Failure(ConnectionDone()))
         lines = self.logLines()
-        self.assertEqual(len([line for line in lines if line.startswith("client ")]), 40)
+        self.assertEqual(len([line for line in lines if line.startswith("int32 client ")]), 40)
         self.daemon.clock.advance(1)
         lines = self.logLines()
         self.assertIn("5 more clients connected in a second, not logged one by one (0 connected)", lines)
@@ -233,7 +234,7 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
             "127.0.0.1:40001 announced a 101-byte frame, over the 100-byte limit; disconnecting",
             self.logLines(),
         )
-        self.assertEqual(daemon.stats.oversizedFrameDisconnects, 1)
+        self.assertEqual(daemon.stats.disconnects[Reason.OVERSIZED_FRAME], 1)
         sender.dataReceived(INT32.encode(b"after"))
         self.assertEqual(frames(receiver.value()), [b"fine"])
 
@@ -258,7 +259,7 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         third.dataReceived(frame[:8000])
         self.assertTrue(thirdTransport.disconnecting)
         self.assertFalse(firstTransport.disconnecting or secondTransport.disconnecting)
-        self.assertEqual(daemon.stats.partialLimitDisconnects, 1)
+        self.assertEqual(daemon.stats.disconnects[Reason.MAX_PARTIAL], 1)
         [line] = [line for line in self.logLines() if "--max-partial-bytes" in line]
         self.assertEqual(
             line,
@@ -281,13 +282,14 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         daemon = InMemoryDaemon(ServerConfig(maxClients=2))
         daemon.connect()
         daemon.connect()
-        refused = daemon.factory.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5555))
-        transport = StringTransport()
+        peer = IPv4Address("TCP", "10.0.0.9", 5555)
+        refused = daemon.factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
         refused.makeConnection(transport)
         self.assertTrue(transport.disconnected)
         self.assertEqual(len(daemon.factory.connections), 2)
-        self.assertIn("refusing 10.0.0.9:5555: 2 clients connected, the --max-clients limit", self.logLines())
-        self.assertEqual(daemon.stats.connectionsRefused, 1)
+        self.assertIn("10.0.0.9:5555 refused: 2 clients connected, the --max-clients limit", self.logLines())
+        self.assertEqual(daemon.stats.disconnects[Reason.MAX_CLIENTS], 1)
 
     def test_idleTimeout(self) -> None:
         """
@@ -300,7 +302,7 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         daemon.clock.advance(1)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(daemon.stats.idleDisconnects, 1)
+        self.assertEqual(daemon.stats.disconnects[Reason.IDLE], 1)
         self.assertIn(
             "127.0.0.1:40001 sent and took nothing for --idle-timeout 30 s; disconnecting", self.logLines()
         )
@@ -355,7 +357,7 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
             daemon.hub.publish([b"tick"], INT32.encode(b"tick"), INT32)
         self.assertGreater(len(transport.value()), 0)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(daemon.stats.idleDisconnects, 1)
+        self.assertEqual(daemon.stats.disconnects[Reason.IDLE], 1)
 
     def test_acknowledgingReaderIsNotIdle(self) -> None:
         """

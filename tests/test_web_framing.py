@@ -1,17 +1,16 @@
 """
-Tests for the HTTP subscribers' framings, and for starting a subscriber
-after a sequence number (L{streamd.web.resume}).
+Tests for the HTTP subscribers' framings, and for reading where a client
+says it is (L{streamd.web.context}).
 """
 
 from __future__ import annotations
 
 from base64 import b64decode
 
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.cursor import Cursor
-from streamd.web.resume import catchUp, parseEventId, parsePosition, subscribe
+from streamd.resume import Start, StartRequest
+from streamd.web.context import BadPosition, parseEventId, startRequest
 from streamd.web.sse import EventFraming, event
 from streamd.web.websocket import WEBSOCKET, control, frame
 from tests.webtools import EPOCH, controls, events, serverFrames, webContext
@@ -65,7 +64,7 @@ class EventFramingTests(SynchronousTestCase):
         Each message is one event whose id is the epoch and its sequence
         number.
         """
-        parsed = events(EventFraming(EPOCH).encodeEntry([b"one", b"two"], 41).decode())
+        parsed = events(EventFraming(webContext().hub.history).encodeEntry([b"one", b"two"], 41).decode())
         self.assertEqual(parsed, [{"id": f"{EPOCH}-41", "data": "one"}, {"id": f"{EPOCH}-42", "data": "two"}])
 
     def test_lines(self) -> None:
@@ -96,91 +95,30 @@ class EventFramingTests(SynchronousTestCase):
 
 class PositionTests(SynchronousTestCase):
     """
-    Reading where a client says it is.
+    Reading where a client says it is: a position of an epoch, the head, or
+    a request that does not parse, which is an error and never the head.
     """
 
-    def test_parsePosition(self) -> None:
+    def test_startRequest(self) -> None:
         """
-        A number of this epoch is a position; anything else starts at the
-        head.
+        A number and an epoch of 16 hex digits ask to resume after that
+        message; neither asks for the head.
         """
-        self.assertEqual(parsePosition("12", EPOCH, EPOCH), 12)
-        self.assertIsNone(parsePosition("12", "other", EPOCH))
-        self.assertIsNone(parsePosition("x", EPOCH, EPOCH))
-        self.assertIsNone(parsePosition(None, EPOCH, EPOCH))
-        self.assertIsNone(parsePosition("-3", EPOCH, EPOCH))
+        self.assertEqual(startRequest("12", EPOCH), StartRequest(Start.RESUME, bytes.fromhex(EPOCH), 12))
+        self.assertEqual(startRequest(None, None), StartRequest())
+
+    def test_badPositions(self) -> None:
+        """
+        A position without its epoch (or the reverse), a number that is not
+        one, or an epoch that is not 16 hex digits is refused with a reason,
+        not silently taken as the head.
+        """
+        for last, epoch in (("12", None), (None, EPOCH), ("x", EPOCH), ("-3", EPOCH), ("12", "other")):
+            self.assertRaises(BadPosition, startRequest, last, epoch)
 
     def test_parseEventId(self) -> None:
         """
         C{Last-Event-ID: EPOCH-SEQ} splits at its last dash.
         """
         self.assertEqual(parseEventId(f"{EPOCH}-17"), (EPOCH, "17"))
-        self.assertEqual(parseEventId(None), (None, None))
-
-
-class ResumeTests(SynchronousTestCase):
-    """
-    L{subscribe} and L{catchUp}: a subscriber started after a message.
-    """
-
-    def setUp(self) -> None:
-        self.context = webContext()
-        self.hub = self.context.hub
-        self.transport = StringTransport()
-        self.cursor = Cursor(self.transport, self.hub, WEBSOCKET, self)
-        self.hub.publish([b"1", b"2", b"3"])
-        self.hub.publish([b"4", b"5"])
-
-    def slowConsumer(self, reason: object, behind: int) -> None:
-        self.fail(f"cut: {reason}")
-
-    def payloads(self) -> list[bytes]:
-        return [payload for _, payload in serverFrames(self.transport.value())]
-
-    def test_head(self) -> None:
-        """
-        Without a position, a subscriber starts with the next message.
-        """
-        start = subscribe(self.cursor, None)
-        catchUp(self.cursor, start, b"")
-        self.assertEqual(start.next, 6)
-        self.hub.publish([b"6"])
-        self.assertEqual(self.payloads(), [b"6"])
-
-    def test_midEntry(self) -> None:
-        """
-        After message 2, in the middle of an entry, it gets 3, 4, 5 once
-        each, then is live again.
-        """
-        start = subscribe(self.cursor, 2)
-        self.assertEqual((start.next, start.gap), (3, None))
-        catchUp(self.cursor, start, b"")
-        self.assertEqual(self.payloads(), [b"3", b"4", b"5"])
-        self.assertTrue(self.cursor.live)
-        self.assertEqual(self.cursor.messages, 3)
-
-    def test_entryBoundary(self) -> None:
-        """
-        After the last message of an entry, it gets the next entry.
-        """
-        start = subscribe(self.cursor, 3)
-        catchUp(self.cursor, start, b"")
-        self.assertEqual(self.payloads(), [b"4", b"5"])
-
-    def test_gap(self) -> None:
-        """
-        When what it missed left the history, the gap is reported and it
-        starts at the oldest message held.
-        """
-        self.hub.history.evictOldest()
-        start = subscribe(self.cursor, 1)
-        self.assertEqual((start.next, start.gap), (4, (2, 3)))
-        catchUp(self.cursor, start, b"")
-        self.assertEqual(self.payloads(), [b"4", b"5"])
-
-    def test_future(self) -> None:
-        """
-        A position at or past the newest message starts at the head.
-        """
-        self.assertEqual(subscribe(self.cursor, 99).next, 6)
-        self.assertTrue(self.cursor.live)
+        self.assertEqual(parseEventId("17"), (None, "17"))

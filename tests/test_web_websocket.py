@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy
 from streamd.hub import FlowControl
+from streamd.reasons import Reason
 from streamd.server import ServerConfig
 from streamd.web.context import WebContext
 from streamd.web.websocket import StreamWebSocketFactory, StreamWebSocketProtocol
@@ -116,7 +117,7 @@ class WebSocketTests(SynchronousTestCase):
         sender.send(b"\xff\x02", opcode=2)
         self.assertEqual(receiver.messages(), [(1, b"from the page"), (2, b"\xff\x02")])
         self.assertEqual(sender.messages(), [])
-        self.assertEqual((context.hub.stats.messagesIn, sender.protocol.messagesIn), (2, 2))
+        self.assertEqual((context.hub.stats.messagesIn, sender.protocol.session.messagesIn), (2, 2))
 
     def test_readOnly(self) -> None:
         """
@@ -130,7 +131,7 @@ class WebSocketTests(SynchronousTestCase):
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4008).to_bytes(2, "big"))
         self.assertEqual(context.hub.history.nextSequence, 1)
-        self.assertEqual(context.hub.stats.rejectedPublishers, 1)
+        self.assertEqual(context.hub.stats.disconnects[Reason.READ_ONLY], 1)
 
     def test_tokenAsFirstMessage(self) -> None:
         """
@@ -153,7 +154,7 @@ class WebSocketTests(SynchronousTestCase):
         client = _Client(context)
         client.send(b"guess")
         self.assertEqual(controls(client.frames())[-1]["reason"], "auth_failed")
-        self.assertEqual(context.hub.stats.authFailures, 1)
+        self.assertEqual(context.hub.stats.disconnects[Reason.AUTH_FAILED], 1)
 
     def test_tokenTimeout(self) -> None:
         """
@@ -185,7 +186,7 @@ class WebSocketTests(SynchronousTestCase):
         _Client(context)
         refused = _Client(context)
         self.assertIn(b"503", refused.status.split(b"\r\n")[0])
-        self.assertEqual(context.hub.stats.connectionsRefused, 1)
+        self.assertEqual(context.hub.stats.disconnects[Reason.MAX_CLIENTS], 1)
 
     def test_slowConsumerCut(self) -> None:
         """
@@ -195,14 +196,14 @@ class WebSocketTests(SynchronousTestCase):
         """
         context = webContext(flow=FlowControl(maxBehind=100))
         client = _Client(context)
-        cursor = client.protocol.cursor
+        cursor = client.protocol.session.cursor
         assert cursor is not None
         cursor.pauseProducing()
         for _ in range(10):
             context.hub.publish([b"x" * 50])
         context.clock.advance(0.1)
         self.assertTrue(cursor.closed)
-        self.assertEqual(context.hub.stats.slowConsumerDisconnects, 1)
+        self.assertEqual(context.hub.stats.disconnects[Reason.MAX_PENDING], 1)
         self.assertEqual(context.hub.subscribers, ())
         client.lose()
         self.assertEqual(len(context.connections), 0)
@@ -223,7 +224,7 @@ class WebSocketTests(SynchronousTestCase):
         client.protocol.dataReceived(header + b"y" * 500)
         self.assertEqual(client.protocol.frame_data, [])
         client.protocol.dataReceived(b"y" * 500)
-        self.assertEqual(context.hub.stats.oversizedFrameDisconnects, 1)
+        self.assertEqual(context.hub.stats.disconnects[Reason.OVERSIZED_FRAME], 1)
         self.assertEqual(context.hub.history.nextSequence, 2)
         self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "oversized_frame", "code": 4})
         close = [payload for opcode, payload in client.frames() if opcode == 8]
@@ -236,7 +237,7 @@ class WebSocketTests(SynchronousTestCase):
         """
         context = webContext()
         client = _Client(context)
-        client.protocol.close()
+        client.protocol.session.close()
         self.assertEqual(controls(client.frames())[-1]["reason"], "shutdown")
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4011).to_bytes(2, "big"))
@@ -248,12 +249,12 @@ class WebSocketTests(SynchronousTestCase):
         """
         context = webContext()
         client = _Client(context)
-        cursor = client.protocol.cursor
+        cursor = client.protocol.session.cursor
         assert cursor is not None
         cursor.pauseProducing()
         context.hub.publish([b"one", b"two"])
         context.hub.publish([b"three"])
-        client.protocol.close()
+        client.protocol.session.close()
         self.assertEqual(client.messages(), [])
         self.assertNotIn(8, [opcode for opcode, _ in client.frames()])
         cursor.resumeProducing()

@@ -16,7 +16,8 @@ from twisted.internet.testing import StringTransport
 
 from streamd.auth import AccessPolicy, TokenFile
 from streamd.hub import FlowControl, Hub
-from streamd.server import Connections, ServerConfig
+from streamd.server import ServerConfig
+from streamd.session import Connections
 from streamd.stats import Stats
 from streamd.web.context import WebContext
 
@@ -47,7 +48,9 @@ def webContext(
     """
     clock = Clock()
     hub = Hub(Stats(), clock, flow or FlowControl())
-    return WebContext(hub, clock, config or ServerConfig(), Connections(), EPOCH, "tcp:0", publicMetrics)
+    hub.history.epoch = bytes.fromhex(EPOCH)
+    config = config or ServerConfig()
+    return WebContext(hub, clock, config, Connections(config.maxPartialBytes, clock), "tcp:0", publicMetrics)
 
 
 def tokenConfig(case: Any, token: str = "sesame") -> ServerConfig:

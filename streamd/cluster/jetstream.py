@@ -107,7 +107,6 @@ class JetStreamLink(ClusterLink):
         self._connectedEvent: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         # Called with the cluster's epoch when this node takes it.
-        self.epochHooks: list[Callable[[bytes], None]] = []
 
     # The reactor's thread.
 
@@ -175,8 +174,6 @@ class JetStreamLink(ClusterLink):
         history = self.hub.history
         if history.epoch != epoch:
             history.adoptEpoch(epoch)
-            for hook in self.epochHooks:
-                hook(epoch)
         self._onServer(url)
         self.log.info(
             "cluster: on NATS at {url}, JetStream stream {stream} (epoch {epoch}):"

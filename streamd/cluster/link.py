@@ -172,6 +172,12 @@ class ClusterLink(Service):
         loop.submit(self._close(lambda: loop.callInReactor(done.callback, None)))
         return done.addCallback(lambda _: loop.stop())
 
+    def published(self, entry: Entry) -> None:
+        """
+        A batch from NATS is in the log: nobody to tell (L{send} leaves it
+        out by its serial).
+        """
+
     def send(self, entry: Entry) -> None:
         """
         The hub's outbound hook: queue a batch published here for NATS,

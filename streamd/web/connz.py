@@ -9,16 +9,14 @@ C{?limit=} how many (default L{DEFAULT_LIMIT}).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from streamd.session import Session
 from streamd.web.context import WebContext
 from streamd.web.guard import refused
-from streamd.web.metrics import connectionKind
 
 DEFAULT_LIMIT = 100
 
@@ -29,39 +27,30 @@ _ASCENDING = ("since", "peer")
 class ConnzResource(Resource):
     """
     C{/connz}.
-
-    @param listenerOf: the C{--listen}/C{--http} description a connection
-        came through.
     """
 
     isLeaf = True
 
-    def __init__(self, context: WebContext, listenerOf: Callable[[Any], str]) -> None:
+    def __init__(self, context: WebContext) -> None:
         super().__init__()
         self.context = context
-        self.listenerOf = listenerOf
 
-    def row(self, connection: Any) -> dict[str, Any]:
+    def row(self, session: Session) -> dict[str, Any]:
         """
         One connection's figures.
         """
-        cursor = connection.cursor
-        hub = self.context.hub
-        live = cursor is not None and cursor.live
-        drained = cursor.lastDrain if cursor is not None else None
-        keepingUp = live or (drained is not None and drained >= hub.clock.seconds() - hub.flow.stallTimeout)
-        kind = connectionKind(connection)
+        cursor = session.cursor
         return {
-            "peer": connection.peer,
-            "listener": self.listenerOf(connection),
-            "protocol": connection.framing.name if kind == "tcp" else kind,
-            "since": connection.since,
-            "messages_in": connection.messagesIn,
-            "bytes_in": connection.bytesIn,
-            "messages_out": connection.messagesOut,
-            "bytes_out": cursor.written if cursor is not None else 0,
+            "peer": session.peer,
+            "listener": session.context.listener,
+            "protocol": session.adapter.protocol,
+            "since": session.since,
+            "messages_in": session.messagesIn,
+            "bytes_in": session.bytesIn,
+            "messages_out": session.messagesOut,
+            "bytes_out": session.bytesOut,
             "lag": cursor.behind if cursor is not None else 0,
-            "keeping_up": keepingUp,
+            "keeping_up": cursor is not None and self.context.hub.keepsUp(cursor),
         }
 
     def render_GET(self, request: Request) -> bytes:
@@ -80,7 +69,7 @@ class ConnzResource(Resource):
             "now": self.context.clock.seconds(),
             "epoch": self.context.epoch,
             "total": len(rows),
-            "stats": asdict(self.context.hub.stats),
+            "stats": self.context.hub.stats.figures(),
             "connections": rows[: int(limit)],
         }
         request.setHeader("Content-Type", "application/json")

@@ -1,116 +1,60 @@
 """
-What every HTTP subscriber of one C{--http} listener shares: the hub, the
-rules, the daemon's set of connections, and the stream's epoch.
+What the HTTP side of one C{--http} listener shares, and what its two
+transports (WebSocket, SSE) read from a request the same way: the token,
+the page's origin, where the stream should start, and how a refusal before
+the stream is answered.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
-from streamd.auth import Access
 from streamd.hub import Hub
 from streamd.reasons import Reason
-from streamd.server import Connections, ServerConfig
+from streamd.resume import Gap, GapReason, Start, StartRequest
+from streamd.session import Connections, SessionContext
 
-log = Logger()
+HTTP_STATUS = {
+    Reason.AUTH_FAILED: 401,
+    Reason.ORIGIN: 403,
+    Reason.BAD_REQUEST: 400,
+    Reason.MAX_CLIENTS: 503,
+}
+"""
+The HTTP status of a refusal before the stream starts, by reason; any other
+reason is a 503.
+"""
 
 
-@dataclass
-class WebContext:
+class WebContext(SessionContext):
     """
     The daemon as the HTTP side sees it.
 
-    @ivar listener: the C{--http} endpoint description, shown in C{/connz}.
-    @ivar epoch: names this run's history; with a sequence number it says
-        where a subscriber is, across reconnections (not across restarts).
     @ivar publicMetrics: whether C{/metrics} and C{/connz} answer without the
         token (C{--http-public-metrics}).
     """
 
-    hub: Hub
-    clock: IReactorTime
-    config: ServerConfig
-    connections: Connections
-    epoch: str
-    listener: str = "http"
-    publicMetrics: bool = False
+    def __init__(
+        self,
+        hub: Hub,
+        clock: IReactorTime,
+        config: Any,
+        connections: Connections,
+        listener: str = "http",
+        publicMetrics: bool = False,
+    ) -> None:
+        super().__init__(hub, clock, config, connections, listener)
+        self.publicMetrics = publicMetrics
 
-    def full(self, peer: str) -> bool:
+    @property
+    def epoch(self) -> str:
         """
-        Whether the daemon has C{--max-clients} connections already; if so
-        the refusal is counted and logged, as for a TCP client.
+        The history's epoch, as seq clients get it, in hex for URLs and ids.
         """
-        if len(self.connections) < self.config.maxClients:
-            return False
-        self.hub.stats.connectionsRefused += 1
-        log.warn(
-            "refusing {peer}: {n} clients connected, the --max-clients limit",
-            peer=peer,
-            n=len(self.connections),
-        )
-        return True
-
-    def tooSlow(self, peer: str, reason: Reason, behind: int) -> None:
-        """
-        Log and count the cut of a client the hub found too slow.
-        """
-        log.warn(
-            "{peer} is too slow: {behind} bytes behind ({reason}); disconnecting",
-            peer=peer,
-            behind=behind,
-            reason=reason.label,
-        )
-        self.hub.stats.slowConsumerDisconnects += 1
-
-    def connected(self, connection: Any) -> None:
-        """
-        Count C{connection} among the daemon's connections.
-        """
-        connection.since = self.clock.seconds()
-        self.connections.add(connection)
-        stats = self.hub.stats
-        stats.connections = len(self.connections)
-        stats.connectionsTotal += 1
-        log.info(
-            "{kind} client {peer} connected ({n} connected)",
-            kind=connection.kind,
-            peer=connection.peer,
-            n=len(self.connections),
-        )
-
-    def disconnected(self, connection: Any) -> None:
-        """
-        C{connection} is gone.
-        """
-        self.connections.discard(connection)
-        self.hub.stats.connections = len(self.connections)
-        log.info(
-            "{kind} client {peer} disconnected: {messagesIn} messages in, {messagesOut} out",
-            kind=connection.kind,
-            peer=connection.peer,
-            messagesIn=connection.messagesIn,
-            messagesOut=connection.messagesOut,
-        )
-        self.connections.settle()
-
-    def accessFor(self, token: bytes | None) -> Access:
-        """
-        What a client that presented C{token} (or none) may do.
-        """
-        policy = self.config.access
-        if token is None or not policy.expectsToken:
-            return policy.initialAccess()
-        return max(policy.initialAccess(), policy.accessFor(token))
-
-    def tokenAccepted(self, token: bytes | None) -> bool:
-        """
-        Whether C{token} may read the stream and the daemon's figures.
-        """
-        return self.accessFor(token) is not Access.NONE
+        return self.hub.history.epoch.hex()
 
 
 def bearerToken(header: bytes | str | None) -> bytes | None:
@@ -126,3 +70,48 @@ def bearerToken(header: bytes | str | None) -> bytes | None:
     if scheme.lower() != b"bearer" or not token.strip():
         return None
     return token.strip()
+
+
+class BadPosition(ValueError):
+    """
+    A request's resume parameters do not parse: its str says why.
+    """
+
+
+_HEX_EPOCH = re.compile(r"[0-9a-fA-F]{16}")
+
+
+def startRequest(last: str | None, epoch: str | None) -> StartRequest:
+    """
+    Where a client that said C{?last=SEQ&epoch=EPOCH} (or
+    C{Last-Event-ID: EPOCH-SEQ}) asks to start: after message C{last} of
+    C{epoch}, or at the head when it says neither.
+
+    @raise BadPosition: for one without the other, a number that is not
+        one, or an epoch that is not 16 hex digits.
+    """
+    if last is None and epoch is None:
+        return StartRequest()
+    if last is None or epoch is None:
+        raise BadPosition("a resume without both last=SEQ and epoch=EPOCH")
+    if not last.isdigit():
+        raise BadPosition(f"last={last!r}, which is not a sequence number")
+    if not _HEX_EPOCH.fullmatch(epoch):
+        raise BadPosition(f"epoch={epoch!r}, which is not 16 hex digits")
+    return StartRequest(Start.RESUME, bytes.fromhex(epoch), int(last))
+
+
+def parseEventId(eventId: str) -> tuple[str | None, str | None]:
+    """
+    The epoch and the sequence number of a Server-Sent Events id,
+    C{EPOCH-SEQ}.
+    """
+    epoch, _, last = eventId.strip().rpartition("-")
+    return (epoch or None), (last or None)
+
+
+def gapMessage(gap: Gap) -> dict[str, Any]:
+    """
+    C{gap} as the web's C{gap} message (WebSocket and SSE alike).
+    """
+    return {"first": gap.first, "last": gap.last, "reason": GapReason(gap.reason).label}

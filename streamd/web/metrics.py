@@ -24,25 +24,6 @@ KINDS = ("tcp", "websocket", "sse")
 The kinds of listener a connection can come through.
 """
 
-_DISCONNECTS = (
-    # Stats counters by the reason they stand for; slow consumers are
-    # counted once whichever rule cut them.
-    ("slow_consumer", "slowConsumerDisconnects"),
-    (Reason.OVERSIZED_FRAME.label, "oversizedFrameDisconnects"),
-    (Reason.BAD_FRAME.label, "badFrameDisconnects"),
-    (Reason.IDLE.label, "idleDisconnects"),
-    (Reason.AUTH_FAILED.label, "authFailures"),
-    (Reason.READ_ONLY.label, "rejectedPublishers"),
-    (Reason.MAX_CLIENTS.label, "connectionsRefused"),
-)
-
-
-def connectionKind(connection: Any) -> str:
-    """
-    The kind of listener C{connection} came through.
-    """
-    return getattr(connection, "kind", "tcp")
-
 
 class StreamdCollector:
     """
@@ -60,7 +41,7 @@ class StreamdCollector:
         stats = hub.stats
         history = hub.history
 
-        kinds = Counter(connectionKind(c) for c in context.connections)
+        kinds = Counter(session.adapter.kind for session in context.connections)
         connections = GaugeMetricFamily(
             "streamd_connections", "Open connections by listener kind.", labels=["kind"]
         )
@@ -78,10 +59,12 @@ class StreamdCollector:
         ):
             yield CounterMetricFamily(name, help, value=value)
         disconnects = CounterMetricFamily(
-            "streamd_disconnects", "Connections the daemon closed or refused, by reason.", labels=["reason"]
+            "streamd_disconnects",
+            "Connections the daemon closed or refused, and requests it refused, by reason.",
+            labels=["reason"],
         )
-        for label, field in _DISCONNECTS:
-            disconnects.add_metric([label], getattr(stats, field))
+        for reason in Reason:
+            disconnects.add_metric([reason.label], stats.disconnects[reason])
         yield disconnects
 
         yield GaugeMetricFamily("streamd_history_bytes", "Bytes the history holds.", value=history.size)

@@ -35,7 +35,6 @@ STATIC = os.path.join(os.path.dirname(__file__), "static")
 def makeSite(
     context: WebContext,
     listeners: Callable[[], Sequence[Any]] = tuple,
-    listenerOf: Callable[[Any], str] | None = None,
     sources: Iterable[Any] = (),
     cluster: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> Site:
@@ -43,25 +42,15 @@ def makeSite(
     The site of one C{--http} listener.
 
     @param listeners: every listener service of the daemon, for C{/healthz}.
-    @param listenerOf: the listener description of a TCP connection, for
-        C{/connz}; HTTP connections name C{context.listener}.
     """
     root = File(STATIC)
     root.putChild(b"ws", WebSocketResource(StreamWebSocketFactory(context)))
     root.putChild(b"events", EventsResource(context))
     root.putChild(b"metrics", MetricsResource(context, sources))
-    root.putChild(b"connz", ConnzResource(context, _listenerNames(context, listenerOf)))
+    root.putChild(b"connz", ConnzResource(context))
     root.putChild(b"healthz", HealthResource(context.clock, listeners, cluster))
     site = Site(root)
     site.noisy = False
     site.displayTracebacks = False
     return site
 
-
-def _listenerNames(context: WebContext, tcp: Callable[[Any], str] | None) -> Callable[[Any], str]:
-    def listenerOf(connection: Any) -> str:
-        if getattr(connection, "kind", "tcp") != "tcp":
-            return context.listener
-        return tcp(connection) if tcp is not None else "tcp"
-
-    return listenerOf

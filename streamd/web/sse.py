@@ -7,11 +7,11 @@ message is its C{data:} lines (split at line feeds), a message that is not
 UTF-8 text, or holds a carriage return, is a C{binary} event whose data is
 its base64.  The daemon's own events are named: C{hello} (JSON: C{epoch},
 C{next}, the first sequence number to come), C{gap} (JSON: C{first},
-C{last}, messages missed that left the history) and C{bye} (JSON:
-C{reason}, C{code}) before it closes the stream.  A comment,
-C{: keepalive}, comes every L{KEEPALIVE} seconds.  A reconnecting
-C{EventSource} sends C{Last-Event-ID}, and the stream resumes after it; a
-client without one may say C{?last=SEQ&epoch=EPOCH}.
+C{last}, C{reason}: messages it will not get) and C{bye} (JSON: C{reason},
+C{code}) before it closes the stream.  The heartbeat is a comment,
+C{: keepalive}, after C{--heartbeat} seconds without an event.  A
+reconnecting C{EventSource} sends C{Last-Event-ID}, and the stream resumes
+after it; a client without one may say C{?last=SEQ&epoch=EPOCH}.
 
 Every subscriber is a L{Cursor} writing through its request, so the events
 of a history entry are made once for all of them, and flow control and the
@@ -25,22 +25,32 @@ from base64 import b64encode
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
-from streamd.auth import Access
+from streamd.auth import Access, originAllowed
 from streamd.cursor import Cursor
 from streamd.framing import Framing, Payload
+from streamd.history import History
 from streamd.protocol import addressName
 from streamd.reasons import Reason
-from streamd.web.context import WebContext, bearerToken
-from streamd.web.resume import catchUp, parseEventId, parsePosition, subscribe
+from streamd.resume import Gap, StartPoint
+from streamd.session import ISessionAdapter, Session
+from streamd.tcpinfo import bytesAcked
+from streamd.web.context import (
+    HTTP_STATUS,
+    BadPosition,
+    WebContext,
+    bearerToken,
+    gapMessage,
+    parseEventId,
+    startRequest,
+)
 
-KEEPALIVE = 15.0
+KEEPALIVE = b": keepalive\n\n"
 """
-Seconds between two C{: keepalive} comments.
+The heartbeat: a comment, which a browser ignores and a proxy sees.
 """
 
 RETRY_MS = 1000
@@ -73,19 +83,20 @@ def namedEvent(name: str, message: dict[str, Any]) -> bytes:
 
 class EventFraming(Framing):
     """
-    Stream messages as events with ids of one epoch, for a L{Cursor}: the
-    history makes an entry's events once for every SSE subscriber.
+    Stream messages as events with ids of the history's epoch, for a
+    L{Cursor}: the history makes an entry's events once for every SSE
+    subscriber.
     """
 
     name = "sse"
     headerSize = 0
     maxLength = 2**63 - 1
 
-    def __init__(self, epoch: str) -> None:
-        self.epoch = epoch
+    def __init__(self, history: History) -> None:
+        self.history = history
 
     def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
-        epoch = self.epoch
+        epoch = self.history.epoch.hex()
         return b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
 
 
@@ -115,79 +126,69 @@ class _RequestTransport:
             transport.abortConnection()
 
 
+@implementer(ISessionAdapter)
 class EventStream:
     """
-    One SSE client.
+    One SSE client: the adapter of its L{Session} to one request.
+
+    @ivar refusal: the body of the HTTP error that answers the request
+        instead of the stream, once its session refused it.
     """
 
-    log = Logger()
     kind = "sse"
-    messagesIn = 0
-    bytesIn = 0
-    since = 0.0
+    protocol = "sse"
+    ping = KEEPALIVE
+    pingAnswered = False
+    refusal: bytes | None = None
 
-    def __init__(self, resource: EventsResource, request: Request, peer: str) -> None:
-        self.resource = resource
-        self.context = resource.context
+    def __init__(self, context: WebContext, request: Request, peer: str) -> None:
+        self.context = context
+        self.request = request
         self.peer = peer
-        self._transport = _RequestTransport(request)
-        self.cursor = Cursor(self._transport, self.context.hub, resource.framing, self)
-        self._open = True
+        self.transport = _RequestTransport(request)
+        self.session = Session(context, self)
         request.notifyFinish().addBoth(self._finished)
 
-    @property
-    def messagesOut(self) -> int:
-        return self.cursor.messages
+    def activity(self) -> tuple[int, int]:
+        channel: Any = self.request.channel
+        acked = bytesAcked(channel.transport) if channel is not None else None
+        return (0, self.session.bytesOut if acked is None else acked)
 
-    @property
-    def bytesOut(self) -> int:
-        return self.cursor.written
-
-    def start(self, after: int | None) -> None:
-        """
-        Subscribe, greet, and send what the client is behind by.
-        """
-        context = self.context
-        context.connected(self)
-        start = subscribe(self.cursor, after)
+    def greeting(self, point: StartPoint) -> bytes:
         greeting = b"retry: %d\n\n" % RETRY_MS
-        if start.gap is not None:
-            greeting += namedEvent("gap", {"first": start.gap[0], "last": start.gap[1]})
-        greeting += namedEvent("hello", {"epoch": context.epoch, "next": start.next})
-        catchUp(self.cursor, start, greeting)
+        if point.gap is not None:
+            greeting += namedEvent("gap", gapMessage(point.gap))
+        return greeting + namedEvent("hello", {"epoch": self.context.epoch, "next": point.next})
 
-    def keepalive(self) -> None:
-        """
-        Send the keepalive comment, after what the client is behind by.
-        """
-        self.cursor.sendPrivate(b": keepalive\n\n")
+    def gapNotice(self, gap: Gap) -> bytes:
+        return namedEvent("gap", gapMessage(gap))
 
-    def slowConsumer(self, reason: Reason, behind: int) -> None:
-        """
-        The hub cuts this client, by the same rules as a TCP one.
-        """
-        self.context.tooSlow(self.peer, reason, behind)
-        self.abort()
+    def ownNotice(self, first: int, last: int) -> None:
+        return None
 
-    def close(self) -> None:
+    def goodbye(self, reason: Reason) -> bool:
         """
-        Send what the client is behind by, then end the response.
+        Before the stream: an HTTP error.  After: a C{bye} event after the
+        events begun, then the end of the response.
         """
-        self.cursor.close()
+        cursor = self.session.cursor
+        if cursor is None:
+            request = self.request
+            request.setResponseCode(HTTP_STATUS.get(reason, 503))
+            request.setHeader("Content-Type", "text/plain; charset=utf-8")
+            if reason is Reason.AUTH_FAILED:
+                request.setHeader("WWW-Authenticate", "Bearer")
+            self.refusal = reason.summary.encode() + b"\n"
+            return True
+        cursor.sendFinal(namedEvent("bye", {"reason": reason.label, "code": reason.value}))
+        return True
 
     def abort(self) -> None:
-        """
-        Close the connection now.
-        """
-        self.cursor.abandon()
-        self._transport.abortConnection()
+        self.transport.abortConnection()
 
     def _finished(self, result: object) -> None:
-        self.cursor.abandon()
-        if self._open:
-            self._open = False
-            self.resource.streamEnded(self)
-            self.context.disconnected(self)
+        why = getattr(result, "getErrorMessage", lambda: "the response ended")()
+        self.session.lost(why)
 
 
 class EventsResource(Resource):
@@ -200,52 +201,50 @@ class EventsResource(Resource):
     def __init__(self, context: WebContext) -> None:
         super().__init__()
         self.context = context
-        self.framing = EventFraming(context.epoch)
-        self.streams: set[EventStream] = set()
-        self._keepalive = LoopingCall(self._sendKeepalives)
-        self._keepalive.clock = context.clock
+        self.framing = EventFraming(context.hub.history)
 
     def render_GET(self, request: Request) -> Any:
         context = self.context
-        peer = addressName(request.getClientAddress())
-        if context.full(peer):
-            request.setResponseCode(503)
-            return b"too many clients\n"
-        token = bearerToken(request.getHeader("authorization"))
-        if token is None:
-            query = request.args.get(b"token")
-            token = query[0] if query else None
-        if context.accessFor(token) is Access.NONE:
-            context.hub.stats.authFailures += 1
-            request.setResponseCode(401)
-            request.setHeader("WWW-Authenticate", "Bearer")
-            return b"a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n"
-        epoch, last = parseEventId(request.getHeader("last-event-id"))
-        if last is None:
+        stream = EventStream(context, request, addressName(request.getClientAddress()))
+        session = stream.session
+        origin = _header(request, "origin")
+        if not session.admit() or not session.checkOrigin(origin, _header(request, "host")):
+            return stream.refusal
+        token = bearerToken(request.getHeader("authorization")) or _argument(request, b"token", raw=True)
+        if token is not None:
+            if not session.authenticate(token):
+                return stream.refusal
+        elif session.access is Access.NONE:
+            session.drop(Reason.AUTH_FAILED)
+            return stream.refusal
+        eventId = request.getHeader("last-event-id")
+        if eventId:
+            epoch, last = parseEventId(eventId)
+        else:
             epoch, last = _argument(request, b"epoch"), _argument(request, b"last")
+        try:
+            where = startRequest(last, epoch)
+        except BadPosition as e:
+            session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
+            return stream.refusal
         request.setHeader("Content-Type", "text/event-stream; charset=utf-8")
         request.setHeader("Cache-Control", "no-cache")
         request.setHeader("X-Accel-Buffering", "no")
-        stream = EventStream(self, request, peer)
-        self.streams.add(stream)
-        if not self._keepalive.running:
-            self._keepalive.start(KEEPALIVE, now=False)
-        stream.start(parsePosition(last, epoch, context.epoch))
+        if origin is not None and originAllowed(origin, None, context.config.httpOrigins):
+            request.setHeader("Access-Control-Allow-Origin", origin)
+            request.setHeader("Vary", "Origin")
+        session.attach(Cursor(stream.transport, context.hub, self.framing, session))
+        session.start(where)
         return NOT_DONE_YET
 
-    def _sendKeepalives(self) -> None:
-        for stream in list(self.streams):
-            stream.keepalive()
 
-    def streamEnded(self, stream: EventStream) -> None:
-        """
-        C{stream}'s request is over.
-        """
-        self.streams.discard(stream)
-        if not self.streams and self._keepalive.running:
-            self._keepalive.stop()
+def _header(request: Request, name: str) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def _argument(request: Request, name: bytes) -> str | None:
+def _argument(request: Request, name: bytes, raw: bool = False) -> Any:
     values = request.args.get(name)
-    return values[0].decode("ascii", "replace") if values else None
+    if not values:
+        return None
+    return values[0] if raw else values[0].decode("ascii", "replace")

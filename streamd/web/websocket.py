@@ -33,24 +33,26 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from zope.interface import implementer
 
-from streamd.auth import Access
 from streamd.cursor import Cursor
 from streamd.framing import Framing, Payload
 from streamd.protocol import addressName
 from streamd.reasons import Reason
-from streamd.web.context import WebContext, bearerToken
-from streamd.web.resume import catchUp, parsePosition, subscribe
+from streamd.resume import HEAD, Gap, StartPoint
+from streamd.session import ISessionAdapter, Session
+from streamd.tcpinfo import bytesAcked
+from streamd.web.context import HTTP_STATUS, BadPosition, WebContext, bearerToken, gapMessage, startRequest
 
 CONTROL = b"\x1e"
 """
 The first byte of every control message.
 """
 
-PING_INTERVAL = 15.0
-PING_TIMEOUT = 30.0
+PING = b"\x89\x00"
+"""
+An unmasked ping frame with no payload: the heartbeat.
+"""
 
 SHUTDOWN_CLOSE_TIMEOUT = 60.0
 """
@@ -125,183 +127,125 @@ def _parameter(params: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
+@implementer(ISessionAdapter)
 class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     """
-    One WebSocket client: gets the stream, and publishes what it sends
-    under the same rules as a TCP client.
+    One WebSocket client: gets the stream, and publishes what it sends,
+    under its L{Session}'s rules.
     """
 
-    log = Logger()
     kind = "websocket"
+    protocol = "websocket"
+    ping = PING
+    pingAnswered = True
     factory: StreamWebSocketFactory
     transport: Any
     peer = ""
-    cursor: Cursor | None = None
-    access = Access.NONE
-    messagesIn = 0
-    bytesIn = 0
-    since = 0.0
-    _after: int | None = None
+    session: Session | None = None
+    bytesReceived = 0
     _awaitingToken = False
-    _counted = False
-    _published = False
-    _authCall: IDelayedCall | None = None
-
-    @property
-    def messagesOut(self) -> int:
-        return self.cursor.messages if self.cursor is not None else 0
-
-    @property
-    def bytesOut(self) -> int:
-        return self.cursor.written if self.cursor is not None else 0
+    _opened = False
+    _refusal: Reason | None = None
+    _request = HEAD
 
     def connectionMade(self) -> None:
         super().connectionMade()
         # As TCP clients are named in the log and /connz (autobahn's says "tcp4:").
         self.peer = addressName(self.transport.getPeer())
 
+    def dataReceived(self, data: bytes) -> None:
+        self.bytesReceived += len(data)
+        super().dataReceived(data)
+
     def onConnect(self, request: Any) -> None:
         context = self.factory.context
-        if context.full(self.peer):
-            raise ConnectionDeny(503, "too many clients")
-        token = bearerToken(request.headers.get("authorization"))
-        self.access = context.accessFor(token)
-        if token is not None and self.access is Access.NONE:
-            context.hub.stats.authFailures += 1
-            self.log.warn("{peer} sent a wrong token; refused", peer=self.peer)
-            raise ConnectionDeny(401, "wrong token")
-        self._awaitingToken = token is None and context.config.access.expectsToken
-        params = request.params
-        self._after = parsePosition(_parameter(params, "last"), _parameter(params, "epoch"), context.epoch)
+        self.session = session = Session(context, self)
+        headers = request.headers
+        if session.admit() and session.checkOrigin(headers.get("origin"), headers.get("host")):
+            token = bearerToken(headers.get("authorization"))
+            if token is not None:
+                session.authenticate(token)
+            self._awaitingToken = token is None and context.config.access.expectsToken
+        if self._refusal is None:
+            params = request.params
+            try:
+                self._request = startRequest(_parameter(params, "last"), _parameter(params, "epoch"))
+            except BadPosition as e:
+                session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
+        if self._refusal is not None:
+            raise ConnectionDeny(HTTP_STATUS.get(self._refusal, 503), self._refusal.summary)
 
     def onOpen(self) -> None:
-        context = self.factory.context
+        session = self.session
+        assert session is not None
+        self._opened = True
         # twisted.web's HTTP channel was the connection's producer until the
-        # upgrade (C{producer} on TCP, C{_producer} on TLS); the cursor is now.
-        transport = self.transport
-        if (
-            getattr(transport, "producer", None) is not None
-            or getattr(transport, "_producer", None) is not None
-        ):
-            transport.unregisterProducer()
-        self.cursor = Cursor(self.transport, context.hub, WEBSOCKET, self)
-        context.connected(self)
-        self._counted = True
-        if self.access is Access.NONE:
-            self._authCall = context.clock.callLater(context.config.authTimeout, self._authTimedOut)
-        else:
-            self._start()
-
-    def _start(self) -> None:
-        cursor = self.cursor
-        assert cursor is not None
-        start = subscribe(cursor, self._after)
-        greeting = b""
-        if start.gap is not None:
-            greeting += control({"type": "gap", "first": start.gap[0], "last": start.gap[1]})
-        greeting += control({"type": "hello", "epoch": self.factory.context.epoch, "next": start.next})
-        catchUp(cursor, start, greeting)
-
-    def _control(self, message: dict[str, Any]) -> None:
-        data = control(message)
-        cursor = self.cursor
-        if cursor is not None and not cursor.closed:
-            cursor.sendPrivate(data)
-        else:
-            self.transport.write(data)  # refused: no cursor (or closed), nothing else writes
+        # upgrade; the cursor is now.
+        self.transport.unregisterProducer()
+        session.attach(Cursor(self.transport, self.factory.context.hub, WEBSOCKET, session))
+        session.start(self._request)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        assert session is not None
         if self._awaitingToken:
-            self._authenticate(payload)
-            return
-        if self.access is not Access.PUBLISH:
-            self.log.warn("{peer} is read-only but sent a message; rejected, disconnecting", peer=self.peer)
-            self.factory.context.hub.stats.rejectedPublishers += 1
-            self._refuse(Reason.READ_ONLY)
-            return
-        hub = self.factory.context.hub
-        if not self._published:
-            self._published = True
-            hub.addPublisher(self.transport, waits=False)
-        hub.publish([payload], sender=self.cursor)
-        self.messagesIn += 1
-        self.bytesIn += len(payload)
+            self._awaitingToken = False
+            session.authenticate(payload)
+        else:
+            session.publish([payload])
 
-    def _authenticate(self, token: bytes) -> None:
-        """
-        Take the client's first message as its token.
-        """
-        self._awaitingToken = False
-        if self._authCall is not None:
-            self._authCall.cancel()
-            self._authCall = None
-        wasReading = self.access is not Access.NONE
-        self.access = max(self.access, self.factory.context.accessFor(token))
-        if self.access is Access.NONE or (wasReading and self.access is Access.READ):
-            self.log.warn("{peer} sent a wrong token; disconnecting", peer=self.peer)
-            self.factory.context.hub.stats.authFailures += 1
-            self._refuse(Reason.AUTH_FAILED)
-            return
-        self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
-        if not wasReading:
-            self._start()
+    def onPong(self, payload: bytes) -> None:
+        if self.session is not None:
+            self.session.answered()
 
-    def _authTimedOut(self) -> None:
-        self._authCall = None
-        self.log.warn("{peer} sent no token in time; disconnecting", peer=self.peer)
-        self.factory.context.hub.stats.authFailures += 1
-        self._refuse(Reason.AUTH_TIMEOUT)
+    def activity(self) -> tuple[int, int]:
+        acked = bytesAcked(self.transport)
+        session = self.session
+        return (self.bytesReceived, (session.bytesOut if session is not None else 0) if acked is None else acked)
 
-    def _refuse(self, reason: Reason) -> None:
+    def greeting(self, point: StartPoint) -> bytes:
+        greeting = b""
+        if point.gap is not None:
+            greeting += control({"type": "gap", **gapMessage(point.gap)})
+        return greeting + control({"type": "hello", "epoch": self.factory.context.epoch, "next": point.next})
+
+    def gapNotice(self, gap: Gap) -> bytes:
+        return control({"type": "gap", **gapMessage(gap)})
+
+    def ownNotice(self, first: int, last: int) -> bytes:
+        return control({"type": "own", "first": first, "last": last})
+
+    def goodbye(self, reason: Reason) -> bool:
         """
-        Say why, then close with code 4000 + the reason's code (autobahn
-        sends only 1000 and the application codes).
+        Before the handshake is answered: refuse it with an HTTP status.
+        After: say why, then close with code 4000 + the reason's code
+        (autobahn sends only 1000 and the application codes).
         """
-        if self.cursor is not None:
-            self.cursor.abandon()
-        self._control({"type": "bye", "reason": reason.label, "code": reason.value})
-        self.sendClose(4000 + reason.value, reason.label)
+        if not self._opened:
+            self._refusal = reason
+            return True
+        if reason is Reason.SHUTDOWN:
+            self.closeHandshakeTimeout = SHUTDOWN_CLOSE_TIMEOUT
+        assert self.session is not None and self.session.cursor is not None
+        self.session.cursor.sendFinal(
+            control({"type": "bye", "reason": reason.label, "code": reason.value}),
+            lambda: self.sendClose(4000 + reason.value, reason.label),
+        )
+        return True
 
     def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:
         """
         The client announced a message or frame over C{--max-message-size}:
-        count it as a TCP client's oversized frame is, say why, and close.
+        its session drops it as a TCP client's oversized frame.
 
         autobahn's own handling of this hook (a plain 1009 close, or a drop)
         counted nothing; C{tests/test_web_websocket.py} fails if autobahn
         stops calling it.
         """
-        self.log.warn(
-            "{peer} sent a {size}-byte WebSocket message, over the {limit}-byte limit; disconnecting",
-            peer=self.peer,
-            size=size,
-            limit=limit,
-        )
-        self.factory.context.hub.stats.oversizedFrameDisconnects += 1
         # autobahn then ignores the rest of the message instead of holding it.
         self.failedByMe = True
-        self._refuse(Reason.OVERSIZED_FRAME)
-
-    def slowConsumer(self, reason: Reason, behind: int) -> None:
-        """
-        The hub cuts this client, by the same rules as a TCP one.
-        """
-        self.factory.context.tooSlow(self.peer, reason, behind)
-        if self.cursor is not None:
-            self.cursor.abandon()
-        self.dropConnection(abort=True)
-
-    def close(self) -> None:
-        """
-        The daemon is stopping: send what this client is behind by, then
-        say so, and close.
-        """
-        self.closeHandshakeTimeout = SHUTDOWN_CLOSE_TIMEOUT
-        cursor = self.cursor
-        if cursor is None or cursor.closed:
-            self._refuse(Reason.SHUTDOWN)
-            return
-        cursor.close(then=lambda: self._refuse(Reason.SHUTDOWN))
+        assert self.session is not None
+        self.session.drop(Reason.OVERSIZED_FRAME, length=size, limit=limit)
 
     def abort(self) -> None:
         """
@@ -310,16 +254,8 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if self._authCall is not None and self._authCall.active():
-            self._authCall.cancel()
-        self._authCall = None
-        if self.cursor is not None:
-            self.cursor.abandon()
-        if self._published:
-            self.factory.context.hub.removePublisher(self.transport)
-        if self._counted:
-            self._counted = False
-            self.factory.context.disconnected(self)
+        if self.session is not None:
+            self.session.lost(f"close code {code}" if code is not None else "connection lost")
 
 
 class StreamWebSocketFactory(WebSocketServerFactory):  # type: ignore[misc]
@@ -333,9 +269,5 @@ class StreamWebSocketFactory(WebSocketServerFactory):  # type: ignore[misc]
         super().__init__()
         self.context = context
         size = context.config.maxMessageSize
-        self.setProtocolOptions(
-            maxMessagePayloadSize=size,
-            maxFramePayloadSize=size,
-            autoPingInterval=PING_INTERVAL,
-            autoPingTimeout=PING_TIMEOUT,
-        )
+        # The session sends the heartbeat (--heartbeat), so autobahn does not.
+        self.setProtocolOptions(maxMessagePayloadSize=size, maxFramePayloadSize=size, autoPingInterval=0)

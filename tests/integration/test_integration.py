@@ -23,6 +23,7 @@ from streamd.client import connect
 from streamd.framing import INT32
 from streamd.hub import MiB
 from streamd.listener import ListenFailed
+from streamd.reasons import Reason
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 
@@ -112,7 +113,7 @@ class InProcessTests(TestCase):
         unixClient = yield connect(reactor, f"unix:path={path}", lambda m: None)
         yield waitFor(lambda: len(service.connections) == 2)
         (server,) = [p for p in service.connections if p.peer != "unix:(client)"]
-        self.assertEqual(server.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        self.assertEqual(server.adapter.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
         self.assertEqual(tcpClient.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
         self.assertEqual([e for e in events if e.get("log_level") == LogLevel.error or "log_failure" in e], [])
         for client in (tcpClient, unixClient):
@@ -157,7 +158,7 @@ class InProcessTests(TestCase):
         self.assertTrue(closed)
         service.hub.publish([b"still streaming"])
         self.assertEqual((yield heard.enough), [b"still streaming"])
-        self.assertEqual(service.stats.oversizedFrameDisconnects, 1)
+        self.assertEqual(service.stats.disconnects[Reason.OVERSIZED_FRAME], 1)
         good.transport.loseConnection()
         yield good.finished
         yield service.stopService()

@@ -20,6 +20,7 @@ from twisted.trial.unittest import TestCase
 
 from streamd.client import StreamClientProtocol, connect
 from streamd.framing import INT32
+from streamd.reasons import Reason
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 from streamd.tls import clientTLS, handshakeFailure
@@ -169,7 +170,7 @@ class TLSConnectionTests(_TLSDaemonMixin, TestCase):
                 return True
 
         yield waitFor(closedByServer)
-        self.assertEqual(service.stats.connectionsRefused, 1)
+        self.assertEqual(service.stats.disconnects[Reason.MAX_CLIENTS], 1)
         self.assertTrue(first.transport.connected)
 
     @defer.inlineCallbacks

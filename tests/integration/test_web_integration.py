@@ -21,6 +21,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
+from streamd.reasons import Reason
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
 from tests.support import startDaemon, waitFor
@@ -211,7 +212,8 @@ class OpenTests(_Mixin, TestCase):
         self.assertEqual(samples[("streamd_connections", (("kind", "websocket"),))], 1)
         self.assertEqual(samples[("streamd_deliveries_total", ())], 2)
         self.assertEqual(samples[("streamd_history_newest_sequence", ())], 2)
-        self.assertIn(("streamd_disconnects_total", (("reason", "slow_consumer"),)), samples)
+        for reason in Reason:
+            self.assertIn(("streamd_disconnects_total", (("reason", reason.label),)), samples)
 
     @inlineCallbacks
     def test_connz(self) -> None:

@@ -114,10 +114,10 @@ class SeqBatchWalkerTests(_WalkerMixin, SynchronousTestCase):
 
     def test_announcesV2(self) -> None:
         """
-        The bench's seq subscribers ask for the newest version, 2.
+        The bench's seq subscribers ask for the newest version, 3.
         """
         self.assertEqual(self.wire.request(True), framed(ClientHello(VERSION, 0, bytes(8), 0)))
-        self.assertEqual(VERSION, 2)
+        self.assertEqual(VERSION, 3)
 
     def test_controls(self) -> None:
         """

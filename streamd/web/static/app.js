@@ -48,10 +48,23 @@ function control(message) {
     next = message.next;
     setStatus("live", "live");
   } else if (message.type === "gap") {
-    show(null, "missed messages " + message.first + "–" + message.last + " (no longer held)", "control");
+    // Numbers the stream skips: missed, or the client's own (not sent back).
+    if (message.last >= message.first) {
+      show(null, "missed messages " + message.first + "–" + message.last + " (" + message.reason + ")", "control");
+    } else {
+      show(null, "the daemon restarted: earlier messages are lost", "control");
+    }
+    skipTo(message.last);
+  } else if (message.type === "own") {
+    skipTo(message.last);
   } else if (message.type === "bye") {
     show(null, "the daemon closed the stream: " + message.reason, "control");
   }
+}
+
+// The stream goes on after message "last", which this page will not show.
+function skipTo(last) {
+  if (next !== null && last >= next) { lastSeen = last; next = last + 1; }
 }
 
 function connect() {

@@ -1,0 +1,677 @@
+"""
+One client's session, whatever its transport: what a connection is allowed
+and owed.
+
+A L{Session} owns everything a connection's rules decide: authentication
+(tokens, and their rotation), the right to read and to publish, the limits
+(C{--max-clients}, C{--auth-timeout}, C{--idle-timeout}, heartbeats, slow
+consumers), where its stream starts and the gaps it is told of, the
+counters, and one L{Session.drop} that logs a reason once, counts it once
+and lets the transport say goodbye in its own dialect.
+
+Each transport (C{int32}/C{ascii10} and C{seq} in L{streamd.server} and
+L{streamd.seqserver}, WebSocket and SSE in L{streamd.web}) is a thin
+adapter, an L{ISessionAdapter}: it reads its wire, calls the session, and
+renders what the session says (a greeting, a gap, a goodbye) as its frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+from streamd.auth import Access, digest, originAllowed
+from streamd.cursor import Cursor
+from streamd.framing import Framing, Payload
+from streamd.history import FIRST, SENDER
+from streamd.hub import Hub
+from streamd.protocol import PartialBudget
+from streamd.reasons import Reason
+from streamd.resume import HEAD, Gap, GapReason, PositionAhead, StartPoint, StartRequest, startPosition
+from streamd.text import preview
+from streamd.throttle import LogThrottle
+
+if TYPE_CHECKING:
+    from streamd.server import ServerConfig
+
+CONNECTION_LINES = 20
+"""
+Connections, disconnections and goodbyes logged one by one in a second at
+most; past that they are counted.
+"""
+
+BYE_GRACE = 5.0
+"""
+Seconds a client has to take its goodbye before the connection is aborted.
+"""
+
+
+class ISessionAdapter(Interface):
+    """
+    What a L{Session} needs from the transport it runs on.
+    """
+
+    kind = Attribute("The kind of listener: C{tcp}, C{websocket} or C{sse} (C{/metrics}).")
+    protocol = Attribute("The wire protocol's name: C{int32}, C{ascii10}, C{seq}, C{websocket}, C{sse}.")
+    peer = Attribute("The peer's address, for the log.")
+    transport = Attribute("The connection, which the hub pauses when publishers must wait.")
+    ping = Attribute("The heartbeat frame, or C{None} for no heartbeat.")
+    pingAnswered = Attribute("Whether the client answers the heartbeat (else it only keeps a proxy awake).")
+
+    def activity() -> tuple[int, int]:
+        """
+        Bytes received so far, and bytes the peer took (acknowledged, where
+        the kernel tells; else handed to the transport).
+        """
+
+    def greeting(point: StartPoint) -> bytes:
+        """
+        What the client is told as its stream starts at C{point}: a
+        HELLO, the gap it starts after.
+        """
+
+    def gapNotice(gap: Gap) -> bytes | None:
+        """
+        C{gap} in the transport's dialect, or C{None} if it cannot say one
+        (a client that would be told is cut instead).
+        """
+
+    def ownNotice(first: int, last: int) -> bytes | None:
+        """
+        What a client that published messages C{first} to C{last} (not
+        sent back to it) is told instead, or C{None} for nothing.
+        """
+
+    def goodbye(reason: Reason) -> bool:
+        """
+        Say why in the transport's dialect (nothing, a BYE, a close code,
+        an event, an HTTP status before the stream) and close.
+
+        @return: whether the client is being told, after what it is sent
+            already: the session aborts it if it has not taken that within
+            L{BYE_GRACE} seconds.  C{False} when the connection was closed
+            at once.
+        """
+
+    def abort() -> None:
+        """
+        Close the connection now.
+        """
+
+
+class SessionState(Enum):
+    """
+    Where a session is.
+    """
+
+    AWAITING = "awaiting"
+    """
+    Connected: waiting for its token or for the client to say where its
+    stream starts.
+    """
+    STREAMING = "streaming"
+    """
+    Subscribed: sent the stream.
+    """
+    CLOSING = "closing"
+    """
+    Told why it is closed (or being sent its last messages at shutdown).
+    """
+    CLOSED = "closed"
+    """
+    The connection is gone.
+    """
+
+
+class Connections:
+    """
+    The daemon's open sessions, across all its listeners and transports,
+    and the lines about them in the log.
+
+    @ivar partial: the memory all their unfinished incoming frames hold.
+    """
+
+    log = Logger()
+
+    def __init__(self, maxPartialBytes: int, clock: IReactorTime) -> None:
+        self._open: dict[Session, None] = {}
+        self._waiting: list[Deferred[None]] = []
+        self.partial = PartialBudget(maxPartialBytes)
+        # A storm of (re)connections, as after a restart, must not wait on
+        # the log: past CONNECTION_LINES a second, lines are counted.
+        self._lines = {
+            what: LogThrottle(clock, self._summary(what), CONNECTION_LINES)
+            for what in ("connected", "disconnected", "goodbye")
+        }
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._open))
+
+    def add(self, session: Session) -> None:
+        self._open[session] = None
+
+    def discard(self, session: Session) -> None:
+        self._open.pop(session, None)
+
+    def settle(self) -> None:
+        """
+        Fire L{whenEmpty}'s Deferreds if no session is open.
+        """
+        if not self._open:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+
+    def whenEmpty(self) -> Deferred[None]:
+        """
+        Fires once no session is open.
+        """
+        if not self._open:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def mayLog(self, what: str) -> bool:
+        """
+        Whether one more line about C{what} (C{connected},
+        C{disconnected}, C{goodbye}) may be logged in this second.
+        """
+        return self._lines[what].admitOne()
+
+    def _summary(self, what: str) -> Any:
+        def report(count: int, size: int) -> None:
+            self.log.info(
+                "{count} more clients {what} in a second, not logged one by one ({n} connected)",
+                count=count,
+                what="told why they were disconnected" if what == "goodbye" else what,
+                n=len(self),
+            )
+
+        return report
+
+    def reauthorize(self) -> None:
+        """
+        The token files were read again: each session keeps only the
+        rights its token still grants.
+        """
+        for session in self:
+            session.reauthorize()
+
+    def stopLogging(self) -> None:
+        """
+        Log what the throttles held back, now (at shutdown).
+        """
+        for throttle in self._lines.values():
+            throttle.stop()
+
+
+class SessionContext:
+    """
+    What the sessions of one listener share: the hub, the clock, the rules,
+    the daemon's connections, and the listener's description.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        clock: IReactorTime,
+        config: ServerConfig,
+        connections: Connections,
+        listener: str = "",
+    ) -> None:
+        self.hub = hub
+        self.clock = clock
+        self.config = config
+        self.connections = connections
+        self.listener = listener
+
+
+class Session:
+    """
+    One client connection's rules, on any transport (see the module).
+
+    The adapter calls L{admit} when the client connects, L{attach} with the
+    transport the stream is written to, L{authenticate} with each token it
+    presents, L{start} with where it asks its stream to start (at once, for
+    a transport that numbers nothing), L{publish} with what it sends,
+    L{answered} when it answers a heartbeat, and L{lost} when the connection
+    is gone.  The hub calls L{slowConsumer}, L{streamGap} and
+    L{ownMessages} (the L{streamd.cursor.CursorOwner} of its cursor).
+
+    @ivar access: what the client may do now.
+    @ivar cursor: its place in the history, once attached.
+    """
+
+    log = Logger()
+    messagesIn = 0
+    bytesIn = 0
+    since = 0.0
+
+    def __init__(self, context: SessionContext, adapter: Any) -> None:
+        self.context = context
+        self.adapter = adapter
+        self.state = SessionState.AWAITING
+        self.access = context.config.access.initialAccess()
+        self.cursor: Cursor | None = None
+        self.reason: Reason | None = None
+        self._request: StartRequest | None = None
+        self._digest: bytes | None = None
+        self._admitted = False
+        self._published = False
+        self._unanswered = 0
+        self._throttle: LogThrottle | None = None
+        self._authCall: IDelayedCall | None = None
+        self._idleCall: IDelayedCall | None = None
+        self._pingCall: IDelayedCall | None = None
+        self._graceCall: IDelayedCall | None = None
+
+    @property
+    def peer(self) -> str:
+        return self.adapter.peer  # type: ignore[no-any-return]
+
+    @property
+    def messagesOut(self) -> int:
+        """
+        Messages handed to this client so far.
+        """
+        return self.cursor.messages if self.cursor is not None else 0
+
+    @property
+    def bytesOut(self) -> int:
+        """
+        Bytes handed to this client so far.
+        """
+        return self.cursor.written if self.cursor is not None else 0
+
+    @property
+    def open(self) -> bool:
+        """
+        Whether the session may still send and take messages.
+        """
+        return self.state is SessionState.AWAITING or self.state is SessionState.STREAMING
+
+    # The adapter's calls.
+
+    def admit(self) -> bool:
+        """
+        The client connected: count it among the daemon's connections, or
+        refuse it over C{--max-clients}; start its timers.
+
+        @return: whether it was admitted.
+        """
+        context = self.context
+        connections = context.connections
+        config = context.config
+        if len(connections) >= config.maxClients:
+            self.drop(Reason.MAX_CLIENTS, clients=len(connections))
+            return False
+        self.since = context.clock.seconds()
+        self._admitted = True
+        connections.add(self)
+        stats = context.hub.stats
+        stats.connections = len(connections)
+        stats.connectionsTotal += 1
+        if connections.mayLog("connected"):
+            self.log.info(
+                "{protocol} client {peer} connected ({n} connected)",
+                protocol=self.adapter.protocol,
+                peer=self.peer,
+                n=len(connections),
+            )
+        clock = context.clock
+        if self.access is Access.NONE:
+            self._authCall = clock.callLater(config.authTimeout, self._authTimedOut)
+        if config.idleTimeout is not None:
+            self._idleCall = clock.callLater(config.idleTimeout, self._checkIdle, self.adapter.activity())
+        return True
+
+    def attach(self, cursor: Cursor) -> None:
+        """
+        The stream is written through C{cursor} (made with this session as
+        its owner).
+        """
+        self.cursor = cursor
+
+    def authenticate(self, token: bytes) -> bool:
+        """
+        The client presented C{token}: take the rights it grants, or drop
+        the client if it grants none.
+
+        @return: whether it was accepted.
+        """
+        self._cancel("_authCall")
+        policy = self.context.config.access
+        self._digest = digest(token)
+        granted = policy.accessForDigest(self._digest)
+        if granted is Access.NONE:
+            self.drop(Reason.AUTH_FAILED)
+            return False
+        wasReading = self.access is not Access.NONE
+        self.access = max(self.access, granted)
+        self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
+        if not wasReading and self._request is not None:
+            self._stream()
+        return True
+
+    def checkOrigin(self, origin: str | None, host: str | None) -> bool:
+        """
+        The client is a web page of C{origin} (or not a page, for C{None})
+        that asked for C{host}: drop it unless that origin may connect.
+
+        @return: whether it may.
+        """
+        if originAllowed(origin, host, self.context.config.httpOrigins):
+            return True
+        assert origin is not None
+        self.drop(Reason.ORIGIN, origin=preview(origin.encode("utf-8", "replace")))
+        return False
+
+    def reauthorize(self) -> None:
+        """
+        The token files were read again: a client whose token no longer
+        grants publishing may no longer publish.  Reading is left as it is
+        (see C{docs/security.rst}).
+        """
+        if self._digest is None or self.access is not Access.PUBLISH:
+            return
+        if self.context.config.access.accessForDigest(self._digest) is not Access.PUBLISH:
+            self.access = Access.READ
+            self.log.info("{peer} may no longer publish: its token was replaced", peer=self.peer)
+
+    def start(self, request: StartRequest = HEAD) -> None:
+        """
+        The client asks its stream to start as C{request}; it starts once
+        the client may read.
+        """
+        self._request = request
+        if self.access is not Access.NONE and self.state is SessionState.AWAITING:
+            self._stream()
+
+    def publish(
+        self,
+        payloads: Sequence[Payload],
+        raw: bytes = b"",
+        framing: Framing | None = None,
+        received: int | None = None,
+        size: int | None = None,
+    ) -> None:
+        """
+        Publish C{payloads} the client sent, if it may.
+
+        @param raw: the same messages framed with C{framing} as they came,
+            to relay as they are, or nothing.
+        @param received: the bytes they came in, by default their payloads'.
+        @param size: their payloads' bytes, if the caller knows (a flood then
+            costs no work per message here).
+        """
+        if self.access is not Access.PUBLISH:
+            self.drop(Reason.READ_ONLY, count=len(payloads))
+            return
+        hub = self.context.hub
+        if not self._published:
+            self._published = True
+            hub.addPublisher(self.adapter.transport, waits=False)
+        if size is None:
+            size = sum(map(len, payloads))
+        # Send first and count after: the bookkeeping, and the few log lines
+        # a second, do not delay the stream.
+        hub.publish(payloads, raw, framing if raw else None, sender=self.cursor, received=received)
+        self.messagesIn += len(payloads)
+        self.bytesIn += size if received is None else received
+        throttle = self._throttle
+        if throttle is None:
+            throttle = self._throttle = LogThrottle(self.context.clock, self._reportUnlogged)
+        for payload in throttle.admit(payloads, size):
+            self.log.info(
+                "{peer} sent {size} bytes: {preview}", peer=self.peer, size=len(payload), preview=preview(payload)
+            )
+
+    def answered(self) -> None:
+        """
+        The client sent something: it answers the heartbeat.
+        """
+        self._unanswered = 0
+
+    def drop(self, reason: Reason, **figures: Any) -> None:
+        """
+        Close the session for C{reason}: logged once (with the C{figures}
+        its text names), counted once, and told to the client in its
+        transport's dialect; aborted if the client has not taken that within
+        L{BYE_GRACE} seconds.
+        """
+        if not self.open:
+            return
+        self.state = SessionState.CLOSING
+        self.reason = reason
+        self._stopTimers()
+        context = self.context
+        context.hub.stats.disconnects[reason] += 1
+        if reason is not Reason.SHUTDOWN and context.connections.mayLog("goodbye"):
+            self.log.warn("{peer} " + reason.template, peer=self.peer, **figures)
+        told = self.adapter.goodbye(reason)
+        if self.cursor is not None:
+            self.cursor.abandon()
+        if told and self.state is SessionState.CLOSING:
+            self._graceCall = context.clock.callLater(BYE_GRACE, self.adapter.abort)
+
+    def close(self) -> None:
+        """
+        The daemon is stopping: send what the client is behind by, then
+        say so and close.
+        """
+        if not self.open:
+            return
+        cursor = self.cursor
+        if cursor is None or cursor.closed or self.state is not SessionState.STREAMING:
+            self.drop(Reason.SHUTDOWN)
+            return
+        self._cancel("_pingCall")
+        cursor.close(then=lambda: self.drop(Reason.SHUTDOWN))
+
+    def abort(self) -> None:
+        """
+        Close the connection now, whatever it is behind by.
+        """
+        if self.cursor is not None:
+            self.cursor.abandon()
+        self.adapter.abort()
+
+    def lost(self, why: str) -> None:
+        """
+        The connection is gone, for C{why} (when the daemon did not say).
+        """
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        self._stopTimers()
+        self._cancel("_graceCall")
+        if self._throttle is not None:
+            self._throttle.stop()
+        if self.cursor is not None:
+            self.cursor.abandon()
+        context = self.context
+        if self._published:
+            context.hub.removePublisher(self.adapter.transport)
+        if not self._admitted:
+            return
+        connections = context.connections
+        connections.discard(self)
+        context.hub.stats.connections = len(connections)
+        if connections.mayLog("disconnected"):
+            self.log.info(
+                "{protocol} client {peer} disconnected: {messagesIn} messages in, {messagesOut} out ({why})",
+                protocol=self.adapter.protocol,
+                peer=self.peer,
+                messagesIn=self.messagesIn,
+                messagesOut=self.messagesOut,
+                why=self.reason.summary if self.reason is not None else why,
+            )
+        connections.settle()
+
+    # The cursor's owner.
+
+    def slowConsumer(self, reason: Reason, behind: int) -> None:
+        """
+        The hub finds this client too slow, by the rule C{reason}: a client
+        whose position left the history is told the gap and goes on from
+        the oldest message held, where its transport can say so and the
+        daemon is not told to cut it (C{--seq-evicted disconnect}); any
+        other is cut.
+        """
+        cursor = self.cursor
+        assert cursor is not None
+        flow = self.context.hub.flow
+        if reason is Reason.EVICTED:
+            history = self.context.hub.history
+            start = history.start
+            last = (history[start][FIRST] if start < history.end else history.nextSequence) - 1
+            gap = Gap(cursor.nextSequence, last, GapReason.EVICTED)
+            if self.context.config.seqGaps and self.adapter.gapNotice(gap) is not None:
+                cursor.seek(start)
+                if cursor.sendGap(gap, self.adapter.gapNotice, before=start):
+                    self.log.warn(
+                        "{peer} fell out of the --history: skipping {n} messages ({first}-{last})",
+                        peer=self.peer,
+                        n=gap.last - gap.first + 1,
+                        first=gap.first,
+                        last=gap.last,
+                    )
+                return
+            self.drop(reason, behind=behind, history=flow.history)
+        elif reason is Reason.MAX_PENDING:
+            self.drop(reason, behind=behind, limit=flow.maxBehind)
+        else:
+            self.drop(reason, behind=behind, limit=flow.softBehind, seconds=flow.softSeconds)
+
+    def streamGap(self, first: int, last: int) -> None:
+        """
+        Messages C{first} to C{last} of a cluster's stream will never reach
+        this node: tell the client, in order with the stream.
+        """
+        cursor = self.cursor
+        if self.state is SessionState.STREAMING and cursor is not None:
+            gap = Gap(first, last, GapReason.CLUSTER)
+            if self.adapter.gapNotice(gap) is not None:
+                cursor.sendGap(gap, self.adapter.gapNotice)
+
+    def ownMessages(self, first: int, last: int) -> None:
+        """
+        Messages C{first} to C{last} are the client's own, not sent back to
+        it: tell it, where its transport needs that to count.
+        """
+        notice = self.adapter.ownNotice(first, last)
+        if notice is not None and self.cursor is not None:
+            self.cursor.sendPrivate(notice)
+
+    # Inside.
+
+    def _stream(self) -> None:
+        """
+        Subscribe, and send the greeting and what the client asked for.
+        """
+        request = self._request
+        cursor = self.cursor
+        assert request is not None and cursor is not None
+        hub = self.context.hub
+        history = hub.history
+        try:
+            point = startPosition(history, request)
+        except PositionAhead as e:
+            self.drop(Reason.AHEAD, position=e.position, newest=e.newest)
+            return
+        self.state = SessionState.STREAMING
+        greeting = self.adapter.greeting(point)
+        hub.subscribe(cursor)
+        index = point.index
+        if greeting or index < history.end:
+            if point.skip:
+                entry = history[index]
+                if entry[SENDER] != cursor.serial:
+                    rest = history.payloads(entry)[point.skip :]
+                    greeting += cursor.framing.encodeEntry(rest, entry[FIRST] + point.skip)
+                    cursor.countMessages(len(rest), len(greeting))
+                index += 1
+            cursor.seek(index)
+            cursor.sendPrivate(greeting, before=index)
+            hub.cursorDrained(cursor)
+            cursor.pump()
+        if request is not HEAD:
+            self.log.info(
+                "{peer} starts at message {seq} ({start})",
+                peer=self.peer,
+                seq=point.next,
+                start=request.start.name.lower(),
+            )
+        interval = self.context.config.heartbeat
+        if interval and self.adapter.ping is not None:
+            self._pingCall = self.context.clock.callLater(interval, self._heartbeat, cursor.written)
+
+    def _heartbeat(self, before: int) -> None:
+        """
+        Send the heartbeat to a client that was sent nothing since the last
+        one; cut one that answered neither of the last two.
+        """
+        interval = self.context.config.heartbeat
+        cursor = self.cursor
+        assert interval and cursor is not None
+        if self._unanswered >= 2:
+            self._pingCall = None
+            self.drop(Reason.NO_PONG, interval=interval)
+            return
+        if cursor.written == before:
+            if self.adapter.pingAnswered:
+                self._unanswered += 1
+            cursor.sendPrivate(self.adapter.ping)
+        self._pingCall = self.context.clock.callLater(interval, self._heartbeat, cursor.written)
+
+    def _authTimedOut(self) -> None:
+        self._authCall = None
+        self.drop(Reason.AUTH_TIMEOUT, timeout=self.context.config.authTimeout)
+
+    def _checkIdle(self, before: tuple[int, int]) -> None:
+        timeout = self.context.config.idleTimeout
+        assert timeout is not None
+        now = self.adapter.activity()
+        if now != before:
+            self._idleCall = self.context.clock.callLater(timeout, self._checkIdle, now)
+            return
+        self._idleCall = None
+        self.drop(Reason.IDLE, timeout=timeout)
+
+    def _reportUnlogged(self, messages: int, size: int) -> None:
+        self.log.info(
+            "{peer} sent {messages} more messages ({size} bytes) not logged one by one",
+            peer=self.peer,
+            messages=messages,
+            size=size,
+        )
+
+    def _cancel(self, name: str) -> None:
+        call = getattr(self, name)
+        if call is not None and call.active():
+            call.cancel()
+        setattr(self, name, None)
+
+    def _stopTimers(self) -> None:
+        for name in ("_authCall", "_idleCall", "_pingCall"):
+            self._cancel(name)
+
+
+__all__ = [
+    "BYE_GRACE",
+    "Connections",
+    "ISessionAdapter",
+    "Session",
+    "SessionContext",
+    "SessionState",
+]
