@@ -3,11 +3,9 @@ prints every message once, in order, resuming after each reconnect.
 Usage: python seq_client.py HOST PORT [TOKEN]"""
 import io, random, socket, struct, sys, time  # noqa: E401
 
-
-def frames(stream):  # int32 frames: the connection's, and the messages in a BATCH
+def frames(stream):  # int32 frames, of any size: the connection's, and the messages in a BATCH
     while len(header := stream.read(4)) == 4:
-        payload = stream.read(struct.unpack(">I", header)[0])
-        if len(payload) < struct.unpack(">I", header)[0]:
+        if len(payload := stream.read(length := struct.unpack(">I", header)[0])) < length:
             return
         yield payload
 
@@ -19,7 +17,7 @@ def session(host, port, state, out, token=None):
         if token:
             send(b"\x08" + token)  # AUTH
         start = 1 if state["epoch"] is not None else 0  # RESUME, or NEWEST
-        send(struct.pack(">BBB8sQ", 1, 2, start, state["epoch"] or bytes(8), state["last"]))  # HELLO v2
+        send(struct.pack(">BBB8sQ", 1, 3, start, state["epoch"] or bytes(8), state["last"]))  # HELLO v3
         for frame in frames(sock.makefile("rb")):
             kind = frame[0]
             if kind == 1 and frame[2:10] != state["epoch"]:  # HELLO of a new epoch: old numbers mean nothing
@@ -36,9 +34,11 @@ def session(host, port, state, out, token=None):
                 state["last"] = max(state["last"], last)
             elif kind == 4:  # PING
                 send(b"\x07")  # PONG
-            elif kind == 5:  # BYE
+            elif kind == 5:  # BYE; after some codes, connecting again would be refused again
                 code = struct.unpack_from(">H", frame, 1)[0]
                 print(f"server said bye: {frame[3:].decode('utf-8', 'replace')} ({code})", file=sys.stderr)
+                if code in (4, 5, 6, 7, 8, 14, 16):
+                    raise SystemExit(1)
             # Any other type is from a newer version: ignored.
 
 

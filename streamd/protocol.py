@@ -164,6 +164,20 @@ class FramedProtocol(Int32StringReceiver):
         """
         self._frameDecoder().maxLength = limit
 
+    def limitRaised(self) -> None:
+        """
+        L{MAX_LENGTH} was raised while a read was parsed (a server's HELLO
+        said how large its messages may be): the frames that the old limit
+        stopped at are parsed again.  Call it once the frames before them
+        are handled.
+        """
+        decoder = self._decoder
+        error = decoder.error if decoder is not None else None
+        if decoder is not None and isinstance(error, FrameTooLong) and error.length <= self.MAX_LENGTH:
+            rest = decoder.unprocessed()
+            self._decoder = None
+            self._feed(rest)
+
     def _frameDecoder(self) -> Decoder:
         decoder = self._decoder
         if decoder is None:

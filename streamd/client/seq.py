@@ -42,7 +42,7 @@ from zope.interface import implementer
 
 from streamd._compat import FactoryOf
 from streamd.client import ClientTimeout, ConnectTimeout, HandshakeTimeout
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameTooLong, Payload
 from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
 from streamd.seqframing import (
@@ -67,6 +67,11 @@ from streamd.seqframing import (
     decodeServerFrame,
     framed,
 )
+
+FLUSH_VERSION = 3
+"""
+The first version whose server answers a client's PING (L{SeqClientProtocol.flushed}).
+"""
 
 GAP_TEXT = {
     GapReason.EVICTED: "evicted from history",
@@ -101,17 +106,7 @@ def describeBye(bye: Bye) -> str:
     return f"disconnected by the server: {bye.text} ({label})"
 
 
-FATAL = frozenset(
-    reason.value
-    for reason in (
-        Reason.AUTH_FAILED,
-        Reason.AUTH_TIMEOUT,
-        Reason.READ_ONLY,
-        Reason.BAD_FRAME,
-        Reason.BAD_REQUEST,
-        Reason.OVERSIZED_FRAME,
-    )
-)
+FATAL = frozenset(reason.value for reason in Reason if not reason.reconnect)
 """
 BYE codes after which connecting again would only be refused again.
 """
@@ -161,6 +156,8 @@ class SeqClientProtocol(FramedProtocol):
     @ivar bye: the server's BYE, if it sent one.
     @ivar tls: whether the connection is a TLS one.
     @ivar handshakeDone: whether its TLS handshake has completed.
+    @ivar tooLong: the frame over the client's limit that ended the
+        connection, if one did.
     """
 
     factory: SeqClientFactory
@@ -170,10 +167,12 @@ class SeqClientProtocol(FramedProtocol):
     tls = False
     handshakeDone = False
     timedOut: ClientTimeout | None = None
+    tooLong: FrameTooLong | None = None
     _deadline: IDelayedCall | None = None
 
     def __init__(self) -> None:
         self.finished: Deferred[BaseException] = Deferred()
+        self._flushes: list[Deferred[None]] = []
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -209,6 +208,7 @@ class SeqClientProtocol(FramedProtocol):
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
         factory = self.factory
         position = factory.position
+        raised = False
         for payload in payloads:
             if self.transport.disconnecting:
                 return
@@ -237,9 +237,16 @@ class SeqClientProtocol(FramedProtocol):
                 factory.previous = None
                 position.last = max(position.last, frame.last)
                 factory.onGap(frame, previous)
+            elif isinstance(frame, Pong):
+                if self._flushes:
+                    self._flushes.pop(0).callback(None)
             elif isinstance(frame, ServerHello):
                 self._answered()
                 self.hello = frame
+                if frame.maxMessage:
+                    # The server's largest message (version 3), rather than ours.
+                    self.MAX_LENGTH = max(frame.maxMessage + MSG_OVERHEAD, BATCH_LIMIT + BATCH_OVERHEAD)
+                    raised = True
                 if frame.epoch != position.epoch:
                     factory.previous = position.last if position.epoch is not None else None
                     position.epoch, position.last = frame.epoch, 0
@@ -247,6 +254,8 @@ class SeqClientProtocol(FramedProtocol):
                 self._answered()
                 self.bye = frame
                 factory.onBye(frame)
+        if raised:
+            self.limitRaised()
 
     def sendString(self, string: bytes) -> None:
         """
@@ -254,9 +263,35 @@ class SeqClientProtocol(FramedProtocol):
         """
         self.transport.write(framed(Pub(string)))
 
+    def flushed(self) -> Deferred[None]:
+        """
+        Fires once the server has handled everything sent before: it
+        answers a PING with a PONG (version 3; an older server is taken at
+        its word once it said HELLO).  Fails with the connection's end if
+        that comes first (a BYE says why).
+
+        Messages published are then in the stream (or were refused with a
+        BYE): publishing is at most once, and this is how a publisher knows.
+        """
+        d: Deferred[None] = Deferred()
+        hello = self.hello
+        if hello is not None and hello.version < FLUSH_VERSION:
+            d.callback(None)
+        else:
+            self._flushes.append(d)
+            self.transport.write(framed(Ping()))
+        return d
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.tooLong = FrameTooLong(length, self.frameLimit)
+        super().lengthLimitExceeded(length)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._answered()
         assert reason.value is not None
+        flushes, self._flushes = self._flushes, []
+        for d in flushes:
+            d.errback(Failure(reason.value))
         self.finished.callback(self.timedOut or reason.value)
 
 

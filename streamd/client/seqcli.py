@@ -87,7 +87,10 @@ def runSeq(
     for text in options["send"]:
         protocol.sendString(text.encode("utf-8"))
     if remaining == 0:
-        finish(0)
+        # Done once the daemon has taken what was sent, or said why not.
+        protocol.flushed().addCallbacks(
+            lambda _: finish(0), lambda failure: finish(_endStatus(protocol, failure.value, options, err))
+        )
     elif not options["resume"]:
         protocol.finished.addCallback(lambda reason: finish(_endStatus(protocol, reason, options, err)))
     code = yield done
@@ -99,8 +102,14 @@ def _endStatus(protocol: SeqClientProtocol, reason: BaseException, options: Any,
     """
     The exit status of a client that does not resume, once its one
     connection is closed; says on C{err} why, if the server did not answer
-    in time.
+    in time or sent a frame over the client's limit.
     """
+    if protocol.tooLong is not None:
+        err.write(
+            f"{PROGRAM}: the server sent a {protocol.tooLong.length}-byte frame, over this client's limit of"
+            f" {protocol.tooLong.limit} (--max-message-size)\n"
+        )
+        return 1
     if isinstance(reason, ClientTimeout):
         where = options.where()
         if isinstance(reason, HandshakeTimeout):

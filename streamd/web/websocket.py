@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from struct import Struct
 from typing import Any
 
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
@@ -52,6 +53,14 @@ The first byte of every control message.
 PING = b"\x89\x00"
 """
 An unmasked ping frame with no payload: the heartbeat.
+"""
+
+QUIET = "error"
+"""
+The level from which autobahn's own lines are logged.  The session logs each
+connection's story once, in streamd's words; autobahn's debug lines would
+copy the handshake's headers (a token) into the log, and its per-connection
+warnings are lines any client could flood the log with.
 """
 
 SHUTDOWN_CLOSE_TIMEOUT = 60.0
@@ -134,6 +143,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     under its L{Session}'s rules.
     """
 
+    log = txaio.make_logger(level=QUIET)  # type: ignore[attr-defined]
     kind = "websocket"
     protocol = "websocket"
     ping = PING
@@ -264,6 +274,7 @@ class StreamWebSocketFactory(WebSocketServerFactory):  # type: ignore[misc]
     """
 
     protocol = StreamWebSocketProtocol  # type: ignore[assignment]
+    log = txaio.make_logger(level=QUIET)  # type: ignore[attr-defined]
 
     def __init__(self, context: WebContext) -> None:
         super().__init__()
