@@ -27,7 +27,7 @@ from streamd.server import ServerConfig, StreamServerFactory
 from streamd.session import Connections
 from streamd.sources import SourceContext, makeSource, parseSource
 from streamd.stats import Stats, StatsLogger
-from streamd.tls import serverEndpoint
+from streamd.tls import isTLSListener, serverEndpoint
 
 if TYPE_CHECKING:
     from streamd.cluster.link import ClusterLink
@@ -76,6 +76,9 @@ class DaemonConfig:
     """
     Everything the daemon is started with.
 
+    @ivar httpClientCA: the PEM file of the CAs whose client certificates
+        the C{ssl:} endpoints of C{http} require, if any (C{--client-ca}).
+
     @raise streamd.sources.BadSourceSpec: (a L{streamd.config.ConfigError})
         for a source that does not parse; the server and flow rules have
         checked themselves.
@@ -91,6 +94,7 @@ class DaemonConfig:
     restartDelay: float = 1.0
     restart: bool = True
     http: tuple[str, ...] = ()
+    httpClientCA: str | None = None
     httpPublicMetrics: bool = False
     cluster: ClusterConfig | None = None
 
@@ -166,7 +170,9 @@ class StreamdService(MultiService):
         return [
             ListenerService(
                 description,
-                serverEndpoint(reactor, description, None),
+                serverEndpoint(
+                    reactor, description, config.httpClientCA if isTLSListener(description) else None
+                ),
                 makeSite(
                     WebContext(
                         self.hub, reactor, config.server, self.connections, description, config.httpPublicMetrics

@@ -605,6 +605,11 @@ class Session:
             cursor.sendPrivate(greeting, before=index)
             hub.cursorDrained(cursor)
             cursor.pump()
+        idleTimeout = self.context.config.idleTimeout
+        if self._idleCall is not None and idleTimeout is not None:
+            # Idle from now: asking for the stream was its activity.
+            self._cancel("_idleCall")
+            self._idleCall = self.context.clock.callLater(idleTimeout, self._checkIdle, self.adapter.activity())
         if request is not HEAD:
             self.log.info(
                 "{peer} starts at message {seq} ({start})",

@@ -163,7 +163,7 @@ class Options(usage.Options):
             _coerce.port(0),
         ],
         ["interface", "i", "127.0.0.1", "Address --port listens on."],
-        ["client-ca", None, None, "ssl: listeners require client certificates from a CA in this PEM file."],
+        ["client-ca", None, None, "ssl: listeners (--listen and --http) require client certificates from a CA in this PEM file."],
         ["framing", None, "int32", f"Default framing of listeners: int32, ascii10 or {SEQ.name}."],
         [
             "heartbeat",
@@ -308,6 +308,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["source"] = []
         self["http"] = []
+        self["http-origin"] = []
         self["cluster"] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -331,6 +332,12 @@ class Options(usage.Options):
     def opt_http(self, description: str) -> None:
         """Serve the live page, WebSocket (/ws), Server-Sent Events (/events), /metrics, /connz and /healthz on an endpoint (repeatable): tcp:8080:interface=127.0.0.1, or ssl:8443:privateKey=key.pem:certKey=cert.pem for HTTPS and WSS."""
         self["http"].append(description)
+
+    def opt_http_origin(self, origin: str) -> None:
+        """Let web pages of this origin open /ws and /events (repeatable): https://example.com:8443, or * for any. Pages of the daemon's own origin, and clients that are not pages, need no such leave."""
+        if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+            raise usage.UsageError(f"--http-origin must be * or a web origin such as https://example.com, not {origin!r}")
+        self["http-origin"].append(origin)
 
     def opt_source(self, spec: str) -> None:
         """What to stream besides clients' messages (repeatable): clock (the default), exec:COMMAND (no shell), sh:COMMAND (through /bin/sh -c), file:PATH (followed like tail -F), stdin, or none."""
@@ -358,7 +365,10 @@ class Options(usage.Options):
         if self["max-partial-bytes"] is None:
             self["max-partial-bytes"] = max(DEFAULT_MAX_PARTIAL_BYTES, 2 * self["max-message-size"])
         self["listens"] = self._listens()
-        self["https"] = tuple(_checkedEndpoint(d, None, "--http endpoint", d) for d in self["http"])
+        clientCA = self["client-ca"]
+        self["https"] = tuple(
+            _checkedEndpoint(d, clientCA if isTLSListener(d) else None, "--http endpoint", d) for d in self["http"]
+        )
         sources = self["source"] or ["clock"]
         if "none" in sources:
             if len(sources) > 1:
@@ -391,7 +401,11 @@ class Options(usage.Options):
             endpoint = _checkedEndpoint(endpoint, listenCA, "endpoint")
             listens.append(Listen(endpoint, framing, listenCA))
         if clientCA is not None and not any(listen.clientCA for listen in listens):
-            raise usage.UsageError("--client-ca needs an ssl: listener: --listen ssl:PORT:privateKey=...")
+            if not any(isTLSListener(description) for description in self["http"]):
+                raise usage.UsageError(
+                    "--client-ca needs an ssl: listener: --listen ssl:PORT:privateKey=..."
+                    " or --http ssl:PORT:privateKey=..."
+                )
         return tuple(listens)
 
     def _clusterConfig(self) -> ClusterConfig | None:
@@ -469,6 +483,7 @@ def _daemonConfig(options: Options) -> DaemonConfig:
             maxPartialBytes=options["max-partial-bytes"],
             heartbeat=options["heartbeat"] or None,
             seqGaps=options["seq-evicted"] == "gap",
+            httpOrigins=tuple(options["http-origin"]),
         ),
         flow=FlowControl(
             history=options["history"],
@@ -483,6 +498,7 @@ def _daemonConfig(options: Options) -> DaemonConfig:
         restartDelay=options["restart-delay"],
         restart=not options["no-restart"],
         http=options["https"],
+        httpClientCA=options["client-ca"],
         httpPublicMetrics=options["http-public-metrics"],
         cluster=options["cluster-config"],
     )

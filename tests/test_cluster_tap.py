@@ -11,7 +11,8 @@ import tempfile
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig
+from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig, redacted
+from streamd.config import ConfigError
 from streamd.tap import Options
 
 
@@ -167,3 +168,42 @@ class StartOrderTests(SynchronousTestCase):
         config = DaemonConfig(listens=(), sources=("clock",), cluster=cluster)
         service = StreamdService(Clock(), config)
         self.assertIs(list(service)[0], service.cluster)
+
+
+class RedactionTests(SynchronousTestCase):
+    """
+    A NATS password in a C{--cluster} URL never reaches the log, an error
+    message or C{/healthz}.
+    """
+
+    def test_redacted(self) -> None:
+        """
+        The user and password of a URL are replaced; a URL without them is
+        shown as it is.
+        """
+        self.assertEqual(redacted("nats://alice:s3cret@nats.example:4222"), "nats://***@nats.example:4222")
+        self.assertEqual(redacted("tls://token@[::1]:4222/x"), "tls://***@[::1]:4222/x")
+        self.assertEqual(redacted("nats://nats.example:4222"), "nats://nats.example:4222")
+
+    def test_connectedServer(self) -> None:
+        """
+        The server a link is on, as the log and C{/healthz} name it, is its
+        host and port only.
+        """
+        from urllib.parse import urlparse
+
+        from streamd.cluster.link import _url
+
+        class Connection:
+            connected_url = urlparse("nats://alice:s3cret@nats.example:4222")
+
+        self.assertEqual(_url(Connection()), "nats.example:4222")
+
+    def test_badURLRedacted(self) -> None:
+        """
+        The error about a malformed C{--cluster} URL does not repeat its
+        password.
+        """
+        config = ClusterConfig(servers=("http://alice:s3cret@nats.example:4222",))
+        error = self.assertRaises(ConfigError, config.check)
+        self.assertNotIn("s3cret", str(error))

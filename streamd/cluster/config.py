@@ -78,6 +78,14 @@ class ClusterConfig:
         """
         return "streamd-" + self.subject.replace(".", "_")
 
+    @property
+    def shownServers(self) -> str:
+        """
+        The servers, as the log and error messages show them: without the
+        user and password a URL may carry.
+        """
+        return " ".join(map(redacted, self.servers))
+
     def check(self) -> None:
         """
         @raise ClusterConfigError: if an option is malformed or a file named
@@ -89,7 +97,7 @@ class ClusterConfig:
             scheme, _, rest = url.partition("://")
             if scheme not in ("nats", "tls") or not rest:
                 raise ClusterConfigError(
-                    f"--cluster {url!r} is not a nats://HOST:PORT or tls://HOST:PORT URL"
+                    f"--cluster {redacted(url)!r} is not a nats://HOST:PORT or tls://HOST:PORT URL"
                 )
         if not self.subject or any(c in self.subject for c in " \t\r\n*>") or ".." in self.subject:
             raise ClusterConfigError(f"--cluster-subject {self.subject!r} is not a plain NATS subject")
@@ -173,3 +181,16 @@ def _secret(option: str, path: str) -> str:
         return readToken(path, option).decode()
     except TokenFileError as e:
         raise ClusterConfigError(str(e)) from None
+
+
+def redacted(url: str) -> str:
+    """
+    C{url} without the credentials it may carry (C{nats://user:secret@host}
+    is shown as C{nats://***@host}): a password never reaches the log, an
+    error message or C{/healthz}.
+    """
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}{separator}***@{authority.rpartition('@')[2]}{slash}{path}"

@@ -120,7 +120,7 @@ class ClusterLink(Service):
         self._main.add_done_callback(self._ended)
         self.log.info(
             "cluster: joining {servers} on subject {subject} as node {node} (nats-py {where})",
-            servers=" ".join(self.config.servers),
+            servers=self.config.shownServers,
             where=loop.where,
             subject=self.config.subject,
             node=self.node,
@@ -422,5 +422,12 @@ class ClusterLink(Service):
 
 
 def _url(nc: Any) -> str:
+    """
+    The server C{nc} is connected to, as C{HOST:PORT}: never the user and
+    password its URL may carry.
+    """
     url = nc.connected_url
-    return url.netloc if url is not None else "?"
+    if url is None or url.hostname is None:
+        return "?"
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    return f"{host}:{url.port}" if url.port is not None else host

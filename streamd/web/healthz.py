@@ -41,12 +41,11 @@ class HealthResource(Resource):
         self.cluster = cluster
 
     def render_GET(self, request: Request) -> Any:
-        self.clock.callLater(0, self._answer, request, self.clock.seconds())
+        call = self.clock.callLater(0, self._answer, request, self.clock.seconds())
+        request.notifyFinish().addErrback(lambda _: call.cancel())
         return NOT_DONE_YET
 
     def _answer(self, request: Request, asked: float) -> None:
-        if request.finished or request._disconnected:
-            return
         down = [listener.description for listener in self.listeners() if listener.port is None]
         request.setResponseCode(503 if down else 200)
         request.setHeader("Content-Type", "application/json")

@@ -49,7 +49,7 @@ def makeSite(
     root.putChild(b"metrics", MetricsResource(context, sources))
     root.putChild(b"connz", ConnzResource(context))
     root.putChild(b"healthz", HealthResource(context.clock, listeners, cluster))
-    site = Site(root)
+    site = Site(root, reactor=context.clock)
     site.noisy = False
     site.displayTracebacks = False
     return site

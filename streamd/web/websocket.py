@@ -257,6 +257,19 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         assert self.session is not None
         self.session.drop(Reason.OVERSIZED_FRAME, length=size, limit=limit)
 
+    def _protocol_violation(self, reason: str) -> bool:
+        """
+        The client broke the WebSocket protocol: its session drops it as a
+        TCP client's malformed frame, rather than autobahn's uncounted 1002.
+
+        @return: C{True}: autobahn reads nothing more of it.
+        """
+        assert self.session is not None
+        self.session.drop(Reason.BAD_FRAME, error=f"broke the WebSocket protocol ({reason})")
+        return True
+
+    _invalid_payload = _protocol_violation
+
     def abort(self) -> None:
         """
         Close the connection now.
