@@ -115,6 +115,29 @@ class Client:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
+    def _connect(self, factoryClass: type[StreamServerFactory], framing: Framing, token: bytes | None) -> None:
+        """
+        Connect through a listener's factory, as the reactor would, and
+        present C{token} first.
+        """
+        daemon = self.daemon
+        protocol = self._connected(factoryClass(daemon.hub, daemon.clock, daemon.config, framing, daemon.connections))
+        self.session = protocol.session
+        if token is not None:
+            self.sendToken(token)
+
+    def _connected(self, factory: Any) -> Any:
+        """
+        A protocol of C{factory} on a new test transport from a new peer.
+        """
+        peer = self.daemon.peer()
+        self.peer = f"127.0.0.1:{peer.port}"
+        protocol = factory.buildProtocol(peer)
+        self.transport = TCPLikeTransport(peerAddress=peer)
+        self.transport.protocol = protocol
+        protocol.makeConnection(self.transport)
+        return protocol
+
     def heard(self) -> Heard:
         """
         Everything the daemon said to this client so far.
@@ -169,16 +192,7 @@ class FramedClient(Client):
 
     def __init__(self, daemon: Daemon, token: bytes | None = None) -> None:
         super().__init__(daemon)
-        factory = StreamServerFactory(daemon.hub, daemon.clock, daemon.config, self.framing, daemon.connections)
-        peer = daemon.peer()
-        self.peer = f"127.0.0.1:{peer.port}"
-        protocol = factory.buildProtocol(peer)
-        self.transport = TCPLikeTransport(peerAddress=peer)
-        self.transport.protocol = protocol
-        protocol.makeConnection(self.transport)
-        self.session = protocol.session
-        if token is not None:
-            self.sendToken(token)
+        self._connect(StreamServerFactory, self.framing, token)
 
     def heard(self) -> Heard:
         return Heard(messages=frames(self.transport.value(), self.framing))
@@ -214,16 +228,7 @@ class SeqClient(Client):
         self, daemon: Daemon, token: bytes | None = None, start: tuple[Start, str, int] | None = None
     ) -> None:
         super().__init__(daemon)
-        factory = SeqServerFactory(daemon.hub, daemon.clock, daemon.config, SEQ, daemon.connections)
-        peer = daemon.peer()
-        self.peer = f"127.0.0.1:{peer.port}"
-        protocol = factory.buildProtocol(peer)
-        self.transport = TCPLikeTransport(peerAddress=peer)
-        self.transport.protocol = protocol
-        protocol.makeConnection(self.transport)
-        self.session = protocol.session
-        if token is not None:
-            self.sendToken(token)
+        self._connect(SeqServerFactory, SEQ, token)
         kind, epoch, position = start or (Start.NEWEST, "00" * 8, 0)
         self._send(ClientHello(VERSION, kind, bytes.fromhex(epoch), position))
 
@@ -285,13 +290,7 @@ class _HTTPClient(Client):
     def _request(self, path: bytes, headers: dict[str, str]) -> None:
         daemon = self.daemon
         context = WebContext(daemon.hub, daemon.clock, daemon.config, daemon.connections, "tcp:8080")
-        site = makeSite(context)
-        peer = daemon.peer()
-        self.peer = f"127.0.0.1:{peer.port}"
-        channel = site.buildProtocol(peer)
-        self.transport = TCPLikeTransport(peerAddress=peer)
-        self.transport.protocol = channel
-        channel.makeConnection(self.transport)
+        channel = self._connected(makeSite(context))
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         channel.dataReceived(b"GET %s HTTP/1.1\r\nHost: localhost:8080\r\n%s\r\n" % (path, lines.encode()))
         # The session it was admitted with, if any.

@@ -304,6 +304,15 @@ class ClientCAOptionTests(_PKIMixin, SynchronousTestCase):
             (Listen("tcp:0:interface=127.0.0.1:backlog=4096", INT32), Listen(self.pki.listen() + ":backlog=4096", INT32, caFile)),
         )
 
+    def test_httpsListener(self) -> None:
+        """
+        An C{ssl:} C{--http} endpoint is enough for --client-ca, which its
+        clients then need a certificate from.
+        """
+        caFile = self.pki.path("clients-ca.pem")
+        options = self.parse("--port", "0", "--http", self.pki.listen(), "--client-ca", caFile)
+        self.assertEqual(options["config"].httpClientCA, caFile)
+
     def test_noSSLListener(self) -> None:
         """
         --client-ca without any C{ssl:} listener is a usage error.

@@ -1,6 +1,6 @@
 """
-Tests for the HTTP subscribers' framings, and for reading where a client
-says it is (L{streamd.web.context}).
+Tests for the web's framings (L{streamd.web.framing}), and for reading where
+a client says it is (L{streamd.web.context}).
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.resume import Start, StartRequest
 from streamd.web.context import BadPosition, parseEventId, startRequest
-from streamd.web.sse import EventFraming, event
-from streamd.web.websocket import WEBSOCKET, control, frame
+from streamd.web.framing import WEBSOCKET, EventFraming, control, event, frame
 from tests.webtools import EPOCH, controls, events, serverFrames, webContext
 
 

@@ -49,3 +49,13 @@ class HTTPOptionTests(SynchronousTestCase):
         self.assertIsInstance(service.listeners[1].factory, Site)
         self.assertTrue(service.config.httpPublicMetrics)
         self.assertIsNone(service.listeners[1].port)
+
+    def test_origins(self) -> None:
+        """
+        C{--http-origin} is repeatable, takes C{*} or a web origin, and is
+        a one-line usage error otherwise.
+        """
+        options = parse("--http-origin", "https://app.example", "--http-origin", "*")
+        self.assertEqual(options["config"].server.httpOrigins, ("https://app.example", "*"))
+        error = self.assertRaises(usage.UsageError, parse, "--http-origin", "app.example")
+        self.assertIn("--http-origin must be * or a web origin such as https://example.com", str(error))

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from streamd.hub import Hub
 from streamd.reasons import Reason
-from streamd.resume import Gap, GapReason, Start, StartRequest
+from streamd.resume import Start, StartRequest
 from streamd.session import Connections, SessionContext
 
 HTTP_STATUS = {
@@ -108,10 +108,3 @@ def parseEventId(eventId: str) -> tuple[str | None, str | None]:
     """
     epoch, _, last = eventId.strip().rpartition("-")
     return (epoch or None), (last or None)
-
-
-def gapMessage(gap: Gap) -> dict[str, Any]:
-    """
-    C{gap} as the web's C{gap} message (WebSocket and SSE alike).
-    """
-    return {"first": gap.first, "last": gap.last, "reason": GapReason(gap.reason).label}

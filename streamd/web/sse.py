@@ -1,28 +1,13 @@
 """
-Server-Sent Events subscribers at C{/events}, for a browser's
-C{EventSource} and for C{curl -N}.
-
-Each stream message is one event whose C{id:} is C{EPOCH-SEQ}; a text
-message is its C{data:} lines (split at line feeds), a message that is not
-UTF-8 text, or holds a carriage return, is a C{binary} event whose data is
-its base64.  The daemon's own events are named: C{hello} (JSON: C{epoch},
-C{next}, the first sequence number to come), C{gap} (JSON: C{first},
-C{last}, C{reason}: messages it will not get) and C{bye} (JSON: C{reason},
-C{code}) before it closes the stream.  The heartbeat is a comment,
-C{: keepalive}, after C{--heartbeat} seconds without an event.  A
-reconnecting C{EventSource} sends C{Last-Event-ID}, and the stream resumes
-after it; a client without one may say C{?last=SEQ&epoch=EPOCH}.
-
-Every subscriber is a L{Cursor} writing through its request, so the events
-of a history entry are made once for all of them, and flow control and the
-limits are those of every other subscriber.
+Server-Sent Events clients at C{/events}, for a browser's C{EventSource}
+and for C{curl -N}: the adapter of a L{Session} to one request.  Its
+L{Cursor} writes through the request, so the events of a history entry are
+made once for all subscribers (L{streamd.web.framing}), and flow control and
+the limits are those of every other subscriber.
 """
 
 from __future__ import annotations
 
-import json
-from base64 import b64encode
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.web.resource import Resource
@@ -31,8 +16,6 @@ from zope.interface import implementer
 
 from streamd.auth import Access, originAllowed
 from streamd.cursor import Cursor
-from streamd.framing import Framing, Payload
-from streamd.history import History
 from streamd.protocol import addressName
 from streamd.reasons import Reason
 from streamd.resume import Gap, StartPoint
@@ -43,61 +26,15 @@ from streamd.web.context import (
     BadPosition,
     WebContext,
     bearerToken,
-    gapMessage,
     parseEventId,
     startRequest,
 )
-
-KEEPALIVE = b": keepalive\n\n"
-"""
-The heartbeat: a comment, which a browser ignores and a proxy sees.
-"""
+from streamd.web.framing import KEEPALIVE, EventFraming, gapMessage, namedEvent
 
 RETRY_MS = 1000
 """
 How long a disconnected C{EventSource} waits before reconnecting.
 """
-
-
-def event(payload: Payload, eventId: str) -> bytes:
-    """
-    One stream message as an event.
-    """
-    data = bytes(payload)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is None or "\r" in text:
-        return b"id: %s\nevent: binary\ndata: %s\n\n" % (eventId.encode(), b64encode(data))
-    lines = "".join(f"data: {line}\n" for line in text.split("\n"))
-    return f"id: {eventId}\n{lines}\n".encode()
-
-
-def namedEvent(name: str, message: dict[str, Any]) -> bytes:
-    """
-    One of the daemon's own events, its data a JSON object.
-    """
-    return f"event: {name}\ndata: {json.dumps(message, separators=(',', ':'))}\n\n".encode()
-
-
-class EventFraming(Framing):
-    """
-    Stream messages as events with ids of the history's epoch, for a
-    L{Cursor}: the history makes an entry's events once for every SSE
-    subscriber.
-    """
-
-    name = "sse"
-    headerSize = 0
-    maxLength = 2**63 - 1
-
-    def __init__(self, history: History) -> None:
-        self.history = history
-
-    def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
-        epoch = self.history.epoch.hex()
-        return b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
 
 
 class _RequestTransport:

@@ -1,34 +1,14 @@
 """
-WebSocket subscribers at C{/ws}, with autobahn for the handshake, ping/pong,
-closing and incoming messages.
-
-Each stream message is one WebSocket message: text when it is valid UTF-8,
-binary otherwise.  The daemon's own control messages are text messages that
-begin with U+001E (RECORD SEPARATOR, as in RFC 7464) followed by one JSON
-object; a stream message that is text beginning with that character is sent
-as binary, so a page tells them apart by the first character alone::
-
-    \\x1e{"type": "hello", "epoch": "9f2c...", "next": 1201}
-    \\x1e{"type": "gap", "first": 17, "last": 1200}
-    \\x1e{"type": "bye", "reason": "read_only", "code": 8}
-
-C{hello} comes first: the next stream message has sequence number C{next},
-and each one after it the next number.  A client resumes with
-C{/ws?last=SEQ&epoch=EPOCH}.  C{gap} names messages it missed that left the
-history.  C{bye} comes before the daemon closes the connection; the close
-code is then 4000 plus the reason's code.
-
-Once the handshake is done, the stream is written as ready-made frames by a
-L{Cursor} on the connection (server frames are not masked, and no extension
-is accepted), one encoding per history entry shared by every WebSocket
-subscriber: the hub's fast loop, flow control and limits apply unchanged.
+WebSocket clients at C{/ws}: the adapter of a L{Session} to autobahn's
+protocol, which does the handshake, the frames a client sends and the
+closing handshake.  Once the handshake is done, the stream is written by the
+session's L{Cursor} as frames made once per history entry
+(L{streamd.web.framing}): the hub's fast loop, flow control and limits apply
+unchanged.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from struct import Struct
 from typing import Any
 
 import txaio
@@ -37,23 +17,13 @@ from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
 from streamd.cursor import Cursor
-from streamd.framing import Framing, Payload
 from streamd.protocol import addressName
 from streamd.reasons import Reason
 from streamd.resume import HEAD, Gap, StartPoint
 from streamd.session import ISessionAdapter, Session
 from streamd.tcpinfo import bytesAcked
-from streamd.web.context import HTTP_STATUS, BadPosition, WebContext, bearerToken, gapMessage, startRequest
-
-CONTROL = b"\x1e"
-"""
-The first byte of every control message.
-"""
-
-PING = b"\x89\x00"
-"""
-An unmasked ping frame with no payload: the heartbeat.
-"""
+from streamd.web.context import HTTP_STATUS, BadPosition, WebContext, bearerToken, startRequest
+from streamd.web.framing import PING, WEBSOCKET, control, gapMessage
 
 QUIET = "error"
 """
@@ -71,64 +41,6 @@ megabytes of backlog needs more than autobahn's one second; the daemon's
 C{--shutdown-timeout} still bounds the whole wait.  Other refusals keep
 autobahn's second.
 """
-
-_SHORT = Struct(">BBH")
-_LONG = Struct(">BBQ")
-_TEXT = 0x81
-_BINARY = 0x82
-
-
-def frame(payload: Payload) -> bytes:
-    """
-    One unmasked, final WebSocket frame carrying C{payload}: text when it is
-    valid UTF-8 and does not begin with L{CONTROL}, binary otherwise.
-    """
-    data = bytes(payload)
-    opcode = _BINARY
-    if not data.startswith(CONTROL):
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        else:
-            opcode = _TEXT
-    return _header(opcode, len(data)) + data
-
-
-def _header(opcode: int, length: int) -> bytes:
-    if length < 126:
-        return bytes((opcode, length))
-    if length < 65536:
-        return _SHORT.pack(opcode, 126, length)
-    return _LONG.pack(opcode, 127, length)
-
-
-def control(message: dict[str, Any]) -> bytes:
-    """
-    A control message as one text frame.
-    """
-    data = CONTROL + json.dumps(message, separators=(",", ":")).encode()
-    return _header(_TEXT, len(data)) + data
-
-
-class WebSocketFraming(Framing):
-    """
-    Stream messages as WebSocket frames, for a L{Cursor}: the history makes
-    an entry's frames once for every WebSocket subscriber.
-    """
-
-    name = "websocket"
-    headerSize = 0
-    maxLength = 2**63 - 1
-
-    def encode(self, payload: bytes) -> bytes:
-        return frame(payload)
-
-    def encodeMany(self, payloads: Sequence[Payload]) -> bytes:
-        return b"".join([frame(p) for p in payloads])
-
-
-WEBSOCKET = WebSocketFraming()
 
 
 def _parameter(params: dict[str, list[str]], name: str) -> str | None:

@@ -340,3 +340,53 @@ class TwistdMutualTLSTests(_PKIMixin, TestCase):
         self.assertEqual(len(err.splitlines()), 1, err)
         self.assertIn(b"streamd.client: TLS handshake failed:", err)
         self.assertIn(b"requires a client certificate", err)
+
+
+class MutualTLSWebTests(_PKIMixin, TestCase):
+    """
+    --client-ca covers the C{ssl:} endpoints of C{--http} too: without a
+    client certificate, nothing of the stream, the figures or the page.
+    """
+
+    timeout = 10
+
+    def get(self, port: int, **settings: Any) -> defer.Deferred[bytes]:
+        """
+        C{GET /healthz} over HTTPS in a thread, with the stdlib's client.
+        """
+        import ssl
+
+        from twisted.internet.threads import deferToThread
+
+        def fetch() -> bytes:
+            context = ssl.create_default_context(cafile=self.pki.path("ca.pem"))
+            if "cert" in settings:
+                context.load_cert_chain(settings["cert"], settings["key"])
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                    return tls.recv(4096)
+
+        return deferToThread(fetch)
+
+    @defer.inlineCallbacks
+    def test_httpsNeedsCertificate(self):  # type: ignore[no-untyped-def]
+        """
+        An HTTPS client with a certificate from the --client-ca file is
+        answered; one without is refused in the handshake.
+        """
+        service, _ = startDaemon(
+            self,
+            DaemonConfig(
+                listens=(Listen("tcp:0:interface=127.0.0.1"),),
+                sources=(),
+                statsInterval=0,
+                http=(self.pki.listen(),),
+                httpClientCA=self.pki.path("clients-ca.pem"),
+            ),
+        )
+        port = service.listeners[1].port.getHost().port
+        answer = yield self.get(port, cert=self.pki.path("client.pem"), key=self.pki.path("client.key"))
+        self.assertTrue(answer.startswith(b"HTTP/1.0 200"), answer)
+        failure = yield self.assertFailure(self.get(port), OSError)
+        self.assertIn("certificate required", str(failure))

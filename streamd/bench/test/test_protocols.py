@@ -28,8 +28,7 @@ from streamd.seqframing import (
     ServerHello,
     framed,
 )
-from streamd.web.sse import event, namedEvent
-from streamd.web.websocket import control, frame
+from streamd.web.framing import control, event, frame, namedEvent
 
 
 def _chunk(data: bytes) -> bytes:

@@ -1,0 +1,147 @@
+"""
+How the stream looks on the web: WebSocket frames and Server-Sent Events,
+each made once per history entry and shared by every subscriber of its kind
+(C{docs/web.rst} specifies both).
+
+A stream message is one WebSocket message, text when it is valid UTF-8 and
+binary otherwise; the daemon's own messages are text that begins with
+U+001E (RECORD SEPARATOR, as in RFC 7464) and one JSON object, so a stream
+message that would be text beginning with that character is sent as binary.
+It is one event whose C{id:} is C{EPOCH-SEQ}: its C{data:} lines, or a
+C{binary} event of its base64 when it is not UTF-8 or holds a carriage
+return; the daemon's own events are named.
+"""
+
+from __future__ import annotations
+
+import json
+from base64 import b64encode
+from collections.abc import Sequence
+from struct import Struct
+from typing import Any
+
+from streamd.framing import Framing, Payload
+from streamd.history import History
+from streamd.resume import Gap, GapReason
+
+CONTROL = b"\x1e"
+"""
+The first byte of every control message.
+"""
+
+PING = b"\x89\x00"
+"""
+An unmasked ping frame with no payload: the heartbeat.
+"""
+
+_SHORT = Struct(">BBH")
+_LONG = Struct(">BBQ")
+_TEXT = 0x81
+_BINARY = 0x82
+
+
+def frame(payload: Payload) -> bytes:
+    """
+    One unmasked, final WebSocket frame carrying C{payload}: text when it is
+    valid UTF-8 and does not begin with L{CONTROL}, binary otherwise.
+    """
+    data = bytes(payload)
+    opcode = _BINARY
+    if not data.startswith(CONTROL):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            opcode = _TEXT
+    return _header(opcode, len(data)) + data
+
+
+def _header(opcode: int, length: int) -> bytes:
+    if length < 126:
+        return bytes((opcode, length))
+    if length < 65536:
+        return _SHORT.pack(opcode, 126, length)
+    return _LONG.pack(opcode, 127, length)
+
+
+def control(message: dict[str, Any]) -> bytes:
+    """
+    A control message as one text frame.
+    """
+    data = CONTROL + json.dumps(message, separators=(",", ":")).encode()
+    return _header(_TEXT, len(data)) + data
+
+
+class WebSocketFraming(Framing):
+    """
+    Stream messages as WebSocket frames, for a L{Cursor}: the history makes
+    an entry's frames once for every WebSocket subscriber.
+    """
+
+    name = "websocket"
+    headerSize = 0
+    maxLength = 2**63 - 1
+
+    def encode(self, payload: bytes) -> bytes:
+        return frame(payload)
+
+    def encodeMany(self, payloads: Sequence[Payload]) -> bytes:
+        return b"".join([frame(p) for p in payloads])
+
+
+WEBSOCKET = WebSocketFraming()
+
+
+KEEPALIVE = b": keepalive\n\n"
+"""
+The SSE heartbeat: a comment, which a browser ignores and a proxy sees.
+"""
+
+
+def event(payload: Payload, eventId: str) -> bytes:
+    """
+    One stream message as an event.
+    """
+    data = bytes(payload)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\r" in text:
+        return b"id: %s\nevent: binary\ndata: %s\n\n" % (eventId.encode(), b64encode(data))
+    lines = "".join(f"data: {line}\n" for line in text.split("\n"))
+    return f"id: {eventId}\n{lines}\n".encode()
+
+
+def namedEvent(name: str, message: dict[str, Any]) -> bytes:
+    """
+    One of the daemon's own events, its data a JSON object.
+    """
+    return f"event: {name}\ndata: {json.dumps(message, separators=(',', ':'))}\n\n".encode()
+
+
+class EventFraming(Framing):
+    """
+    Stream messages as events with ids of the history's epoch, for a
+    L{Cursor}: the history makes an entry's events once for every SSE
+    subscriber.
+    """
+
+    name = "sse"
+    headerSize = 0
+    maxLength = 2**63 - 1
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
+        epoch = self.history.epoch.hex()
+        return b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
+
+
+def gapMessage(gap: Gap) -> dict[str, Any]:
+    """
+    C{gap} as the web's C{gap} message (WebSocket and SSE alike).
+    """
+    return {"first": gap.first, "last": gap.last, "reason": GapReason(gap.reason).label}
