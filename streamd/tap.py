@@ -169,15 +169,16 @@ class Options(usage.Options):
             "heartbeat",
             None,
             DEFAULT_HEARTBEAT,
-            "seq listeners: seconds of silence before a PING; a client that answers none of two is cut (0: off).",
+            "Seconds of silence before a heartbeat (a seq PING, a WebSocket ping, an SSE comment); a client"
+            " that can answer and answers none of two is cut (0: off).",
             _seconds("heartbeat"),
         ],
         [
             "seq-evicted",
             None,
             "gap",
-            "seq listeners: what a client whose position left the --history gets: gap (a GAP, then it goes on"
-            " from the oldest message held) or disconnect (a BYE).",
+            "What a seq, WebSocket or SSE client whose position left the --history gets: gap (a gap, then it"
+            " goes on from the oldest message held) or disconnect (a goodbye).",
             _choice("seq-evicted", "gap", "disconnect"),
         ],
         ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _seconds("interval", inclusive=False)],
