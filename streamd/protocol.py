@@ -166,16 +166,15 @@ class FramedProtocol(Int32StringReceiver):
 
     def limitRaised(self) -> None:
         """
-        L{MAX_LENGTH} was raised while a read was parsed (a server's HELLO
-        said how large its messages may be): the frames that the old limit
-        stopped at are parsed again.  Call it once the frames before them
-        are handled.
+        The frame limit was raised while a read was parsed (by a HELLO in
+        it): the frames that the old limit stopped at are parsed again.
+        Call it once the frames before them are handled.
         """
         decoder = self._decoder
         error = decoder.error if decoder is not None else None
-        if decoder is not None and isinstance(error, FrameTooLong) and error.length <= self.MAX_LENGTH:
+        if decoder is not None and isinstance(error, FrameTooLong) and error.length <= decoder.maxLength:
             rest = decoder.unprocessed()
-            self._decoder = None
+            self._decoder = self.framing.decoder(decoder.maxLength)
             self._feed(rest)
 
     def _frameDecoder(self) -> Decoder:

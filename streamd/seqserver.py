@@ -72,6 +72,7 @@ class SeqServerProtocol(FramedSessionProtocol):
 
     def framesReceived(self, payloads: list[Payload], raw: bytes) -> None:
         session = self.session
+        greeted = False
         published: list[Payload] = []
         for payload in payloads:
             if not session.open:
@@ -100,6 +101,7 @@ class SeqServerProtocol(FramedSessionProtocol):
                     session.authenticate(frame.token)
             elif isinstance(frame, ClientHello) and self._hello is None:
                 self._helloReceived(frame)
+                greeted = True
             elif self._hello is None or isinstance(frame, (ClientHello, Pub)):
                 when = "before HELLO" if self._hello is None else "out of turn"
                 session.drop(Reason.BAD_REQUEST, error=f"sent {_name(frame)} {when}")
@@ -108,6 +110,10 @@ class SeqServerProtocol(FramedSessionProtocol):
                 self.cursor.sendPrivate(PONG_FRAME)
         if published:
             self._publishFrames(published)
+        if greeted and session.open:
+            # The HELLO raised the frame limit: a large PUB that came with it
+            # in this read is taken.
+            self.limitRaised()
 
     def _helloReceived(self, hello: ClientHello) -> None:
         if hello.version < 1 or hello.start not in _STARTS:

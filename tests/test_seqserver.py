@@ -124,6 +124,17 @@ class StartTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.daemon = SeqDaemon()
 
+    def test_largePubWithHello(self) -> None:
+        """
+        A message over a token's size (4 KiB) published in the same read as
+        the HELLO is published, under the limit the HELLO brings, not
+        refused as an oversized frame (the Python client sends both at once).
+        """
+        protocol, _ = self.daemon.connect()
+        _, reader = self.daemon.connect(newest())
+        protocol.dataReceived(framed(newest()) + framed(Pub(b"x" * 100_000)))
+        self.assertEqual(received(reader)[1:], [Msg(1, b"x" * 100_000)])
+
     def test_nothingBeforeHello(self) -> None:
         """
         A client is sent nothing until its HELLO, then the server's HELLO

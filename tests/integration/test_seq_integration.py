@@ -344,6 +344,62 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         yield daemon.ended
 
 
+class VersionThreeProcessTests(_ProcessMixin, TestCase):
+    """
+    What version 3 gives the command-line client: the daemon's largest
+    message, and knowing that what it published was taken.
+    """
+
+    @inlineCallbacks
+    def test_sendConfirmed(self) -> Any:
+        """
+        C{--send X --count 0} exits 0 once the daemon has taken the message:
+        another client has it by then.
+        """
+        daemon, port = yield self.daemon()
+        got: list[bytes] = []
+        reader = connect(reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: got.append(payload))
+        self.addCleanup(reader.stop)
+        protocol = yield reader.whenConnected()
+        yield waitFor(lambda: protocol.hello is not None)
+        sender = self.client(port, "--send", "taken", "--count", "0")
+        status = yield sender.ended
+        self.assertEqual((sender.err, status.exitCode), (b"", 0))
+        yield waitFor(lambda: got == [b"taken"])
+
+    @inlineCallbacks
+    def test_sendRefused(self) -> Any:
+        """
+        C{--send X --count 0} to a C{--read-only} daemon says why it was
+        refused and exits 1 (it exited 0, as if the message had been sent).
+        """
+        daemon, port = yield self.daemon("--read-only")
+        sender = self.client(port, "--send", "refused", "--count", "0")
+        status = yield sender.ended
+        self.assertEqual(
+            (sender.err.decode(), status.exitCode),
+            ("streamd.client: disconnected by the server: this client may not publish (read_only)\n", 1),
+        )
+
+    @inlineCallbacks
+    def test_largerMessages(self) -> Any:
+        """
+        A client with the default limit (1 MiB) reads a 1.5 MB message from
+        a daemon whose C{--max-message-size} allows it, as the HELLO says,
+        instead of dropping the connection (and, resuming, every next one).
+        """
+        daemon, port = yield self.daemon("--max-message-size", "2000000")
+        reader = self.client(port, "--count", "1")
+        yield daemon.logged(b"starts at message 1 (newest)")
+        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: None, resume=False,
+                            maxMessageSize=2000000)  # fmt: skip
+        self.addCleanup(publisher.stop)
+        protocol = yield publisher.whenConnected()
+        protocol.sendString(b"x" * 1_500_000)
+        status = yield reader.ended
+        self.assertEqual((reader.err, status.exitCode, len(reader.out)), (b"", 0, 1_500_001))
+
+
 class TimeoutProcessTests(_ProcessMixin, TestCase):
     """
     The seq command-line client gives up after --timeout, as the int32 one
