@@ -15,12 +15,16 @@ C{/healthz}    health (L{streamd.web.healthz})
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web.server import Site
+from twisted.web.http import combinedLogFormatter
+from twisted.web.iweb import IAccessLogFormatter
+from twisted.web.server import Request, Site
 from twisted.web.static import File
+from zope.interface import provider
 
 from streamd.web.connz import ConnzResource
 from streamd.web.context import WebContext
@@ -49,8 +53,39 @@ def makeSite(
     root.putChild(b"metrics", MetricsResource(context, sources))
     root.putChild(b"connz", ConnzResource(context))
     root.putChild(b"healthz", HealthResource(context.clock, listeners, cluster))
-    site = Site(root, reactor=context.clock)
+    site = Site(root, logFormatter=withoutTokens, reactor=context.clock)
     site.noisy = False
     site.displayTracebacks = False
     return site
 
+
+_TOKEN = re.compile(rb"([?&]token=)[^&#]*")
+
+
+@provider(IAccessLogFormatter)
+def withoutTokens(timestamp: str, request: Request) -> str:
+    """
+    twisted.web's combined access log line, with the value of every
+    C{token=} in the URL and the referrer replaced by C{***}: C{/events}
+    takes a token in its URL, and the page passes one on in its own.
+    """
+    return combinedLogFormatter(timestamp, _Redacted(request))  # type: ignore[no-any-return]
+
+
+class _Redacted:
+    """
+    A request as the access log sees it: its tokens hidden.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.uri = _TOKEN.sub(rb"\1***", request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        value = self._request.getHeader(name)
+        if value is not None and name.lower() == b"referer":
+            return _TOKEN.sub(rb"\1***", value)
+        return value

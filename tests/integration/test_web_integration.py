@@ -17,6 +17,8 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
@@ -287,6 +289,38 @@ class TokenTests(_Mixin, TestCase):
         yield self.assertFailure(self.webSocket(headers={"Authorization": "Bearer guess"}), Exception)
         client = yield self.webSocket(headers={"Authorization": "Bearer sesame"})
         yield waitFor(lambda: len(client.received) == 1)
+
+
+    @inlineCallbacks
+    def test_tokensNeverLogged(self) -> None:
+        """
+        No token reaches the log, right or wrong, even with the WebSocket
+        library's debug lines asked for; a token in the URL of C{/metrics}
+        or C{/connz} (which take it in the header only) is refused.
+        """
+        import txaio
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        level = txaio.get_global_log_level()
+        txaio.set_global_log_level("debug")
+        self.addCleanup(txaio.set_global_log_level, level)
+        client = yield self.webSocket(headers={"Authorization": "Bearer sesame"})
+        yield waitFor(lambda: len(client.received) == 1)
+        yield self.assertFailure(self.webSocket(headers={"Authorization": "Bearer guess-0000"}), Exception)
+        for path in ("/metrics?token=sesame", "/connz?token=sesame"):
+            code, _ = yield self.get(path)
+            self.assertEqual(code, 401, path)
+        stream = yield self.eventStream(
+            b"GET /events?from=here&token=sesame HTTP/1.0\r\nReferer: http://x/?token=sesame\r\n\r\n"
+        )
+        yield waitFor(lambda: len(stream.events()) == 1)
+        # The daemon's lines, not those of this test's own clients.
+        daemon = [event for event in events if "Client" not in event.get("log_namespace", "")]
+        logged = "\n".join(formatEvent(event) for event in daemon)
+        self.assertIn("token=***", logged)
+        self.assertIn("authenticated", logged)
+        self.assertNotIn("sesame", logged)
+        self.assertNotIn("guess-0000", logged)
 
 
 class PublicMetricsTests(_Mixin, TestCase):
