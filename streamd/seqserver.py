@@ -7,8 +7,6 @@ a BYE that says why before every close.
 
 from __future__ import annotations
 
-from zope.interface import implementer
-
 from streamd.framing import Payload
 from streamd.history import FIRST
 from streamd.reasons import Reason
@@ -30,7 +28,7 @@ from streamd.seqframing import (
     framed,
 )
 from streamd.server import TOKEN_LIMIT, FramedSessionProtocol, StreamServerFactory
-from streamd.session import ISessionAdapter, SessionState
+from streamd.session import SessionState
 
 PING_FRAME = framed(Ping())
 PONG_FRAME = framed(Pong())
@@ -54,7 +52,6 @@ def identitySerial(identity: bytes) -> int:
     return -1 - int.from_bytes(identity, "big")
 
 
-@implementer(ISessionAdapter)
 class SeqServerProtocol(FramedSessionProtocol):
     """
     One client of a C{seq} listener.

@@ -130,6 +130,7 @@ class _TokenHandshake:
         return buffer[framing.headerSize : end], buffer[end:]
 
 
+@implementer(ISessionAdapter)
 class FramedSessionProtocol(FramedProtocol):
     """
     A framed TCP, UNIX or TLS connection with a L{Session}: what the
@@ -182,6 +183,18 @@ class FramedSessionProtocol(FramedProtocol):
     def ownNotice(self, first: int, last: int) -> bytes | None:
         return None
 
+    def goodbye(self, reason: Reason) -> bool:
+        """
+        The C{int32} and C{ascii10} framings have no way to say why (the
+        C{seq} adapter says it with a BYE): at shutdown the connection is
+        closed after the frame begun, otherwise at once.
+        """
+        if reason is Reason.SHUTDOWN:
+            self.cursor.sendFinal(b"")
+            return True
+        self.abort()
+        return False
+
     def abort(self) -> None:
         self.transport.abortConnection()
 
@@ -199,7 +212,6 @@ class FramedSessionProtocol(FramedProtocol):
         self.session.lost(reason.getErrorMessage())
 
 
-@implementer(ISessionAdapter)
 class StreamServerProtocol(FramedSessionProtocol):
     """
     One client of an C{int32} or C{ascii10} listener: receives the stream,
@@ -249,18 +261,6 @@ class StreamServerProtocol(FramedSessionProtocol):
         self.session.publish(
             payloads, raw, self.framing, received, received - len(payloads) * self.framing.headerSize
         )
-
-    def goodbye(self, reason: Reason) -> bool:
-        """
-        The C{int32} and C{ascii10} framings have no way to say why: at
-        shutdown the connection is closed after the frame begun, otherwise
-        at once.
-        """
-        if reason is Reason.SHUTDOWN:
-            self.cursor.sendFinal(b"")
-            return True
-        self.abort()
-        return False
 
 
 class StreamServerFactory(FactoryOf[FramedSessionProtocol]):

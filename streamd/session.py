@@ -147,7 +147,7 @@ class Connections:
         # the log: past CONNECTION_LINES a second, lines are counted.
         self._lines = {
             what: LogThrottle(clock, self._summary(what), CONNECTION_LINES)
-            for what in ("connected", "disconnected", "goodbye")
+            for what in ("connected", "disconnected", "dropped")
         }
 
     def __len__(self) -> int:
@@ -183,8 +183,9 @@ class Connections:
 
     def mayLog(self, what: str) -> bool:
         """
-        Whether one more line about C{what} (C{connected},
-        C{disconnected}, C{goodbye}) may be logged in this second.
+        Whether one more line about C{what} (a client C{connected},
+        C{disconnected}, or C{dropped} by the daemon) may be logged in this
+        second.
         """
         return self._lines[what].admitOne()
 
@@ -193,7 +194,7 @@ class Connections:
             self.log.info(
                 "{count} more clients {what} in a second, not logged one by one ({n} connected)",
                 count=count,
-                what="told why they were disconnected" if what == "goodbye" else what,
+                what="closed or refused by the daemon (see the counters)" if what == "dropped" else what,
                 n=len(self),
             )
 
@@ -257,7 +258,7 @@ class Session:
     bytesIn = 0
     since = 0.0
 
-    def __init__(self, context: SessionContext, adapter: Any) -> None:
+    def __init__(self, context: SessionContext, adapter: ISessionAdapter) -> None:
         self.context = context
         self.adapter = adapter
         self.state = SessionState.AWAITING
@@ -456,7 +457,7 @@ class Session:
         self._stopTimers()
         context = self.context
         context.hub.stats.disconnects[reason] += 1
-        if reason is not Reason.SHUTDOWN and context.connections.mayLog("goodbye"):
+        if reason is not Reason.SHUTDOWN and context.connections.mayLog("dropped"):
             self.log.warn("{peer} " + reason.template, peer=self.peer, **figures)
         told = self.adapter.goodbye(reason)
         if self.cursor is not None:

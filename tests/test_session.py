@@ -15,12 +15,17 @@ from typing import Any
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyClass
 
 from streamd.auth import AccessPolicy, TokenFile
 from streamd.hub import SWEEP_INTERVAL, FlowControl
 from streamd.reasons import Reason
 from streamd.resume import Gap, GapReason, Start
-from streamd.server import ServerConfig
+from streamd.seqserver import SeqServerProtocol
+from streamd.server import ServerConfig, StreamServerProtocol
+from streamd.session import ISessionAdapter
+from streamd.web.sse import EventStream
+from streamd.web.websocket import StreamWebSocketProtocol
 
 from .sessionclients import (
     OTHER_EPOCH,
@@ -476,6 +481,20 @@ class _WebMixin(_Behaviour):
         daemon = Daemon()
         client = self.connect(daemon, query=f"?last=x&epoch={EPOCH}")
         self.assertDropped(daemon, client, Reason.BAD_REQUEST, streaming=False)
+
+
+class AdapterTests(SynchronousTestCase):
+    """
+    Every transport's adapter declares what the session needs of it.
+    """
+
+    def test_adaptersProvideTheInterface(self) -> None:
+        """
+        The C{int32}/C{ascii10}, C{seq}, WebSocket and SSE adapters each
+        implement every member of L{ISessionAdapter}.
+        """
+        for adapter in (StreamServerProtocol, SeqServerProtocol, StreamWebSocketProtocol, EventStream):
+            self.assertTrue(verifyClass(ISessionAdapter, adapter))
 
 
 class Int32Tests(_ReadingMixin, _PublishingMixin, SynchronousTestCase):
