@@ -233,13 +233,6 @@ class StreamServerProtocol(FramedSessionProtocol):
         """
         self.cursor.sendPrivate(self.framing.encode(string))
 
-    @property
-    def messagesOut(self) -> int:
-        """
-        Messages handed to this client so far.
-        """
-        return self.cursor.messages
-
     def dataReceived(self, data: bytes) -> None:
         handshake = self._handshake
         if handshake is None:
