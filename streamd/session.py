@@ -129,6 +129,12 @@ class SessionState(Enum):
     """
 
 
+_SUMMARIES = {
+    "started": "started their stream",
+    "dropped": "closed or refused by the daemon (see the counters)",
+}
+
+
 class Connections:
     """
     The daemon's open sessions, across all its listeners and transports,
@@ -147,7 +153,7 @@ class Connections:
         # the log: past CONNECTION_LINES a second, lines are counted.
         self._lines = {
             what: LogThrottle(clock, self._summary(what), CONNECTION_LINES)
-            for what in ("connected", "disconnected", "dropped")
+            for what in ("connected", "started", "disconnected", "dropped")
         }
 
     def __len__(self) -> int:
@@ -184,8 +190,8 @@ class Connections:
     def mayLog(self, what: str) -> bool:
         """
         Whether one more line about C{what} (a client C{connected},
-        C{disconnected}, or C{dropped} by the daemon) may be logged in this
-        second.
+        C{started} its stream, C{disconnected}, or was C{dropped} by the
+        daemon) may be logged in this second.
         """
         return self._lines[what].admitOne()
 
@@ -194,7 +200,7 @@ class Connections:
             self.log.info(
                 "{count} more clients {what} in a second, not logged one by one ({n} connected)",
                 count=count,
-                what="closed or refused by the daemon (see the counters)" if what == "dropped" else what,
+                what=_SUMMARIES.get(what, what),
                 n=len(self),
             )
 
@@ -254,27 +260,29 @@ class Session:
     """
 
     log = Logger()
+    state = SessionState.AWAITING
     messagesIn = 0
     bytesIn = 0
     since = 0.0
+    # Defaults here rather than in __init__: a storm of connections makes
+    # thousands of sessions a second.
+    cursor: Cursor | None = None
+    reason: Reason | None = None
+    _request: StartRequest | None = None
+    _digest: bytes | None = None
+    _admitted = False
+    _published = False
+    _unanswered = 0
+    _throttle: LogThrottle | None = None
+    _authCall: IDelayedCall | None = None
+    _idleCall: IDelayedCall | None = None
+    _pingCall: IDelayedCall | None = None
+    _graceCall: IDelayedCall | None = None
 
     def __init__(self, context: SessionContext, adapter: ISessionAdapter) -> None:
         self.context = context
         self.adapter = adapter
-        self.state = SessionState.AWAITING
         self.access = context.config.access.initialAccess()
-        self.cursor: Cursor | None = None
-        self.reason: Reason | None = None
-        self._request: StartRequest | None = None
-        self._digest: bytes | None = None
-        self._admitted = False
-        self._published = False
-        self._unanswered = 0
-        self._throttle: LogThrottle | None = None
-        self._authCall: IDelayedCall | None = None
-        self._idleCall: IDelayedCall | None = None
-        self._pingCall: IDelayedCall | None = None
-        self._graceCall: IDelayedCall | None = None
 
     @property
     def peer(self) -> str:
@@ -350,7 +358,8 @@ class Session:
 
         @return: whether it was accepted.
         """
-        self._cancel("_authCall")
+        _cancel(self._authCall)
+        self._authCall = None
         policy = self.context.config.access
         self._digest = digest(token)
         granted = policy.accessForDigest(self._digest)
@@ -476,7 +485,8 @@ class Session:
         if cursor is None or cursor.closed or self.state is not SessionState.STREAMING:
             self.drop(Reason.SHUTDOWN)
             return
-        self._cancel("_pingCall")
+        _cancel(self._pingCall)
+        self._pingCall = None
         cursor.close(then=lambda: self.drop(Reason.SHUTDOWN))
 
     def abort(self) -> None:
@@ -495,7 +505,7 @@ class Session:
             return
         self.state = SessionState.CLOSED
         self._stopTimers()
-        self._cancel("_graceCall")
+        _cancel(self._graceCall)
         if self._throttle is not None:
             self._throttle.stop()
         if self.cursor is not None:
@@ -586,7 +596,11 @@ class Session:
         hub = self.context.hub
         history = hub.history
         try:
-            point = startPosition(history, request)
+            point = (
+                StartPoint(history.end, 0, history.nextSequence)
+                if request is HEAD
+                else startPosition(history, request)
+            )
         except PositionAhead as e:
             self.drop(Reason.AHEAD, position=e.position, newest=e.newest)
             return
@@ -599,8 +613,9 @@ class Session:
                 entry = history[index]
                 if entry[SENDER] != cursor.serial:
                     rest = history.payloads(entry)[point.skip :]
-                    greeting += cursor.framing.encodeEntry(rest, entry[FIRST] + point.skip)
-                    cursor.countMessages(len(rest), len(greeting))
+                    data = cursor.framing.encodeEntry(rest, entry[FIRST] + point.skip)
+                    cursor.countMessages(len(rest), len(data))
+                    greeting += data
                 index += 1
             cursor.seek(index)
             cursor.sendPrivate(greeting, before=index)
@@ -609,9 +624,9 @@ class Session:
         idleTimeout = self.context.config.idleTimeout
         if self._idleCall is not None and idleTimeout is not None:
             # Idle from now: asking for the stream was its activity.
-            self._cancel("_idleCall")
+            _cancel(self._idleCall)
             self._idleCall = self.context.clock.callLater(idleTimeout, self._checkIdle, self.adapter.activity())
-        if request is not HEAD:
+        if request is not HEAD and self.context.connections.mayLog("started"):
             self.log.info(
                 "{peer} starts at message {seq} ({start})",
                 peer=self.peer,
@@ -662,15 +677,16 @@ class Session:
             size=size,
         )
 
-    def _cancel(self, name: str) -> None:
-        call = getattr(self, name)
-        if call is not None and call.active():
-            call.cancel()
-        setattr(self, name, None)
-
     def _stopTimers(self) -> None:
-        for name in ("_authCall", "_idleCall", "_pingCall"):
-            self._cancel(name)
+        if self._authCall or self._idleCall or self._pingCall:
+            for call in (self._authCall, self._idleCall, self._pingCall):
+                _cancel(call)
+            self._authCall = self._idleCall = self._pingCall = None
+
+
+def _cancel(call: IDelayedCall | None) -> None:
+    if call is not None and call.active():
+        call.cancel()
 
 
 __all__ = [
