@@ -89,9 +89,9 @@ class Hub:
     The log and its subscribers.
 
     A subscriber I{keeps up} while it is caught up, or while its connection,
-    having fallen behind, took what it was given within the last
-    C{stallTimeout} seconds; one that has never taken anything while behind
-    (a client that never reads) is not waited for.
+    having fallen behind, took what it was given (or fell behind) within the
+    last C{stallTimeout} seconds; one that has taken nothing for longer (a
+    client that stopped reading) is no longer waited for.
     Sources (and, with C{blockPublishers}, publishing clients) never push a
     message out of the log that a subscriber that keeps up has not been
     sent: they are paused instead, until there is room.  Other publishers
@@ -260,13 +260,17 @@ class Hub:
     def cursorBehind(self, cursor: Cursor) -> None:
         """
         C{cursor}'s connection is full: it leaves the batches to the log.
+        It kept up until now, so it is waited for C{stallTimeout} seconds
+        from now, as if it had just taken what it was given: a reader that
+        pauses for less than that (a scrolling terminal, a collector pause,
+        a busy machine) is never cut for it.
         """
         if self._live.pop(cursor, 0) is None:
             self._deliveries = None
         self._behind[cursor] = None
         cursor.aboveSoftSince = None
-        if self.keepsUp(cursor):
-            self._waitingFor[cursor] = None
+        cursor.lastDrain = self.clock.seconds()
+        self._waitingFor[cursor] = None
         if self._sweep is None:
             self._sweep = self.clock.callLater(SWEEP_INTERVAL, self._sweepBehind)
 

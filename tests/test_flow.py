@@ -63,6 +63,21 @@ class BoundedTransport(StringTransport):
         return data
 
 
+class ClientPublisher:
+    """
+    A client that publishes, as the hub knows one: a sender the log is not
+    held back for.
+    """
+
+    serial = 424242
+
+    def published(self, entry: object) -> None:
+        pass
+
+
+CLIENT = ClientPublisher()
+
+
 @implementer(IPushProducer)
 class FakeSource:
     """
@@ -235,7 +250,7 @@ class LimitTests(FlowTestCase):
         _, healthy = self.connect()
         received = b""
         for _ in range(20):
-            self.daemon.hub.publish([PAYLOAD])
+            self.daemon.hub.publish([PAYLOAD], sender=CLIENT)
             received += healthy.take()
         self.assertFalse(slowTransport.disconnecting)
         self.sweep()
@@ -259,7 +274,7 @@ class LimitTests(FlowTestCase):
         """
         slow, transport = self.connect()
         for _ in range(20):
-            self.daemon.hub.publish([PAYLOAD])
+            self.daemon.hub.publish([PAYLOAD], sender=CLIENT)
         transport.take()
         self.assertTrue(transport.disconnecting)
 
@@ -309,7 +324,7 @@ class LimitTests(FlowTestCase):
         """
         self.connect()
         for _ in range(20):
-            self.daemon.hub.publish([PAYLOAD])
+            self.daemon.hub.publish([PAYLOAD], sender=CLIENT)
         self.sweep()
         self.sweep()
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -369,16 +384,44 @@ class PacingTests(FlowTestCase):
         self.assertIn("(3 pause(s) since the last such line)", lines[1])
         self.assertEqual(self.daemon.hub.pauses, 4)
 
-    def test_neverDrainedNotWaitedFor(self) -> None:
+    def test_neverDrainedWaitedForAtMostStallTimeout(self) -> None:
         """
-        A client that has not taken anything since it fell behind (a
-        client that never reads) never pauses a source.
+        A client that never reads holds a source back for the stall timeout
+        from when it fell behind, no longer; then it is cut once its position
+        leaves the log.
         """
         source = FakeSource(self.daemon)
         _, transport = self.connect()
-        self.assertEqual(source.publish(100), 100)
+        self.assertLess(source.publish(100), 100)
+        self.assertTrue(source.paused)
+        self.clock.advance(0.9)
+        self.assertTrue(source.paused)
+        for _ in range(3):
+            self.sweep()
+        self.assertFalse(source.paused)
+        self.assertEqual(source.publish(20), 20)
         self.sweep()
         self.assertTrue(transport.disconnecting)
+
+    def test_briefPauseNeverCut(self) -> None:
+        """
+        A reader that stops for less than the stall timeout while a source
+        floods (a scrolling terminal, Ctrl-S, a collector pause) holds the
+        source back meanwhile, then gets every message, and is not cut.
+        """
+        source = FakeSource(self.daemon)
+        _, transport = self.connect()
+        received = b""
+        for _ in range(50):
+            source.publish(100)
+            self.clock.advance(0.8)
+            received += transport.take()
+        source.publish(100)
+        while chunk := transport.take():
+            received += chunk
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(frames(received), source.published)
+        self.assertGreater(len(source.published), 50)
 
     def test_stalledClientWaitedForAtMostStallTimeout(self) -> None:
         """
