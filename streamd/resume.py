@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from streamd.history import FIRST, History
 
@@ -74,15 +75,15 @@ The request of a client that speaks no numbers (C{int32}, C{ascii10}).
 """
 
 
-@dataclass(frozen=True)
-class StartPoint:
+class StartPoint(NamedTuple):
     """
-    Where a stream starts: the messages of entry C{index} from its
+    Where a stream starts: the messages of entry number C{entry} from its
     C{skip}th on, after C{gap} if some that were asked for are gone;
-    C{next} is the sequence number of the first message to come.
+    C{next} is the sequence number of the first message to come.  (A tuple:
+    every connection makes one.)
     """
 
-    index: int
+    entry: int
     skip: int
     next: int
     gap: Gap | None = None

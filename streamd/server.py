@@ -209,7 +209,7 @@ class FramedSessionProtocol(FramedProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
-        self.session.lost(reason.getErrorMessage())
+        self.session.lost(reason)
 
 
 class StreamServerProtocol(FramedSessionProtocol):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
 from streamd.auth import Access, digest, originAllowed
@@ -129,12 +130,6 @@ class SessionState(Enum):
     """
 
 
-_SUMMARIES = {
-    "started": "started their stream",
-    "dropped": "closed or refused by the daemon (see the counters)",
-}
-
-
 class Connections:
     """
     The daemon's open sessions, across all its listeners and transports,
@@ -151,10 +146,10 @@ class Connections:
         self.partial = PartialBudget(maxPartialBytes)
         # A storm of (re)connections, as after a restart, must not wait on
         # the log: past CONNECTION_LINES a second, lines are counted.
-        self._lines = {
-            what: LogThrottle(clock, self._summary(what), CONNECTION_LINES)
-            for what in ("connected", "started", "disconnected", "dropped")
-        }
+        self.connectedLines, self.startedLines, self.disconnectedLines, self.droppedLines = (
+            LogThrottle(clock, self._summary(what), CONNECTION_LINES)
+            for what in ("connected", "started their stream", "disconnected", "closed or refused by the daemon")
+        )
 
     def __len__(self) -> int:
         return len(self._open)
@@ -187,20 +182,12 @@ class Connections:
         self._waiting.append(d)
         return d
 
-    def mayLog(self, what: str) -> bool:
-        """
-        Whether one more line about C{what} (a client C{connected},
-        C{started} its stream, C{disconnected}, or was C{dropped} by the
-        daemon) may be logged in this second.
-        """
-        return self._lines[what].admitOne()
-
     def _summary(self, what: str) -> Any:
         def report(count: int, size: int) -> None:
             self.log.info(
                 "{count} more clients {what} in a second, not logged one by one ({n} connected)",
                 count=count,
-                what=_SUMMARIES.get(what, what),
+                what=what,
                 n=len(self),
             )
 
@@ -218,7 +205,7 @@ class Connections:
         """
         Log what the throttles held back, now (at shutdown).
         """
-        for throttle in self._lines.values():
+        for throttle in (self.connectedLines, self.startedLines, self.disconnectedLines, self.droppedLines):
             throttle.stop()
 
 
@@ -330,7 +317,7 @@ class Session:
         stats = context.hub.stats
         stats.connections = len(connections)
         stats.connectionsTotal += 1
-        if connections.mayLog("connected"):
+        if connections.connectedLines.admitOne():
             self.log.info(
                 "{protocol} client {peer} connected ({n} connected)",
                 protocol=self.adapter.protocol,
@@ -466,7 +453,7 @@ class Session:
         self._stopTimers()
         context = self.context
         context.hub.stats.disconnects[reason] += 1
-        if reason is not Reason.SHUTDOWN and context.connections.mayLog("dropped"):
+        if reason is not Reason.SHUTDOWN and context.connections.droppedLines.admitOne():
             self.log.warn("{peer} " + reason.template, peer=self.peer, **figures)
         told = self.adapter.goodbye(reason)
         if self.cursor is not None:
@@ -497,9 +484,10 @@ class Session:
             self.cursor.abandon()
         self.adapter.abort()
 
-    def lost(self, why: str) -> None:
+    def lost(self, why: str | Failure) -> None:
         """
-        The connection is gone, for C{why} (when the daemon did not say).
+        The connection is gone, for C{why} (when the daemon did not say): a
+        text, or the failure the transport gave, read only if it is logged.
         """
         if self.state is SessionState.CLOSED:
             return
@@ -518,14 +506,18 @@ class Session:
         connections = context.connections
         connections.discard(self)
         context.hub.stats.connections = len(connections)
-        if connections.mayLog("disconnected"):
+        if connections.disconnectedLines.admitOne():
             self.log.info(
                 "{protocol} client {peer} disconnected: {messagesIn} messages in, {messagesOut} out ({why})",
                 protocol=self.adapter.protocol,
                 peer=self.peer,
                 messagesIn=self.messagesIn,
                 messagesOut=self.messagesOut,
-                why=self.reason.summary if self.reason is not None else why,
+                why=self.reason.summary
+                if self.reason is not None
+                else why
+                if isinstance(why, str)
+                else why.getErrorMessage(),
             )
         connections.settle()
 
@@ -607,7 +599,20 @@ class Session:
         self.state = SessionState.STREAMING
         greeting = self.adapter.greeting(point)
         hub.subscribe(cursor)
-        index = point.index
+        if greeting or request is not HEAD:
+            self._catchUp(point, greeting)
+        self._streaming()
+
+    def _catchUp(self, point: StartPoint, greeting: bytes) -> None:
+        """
+        Send the greeting, the rest of the entry the stream starts inside,
+        and the log from there, as far as the connection takes them.
+        """
+        cursor = self.cursor
+        assert cursor is not None
+        hub = self.context.hub
+        history = hub.history
+        index = point.entry
         if greeting or index < history.end:
             if point.skip:
                 entry = history[index]
@@ -621,21 +626,30 @@ class Session:
             cursor.sendPrivate(greeting, before=index)
             hub.cursorDrained(cursor)
             cursor.pump()
-        idleTimeout = self.context.config.idleTimeout
-        if self._idleCall is not None and idleTimeout is not None:
-            # Idle from now: asking for the stream was its activity.
-            _cancel(self._idleCall)
-            self._idleCall = self.context.clock.callLater(idleTimeout, self._checkIdle, self.adapter.activity())
-        if request is not HEAD and self.context.connections.mayLog("started"):
+        request = self._request
+        if request is not HEAD and self.context.connections.startedLines.admitOne():
+            assert request is not None
             self.log.info(
                 "{peer} starts at message {seq} ({start})",
                 peer=self.peer,
                 seq=point.next,
                 start=request.start.name.lower(),
             )
-        interval = self.context.config.heartbeat
+
+    def _streaming(self) -> None:
+        """
+        The stream started: the idle timer runs from now, and the heartbeat.
+        """
+        config = self.context.config
+        idleTimeout = config.idleTimeout
+        if self._idleCall is not None and idleTimeout is not None:
+            # Idle from now: asking for the stream was its activity.
+            _cancel(self._idleCall)
+            self._idleCall = self.context.clock.callLater(idleTimeout, self._checkIdle, self.adapter.activity())
+        interval = config.heartbeat
         if interval and self.adapter.ping is not None:
-            self._pingCall = self.context.clock.callLater(interval, self._heartbeat, cursor.written)
+            assert self.cursor is not None
+            self._pingCall = self.context.clock.callLater(interval, self._heartbeat, self.cursor.written)
 
     def _heartbeat(self, before: int) -> None:
         """
