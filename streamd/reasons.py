@@ -49,6 +49,9 @@ class Reason(Enum):
     BAD_REQUEST = 14
     AHEAD = 15
     ORIGIN = 16
+    HEADER_TIMEOUT = 17
+    REQUEST_BODY = 18
+    PIPELINE = 19
 
     @property
     def label(self) -> str:
@@ -153,6 +156,21 @@ _TEXTS = {
         "a page of this origin may not connect (--http-origin)",
         "is a page of {origin}, which --http-origin does not allow; refused",
         False,
+    ),
+    Reason.HEADER_TIMEOUT: _Texts(
+        "no complete request in time (--http-header-timeout)",
+        "sent no complete request head within --http-header-timeout {timeout:g} s; disconnecting",
+        True,
+    ),
+    Reason.REQUEST_BODY: _Texts(
+        "a request body, which no endpoint takes",
+        "sent a request with a body ({length}), which no endpoint takes; refused with 413",
+        False,
+    ),
+    Reason.PIPELINE: _Texts(
+        "sent requests without reading the answers",
+        "sent {count} more requests without reading the answers already sent; disconnecting",
+        True,
     ),
 }
 

@@ -28,6 +28,7 @@ from streamd.session import Connections
 from streamd.sources import SourceContext, makeSource, parseSource
 from streamd.stats import Stats, StatsLogger
 from streamd.tls import isTLSListener, serverEndpoint
+from streamd.web.context import DEFAULT_HEADER_TIMEOUT
 
 if TYPE_CHECKING:
     from streamd.cluster.link import ClusterLink
@@ -78,6 +79,8 @@ class DaemonConfig:
 
     @ivar httpClientCA: the PEM file of the CAs whose client certificates
         the C{ssl:} endpoints of C{http} require, if any (C{--client-ca}).
+    @ivar httpHeaderTimeout: seconds an HTTP connection has to send each
+        request's head (C{--http-header-timeout}), or C{None} for no limit.
 
     @raise streamd.sources.BadSourceSpec: (a L{streamd.config.ConfigError})
         for a source that does not parse; the server and flow rules have
@@ -96,6 +99,7 @@ class DaemonConfig:
     http: tuple[str, ...] = ()
     httpClientCA: str | None = None
     httpPublicMetrics: bool = False
+    httpHeaderTimeout: float | None = DEFAULT_HEADER_TIMEOUT
     cluster: ClusterConfig | None = None
 
     def __post_init__(self) -> None:
@@ -175,7 +179,13 @@ class StreamdService(MultiService):
                 ),
                 makeSite(
                     WebContext(
-                        self.hub, reactor, config.server, self.connections, description, config.httpPublicMetrics
+                        self.hub,
+                        reactor,
+                        config.server,
+                        self.connections,
+                        description,
+                        config.httpPublicMetrics,
+                        config.httpHeaderTimeout,
                     ),
                     listeners=lambda: self.listeners,
                     sources=self.sources,

@@ -39,6 +39,7 @@ from streamd.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from streamd.server import ServerConfig
+    from streamd.stats import Stats
 
 CONNECTION_LINES = 20
 """
@@ -131,8 +132,12 @@ class SessionState(Enum):
 
 class Connections:
     """
-    The daemon's open sessions, across all its listeners and transports,
-    and the lines about them in the log.
+    The daemon's open connections, across all its listeners and transports,
+    and the lines about them in the log: its sessions, and the HTTP
+    connections that are not (or no longer) a session, which count in
+    C{--max-clients} alike.  Each connection counts once: an HTTP connection
+    whose request becomes a session (L{Session.admit} with its C{host})
+    counts as that session until it ends.
 
     @ivar partial: the memory all their unfinished incoming frames hold.
     """
@@ -141,6 +146,7 @@ class Connections:
 
     def __init__(self, maxPartialBytes: int, clock: IReactorTime) -> None:
         self._open: dict[Session, None] = {}
+        self._channels: dict[Any, None] = {}
         self._waiting: list[Deferred[None]] = []
         self.partial = PartialBudget(maxPartialBytes)
         # A storm of (re)connections, as after a restart, must not wait on
@@ -151,16 +157,50 @@ class Connections:
         }
 
     def __len__(self) -> int:
-        return len(self._open)
+        """
+        Every connection: sessions, and HTTP connections that are not one.
+        """
+        return len(self._open) + len(self._channels)
 
     def __iter__(self) -> Iterator[Session]:
+        """
+        The sessions.
+        """
         return iter(list(self._open))
+
+    @property
+    def channels(self) -> list[Any]:
+        """
+        The HTTP connections that are not a session now.
+        """
+        return list(self._channels)
 
     def add(self, session: Session) -> None:
         self._open[session] = None
 
     def discard(self, session: Session) -> None:
         self._open.pop(session, None)
+
+    def addChannel(self, channel: Any) -> None:
+        self._channels[channel] = None
+
+    def discardChannel(self, channel: Any) -> bool:
+        """
+        Count C{channel} no more (it is gone, or it became a session).
+
+        @return: whether it was counted.
+        """
+        return self._channels.pop(channel, False) is None
+
+    def dropped(self, stats: Stats, peer: str, reason: Reason, **figures: Any) -> None:
+        """
+        The daemon closed or refused C{peer}'s connection for C{reason}:
+        count it, and log it (with the C{figures} its text names) if the
+        lines of this second allow.
+        """
+        stats.disconnects[reason] += 1
+        if reason is not Reason.SHUTDOWN and self.mayLog("dropped"):
+            self.log.warn("{peer} " + reason.template, peer=peer, **figures)
 
     def settle(self) -> None:
         """
@@ -275,6 +315,7 @@ class Session:
         self._idleCall: IDelayedCall | None = None
         self._pingCall: IDelayedCall | None = None
         self._graceCall: IDelayedCall | None = None
+        self._host: Any = None
 
     @property
     def peer(self) -> str:
@@ -303,21 +344,30 @@ class Session:
 
     # The adapter's calls.
 
-    def admit(self) -> bool:
+    def admit(self, host: Any = None) -> bool:
         """
         The client connected: count it among the daemon's connections, or
         refuse it over C{--max-clients}; start its timers.
 
+        @param host: the HTTP connection (counted in the daemon's
+            connections) whose request this session is, if any: it counts
+            as this session until the session ends, then as itself again if
+            it is still open.
         @return: whether it was admitted.
         """
         context = self.context
         connections = context.connections
         config = context.config
+        hosted = host is not None and connections.discardChannel(host)
         if len(connections) >= config.maxClients:
+            if hosted:
+                connections.addChannel(host)
             self.drop(Reason.MAX_CLIENTS, clients=len(connections))
             return False
         self.since = context.clock.seconds()
         self._admitted = True
+        if hosted:
+            self._host = host
         connections.add(self)
         stats = context.hub.stats
         stats.connections = len(connections)
@@ -456,9 +506,7 @@ class Session:
         self.reason = reason
         self._stopTimers()
         context = self.context
-        context.hub.stats.disconnects[reason] += 1
-        if reason is not Reason.SHUTDOWN and context.connections.mayLog("dropped"):
-            self.log.warn("{peer} " + reason.template, peer=self.peer, **figures)
+        context.connections.dropped(context.hub.stats, self.peer, reason, **figures)
         told = self.adapter.goodbye(reason)
         if self.cursor is not None:
             self.cursor.abandon()
@@ -507,6 +555,9 @@ class Session:
             return
         connections = context.connections
         connections.discard(self)
+        host, self._host = self._host, None
+        if host is not None and host.transport is not None and not host.transport.disconnecting:
+            connections.addChannel(host)
         context.hub.stats.connections = len(connections)
         if connections.mayLog("disconnected"):
             self.log.info(

@@ -24,6 +24,7 @@ from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 from streamd.seqframing import SEQ
 from streamd.server import DEFAULT_AUTH_TIMEOUT, DEFAULT_HEARTBEAT, ServerConfig
 from streamd.tls import isTLSListener, loadCertificates, parseDescription, serverEndpoint
+from streamd.web.context import DEFAULT_HEADER_TIMEOUT
 
 if TYPE_CHECKING:
     from streamd.service import DaemonConfig, Listen
@@ -271,6 +272,13 @@ class Options(usage.Options):
             _seconds("shutdown-timeout"),
         ],
         [
+            "http-header-timeout",
+            None,
+            DEFAULT_HEADER_TIMEOUT,
+            "Seconds an --http connection has to send each request's head (0: no limit).",
+            _seconds("http-header-timeout"),
+        ],
+        [
             "restart-delay",
             None,
             1.0,
@@ -501,6 +509,7 @@ def _daemonConfig(options: Options) -> DaemonConfig:
         http=options["https"],
         httpClientCA=options["client-ca"],
         httpPublicMetrics=options["http-public-metrics"],
+        httpHeaderTimeout=options["http-header-timeout"] or None,
         cluster=options["cluster-config"],
     )
 

@@ -127,7 +127,7 @@ class WebSocketTests(SynchronousTestCase):
         context = webContext(ServerConfig(access=AccessPolicy(readOnly=True)))
         client = _Client(context)
         client.send(b"no")
-        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "read_only", "code": 8})
+        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "read_only", "code": 8, "reconnect": False})
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4008).to_bytes(2, "big"))
         self.assertEqual(context.hub.history.nextSequence, 1)
@@ -226,7 +226,7 @@ class WebSocketTests(SynchronousTestCase):
         client.protocol.dataReceived(b"y" * 500)
         self.assertEqual(context.hub.stats.disconnects[Reason.OVERSIZED_FRAME], 1)
         self.assertEqual(context.hub.history.nextSequence, 2)
-        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "oversized_frame", "code": 4})
+        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "oversized_frame", "code": 4, "reconnect": False})
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4004).to_bytes(2, "big"))
 
@@ -260,6 +260,7 @@ class WebSocketTests(SynchronousTestCase):
         cursor.resumeProducing()
         frames = client.frames()
         self.assertEqual(client.messages(), [(1, b"one"), (1, b"two"), (1, b"three")])
-        self.assertEqual(frames[-2], (1, b'\x1e{"type":"bye","reason":"shutdown","code":11}'))
+        self.assertEqual(frames[-2], (1, b'\x1e{"type":"bye","reason":"shutdown","code":11,"reconnect":true}'))
         self.assertEqual((frames[-1][0], frames[-1][1][:2]), (8, (4011).to_bytes(2, "big")))
         self.assertTrue(cursor.closed)
+

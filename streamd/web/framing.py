@@ -22,6 +22,7 @@ from typing import Any
 
 from streamd.framing import Framing, Payload
 from streamd.history import History
+from streamd.reasons import Reason
 from streamd.resume import Gap, GapReason
 
 CONTROL = b"\x1e"
@@ -138,6 +139,14 @@ class EventFraming(Framing):
     def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
         epoch = self.history.epoch.hex()
         return b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
+
+
+def byeMessage(reason: Reason) -> dict[str, Any]:
+    """
+    Why the daemon closes, as the web's C{bye} message (WebSocket and SSE
+    alike): the reason, its code, and whether to connect again.
+    """
+    return {"reason": reason.label, "code": reason.value, "reconnect": reason.reconnect}
 
 
 def gapMessage(gap: Gap) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import txaio
+from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
@@ -23,7 +24,7 @@ from streamd.resume import HEAD, Gap, StartPoint
 from streamd.session import ISessionAdapter, Session
 from streamd.tcpinfo import bytesAcked
 from streamd.web.context import HTTP_STATUS, BadPosition, WebContext, bearerToken, startRequest
-from streamd.web.framing import PING, WEBSOCKET, control, gapMessage
+from streamd.web.framing import PING, WEBSOCKET, byeMessage, control, gapMessage
 
 QUIET = "error"
 """
@@ -150,7 +151,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             self.closeHandshakeTimeout = SHUTDOWN_CLOSE_TIMEOUT
         assert self.session is not None and self.session.cursor is not None
         self.session.cursor.sendFinal(
-            control({"type": "bye", "reason": reason.label, "code": reason.value}),
+            control({"type": "bye", **byeMessage(reason)}),
             lambda: self.sendClose(4000 + reason.value, reason.label),
         )
         return True
@@ -207,3 +208,14 @@ class StreamWebSocketFactory(WebSocketServerFactory):  # type: ignore[misc]
         size = context.config.maxMessageSize
         # The session sends the heartbeat (--heartbeat), so autobahn does not.
         self.setProtocolOptions(maxMessagePayloadSize=size, maxFramePayloadSize=size, autoPingInterval=0)
+
+
+class StreamWebSocketResource(WebSocketResource):  # type: ignore[misc]
+    """
+    C{/ws}: the upgrade takes the connection from twisted.web, which then
+    counts it no more; its session does (L{StreamdChannel.upgraded}).
+    """
+
+    def render(self, request: Any) -> Any:
+        request.channel.upgraded()
+        return super().render(request)

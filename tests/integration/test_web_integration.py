@@ -375,7 +375,7 @@ class LimitTests(_Mixin, TestCase):
         code = yield client.closed
         self.assertEqual(code, 4004)
         bye = json.loads(client.received[-1][1][1:])
-        self.assertEqual(bye, {"type": "bye", "reason": "oversized_frame", "code": 4})
+        self.assertEqual(bye, {"type": "bye", "reason": "oversized_frame", "code": 4, "reconnect": False})
         self.assertEqual(self.hub.history.nextSequence, 1)
         _, body = yield self.get("/metrics")
         self.assertEqual(samples(body)[("streamd_disconnects_total", (("reason", "oversized_frame"),))], 1)
@@ -417,4 +417,4 @@ class ShutdownTests(_Mixin, TestCase):
         messages = [payload for _, payload in client.received[1:-1]]
         self.assertEqual([int(m.split(b".")[0]) for m in messages], list(range(published)))
         bye = json.loads(client.received[-1][1][1:])
-        self.assertEqual(bye, {"type": "bye", "reason": "shutdown", "code": 11})
+        self.assertEqual(bye, {"type": "bye", "reason": "shutdown", "code": 11, "reconnect": True})
