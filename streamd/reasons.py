@@ -52,6 +52,7 @@ class Reason(Enum):
     HEADER_TIMEOUT = 17
     REQUEST_BODY = 18
     PIPELINE = 19
+    SLOW_MESSAGE = 20
 
     @property
     def label(self) -> str:
@@ -170,6 +171,11 @@ _TEXTS = {
     Reason.PIPELINE: _Texts(
         "sent requests without reading the answers",
         "sent {count} more requests without reading the answers already sent; disconnecting",
+        True,
+    ),
+    Reason.SLOW_MESSAGE: _Texts(
+        "took too long to send one message",
+        "left a message unfinished for {timeout:g} s; disconnecting",
         True,
     ),
 }

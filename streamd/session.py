@@ -52,6 +52,12 @@ BYE_GRACE = 5.0
 Seconds a client has to take its goodbye before the connection is aborted.
 """
 
+MESSAGE_TIMEOUT = 60.0
+"""
+Seconds a client has to finish a message it began (or C{--idle-timeout},
+if shorter), however steadily its pieces come.
+"""
+
 
 class ISessionAdapter(Interface):
     """
@@ -316,6 +322,8 @@ class Session:
         self._pingCall: IDelayedCall | None = None
         self._graceCall: IDelayedCall | None = None
         self._host: Any = None
+        self._held = 0
+        self._messageCall: IDelayedCall | None = None
 
     @property
     def peer(self) -> str:
@@ -487,6 +495,29 @@ class Session:
                 "{peer} sent {size} bytes: {preview}", peer=self.peer, size=len(payload), preview=preview(payload)
             )
 
+    def unfinished(self, held: int | None) -> bool:
+        """
+        The message the client began and has not finished holds C{held}
+        bytes now, or (C{None}) it has none begun: the bytes count in the
+        daemon's C{--max-partial-bytes} with every client's unfinished
+        frames, and a message must be whole within L{MESSAGE_TIMEOUT}.
+
+        @return: whether the client may go on; if not, it is dropped
+            (C{max_partial}) and its message is to be let go.
+        """
+        budget = self.context.connections.partial
+        before, self._held = self._held, held or 0
+        if not budget.move(before, self._held):
+            budget.move(self._held, 0)
+            self._held = 0
+            self.drop(Reason.MAX_PARTIAL, held=held, limit=budget.limit)
+            return False
+        if held is None:
+            self._cancel("_messageCall")
+        elif self._messageCall is None and self.open:
+            self._messageCall = self.context.clock.callLater(self._messageTimeout(), self._messageTimedOut)
+        return True
+
     def answered(self) -> None:
         """
         The client sent something: it answers the heartbeat.
@@ -544,6 +575,9 @@ class Session:
         self.state = SessionState.CLOSED
         self._stopTimers()
         self._cancel("_graceCall")
+        if self._held:
+            self.context.connections.partial.move(self._held, 0)
+            self._held = 0
         if self._throttle is not None:
             self._throttle.stop()
         if self.cursor is not None:
@@ -691,6 +725,14 @@ class Session:
             cursor.sendPrivate(self.adapter.ping)
         self._pingCall = self.context.clock.callLater(interval, self._heartbeat, cursor.written)
 
+    def _messageTimeout(self) -> float:
+        idleTimeout = self.context.config.idleTimeout
+        return MESSAGE_TIMEOUT if idleTimeout is None else min(MESSAGE_TIMEOUT, idleTimeout)
+
+    def _messageTimedOut(self) -> None:
+        self._messageCall = None
+        self.drop(Reason.SLOW_MESSAGE, timeout=self._messageTimeout())
+
     def _authTimedOut(self) -> None:
         self._authCall = None
         self.drop(Reason.AUTH_TIMEOUT, timeout=self.context.config.authTimeout)
@@ -720,12 +762,13 @@ class Session:
         setattr(self, name, None)
 
     def _stopTimers(self) -> None:
-        for name in ("_authCall", "_idleCall", "_pingCall"):
+        for name in ("_authCall", "_idleCall", "_pingCall", "_messageCall"):
             self._cancel(name)
 
 
 __all__ = [
     "BYE_GRACE",
+    "MESSAGE_TIMEOUT",
     "Connections",
     "ISessionAdapter",
     "Session",

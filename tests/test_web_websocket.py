@@ -6,6 +6,8 @@ consumer cut as a TCP one is.
 
 from __future__ import annotations
 
+import sys
+
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,6 +15,7 @@ from streamd.auth import AccessPolicy
 from streamd.hub import FlowControl
 from streamd.reasons import Reason
 from streamd.server import ServerConfig
+from streamd.session import MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
 from streamd.web.websocket import StreamWebSocketFactory, StreamWebSocketProtocol
 from tests.webtools import (
@@ -27,12 +30,12 @@ from tests.webtools import (
 )
 
 
-def clientFrame(payload: bytes, opcode: int = 1) -> bytes:
+def clientFrame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
     """
     A masked client frame (with a zero mask, so the payload is as is).
     """
     assert len(payload) < 126
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+    return bytes((0x80 * fin | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
 
 
 class _Client:
@@ -62,8 +65,8 @@ class _Client:
         """
         return [(op, p) for op, p in self.frames() if op in (1, 2) and p[:1] != b"\x1e"]
 
-    def send(self, payload: bytes, opcode: int = 1) -> None:
-        self.protocol.dataReceived(clientFrame(payload, opcode))
+    def send(self, payload: bytes, opcode: int = 1, fin: bool = True) -> None:
+        self.protocol.dataReceived(clientFrame(payload, opcode, fin))
 
     def lose(self) -> None:
         from twisted.internet.error import ConnectionDone
@@ -263,4 +266,71 @@ class WebSocketTests(SynchronousTestCase):
         self.assertEqual(frames[-2], (1, b'\x1e{"type":"bye","reason":"shutdown","code":11,"reconnect":true}'))
         self.assertEqual((frames[-1][0], frames[-1][1][:2]), (8, (4011).to_bytes(2, "big")))
         self.assertTrue(cursor.closed)
+
+
+class FragmentTests(SynchronousTestCase):
+    """
+    A message sent in pieces (WebSocket fragments): held once, counted with
+    every client's unfinished frames, and timed.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
+    def test_heldOnce(self) -> None:
+        """
+        A message of 2-byte fragments is held in one buffer of at most about
+        1.25 times its bytes (autobahn's lists of pieces are not kept), and
+        counted in C{--max-partial-bytes} until it is whole, then published.
+        """
+        context = webContext()
+        sender, receiver = _Client(context), _Client(context)
+        sender.send(b"ab", opcode=2, fin=False)
+        for _ in range(4999):
+            sender.send(b"cd", opcode=0, fin=False)
+        held = sender.protocol._message
+        assert held is not None
+        self.assertLessEqual(sys.getsizeof(held), 1.25 * 10_000 + 100)
+        self.assertEqual(sender.protocol.message_data, [])
+        self.assertEqual(context.connections.partial.held, 10_000)
+        sender.send(b"", opcode=0)
+        self.assertEqual(context.connections.partial.held, 0)
+        self.assertEqual(receiver.messages(), [(1, b"ab" + b"cd" * 4999)])
+
+    def test_sharedBudget(self) -> None:
+        """
+        Unfinished messages count against the same C{--max-partial-bytes}
+        as all clients' partial frames: the client that takes it over is
+        cut (C{max_partial}), and what it held is let go.
+        """
+        context = webContext(ServerConfig(maxMessageSize=1000, maxPartialBytes=2000))
+        first, second, third = _Client(context), _Client(context), _Client(context)
+        for client in (first, second):
+            client.send(b"x" * 100, opcode=2, fin=False)
+            for _ in range(8):
+                client.send(b"x" * 100, opcode=0, fin=False)
+        third.send(b"y" * 100, opcode=2, fin=False)
+        third.send(b"y" * 101, opcode=0, fin=False)
+        self.assertEqual(controls(third.frames())[-1]["reason"], "max_partial")
+        self.assertEqual(context.hub.stats.disconnects[Reason.MAX_PARTIAL], 1)
+        self.assertEqual(context.connections.partial.held, 1800)
+        first.lose()
+        self.assertEqual(context.connections.partial.held, 900)
+
+    def test_timedOut(self) -> None:
+        """
+        A message whose pieces keep coming, but which is not finished within
+        L{MESSAGE_TIMEOUT}, cuts its sender (C{slow_message}), with no
+        token or idle timeout set.
+        """
+        context = webContext(ServerConfig(heartbeat=None))
+        client = _Client(context)
+        client.send(b"", opcode=1, fin=False)
+        for _ in range(int(MESSAGE_TIMEOUT / 10) - 1):
+            context.clock.advance(10)
+            client.send(b"", opcode=0, fin=False)
+        self.assertEqual(context.hub.stats.disconnects[Reason.SLOW_MESSAGE], 0)
+        context.clock.advance(10)
+        self.assertEqual(controls(client.frames())[-1]["reason"], "slow_message")
+        self.assertEqual(context.hub.stats.disconnects[Reason.SLOW_MESSAGE], 1)
 
