@@ -53,6 +53,7 @@ class Reason(Enum):
     REQUEST_BODY = 18
     PIPELINE = 19
     SLOW_MESSAGE = 20
+    PING_FLOOD = 21
 
     @property
     def label(self) -> str:
@@ -171,6 +172,11 @@ _TEXTS = {
     Reason.PIPELINE: _Texts(
         "sent requests without reading the answers",
         "sent {count} more requests without reading the answers already sent; disconnecting",
+        True,
+    ),
+    Reason.PING_FLOOD: _Texts(
+        "sent pings without reading the answers",
+        "sent {count} pings without reading the answers; disconnecting",
         True,
     ),
     Reason.SLOW_MESSAGE: _Texts(

@@ -17,7 +17,7 @@ from streamd.reasons import Reason
 from streamd.server import ServerConfig
 from streamd.session import MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
-from streamd.web.websocket import StreamWebSocketFactory, StreamWebSocketProtocol
+from streamd.web.websocket import MAX_UNANSWERED_PINGS, StreamWebSocketFactory, StreamWebSocketProtocol
 from tests.webtools import (
     EPOCH,
     HANDSHAKE,
@@ -334,3 +334,44 @@ class FragmentTests(SynchronousTestCase):
         self.assertEqual(controls(client.frames())[-1]["reason"], "slow_message")
         self.assertEqual(context.hub.stats.disconnects[Reason.SLOW_MESSAGE], 1)
 
+
+class PingTests(SynchronousTestCase):
+    """
+    Pings from a client: answered in order with the stream, and bounded for
+    a client that does not read.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
+    def test_answered(self) -> None:
+        """
+        A client that takes what it is sent gets a pong with each ping's
+        payload, however many it sends.
+        """
+        context = webContext()
+        client = _Client(context)
+        for n in range(100):
+            client.send(b"%d" % n, opcode=9)
+        pongs = [payload for opcode, payload in client.frames() if opcode == 10]
+        self.assertEqual(pongs, [b"%d" % n for n in range(100)])
+        self.assertFalse(client.transport.disconnecting)
+
+    def test_flood(self) -> None:
+        """
+        A client that does not take what it is sent gets no pongs piled up
+        for it; past L{MAX_UNANSWERED_PINGS} pings it is cut
+        (C{ping_flood}).
+        """
+        context = webContext()
+        client = _Client(context)
+        cursor = client.protocol.session.cursor
+        assert cursor is not None
+        cursor.pauseProducing()
+        before = len(client.transport.value())
+        for _ in range(MAX_UNANSWERED_PINGS):
+            client.send(b"x" * 125, opcode=9)
+        self.assertEqual(len(client.transport.value()), before)
+        self.assertEqual(context.hub.stats.disconnects[Reason.PING_FLOOD], 0)
+        client.send(b"x" * 125, opcode=9)
+        self.assertEqual(context.hub.stats.disconnects[Reason.PING_FLOOD], 1)

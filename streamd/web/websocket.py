@@ -44,6 +44,13 @@ autobahn's second.
 """
 
 
+MAX_UNANSWERED_PINGS = 16
+"""
+Pings a client may send while it does not take what it is sent; past that
+it is cut (C{ping_flood}).
+"""
+
+
 def _parameter(params: dict[str, list[str]], name: str) -> str | None:
     values = params.get(name)
     return values[0] if values else None
@@ -71,6 +78,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     _refusal: Reason | None = None
     _request = HEAD
     _message: bytearray | None = None
+    _unansweredPings = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -139,6 +147,26 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         session.unfinished(None)
         if message is not None and not self.failedByMe:
             self.onMessage(bytes(message), self.message_is_binary)
+
+    def onPing(self, payload: bytes) -> None:
+        """
+        Answer a ping through the cursor, in order with the stream, while
+        the client takes what it is sent; a client that is not taking it is
+        not answered (RFC 6455 lets a pong answer only the latest ping), and
+        is cut after L{MAX_UNANSWERED_PINGS} pings.
+        """
+        session = self.session
+        cursor = session.cursor if session is not None else None
+        if cursor is None or cursor.closed:
+            return
+        if cursor.live:
+            self._unansweredPings = 0
+            cursor.sendPrivate(b"\x8a" + bytes((len(payload),)) + payload)
+            return
+        self._unansweredPings += 1
+        if self._unansweredPings > MAX_UNANSWERED_PINGS:
+            assert session is not None
+            session.drop(Reason.PING_FLOOD, count=self._unansweredPings)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         session = self.session
