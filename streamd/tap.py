@@ -272,6 +272,14 @@ class Options(usage.Options):
             _seconds("shutdown-timeout"),
         ],
         [
+            "drain",
+            None,
+            0.0,
+            "Seconds over which clients are told goodbye at shutdown, each at a random moment, so that"
+            " they do not all reconnect at once (as NATS's lame-duck mode); --shutdown-timeout follows.",
+            _seconds("drain"),
+        ],
+        [
             "http-header-timeout",
             None,
             DEFAULT_HEADER_TIMEOUT,
@@ -510,6 +518,7 @@ def _daemonConfig(options: Options) -> DaemonConfig:
         httpClientCA=options["client-ca"],
         httpPublicMetrics=options["http-public-metrics"],
         httpHeaderTimeout=options["http-header-timeout"] or None,
+        drain=options["drain"],
         cluster=options["cluster-config"],
     )
 

@@ -378,7 +378,8 @@ class WebSocketClient(_HTTPClient):
                 heard.notices.append(("ping",))
             elif opcode == 8 and heard.goodbye is not None:
                 code = int.from_bytes(payload[:2], "big")
-                assert code == 4000 + heard.goodbye.value, f"close code {code} after bye {heard.goodbye}"  # type: ignore[union-attr]
+                expected = 1012 if heard.goodbye is Reason.SHUTDOWN else 4000 + heard.goodbye.value  # type: ignore[union-attr]
+                assert code == expected, f"close code {code} after bye {heard.goodbye}"
         return heard
 
     def _frame(self, opcode: int, payload: bytes) -> None:

@@ -9,6 +9,7 @@ red test here.
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from typing import Any
 
@@ -23,7 +24,9 @@ from streamd.reasons import Reason
 from streamd.resume import Gap, GapReason, Start
 from streamd.seqserver import SeqServerProtocol
 from streamd.server import ServerConfig, StreamServerProtocol
+from streamd.service import DaemonConfig, StreamdService
 from streamd.session import ISessionAdapter
+from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.sse import EventStream
 from streamd.web.websocket import StreamWebSocketProtocol
 
@@ -571,3 +574,44 @@ class EventsTests(_WebMixin, _ReadingMixin, _NumberedMixin, SynchronousTestCase)
 
     client = EventsClient
     answersHeartbeat = False
+
+
+class DrainTests(SynchronousTestCase):
+    """
+    C{--drain}: at shutdown, every transport's clients are told goodbye
+    spread over the window, as NATS's lame-duck mode does, not all at once.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
+    def test_spread(self) -> None:
+        """
+        With C{--drain 30}, no client is told at once; the goodbyes come
+        over the 30 seconds, each in its transport's dialect, and every
+        client has its goodbye by the end; an SSE client is also given a
+        random wait before it reconnects.
+        """
+        daemon = Daemon()
+        service = StreamdService(daemon.clock, DaemonConfig(listens=(), sources=(), drain=30.0))
+        service.connections = daemon.connections
+        service.random = random.Random(22)
+        kinds = (FramedClient, SeqClient, WebSocketClient, EventsClient)
+        clients: list[Client] = [kind(daemon) for kind in kinds for _ in range(5)]
+        done = service.closeConnections(5.0)
+        told = []
+        for _ in range(30):
+            told.append(sum(client.closed for client in clients))
+            daemon.clock.advance(1)
+        self.assertEqual(told[0], 0)
+        self.assertTrue(0 < told[15] < len(clients), told)
+        self.assertEqual(sum(client.closed for client in clients), len(clients))
+        for client in clients:
+            client.lose()
+        self.successResultOf(done)
+        for client in clients[5:]:
+            self.assertEqual(client.heard().goodbye, Reason.SHUTDOWN)
+        retry = [line for line in clients[-1].transport.value().split(b"\n") if line.startswith(b"retry: ")]
+        low, high = SHUTDOWN_RETRY_MS
+        self.assertTrue(low <= int(retry[-1][7:]) <= high, retry)
+        self.assertEqual(daemon.clock.getDelayedCalls(), [])

@@ -17,6 +17,7 @@ from streamd.reasons import Reason
 from streamd.server import ServerConfig
 from streamd.session import MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
+from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.websocket import MAX_UNANSWERED_PINGS, StreamWebSocketFactory, StreamWebSocketProtocol
 from tests.webtools import (
     EPOCH,
@@ -235,15 +236,20 @@ class WebSocketTests(SynchronousTestCase):
 
     def test_close(self) -> None:
         """
-        At shutdown the client gets C{bye} with C{shutdown}, and a close
-        frame with its code.
+        At shutdown the client gets C{bye} with C{shutdown} and a wait
+        before it reconnects (within L{SHUTDOWN_RETRY_MS}), and a close
+        frame with code 1012 (service restart), which autobahn's own
+        C{sendClose} would refuse.
         """
         context = webContext()
         client = _Client(context)
         client.protocol.session.close()
-        self.assertEqual(controls(client.frames())[-1]["reason"], "shutdown")
+        bye = controls(client.frames())[-1]
+        self.assertEqual((bye["reason"], bye["reconnect"]), ("shutdown", True))
+        low, high = SHUTDOWN_RETRY_MS
+        self.assertTrue(low <= bye["retry"] <= high, bye)
         close = [payload for opcode, payload in client.frames() if opcode == 8]
-        self.assertEqual(close[0][:2], (4011).to_bytes(2, "big"))
+        self.assertEqual(close[0][:2], (1012).to_bytes(2, "big"))
 
     def test_closeAfterBacklog(self) -> None:
         """
@@ -263,8 +269,8 @@ class WebSocketTests(SynchronousTestCase):
         cursor.resumeProducing()
         frames = client.frames()
         self.assertEqual(client.messages(), [(1, b"one"), (1, b"two"), (1, b"three")])
-        self.assertEqual(frames[-2], (1, b'\x1e{"type":"bye","reason":"shutdown","code":11,"reconnect":true}'))
-        self.assertEqual((frames[-1][0], frames[-1][1][:2]), (8, (4011).to_bytes(2, "big")))
+        self.assertEqual(controls(frames[-2:-1])[0]["reason"], "shutdown")
+        self.assertEqual((frames[-1][0], frames[-1][1][:2]), (8, (1012).to_bytes(2, "big")))
         self.assertTrue(cursor.closed)
 
 

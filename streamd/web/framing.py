@@ -15,6 +15,7 @@ return; the daemon's own events are named.
 from __future__ import annotations
 
 import json
+import random
 from base64 import b64encode
 from collections.abc import Sequence
 from struct import Struct
@@ -141,12 +142,24 @@ class EventFraming(Framing):
         return b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
 
 
+SHUTDOWN_RETRY_MS = (1000, 5000)
+"""
+The range a client told goodbye at shutdown is given its wait before
+reconnecting from, at random, so that the clients of a restarted daemon do
+not all come back in the same second.
+"""
+
+
 def byeMessage(reason: Reason) -> dict[str, Any]:
     """
     Why the daemon closes, as the web's C{bye} message (WebSocket and SSE
-    alike): the reason, its code, and whether to connect again.
+    alike): the reason, its code, whether to connect again, and at
+    shutdown how many milliseconds to wait first (C{retry}).
     """
-    return {"reason": reason.label, "code": reason.value, "reconnect": reason.reconnect}
+    message: dict[str, Any] = {"reason": reason.label, "code": reason.value, "reconnect": reason.reconnect}
+    if reason is Reason.SHUTDOWN:
+        message["retry"] = random.randint(*SHUTDOWN_RETRY_MS)
+    return message
 
 
 def gapMessage(gap: Gap) -> dict[str, Any]:

@@ -9,7 +9,6 @@ other subscriber.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from twisted.internet.protocol import Protocol, connectionDone
@@ -40,13 +39,6 @@ from streamd.web.framing import KEEPALIVE, EventFraming, byeMessage, gapMessage,
 RETRY_MS = 1000
 """
 How long a disconnected C{EventSource} waits before reconnecting.
-"""
-
-SHUTDOWN_RETRY_MS = (1000, 5000)
-"""
-The range a client told to reconnect at shutdown is given its wait from, at
-random, so that the clients of a restarted daemon do not all come back in
-the same second.
 """
 
 _HEAD = (
@@ -130,7 +122,7 @@ class EventStream(Protocol):
     def goodbye(self, reason: Reason) -> bool:
         """
         Before the stream: an HTTP error.  After: a C{bye} event after the
-        events begun (at shutdown, after a C{retry:} with a random wait),
+        events begun (at shutdown, after a C{retry:} with its random wait),
         then the end of the connection.
         """
         cursor = self.session.cursor
@@ -143,10 +135,9 @@ class EventStream(Protocol):
                 request.setHeader("WWW-Authenticate", "Bearer")
             self.refusal = reason.summary.encode() + b"\n"
             return True
-        retry = b""
-        if reason is Reason.SHUTDOWN:
-            retry = b"retry: %d\n\n" % random.randint(*SHUTDOWN_RETRY_MS)
-        cursor.sendFinal(self._head() + retry + namedEvent("bye", byeMessage(reason)))
+        bye = byeMessage(reason)
+        retry = b"retry: %d\n\n" % bye["retry"] if "retry" in bye else b""
+        cursor.sendFinal(self._head() + retry + namedEvent("bye", bye))
         return True
 
     def _head(self) -> bytes:

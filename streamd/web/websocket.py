@@ -51,6 +51,12 @@ it is cut (C{ping_flood}).
 """
 
 
+SERVICE_RESTART = 1012
+"""
+The close code of a shutdown (RFC 6455's registry: "Service Restart").
+"""
+
+
 def _parameter(params: dict[str, list[str]], name: str) -> str | None:
     values = params.get(name)
     return values[0] if values else None
@@ -202,18 +208,22 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         """
         Before the handshake is answered: refuse it with an HTTP status.
         After: say why, then close with code 4000 + the reason's code
-        (autobahn sends only 1000 and the application codes).
+        (autobahn sends only 1000 and the application codes), or at shutdown
+        1012 (service restart), which tells any WebSocket client to come
+        back.
         """
         if not self._opened:
             self._refusal = reason
             return True
         if reason is Reason.SHUTDOWN:
             self.closeHandshakeTimeout = SHUTDOWN_CLOSE_TIMEOUT
+            # autobahn's sendClose refuses the registered codes, 1012 among
+            # them; the integration tests check what goes out.
+            close = lambda: self.sendCloseFrame(SERVICE_RESTART, reason.label.encode())  # noqa: E731
+        else:
+            close = lambda: self.sendClose(4000 + reason.value, reason.label)  # noqa: E731
         assert self.session is not None and self.session.cursor is not None
-        self.session.cursor.sendFinal(
-            control({"type": "bye", **byeMessage(reason)}),
-            lambda: self.sendClose(4000 + reason.value, reason.label),
-        )
+        self.session.cursor.sendFinal(control({"type": "bye", **byeMessage(reason)}), close)
         return True
 
     def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:

@@ -391,7 +391,8 @@ class ShutdownTests(_Mixin, TestCase):
         """
         A WebSocket client that is behind when the daemon stops (as SIGTERM
         stops it) gets every message published before, in order, then
-        C{bye} with C{shutdown} and a close with code 4011.
+        C{bye} with C{shutdown} and a close with code 1012 (service
+        restart).
         """
         client = yield self.webSocket()
         yield waitFor(lambda: len(client.received) == 1)
@@ -413,8 +414,8 @@ class ShutdownTests(_Mixin, TestCase):
         client.client.transport.resumeProducing()
         code = yield client.closed
         yield closing
-        self.assertEqual(code, 4011)
+        self.assertEqual(code, 1012)
         messages = [payload for _, payload in client.received[1:-1]]
         self.assertEqual([int(m.split(b".")[0]) for m in messages], list(range(published)))
         bye = json.loads(client.received[-1][1][1:])
-        self.assertEqual(bye, {"type": "bye", "reason": "shutdown", "code": 11, "reconnect": True})
+        self.assertEqual((bye["type"], bye["reason"], bye["code"], bye["reconnect"]), ("bye", "shutdown", 11, True))
