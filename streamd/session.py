@@ -585,6 +585,9 @@ class Session:
         context = self.context
         if self._published:
             context.hub.removePublisher(self.adapter.transport)
+        # Its cursor refers back to it: let both go with the connection, not
+        # at the cycle collector's next full collection.
+        messagesOut, self.cursor = self.messagesOut, None
         if not self._admitted:
             return
         connections = context.connections
@@ -599,7 +602,7 @@ class Session:
                 protocol=self.adapter.protocol,
                 peer=self.peer,
                 messagesIn=self.messagesIn,
-                messagesOut=self.messagesOut,
+                messagesOut=messagesOut,
                 why=self.reason.summary if self.reason is not None else why,
             )
         connections.settle()

@@ -8,13 +8,15 @@ red test here.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import tempfile
+import weakref
 from typing import Any
 
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass
 
@@ -25,7 +27,7 @@ from streamd.resume import Gap, GapReason, Start
 from streamd.seqserver import SeqServerProtocol
 from streamd.server import ServerConfig, StreamServerProtocol
 from streamd.service import DaemonConfig, StreamdService
-from streamd.session import ISessionAdapter
+from streamd.session import ISessionAdapter, Session
 from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.sse import EventStream
 from streamd.web.websocket import StreamWebSocketProtocol
@@ -615,3 +617,52 @@ class DrainTests(SynchronousTestCase):
         low, high = SHUTDOWN_RETRY_MS
         self.assertTrue(low <= int(retry[-1][7:]) <= high, retry)
         self.assertEqual(daemon.clock.getDelayedCalls(), [])
+
+
+class DepartedTests(SynchronousTestCase):
+    """
+    A web client's session is let go of with its connection, not at the
+    cycle collector's next full collection (5,000 departed connections were
+    all still held 4 s later).
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+        # Log events name their source: none may be kept by an observer.
+        self.patch(Session, "log", Logger(observer=lambda event: None))
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+    def departed(self, kind: type[Client]) -> tuple[Any, Any]:
+        """
+        Weak references to the session and adapter of a client of C{kind}
+        that got a message and left, as the reactor leaves it: its
+        transport's producer and protocol let go.
+        """
+        daemon = Daemon()
+        client = kind(daemon)
+        daemon.publish(b"x")
+        session = client.session
+        assert session is not None
+        refs = weakref.ref(session), weakref.ref(session.adapter)
+        client.lose()
+        client.transport.producer = None
+        client.transport.protocol = None
+        return refs
+
+    def test_eventStream(self) -> None:
+        """
+        An SSE client's session, cursor and adapter are freed at once.
+        """
+        session, adapter = self.departed(EventsClient)
+        self.assertIsNone(session())
+        self.assertIsNone(adapter())
+
+    def test_webSocket(self) -> None:
+        """
+        A WebSocket client's session and cursor are freed at once (autobahn
+        keeps its own protocol in cycles of its Deferreds).
+        """
+        session, _ = self.departed(WebSocketClient)
+        self.assertIsNone(session())

@@ -94,17 +94,17 @@ class EventStream(Protocol):
         self.request: Request | None = request
         self.peer = peer
         self.head = head
-        self.session = Session(context, self)
-        request.notifyFinish().addBoth(self._finished)
+        self.session: Session | None = Session(context, self)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesReceived += len(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.session.lost(reason.getErrorMessage())
+        self._lost(reason.getErrorMessage())
 
     def activity(self) -> tuple[int, int]:
         acked = bytesAcked(self.transport) if self.transport is not None else None
+        assert self.session is not None
         return (self.bytesReceived, self.session.bytesOut if acked is None else acked)
 
     def greeting(self, point: StartPoint) -> bytes:
@@ -125,6 +125,7 @@ class EventStream(Protocol):
         events begun (at shutdown, after a C{retry:} with its random wait),
         then the end of the connection.
         """
+        assert self.session is not None
         cursor = self.session.cursor
         if cursor is None:
             request = self.request
@@ -151,14 +152,20 @@ class EventStream(Protocol):
         if self.transport is not None:
             self.transport.abortConnection()
 
-    def _finished(self, result: object) -> None:
+    def refused(self) -> bytes | None:
         """
-        The request was answered (refused): the session ends with it.
+        The request is answered with L{refusal}: the session ends with it.
         """
-        self.request = None
-        if self.transport is None:
-            why = getattr(result, "getErrorMessage", lambda: "the response ended")()
-            self.session.lost(why)
+        self._lost("refused")
+        return self.refusal
+
+    def _lost(self, why: str) -> None:
+        """
+        The session ends; let go of it (it refers back to this stream).
+        """
+        session, self.session = self.session, None
+        if session is not None:
+            session.lost(why)
 
 
 class EventsResource(Resource):
@@ -181,15 +188,16 @@ class EventsResource(Resource):
             head += b"Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n" % origin.encode("latin-1")
         stream = EventStream(context, request, addressName(request.getClientAddress()), head + b"\r\n")
         session = stream.session
+        assert session is not None
         if not session.admit(request.channel) or not session.checkOrigin(origin, _header(request, "host")):
-            return stream.refusal
+            return stream.refused()
         token = bearerToken(request.getHeader("authorization")) or _argument(request, b"token", raw=True)
         if token is not None:
             if not session.authenticate(token):
-                return stream.refusal
+                return stream.refused()
         elif session.access is Access.NONE:
             session.drop(Reason.AUTH_FAILED)
-            return stream.refusal
+            return stream.refused()
         eventId = request.getHeader("last-event-id")
         if eventId:
             epoch, last = parseEventId(eventId)
@@ -199,11 +207,12 @@ class EventsResource(Resource):
             where = startRequest(last, epoch)
         except BadPosition as e:
             session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
-            return stream.refusal
+            return stream.refused()
         # The first request of its connection has nothing of twisted.web's
         # left to send: its cursor may write to the socket itself.
         first = not getattr(request.channel, "answered", 0)
         transport = takeOver(request, stream)
+        stream.request = None
         cursor = cursorFor(transport, context.hub, self.framing, session) if first else Cursor(
             transport, context.hub, self.framing, session
         )

@@ -261,8 +261,10 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._message = None
-        if self.session is not None:
-            self.session.lost(f"close code {code}" if code is not None else "connection lost")
+        session, self.session = self.session, None
+        if session is not None:
+            # Let go of it: it refers back to this protocol.
+            session.lost(f"close code {code}" if code is not None else "connection lost")
 
 
 class StreamWebSocketFactory(WebSocketServerFactory):  # type: ignore[misc]
