@@ -417,7 +417,8 @@ class Session:
             return False
         wasReading = self.access is not Access.NONE
         self.access = max(self.access, granted)
-        self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
+        if self.context.connections.mayLog("connected"):
+            self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
         if not wasReading and self._request is not None:
             self._stream()
         return True
@@ -627,7 +628,9 @@ class Session:
             gap = Gap(cursor.nextSequence, last, GapReason.EVICTED)
             if self.context.config.seqGaps and self.adapter.gapNotice(gap) is not None:
                 cursor.seek(start)
-                if cursor.sendGap(gap, self.adapter.gapNotice, before=start):
+                if cursor.sendGap(gap, self.adapter.gapNotice, before=start) and self.context.connections.mayLog(
+                    "dropped"
+                ):
                     self.log.warn(
                         "{peer} fell out of the --history: skipping {n} messages ({first}-{last})",
                         peer=self.peer,
@@ -699,7 +702,7 @@ class Session:
             # Idle from now: asking for the stream was its activity.
             self._cancel("_idleCall")
             self._idleCall = self.context.clock.callLater(idleTimeout, self._checkIdle, self.adapter.activity())
-        if request is not HEAD:
+        if request is not HEAD and self.context.connections.mayLog("connected"):
             self.log.info(
                 "{peer} starts at message {seq} ({start})",
                 peer=self.peer,

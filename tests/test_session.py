@@ -27,7 +27,7 @@ from streamd.resume import Gap, GapReason, Start
 from streamd.seqserver import SeqServerProtocol
 from streamd.server import ServerConfig, StreamServerProtocol
 from streamd.service import DaemonConfig, StreamdService
-from streamd.session import ISessionAdapter, Session
+from streamd.session import CONNECTION_LINES, ISessionAdapter, Session
 from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.sse import EventStream
 from streamd.web.websocket import StreamWebSocketProtocol
@@ -477,6 +477,19 @@ class _WebMixin(_Behaviour):
         ]
         daemon.publish(b"for all")
         self.assertEqual([client.heard().messages for client in clients], [[b"for all"]] * 3)
+
+    def test_linesThrottled(self) -> None:
+        """
+        However many clients connect in a second, with a token and a
+        position to resume from, the log has a line for each of the first
+        few only, of each kind (connected, authenticated, where it starts).
+        """
+        daemon = Daemon(ServerConfig(heartbeat=None, access=AccessPolicy(auth=self.tokenFile(SECRET))))
+        daemon.publish(b"1")
+        for _ in range(3 * CONNECTION_LINES):
+            self.connect(daemon, token=SECRET, start=(Start.RESUME, EPOCH, 1))
+        lines = [formatEvent(event) for event in self.log]
+        self.assertEqual(len(lines), CONNECTION_LINES)
 
     def test_badPosition(self) -> None:
         """
