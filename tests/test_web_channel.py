@@ -198,6 +198,24 @@ class CountTests(_Logged, SynchronousTestCase):
         self.assertEqual(len(context.connections), 1)
 
 
+class UpgradeTests(_Logged, SynchronousTestCase):
+    """
+    A request that hands its connection to another protocol.
+    """
+
+    def test_framesWithHandshake(self) -> None:
+        """
+        A WebSocket message that comes in the same read as the handshake
+        is published, not kept by twisted.web for a next request.
+        """
+        context = webContext()
+        connection = _Connection(context)
+        eager = bytes((0x81, 0x85)) + b"\0\0\0\0" + b"eager"
+        connection.send(HANDSHAKE % (b"", b"") + eager)
+        self.assertEqual(connection.status(), 101)
+        self.assertEqual(context.hub.history.nextSequence, 2)
+
+
 class BodyTests(_Logged, SynchronousTestCase):
     """
     No endpoint takes a request body.

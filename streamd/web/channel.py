@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import Resource
@@ -60,6 +61,7 @@ class StreamdChannel(HTTPChannel):
     _headBytes = 0
     _headCall: IDelayedCall | None = None
     _graceCall: IDelayedCall | None = None
+    _upgraded: Any = None
 
     @property
     def context(self) -> WebContext:
@@ -88,7 +90,13 @@ class StreamdChannel(HTTPChannel):
             super().lineReceived(line)
 
     def rawDataReceived(self, data: bytes) -> None:
-        if not self._refused:
+        upgraded = self._upgraded
+        if upgraded is not None:
+            # What came in the same read as the upgrading request is the new
+            # protocol's (twisted.web would keep it for a next request).
+            protocol = upgraded.wrappedProtocol if isinstance(upgraded, ProtocolWrapper) else upgraded.protocol
+            protocol.dataReceived(data)
+        elif not self._refused:
             super().rawDataReceived(data)
 
     def allHeadersReceived(self) -> None:
@@ -137,6 +145,8 @@ class StreamdChannel(HTTPChannel):
         written to the connection itself): count it as its session only.
         """
         self._cancel("_headCall")
+        if self.transport is not None:
+            self._upgraded = self.transport
         connections = self.context.connections
         connections.discardChannel(self)
         self.context.hub.stats.connections = len(connections)
