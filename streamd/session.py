@@ -112,6 +112,25 @@ class ISessionAdapter(Interface):
         """
 
 
+class _Departed:
+    """
+    The owner of the cursor of a session that ended: it has nothing more
+    to be told.
+    """
+
+    def slowConsumer(self, reason: Reason, behind: int) -> None:
+        pass
+
+    def streamGap(self, first: int, last: int) -> None:
+        pass
+
+    def ownMessages(self, first: int, last: int) -> None:
+        pass
+
+
+DEPARTED = _Departed()
+
+
 class SessionState(Enum):
     """
     Where a session is.
@@ -586,9 +605,10 @@ class Session:
         context = self.context
         if self._published:
             context.hub.removePublisher(self.adapter.transport)
-        # Its cursor refers back to it: let both go with the connection, not
-        # at the cycle collector's next full collection.
-        messagesOut, self.cursor = self.messagesOut, None
+        if self.cursor is not None:
+            # It refers back to this session: let both go with the
+            # connection, not at the cycle collector's next collection.
+            self.cursor.owner = DEPARTED
         if not self._admitted:
             return
         connections = context.connections
@@ -603,7 +623,7 @@ class Session:
                 protocol=self.adapter.protocol,
                 peer=self.peer,
                 messagesIn=self.messagesIn,
-                messagesOut=messagesOut,
+                messagesOut=self.messagesOut,
                 why=self.reason.summary if self.reason is not None else why,
             )
         connections.settle()

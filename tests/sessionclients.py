@@ -419,11 +419,11 @@ class EventsClient(_HTTPClient):
     @property
     def closed(self) -> bool:
         """
-        Whether the daemon refused the request, or ended the stream (which
-        ends with its connection).
+        Whether the daemon refused the request, or ended the stream (its
+        last chunk, and its connection).
         """
         status, _ = self._status()
-        return status != 200 or super().closed
+        return status != 200 or self.transport.value().endswith(b"\r\n0\r\n\r\n") or super().closed
 
     def __init__(
         self,
@@ -449,7 +449,7 @@ class EventsClient(_HTTPClient):
         if status != 200:
             heard.goodbye = status
             return heard
-        text = body.decode()
+        text = _dechunked(body).decode()
         heard.notices.extend(("ping",) for _ in range(text.count(": keepalive\n\n")))
         for event in events(text):
             kind = event.get("event")
@@ -464,6 +464,21 @@ class EventsClient(_HTTPClient):
             elif kind == "bye":
                 heard.goodbye = Reason(json.loads(event["data"])["code"])
         return heard
+
+
+def _dechunked(body: bytes) -> bytes:
+    """
+    The data of an HTTP/1.1 chunked body, as far as it came.
+    """
+    data = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size, 16)
+        if length == 0:
+            break
+        data += rest[:length]
+        body = rest[length + 2 :]
+    return data
 
 
 def refusal(reason: Reason) -> int:

@@ -187,7 +187,7 @@ class StreamdChannel(HTTPChannel):
         self._drop(reason, figures)
         code = HTTP_STATUS.get(reason, 503)
         body = reason.summary.encode() + b"\n"
-        self.transport.write(
+        self.transport.write(  # refused: no cursor
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n%s" % (code, RESPONSES.get(code, b""), len(body), body)
         )

@@ -123,23 +123,36 @@ def namedEvent(name: str, message: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(message, separators=(',', ':'))}\n\n".encode()
 
 
+def chunk(data: bytes) -> bytes:
+    """
+    C{data} as one chunk of an HTTP/1.1 chunked body.
+    """
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
 class EventFraming(Framing):
     """
     Stream messages as events with ids of the history's epoch, for a
     L{Cursor}: the history makes an entry's events once for every SSE
-    subscriber.
+    subscriber (of each kind: HTTP/1.1 answers are C{chunked}, one chunk an
+    entry, HTTP/1.0 ones are not).
     """
 
     name = "sse"
     headerSize = 0
     maxLength = 2**63 - 1
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, chunked: bool = False) -> None:
         self.history = history
+        self.chunked = chunked
 
     def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
         epoch = self.history.epoch.hex()
-        return b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
+        data = b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
+        return chunk(data) if self.chunked else data
 
 
 SHUTDOWN_RETRY_MS = (1000, 5000)

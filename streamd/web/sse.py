@@ -34,7 +34,7 @@ from streamd.web.context import (
     parseEventId,
     startRequest,
 )
-from streamd.web.framing import KEEPALIVE, EventFraming, byeMessage, gapMessage, namedEvent
+from streamd.web.framing import KEEPALIVE, LAST_CHUNK, EventFraming, byeMessage, chunk, gapMessage, namedEvent
 
 RETRY_MS = 1000
 """
@@ -45,6 +45,7 @@ _HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
     b"X-Accel-Buffering: no\r\nConnection: close\r\n"
 )
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 
 def takeOver(request: Request, protocol: Protocol) -> Any:
@@ -89,11 +90,13 @@ class EventStream(Protocol):
     bytesReceived = 0
     transport: Any = None
 
-    def __init__(self, context: WebContext, request: Request, peer: str, head: bytes) -> None:
+    def __init__(self, context: WebContext, request: Request, peer: str, head: bytes, chunked: bool) -> None:
         self.context = context
         self.request: Request | None = request
         self.peer = peer
         self.head = head
+        self.chunked = chunked
+        self.ping = self._frame(KEEPALIVE)
         self.session: Session | None = Session(context, self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -108,13 +111,14 @@ class EventStream(Protocol):
         return (self.bytesReceived, self.session.bytesOut if acked is None else acked)
 
     def greeting(self, point: StartPoint) -> bytes:
-        greeting = self._head() + b"retry: %d\n\n" % RETRY_MS
+        greeting = b"retry: %d\n\n" % RETRY_MS
         if point.gap is not None:
             greeting += namedEvent("gap", gapMessage(point.gap))
-        return greeting + namedEvent("hello", {"epoch": self.context.epoch, "next": point.next})
+        greeting += namedEvent("hello", {"epoch": self.context.epoch, "next": point.next})
+        return self._head() + self._frame(greeting)
 
     def gapNotice(self, gap: Gap) -> bytes:
-        return namedEvent("gap", gapMessage(gap))
+        return self._frame(namedEvent("gap", gapMessage(gap)))
 
     def ownNotice(self, first: int, last: int) -> None:
         return None
@@ -138,8 +142,15 @@ class EventStream(Protocol):
             return True
         bye = byeMessage(reason)
         retry = b"retry: %d\n\n" % bye["retry"] if "retry" in bye else b""
-        cursor.sendFinal(self._head() + retry + namedEvent("bye", bye))
+        end = LAST_CHUNK if self.chunked else b""
+        cursor.sendFinal(self._head() + self._frame(retry + namedEvent("bye", bye)) + end)
         return True
+
+    def _frame(self, data: bytes) -> bytes:
+        """
+        C{data} as the answer's body carries it: one chunk, or as it is.
+        """
+        return chunk(data) if self.chunked else data
 
     def _head(self) -> bytes:
         """
@@ -179,6 +190,7 @@ class EventsResource(Resource):
         super().__init__()
         self.context = context
         self.framing = EventFraming(context.hub.history)
+        self.chunked = EventFraming(context.hub.history, chunked=True)
 
     def render_GET(self, request: Request) -> Any:
         context = self.context
@@ -186,7 +198,10 @@ class EventsResource(Resource):
         head = _HEAD
         if origin is not None and originAllowed(origin, None, context.config.httpOrigins):
             head += b"Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n" % origin.encode("latin-1")
-        stream = EventStream(context, request, addressName(request.getClientAddress()), head + b"\r\n")
+        chunked = request.clientproto == b"HTTP/1.1"
+        if chunked:
+            head += _CHUNKED
+        stream = EventStream(context, request, addressName(request.getClientAddress()), head + b"\r\n", chunked)
         session = stream.session
         assert session is not None
         if not session.admit(request.channel) or not session.checkOrigin(origin, _header(request, "host")):
@@ -213,8 +228,9 @@ class EventsResource(Resource):
         first = not getattr(request.channel, "answered", 0)
         transport = takeOver(request, stream)
         stream.request = None
-        cursor = cursorFor(transport, context.hub, self.framing, session) if first else Cursor(
-            transport, context.hub, self.framing, session
+        framing = self.chunked if chunked else self.framing
+        cursor = cursorFor(transport, context.hub, framing, session) if first else Cursor(
+            transport, context.hub, framing, session
         )
         session.attach(cursor)
         session.start(where)
