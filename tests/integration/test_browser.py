@@ -184,7 +184,7 @@ class BrowserTests(TestCase):
         """
 
         def dropEventStreams() -> int:
-            streams = [c for c in self.service.connections if getattr(c, "kind", None) == "sse"]
+            streams = [c for c in self.service.connections if c.adapter.kind == "sse"]
             for stream in streams:
                 stream.abort()
             return len(streams)
