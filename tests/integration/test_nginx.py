@@ -16,7 +16,6 @@ import socket
 import tempfile
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -26,7 +25,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen
-from tests.integration.test_web_integration import LOCAL, _WebSocketClient
+from tests.integration.test_web_integration import LOCAL, openWebSocket
 from tests.support import startDaemon, waitFor
 from tests.webtools import cancelBatchedTimers, events
 
@@ -175,14 +174,7 @@ class NginxTests(TestCase):
         A WebSocket through nginx gets C{hello} and the stream, and what it
         sends is published.
         """
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}/ws")
-        factory.protocol = _WebSocketClient
-        factory.opened, factory.closed, factory.received = Deferred(), Deferred(), []
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        protocol = yield endpoint.connect(factory)
-        self.addCleanup(lambda: factory.closed)
-        self.addCleanup(protocol.transport.loseConnection)
-        yield factory.opened
+        factory = yield openWebSocket(self, self.port)
         yield waitFor(lambda: factory.received)
         self.assertEqual(json.loads(factory.received[0][1][1:])["type"], "hello")
         self.service.hub.publish([b"to the socket"])

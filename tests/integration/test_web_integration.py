@@ -52,6 +52,23 @@ class _WebSocketClient(WebSocketClientProtocol):  # type: ignore[misc]
         self.factory.closed.callback(code)
 
 
+@inlineCallbacks
+def openWebSocket(case: Any, port: int, query: str = "", headers: dict[str, str] | None = None) -> Any:
+    """
+    The factory of a WebSocket client of C{/ws} on loopback C{port}, once
+    it is open; closed when C{case} ends.
+    """
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws{query}", headers=headers or {})
+    factory.protocol = _WebSocketClient
+    factory.opened, factory.closed, factory.received = Deferred(), Deferred(), []
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    protocol = yield endpoint.connect(factory)
+    case.addCleanup(lambda: factory.closed)
+    case.addCleanup(protocol.transport.loseConnection)
+    yield factory.opened
+    return factory
+
+
 class _EventsClient(Protocol):
     """
     A raw HTTP/1.0 client of C{/events} (no chunked encoding to undo).
@@ -113,20 +130,11 @@ class _Mixin:
         body = yield readBody(response)
         return response.code, body
 
-    @inlineCallbacks
     def webSocket(self, query: str = "", headers: dict[str, str] | None = None) -> Any:
         """
         An open WebSocket client of C{/ws}.
         """
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}/ws{query}", headers=headers or {})
-        factory.protocol = _WebSocketClient
-        factory.opened, factory.closed, factory.received = Deferred(), Deferred(), []
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        protocol = yield endpoint.connect(factory)
-        self.addCleanup(lambda: factory.closed)
-        self.addCleanup(protocol.transport.loseConnection)
-        yield factory.opened
-        return factory
+        return openWebSocket(self, self.port, query, headers)
 
     @inlineCallbacks
     def eventStream(self, request: bytes) -> Any:
