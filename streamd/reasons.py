@@ -49,6 +49,11 @@ class Reason(Enum):
     BAD_REQUEST = 14
     AHEAD = 15
     ORIGIN = 16
+    HEADER_TIMEOUT = 17
+    REQUEST_BODY = 18
+    PIPELINE = 19
+    SLOW_MESSAGE = 20
+    PING_FLOOD = 21
 
     @property
     def label(self) -> str:
@@ -153,6 +158,31 @@ _TEXTS = {
         "a page of this origin may not connect (--http-origin)",
         "is a page of {origin}, which --http-origin does not allow; refused",
         False,
+    ),
+    Reason.HEADER_TIMEOUT: _Texts(
+        "no complete request in time (--http-header-timeout)",
+        "sent no complete request head within --http-header-timeout {timeout:g} s; disconnecting",
+        True,
+    ),
+    Reason.REQUEST_BODY: _Texts(
+        "a request body, which no endpoint takes",
+        "sent a request with a body ({length}), which no endpoint takes; refused with 413",
+        False,
+    ),
+    Reason.PIPELINE: _Texts(
+        "sent requests without reading the answers",
+        "sent {count} more requests without reading the answers already sent; disconnecting",
+        True,
+    ),
+    Reason.PING_FLOOD: _Texts(
+        "sent pings without reading the answers",
+        "sent {count} pings without reading the answers; disconnecting",
+        True,
+    ),
+    Reason.SLOW_MESSAGE: _Texts(
+        "took too long to send one message",
+        "left a message unfinished for {timeout:g} s; disconnecting",
+        True,
     ),
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from streamd.session import Connections
 from streamd.sources import SourceContext, makeSource, parseSource
 from streamd.stats import Stats, StatsLogger
 from streamd.tls import isTLSListener, serverEndpoint
+from streamd.web.context import DEFAULT_HEADER_TIMEOUT
 
 if TYPE_CHECKING:
     from streamd.cluster.link import ClusterLink
@@ -78,6 +80,10 @@ class DaemonConfig:
 
     @ivar httpClientCA: the PEM file of the CAs whose client certificates
         the C{ssl:} endpoints of C{http} require, if any (C{--client-ca}).
+    @ivar httpHeaderTimeout: seconds an HTTP connection has to send each
+        request's head (C{--http-header-timeout}), or C{None} for no limit.
+    @ivar drain: seconds over which the clients are told goodbye at
+        shutdown (C{--drain}), so that they do not all come back at once.
 
     @raise streamd.sources.BadSourceSpec: (a L{streamd.config.ConfigError})
         for a source that does not parse; the server and flow rules have
@@ -96,6 +102,8 @@ class DaemonConfig:
     http: tuple[str, ...] = ()
     httpClientCA: str | None = None
     httpPublicMetrics: bool = False
+    httpHeaderTimeout: float | None = DEFAULT_HEADER_TIMEOUT
+    drain: float = 0.0
     cluster: ClusterConfig | None = None
 
     def __post_init__(self) -> None:
@@ -120,6 +128,8 @@ class StreamdService(MultiService):
         self.stats = Stats()
         self.hub = Hub(self.stats, reactor, config.flow)
         self.connections = Connections(config.server.maxPartialBytes, reactor)
+        # When each client is told goodbye in the --drain window.
+        self.random = random.Random()
         self.statsLogger = StatsLogger(self.stats, reactor, config.statsInterval)
         context = SourceContext(
             self.hub,
@@ -175,7 +185,13 @@ class StreamdService(MultiService):
                 ),
                 makeSite(
                     WebContext(
-                        self.hub, reactor, config.server, self.connections, description, config.httpPublicMetrics
+                        self.hub,
+                        reactor,
+                        config.server,
+                        self.connections,
+                        description,
+                        config.httpPublicMetrics,
+                        config.httpHeaderTimeout,
                     ),
                     listeners=lambda: self.listeners,
                     sources=self.sources,
@@ -253,21 +269,34 @@ class StreamdService(MultiService):
 
     def closeConnections(self, timeout: float) -> Deferred[None]:
         """
-        Let every client take what is queued for it, then close; after
-        C{timeout} seconds, close whatever is still open.
+        Tell every client goodbye, each at a random moment of the C{--drain}
+        window (all at once without one), after what is queued for it, as
+        NATS's lame-duck mode does: the clients of a restarted daemon then
+        come back spread over that window, not in the same second.  After
+        the window and C{timeout} seconds more, close whatever is still
+        open.  HTTP connections that are not a session are closed at once.
         """
-        if len(self.connections):
+        connections = self.connections
+        for channel in connections.channels:
+            channel.loseConnection()
+        drain = self.config.drain
+        if len(connections):
             self.log.info(
-                "closing {n} connection(s), waiting up to {timeout:g} s for their output",
-                n=len(self.connections),
+                "closing {n} connection(s) over {drain:g} s, waiting up to {timeout:g} s more for their output",
+                n=len(connections),
+                drain=drain,
                 timeout=timeout,
             )
-        for session in self.connections:
-            session.close()
-        done = self.connections.whenEmpty()
+        calls = []
+        for session in connections:
+            if drain:
+                calls.append(self.reactor.callLater(self.random.uniform(0, drain), session.close))
+            else:
+                session.close()
+        done = connections.whenEmpty()
         if not done.called:
-            deadline = self.reactor.callLater(timeout, self._abortAll)
-            done.addBoth(_cancelling(deadline))
+            calls.append(self.reactor.callLater(drain + timeout, self._abortAll))
+            done.addBoth(_cancelling(*calls))
         return done
 
     def _abortAll(self) -> None:
@@ -279,10 +308,11 @@ class StreamdService(MultiService):
             session.abort()
 
 
-def _cancelling(delayedCall: Any) -> Any:
+def _cancelling(*delayedCalls: Any) -> Any:
     def cancel(result: object) -> object:
-        if delayedCall.active():
-            delayedCall.cancel()
+        for delayedCall in delayedCalls:
+            if delayedCall.active():
+                delayedCall.cancel()
         return result
 
     return cancel

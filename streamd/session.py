@@ -40,6 +40,7 @@ from streamd.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from streamd.server import ServerConfig
+    from streamd.stats import Stats
 
 CONNECTION_LINES = 20
 """
@@ -50,6 +51,12 @@ most; past that they are counted.
 BYE_GRACE = 5.0
 """
 Seconds a client has to take its goodbye before the connection is aborted.
+"""
+
+MESSAGE_TIMEOUT = 60.0
+"""
+Seconds a client has to finish a message it began (or C{--idle-timeout},
+if shorter), however steadily its pieces come.
 """
 
 
@@ -106,6 +113,25 @@ class ISessionAdapter(Interface):
         """
 
 
+class _Departed:
+    """
+    The owner of the cursor of a session that ended: it has nothing more
+    to be told.
+    """
+
+    def slowConsumer(self, reason: Reason, behind: int) -> None:
+        pass
+
+    def streamGap(self, first: int, last: int) -> None:
+        pass
+
+    def ownMessages(self, first: int, last: int) -> None:
+        pass
+
+
+DEPARTED = _Departed()
+
+
 class SessionState(Enum):
     """
     Where a session is.
@@ -132,8 +158,12 @@ class SessionState(Enum):
 
 class Connections:
     """
-    The daemon's open sessions, across all its listeners and transports,
-    and the lines about them in the log.
+    The daemon's open connections, across all its listeners and transports,
+    and the lines about them in the log: its sessions, and the HTTP
+    connections that are not (or no longer) a session, which count in
+    C{--max-clients} alike.  Each connection counts once: an HTTP connection
+    whose request becomes a session (L{Session.admit} with its C{host})
+    counts as that session until it ends.
 
     @ivar partial: the memory all their unfinished incoming frames hold.
     """
@@ -142,6 +172,7 @@ class Connections:
 
     def __init__(self, maxPartialBytes: int, clock: IReactorTime) -> None:
         self._open: dict[Session, None] = {}
+        self._channels: dict[Any, None] = {}
         self._waiting: list[Deferred[None]] = []
         self.partial = PartialBudget(maxPartialBytes)
         # A storm of (re)connections, as after a restart, must not wait on
@@ -152,16 +183,50 @@ class Connections:
         )
 
     def __len__(self) -> int:
-        return len(self._open)
+        """
+        Every connection: sessions, and HTTP connections that are not one.
+        """
+        return len(self._open) + len(self._channels)
 
     def __iter__(self) -> Iterator[Session]:
+        """
+        The sessions.
+        """
         return iter(list(self._open))
+
+    @property
+    def channels(self) -> list[Any]:
+        """
+        The HTTP connections that are not a session now.
+        """
+        return list(self._channels)
 
     def add(self, session: Session) -> None:
         self._open[session] = None
 
     def discard(self, session: Session) -> None:
         self._open.pop(session, None)
+
+    def addChannel(self, channel: Any) -> None:
+        self._channels[channel] = None
+
+    def discardChannel(self, channel: Any) -> bool:
+        """
+        Count C{channel} no more (it is gone, or it became a session).
+
+        @return: whether it was counted.
+        """
+        return self._channels.pop(channel, False) is None
+
+    def dropped(self, stats: Stats, peer: str, reason: Reason, **figures: Any) -> None:
+        """
+        The daemon closed or refused C{peer}'s connection for C{reason}:
+        count it, and log it (with the C{figures} its text names) if the
+        lines of this second allow.
+        """
+        stats.disconnects[reason] += 1
+        if reason is not Reason.SHUTDOWN and self.droppedLines.admitOne():
+            self.log.warn("{peer} " + reason.template, peer=peer, **figures)
 
     def settle(self) -> None:
         """
@@ -265,6 +330,9 @@ class Session:
     _idleCall: IDelayedCall | None = None
     _pingCall: IDelayedCall | None = None
     _graceCall: IDelayedCall | None = None
+    _messageCall: IDelayedCall | None = None
+    _host: Any = None
+    _held = 0
 
     def __init__(self, context: SessionContext, adapter: ISessionAdapter) -> None:
         self.context = context
@@ -298,21 +366,30 @@ class Session:
 
     # The adapter's calls.
 
-    def admit(self) -> bool:
+    def admit(self, host: Any = None) -> bool:
         """
         The client connected: count it among the daemon's connections, or
         refuse it over C{--max-clients}; start its timers.
 
+        @param host: the HTTP connection (counted in the daemon's
+            connections) whose request this session is, if any: it counts
+            as this session until the session ends, then as itself again if
+            it is still open.
         @return: whether it was admitted.
         """
         context = self.context
         connections = context.connections
         config = context.config
+        hosted = host is not None and connections.discardChannel(host)
         if len(connections) >= config.maxClients:
+            if hosted:
+                connections.addChannel(host)
             self.drop(Reason.MAX_CLIENTS, clients=len(connections))
             return False
         self.since = context.clock.seconds()
         self._admitted = True
+        if hosted:
+            self._host = host
         connections.add(self)
         stats = context.hub.stats
         stats.connections = len(connections)
@@ -355,7 +432,8 @@ class Session:
             return False
         wasReading = self.access is not Access.NONE
         self.access = max(self.access, granted)
-        self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
+        if self.context.connections.connectedLines.admitOne():
+            self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
         if not wasReading and self._request is not None:
             self._stream()
         return True
@@ -433,6 +511,30 @@ class Session:
                 "{peer} sent {size} bytes: {preview}", peer=self.peer, size=len(payload), preview=preview(payload)
             )
 
+    def unfinished(self, held: int | None) -> bool:
+        """
+        The message the client began and has not finished holds C{held}
+        bytes now, or (C{None}) it has none begun: the bytes count in the
+        daemon's C{--max-partial-bytes} with every client's unfinished
+        frames, and a message must be whole within L{MESSAGE_TIMEOUT}.
+
+        @return: whether the client may go on; if not, it is dropped
+            (C{max_partial}) and its message is to be let go.
+        """
+        budget = self.context.connections.partial
+        before, self._held = self._held, held or 0
+        if not budget.move(before, self._held):
+            budget.move(self._held, 0)
+            self._held = 0
+            self.drop(Reason.MAX_PARTIAL, held=held, limit=budget.limit)
+            return False
+        if held is None:
+            _cancel(self._messageCall)
+            self._messageCall = None
+        elif self._messageCall is None and self.open:
+            self._messageCall = self.context.clock.callLater(self._messageTimeout(), self._messageTimedOut)
+        return True
+
     def answered(self) -> None:
         """
         The client sent something: it answers the heartbeat.
@@ -452,9 +554,7 @@ class Session:
         self.reason = reason
         self._stopTimers()
         context = self.context
-        context.hub.stats.disconnects[reason] += 1
-        if reason is not Reason.SHUTDOWN and context.connections.droppedLines.admitOne():
-            self.log.warn("{peer} " + reason.template, peer=self.peer, **figures)
+        context.connections.dropped(context.hub.stats, self.peer, reason, **figures)
         told = self.adapter.goodbye(reason)
         if self.cursor is not None:
             self.cursor.abandon()
@@ -494,6 +594,9 @@ class Session:
         self.state = SessionState.CLOSED
         self._stopTimers()
         _cancel(self._graceCall)
+        if self._held:
+            self.context.connections.partial.move(self._held, 0)
+            self._held = 0
         if self._throttle is not None:
             self._throttle.stop()
         if self.cursor is not None:
@@ -501,10 +604,17 @@ class Session:
         context = self.context
         if self._published:
             context.hub.removePublisher(self.adapter.transport)
+        if self.cursor is not None:
+            # It refers back to this session: let both go with the
+            # connection, not at the cycle collector's next collection.
+            self.cursor.owner = DEPARTED
         if not self._admitted:
             return
         connections = context.connections
         connections.discard(self)
+        host, self._host = self._host, None
+        if host is not None and host.transport is not None and not host.transport.disconnecting:
+            connections.addChannel(host)
         context.hub.stats.connections = len(connections)
         if connections.disconnectedLines.admitOne():
             self.log.info(
@@ -541,7 +651,8 @@ class Session:
             gap = Gap(cursor.nextSequence, last, GapReason.EVICTED)
             if self.context.config.seqGaps and self.adapter.gapNotice(gap) is not None:
                 cursor.seek(start)
-                if cursor.sendGap(gap, self.adapter.gapNotice, before=start):
+                new = cursor.sendGap(gap, self.adapter.gapNotice, before=start)
+                if new and self.context.connections.droppedLines.admitOne():
                     self.log.warn(
                         "{peer} fell out of the --history: skipping {n} messages ({first}-{last})",
                         peer=self.peer,
@@ -669,6 +780,14 @@ class Session:
             cursor.sendPrivate(self.adapter.ping)
         self._pingCall = self.context.clock.callLater(interval, self._heartbeat, cursor.written)
 
+    def _messageTimeout(self) -> float:
+        idleTimeout = self.context.config.idleTimeout
+        return MESSAGE_TIMEOUT if idleTimeout is None else min(MESSAGE_TIMEOUT, idleTimeout)
+
+    def _messageTimedOut(self) -> None:
+        self._messageCall = None
+        self.drop(Reason.SLOW_MESSAGE, timeout=self._messageTimeout())
+
     def _authTimedOut(self) -> None:
         self._authCall = None
         self.drop(Reason.AUTH_TIMEOUT, timeout=self.context.config.authTimeout)
@@ -692,10 +811,10 @@ class Session:
         )
 
     def _stopTimers(self) -> None:
-        if self._authCall or self._idleCall or self._pingCall:
-            for call in (self._authCall, self._idleCall, self._pingCall):
+        if self._authCall or self._idleCall or self._pingCall or self._messageCall:
+            for call in (self._authCall, self._idleCall, self._pingCall, self._messageCall):
                 _cancel(call)
-            self._authCall = self._idleCall = self._pingCall = None
+            self._authCall = self._idleCall = self._pingCall = self._messageCall = None
 
 
 def _cancel(call: IDelayedCall | None) -> None:
@@ -705,6 +824,7 @@ def _cancel(call: IDelayedCall | None) -> None:
 
 __all__ = [
     "BYE_GRACE",
+    "MESSAGE_TIMEOUT",
     "Connections",
     "ISessionAdapter",
     "Session",

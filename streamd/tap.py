@@ -24,6 +24,7 @@ from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 from streamd.seqframing import SEQ
 from streamd.server import DEFAULT_AUTH_TIMEOUT, DEFAULT_HEARTBEAT, ServerConfig
 from streamd.tls import isTLSListener, loadCertificates, parseDescription, serverEndpoint
+from streamd.web.context import DEFAULT_HEADER_TIMEOUT
 
 if TYPE_CHECKING:
     from streamd.service import DaemonConfig, Listen
@@ -271,6 +272,21 @@ class Options(usage.Options):
             _seconds("shutdown-timeout"),
         ],
         [
+            "drain",
+            None,
+            0.0,
+            "Seconds over which clients are told goodbye at shutdown, each at a random moment, so that"
+            " they do not all reconnect at once (as NATS's lame-duck mode); --shutdown-timeout follows.",
+            _seconds("drain"),
+        ],
+        [
+            "http-header-timeout",
+            None,
+            DEFAULT_HEADER_TIMEOUT,
+            "Seconds an --http connection has to send each request's head (0: no limit).",
+            _seconds("http-header-timeout"),
+        ],
+        [
             "restart-delay",
             None,
             1.0,
@@ -501,6 +517,8 @@ def _daemonConfig(options: Options) -> DaemonConfig:
         http=options["https"],
         httpClientCA=options["client-ca"],
         httpPublicMetrics=options["http-public-metrics"],
+        httpHeaderTimeout=options["http-header-timeout"] or None,
+        drain=options["drain"],
         cluster=options["cluster-config"],
     )
 

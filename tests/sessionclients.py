@@ -378,7 +378,8 @@ class WebSocketClient(_HTTPClient):
                 heard.notices.append(("ping",))
             elif opcode == 8 and heard.goodbye is not None:
                 code = int.from_bytes(payload[:2], "big")
-                assert code == 4000 + heard.goodbye.value, f"close code {code} after bye {heard.goodbye}"  # type: ignore[union-attr]
+                expected = 1012 if heard.goodbye is Reason.SHUTDOWN else 4000 + heard.goodbye.value  # type: ignore[union-attr]
+                assert code == expected, f"close code {code} after bye {heard.goodbye}"
         return heard
 
     def _frame(self, opcode: int, payload: bytes) -> None:
@@ -418,8 +419,8 @@ class EventsClient(_HTTPClient):
     @property
     def closed(self) -> bool:
         """
-        Whether the daemon ended the response (its last chunk), or the
-        connection.
+        Whether the daemon refused the request, or ended the stream (its
+        last chunk, and its connection).
         """
         status, _ = self._status()
         return status != 200 or self.transport.value().endswith(b"\r\n0\r\n\r\n") or super().closed

@@ -8,12 +8,15 @@ red test here.
 
 from __future__ import annotations
 
+import gc
 import os
+import random
 import tempfile
+import weakref
 from typing import Any
 
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass
 
@@ -23,7 +26,9 @@ from streamd.reasons import Reason
 from streamd.resume import Gap, GapReason, Start
 from streamd.seqserver import SeqServerProtocol
 from streamd.server import ServerConfig, StreamServerProtocol
-from streamd.session import ISessionAdapter
+from streamd.service import DaemonConfig, StreamdService
+from streamd.session import CONNECTION_LINES, ISessionAdapter, Session
+from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.sse import EventStream
 from streamd.web.websocket import StreamWebSocketProtocol
 
@@ -473,6 +478,21 @@ class _WebMixin(_Behaviour):
         daemon.publish(b"for all")
         self.assertEqual([client.heard().messages for client in clients], [[b"for all"]] * 3)
 
+    def test_linesThrottled(self) -> None:
+        """
+        However many clients connect in a second, with a token and a
+        position to resume from, the log has a line for each of the first
+        few only, of each kind (connected, authenticated, where it starts).
+        """
+        daemon = Daemon(ServerConfig(heartbeat=None, access=AccessPolicy(auth=self.tokenFile(SECRET))))
+        daemon.publish(b"1")
+        for _ in range(3 * CONNECTION_LINES):
+            self.connect(daemon, token=SECRET, start=(Start.RESUME, EPOCH, 1))
+        lines = [formatEvent(event) for event in self.log]
+        arrivals = [line for line in lines if " connected (" in line or " authenticated (" in line]
+        starts = [line for line in lines if " starts at message " in line]
+        self.assertEqual((len(arrivals), len(starts), len(lines)), (CONNECTION_LINES, CONNECTION_LINES, 40))
+
     def test_badPosition(self) -> None:
         """
         A position that does not parse is a 400, counted under
@@ -571,3 +591,93 @@ class EventsTests(_WebMixin, _ReadingMixin, _NumberedMixin, SynchronousTestCase)
 
     client = EventsClient
     answersHeartbeat = False
+
+
+class DrainTests(SynchronousTestCase):
+    """
+    C{--drain}: at shutdown, every transport's clients are told goodbye
+    spread over the window, as NATS's lame-duck mode does, not all at once.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
+    def test_spread(self) -> None:
+        """
+        With C{--drain 30}, no client is told at once; the goodbyes come
+        over the 30 seconds, each in its transport's dialect, and every
+        client has its goodbye by the end; an SSE client is also given a
+        random wait before it reconnects.
+        """
+        daemon = Daemon()
+        service = StreamdService(daemon.clock, DaemonConfig(listens=(), sources=(), drain=30.0))
+        service.connections = daemon.connections
+        service.random = random.Random(22)
+        kinds = (FramedClient, SeqClient, WebSocketClient, EventsClient)
+        clients: list[Client] = [kind(daemon) for kind in kinds for _ in range(5)]
+        done = service.closeConnections(5.0)
+        told = []
+        for _ in range(30):
+            told.append(sum(client.closed for client in clients))
+            daemon.clock.advance(1)
+        self.assertEqual(told[0], 0)
+        self.assertTrue(0 < told[15] < len(clients), told)
+        self.assertEqual(sum(client.closed for client in clients), len(clients))
+        for client in clients:
+            client.lose()
+        self.successResultOf(done)
+        for client in clients[5:]:
+            self.assertEqual(client.heard().goodbye, Reason.SHUTDOWN)
+        retry = [line for line in clients[-1].transport.value().split(b"\n") if line.startswith(b"retry: ")]
+        low, high = SHUTDOWN_RETRY_MS
+        self.assertTrue(low <= int(retry[-1][7:]) <= high, retry)
+        self.assertEqual(daemon.clock.getDelayedCalls(), [])
+
+
+class DepartedTests(SynchronousTestCase):
+    """
+    A web client's session is let go of with its connection, not at the
+    cycle collector's next full collection (5,000 departed connections were
+    all still held 4 s later).
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+        # Log events name their source: none may be kept by an observer.
+        self.patch(Session, "log", Logger(observer=lambda event: None))
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+    def departed(self, kind: type[Client]) -> tuple[Any, Any]:
+        """
+        Weak references to the session and adapter of a client of C{kind}
+        that got a message and left, as the reactor leaves it: its
+        transport's producer and protocol let go.
+        """
+        daemon = Daemon()
+        client = kind(daemon)
+        daemon.publish(b"x")
+        session = client.session
+        assert session is not None
+        refs = weakref.ref(session), weakref.ref(session.adapter)
+        client.lose()
+        client.transport.producer = None
+        client.transport.protocol = None
+        return refs
+
+    def test_eventStream(self) -> None:
+        """
+        An SSE client's session, cursor and adapter are freed at once.
+        """
+        session, adapter = self.departed(EventsClient)
+        self.assertIsNone(session())
+        self.assertIsNone(adapter())
+
+    def test_webSocket(self) -> None:
+        """
+        A WebSocket client's session and cursor are freed at once (autobahn
+        keeps its own protocol in cycles of its Deferreds).
+        """
+        session, _ = self.departed(WebSocketClient)
+        self.assertIsNone(session())

@@ -59,3 +59,21 @@ class HTTPOptionTests(SynchronousTestCase):
         self.assertEqual(options["config"].server.httpOrigins, ("https://app.example", "*"))
         error = self.assertRaises(usage.UsageError, parse, "--http-origin", "app.example")
         self.assertIn("--http-origin must be * or a web origin such as https://example.com", str(error))
+
+    def test_headerTimeout(self) -> None:
+        """
+        C{--http-header-timeout} sets each request head's time (5 s by
+        default; 0 for none).
+        """
+        self.assertEqual(parse()["config"].httpHeaderTimeout, 5.0)
+        self.assertEqual(parse("--http-header-timeout", "2.5")["config"].httpHeaderTimeout, 2.5)
+        self.assertIsNone(parse("--http-header-timeout", "0")["config"].httpHeaderTimeout)
+
+    def test_drain(self) -> None:
+        """
+        C{--drain} sets the window of goodbyes at shutdown (none by
+        default), and is a number of seconds.
+        """
+        self.assertEqual(parse()["config"].drain, 0.0)
+        self.assertEqual(parse("--drain", "30")["config"].drain, 30.0)
+        self.assertRaises(usage.UsageError, parse, "--drain", "soon")

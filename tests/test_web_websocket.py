@@ -6,6 +6,8 @@ consumer cut as a TCP one is.
 
 from __future__ import annotations
 
+import sys
+
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,8 +15,10 @@ from streamd.auth import AccessPolicy
 from streamd.hub import FlowControl
 from streamd.reasons import Reason
 from streamd.server import ServerConfig
+from streamd.session import MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
-from streamd.web.websocket import StreamWebSocketFactory, StreamWebSocketProtocol
+from streamd.web.framing import SHUTDOWN_RETRY_MS
+from streamd.web.websocket import MAX_UNANSWERED_PINGS, StreamWebSocketFactory, StreamWebSocketProtocol
 from tests.webtools import (
     EPOCH,
     HANDSHAKE,
@@ -27,12 +31,12 @@ from tests.webtools import (
 )
 
 
-def clientFrame(payload: bytes, opcode: int = 1) -> bytes:
+def clientFrame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
     """
     A masked client frame (with a zero mask, so the payload is as is).
     """
     assert len(payload) < 126
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+    return bytes((0x80 * fin | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
 
 
 class _Client:
@@ -62,8 +66,8 @@ class _Client:
         """
         return [(op, p) for op, p in self.frames() if op in (1, 2) and p[:1] != b"\x1e"]
 
-    def send(self, payload: bytes, opcode: int = 1) -> None:
-        self.protocol.dataReceived(clientFrame(payload, opcode))
+    def send(self, payload: bytes, opcode: int = 1, fin: bool = True) -> None:
+        self.protocol.dataReceived(clientFrame(payload, opcode, fin))
 
     def lose(self) -> None:
         from twisted.internet.error import ConnectionDone
@@ -127,7 +131,7 @@ class WebSocketTests(SynchronousTestCase):
         context = webContext(ServerConfig(access=AccessPolicy(readOnly=True)))
         client = _Client(context)
         client.send(b"no")
-        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "read_only", "code": 8})
+        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "read_only", "code": 8, "reconnect": False})
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4008).to_bytes(2, "big"))
         self.assertEqual(context.hub.history.nextSequence, 1)
@@ -226,21 +230,26 @@ class WebSocketTests(SynchronousTestCase):
         client.protocol.dataReceived(b"y" * 500)
         self.assertEqual(context.hub.stats.disconnects[Reason.OVERSIZED_FRAME], 1)
         self.assertEqual(context.hub.history.nextSequence, 2)
-        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "oversized_frame", "code": 4})
+        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "oversized_frame", "code": 4, "reconnect": False})
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4004).to_bytes(2, "big"))
 
     def test_close(self) -> None:
         """
-        At shutdown the client gets C{bye} with C{shutdown}, and a close
-        frame with its code.
+        At shutdown the client gets C{bye} with C{shutdown} and a wait
+        before it reconnects (within L{SHUTDOWN_RETRY_MS}), and a close
+        frame with code 1012 (service restart), which autobahn's own
+        C{sendClose} would refuse.
         """
         context = webContext()
         client = _Client(context)
         client.protocol.session.close()
-        self.assertEqual(controls(client.frames())[-1]["reason"], "shutdown")
+        bye = controls(client.frames())[-1]
+        self.assertEqual((bye["reason"], bye["reconnect"]), ("shutdown", True))
+        low, high = SHUTDOWN_RETRY_MS
+        self.assertTrue(low <= bye["retry"] <= high, bye)
         close = [payload for opcode, payload in client.frames() if opcode == 8]
-        self.assertEqual(close[0][:2], (4011).to_bytes(2, "big"))
+        self.assertEqual(close[0][:2], (1012).to_bytes(2, "big"))
 
     def test_closeAfterBacklog(self) -> None:
         """
@@ -260,6 +269,115 @@ class WebSocketTests(SynchronousTestCase):
         cursor.resumeProducing()
         frames = client.frames()
         self.assertEqual(client.messages(), [(1, b"one"), (1, b"two"), (1, b"three")])
-        self.assertEqual(frames[-2], (1, b'\x1e{"type":"bye","reason":"shutdown","code":11}'))
-        self.assertEqual((frames[-1][0], frames[-1][1][:2]), (8, (4011).to_bytes(2, "big")))
+        self.assertEqual(controls(frames[-2:-1])[0]["reason"], "shutdown")
+        self.assertEqual((frames[-1][0], frames[-1][1][:2]), (8, (1012).to_bytes(2, "big")))
         self.assertTrue(cursor.closed)
+
+
+class FragmentTests(SynchronousTestCase):
+    """
+    A message sent in pieces (WebSocket fragments): held once, counted with
+    every client's unfinished frames, and timed.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
+    def test_heldOnce(self) -> None:
+        """
+        A message of 2-byte fragments is held in one buffer of at most about
+        1.25 times its bytes (autobahn's lists of pieces are not kept), and
+        counted in C{--max-partial-bytes} until it is whole, then published.
+        """
+        context = webContext()
+        sender, receiver = _Client(context), _Client(context)
+        sender.send(b"ab", opcode=2, fin=False)
+        for _ in range(4999):
+            sender.send(b"cd", opcode=0, fin=False)
+        held = sender.protocol._message
+        assert held is not None
+        self.assertLessEqual(sys.getsizeof(held), 1.25 * 10_000 + 100)
+        self.assertEqual(sender.protocol.message_data, [])
+        self.assertEqual(context.connections.partial.held, 10_000)
+        sender.send(b"", opcode=0)
+        self.assertEqual(context.connections.partial.held, 0)
+        self.assertEqual(receiver.messages(), [(1, b"ab" + b"cd" * 4999)])
+
+    def test_sharedBudget(self) -> None:
+        """
+        Unfinished messages count against the same C{--max-partial-bytes}
+        as all clients' partial frames: the client that takes it over is
+        cut (C{max_partial}), and what it held is let go.
+        """
+        context = webContext(ServerConfig(maxMessageSize=1000, maxPartialBytes=2000))
+        first, second, third = _Client(context), _Client(context), _Client(context)
+        for client in (first, second):
+            client.send(b"x" * 100, opcode=2, fin=False)
+            for _ in range(8):
+                client.send(b"x" * 100, opcode=0, fin=False)
+        third.send(b"y" * 100, opcode=2, fin=False)
+        third.send(b"y" * 101, opcode=0, fin=False)
+        self.assertEqual(controls(third.frames())[-1]["reason"], "max_partial")
+        self.assertEqual(context.hub.stats.disconnects[Reason.MAX_PARTIAL], 1)
+        self.assertEqual(context.connections.partial.held, 1800)
+        first.lose()
+        self.assertEqual(context.connections.partial.held, 900)
+
+    def test_timedOut(self) -> None:
+        """
+        A message whose pieces keep coming, but which is not finished within
+        L{MESSAGE_TIMEOUT}, cuts its sender (C{slow_message}), with no
+        token or idle timeout set.
+        """
+        context = webContext(ServerConfig(heartbeat=None))
+        client = _Client(context)
+        client.send(b"", opcode=1, fin=False)
+        for _ in range(int(MESSAGE_TIMEOUT / 10) - 1):
+            context.clock.advance(10)
+            client.send(b"", opcode=0, fin=False)
+        self.assertEqual(context.hub.stats.disconnects[Reason.SLOW_MESSAGE], 0)
+        context.clock.advance(10)
+        self.assertEqual(controls(client.frames())[-1]["reason"], "slow_message")
+        self.assertEqual(context.hub.stats.disconnects[Reason.SLOW_MESSAGE], 1)
+
+
+class PingTests(SynchronousTestCase):
+    """
+    Pings from a client: answered in order with the stream, and bounded for
+    a client that does not read.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
+    def test_answered(self) -> None:
+        """
+        A client that takes what it is sent gets a pong with each ping's
+        payload, however many it sends.
+        """
+        context = webContext()
+        client = _Client(context)
+        for n in range(100):
+            client.send(b"%d" % n, opcode=9)
+        pongs = [payload for opcode, payload in client.frames() if opcode == 10]
+        self.assertEqual(pongs, [b"%d" % n for n in range(100)])
+        self.assertFalse(client.transport.disconnecting)
+
+    def test_flood(self) -> None:
+        """
+        A client that does not take what it is sent gets no pongs piled up
+        for it; past L{MAX_UNANSWERED_PINGS} pings it is cut
+        (C{ping_flood}).
+        """
+        context = webContext()
+        client = _Client(context)
+        cursor = client.protocol.session.cursor
+        assert cursor is not None
+        cursor.pauseProducing()
+        before = len(client.transport.value())
+        for _ in range(MAX_UNANSWERED_PINGS):
+            client.send(b"x" * 125, opcode=9)
+        self.assertEqual(len(client.transport.value()), before)
+        self.assertEqual(context.hub.stats.disconnects[Reason.PING_FLOOD], 0)
+        client.send(b"x" * 125, opcode=9)
+        self.assertEqual(context.hub.stats.disconnects[Reason.PING_FLOOD], 1)

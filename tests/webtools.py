@@ -32,8 +32,15 @@ HANDSHAKE = (
 class TCPLikeTransport(StringTransport):
     """
     A L{StringTransport} that, as TCP's, lets a protocol unregister a
-    producer it does not have (autobahn does when it drops a connection).
+    producer it does not have (autobahn does when it drops a connection),
+    and says whether it was aborted.
     """
+
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
 
     def unregisterProducer(self) -> None:
         if self.producer is not None:

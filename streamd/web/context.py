@@ -22,10 +22,19 @@ HTTP_STATUS = {
     Reason.ORIGIN: 403,
     Reason.BAD_REQUEST: 400,
     Reason.MAX_CLIENTS: 503,
+    Reason.HEADER_TIMEOUT: 408,
+    Reason.REQUEST_BODY: 413,
 }
 """
 The HTTP status of a refusal before the stream starts, by reason; any other
 reason is a 503.
+"""
+
+
+DEFAULT_HEADER_TIMEOUT = 5.0
+"""
+Seconds an HTTP connection has to send a request's head, from its
+connection or the end of the previous answer (C{--http-header-timeout}).
 """
 
 
@@ -35,6 +44,8 @@ class WebContext(SessionContext):
 
     @ivar publicMetrics: whether C{/metrics} and C{/connz} answer without the
         token (C{--http-public-metrics}).
+    @ivar headerTimeout: seconds a connection has to send a request's head
+        (C{--http-header-timeout}), or C{None} for no limit.
     """
 
     def __init__(
@@ -45,9 +56,11 @@ class WebContext(SessionContext):
         connections: Connections,
         listener: str = "http",
         publicMetrics: bool = False,
+        headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
         super().__init__(hub, clock, config, connections, listener)
         self.publicMetrics = publicMetrics
+        self.headerTimeout = headerTimeout
 
     @property
     def epoch(self) -> str:

@@ -15,6 +15,7 @@ return; the daemon's own events are named.
 from __future__ import annotations
 
 import json
+import random
 from base64 import b64encode
 from collections.abc import Sequence
 from struct import Struct
@@ -22,6 +23,7 @@ from typing import Any
 
 from streamd.framing import Framing, Payload
 from streamd.history import History
+from streamd.reasons import Reason
 from streamd.resume import Gap, GapReason
 
 CONTROL = b"\x1e"
@@ -121,23 +123,56 @@ def namedEvent(name: str, message: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(message, separators=(',', ':'))}\n\n".encode()
 
 
+def chunk(data: bytes) -> bytes:
+    """
+    C{data} as one chunk of an HTTP/1.1 chunked body.
+    """
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
 class EventFraming(Framing):
     """
     Stream messages as events with ids of the history's epoch, for a
     L{Cursor}: the history makes an entry's events once for every SSE
-    subscriber.
+    subscriber (of each kind: HTTP/1.1 answers are C{chunked}, one chunk an
+    entry, HTTP/1.0 ones are not).
     """
 
     name = "sse"
     headerSize = 0
     maxLength = 2**63 - 1
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, chunked: bool = False) -> None:
         self.history = history
+        self.chunked = chunked
 
     def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
         epoch = self.history.epoch.hex()
-        return b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
+        data = b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
+        return chunk(data) if self.chunked else data
+
+
+SHUTDOWN_RETRY_MS = (1000, 5000)
+"""
+The range a client told goodbye at shutdown is given its wait before
+reconnecting from, at random, so that the clients of a restarted daemon do
+not all come back in the same second.
+"""
+
+
+def byeMessage(reason: Reason) -> dict[str, Any]:
+    """
+    Why the daemon closes, as the web's C{bye} message (WebSocket and SSE
+    alike): the reason, its code, whether to connect again, and at
+    shutdown how many milliseconds to wait first (C{retry}).
+    """
+    message: dict[str, Any] = {"reason": reason.label, "code": reason.value, "reconnect": reason.reconnect}
+    if reason is Reason.SHUTDOWN:
+        message["retry"] = random.randint(*SHUTDOWN_RETRY_MS)
+    return message
 
 
 def gapMessage(gap: Gap) -> dict[str, Any]:

@@ -19,9 +19,11 @@ from streamd.reasons import Reason
 from streamd.web.context import WebContext
 from streamd.web.guard import refused
 
-KINDS = ("tcp", "websocket", "sse")
+KINDS = ("tcp", "websocket", "sse", "http")
 """
-The kinds of listener a connection can come through.
+The kinds of connection: a session's listener kind, or C{http} for an
+HTTP connection that is not a session (between requests, or answered
+without one).
 """
 
 
@@ -42,8 +44,9 @@ class StreamdCollector:
         history = hub.history
 
         kinds = Counter(session.adapter.kind for session in context.connections)
+        kinds["http"] = len(context.connections.channels)
         connections = GaugeMetricFamily(
-            "streamd_connections", "Open connections by listener kind.", labels=["kind"]
+            "streamd_connections", "Open connections by kind.", labels=["kind"]
         )
         for kind in sorted(set(KINDS) | set(kinds)):
             connections.add_metric([kind], kinds[kind])

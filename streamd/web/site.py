@@ -19,19 +19,19 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IAccessLogFormatter
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from twisted.web.static import File
 from zope.interface import provider
 
+from streamd.web.channel import StreamdSite
 from streamd.web.connz import ConnzResource
 from streamd.web.context import WebContext
 from streamd.web.healthz import HealthResource
 from streamd.web.metrics import MetricsResource
 from streamd.web.sse import EventsResource
-from streamd.web.websocket import StreamWebSocketFactory
+from streamd.web.websocket import StreamWebSocketFactory, StreamWebSocketResource
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
@@ -41,19 +41,19 @@ def makeSite(
     listeners: Callable[[], Sequence[Any]] = tuple,
     sources: Iterable[Any] = (),
     cluster: Callable[[], dict[str, Any] | None] = lambda: None,
-) -> Site:
+) -> StreamdSite:
     """
     The site of one C{--http} listener.
 
     @param listeners: every listener service of the daemon, for C{/healthz}.
     """
     root = File(STATIC)
-    root.putChild(b"ws", WebSocketResource(StreamWebSocketFactory(context)))
+    root.putChild(b"ws", StreamWebSocketResource(StreamWebSocketFactory(context)))
     root.putChild(b"events", EventsResource(context))
     root.putChild(b"metrics", MetricsResource(context, sources))
     root.putChild(b"connz", ConnzResource(context))
     root.putChild(b"healthz", HealthResource(context.clock, listeners, cluster))
-    site = Site(root, logFormatter=withoutTokens, reactor=context.clock)
+    site = StreamdSite(root, context, logFormatter=withoutTokens)
     site.noisy = False
     site.displayTracebacks = False
     return site

@@ -1,21 +1,26 @@
 """
 Server-Sent Events clients at C{/events}, for a browser's C{EventSource}
-and for C{curl -N}: the adapter of a L{Session} to one request.  Its
-L{Cursor} writes through the request, so the events of a history entry are
-made once for all subscribers (L{streamd.web.framing}), and flow control and
-the limits are those of every other subscriber.
+and for C{curl -N}: the adapter of a L{Session} to one request, and then to
+its connection.  Its L{Cursor} writes to the connection, so the events of a
+history entry are made once for all subscribers (L{streamd.web.framing})
+and held nowhere else, and flow control and the limits are those of every
+other subscriber.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from streamd.auth import Access, originAllowed
 from streamd.cursor import Cursor
+from streamd.fastwrite import cursorFor
 from streamd.protocol import addressName
 from streamd.reasons import Reason
 from streamd.resume import Gap, StartPoint
@@ -29,44 +34,49 @@ from streamd.web.context import (
     parseEventId,
     startRequest,
 )
-from streamd.web.framing import KEEPALIVE, EventFraming, gapMessage, namedEvent
+from streamd.web.framing import KEEPALIVE, LAST_CHUNK, EventFraming, byeMessage, chunk, gapMessage, namedEvent
 
 RETRY_MS = 1000
 """
 How long a disconnected C{EventSource} waits before reconnecting.
 """
 
+_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n"
+    b"X-Accel-Buffering: no\r\nConnection: close\r\n"
+)
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
-class _RequestTransport:
+
+def takeOver(request: Request, protocol: Protocol) -> Any:
     """
-    What a L{Cursor} writes through: the response of one request.
+    The connection of C{request}, taken from twisted.web and given to
+    C{protocol}, as autobahn takes a WebSocket's: what C{protocol} writes
+    goes to it as it is, and twisted.web's buffers hold none of it.
     """
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-
-    def write(self, data: bytes) -> None:
-        self.request.write(data)
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.request.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self.request.unregisterProducer()
-
-    def loseConnection(self) -> None:
-        self.request.finish()
-
-    def abortConnection(self) -> None:
-        transport: Any = self.request.channel.transport
-        if transport is not None:
-            transport.abortConnection()
+    channel: Any = request.channel
+    channel.upgraded()
+    transport, channel.transport = channel.transport, None
+    transport.unregisterProducer()
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+    protocol.makeConnection(transport)
+    # twisted.web may have paused reading while it served the request.
+    transport.resumeProducing()
+    return transport
 
 
 @implementer(ISessionAdapter)
-class EventStream:
+class EventStream(Protocol):
     """
-    One SSE client: the adapter of its L{Session} to one request.
+    One SSE client: the adapter of its L{Session} to one request, then to
+    its connection.  A refusal answers the request; once the stream starts,
+    the connection is this stream's, the response's head its greeting's
+    first bytes, and its cursor writes to the connection itself (as a TCP
+    client's does), so that a client that stops reading holds nothing but
+    its place in the history.
 
     @ivar refusal: the body of the HTTP error that answers the request
         instead of the stream, once its session refused it.
@@ -77,28 +87,38 @@ class EventStream:
     ping = KEEPALIVE
     pingAnswered = False
     refusal: bytes | None = None
+    bytesReceived = 0
+    transport: Any = None
 
-    def __init__(self, context: WebContext, request: Request, peer: str) -> None:
+    def __init__(self, context: WebContext, request: Request, peer: str, head: bytes, chunked: bool) -> None:
         self.context = context
-        self.request = request
+        self.request: Request | None = request
         self.peer = peer
-        self.transport = _RequestTransport(request)
-        self.session = Session(context, self)
-        request.notifyFinish().addBoth(self._finished)
+        self.head = head
+        self.chunked = chunked
+        self.ping = self._frame(KEEPALIVE)
+        self.session: Session | None = Session(context, self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytesReceived += len(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost(reason.getErrorMessage())
 
     def activity(self) -> tuple[int, int]:
-        channel: Any = self.request.channel
-        acked = bytesAcked(channel.transport) if channel is not None else None
-        return (0, self.session.bytesOut if acked is None else acked)
+        acked = bytesAcked(self.transport) if self.transport is not None else None
+        assert self.session is not None
+        return (self.bytesReceived, self.session.bytesOut if acked is None else acked)
 
     def greeting(self, point: StartPoint) -> bytes:
         greeting = b"retry: %d\n\n" % RETRY_MS
         if point.gap is not None:
             greeting += namedEvent("gap", gapMessage(point.gap))
-        return greeting + namedEvent("hello", {"epoch": self.context.epoch, "next": point.next})
+        greeting += namedEvent("hello", {"epoch": self.context.epoch, "next": point.next})
+        return self._head() + self._frame(greeting)
 
     def gapNotice(self, gap: Gap) -> bytes:
-        return namedEvent("gap", gapMessage(gap))
+        return self._frame(namedEvent("gap", gapMessage(gap)))
 
     def ownNotice(self, first: int, last: int) -> None:
         return None
@@ -106,26 +126,57 @@ class EventStream:
     def goodbye(self, reason: Reason) -> bool:
         """
         Before the stream: an HTTP error.  After: a C{bye} event after the
-        events begun, then the end of the response.
+        events begun (at shutdown, after a C{retry:} with its random wait),
+        then the end of the connection.
         """
+        assert self.session is not None
         cursor = self.session.cursor
         if cursor is None:
             request = self.request
+            assert request is not None
             request.setResponseCode(HTTP_STATUS.get(reason, 503))
             request.setHeader("Content-Type", "text/plain; charset=utf-8")
             if reason is Reason.AUTH_FAILED:
                 request.setHeader("WWW-Authenticate", "Bearer")
             self.refusal = reason.summary.encode() + b"\n"
             return True
-        cursor.sendFinal(namedEvent("bye", {"reason": reason.label, "code": reason.value}))
+        bye = byeMessage(reason)
+        retry = b"retry: %d\n\n" % bye["retry"] if "retry" in bye else b""
+        end = LAST_CHUNK if self.chunked else b""
+        cursor.sendFinal(self._head() + self._frame(retry + namedEvent("bye", bye)) + end)
         return True
 
-    def abort(self) -> None:
-        self.transport.abortConnection()
+    def _frame(self, data: bytes) -> bytes:
+        """
+        C{data} as the answer's body carries it: one chunk, or as it is.
+        """
+        return chunk(data) if self.chunked else data
 
-    def _finished(self, result: object) -> None:
-        why = getattr(result, "getErrorMessage", lambda: "the response ended")()
-        self.session.lost(why)
+    def _head(self) -> bytes:
+        """
+        The response's head the first time, then nothing.
+        """
+        head, self.head = self.head, b""
+        return head
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def refused(self) -> bytes | None:
+        """
+        The request is answered with L{refusal}: the session ends with it.
+        """
+        self._lost("refused")
+        return self.refusal
+
+    def _lost(self, why: str) -> None:
+        """
+        The session ends; let go of it (it refers back to this stream).
+        """
+        session, self.session = self.session, None
+        if session is not None:
+            session.lost(why)
 
 
 class EventsResource(Resource):
@@ -139,21 +190,29 @@ class EventsResource(Resource):
         super().__init__()
         self.context = context
         self.framing = EventFraming(context.hub.history)
+        self.chunked = EventFraming(context.hub.history, chunked=True)
 
     def render_GET(self, request: Request) -> Any:
         context = self.context
-        stream = EventStream(context, request, addressName(request.getClientAddress()))
-        session = stream.session
         origin = _header(request, "origin")
-        if not session.admit() or not session.checkOrigin(origin, _header(request, "host")):
-            return stream.refusal
+        head = _HEAD
+        if origin is not None and originAllowed(origin, None, context.config.httpOrigins):
+            head += b"Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n" % origin.encode("latin-1")
+        chunked = request.clientproto == b"HTTP/1.1"
+        if chunked:
+            head += _CHUNKED
+        stream = EventStream(context, request, addressName(request.getClientAddress()), head + b"\r\n", chunked)
+        session = stream.session
+        assert session is not None
+        if not session.admit(request.channel) or not session.checkOrigin(origin, _header(request, "host")):
+            return stream.refused()
         token = bearerToken(request.getHeader("authorization")) or _argument(request, b"token", raw=True)
         if token is not None:
             if not session.authenticate(token):
-                return stream.refusal
+                return stream.refused()
         elif session.access is Access.NONE:
             session.drop(Reason.AUTH_FAILED)
-            return stream.refusal
+            return stream.refused()
         eventId = request.getHeader("last-event-id")
         if eventId:
             epoch, last = parseEventId(eventId)
@@ -163,14 +222,17 @@ class EventsResource(Resource):
             where = startRequest(last, epoch)
         except BadPosition as e:
             session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
-            return stream.refusal
-        request.setHeader("Content-Type", "text/event-stream; charset=utf-8")
-        request.setHeader("Cache-Control", "no-cache")
-        request.setHeader("X-Accel-Buffering", "no")
-        if origin is not None and originAllowed(origin, None, context.config.httpOrigins):
-            request.setHeader("Access-Control-Allow-Origin", origin)
-            request.setHeader("Vary", "Origin")
-        session.attach(Cursor(stream.transport, context.hub, self.framing, session))
+            return stream.refused()
+        # The first request of its connection has nothing of twisted.web's
+        # left to send: its cursor may write to the socket itself.
+        first = not getattr(request.channel, "answered", 0)
+        transport = takeOver(request, stream)
+        stream.request = None
+        framing = self.chunked if chunked else self.framing
+        cursor = cursorFor(transport, context.hub, framing, session) if first else Cursor(
+            transport, context.hub, framing, session
+        )
+        session.attach(cursor)
         session.start(where)
         return NOT_DONE_YET
 

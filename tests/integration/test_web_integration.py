@@ -26,6 +26,8 @@ from twisted.web.http_headers import Headers
 from streamd.reasons import Reason
 from streamd.server import ServerConfig
 from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.web.context import DEFAULT_HEADER_TIMEOUT
+from streamd.web.websocket import MAX_UNANSWERED_PINGS
 from tests.support import startDaemon, waitFor
 from tests.webtools import cancelBatchedTimers, events, tokenConfig
 
@@ -48,6 +50,23 @@ class _WebSocketClient(WebSocketClientProtocol):  # type: ignore[misc]
         if not self.factory.opened.called:
             self.factory.opened.errback(Exception(f"refused: {code} {reason}"))
         self.factory.closed.callback(code)
+
+
+@inlineCallbacks
+def openWebSocket(case: Any, port: int, query: str = "", headers: dict[str, str] | None = None) -> Any:
+    """
+    The factory of a WebSocket client of C{/ws} on loopback C{port}, once
+    it is open; closed when C{case} ends.
+    """
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws{query}", headers=headers or {})
+    factory.protocol = _WebSocketClient
+    factory.opened, factory.closed, factory.received = Deferred(), Deferred(), []
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    protocol = yield endpoint.connect(factory)
+    case.addCleanup(lambda: factory.closed)
+    case.addCleanup(protocol.transport.loseConnection)
+    yield factory.opened
+    return factory
 
 
 class _EventsClient(Protocol):
@@ -80,6 +99,7 @@ class _Mixin:
 
     config = ServerConfig()
     publicMetrics = False
+    headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT
 
     def setUp(self) -> None:
         self.addCleanup(cancelBatchedTimers)  # type: ignore[attr-defined]
@@ -89,6 +109,7 @@ class _Mixin:
             server=self.config,
             http=(LOCAL,),
             httpPublicMetrics=self.publicMetrics,
+            httpHeaderTimeout=self.headerTimeout,
         )
         self.service: StreamdService
         self.service, _ = startDaemon(self, config)
@@ -109,20 +130,11 @@ class _Mixin:
         body = yield readBody(response)
         return response.code, body
 
-    @inlineCallbacks
     def webSocket(self, query: str = "", headers: dict[str, str] | None = None) -> Any:
         """
         An open WebSocket client of C{/ws}.
         """
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}/ws{query}", headers=headers or {})
-        factory.protocol = _WebSocketClient
-        factory.opened, factory.closed, factory.received = Deferred(), Deferred(), []
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        protocol = yield endpoint.connect(factory)
-        self.addCleanup(lambda: factory.closed)
-        self.addCleanup(protocol.transport.loseConnection)
-        yield factory.opened
-        return factory
+        return openWebSocket(self, self.port, query, headers)
 
     @inlineCallbacks
     def eventStream(self, request: bytes) -> Any:
@@ -375,7 +387,7 @@ class LimitTests(_Mixin, TestCase):
         code = yield client.closed
         self.assertEqual(code, 4004)
         bye = json.loads(client.received[-1][1][1:])
-        self.assertEqual(bye, {"type": "bye", "reason": "oversized_frame", "code": 4})
+        self.assertEqual(bye, {"type": "bye", "reason": "oversized_frame", "code": 4, "reconnect": False})
         self.assertEqual(self.hub.history.nextSequence, 1)
         _, body = yield self.get("/metrics")
         self.assertEqual(samples(body)[("streamd_disconnects_total", (("reason", "oversized_frame"),))], 1)
@@ -391,7 +403,8 @@ class ShutdownTests(_Mixin, TestCase):
         """
         A WebSocket client that is behind when the daemon stops (as SIGTERM
         stops it) gets every message published before, in order, then
-        C{bye} with C{shutdown} and a close with code 4011.
+        C{bye} with C{shutdown} and a close with code 1012 (service
+        restart).
         """
         client = yield self.webSocket()
         yield waitFor(lambda: len(client.received) == 1)
@@ -413,8 +426,118 @@ class ShutdownTests(_Mixin, TestCase):
         client.client.transport.resumeProducing()
         code = yield client.closed
         yield closing
-        self.assertEqual(code, 4011)
+        self.assertEqual(code, 1012)
         messages = [payload for _, payload in client.received[1:-1]]
         self.assertEqual([int(m.split(b".")[0]) for m in messages], list(range(published)))
         bye = json.loads(client.received[-1][1][1:])
-        self.assertEqual(bye, {"type": "bye", "reason": "shutdown", "code": 11})
+        self.assertEqual((bye["type"], bye["reason"], bye["code"], bye["reconnect"]), ("bye", "shutdown", 11, True))
+
+
+class _Raw(Protocol):
+    """
+    A raw client that sends C{request} and, unless told to read, reads
+    nothing: what it got, and whether it was closed.
+    """
+
+    def __init__(self, request: bytes, reads: bool = True) -> None:
+        self.request = request
+        self.reads = reads
+        self.data = b""
+        self.done: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        if not self.reads:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.transport.write(self.request)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: object) -> None:
+        self.done.callback(None)
+
+
+class HostileTests(_Mixin, TestCase):
+    """
+    Clients that would hold the daemon's descriptors or memory: each is
+    cut, counted, and leaves room for the others.
+    """
+
+    config = ServerConfig(maxClients=10)
+    headerTimeout = 0.5
+
+    @inlineCallbacks
+    def raw(self, request: bytes, reads: bool = True) -> Any:
+        client = _Raw(request, reads)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        yield endpoint.connect(Factory.forProtocol(lambda: client))
+        self.addCleanup(lambda: client.done)
+        self.addCleanup(client.transport.abortConnection)  # type: ignore[union-attr]
+        return client
+
+    @inlineCallbacks
+    def test_slowloris(self) -> None:
+        """
+        Half-sent requests count in C{--max-clients}: past it a connection
+        is refused with 503; once their heads time out they are closed
+        (408) and the daemon answers again.
+        """
+        slow = []
+        for _ in range(10):
+            slow.append((yield self.raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")))
+        yield waitFor(lambda: len(self.service.connections) == 10)
+        refused = yield self.raw(b"")
+        yield refused.done
+        self.assertTrue(refused.data.startswith(b"HTTP/1.1 503 "), refused.data)
+        for client in slow:
+            yield client.done
+            self.assertTrue(client.data.startswith(b"HTTP/1.1 408 "), client.data)
+        code, _ = yield self.get("/healthz")
+        self.assertEqual(code, 200)
+        disconnects = self.hub.stats.disconnects
+        self.assertEqual((disconnects[Reason.MAX_CLIENTS], disconnects[Reason.HEADER_TIMEOUT]), (1, 10))
+
+    @inlineCallbacks
+    def test_chunkedBody(self) -> None:
+        """
+        A chunked POST, before any token, is answered 413 and closed as
+        soon as its head is in; the megabyte after it is not taken.
+        """
+        chunk = b"100000\r\n" + b"x" * 0x100000 + b"\r\n"
+        client = yield self.raw(b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk)
+        yield client.done
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 413 "), client.data)
+        self.assertEqual(self.hub.stats.disconnects[Reason.REQUEST_BODY], 1)
+
+    @inlineCallbacks
+    def test_pipelineNonReader(self) -> None:
+        """
+        A client that sends 20,000 requests for C{/metrics} at once and reads
+        none of the answers is cut once the daemon's buffer for it is full,
+        counted under C{pipeline}.
+        """
+        client = yield self.raw(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n" * 20_000, reads=False)
+        yield waitFor(lambda: self.hub.stats.disconnects[Reason.PIPELINE] == 1, seconds=30)
+        client.transport.resumeProducing()  # type: ignore[union-attr]
+        yield client.done
+
+    @inlineCallbacks
+    def test_pingFlood(self) -> None:
+        """
+        A WebSocket client that sends pings and reads nothing gets no pongs
+        piled up for it once its connection is full, and is cut (C{ping_flood})
+        after L{MAX_UNANSWERED_PINGS} more.
+        """
+        handshake = (
+            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        client = yield self.raw(handshake, reads=False)
+        ping = bytes((0x89, 0x80 | 125)) + b"\0\0\0\0" + b"p" * 125
+        for _ in range(400):
+            if self.hub.stats.disconnects[Reason.PING_FLOOD] or client.done.called:
+                break
+            client.transport.write(ping * 1000)  # type: ignore[union-attr]
+            yield deferLater(reactor, 0.01, lambda: None)
+        yield waitFor(lambda: self.hub.stats.disconnects[Reason.PING_FLOOD] == 1)
+        self.assertGreater(MAX_UNANSWERED_PINGS, 0)

@@ -1,0 +1,73 @@
+"""
+Tests for L{streamd.web.connz}: C{/connz} costs a bounded amount per
+request, however many connections there are and however often it is asked.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from streamd.web import connz
+from streamd.web.connz import ConnzResource
+from streamd.web.context import WebContext
+
+from .sessionclients import Daemon, FramedClient
+
+
+class ConnzTests(SynchronousTestCase):
+    """
+    C{/connz} over many connections.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = Daemon()
+        self.clients = [FramedClient(self.daemon) for _ in range(50)]
+        context = WebContext(
+            self.daemon.hub, self.daemon.clock, self.daemon.config, self.daemon.connections, publicMetrics=True
+        )
+        self.resource = ConnzResource(context)
+        self.built = 0
+        row = self.resource.row
+
+        def counted(session: Any) -> Any:
+            self.built += 1
+            return row(session)
+
+        self.resource.row = counted  # type: ignore[method-assign]
+
+    def get(self, **args: str) -> Any:
+        request = DummyRequest([b"connz"])
+        request.args = {name.encode(): [value.encode()] for name, value in args.items()}
+        return json.loads(self.resource.render_GET(request))
+
+    def test_bounded(self) -> None:
+        """
+        A request builds at most L{connz.MAX_LIMIT} rows, picked by one figure
+        each, whatever its C{?limit=}; the total still counts every
+        connection, and the first rows are the right ones.
+        """
+        self.patch(connz, "MAX_LIMIT", 10)
+        for n, client in enumerate(self.clients):
+            client.publish(b"x" * n)
+        answer = self.get(sort="bytes_in", limit="1000")
+        self.assertEqual(self.built, 10)
+        self.assertEqual(answer["total"], 50)
+        # Each sent n bytes and a 4-byte header.
+        self.assertEqual([row["bytes_in"] for row in answer["connections"]], [4 + n for n in range(49, 39, -1)])
+
+    def test_shared(self) -> None:
+        """
+        Requests within L{connz.SNAPSHOT_SECONDS} of each other are answered
+        from the same rows: two pollers cost one build a second.
+        """
+        for _ in range(20):
+            self.get()
+        self.assertEqual(self.built, 50)
+        self.daemon.clock.advance(connz.SNAPSHOT_SECONDS)
+        answer = self.get(limit="5")
+        self.assertEqual(self.built, 100)
+        self.assertEqual(len(answer["connections"]), 5)
