@@ -210,6 +210,9 @@ class FramedSessionProtocol(FramedProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.session.lost(reason)
+        # The session refers back to this protocol: let both go with the
+        # connection, not at the cycle collector's next full collection.
+        del self.session
 
 
 class StreamServerProtocol(FramedSessionProtocol):

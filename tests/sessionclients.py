@@ -108,6 +108,7 @@ class Client:
     transport: TCPLikeTransport
     session: Session | None = None
     peer = ""
+    gone = False
     publishes = True
     numbered = True
     tokenInBand = True
@@ -161,9 +162,12 @@ class Client:
 
     def lose(self) -> None:
         """
-        The connection is gone (as the reactor would tell the protocol).
+        The connection is gone (as the reactor would tell the protocol,
+        once).
         """
-        self.transport.protocol.connectionLost(Failure(ConnectionDone()))
+        if not self.gone:
+            self.gone = True
+            self.transport.protocol.connectionLost(Failure(ConnectionDone()))
 
     def pause(self) -> None:
         """

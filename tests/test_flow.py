@@ -215,10 +215,11 @@ class CursorTests(FlowTestCase):
         that published and left is not kept alive by its messages.
         """
         publisher, _ = self.connect()
+        serial = publisher.cursor.serial
         publisher.dataReceived(INT32.encode(b"bye"))
         publisher.connectionLost(Failure(ConnectionDone()))
         entry = self.daemon.hub.history[0]
-        self.assertEqual(entry[SENDER], publisher.cursor.serial)
+        self.assertEqual(entry[SENDER], serial)
         self.assertFalse([o for o in gc.get_referents(entry) if isinstance(o, (Cursor, StreamServerProtocol))])
 
     def test_sendStringAfterBacklog(self) -> None:

@@ -681,3 +681,13 @@ class DepartedTests(SynchronousTestCase):
         """
         session, _ = self.departed(WebSocketClient)
         self.assertIsNone(session())
+
+    def test_framed(self) -> None:
+        """
+        An int32, ascii10 or seq client's session, cursor and protocol are
+        freed at once.
+        """
+        for kind in (FramedClient, ASCII10Client, SeqClient):
+            session, adapter = self.departed(kind)
+            self.assertIsNone(session(), kind)
+            self.assertIsNone(adapter(), kind)
