@@ -10,8 +10,11 @@ head.  When the connection can take more, the cursor sends from the log
 until it is caught up, and the hub hands it batches again.
 
 This module's L{Cursor} writes through the transport, which pauses it when
-its buffer fills (a TLS or test transport); L{streamd.fastwrite} has the
-cursor for plain TCP and UNIX sockets, which sends straight to the socket.
+its buffer fills (a TLS or test transport), a large entry L{MAX_WRITE}
+bytes at a time, so that a client that does not read holds at most about
+that much of it in its transport's buffer, not a copy of the whole entry;
+L{streamd.fastwrite} has the cursor for plain TCP and UNIX sockets, which
+sends straight to the socket.
 """
 
 from __future__ import annotations
@@ -79,6 +82,13 @@ class CursorOwner(Protocol):
         """
 
 
+MAX_WRITE = 64 * 1024
+"""
+The most a L{Cursor} hands its transport at once: a transport pauses its
+producer once its buffer holds more than its C{bufferSize} (64 KiB for
+Twisted's), so a client that does not read takes about that much.
+"""
+
 _serials = itertools.count(1)
 
 
@@ -124,6 +134,7 @@ class Cursor:
         "_then",
         "_paused",
         "_private",
+        "_rest",
         "serial",
     )
 
@@ -149,6 +160,9 @@ class Cursor:
         # Frames for this client alone, each with the entry number it must
         # follow, while it is behind; and the gap it says, if it is one.
         self._private: deque[tuple[int, bytes, Gap | None]] | None = None
+        # What is left of the entry (or frame) begun, when the transport
+        # paused this cursor in the middle of it.
+        self._rest: memoryview | None = None
         transport.registerProducer(self, self.streaming)
 
     @property
@@ -253,7 +267,23 @@ class Cursor:
             self.hub.cursorBehind(self)
 
     def _write(self, data: bytes) -> None:
-        self.transport.write(data)
+        if len(data) <= MAX_WRITE:
+            self.transport.write(data)
+            return
+        self._rest = memoryview(data)
+        self._writeRest()
+
+    def _writeRest(self) -> None:
+        """
+        Hand the transport what is left of the entry begun, L{MAX_WRITE}
+        bytes at a time, until it pauses this cursor or it is all sent.
+        """
+        rest = self._rest
+        write = self.transport.write
+        while rest is not None and not self._paused and not self.closed:
+            write(bytes(rest[:MAX_WRITE]))
+            rest = rest[MAX_WRITE:] or None
+        self._rest = rest
 
     def pauseProducing(self) -> None:
         """
@@ -293,8 +323,11 @@ class Cursor:
         """
         history = self.hub.history
         stats = self.hub.stats
-        write = self.transport.write
+        write = self._write
         while not self._paused and not self.closed:
+            if self._rest is not None:
+                self._writeRest()
+                continue
             index = self.index
             if index < history.start:
                 # The hub cuts this cursor, or its owner moves it on.
@@ -367,10 +400,10 @@ class Cursor:
 
     def _unsent(self) -> bytes:
         """
-        What is left to send of the frame begun: nothing, since this cursor
-        hands whole entries to the transport.
+        What is left to send of the frame begun.
         """
-        return b""
+        rest, self._rest = self._rest, None
+        return b"" if rest is None else bytes(rest)
 
     def close(self, then: Callable[[], object] | None = None) -> None:
         """

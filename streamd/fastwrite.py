@@ -108,7 +108,7 @@ class SocketCursor(Cursor):
     again after the cursor asked it to watch (C{startWriting}).
     """
 
-    __slots__ = ("_send", "_sendmsg", "_rest")
+    __slots__ = ("_send", "_sendmsg")
 
     streaming = False
 
@@ -116,8 +116,6 @@ class SocketCursor(Cursor):
         sock = transport.socket
         self._send = sock.send
         self._sendmsg = sock.sendmsg
-        # What the kernel did not take of the last entry begun.
-        self._rest: memoryview | None = None
         super().__init__(transport, hub, framing, owner)
         transport.bufferSize = READ_SIZE
 
@@ -142,10 +140,6 @@ class SocketCursor(Cursor):
     def seek(self, index: int) -> None:
         super().seek(index)
         self.transport.startWriting()
-
-    def _unsent(self) -> bytes:
-        rest, self._rest = self._rest, None
-        return b"" if rest is None else bytes(rest)
 
     def _broken(self) -> None:
         # The peer is gone (EPIPE, ECONNRESET): the transport finds out on

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from streamd.cursor import Cursor
+from streamd.cursor import MAX_WRITE, Cursor
 from streamd.framing import ASCII10, INT32
 from streamd.history import DATA, FIRST, SENDER, History, lastOf
 from streamd.hub import SWEEP_INTERVAL, FlowControl
@@ -221,6 +221,26 @@ class CursorTests(FlowTestCase):
         entry = self.daemon.hub.history[0]
         self.assertEqual(entry[SENDER], serial)
         self.assertFalse([o for o in gc.get_referents(entry) if isinstance(o, (Cursor, StreamServerProtocol))])
+
+    def test_largeEntryInPieces(self) -> None:
+        """
+        A client on a transport that buffers (TLS) and does not read is
+        handed a 1 MiB entry 64 KiB at a time, so its transport holds about
+        that much, not a copy of the whole entry; once it reads, it gets
+        the entry whole, then what follows.
+        """
+        self.daemon.hub.flow = FlowControl(history=8 << 20)
+        client, transport = self.connect()
+        transport.capacity = MAX_WRITE
+        big = b"y" * (1 << 20)
+        self.daemon.hub.publish([big])
+        self.daemon.hub.publish([b"after"])
+        self.assertLessEqual(len(transport.value()), 2 * MAX_WRITE)
+        received = b""
+        while chunk := transport.take():
+            received += chunk
+        self.assertEqual(frames(received), [big, b"after"])
+        self.assertTrue(client.cursor.live)
 
     def test_sendStringAfterBacklog(self) -> None:
         """
