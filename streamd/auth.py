@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from enum import IntEnum
 
-from streamd.config import ConfigError
+from streamd._errors import ConfigError
 
 
 class Access(IntEnum):

@@ -5,7 +5,6 @@ The daemon's side of a client connection, and the factory that makes them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -14,11 +13,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from streamd._compat import FactoryOf
-from streamd.auth import OPEN, Access, AccessPolicy
-from streamd.config import ConfigError
+from streamd.auth import Access
+from streamd.config import ServerConfig
 from streamd.cursor import Cursor
 from streamd.fastwrite import cursorFor
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
+from streamd.framing import INT32, BadHeader, FrameError, Framing, Payload
 from streamd.hub import Hub
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES, FramedProtocol, PartialBudget, addressName, noDelay
 from streamd.reasons import Reason
@@ -29,55 +28,10 @@ from streamd.throttle import LogThrottle
 # The longest token a client may send; the frame that carries it is read by
 # itself, so an unauthenticated client cannot make the daemon hold more.
 TOKEN_LIMIT = 4096
-DEFAULT_AUTH_TIMEOUT = 5.0
 CONNECTION_LINES = 20
 """
 Connections, and disconnections, logged one by one in a second at most.
 """
-DEFAULT_HEARTBEAT = 15.0
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """
-    The per-connection rules of the daemon.
-
-    @ivar idleTimeout: seconds in which a client sent nothing and took
-        nothing (its TCP stack acknowledged no new bytes; where the kernel
-        does not tell, we handed it none) after which it is cut, or C{None}
-        for never.
-    @ivar authTimeout: seconds a client has to send its token, when the
-        access policy expects one.
-    @ivar maxPartialBytes: memory that all clients' unfinished incoming
-        frames may hold together; a client that would take it over is cut.
-    @ivar heartbeat: seconds of silence after which a C{seq} client is sent
-        a PING, or C{None} for never.
-    @ivar seqGaps: whether a C{seq} client whose position left the history
-        is sent a GAP and goes on from the oldest message held (rather than
-        being cut).
-
-    @raise ConfigError: for a limit no frame fits in.
-    """
-
-    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
-    maxClients: int = 10_000
-    idleTimeout: float | None = None
-    access: AccessPolicy = OPEN
-    authTimeout: float = DEFAULT_AUTH_TIMEOUT
-    maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
-    heartbeat: float | None = DEFAULT_HEARTBEAT
-    seqGaps: bool = True
-
-    def __post_init__(self) -> None:
-        if self.maxMessageSize > INT32.maxLength:
-            raise ConfigError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
-        roomForTwo = 2 * self.maxMessageSize
-        if self.maxPartialBytes < roomForTwo:
-            raise ConfigError(
-                f"--max-partial-bytes must be at least twice --max-message-size ({roomForTwo}), "
-                "or a largest message could be cut on its way in"
-            )
-
 
 class _BadToken(Exception):
     """

@@ -8,25 +8,23 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from streamd.accept import acceptFirst
 from streamd.auth import TokenFileError
-from streamd.cluster.config import ClusterConfig
-from streamd.framing import INT32, Framing
-from streamd.hub import FlowControl, Hub
+from streamd.config import DaemonConfig
+from streamd.hub import Hub
 from streamd.listener import ListenerService, ListenFailed
 from streamd.seqframing import SEQ
 from streamd.seqserver import SeqServerFactory
-from streamd.server import Connections, ServerConfig, StreamServerFactory
-from streamd.sources import SourceContext, makeSource, parseSource
+from streamd.server import Connections, StreamServerFactory
+from streamd.sources import SourceContext, makeSource
 from streamd.stats import Stats, StatsLogger
-from streamd.tls import serverEndpoint
 
 if TYPE_CHECKING:
     from streamd.cluster.link import ClusterLink
@@ -56,47 +54,6 @@ class StartFailed(SystemExit, Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.code = 1
-
-
-@dataclass(frozen=True)
-class Listen:
-    """
-    One endpoint to listen on, the framing its clients speak, and for an
-    C{ssl:} endpoint the PEM file of the CAs its clients' certificates must
-    be signed by (mutual TLS), if it asks for them.
-    """
-
-    endpoint: str
-    framing: Framing = INT32
-    clientCA: str | None = None
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    """
-    Everything the daemon is started with.
-
-    @raise streamd.sources.BadSourceSpec: (a L{streamd.config.ConfigError})
-        for a source that does not parse; the server and flow rules have
-        checked themselves.
-    """
-
-    listens: tuple[Listen, ...] = (Listen("tcp:7000:interface=127.0.0.1"),)
-    sources: tuple[str, ...] = ("clock",)
-    interval: float = 1.0
-    server: ServerConfig = field(default_factory=ServerConfig)
-    flow: FlowControl = field(default_factory=FlowControl)
-    shutdownTimeout: float = 5.0
-    statsInterval: float = 60.0
-    restartDelay: float = 1.0
-    restart: bool = True
-    http: tuple[str, ...] = ()
-    httpPublicMetrics: bool = False
-    cluster: ClusterConfig | None = None
-
-    def __post_init__(self) -> None:
-        for spec in self.sources:
-            parseSource(spec)
 
 
 class StreamdService(MultiService):
@@ -129,7 +86,7 @@ class StreamdService(MultiService):
         self.listeners = [
             ListenerService(
                 listen.endpoint,
-                serverEndpoint(acceptFirst(reactor), listen.endpoint, listen.clientCA),
+                serverFromString(acceptFirst(reactor), listen.description),
                 (SeqServerFactory if listen.framing is SEQ else StreamServerFactory)(
                     self.hub, reactor, config.server, listen.framing, self.connections
                 ),
@@ -184,7 +141,7 @@ class StreamdService(MultiService):
         return [
             ListenerService(
                 description,
-                serverEndpoint(reactor, description, None),
+                serverFromString(reactor, f"streamd:{description}"),
                 makeSite(
                     context,
                     listeners=lambda: self.listeners,

@@ -26,10 +26,11 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
+from streamd.config import DaemonConfig
 from streamd.framing import INT32, Framing
 from streamd.hub import FlowControl, Hub
 from streamd.server import ServerConfig, StreamServerFactory, StreamServerProtocol
-from streamd.service import DaemonConfig, StreamdService
+from streamd.service import StreamdService
 from streamd.stats import Stats
 
 

@@ -33,8 +33,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from streamd.cluster.config import ClusterConfig
 from streamd.cluster.link import PENDING_BYTES, ClusterLink, _url
+from streamd.config import ClusterConfig
 from streamd.framing import Payload
 from streamd.hub import Hub, Sender
 

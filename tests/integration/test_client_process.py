@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from streamd.client import connect
-from streamd.service import DaemonConfig, Listen
+from streamd.config import DaemonConfig, Listen
 
 from ..support import startDaemon
 from ..test_tls import _PKIMixin

@@ -20,11 +20,12 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from streamd.client import connect
+from streamd.config import DaemonConfig, Listen
 from streamd.framing import INT32
 from streamd.hub import MiB
 from streamd.listener import ListenFailed
 from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import StreamdService
 
 from ..support import ENV, readFile, spawnTwistd, startDaemon, takenPort, twistd, waitFor
 
@@ -382,7 +383,7 @@ class ProcessTests(TestCase):
         self.assertEqual(
             err.splitlines(),
             [
-                b"twistd streamd: --interval must be a time in seconds, greater than 0, not '0'",
+                b"twistd streamd: --interval must be greater than 0, not 0",
                 b"see twistd streamd --help",
             ],
         )

@@ -14,8 +14,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from streamd.config import DaemonConfig, Listen
 from streamd.hub import FlowControl
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import StreamdService
 
 from ..support import ENV, printed, waitFor
 

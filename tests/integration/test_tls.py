@@ -19,9 +19,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from streamd.client import StreamClientProtocol, connect
+from streamd.config import DaemonConfig, Listen
 from streamd.framing import INT32
 from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import StreamdService
 from streamd.tls import clientTLS, handshakeFailure
 
 from ..support import ENV, spawnTwistd, startDaemon, waitFor

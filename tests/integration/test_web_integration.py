@@ -21,8 +21,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
+from streamd.config import DaemonConfig, Listen
 from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import StreamdService
 from tests.support import startDaemon, waitFor
 from tests.webtools import cancelBatchedTimers, events, tokenConfig
 
