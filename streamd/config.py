@@ -372,6 +372,25 @@ def _secret(option: str, path: str) -> str:
 
 
 @dataclass(frozen=True)
+class Shortcuts:
+    """
+    The shortcuts through Twisted's internals (L{streamd._internals}), each
+    of which can be turned off; all are also off on a Twisted release
+    outside the tested range, or with C{STREAMD_FASTWRITE=0}.
+
+    @ivar fastWrite: send to a TCP or UNIX client's socket at once
+        (L{streamd.fastwrite}), rather than through Twisted's buffer.
+    @ivar bigReads: read up to 256 KiB from a client at once, not 64 KiB.
+    @ivar acceptFirst: accept every waiting connection before setting any
+        up (L{streamd.accept}).
+    """
+
+    fastWrite: bool = True
+    bigReads: bool = True
+    acceptFirst: bool = True
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     """
     Everything the daemon is started with.
@@ -394,6 +413,7 @@ class DaemonConfig:
     httpPublicMetrics: bool = False
     cluster: ClusterConfig | None = None
     clientCA: str | None = None
+    shortcuts: Shortcuts = field(default_factory=Shortcuts)
 
     def __post_init__(self) -> None:
         # The sources import the hub, which imports this module.

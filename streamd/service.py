@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, may
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from streamd import _internals
 from streamd.accept import acceptFirst
 from streamd.auth import TokenFileError
 from streamd.config import DaemonConfig
@@ -70,6 +71,7 @@ class StreamdService(MultiService):
         super().__init__()
         self.reactor = reactor
         self.config = config
+        _internals.use(config.shortcuts)
         self.stats = Stats()
         self.hub = Hub(self.stats, reactor, config.flow)
         self.connections = Connections(config.server.maxPartialBytes)

@@ -37,6 +37,9 @@ class Options(usage.Options):
         ["no-restart", None, "Do not run an exec: or sh: source again when it exits."],
         ["read-only", None, "No client may publish; only the daemon's own sources do."],
         ["http-public-metrics", None, "/metrics and /connz answer without the --auth-token-file token."],
+        ["no-fast-write", None, "Write to clients through Twisted's buffer, not straight to their sockets."],
+        ["no-big-reads", None, "Read from clients 64 KiB at a time (Twisted's size), not 256 KiB."],
+        ["no-accept-first", None, "Accept connections with Twisted's own TCP port."],
     ]
 
     optParameters = [
@@ -150,13 +153,17 @@ class Options(usage.Options):
             blockPublishers=self["slow-consumer"] == "block", maxBehind=self["max-pending"],
             softBehind=self["soft-pending"],
         )
+        shortcuts = config.Shortcuts(
+            fastWrite=not self["no-fast-write"], bigReads=not self["no-big-reads"],
+            acceptFirst=not self["no-accept-first"],
+        )
         return config.DaemonConfig(
             listens=tuple(config.Listen.parse(d, framing, self["client-ca"]) for d in descriptions),
             sources=() if sources == ["none"] else tuple(sources), interval=self["interval"], server=server,
             flow=flow, shutdownTimeout=self["shutdown-timeout"], statsInterval=self["stats-interval"],
             restartDelay=self["restart-delay"], restart=not self["no-restart"], cluster=self._cluster(),
             http=tuple(config.httpEndpoint(d) for d in self["http"]), clientCA=self["client-ca"],
-            httpPublicMetrics=self["http-public-metrics"],
+            httpPublicMetrics=self["http-public-metrics"], shortcuts=shortcuts,
         )  # fmt: skip
 
     def _cluster(self) -> config.ClusterConfig | None:

@@ -13,7 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.config import Listen
+from streamd.config import Listen, Shortcuts
 from streamd.framing import ASCII10, INT32
 from streamd.service import StreamdService
 from streamd.tap import Options, makeService
@@ -43,6 +43,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.server.maxMessageSize, 1024 * 1024)
         self.assertEqual(config.shutdownTimeout, 5.0)
         self.assertEqual(config.server.maxPartialBytes, 256 * 1024 * 1024)
+        self.assertEqual(config.shortcuts, Shortcuts())
 
     def test_maxPartialBytes(self) -> None:
         """
@@ -91,6 +92,18 @@ class OptionsTests(SynchronousTestCase):
         for listen in options["config"].listens:
             serverFromString(reactor, listen.description).listen(Factory())
         self.assertEqual([server[2] for server in reactor.tcpServers], [4096, 4096, 7])
+
+    def test_shortcuts(self) -> None:
+        """
+        Each shortcut through Twisted's internals has a flag of its own that
+        turns it off, and only it.
+        """
+        for flag, shortcuts in (
+            ("--no-fast-write", Shortcuts(fastWrite=False)),
+            ("--no-big-reads", Shortcuts(bigReads=False)),
+            ("--no-accept-first", Shortcuts(acceptFirst=False)),
+        ):
+            self.assertEqual(parse(flag)["config"].shortcuts, shortcuts)
 
     def test_sourceNone(self) -> None:
         """

@@ -33,6 +33,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from streamd import _internals
 from streamd.cluster.link import PENDING_BYTES, ClusterLink, _url
 from streamd.config import ClusterConfig
 from streamd.framing import Payload
@@ -425,10 +426,7 @@ class JetStreamLink(ClusterLink):
         try:
             await sub.unsubscribe()
         except Exception:
-            jsi = sub._sub._jsi
-            for task in (jsi._hbtask, jsi._fctask):
-                if task is not None:
-                    task.cancel()
+            _internals.stopConsumerTasks(sub)
 
     async def _close(self, then: Callable[[], None]) -> None:
         # Let the cancelled main task unwind before the loop stops.
