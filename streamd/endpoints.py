@@ -175,6 +175,8 @@ def describeError(error: Exception) -> str:
         found = pattern.search(text)
         if found:
             return say(found.group(1))
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
     if isinstance(error, TypeError) and "positional argument" in text:
         return "too many arguments"
     if text.startswith("Unknown endpoint type: "):

@@ -27,8 +27,10 @@ class ListenerService(Service):
     (port 0 picks a free port).
 
     It listens in L{privilegedStartService}, so that twistd can bind a low port
-    before dropping privileges; an endpoint that fails to listen there and then
-    raises L{ListenFailed} instead of leaving a daemon that serves nothing.
+    before dropping privileges (once: a daemon that twistd daemonises listens
+    before the fork, see L{streamd.tap.makeService}); an endpoint that fails
+    to listen there and then raises L{ListenFailed} instead of leaving a
+    daemon that serves nothing.
     """
 
     log = Logger()
@@ -42,6 +44,8 @@ class ListenerService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        if self._listenCalled:
+            return
         self._listenCalled = True
         failures: list[Failure] = []
         synchronous = True
@@ -102,6 +106,10 @@ def _whereAndWhy(description: str, failure: Failure) -> str:
         where = description if error.interface is None else f"{error.interface or '0.0.0.0'}:{error.port}"
         why = getattr(error.socketError, "strerror", None) or str(error.socketError)
         return f"{where}: {why}"
+    if isinstance(error, OSError) and error.strerror:
+        # A UNIX socket's lock file in a missing directory, say: its
+        # message would name the lock file's bytes.
+        return f"{description}: {error.strerror}"
     return f"{description}: {failure.getErrorMessage()}"
 
 

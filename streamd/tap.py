@@ -83,10 +83,7 @@ class Options(usage.Options):
             self[name] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
-        """
-        Parse; as twistd's subcommand, end a mistake with one line, a
-        pointer to C{--help} and status 2, instead of twistd's whole usage.
-        """
+        """Parse; under twistd, end a mistake with one line and status 2, not twistd's whole usage."""
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -112,10 +109,7 @@ class Options(usage.Options):
         self["cluster"].append(url)
 
     def postOptions(self) -> None:
-        """
-        Make C{self["config"]}, the daemon's settings, and check the files
-        they name; a mistake is a usage error of one line.
-        """
+        """Make C{self["config"]} and check the files it names; a mistake is one usage line."""
         try:
             self["config"] = self._config()
             self["config"].checkFiles()
@@ -197,4 +191,10 @@ def makeService(options: Options) -> IService:
     if not reactor.running:
         # twistd runs the reactor once this returns.
         reactor.callWhenRunning(freezeStartup)
-    return StreamdService(reactor, settings)
+    service = StreamdService(reactor, settings)
+    if options.parent is not None and not options.parent["nodaemon"]:
+        # A daemonised twistd's parent reports a child that cannot start in
+        # two lines with a bytes repr: listen before it forks, so that the
+        # one critical line (on stderr until twistd logs) is all it says.
+        service.privilegedStartService()
+    return service

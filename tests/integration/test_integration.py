@@ -371,6 +371,21 @@ class ProcessTests(TestCase):
         self.assertEqual(len([line for line in (out + err).splitlines() if message in line]), 1)
 
     @defer.inlineCallbacks
+    def test_unixSocketInMissingDirectory(self):  # type: ignore[no-untyped-def]
+        """
+        A UNIX socket in a directory that does not exist is one line that
+        names it, without the bytes of its lock file.
+        """
+        path = os.path.join(self.mktemp(), "streamd.sock")
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, twistd("-n", "--pidfile=", "streamd", "--listen", f"unix:{path}"), env=ENV
+        )
+        self.assertEqual(code, 1)
+        lines = [line for line in (out + err).decode().splitlines() if "cannot listen" in line]
+        self.assertEqual(len(lines), 1, out + err)
+        self.assertTrue(lines[0].endswith(f"streamd: cannot listen on unix:{path}: No such file or directory"), lines)
+
+    @defer.inlineCallbacks
     def test_usageError(self):  # type: ignore[no-untyped-def]
         """
         A bad option ends twistd with a one-line message and a pointer to
