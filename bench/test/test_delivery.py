@@ -3,7 +3,7 @@ Integration tests of delivery through the shared history, against real
 C{twistd streamd} processes, with real clients: C{python -m streamd.client}
 and a stdlib reader that parses frames, each in its own process.
 
-Each runs C{python -m streamd.bench.delivery} as a user would, smaller
+Each runs C{python -m bench.delivery} as a user would, smaller
 than its defaults, with a history made small to match, so that the same
 limits are reached in seconds, and reads the line it prints.
 """
@@ -15,7 +15,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ..support import ENV, printed
+from tests.support import ENV, printed
 
 MiB = 2**20
 RUN_SECONDS = 120
@@ -23,11 +23,11 @@ RUN_SECONDS = 120
 
 def delivery(*argv: str) -> str:
     """
-    What C{python -m streamd.bench.delivery} with C{argv} printed; it must
+    What C{python -m bench.delivery} with C{argv} printed; it must
     exit 0, which it does only if the daemon logged no error.
     """
     done = subprocess.run(
-        [sys.executable, "-m", "streamd.bench.delivery", *argv],
+        [sys.executable, "-m", "bench.delivery", *argv],
         capture_output=True,
         timeout=RUN_SECONDS,
         env=ENV,

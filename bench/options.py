@@ -1,5 +1,5 @@
 """
-The command line of C{python -m streamd.bench}.
+The command line of C{python -m bench}.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 from twisted.python import usage
 
-from streamd.bench.runner import SCENARIOS, SOAKS, Plan
-from streamd.bench.scenarios import MiB, Settings
-from streamd.bench.wire import PROTOCOLS
+from bench.runner import SCENARIOS, SOAKS, Plan
+from bench.scenarios import MiB, Settings
+from bench.wire import PROTOCOLS
 
-PROGRAM = "streamd.bench"
+PROGRAM = "bench"
 BURST_K = (1, 10, 100)
 BURST_SIZES = (64, 1024, 64 * 1024)
 PACED_K = (1, 10, 100)
@@ -123,7 +123,7 @@ _dripClients = _positive(int, "--drip-clients")
 
 class BenchOptions(usage.Options):
     """
-    Options of C{python -m streamd.bench}.
+    Options of C{python -m bench}.
     """
 
     synopsis = f"python -m {PROGRAM} [options]"

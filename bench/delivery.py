@@ -12,7 +12,7 @@ Delivery scenarios for the shared history, against real daemon processes:
     never-reading clients that keep reconnecting: does a healthy subscriber
     get every message, at the publisher's rate?
 
-Run with C{python -m streamd.bench.delivery SCENARIO --help}.
+Run with C{python -m bench.delivery SCENARIO --help}.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamd.bench.proc import RssGrowth, raiseFileLimit, rssBytes
-from streamd.bench.servers import Server, logFailures, startRedis, startStreamd, twistdCommand
+from bench.proc import RssGrowth, raiseFileLimit, rssBytes
+from bench.servers import Server, logFailures, startRedis, startStreamd, twistdCommand
 
 MiB = 2**20
 _HEADER = struct.Struct(">I")
@@ -499,7 +499,7 @@ def block(rate: float = 2**20, seconds: float = 30.0, reconnectors: int = 4) -> 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m streamd.bench.delivery", description=__doc__.split("\n\n")[0]
+        prog="python -m bench.delivery", description=__doc__.split("\n\n")[0]
     )
     scenarios = parser.add_subparsers(dest="scenario", required=True)
     bulkParser = scenarios.add_parser("bulk", help="--source stdin fed flat out, read to the end")
