@@ -5,7 +5,7 @@ themselves: L{DaemonConfig} and its parts.
 Every rule is checked when an object is made (in C{__post_init__}, without
 touching a file); L{DaemonConfig.checkFiles} then reads what the settings
 name (certificates, keys, CAs, secrets) and builds every endpoint on a
-L{MemoryReactor}.  Either raises L{ConfigError}, whose one line names the
+C{MemoryReactor}.  Either raises L{ConfigError}, whose one line names the
 command-line options concerned, whoever made the object: C{twistd
 streamd}'s options or a program embedding the daemon.
 """
@@ -186,7 +186,7 @@ def httpEndpoint(description: str) -> str:
 def _endpoint(description: str, shown: str, what: str = "endpoint", build: bool = False) -> StreamdEndpoint:
     """
     The L{StreamdEndpoint} of a C{streamd:} description, as
-    C{serverFromString} makes it on a L{MemoryReactor} (nothing listens).
+    C{serverFromString} makes it on a C{MemoryReactor} (nothing listens).
 
     @param shown: the description as the user wrote it, for the message,
         after C{bad {what}}.
@@ -433,7 +433,7 @@ class DaemonConfig:
 
     def checkFiles(self) -> None:
         """
-        Build every listener's endpoint on a L{MemoryReactor}, which reads
+        Build every listener's endpoint on a C{MemoryReactor}, which reads
         the keys and certificates it names, and read every other file the
         settings name.
 

@@ -13,7 +13,7 @@ class Reason(Enum):
     A reason for the daemon to close a connection.
 
     Each member's value is its code on the wire (the C{seq} protocol's
-    C{BYE}) and its label in counters; L{describe} gives the log text.
+    C{BYE}) and its label in counters; C{describe} gives the log text.
     """
 
     EVICTED = 1
