@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from streamd import _coerce
 from streamd.auth import readToken
 from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
-from streamd.client.inturn import inTurn
+from streamd.client.failover import inTurn
 from streamd.client.seqcli import runSeq
 from streamd.endpoints import describeError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameError, FrameTooLong
