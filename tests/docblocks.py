@@ -66,7 +66,7 @@ def blocks(document: str) -> list[Block]:
     index = 0
     while index < len(lines):
         line = lines[index]
-        marker = _SKIP.match(line.strip())
+        marker = _SKIP.match(line)
         if marker:
             skip = marker.group(1)
         index += 1
