@@ -63,7 +63,10 @@ BORROWED: dict[str, tuple[str, ...]] = {
 Every internal of Twisted each shortcut relies on.
 """
 
-NATS_BORROWED = ("nats.js.client.JetStreamContext.PushSubscription._sub._jsi._hbtask", "... ._fctask")
+NATS_BORROWED = (
+    "nats.js.client.JetStreamContext.PushSubscription._sub._jsi._hbtask",
+    "nats.js.client.JetStreamContext.PushSubscription._sub._jsi._fctask",
+)
 """
 The internals of nats-py that L{stopConsumerTasks} relies on.
 """

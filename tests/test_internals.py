@@ -47,6 +47,7 @@ CONTRACTS = {
         "tests.integration.test_internals.AcceptFirstContractTests.test_transport",
     "twisted.internet.tcp.Port.doRead (what it does with each connection)":
         "tests.integration.test_internals.AcceptFirstContractTests.test_setUpAsTwistedDoes",
+    **dict.fromkeys(_internals.NATS_BORROWED, "tests.integration.test_internals.NatsContractTests.test_stopConsumerTasks"),
 }  # fmt: skip
 """
 The contract test of each borrowed name.
@@ -64,10 +65,12 @@ class FenceTests(SynchronousTestCase):
 
     def test_everyBorrowedNameHasAContract(self) -> None:
         """
-        Every name that L{_internals.BORROWED} lists, and no other, has a
-        contract test, and each shortcut of L{Shortcuts} lists its names.
+        Every name that L{_internals.BORROWED} and L{_internals.NATS_BORROWED}
+        list, and no other, has a contract test, and each shortcut of
+        L{Shortcuts} lists its names.
         """
         borrowed = [name for names in _internals.BORROWED.values() for name in names]
+        borrowed += _internals.NATS_BORROWED
         self.assertEqual(sorted(CONTRACTS), sorted(borrowed))
         self.assertEqual(sorted(_internals.BORROWED), sorted(vars(Shortcuts())))
         for test in CONTRACTS.values():
