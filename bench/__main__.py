@@ -15,6 +15,7 @@ from bench.proc import machine, raiseFileLimit
 from bench.report import describe, headline, tables, writeJson
 from bench.runner import Result, run
 from bench.servers import natsServer, natsVersion, redisServer, redisVersion
+from streamd import _coerce
 
 FILES_MARGIN = 1024
 
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
-        _say(f"{e} (see --help)")
+        _say(f"{_coerce.oneLine(e)} (see --help)")
         return 2
     if options["cluster"]:
         return _cluster(options)
