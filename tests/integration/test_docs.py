@@ -73,13 +73,15 @@ def substitute(command: str, workspace: str, ports: dict[str, str]) -> str:
       - a C{streamd.client} that names no port connects to the one that
         stands for 7000, its default.
     """
+    # The directories first: the checkout, the venv and the workspace may
+    # themselves be under /tmp.
+    command = re.sub(r"(?<![\w.])/(etc|run|var/log|tmp)/", lambda m: f"{workspace}/{m.group(1)}/", command)
+    command = re.sub(r"\b(" + "|".join(PORTS) + r")\b", lambda m: ports[m.group(1)], command)
     command = command.replace(".venv/bin/", VENV_BIN + "/")
     command = re.sub(r"^make run\b", f"make -C {ROOT} run PORT={ports['7000']}", command)
     command = re.sub(r"^make ", f"make -C {ROOT} ", command)
-    command = re.sub(r"\b(" + "|".join(PORTS) + r")\b", lambda m: ports[m.group(1)], command)
     command = command.replace("interface=0.0.0.0", "interface=127.0.0.1")
     command = command.replace("stream.example.org", "localhost")
-    command = re.sub(r"(?<![\w.])/(etc|run|var/log|tmp)/", lambda m: f"{workspace}/{m.group(1)}/", command)
     command = command.replace("some-program", "printf 'one\\ntwo\\n'")
     if "streamd.client" in command and not re.search(r" (--port|-p|--connect|-c) ", command):
         command = command.replace("streamd.client", f"streamd.client --port {ports['7000']}", 1)
