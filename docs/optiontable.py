@@ -30,10 +30,10 @@ def rows(options: type[usage.Options]) -> list[tuple[str, str, str]]:
         found[name] = (_option(name, short), "off", doc)
     for name, short, default, doc, *_ in getattr(options, "optParameters", []):
         found[name] = (_option(name, short), "none" if default is None else f"{default:g}" if isinstance(default, float) else str(default), doc)
-    for attribute in dir(options):
+    for attribute in (a for a in dir(options) if a.startswith("opt_")):
         method = getattr(options, attribute)
         name = attribute.removeprefix("opt_").replace("_", "-")
-        if attribute.startswith("opt_") and name not in _HIDDEN and len(name) > 1:
+        if name not in _HIDDEN and len(name) > 1:
             short = next((a[4:] for a in dir(options) if len(a) == 5 and a.startswith("opt_") and getattr(options, a) is method), None)
             found[name] = (_option(name, short), "none", " ".join((method.__doc__ or "").split()))
     return [found[name] for name in sorted(found)]
