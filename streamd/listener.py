@@ -68,6 +68,15 @@ class ListenerService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        if self.running:
+            self._announce(port)
+
+    def _announce(self, port: IListeningPort) -> None:
+        """
+        Say where C{port} listens: once running, so that a daemon that
+        listened before twistd forked says so only when it is about to
+        serve (a line a supervisor may take as "ready").
+        """
         address = port.getHost()
         self.log.info(
             "streamd listening on {address}{framing}",
@@ -86,6 +95,8 @@ class ListenerService(Service):
         if not self._listenCalled:
             self.privilegedStartService()
         super().startService()
+        if self.port is not None:
+            self._announce(self.port)
 
     def stopService(self) -> object:
         super().stopService()

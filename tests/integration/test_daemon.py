@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from ..support import ENV, readFile, takenPort, twistd, waitFor
+from ..support import ENV, daemonRunning, readFile, takenPort, twistd, waitFor
 from ..test_daemon import _tokenFile
 
 
@@ -97,7 +97,7 @@ class TwistdDaemonTests(TestCase):
         """
         out, err, code = yield self.daemonise("--port", "0")
         self.assertEqual(code, 0, err)
-        yield waitFor(lambda: "streamd listening on" in self.log())
+        yield daemonRunning(self.log)
         pid = int(readFile(self.pidfile))
         os.kill(pid, signal.SIGHUP)
         yield waitFor(lambda: "SIGHUP: no token files to reload" in self.log())
@@ -137,7 +137,7 @@ class TwistdDaemonTests(TestCase):
             path=self.workdir,
         )  # fmt: skip
         self.assertEqual(code, 0, err)
-        yield waitFor(lambda: "streamd listening on" in self.log())
+        yield daemonRunning(self.log, "old-reader")
         self.assertIn(f"token file {publisher} is not readable by uid {user.pw_uid}", self.log())
         self.assertNotIn(f"token file {reader} is not readable", self.log())
         os.chown(publisher, 0, group.gr_gid)

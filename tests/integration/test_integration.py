@@ -27,7 +27,7 @@ from streamd.listener import ListenFailed
 from streamd.server import ServerConfig
 from streamd.service import StreamdService
 
-from ..support import ENV, readFile, spawnTwistd, startDaemon, takenPort, twistd, waitFor
+from ..support import ENV, daemonRunning, readFile, spawnTwistd, startDaemon, takenPort, twistd, waitFor
 
 TICK = re.compile(rb"^The time is \d+\.\d+(e-\d+)?$")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -432,7 +432,7 @@ class ProcessTests(TestCase):
         )
         self.assertEqual(code, 0, err)
         pid = int(open(pidfile).read())
-        yield waitFor(lambda: "streamd listening on" in readFile(logfile))
+        yield daemonRunning(lambda: readFile(logfile))
         os.kill(pid, signal.SIGTERM)
         # twistd removes the pidfile just before it logs "Server Shut Down.".
         yield waitFor(lambda: not os.path.exists(pidfile) and "Server Shut Down." in readFile(logfile))

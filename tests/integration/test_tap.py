@@ -28,7 +28,7 @@ class EveryInterfaceTests(TestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         for description in ("tcp:0", "tcp6:0:interface=\\:\\:", "tcp:0:interface=127.0.0.1"):
             listener = ListenerService(description, serverFromString(reactor, description), Factory())
-            listener.privilegedStartService()
+            listener.startService()
             self.addCleanup(listener.stopService)
         warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), 2, warnings)
