@@ -237,9 +237,11 @@ def bulk(
             daemon.stdin.write(b"".join(line(n) for n in range(first, min(first + chunk, lines))))
             if first == 0 and printed is not None:
                 # A reader that has not read yet is not waited for: flood
-                # once the printing client is up and reading, as a user's is.
+                # once the printing client is up and has printed the first
+                # chunk, as a user's is (on a loaded machine its process may
+                # take a while to get going).
                 daemon.stdin.flush()
-                _waitFor(lambda: result.clientLines > 0, 30)
+                _waitFor(lambda: result.clientLines >= min(chunk, lines), 30)
         daemon.stdin.flush()
         ends = []
         result.readerLines, result.readerInOrder = lines, True
