@@ -4,7 +4,7 @@ VENV ?= .venv
 PORT ?= 7000
 BIN = $(VENV)/bin
 
-.PHONY: run test test-unit lint docs venv clean cluster
+.PHONY: run test test-unit test-bench lint docs venv clean cluster
 
 $(BIN)/twistd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,13 +36,18 @@ cluster: venv
 test: venv
 	$(BIN)/python -m pytest -q tests
 
+# The benchmark's own tests (bench/test): its commands run with tiny settings.
+# Not part of "make test"; .ci/run runs them.
+test-bench: venv
+	$(BIN)/python -m pytest -q bench/test
+
 # The unit tests alone: no processes, no sockets but socketpairs (tests/integration has those),
 # and each property test on a fifth of its examples (see tests/__init__.py).
 test-unit: venv
 	HYPOTHESIS_PROFILE=quick $(BIN)/python -m pytest -q tests --ignore=tests/integration
 
 lint: venv
-	$(BIN)/ruff check streamd tests twisted
+	$(BIN)/ruff check streamd tests twisted bench
 	$(BIN)/mypy
 
 # The docs' tools are not in the test extra, so the floor and newest venvs of

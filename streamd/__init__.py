@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streamd.client import StreamClientFactory, StreamClientProtocol, connect
-    from streamd.config import ConfigError
+    from streamd.config import ConfigError, DaemonConfig, FlowControl, Listen, ServerConfig
     from streamd.cursor import Cursor
     from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32, Framing
     from streamd.history import History
-    from streamd.hub import FlowControl, Hub
-    from streamd.server import ServerConfig, StreamServerFactory, StreamServerProtocol
-    from streamd.service import DaemonConfig, Listen, StreamdService
+    from streamd.hub import Hub
+    from streamd.server import StreamServerFactory, StreamServerProtocol
+    from streamd.service import StreamdService
 
 _HOMES = {
     "ASCII10": "streamd.framing",
@@ -32,13 +32,13 @@ _HOMES = {
     "ConfigError": "streamd.config",
     "Cursor": "streamd.cursor",
     "History": "streamd.history",
-    "FlowControl": "streamd.hub",
+    "FlowControl": "streamd.config",
     "Hub": "streamd.hub",
-    "ServerConfig": "streamd.server",
+    "ServerConfig": "streamd.config",
     "StreamServerFactory": "streamd.server",
     "StreamServerProtocol": "streamd.server",
-    "DaemonConfig": "streamd.service",
-    "Listen": "streamd.service",
+    "DaemonConfig": "streamd.config",
+    "Listen": "streamd.config",
     "StreamdService": "streamd.service",
     "StreamClientFactory": "streamd.client",
     "StreamClientProtocol": "streamd.client",

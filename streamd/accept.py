@@ -13,10 +13,9 @@ each), then sets them up a batch per turn of the reactor, going back to the
 queue in between, so the queue stays short and no client waits a second.
 
 It overrides C{doRead} of Twisted's C{tcp.Port} with the same steps, in a
-different order, using that module's private accept loop: like
-L{streamd.fastwrite}, it is used only with the Twisted releases it was
-tested with and unless C{STREAMD_FASTWRITE=0}; otherwise Twisted's own port
-listens.
+different order, using that module's private accept loop: it is the
+C{acceptFirst} shortcut, which borrows what L{streamd._internals} lists and
+is taken only where it allows; otherwise Twisted's own port listens.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from streamd.fastwrite import fastWriteAllowed
+from streamd import _internals
 
 SETUP_BATCH = 64
 """
@@ -134,9 +133,10 @@ class _AcceptFirstReactor:
 
 def acceptFirst(reactor: Any) -> Any:
     """
-    C{reactor}, or, for a real POSIX reactor with the fast paths allowed, one
-    whose TCP ports are L{AcceptFirstPort}s: give it to C{serverFromString}.
+    C{reactor}, or, for a real POSIX reactor with the C{acceptFirst}
+    shortcut allowed, one whose TCP ports are L{AcceptFirstPort}s: give it
+    to C{serverFromString}.
     """
-    if isinstance(reactor, PosixReactorBase) and fastWriteAllowed():
+    if isinstance(reactor, PosixReactorBase) and _internals.allowed("acceptFirst"):
         return _AcceptFirstReactor(reactor)
     return reactor

@@ -12,7 +12,7 @@ import hmac
 from enum import IntEnum
 from urllib.parse import urlsplit
 
-from streamd.config import ConfigError
+from streamd._errors import ConfigError
 
 
 class Access(IntEnum):

@@ -1,12 +1,503 @@
 """
-What a config object raises when a setting is wrong.
+Everything the daemon is started with, as config objects that check
+themselves: L{DaemonConfig} and its parts.
+
+Every rule is checked when an object is made (in C{__post_init__}, without
+touching a file); L{DaemonConfig.checkFiles} then reads what the settings
+name (certificates, keys, CAs, secrets) and builds every endpoint on a
+C{MemoryReactor}.  Either raises L{ConfigError}, whose one line names the
+command-line options concerned, whoever made the object: C{twistd
+streamd}'s options or a program embedding the daemon.
 """
 
+from __future__ import annotations
 
-class ConfigError(ValueError):
+import importlib.util
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.testing import MemoryReactor
+
+from streamd._errors import ConfigError
+from streamd.auth import OPEN, AccessPolicy, TokenFileError, readToken
+from streamd.endpoints import StreamdEndpoint, describeError, given
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Framing
+from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
+
+MiB = 1024 * 1024
+DEFAULT_PORT = 7000
+DEFAULT_AUTH_TIMEOUT = 5.0
+DEFAULT_HEARTBEAT = 15.0
+DEFAULT_HEADER_TIMEOUT = 5.0
+"""
+Seconds an HTTP connection has to send a request's head, from its
+connection or the end of the previous answer (C{--http-header-timeout}).
+"""
+DEFAULT_SUBJECT = "streamd.default"
+DEFAULT_RETENTION = "64MiB"
+RECONNECT_WAIT = 2.0
+HISTORIES = ("core", "jetstream")
+
+
+def _atLeast(option: str, value: float | None, minimum: float, what: str = "") -> None:
     """
-    A setting is wrong, or two settings disagree.  Config objects check
-    themselves when made and raise this; its str is one line that names
-    the settings by their command-line options and says why, fit to show
-    as it is (C{twistd streamd} shows it as a usage error).
+    Refuse C{value} (unless C{None}: not set) below C{minimum}.
     """
+    if value is not None and value < minimum:
+        raise ConfigError(f"--{option} must be at least {minimum:g}{what}, not {value:g}")
+
+
+def _positive(option: str, value: float | None) -> None:
+    """
+    Refuse C{value} (unless C{None}: not set) that is not above 0.
+    """
+    if value is not None and not value > 0:
+        raise ConfigError(f"--{option} must be greater than 0, not {value:g}")
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    """
+    How far subscribers may fall behind, and who waits for them.
+
+    @ivar history: bytes of published messages the log holds.
+    @ivar stallTimeout: seconds after which a subscriber whose connection
+        took nothing is no longer waited for.
+    @ivar blockPublishers: whether clients that publish wait, like the
+        daemon's own sources, for subscribers that keep up.
+    @ivar maxBehind: bytes behind the head above which a subscriber is cut,
+        or C{None} for only when its position leaves the log.
+    @ivar softBehind: bytes behind the head above which a subscriber is cut
+        if it stays there for C{softSeconds}, or C{None} for never.
+    """
+
+    history: int = 64 * MiB
+    stallTimeout: float = 1.0
+    blockPublishers: bool = False
+    maxBehind: int | None = None
+    softBehind: int | None = None
+    softSeconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.history < 1:
+            raise ConfigError(f"--history must be at least 1 byte, not {self.history}")
+        _positive("stall-timeout", self.stallTimeout)
+        _atLeast("max-pending", self.maxBehind, 0)
+        _atLeast("soft-pending", self.softBehind, 0)
+        _atLeast("soft-seconds", self.softSeconds, 0)
+        if self.softBehind is not None and self.maxBehind is not None and self.softBehind > self.maxBehind:
+            raise ConfigError("--soft-pending must not be larger than --max-pending")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """
+    The per-connection rules of the daemon.
+
+    @ivar idleTimeout: seconds in which a client sent nothing and took
+        nothing (its TCP stack acknowledged no new bytes; where the kernel
+        does not tell, we handed it none) after which it is cut, or C{None}
+        for never.
+    @ivar authTimeout: seconds a client has to send its token, when the
+        access policy expects one.
+    @ivar maxPartialBytes: memory that all clients' unfinished incoming
+        frames may hold together; a client that would take it over is cut.
+    @ivar heartbeat: seconds of silence after which a client is sent a
+        heartbeat (a C{seq} PING, a WebSocket ping, an SSE comment), or
+        C{None} for never.
+    @ivar seqGaps: whether a client whose position left the history is told
+        the gap and goes on from the oldest message held (rather than being
+        cut), where its protocol can tell a gap (C{seq}, WebSocket, SSE).
+    @ivar httpOrigins: the web origins, besides the daemon's own, whose
+        pages may open its WebSocket and event streams (C{*}: any).
+    """
+
+    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+    maxClients: int = 10_000
+    idleTimeout: float | None = None
+    access: AccessPolicy = OPEN
+    authTimeout: float = DEFAULT_AUTH_TIMEOUT
+    maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
+    heartbeat: float | None = DEFAULT_HEARTBEAT
+    seqGaps: bool = True
+    httpOrigins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.maxMessageSize > INT32.maxLength:
+            raise ConfigError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
+        _atLeast("max-message-size", self.maxMessageSize, 1, " byte")
+        _atLeast("max-clients", self.maxClients, 1)
+        _positive("idle-timeout", self.idleTimeout)
+        _positive("auth-timeout", self.authTimeout)
+        _positive("heartbeat", self.heartbeat)
+        for origin in self.httpOrigins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ConfigError(f"--http-origin must be * or a web origin such as https://example.com, not {origin!r}")
+        roomForTwo = 2 * self.maxMessageSize
+        if self.maxPartialBytes < roomForTwo:
+            raise ConfigError(
+                f"--max-partial-bytes must be at least twice --max-message-size ({roomForTwo}), "
+                "or a largest message could be cut on its way in"
+            )
+
+
+@dataclass(frozen=True)
+class Listen:
+    """
+    One endpoint to listen on, the framing its clients speak, and for an
+    C{ssl:} endpoint the PEM file of the CAs its clients' certificates must
+    be signed by (mutual TLS), if it asks for them.
+
+    @ivar endpoint: a Twisted server endpoint description, without
+        streamd's own parameters.
+    """
+
+    endpoint: str
+    framing: Framing = INT32
+    clientCA: str | None = None
+
+    @property
+    def description(self) -> str:
+        """
+        This listener as a C{streamd:} endpoint description, from which
+        C{serverFromString} makes its endpoint (see L{streamd.endpoints}).
+        """
+        description = f"streamd:{self.endpoint}:framing={self.framing.name}"
+        if self.clientCA is not None:
+            description += f":clientCA={quoteStringArgument(self.clientCA)}"
+        return description
+
+    @classmethod
+    def parse(cls, description: str, framing: Framing = INT32, clientCA: str | None = None) -> Listen:
+        """
+        The listener a C{--listen} description names: C{framing} unless it
+        says C{:framing=NAME}, C{clientCA} if it is an C{ssl:} one.
+
+        @raise ConfigError: for a description that does not parse.
+        """
+        endpoint = _endpoint(f"streamd:{description}", description)
+        return cls(endpoint.description, endpoint.framing or framing, clientCA if endpoint.tls else None)
+
+
+def httpEndpoint(description: str) -> str:
+    """
+    The Twisted description of a C{--http} endpoint, with streamd's backlog.
+
+    @raise ConfigError: for a description that does not parse, or names a
+        framing or client CA, which only C{--listen} takes.
+    """
+    endpoint = _endpoint(f"streamd:{description}", description, "--http endpoint")
+    if endpoint.framing is not None or endpoint.clientCA is not None:
+        raise ConfigError(f"--http {description!r}: framing= and clientCA= go with --listen")
+    return endpoint.description
+
+
+def _endpoint(description: str, shown: str, what: str = "endpoint", build: bool = False) -> StreamdEndpoint:
+    """
+    The L{StreamdEndpoint} of a C{streamd:} description, as
+    C{serverFromString} makes it on a C{MemoryReactor} (nothing listens).
+
+    @param shown: the description as the user wrote it, for the message,
+        after C{bad {what}}.
+    @param build: also build the endpoint it wraps, which reads the files
+        it names.
+    @raise ConfigError: for a description that does not parse, or (with
+        C{build}) an endpoint that cannot be made.
+    """
+    try:
+        endpoint = serverFromString(MemoryReactor(), description)
+        assert isinstance(endpoint, StreamdEndpoint)
+        if build:
+            endpoint.build()
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"bad {what} {given(shown)!r}: {describeError(e)}") from None
+    return endpoint
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """
+    How this node joins the others.  Secrets live in files, read when the
+    daemon connects (L{connectOptions}), never on the command line.
+
+    @ivar servers: NATS URLs (C{nats://HOST:PORT}, C{tls://HOST:PORT}).
+    @ivar subject: the NATS subject the nodes of one stream share.
+    @ivar creds: a NATS C{.creds} file (JWT and NKey seed).
+    @ivar user: a user name, with the password in C{passwordFile}.
+    @ivar tokenFile: a file holding an authorization token.
+    @ivar ca: PEM CAs the NATS servers' certificates must be signed by.
+    @ivar reconnectWait: seconds between two tries of a NATS server.
+    @ivar history: C{core} (each node numbers its own messages) or
+        C{jetstream} (a JetStream stream numbers them for every node).
+    @ivar retentionBytes: bytes the JetStream stream keeps, or C{None}.
+    @ivar retentionAge: seconds the JetStream stream keeps a message, or
+        C{None}.
+    @ivar replicas: copies of the JetStream stream in a NATS cluster.
+    """
+
+    servers: tuple[str, ...]
+    subject: str = DEFAULT_SUBJECT
+    creds: str | None = None
+    user: str | None = None
+    passwordFile: str | None = None
+    tokenFile: str | None = None
+    ca: str | None = None
+    reconnectWait: float = RECONNECT_WAIT
+    history: str = "core"
+    retentionBytes: int | None = None
+    retentionAge: float | None = None
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        for url in self.servers:
+            scheme, _, rest = url.partition("://")
+            if scheme not in ("nats", "tls") or not rest:
+                raise ConfigError(f"--cluster {redacted(url)!r} is not a nats://HOST:PORT or tls://HOST:PORT URL")
+        if not self.subject or any(c in self.subject for c in " \t\r\n*>") or ".." in self.subject:
+            raise ConfigError(f"--cluster-subject {self.subject!r} is not a plain NATS subject")
+        if self.history not in HISTORIES:
+            raise ConfigError(f"--cluster-history must be core or jetstream, not {self.history!r}")
+        if not 1 <= self.replicas <= 5:
+            raise ConfigError(f"--cluster-replicas must be from 1 to 5, not {self.replicas}")
+        if not self.jetstream:
+            for option, isSet in (
+                ("cluster-retention", (self.retentionBytes, self.retentionAge) != (None, None)),
+                ("cluster-replicas", self.replicas != 1),
+            ):
+                if isSet:
+                    raise ConfigError(f"--{option} needs --cluster-history jetstream")
+        if not self.servers:
+            for option, named in (
+                ("cluster-creds", self.creds),
+                ("cluster-user", self.user),
+                ("cluster-password-file", self.passwordFile),
+                ("cluster-token-file", self.tokenFile),
+                ("cluster-ca", self.ca),
+                ("cluster-subject", None if self.subject == DEFAULT_SUBJECT else self.subject),
+                ("cluster-history", None if self.history == "core" else self.history),
+            ):
+                if named is not None:
+                    raise ConfigError(f"--{option} needs --cluster nats://HOST:PORT")
+        if (self.user is None) != (self.passwordFile is None):
+            raise ConfigError("--cluster-user and --cluster-password-file go together")
+        if sum(x is not None for x in (self.creds, self.user, self.tokenFile)) > 1:
+            raise ConfigError("give one of --cluster-creds, --cluster-user or --cluster-token-file")
+
+    @property
+    def jetstream(self) -> bool:
+        """
+        Whether a JetStream stream numbers the messages.
+        """
+        return self.history == "jetstream"
+
+    @property
+    def streamName(self) -> str:
+        """
+        The JetStream stream's name, made from the subject (a stream name
+        may not hold dots).
+        """
+        return "streamd-" + self.subject.replace(".", "_")
+
+    @property
+    def shownServers(self) -> str:
+        """
+        The servers, as the log and error messages show them: without the
+        user and password a URL may carry.
+        """
+        return " ".join(map(redacted, self.servers))
+
+    def checkFiles(self) -> None:
+        """
+        @raise ConfigError: if nats-py is missing, or a file named cannot be
+            read.
+        """
+        if importlib.util.find_spec("nats") is None:
+            raise ConfigError("--cluster needs nats-py: pip install 'streamd[cluster]'")
+        for option, path in (
+            ("--cluster-creds", self.creds),
+            ("--cluster-password-file", self.passwordFile),
+            ("--cluster-token-file", self.tokenFile),
+            ("--cluster-ca", self.ca),
+        ):
+            if path is not None:
+                _secret(option, path)
+        if self.ca is not None:
+            try:
+                ssl.create_default_context(cafile=self.ca)
+            except ssl.SSLError as e:
+                raise ConfigError(f"--cluster-ca {self.ca}: no PEM certificate in it ({e.reason})") from None
+
+    def connectOptions(self) -> dict[str, Any]:
+        """
+        nats-py C{connect} arguments for the credentials and TLS, with the
+        secrets read from their files now.
+        """
+        options: dict[str, Any] = {}
+        if self.creds is not None:
+            options["user_credentials"] = self.creds
+        if self.user is not None and self.passwordFile is not None:
+            options["user"] = self.user
+            options["password"] = _secret("--cluster-password-file", self.passwordFile)
+        if self.tokenFile is not None:
+            options["token"] = _secret("--cluster-token-file", self.tokenFile)
+        if self.ca is not None:
+            options["tls"] = ssl.create_default_context(cafile=self.ca)
+        return options
+
+
+_SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RETENTION_PART = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]+)")
+
+
+def redacted(url: str) -> str:
+    """
+    C{url} without the credentials it may carry (C{nats://user:secret@host}
+    is shown as C{nats://***@host}): a password never reaches the log, an
+    error message or C{/healthz}.
+    """
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}{separator}***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def parseRetention(text: str) -> tuple[int | None, float | None]:
+    """
+    C{--cluster-retention}: a size (C{64MiB}), an age (C{1h}), or both,
+    comma-separated (C{1GiB,24h}); the stream drops its oldest messages when
+    either is reached.  Sizes in C{B}, C{KiB}, C{MiB}, C{GiB}, C{TiB}; ages
+    in C{s}, C{m}, C{h}, C{d}.
+
+    @return: the bytes and the seconds, either C{None} if not given.
+    @raise ConfigError: if C{text} says anything else.
+    """
+    size: int | None = None
+    age: float | None = None
+    for part in text.split(","):
+        found = _RETENTION_PART.fullmatch(part.strip())
+        unit = found.group(2) if found else ""
+        if found and unit in _SIZE_UNITS and size is None:
+            size = int(float(found.group(1)) * _SIZE_UNITS[unit])
+        elif found and unit in _AGE_UNITS and age is None:
+            age = float(found.group(1)) * _AGE_UNITS[unit]
+        else:
+            raise ConfigError(
+                f"--cluster-retention {text!r}: give a size (64MiB), an age (1h) or both (1GiB,24h);"
+                " units B KiB MiB GiB TiB, s m h d"
+            )
+    if size == 0 or age == 0:
+        raise ConfigError(f"--cluster-retention {text!r}: a stream that keeps nothing cannot serve")
+    return size, age
+
+
+def _secret(option: str, path: str) -> str:
+    try:
+        return readToken(path, option).decode()
+    except TokenFileError as e:
+        raise ConfigError(str(e)) from None
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """
+    The shortcuts through Twisted's internals (L{streamd._internals}), each
+    of which can be turned off; all are also off on a Twisted release
+    outside the tested range, or with C{STREAMD_FASTWRITE=0}.
+
+    @ivar fastWrite: send to a TCP or UNIX client's socket at once
+        (L{streamd.fastwrite}), rather than through Twisted's buffer.
+    @ivar bigReads: read up to 256 KiB from a client at once, not 64 KiB.
+    @ivar acceptFirst: accept every waiting connection before setting any
+        up (L{streamd.accept}).
+    """
+
+    fastWrite: bool = True
+    bigReads: bool = True
+    acceptFirst: bool = True
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """
+    Everything the daemon is started with.
+
+    @ivar clientCA: the C{--client-ca} file, which the C{ssl:} listeners in
+        C{listens} and in C{http} use.
+    @ivar http: the C{--http} endpoint descriptions.
+    @ivar httpHeaderTimeout: seconds an HTTP connection has to send each
+        request's head (C{--http-header-timeout}), or C{None} for no limit.
+    @ivar drain: seconds over which the clients are told goodbye at
+        shutdown (C{--drain}), so that they do not all come back at once.
+    """
+
+    listens: tuple[Listen, ...] = (Listen(f"tcp:{DEFAULT_PORT}:interface=127.0.0.1"),)
+    sources: tuple[str, ...] = ("clock",)
+    interval: float = 1.0
+    server: ServerConfig = field(default_factory=ServerConfig)
+    flow: FlowControl = field(default_factory=FlowControl)
+    shutdownTimeout: float = 5.0
+    statsInterval: float = 60.0
+    restartDelay: float = 1.0
+    restart: bool = True
+    http: tuple[str, ...] = ()
+    httpPublicMetrics: bool = False
+    httpHeaderTimeout: float | None = DEFAULT_HEADER_TIMEOUT
+    drain: float = 0.0
+    cluster: ClusterConfig | None = None
+    clientCA: str | None = None
+    shortcuts: Shortcuts = field(default_factory=Shortcuts)
+
+    def __post_init__(self) -> None:
+        # The sources import the hub, which imports this module.
+        from streamd.sources import parseSource
+
+        for spec in self.sources:
+            parseSource(spec)
+        _positive("interval", self.interval)
+        for option, seconds in (
+            ("shutdown-timeout", self.shutdownTimeout),
+            ("stats-interval", self.statsInterval),
+            ("restart-delay", self.restartDelay),
+            ("drain", self.drain),
+        ):
+            _atLeast(option, seconds, 0)
+        _positive("http-header-timeout", self.httpHeaderTimeout)
+        tlsWeb = any(_endpoint(f"streamd:{description}", description).tls for description in self.http)
+        if self.clientCA is not None and not tlsWeb and not any(listen.clientCA for listen in self.listens):
+            raise ConfigError(
+                "--client-ca needs an ssl: listener: --listen ssl:PORT:privateKey=... or --http ssl:PORT:..."
+            )
+
+    def httpDescription(self, description: str) -> str:
+        """
+        The C{streamd:} endpoint description of the C{--http} endpoint
+        C{description}: an C{ssl:} one requires client certificates from
+        the C{--client-ca} file, as the C{ssl:} listeners of C{--listen} do.
+        """
+        streamd = f"streamd:{description}"
+        if self.clientCA is not None and _endpoint(streamd, description).tls:
+            streamd += f":clientCA={quoteStringArgument(self.clientCA)}"
+        return streamd
+
+    def checkFiles(self) -> None:
+        """
+        Build every listener's endpoint on a C{MemoryReactor}, which reads
+        the keys and certificates it names, and read every other file the
+        settings name.
+
+        @raise ConfigError: for an endpoint that cannot be made, or a file
+            that cannot be used.
+        """
+        for listen in self.listens:
+            _endpoint(listen.description, listen.endpoint, build=True)
+        for description in self.http:
+            _endpoint(self.httpDescription(description), description, "--http endpoint", build=True)
+        if self.cluster is not None:
+            self.cluster.checkFiles()

@@ -9,34 +9,20 @@ kernel at once and never gives the transport anything: what the kernel does
 not take stays in the shared log, and the cursor asks the reactor to tell it
 (through the transport) when the socket can take more.
 
-This borrows three things from Twisted's TCP and UNIX transports
-(C{twisted.internet.tcp.Connection}), each checked by contract tests in
-C{tests/test_fastwrite.py}: their C{socket}, C{startWriting}, and that a
-writable transport with an empty buffer calls its pull producer's
-C{resumeProducing}.  L{cursorFor} decides whether to use it: not when
-C{STREAMD_FASTWRITE=0} is set, not for other transports (TLS, tests), and not
-on a Twisted release outside L{TESTED_TWISTED}, where it logs once and every
-client gets the plain L{Cursor}.
+This is the C{fastWrite} shortcut, and the bigger reads of L{cursorFor} the
+C{bigReads} one: both borrow from Twisted's transports what
+L{streamd._internals} lists, and are taken only where it allows.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from twisted.internet.tcp import Connection
-from twisted.logger import Logger
 
+from streamd import _internals
 from streamd.cursor import Cursor
 from streamd.history import COUNT, SENDER, Entry, lastOf
-
-log = Logger()
-
-TESTED_TWISTED = ((23, 10), (26, 10))
-"""
-The oldest and newest (major, minor) releases of Twisted whose transports
-the fast path has been tested with, both included.
-"""
 
 READ_SIZE = 256 * 1024
 """
@@ -51,51 +37,21 @@ MAX_GATHER = 64
 Entries sent by one C{sendmsg} call at most, while catching up.
 """
 
-def _twistedRelease() -> tuple[int, int] | None:
-    from twisted import version
-
-    return (int(version.major), int(version.minor))
-
-
-def fastWriteAllowed(environ: dict[str, str] | None = None, release: tuple[int, int] | None = None) -> bool:
-    """
-    Whether the fast path may be used at all: not switched off with
-    C{STREAMD_FASTWRITE=0}, and Twisted is a release it was tested with.
-    """
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
-    assert environ is not None
-    if environ.get("STREAMD_FASTWRITE", "1") == "0":
-        return False
-    release = _twistedRelease() if release is None else release
-    low, high = TESTED_TWISTED
-    return release is not None and low <= release <= high
-
-
-_allowed: bool | None = None
-
-
 def canWriteNow(transport: object) -> bool:
     """
     Whether a L{SocketCursor} may send to C{transport}'s socket itself.
     """
-    global _allowed
-    if _allowed is None:
-        _allowed = fastWriteAllowed()
-        if not _allowed:
-            log.info(
-                "streamd: the fast write path is off (STREAMD_FASTWRITE=0, or Twisted {release} is outside"
-                " the tested {low}-{high}); every client is written through Twisted's buffer",
-                release=".".join(map(str, _twistedRelease() or ())),
-                low=".".join(map(str, TESTED_TWISTED[0])),
-                high=".".join(map(str, TESTED_TWISTED[1])),
-            )
-    return _allowed and isinstance(transport, Connection) and hasattr(transport, "socket")
+    return isinstance(transport, Connection) and hasattr(transport, "socket") and _internals.allowed("fastWrite")
 
 
 def cursorFor(transport: Any, hub: Any, framing: Any, owner: Any) -> Cursor:
     """
-    The fastest cursor that works with C{transport}.
+    The fastest cursor that works with C{transport}; a TCP or UNIX one also
+    reads L{READ_SIZE} bytes at once, where the C{bigReads} shortcut is
+    allowed.
     """
+    if isinstance(transport, Connection) and _internals.allowed("bigReads"):
+        transport.bufferSize = READ_SIZE
     kind = SocketCursor if canWriteNow(transport) else Cursor
     return kind(transport, hub, framing, owner)
 
@@ -117,7 +73,6 @@ class SocketCursor(Cursor):
         self._send = sock.send
         self._sendmsg = sock.sendmsg
         super().__init__(transport, hub, framing, owner)
-        transport.bufferSize = READ_SIZE
 
     def _write(self, data: bytes) -> None:
         if self.transport.disconnecting:

@@ -11,13 +11,12 @@ out of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 
-from streamd.config import ConfigError
+from streamd.config import FlowControl
 from streamd.cursor import Cursor
 from streamd.framing import INT32, Framing, Payload
 from streamd.history import COUNT, DATA, Entry, History
@@ -39,36 +38,6 @@ class Sender(Protocol):
         """
         C{entry} holds what it published, now in the log.
         """
-
-
-@dataclass(frozen=True)
-class FlowControl:
-    """
-    How far subscribers may fall behind, and who waits for them.
-
-    @ivar history: bytes of published messages the log holds.
-    @ivar stallTimeout: seconds after which a subscriber whose connection
-        took nothing is no longer waited for.
-    @ivar blockPublishers: whether clients that publish wait, like the
-        daemon's own sources, for subscribers that keep up.
-    @ivar maxBehind: bytes behind the head above which a subscriber is cut,
-        or C{None} for only when its position leaves the log.
-    @ivar softBehind: bytes behind the head above which a subscriber is cut
-        if it stays there for C{softSeconds}, or C{None} for never.
-    """
-
-    history: int = 64 * MiB
-    stallTimeout: float = 1.0
-    blockPublishers: bool = False
-    maxBehind: int | None = None
-    softBehind: int | None = None
-    softSeconds: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.history < 1:
-            raise ConfigError(f"--history must be at least 1 byte, not {self.history}")
-        if self.softBehind is not None and self.maxBehind is not None and self.softBehind > self.maxBehind:
-            raise ConfigError("--soft-pending must not be larger than --max-pending")
 
 
 PAUSE_LOG_SECONDS = 10.0

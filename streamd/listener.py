@@ -27,8 +27,10 @@ class ListenerService(Service):
     (port 0 picks a free port).
 
     It listens in L{privilegedStartService}, so that twistd can bind a low port
-    before dropping privileges; an endpoint that fails to listen there and then
-    raises L{ListenFailed} instead of leaving a daemon that serves nothing.
+    before dropping privileges (once: a daemon that twistd daemonises listens
+    before the fork, see L{streamd.tap.makeService}); an endpoint that fails
+    to listen there and then raises L{ListenFailed} instead of leaving a
+    daemon that serves nothing.
     """
 
     log = Logger()
@@ -42,6 +44,8 @@ class ListenerService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        if self._listenCalled:
+            return
         self._listenCalled = True
         failures: list[Failure] = []
         synchronous = True
@@ -64,6 +68,15 @@ class ListenerService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
+        if self.running:
+            self._announce(port)
+
+    def _announce(self, port: IListeningPort) -> None:
+        """
+        Say where C{port} listens: once running, so that a daemon that
+        listened before twistd forked says so only when it is about to
+        serve (a line a supervisor may take as "ready").
+        """
         address = port.getHost()
         self.log.info(
             "streamd listening on {address}{framing}",
@@ -82,6 +95,8 @@ class ListenerService(Service):
         if not self._listenCalled:
             self.privilegedStartService()
         super().startService()
+        if self.port is not None:
+            self._announce(self.port)
 
     def stopService(self) -> object:
         super().stopService()
@@ -102,6 +117,10 @@ def _whereAndWhy(description: str, failure: Failure) -> str:
         where = description if error.interface is None else f"{error.interface or '0.0.0.0'}:{error.port}"
         why = getattr(error.socketError, "strerror", None) or str(error.socketError)
         return f"{where}: {why}"
+    if isinstance(error, OSError) and error.strerror:
+        # A UNIX socket's lock file in a missing directory, say: its
+        # message would name the lock file's bytes.
+        return f"{description}: {error.strerror}"
     return f"{description}: {failure.getErrorMessage()}"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -83,13 +82,6 @@ class Reason(Enum):
         Whether the reason is the client's being too slow.
         """
         return self in _SLOW
-
-    def describe(self, **figures: Any) -> str:
-        """
-        The log's text for this reason, with the C{figures} its template
-        names filled in.
-        """
-        return _TEXTS[self].log.format(**figures)
 
     @property
     def template(self) -> str:

@@ -6,21 +6,18 @@ makes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from streamd._compat import FactoryOf
-from streamd.auth import OPEN, AccessPolicy
-from streamd.config import ConfigError
+from streamd.config import ServerConfig
 from streamd.cursor import Cursor
 from streamd.fastwrite import cursorFor
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, BadHeader, FrameError, Framing, Payload
+from streamd.framing import INT32, BadHeader, FrameError, Framing, Payload
 from streamd.hub import Hub
-from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES, FramedProtocol, noDelay
+from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
 from streamd.resume import Gap, StartPoint
 from streamd.session import Connections, ISessionAdapter, Session, SessionContext
@@ -29,54 +26,6 @@ from streamd.tcpinfo import bytesAcked
 # The longest token a client may send; the frame that carries it is read by
 # itself, so an unauthenticated client cannot make the daemon hold more.
 TOKEN_LIMIT = 4096
-DEFAULT_AUTH_TIMEOUT = 5.0
-DEFAULT_HEARTBEAT = 15.0
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """
-    The per-connection rules of the daemon.
-
-    @ivar idleTimeout: seconds in which a client sent nothing and took
-        nothing (its TCP stack acknowledged no new bytes; where the kernel
-        does not tell, we handed it none) after which it is cut, or C{None}
-        for never.
-    @ivar authTimeout: seconds a client has to send its token, when the
-        access policy expects one.
-    @ivar maxPartialBytes: memory that all clients' unfinished incoming
-        frames may hold together; a client that would take it over is cut.
-    @ivar heartbeat: seconds of silence after which a client is sent a
-        heartbeat (a C{seq} PING, a WebSocket ping, an SSE comment), or
-        C{None} for never.
-    @ivar seqGaps: whether a client whose position left the history is told
-        the gap and goes on from the oldest message held (rather than being
-        cut), where its protocol can tell a gap (C{seq}, WebSocket, SSE).
-    @ivar httpOrigins: the web origins, besides the daemon's own, whose
-        pages may open its WebSocket and event streams (C{*}: any).
-
-    @raise ConfigError: for a limit no frame fits in.
-    """
-
-    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
-    maxClients: int = 10_000
-    idleTimeout: float | None = None
-    access: AccessPolicy = OPEN
-    authTimeout: float = DEFAULT_AUTH_TIMEOUT
-    maxPartialBytes: int = DEFAULT_MAX_PARTIAL_BYTES
-    heartbeat: float | None = DEFAULT_HEARTBEAT
-    seqGaps: bool = True
-    httpOrigins: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.maxMessageSize > INT32.maxLength:
-            raise ConfigError(f"--max-message-size must be at most {INT32.maxLength} (4 GiB - 1)")
-        roomForTwo = 2 * self.maxMessageSize
-        if self.maxPartialBytes < roomForTwo:
-            raise ConfigError(
-                f"--max-partial-bytes must be at least twice --max-message-size ({roomForTwo}), "
-                "or a largest message could be cut on its way in"
-            )
 
 
 class _BadToken(Exception):

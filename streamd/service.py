@@ -9,27 +9,25 @@ import gc
 import os
 import random
 import signal
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from streamd import _internals
 from streamd.accept import acceptFirst
 from streamd.auth import TokenFileError
-from streamd.cluster.config import ClusterConfig
-from streamd.framing import INT32, Framing
-from streamd.hub import FlowControl, Hub
+from streamd.config import DaemonConfig
+from streamd.hub import Hub
 from streamd.listener import ListenerService, ListenFailed
 from streamd.seqframing import SEQ
 from streamd.seqserver import SeqServerFactory
-from streamd.server import ServerConfig, StreamServerFactory
+from streamd.server import StreamServerFactory
 from streamd.session import Connections
-from streamd.sources import SourceContext, makeSource, parseSource
+from streamd.sources import SourceContext, makeSource
 from streamd.stats import Stats, StatsLogger
-from streamd.tls import isTLSListener, serverEndpoint
-from streamd.web.context import DEFAULT_HEADER_TIMEOUT
 
 if TYPE_CHECKING:
     from streamd.cluster.link import ClusterLink
@@ -60,57 +58,6 @@ class StartFailed(SystemExit, Exception):
         self.code = 1
 
 
-@dataclass(frozen=True)
-class Listen:
-    """
-    One endpoint to listen on, the framing its clients speak, and for an
-    C{ssl:} endpoint the PEM file of the CAs its clients' certificates must
-    be signed by (mutual TLS), if it asks for them.
-    """
-
-    endpoint: str
-    framing: Framing = INT32
-    clientCA: str | None = None
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    """
-    Everything the daemon is started with.
-
-    @ivar httpClientCA: the PEM file of the CAs whose client certificates
-        the C{ssl:} endpoints of C{http} require, if any (C{--client-ca}).
-    @ivar httpHeaderTimeout: seconds an HTTP connection has to send each
-        request's head (C{--http-header-timeout}), or C{None} for no limit.
-    @ivar drain: seconds over which the clients are told goodbye at
-        shutdown (C{--drain}), so that they do not all come back at once.
-
-    @raise streamd.sources.BadSourceSpec: (a L{streamd.config.ConfigError})
-        for a source that does not parse; the server and flow rules have
-        checked themselves.
-    """
-
-    listens: tuple[Listen, ...] = (Listen("tcp:7000:interface=127.0.0.1"),)
-    sources: tuple[str, ...] = ("clock",)
-    interval: float = 1.0
-    server: ServerConfig = field(default_factory=ServerConfig)
-    flow: FlowControl = field(default_factory=FlowControl)
-    shutdownTimeout: float = 5.0
-    statsInterval: float = 60.0
-    restartDelay: float = 1.0
-    restart: bool = True
-    http: tuple[str, ...] = ()
-    httpClientCA: str | None = None
-    httpPublicMetrics: bool = False
-    httpHeaderTimeout: float | None = DEFAULT_HEADER_TIMEOUT
-    drain: float = 0.0
-    cluster: ClusterConfig | None = None
-
-    def __post_init__(self) -> None:
-        for spec in self.sources:
-            parseSource(spec)
-
-
 class StreamdService(MultiService):
     """
     The whole daemon.  Stopping it stops listening and the sources, gives
@@ -125,6 +72,7 @@ class StreamdService(MultiService):
         super().__init__()
         self.reactor = reactor
         self.config = config
+        _internals.use(config.shortcuts)
         self.stats = Stats()
         self.hub = Hub(self.stats, reactor, config.flow)
         self.connections = Connections(config.server.maxPartialBytes, reactor)
@@ -143,7 +91,7 @@ class StreamdService(MultiService):
         self.listeners = [
             ListenerService(
                 listen.endpoint,
-                serverEndpoint(acceptFirst(reactor), listen.endpoint, listen.clientCA),
+                serverFromString(acceptFirst(reactor), listen.description),
                 (SeqServerFactory if listen.framing is SEQ else StreamServerFactory)(
                     self.hub, reactor, config.server, listen.framing, self.connections, listen.endpoint
                 ),
@@ -180,9 +128,7 @@ class StreamdService(MultiService):
         return [
             ListenerService(
                 description,
-                serverEndpoint(
-                    reactor, description, config.httpClientCA if isTLSListener(description) else None
-                ),
+                serverFromString(reactor, config.httpDescription(description)),
                 makeSite(
                     WebContext(
                         self.hub,

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
 from streamd.auth import Access, digest, originAllowed
+from streamd.config import ServerConfig
 from streamd.cursor import Cursor
 from streamd.framing import Framing, Payload
 from streamd.history import FIRST, SENDER
@@ -39,7 +40,6 @@ from streamd.text import preview
 from streamd.throttle import LogThrottle
 
 if TYPE_CHECKING:
-    from streamd.server import ServerConfig
     from streamd.stats import Stats
 
 CONNECTION_LINES = 20

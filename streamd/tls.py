@@ -4,8 +4,9 @@ TLS), the client's verified TLS connections, and one-line reasons for failed
 handshakes.
 
 Twisted's C{ssl:} server endpoint string cannot ask for client certificates,
-so L{serverEndpoint} reads the same description itself and builds the
-endpoint with a C{CertificateOptions} that trusts the given CAs.
+so L{mutualTLSEndpoint} takes the same parameters, as Twisted's parser split
+them (see L{streamd.endpoints}), and builds the endpoint with a
+C{CertificateOptions} that trusts the given CAs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from OpenSSL import SSL
 from OpenSSL.crypto import X509, PKey
 from service_identity import VerificationError
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamServerEndpoint
 from twisted.internet.ssl import (
     Certificate,
@@ -33,7 +34,7 @@ from twisted.internet.ssl import (
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-from streamd.config import ConfigError
+from streamd._errors import ConfigError
 
 # The keywords of Twisted's ssl: server endpoint that client certificates
 # can be combined with (sslmethod is left out: Twisted's defaults are better).
@@ -58,69 +59,25 @@ class TLSConfigError(ConfigError):
     """
 
 
-def isTLSListener(description: str) -> bool:
+def mutualTLSEndpoint(
+    reactor: Any, args: tuple[str, ...], kwargs: dict[str, str], clientCA: str
+) -> IStreamServerEndpoint:
     """
-    Whether a server endpoint description is an C{ssl:} (TLS over TCP) one.
-    """
-    args, _ = parseDescription(description)
-    return bool(args) and args[0] == "ssl"
-
-
-def parseDescription(description: str) -> tuple[list[str], dict[str, str]]:
-    """
-    Split an endpoint description as C{serverFromString} does: C{:} separates
-    arguments, the first C{=} of an argument names it, and a backslash makes
-    the next character plain (C{interface=\\:\\:1}).
-
-    @return: the positional arguments (the endpoint type first) and the
-        keyword ones.
-    """
-    args: list[str] = []
-    kwargs: dict[str, str] = {}
-    parts: list[str] = [""]
-    chars = iter(description)
-    for char in chars:
-        if char == "\\":
-            parts[-1] += next(chars, "")
-        elif char == ":":
-            _addArgument(parts, args, kwargs)
-            parts = [""]
-        elif char == "=" and len(parts) == 1:
-            parts.append("")
-        else:
-            parts[-1] += char
-    _addArgument(parts, args, kwargs)
-    return args, kwargs
-
-
-def _addArgument(parts: list[str], args: list[str], kwargs: dict[str, str]) -> None:
-    if len(parts) == 1:
-        args.append(parts[0])
-    else:
-        kwargs[parts[0]] = parts[1]
-
-
-def serverEndpoint(reactor: Any, description: str, clientCA: str | None = None) -> IStreamServerEndpoint:
-    """
-    The server endpoint for C{description}, as C{serverFromString} makes it;
-    with C{clientCA}, an C{ssl:} endpoint that completes a handshake only
-    with clients whose certificate a CA in that PEM file signed.
+    The C{ssl:} server endpoint that C{args} and C{kwargs} describe (as
+    Twisted's parser splits an C{ssl:} description, without its type),
+    completing a handshake only with clients whose certificate a CA in the
+    PEM file C{clientCA} signed.
 
     @raise TLSConfigError: for a file that cannot be used.
-    @raise ValueError: for a description that does not parse, or
-        C{clientCA} with a description that is not C{ssl:}.
+    @raise ValueError: for arguments that Twisted's C{ssl:} takes but that
+        cannot be combined with client certificates, or are missing.
     """
-    if clientCA is None:
-        return serverFromString(reactor, description)
-    args, kwargs = parseDescription(description)
-    if args[0] != "ssl":
-        raise ValueError(f"client certificates need an ssl: endpoint, not {args[0]}:")
-    if len(args) > 2 or (len(args) == 2 and "port" in kwargs):
+    if len(args) > 1 or (args and "port" in kwargs):
         raise ValueError("too many positional arguments")
     unknown = set(kwargs) - _SSL_KEYWORDS
     if unknown:
         raise ValueError(f"{', '.join(sorted(unknown))} cannot be combined with --client-ca")
-    port = args[1] if len(args) == 2 else kwargs.get("port")
+    port = args[0] if args else kwargs.get("port")
     if port is None:
         raise ValueError("no port given")
     keyPath = kwargs.get("privateKey", "server.pem")
@@ -281,9 +238,7 @@ __all__ = [
     "TLSConfigError",
     "clientTLS",
     "handshakeFailure",
-    "isTLSListener",
     "loadCertificates",
     "loadKeyPair",
-    "parseDescription",
-    "serverEndpoint",
+    "mutualTLSEndpoint",
 ]

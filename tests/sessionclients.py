@@ -19,8 +19,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from streamd.config import FlowControl, ServerConfig
 from streamd.framing import ASCII10, INT32, Framing
-from streamd.hub import FlowControl, Hub
+from streamd.hub import Hub
 from streamd.reasons import Reason
 from streamd.resume import Gap, Start
 from streamd.seqframing import (
@@ -42,7 +43,7 @@ from streamd.seqframing import (
     Gap as GapFrame,
 )
 from streamd.seqserver import SeqServerFactory
-from streamd.server import ServerConfig, StreamServerFactory
+from streamd.server import StreamServerFactory
 from streamd.session import Connections, Session
 from streamd.stats import Stats
 from streamd.web.context import HTTP_STATUS, WebContext

@@ -26,10 +26,11 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
+from streamd.config import DaemonConfig, FlowControl, ServerConfig
 from streamd.framing import INT32, Framing
-from streamd.hub import FlowControl, Hub
-from streamd.server import ServerConfig, StreamServerFactory, StreamServerProtocol
-from streamd.service import DaemonConfig, StreamdService
+from streamd.hub import Hub
+from streamd.server import StreamServerFactory, StreamServerProtocol
+from streamd.service import StreamdService
 from streamd.stats import Stats
 
 
@@ -149,6 +150,24 @@ def printed(pattern: str, text: str) -> float:
     if found is None:
         raise AssertionError(f"no {pattern!r} in {text!r}")
     return float(found.group(1).replace(",", ""))
+
+
+@inlineCallbacks
+def daemonRunning(log: Callable[[], str], token: str = "") -> Any:
+    """
+    Fire once the daemon whose log C{log()} returns runs its reactor: a
+    client (sending C{token}, if any) got a message from the port it says
+    it listens on.  Before that, a signal would end twistd with its default
+    action, before Twisted's handlers (or streamd's SIGHUP one) are in place.
+    """
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    yield waitFor(lambda: "streamd listening on" in log())
+    port = re.search(r"streamd listening on 127\.0\.0\.1:(\d+)", log())
+    assert port is not None, log()
+    client = ("-m", "streamd.client", "--port", port.group(1), "--count", "1")
+    out, err, code = yield getProcessOutputAndValue(sys.executable, client, env={**ENV, "STREAMD_TOKEN": token})
+    assert code == 0, err
 
 
 def takenPort(case: Any, listen: bool = True) -> int:

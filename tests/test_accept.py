@@ -1,19 +1,19 @@
 """
-Tests for L{streamd.accept}: when its port is used, and the parts of
-Twisted's C{tcp} module it relies on.
+Tests for L{streamd.accept}: when its port is used (the parts of Twisted's
+C{tcp} module it relies on are checked by
+L{tests.integration.test_internals}).
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-
-from twisted.internet import reactor, tcp
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd import _internals
 from streamd.accept import acceptFirst
+from streamd.config import Shortcuts
 
 
 class ChoiceTests(SynchronousTestCase):
@@ -41,40 +41,7 @@ class ChoiceTests(SynchronousTestCase):
 
     def test_switchedOff(self) -> None:
         """
-        C{STREAMD_FASTWRITE=0} leaves Twisted's own port in use.
+        With the C{acceptFirst} shortcut off, Twisted's own port is used.
         """
-        self.patch(os, "environ", {"STREAMD_FASTWRITE": "0"})
+        self.patch(_internals, "_inForce", Shortcuts(acceptFirst=False))
         self.assertIs(acceptFirst(reactor), reactor)
-
-
-class TwistedContractTests(SynchronousTestCase):
-    """
-    What L{AcceptFirstPort} uses of Twisted's C{tcp} module, which is not
-    public: if one of these fails, a Twisted release changed it, and
-    C{TESTED_TWISTED} must not admit that release until the port is
-    adapted.
-    """
-
-    def test_acceptLoop(self) -> None:
-        """
-        C{_accept(logger, accepts, listener, reservedFD)} and the log buffer
-        and reserved descriptor it is given.
-        """
-        self.assertEqual(list(inspect.signature(tcp._accept).parameters), ["logger", "accepts", "listener", "reservedFD"])
-        self.assertTrue(hasattr(tcp._BuffersLogs, "__enter__"))
-        self.assertTrue(hasattr(tcp._reservedFD, "reserve"))
-
-    def test_portSetUp(self) -> None:
-        """
-        What the port does with each connection: C{_buildAddr}, a session
-        number, and its transport class taking (socket, protocol, address,
-        port, session number, reactor).
-        """
-        self.assertTrue(callable(tcp.Port._buildAddr))
-        self.assertEqual(tcp.Port.transport, tcp.Server)
-        self.assertEqual(
-            list(inspect.signature(tcp.Server.__init__).parameters),
-            ["self", "sock", "protocol", "client", "server", "sessionno", "reactor"],
-        )
-        self.assertIn("sessionno", vars(tcp.Port))
-

@@ -10,9 +10,9 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd.config import ServerConfig
 from streamd.framing import ASCII10, INT32, Framing
 from streamd.reasons import Reason
-from streamd.server import ServerConfig
 
 from .support import InMemoryDaemon, frames
 

@@ -15,10 +15,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile, TokenFileError
 from streamd.client import StreamClientFactory
+from streamd.config import DaemonConfig, ServerConfig
 from streamd.framing import ASCII10, INT32
 from streamd.reasons import Reason
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, StreamdService
+from streamd.service import StreamdService
 from streamd.tap import Options
 
 from .support import InMemoryDaemon, frames

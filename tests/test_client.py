@@ -6,15 +6,20 @@ client.
 from __future__ import annotations
 
 import io
+import struct
+import sys
+from importlib.metadata import version
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.client import StreamClientFactory, StreamClientProtocol
-from streamd.client.__main__ import ClientOptions, Printer
-from streamd.framing import INT32, FrameTooLong
+from streamd.client.__main__ import ClientOptions, Fail, Printer, _framingHint, _settle, run
+from streamd.framing import ASCII10, INT32, FrameTooLong
 from streamd.text import preview, printable
 
 from .support import InMemoryDaemon
@@ -92,9 +97,78 @@ class PrinterTests(SynchronousTestCase):
         read, is refused with --framing seq rather than ignored.
         """
         error = self.assertRaises(UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--last", "x"])
-        self.assertIn("--last must be a whole number, not 'x'", str(error))
+        self.assertIn("--last must be a whole number, at least 0, not 'x'", str(error))
         error = self.assertRaises(UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--stdin"])
         self.assertIn("--stdin is not supported with --framing seq", str(error))
+
+
+class ErrorMessageTests(SynchronousTestCase):
+    """
+    Each mistake the client reports is one line in the user's words, without
+    Python's or Twisted's internals.
+    """
+
+    def runClient(self, *argv: str) -> tuple[str, int]:
+        """
+        Run the client with C{argv} on a memory reactor; return what it
+        wrote to stderr and its exit status.
+        """
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        outcome = run(MemoryReactorClock(), list(argv), io.StringIO())
+        settled: Deferred[None] = Deferred()
+        _settle(settled, self.failureResultOf(outcome, Fail))
+        return stderr.getvalue(), self.failureResultOf(settled, SystemExit).value.code
+
+    def test_usageMistakes(self) -> None:
+        """
+        A value of the wrong form names the option and what it takes, with
+        no "Parameter type enforcement failed", and exits 2.
+        """
+        for argv, line in (
+            (["--port", "abc"], "--port must be a number from 1 to 65535, not 'abc' (see --help)"),
+            (["--count", "x"], "--count must be a whole number, at least 0, not 'x' (see --help)"),
+            (["--framing", "morse"], "--framing must be int32 or ascii10 or seq, not 'morse' (see --help)"),
+        ):
+            self.assertEqual(self.runClient(*argv), (f"streamd.client: {line}\n", 2))
+
+    def test_badEndpoints(self) -> None:
+        """
+        An endpoint Twisted refuses is named with the reason in words: a
+        missing parameter, a file that is not there.
+        """
+        for description, reason in (
+            ("tcp:host=example.org", "no port given"),
+            ("tls:host=h:port=1:trustRoots=/nonexistent", "/nonexistent: No such file or directory"),
+        ):
+            self.assertEqual(
+                self.runClient("--connect", description),
+                (f"streamd.client: bad endpoint {description!r}: {reason}\n", 1),
+            )
+
+    def test_version(self) -> None:
+        """
+        C{--version} prints streamd's version, not Twisted's.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, ClientOptions().parseOptions, ["--version"])
+        self.assertEqual((error.code, out.getvalue()), (0, f"streamd {version('streamd')}\n"))
+
+    def test_ascii10Hint(self) -> None:
+        """
+        An int32 client whose server announces a frame whose header reads
+        as digits is told that it may be an ascii10 listener; a frame too
+        long for another reason gets no such hint.
+        """
+        options = ClientOptions()
+        options.parseOptions([])
+        header = struct.unpack(">I", ASCII10.encode(b"x" * 23)[:4])[0]
+        self.assertEqual(
+            _framingHint(FrameTooLong(header, 1 << 20), options),
+            " (is it an ascii10 listener? use --framing ascii10)",
+        )
+        self.assertEqual(_framingHint(FrameTooLong(0xFFFFFF00, 1 << 20), options), "")
 
 
 class ClientProtocolTests(SynchronousTestCase):

@@ -13,9 +13,9 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.cluster.config import ClusterConfig
 from streamd.cluster.jetstream import JetStreamLink
 from streamd.cluster.link import ClusterLink
+from streamd.config import ClusterConfig
 from streamd.framing import INT32
 from streamd.history import COUNT, FIRST, SENDER, Entry
 from streamd.hub import Hub

@@ -11,8 +11,8 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.cluster.config import ClusterConfig, ClusterConfigError, parseRetention
 from streamd.cluster.jetstream import epochOf
+from streamd.config import ClusterConfig, ConfigError, parseRetention
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
 from streamd.history import COUNT, FIRST, SENDER, History, lastOf
 from streamd.hub import Hub, Sender
@@ -167,7 +167,7 @@ class RetentionTests(SynchronousTestCase):
         Anything else is refused with one line that shows the syntax.
         """
         for text in ("64", "64MB", "1h,2h", "", "0s", "1GiB,2GiB"):
-            e = self.assertRaises(ClusterConfigError, parseRetention, text)
+            e = self.assertRaises(ConfigError, parseRetention, text)
             self.assertNotIn("\n", str(e))
             self.assertIn("--cluster-retention", str(e))
 

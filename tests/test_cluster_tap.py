@@ -11,8 +11,7 @@ import tempfile
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.cluster.config import DEFAULT_SUBJECT, ClusterConfig, redacted
-from streamd.config import ConfigError
+from streamd.config import DEFAULT_SUBJECT, ClusterConfig, ConfigError, redacted
 from streamd.tap import Options
 
 
@@ -32,7 +31,7 @@ class ClusterOptionsTests(SynchronousTestCase):
         """
         Without C{--cluster} there is no cluster.
         """
-        self.assertIsNone(parse()["cluster-config"])
+        self.assertIsNone(parse()["config"].cluster)
 
     def test_servers(self) -> None:
         """
@@ -41,7 +40,7 @@ class ClusterOptionsTests(SynchronousTestCase):
         """
         options = parse("--cluster", "nats://10.0.0.1:4222", "--cluster", "tls://n2:4222")
         self.assertEqual(
-            options["cluster-config"],
+            options["config"].cluster,
             ClusterConfig(("nats://10.0.0.1:4222", "tls://n2:4222"), DEFAULT_SUBJECT),
         )
 
@@ -79,7 +78,7 @@ class ClusterOptionsTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write("s3cret\n")
         options = parse("--cluster", "nats://x:4222", "--cluster-user", "u", "--cluster-password-file", path)
-        self.assertEqual(options["cluster-config"].connectOptions(), {"user": "u", "password": "s3cret"})
+        self.assertEqual(options["config"].cluster.connectOptions(), {"user": "u", "password": "s3cret"})
         with self.assertRaises(UsageError) as caught:
             parse("--cluster", "nats://x:4222", "--cluster-token-file", path + ".missing")
         self.assertIn("--cluster-token-file", str(caught.exception))
@@ -121,14 +120,14 @@ class ClusterOptionsTests(SynchronousTestCase):
             "--cluster", "nats://x:4222", "--cluster-history", "jetstream",
             "--cluster-retention", "1GiB,24h", "--cluster-replicas", "3",
         )  # fmt: skip
-        config = options["cluster-config"]
+        config = options["config"].cluster
         self.assertEqual(
             (config.jetstream, config.retentionBytes, config.retentionAge, config.replicas),
             (True, 1 << 30, 86400.0, 3),
         )
-        config = parse("--cluster", "nats://x:4222", "--cluster-history", "jetstream")["cluster-config"]
+        config = parse("--cluster", "nats://x:4222", "--cluster-history", "jetstream")["config"].cluster
         self.assertEqual((config.retentionBytes, config.retentionAge), (64 << 20, None))
-        self.assertFalse(parse("--cluster", "nats://x:4222")["cluster-config"].jetstream)
+        self.assertFalse(parse("--cluster", "nats://x:4222")["config"].cluster.jetstream)
 
     def test_jetstreamMistakes(self) -> None:
         """
@@ -162,7 +161,8 @@ class StartOrderTests(SynchronousTestCase):
         """
         from twisted.internet.task import Clock
 
-        from streamd.service import DaemonConfig, StreamdService
+        from streamd.config import DaemonConfig
+        from streamd.service import StreamdService
 
         cluster = ClusterConfig(("nats://127.0.0.1:4222",), history="jetstream")
         config = DaemonConfig(listens=(), sources=("clock",), cluster=cluster)
@@ -204,6 +204,5 @@ class RedactionTests(SynchronousTestCase):
         The error about a malformed C{--cluster} URL does not repeat its
         password.
         """
-        config = ClusterConfig(servers=("http://alice:s3cret@nats.example:4222",))
-        error = self.assertRaises(ConfigError, config.check)
+        error = self.assertRaises(ConfigError, ClusterConfig, servers=("http://alice:s3cret@nats.example:4222",))
         self.assertNotIn("s3cret", str(error))

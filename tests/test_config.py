@@ -10,10 +10,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.config import ConfigError
-from streamd.hub import FlowControl
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig
+from streamd.config import ConfigError, DaemonConfig, FlowControl, ServerConfig
 
 from .test_auth import tokenFile
 

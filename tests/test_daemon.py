@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService, freezeStartup
+from streamd.config import DaemonConfig, Listen, ServerConfig
+from streamd.service import StreamdService, freezeStartup
 
 
 def _service(access: AccessPolicy | None = None) -> StreamdService:

@@ -23,12 +23,13 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from streamd import fastwrite
+from streamd import _internals
+from streamd.config import FlowControl, Shortcuts
 from streamd.cursor import Cursor
-from streamd.fastwrite import SocketCursor, canWriteNow, cursorFor, fastWriteAllowed
+from streamd.fastwrite import READ_SIZE, SocketCursor, canWriteNow, cursorFor
 from streamd.framing import INT32
 from streamd.history import DATA
-from streamd.hub import FlowControl, Hub
+from streamd.hub import Hub
 from streamd.protocol import FramedProtocol
 from streamd.reasons import Reason
 from streamd.server import StreamServerProtocol
@@ -215,70 +216,22 @@ class PullRecorder:
         pass
 
 
-class TwistedContractTests(SynchronousTestCase):
-    """
-    What L{SocketCursor} borrows from Twisted's TCP and UNIX transports:
-    these fail loudly if a Twisted release changes their meaning.
-    """
-
-    def test_socketAndStartWriting(self) -> None:
-        """
-        A connection has its socket as C{socket}, and C{startWriting} asks
-        the reactor to watch it for writability.
-        """
-        transport, _, reactor = socketPair(self)
-        self.assertIsInstance(transport.socket, socket.socket)
-        transport.startWriting()
-        self.assertIn(transport, reactor.getWriters())
-
-    def test_writableWithEmptyBufferResumesPullProducer(self) -> None:
-        """
-        With nothing in its buffer, a transport told to watch for
-        writability calls its pull producer's C{resumeProducing} when the
-        socket is writable, and stops watching.
-        """
-        transport, _, reactor = socketPair(self)
-        producer = PullRecorder()
-        transport.registerProducer(producer, False)
-        self.assertEqual(producer.resumed, 1)
-        transport.startWriting()
-        transport.doWrite()
-        self.assertEqual(producer.resumed, 2)
-        self.assertNotIn(transport, reactor.getWriters())
-        self.assertEqual(transport.dataBuffer, b"")
-
-
 class SwitchTests(SynchronousTestCase):
     """
-    The fence around the fast path.
+    The shortcuts' switches, as L{cursorFor} sees them.
     """
 
-    def test_switchedOff(self) -> None:
-        """
-        C{STREAMD_FASTWRITE=0} turns the fast path off; any other value, or
-        none, leaves it on.
-        """
-        self.assertFalse(fastWriteAllowed({"STREAMD_FASTWRITE": "0"}, (26, 10)))
-        self.assertTrue(fastWriteAllowed({"STREAMD_FASTWRITE": "1"}, (26, 10)))
-        self.assertTrue(fastWriteAllowed({}, (26, 10)))
-
-    def test_testedReleasesOnly(self) -> None:
-        """
-        Only the Twisted releases in L{fastwrite.TESTED_TWISTED} (both ends
-        included) get the fast path.
-        """
-        low, high = fastwrite.TESTED_TWISTED
-        self.assertTrue(fastWriteAllowed({}, low))
-        self.assertTrue(fastWriteAllowed({}, high))
-        self.assertFalse(fastWriteAllowed({}, (low[0], low[1] - 1)))
-        self.assertFalse(fastWriteAllowed({}, (high[0] + 1, 0)))
+    def allow(self, **shortcuts: bool) -> None:
+        self.patch(_internals, "_checked", True)
+        self.patch(_internals, "_refusal", None)
+        self.patch(_internals, "_inForce", Shortcuts(**shortcuts))
 
     def test_offMeansPlainCursor(self) -> None:
         """
         With the fast path off, a TCP or UNIX connection gets the plain
         L{Cursor}, which writes through the transport.
         """
-        self.patch(fastwrite, "_allowed", False)
+        self.allow(fastWrite=False)
         transport, _, _ = socketPair(self)
         self.assertFalse(canWriteNow(transport))
         hub = Hub(Stats(), Clock())
@@ -287,6 +240,22 @@ class SwitchTests(SynchronousTestCase):
         hub.subscribe(cursor)
         hub.publish([b"through Twisted"])
         self.assertEqual(transport._tempDataLen, len(INT32.encode(b"through Twisted")))
+
+    def test_bigReadsApart(self) -> None:
+        """
+        The read size is a shortcut of its own: with C{fastWrite} off a
+        connection still reads L{READ_SIZE} bytes at once, and with
+        C{bigReads} off it reads Twisted's 64 KiB.
+        """
+        self.allow(fastWrite=False)
+        transport, _, _ = socketPair(self)
+        cursorFor(transport, Hub(Stats(), Clock()), INT32, Owner())
+        self.assertEqual(transport.bufferSize, READ_SIZE)
+        self.allow(bigReads=False)
+        transport, _, _ = socketPair(self)
+        cursor = cursorFor(transport, Hub(Stats(), Clock()), INT32, Owner())
+        self.assertIsInstance(cursor, SocketCursor)
+        self.assertEqual(transport.bufferSize, 65536)
 
 
 class OneWritePathTests(SynchronousTestCase):
@@ -310,7 +279,7 @@ class OneWritePathTests(SynchronousTestCase):
         offenders = [
             f"{path.relative_to(root)}:{number}"
             for path in sorted(root.rglob("*.py"))
-            if path.name not in allowed and path.parent.name not in ("bench", "client")
+            if path.name not in allowed and path.parent.name != "client"
             for number, text in enumerate(path.read_text().splitlines(), 1)
             if pattern.search(text) and "refused: no cursor" not in text
         ]

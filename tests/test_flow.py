@@ -23,10 +23,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from streamd.config import FlowControl
 from streamd.cursor import MAX_WRITE, Cursor
 from streamd.framing import ASCII10, INT32
 from streamd.history import DATA, FIRST, SENDER, History, lastOf
-from streamd.hub import SWEEP_INTERVAL, FlowControl
+from streamd.hub import SWEEP_INTERVAL
 from streamd.reasons import Reason
 from streamd.server import StreamServerProtocol
 

@@ -10,8 +10,8 @@ from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd.config import ServerConfig
 from streamd.framing import INT32
-from streamd.server import ServerConfig
 
 from .support import InMemoryDaemon, frames
 

@@ -17,9 +17,10 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile
+from streamd.config import FlowControl, ServerConfig
 from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32
 from streamd.history import FIRST
-from streamd.hub import SWEEP_INTERVAL, FlowControl, Hub
+from streamd.hub import SWEEP_INTERVAL, Hub
 from streamd.reasons import Reason
 from streamd.seqframing import (
     BATCH_LIMIT,
@@ -43,7 +44,7 @@ from streamd.seqframing import (
     framed,
 )
 from streamd.seqserver import SeqServerFactory, SeqServerProtocol
-from streamd.server import ServerConfig, StreamServerFactory
+from streamd.server import StreamServerFactory
 from streamd.session import BYE_GRACE
 from streamd.stats import Stats
 

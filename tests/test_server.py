@@ -13,10 +13,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd import server
+from streamd.config import ServerConfig
 from streamd.cursor import Cursor
 from streamd.framing import INT32
 from streamd.reasons import Reason
-from streamd.server import ServerConfig
 
 from .support import InMemoryDaemon, frames
 

@@ -21,12 +21,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass
 
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.hub import SWEEP_INTERVAL, FlowControl
+from streamd.config import DaemonConfig, FlowControl, ServerConfig
+from streamd.hub import SWEEP_INTERVAL
 from streamd.reasons import Reason
 from streamd.resume import Gap, GapReason, Start
 from streamd.seqserver import SeqServerProtocol
-from streamd.server import ServerConfig, StreamServerProtocol
-from streamd.service import DaemonConfig, StreamdService
+from streamd.server import StreamServerProtocol
+from streamd.service import StreamdService
 from streamd.session import CONNECTION_LINES, ISessionAdapter, Session
 from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.sse import EventStream

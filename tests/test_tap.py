@@ -7,15 +7,16 @@ from __future__ import annotations
 import io
 import sys
 
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd.config import Listen, Shortcuts
 from streamd.framing import ASCII10, INT32
-from streamd.service import Listen, StreamdService
+from streamd.service import StreamdService
 from streamd.tap import Options, makeService
-from streamd.tls import serverEndpoint
 
 
 def parse(*argv: str) -> Options:
@@ -35,13 +36,14 @@ class OptionsTests(SynchronousTestCase):
         With no options, streamd listens on 127.0.0.1:7000 (with a listen
         backlog of 4096) with the int32 framing and runs the clock every second.
         """
-        options = parse()
-        self.assertEqual(options["listens"], (Listen("tcp:7000:interface=127.0.0.1:backlog=4096", INT32),))
-        self.assertEqual(options["sources"], ("clock",))
-        self.assertEqual(options["interval"], 1.0)
-        self.assertEqual(options["max-message-size"], 1024 * 1024)
-        self.assertEqual(options["shutdown-timeout"], 5.0)
-        self.assertEqual(options["max-partial-bytes"], 256 * 1024 * 1024)
+        config = parse()["config"]
+        self.assertEqual(config.listens, (Listen("tcp:7000:interface=127.0.0.1:backlog=4096", INT32),))
+        self.assertEqual(config.sources, ("clock",))
+        self.assertEqual(config.interval, 1.0)
+        self.assertEqual(config.server.maxMessageSize, 1024 * 1024)
+        self.assertEqual(config.shutdownTimeout, 5.0)
+        self.assertEqual(config.server.maxPartialBytes, 256 * 1024 * 1024)
+        self.assertEqual(config.shortcuts, Shortcuts())
 
     def test_maxPartialBytes(self) -> None:
         """
@@ -52,14 +54,15 @@ class OptionsTests(SynchronousTestCase):
         assert isinstance(service, StreamdService)
         self.assertEqual(service.config.server.maxPartialBytes, 4194304)
         self.assertEqual(service.connections.partial.limit, 4194304)
-        self.assertEqual(parse("--max-message-size", "200000000")["max-partial-bytes"], 400_000_000)
+        config = parse("--max-message-size", "200000000")["config"]
+        self.assertEqual(config.server.maxPartialBytes, 400_000_000)
 
     def test_portAndInterface(self) -> None:
         """
         --port and --interface make a TCP endpoint; an IPv6 address is quoted.
         """
         options = parse("--port", "0", "--interface", "::1")
-        self.assertEqual(options["listens"], (Listen("tcp:0:interface=\\:\\:1:backlog=4096", INT32),))
+        self.assertEqual(options["config"].listens, (Listen("tcp:0:interface=\\:\\:1:backlog=4096", INT32),))
 
     def test_listenReplacesDefaultPort(self) -> None:
         """
@@ -68,12 +71,12 @@ class OptionsTests(SynchronousTestCase):
         """
         options = parse("--listen", "unix:/tmp/s.sock", "--listen", "tcp:7010:framing=ascii10")
         self.assertEqual(
-            options["listens"],
+            options["config"].listens,
             (Listen("unix:/tmp/s.sock", INT32), Listen("tcp:7010:backlog=4096", ASCII10)),
         )
         options = parse("--port", "7001", "--listen", "tcp:7010")
         self.assertEqual(
-            [listen.endpoint for listen in options["listens"]],
+            [listen.endpoint for listen in options["config"].listens],
             ["tcp:7001:interface=127.0.0.1:backlog=4096", "tcp:7010:backlog=4096"],
         )
 
@@ -86,15 +89,27 @@ class OptionsTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         options = parse("--listen", "tcp:7010:interface=127.0.0.1", "--listen", "tcp6:7011:interface=\\:\\:1",
                         "--listen", "tcp:7012:backlog=7", "--listen", "unix:/tmp/s.sock")  # fmt: skip
-        for listen in options["listens"]:
-            serverEndpoint(reactor, listen.endpoint).listen(Factory())
+        for listen in options["config"].listens:
+            serverFromString(reactor, listen.description).listen(Factory())
         self.assertEqual([server[2] for server in reactor.tcpServers], [4096, 4096, 7])
+
+    def test_shortcuts(self) -> None:
+        """
+        Each shortcut through Twisted's internals has a flag of its own that
+        turns it off, and only it.
+        """
+        for flag, shortcuts in (
+            ("--no-fast-write", Shortcuts(fastWrite=False)),
+            ("--no-big-reads", Shortcuts(bigReads=False)),
+            ("--no-accept-first", Shortcuts(acceptFirst=False)),
+        ):
+            self.assertEqual(parse(flag)["config"].shortcuts, shortcuts)
 
     def test_sourceNone(self) -> None:
         """
         --source none runs no source: a pure hub.
         """
-        self.assertEqual(parse("--source", "none")["sources"], ())
+        self.assertEqual(parse("--source", "none")["config"].sources, ())
 
     def test_mistakes(self) -> None:
         """
@@ -103,10 +118,16 @@ class OptionsTests(SynchronousTestCase):
         cases = [
             (["--port", "seventy"], "--port must be a number from 0 to 65535, not 'seventy'"),
             (["--port", "70000"], "--port must be a number from 0 to 65535, not '70000'"),
-            (["--interval", "0"], "--interval must be a time in seconds, greater than 0, not '0'"),
-            (["--interval", "-1"], "--interval must be a time in seconds, greater than 0, not '-1'"),
+            (["--interval", "0"], "--interval must be greater than 0, not 0"),
+            (["--interval", "-1"], "--interval must be a time in seconds, at least 0, not '-1'"),
             (["--max-pending", "lots"], "--max-pending must be a size in bytes, at least 0, not 'lots'"),
-            (["--listen", "nonsense:1"], "bad endpoint 'nonsense:1'"),
+            (["--max-message-size", "0"], "--max-message-size must be at least 1 byte, not 0"),
+            (["--listen", "nonsense:1"], "bad endpoint 'nonsense:1': unknown endpoint type 'nonsense'"),
+            (["--listen", "tcp:abc"], "bad endpoint 'tcp:abc': 'abc' is not a number"),
+            (
+                ["--listen", "systemd:domain=INET:index=0"],
+                "bad endpoint 'systemd:domain=INET:index=0': systemd passed no such socket",
+            ),
             (["--listen", "tcp:7010:framing=base64"], "unknown framing 'base64'"),
             (["--source", "radio"], "unknown source 'radio'"),
             (["--source", "clock:fast"], "bad source 'clock:fast'"),
@@ -126,6 +147,8 @@ class OptionsTests(SynchronousTestCase):
                 error = self.assertRaises(UsageError, parse, *argv)
                 self.assertIn(message, str(error))
                 self.assertNotIn("\n", str(error))
+                self.assertNotIn("Parameter type enforcement", str(error))
+                self.assertNotIn("backlog=", str(error))
 
     def test_mistakeUnderTwistdIsOneLine(self) -> None:
         """

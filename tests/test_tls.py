@@ -20,22 +20,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import reactor
-from twisted.internet.endpoints import quoteStringArgument
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.client.__main__ import ClientOptions
+from streamd.config import Listen
 from streamd.framing import INT32
-from streamd.service import Listen
 from streamd.tap import Options
-from streamd.tls import (
-    TLSConfigError,
-    handshakeFailure,
-    isTLSListener,
-    parseDescription,
-    serverEndpoint,
-)
+from streamd.tls import TLSConfigError, handshakeFailure
 
 
 class _Authority:
@@ -196,33 +191,19 @@ class _PKIMixin:
         self.addCleanup(self.pki.remove)
 
 
-class ParseDescriptionTests(SynchronousTestCase):
+def serverEndpoint(reactor: Any, description: str, clientCA: str) -> IStreamServerEndpoint:
     """
-    L{parseDescription} splits endpoint descriptions as Twisted does.
+    The endpoint of C{description} whose clients need a certificate from a
+    CA in C{clientCA}, made through the C{streamd:} endpoint type.
     """
-
-    def test_escapes(self) -> None:
-        """
-        A backslash makes C{:} and C{=} plain, the first C{=} of an argument
-        names it, and later ones belong to the value.
-        """
-        self.assertEqual(
-            parseDescription(r"ssl:7443:interface=\:\:1:privateKey=/k\:e\=y.pem:certKey=a=b.pem"),
-            (["ssl", "7443"], {"interface": "::1", "privateKey": "/k:e=y.pem", "certKey": "a=b.pem"}),
-        )
-
-    def test_isTLSListener(self) -> None:
-        """
-        Only C{ssl:} descriptions are TLS listeners.
-        """
-        self.assertTrue(isTLSListener("ssl:7443:privateKey=k.pem"))
-        self.assertFalse(isTLSListener("tcp:7000"))
-        self.assertFalse(isTLSListener(r"unix:/tmp/ssl\:x"))
+    endpoint = serverFromString(reactor, f"streamd:{description}:clientCA={quoteStringArgument(clientCA)}")
+    return endpoint.build()  # type: ignore[no-any-return]
 
 
 class ServerEndpointTests(_PKIMixin, SynchronousTestCase):
     """
-    L{serverEndpoint} refuses what it cannot honour, with a one-line reason.
+    L{streamd.tls.mutualTLSEndpoint} refuses what it cannot honour, with a
+    one-line reason.
     """
 
     def test_notSSL(self) -> None:
@@ -300,7 +281,7 @@ class ClientCAOptionTests(_PKIMixin, SynchronousTestCase):
         caFile = self.pki.path("clients-ca.pem")
         options = self.parse("--port", "0", "--listen", self.pki.listen(), "--client-ca", caFile)
         self.assertEqual(
-            options["listens"],
+            options["config"].listens,
             (Listen("tcp:0:interface=127.0.0.1:backlog=4096", INT32), Listen(self.pki.listen() + ":backlog=4096", INT32, caFile)),
         )
 
@@ -311,7 +292,7 @@ class ClientCAOptionTests(_PKIMixin, SynchronousTestCase):
         """
         caFile = self.pki.path("clients-ca.pem")
         options = self.parse("--port", "0", "--http", self.pki.listen(), "--client-ca", caFile)
-        self.assertEqual(options["config"].httpClientCA, caFile)
+        self.assertEqual(options["config"].clientCA, caFile)
 
     def test_noSSLListener(self) -> None:
         """

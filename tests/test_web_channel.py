@@ -15,8 +15,8 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd.config import ServerConfig
 from streamd.reasons import Reason
-from streamd.server import ServerConfig
 from streamd.session import CONNECTION_LINES
 from streamd.web.channel import ACCESS_LINES, MAX_UNREAD_ANSWERS, StreamdChannel
 from streamd.web.context import WebContext

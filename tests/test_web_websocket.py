@@ -12,9 +12,8 @@ from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy
-from streamd.hub import FlowControl
+from streamd.config import FlowControl, ServerConfig
 from streamd.reasons import Reason
-from streamd.server import ServerConfig
 from streamd.session import MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
 from streamd.web.framing import SHUTDOWN_RETRY_MS

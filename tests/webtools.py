@@ -15,8 +15,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.hub import FlowControl, Hub
-from streamd.server import ServerConfig
+from streamd.config import FlowControl, ServerConfig
+from streamd.hub import Hub
 from streamd.session import Connections
 from streamd.stats import Stats
 from streamd.web.context import WebContext

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import sys
+from importlib.metadata import version
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -23,43 +25,17 @@ from twisted.python.failure import Failure
 from streamd import _coerce
 from streamd.auth import readToken
 from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
-from streamd.client.inturn import inTurn
+from streamd.client.failover import inTurn
 from streamd.client.seqcli import runSeq
-from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FRAMINGS
+from streamd.endpoints import describeError
+from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameError, FrameTooLong
 from streamd.linesplit import LineSplitter
+from streamd.seqframing import FRAMINGS
 from streamd.text import printable
 from streamd.tls import clientTLS, handshakeFailure
 
 PROGRAM = "streamd.client"
 TOKEN_VARIABLE = "STREAMD_TOKEN"
-
-
-def _wholeNumber(option: str) -> Any:
-    def coerce(value: str) -> int:
-        if not value.isdigit():
-            raise ValueError(f"--{option} must be a whole number, not {value!r}")
-        return int(value)
-
-    return coerce
-
-
-_count = _wholeNumber("count")
-
-
-def _size(value: str) -> int:
-    if not value.isdigit():
-        raise ValueError(f"--max-message-size must be a size in bytes, not {value!r}")
-    return int(value)
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise ValueError(f"--timeout must be a number of seconds (0: wait forever), not {value!r}")
-    return seconds
 
 
 class ClientOptions(usage.Options):
@@ -82,16 +58,18 @@ class ClientOptions(usage.Options):
         ["cafile", None, None, "TLS: trust this PEM CA (or self-signed server) certificate; implies --tls."],
         ["cert", None, None, "TLS: PEM client certificate, for servers that ask for one; implies --tls."],
         ["key", None, None, "TLS: PEM private key of --cert (default: read from the --cert file)."],
-        ["count", "n", None, "Exit 0 after this many messages (0: only send).", _count],
-        ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message accepted, in bytes.", _size],
-        ["framing", None, "int32", f"Wire framing: {' or '.join(FRAMINGS)}."],
+        ["count", "n", None, "Exit 0 after this many messages (0: only send).", _coerce.count("count")],
+        ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message accepted, in bytes.",
+         _coerce.size("max-message-size")],
+        ["framing", None, "int32", f"Wire framing: {' or '.join(FRAMINGS)}.",
+         _coerce.choice("framing", *FRAMINGS)],
         ["token-file", None, None, f"Send this file's token first (default: ${TOKEN_VARIABLE}, if set)."],
-        ["last", None, None, "--framing seq: start with the last N messages.", _wholeNumber("last")],
+        ["last", None, None, "--framing seq: start with the last N messages.", _coerce.count("last")],
         [
             "timeout", None, 10.0,
             "Seconds to connect, then to complete the TLS handshake or (without TLS) to receive"
             " the first bytes (--framing seq: the server's HELLO); 0: wait forever.",
-            _seconds,
+            _coerce.seconds("timeout"),
         ],
     ]  # fmt: skip
 
@@ -114,9 +92,14 @@ class ClientOptions(usage.Options):
         """
         self["send"].append(text)
 
+    def opt_version(self) -> None:
+        """
+        Print streamd's version and exit.
+        """
+        print(f"streamd {version('streamd')}")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
-        if self["framing"] not in FRAMINGS:
-            raise usage.UsageError(f"unknown framing {self['framing']!r} (known: {', '.join(FRAMINGS)})")
         tlsOptions = [f"--{name}" for name in ("tls", "insecure", "cafile", "cert", "key") if self[name]]
         if tlsOptions and self["connect"]:
             raise usage.UsageError(
@@ -167,7 +150,8 @@ class ClientOptions(usage.Options):
                     endpoints.append(clientFromString(reactor, description))
                 except Exception as e:
                     # Some errors (a trustRoots=DIR that cannot be listed) carry their reason inside.
-                    detail = str(e) or str(getattr(e, "originalException", "")) or type(e).__name__
+                    inner = getattr(e, "originalException", None)
+                    detail = describeError(e if str(e) or not isinstance(inner, Exception) else inner)
                     raise ValueError(f"bad endpoint {description!r}: {detail}") from None
             return inTurn(endpoints, self["connect"])
         endpoint = HostnameEndpoint(reactor, self["host"], self["port"])
@@ -279,7 +263,7 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
         endpoint = options.endpoint(reactor)
         token = options.token()
     except usage.UsageError as e:
-        raise Fail(f"{e} (see --help)", 2)
+        raise Fail(f"{_coerce.oneLine(e)} (see --help)", 2)
     except ValueError as e:
         raise Fail(str(e))
     if options["insecure"]:
@@ -333,7 +317,7 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
             # The connection went after we had what we asked for.
             return 0
         if client.frameError is not None:
-            raise Fail(f"server {client.frameError}")
+            raise Fail(f"server {client.frameError}{_framingHint(client.frameError, options)}")
         raise Fail(f"connection lost: {reason.getErrorMessage()}")
     return 0
 
@@ -350,12 +334,24 @@ def _wrongPort(reason: Failure, client: StreamClientProtocol, options: ClientOpt
     if isinstance(error, NoDataTimeout):
         useTLS = "use a tls: endpoint" if options["connect"] else "use --tls"
         return (
-            f"no data from {where} within {error.seconds:g} s: is it a TLS port ({useTLS}),"
-            " or a quiet stream (use --timeout 0 to wait forever)?"
+            f"no data from {where} within {error.seconds:g} s: is it a TLS port ({useTLS}), a seq listener"
+            " (use --framing seq), or a quiet stream (use --timeout 0 to wait forever)?"
         )
     if client.tls and not client.handshakeDone and handshakeFailure(reason) is None:
         return f"connection to {where} lost during the TLS handshake: {plainPort}"
     return None
+
+
+def _framingHint(error: FrameError, options: ClientOptions) -> str:
+    """
+    A hint for an int32 client whose server announced a frame whose length
+    header reads as text: the header of an ascii10 listener.
+    """
+    if isinstance(error, FrameTooLong) and options["framing"] == "int32":
+        header = struct.pack(">I", error.length)
+        if header.strip(b" ").isdigit():
+            return " (is it an ascii10 listener? use --framing ascii10)"
+    return ""
 
 
 def main(reactor: Any, *argv: str) -> Deferred[Any]:

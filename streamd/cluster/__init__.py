@@ -4,7 +4,7 @@ Several daemons behind one name, joined through NATS (C{--cluster}).
 Nothing here is imported unless C{--cluster} is given: a single node starts
 without nats-py or asyncio.
 
-  - L{streamd.cluster.config}: what C{--cluster*} options say.
+  - L{streamd.config.ClusterConfig}: what C{--cluster*} options say.
   - L{streamd.cluster.wire}: streamd frames in NATS messages, and messages
     larger than NATS's C{max_payload} in parts.
   - L{streamd.cluster.loop}: nats-py's asyncio loop in a thread of its own.

@@ -33,8 +33,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from streamd.cluster.config import ClusterConfig
+from streamd import _internals
 from streamd.cluster.link import PENDING_BYTES, ClusterLink, _url
+from streamd.config import ClusterConfig
 from streamd.framing import Payload
 from streamd.hub import Hub, Sender
 
@@ -422,10 +423,7 @@ class JetStreamLink(ClusterLink):
         try:
             await sub.unsubscribe()
         except Exception:
-            jsi = sub._sub._jsi
-            for task in (jsi._hbtask, jsi._fctask):
-                if task is not None:
-                    task.cancel()
+            _internals.stopConsumerTasks(sub)
 
     async def _close(self, then: Callable[[], None]) -> None:
         # Let the cancelled main task unwind before the loop stops.

@@ -24,9 +24,9 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from streamd.cluster.config import ClusterConfig
 from streamd.cluster.loop import NatsLoop, loopFor
 from streamd.cluster.wire import Joiner, Packer
+from streamd.config import ClusterConfig
 from streamd.cursor import newSerial
 from streamd.framing import INT32, Payload
 from streamd.history import COUNT, SENDER, Entry

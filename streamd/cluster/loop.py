@@ -1,7 +1,8 @@
 """
-Where nats-py's asyncio code runs: on the reactor's own loop under C{twistd
---reactor asyncio}, otherwise on a loop in a thread of its own beside the
-reactor.
+Where nats-py's asyncio code runs: on the reactor's own loop when streamd
+installed Twisted's asyncio reactor (L{installAsyncioReactor}, as C{twistd
+streamd --cluster} does), otherwise on a loop in a thread of its own beside
+the reactor.
 
 Either way the link hands work across in batches: one call per burst of
 messages each way, not one per message.
@@ -48,16 +49,32 @@ class NatsLoop(Protocol):
         """
 
 
+_shared: tuple[Any, asyncio.AbstractEventLoop] | None = None
+
+
+def installAsyncioReactor() -> None:
+    """
+    Install Twisted's asyncio reactor on a loop made here, which
+    L{loopFor} then shares with nats-py.
+    """
+    global _shared
+    from twisted.internet import asyncioreactor
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(eventloop=loop)
+    from twisted.internet import reactor
+
+    _shared = (reactor, loop)
+
+
 def loopFor(reactor: Any, name: str) -> NatsLoop:
     """
-    The reactor's own asyncio loop if it runs on one, else a loop in a
-    thread called C{name}.
+    The reactor's own asyncio loop if L{installAsyncioReactor} installed
+    it, else a loop in a thread called C{name}.
     """
-    # AsyncioSelectorReactor keeps its loop in a private attribute; without
-    # it (another reactor, or another Twisted), the thread is as good.
-    eventLoop = getattr(reactor, "_asyncioEventloop", None)
-    if isinstance(eventLoop, asyncio.AbstractEventLoop):
-        return SharedLoop(eventLoop)
+    if _shared is not None and _shared[0] is reactor:
+        return SharedLoop(_shared[1])
     return LoopThread(reactor, name)
 
 

@@ -8,7 +8,7 @@ entry in L{SOURCES}.
 
 from __future__ import annotations
 
-from streamd.config import ConfigError
+from streamd._errors import ConfigError
 from streamd.sources.base import Source, SourceContext
 from streamd.sources.clock import ClockSource
 from streamd.sources.exec import ExecSource, ShellSource

@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from streamd.config import DEFAULT_HEADER_TIMEOUT
 from streamd.hub import Hub
 from streamd.reasons import Reason
 from streamd.resume import Start, StartRequest
@@ -29,14 +30,6 @@ HTTP_STATUS = {
 The HTTP status of a refusal before the stream starts, by reason; any other
 reason is a 503.
 """
-
-
-DEFAULT_HEADER_TIMEOUT = 5.0
-"""
-Seconds an HTTP connection has to send a request's head, from its
-connection or the end of the previous answer (C{--http-header-timeout}).
-"""
-
 
 class WebContext(SessionContext):
     """

@@ -14,8 +14,9 @@ from twisted.internet import defer, threads
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from streamd.config import DaemonConfig, Listen
 from streamd.framing import ASCII10
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import StreamdService
 
 from ..support import ENV, startDaemon, waitFor
 from ..test_ascii10 import MESSAGES

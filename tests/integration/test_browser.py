@@ -20,7 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from streamd.service import DaemonConfig, Listen
+from streamd.config import DaemonConfig, Listen
 from tests.support import startDaemon
 
 LOCAL = "tcp:0:interface=127.0.0.1"

@@ -20,7 +20,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from streamd.client import connect
-from streamd.service import DaemonConfig, Listen
+from streamd.config import DaemonConfig, Listen
+from streamd.framing import ASCII10
+from streamd.seqframing import SEQ
 
 from ..support import startDaemon
 from ..test_tls import _PKIMixin
@@ -222,15 +224,35 @@ class WrongPortTests(_PKIMixin, TestCase):
         """
         A plain client at a TLS port, where the server waits for a handshake
         and the client for frames, gives up after --timeout and says that
-        it may be a TLS port, or a quiet stream.
+        it may be a TLS port, a seq listener, or a quiet stream.
         """
         port = self.daemon(self.pki.listen())
-        yield self.assertClientFails(
-            port,
-            ("--timeout", "0.5"),
-            f"streamd.client: no data from 127.0.0.1:{port} within 0.5 s: is it a TLS port"
-            " (use --tls), or a quiet stream (use --timeout 0 to wait forever)?\n",
+        yield self.assertClientFails(port, ("--timeout", "0.5"), self.noData(port))
+
+    def noData(self, port: int) -> str:
+        """
+        What an int32 client says when no data came.
+        """
+        return (
+            f"streamd.client: no data from 127.0.0.1:{port} within 0.5 s: is it a TLS port (use --tls),"
+            " a seq listener (use --framing seq), or a quiet stream (use --timeout 0 to wait forever)?\n"
         )
+
+    @defer.inlineCallbacks
+    def test_int32AtOtherFramings(self):  # type: ignore[no-untyped-def]
+        """
+        An int32 client at a seq listener, which waits for the client's
+        HELLO, is told it may be one; at an ascii10 listener, whose header
+        reads as a huge length, it is told to use that framing.
+        """
+        seq = startDaemon(self, DaemonConfig(listens=(Listen(LOOPBACK, SEQ),), sources=(), statsInterval=0))[1]
+        yield self.assertClientFails(seq, ("--timeout", "0.5"), self.noData(seq))
+        ascii10 = startDaemon(
+            self, DaemonConfig(listens=(Listen(LOOPBACK, ASCII10),), interval=0.05, statsInterval=0)
+        )[1]
+        out, err, code = yield self.client(ascii10, "--count", "1")
+        self.assertEqual((out, code), (b"", 1))
+        self.assertTrue(err.decode().endswith("(is it an ascii10 listener? use --framing ascii10)\n"), err)
 
     @defer.inlineCallbacks
     def test_tlsAtPlain(self):  # type: ignore[no-untyped-def]

@@ -21,10 +21,9 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from streamd.client import StreamClientProtocol, connect
-from streamd.cluster.config import ClusterConfig
 from streamd.cluster.link import PENDING_BYTES
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.config import ClusterConfig, DaemonConfig, Listen, ServerConfig
+from streamd.service import StreamdService
 
 from ..natsupport import startNats, startNatsCluster
 from ..support import Ticker, spawnTwistd, startDaemon, waitFor

@@ -185,9 +185,8 @@ class CatchUpTests(_JetStreamMixin, TestCase):
         is received or in a GAP, once, in order, and B numbers them as A.
         """
         from streamd.client.seq import connect as seqConnect
-        from streamd.cluster.config import ClusterConfig
+        from streamd.config import ClusterConfig, DaemonConfig, Listen
         from streamd.seqframing import SEQ, Gap, GapReason
-        from streamd.service import DaemonConfig, Listen
 
         from ..support import startDaemon
         from .test_cluster import LOOPBACK

@@ -20,14 +20,14 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from streamd.client import connect
+from streamd.config import DaemonConfig, Listen, ServerConfig
 from streamd.framing import INT32
 from streamd.hub import MiB
 from streamd.listener import ListenFailed
 from streamd.reasons import Reason
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import StreamdService
 
-from ..support import ENV, readFile, spawnTwistd, startDaemon, takenPort, twistd, waitFor
+from ..support import ENV, daemonRunning, readFile, spawnTwistd, startDaemon, takenPort, twistd, waitFor
 
 TICK = re.compile(rb"^The time is \d+\.\d+(e-\d+)?$")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -371,6 +371,21 @@ class ProcessTests(TestCase):
         self.assertEqual(len([line for line in (out + err).splitlines() if message in line]), 1)
 
     @defer.inlineCallbacks
+    def test_unixSocketInMissingDirectory(self):  # type: ignore[no-untyped-def]
+        """
+        A UNIX socket in a directory that does not exist is one line that
+        names it, without the bytes of its lock file.
+        """
+        path = os.path.join(self.mktemp(), "streamd.sock")
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, twistd("-n", "--pidfile=", "streamd", "--listen", f"unix:{path}"), env=ENV
+        )
+        self.assertEqual(code, 1)
+        lines = [line for line in (out + err).decode().splitlines() if "cannot listen" in line]
+        self.assertEqual(len(lines), 1, out + err)
+        self.assertTrue(lines[0].endswith(f"streamd: cannot listen on unix:{path}: No such file or directory"), lines)
+
+    @defer.inlineCallbacks
     def test_usageError(self):  # type: ignore[no-untyped-def]
         """
         A bad option ends twistd with a one-line message and a pointer to
@@ -383,7 +398,7 @@ class ProcessTests(TestCase):
         self.assertEqual(
             err.splitlines(),
             [
-                b"twistd streamd: --interval must be a time in seconds, greater than 0, not '0'",
+                b"twistd streamd: --interval must be greater than 0, not 0",
                 b"see twistd streamd --help",
             ],
         )
@@ -417,7 +432,7 @@ class ProcessTests(TestCase):
         )
         self.assertEqual(code, 0, err)
         pid = int(open(pidfile).read())
-        yield waitFor(lambda: "streamd listening on" in readFile(logfile))
+        yield daemonRunning(lambda: readFile(logfile))
         os.kill(pid, signal.SIGTERM)
         # twistd removes the pidfile just before it logs "Server Shut Down.".
         yield waitFor(lambda: not os.path.exists(pidfile) and "Server Shut Down." in readFile(logfile))

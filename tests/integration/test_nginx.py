@@ -23,8 +23,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen
+from streamd.config import DaemonConfig, Listen, ServerConfig
 from tests.integration.test_web_integration import LOCAL, openWebSocket
 from tests.support import startDaemon, waitFor
 from tests.webtools import cancelBatchedTimers, events

@@ -22,8 +22,9 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from streamd.client.seq import connect
+from streamd.config import DaemonConfig, Listen
 from streamd.seqframing import Bye, Gap, GapReason
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import StreamdService
 
 from ..support import ENV, TwistdProcess, spawnTwistd, startDaemon, waitFor
 from .test_client_process import Silent, Spawned

@@ -15,8 +15,8 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from streamd.config import DaemonConfig, Listen
 from streamd.seqframing import SEQ
-from streamd.service import DaemonConfig, Listen
 
 from ..support import startDaemon
 

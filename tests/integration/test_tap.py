@@ -4,13 +4,13 @@ Listeners made from C{twistd streamd} options, on real sockets.
 
 from __future__ import annotations
 
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from streamd.listener import ListenerService
-from streamd.tls import serverEndpoint
 
 
 class EveryInterfaceTests(TestCase):
@@ -27,8 +27,8 @@ class EveryInterfaceTests(TestCase):
 
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         for description in ("tcp:0", "tcp6:0:interface=\\:\\:", "tcp:0:interface=127.0.0.1"):
-            listener = ListenerService(description, serverEndpoint(reactor, description), Factory())
-            listener.privilegedStartService()
+            listener = ListenerService(description, serverFromString(reactor, description), Factory())
+            listener.startService()
             self.addCleanup(listener.stopService)
         warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), 2, warnings)

@@ -19,10 +19,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from streamd.client import StreamClientProtocol, connect
+from streamd.config import DaemonConfig, Listen, ServerConfig
 from streamd.framing import INT32
 from streamd.reasons import Reason
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService
+from streamd.service import StreamdService
 from streamd.tls import clientTLS, handshakeFailure
 
 from ..support import ENV, spawnTwistd, startDaemon, waitFor
@@ -382,7 +382,7 @@ class MutualTLSWebTests(_PKIMixin, TestCase):
                 sources=(),
                 statsInterval=0,
                 http=(self.pki.listen(),),
-                httpClientCA=self.pki.path("clients-ca.pem"),
+                clientCA=self.pki.path("clients-ca.pem"),
             ),
         )
         port = service.listeners[1].port.getHost().port

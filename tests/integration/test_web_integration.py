@@ -23,10 +23,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
+from streamd.config import DEFAULT_HEADER_TIMEOUT, DaemonConfig, Listen, ServerConfig
 from streamd.reasons import Reason
-from streamd.server import ServerConfig
-from streamd.service import DaemonConfig, Listen, StreamdService
-from streamd.web.context import DEFAULT_HEADER_TIMEOUT
+from streamd.service import StreamdService
 from streamd.web.websocket import MAX_UNANSWERED_PINGS
 from tests.support import startDaemon, waitFor
 from tests.webtools import cancelBatchedTimers, events, tokenConfig

@@ -14,8 +14,8 @@ from multiprocessing.sharedctypes import RawArray
 from types import TracebackType
 from typing import Any
 
-from streamd.bench.proc import dieWithParent
-from streamd.bench.servers import BenchError
+from bench.proc import dieWithParent
+from bench.servers import BenchError
 
 JOIN_SECONDS = 2.0
 NEVER = 2**62

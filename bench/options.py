@@ -1,5 +1,5 @@
 """
-The command line of C{python -m streamd.bench}.
+The command line of C{python -m bench}.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from typing import Any
 
 from twisted.python import usage
 
-from streamd.bench.runner import SCENARIOS, SOAKS, Plan
-from streamd.bench.scenarios import MiB, Settings
-from streamd.bench.wire import PROTOCOLS
+from bench.runner import SCENARIOS, SOAKS, Plan
+from bench.scenarios import MiB, Settings
+from bench.wire import PROTOCOLS
+from streamd import _coerce
 
-PROGRAM = "streamd.bench"
+PROGRAM = "bench"
 BURST_K = (1, 10, 100)
 BURST_SIZES = (64, 1024, 64 * 1024)
 PACED_K = (1, 10, 100)
@@ -57,18 +58,8 @@ def parseSize(text: str) -> int:
     return size
 
 
-def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    def coerce(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or value <= 0:
-            raise ValueError(f"{what} must be a number above 0, not {text!r}")
-        return value
-
-    coerce.coerceDoc = ""  # type: ignore[attr-defined]
-    return coerce
+def _positive(kind: Callable[[str], Any], option: str) -> Callable[[str], Any]:
+    return _coerce.number(kind, option, "a number", 0, inclusive=False)
 
 
 def _listOf(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any, ...]]:
@@ -78,7 +69,6 @@ def _listOf(item: Callable[[str], Any], what: str) -> Callable[[str], tuple[Any,
             raise ValueError(f"{what} needs at least one value")
         return tuple(dict.fromkeys(values))
 
-    coerce.coerceDoc = ""  # type: ignore[attr-defined]
     return coerce
 
 
@@ -103,27 +93,24 @@ def _scenario(text: str) -> str:
     return name
 
 
-parseSize.coerceDoc = ""  # type: ignore[attr-defined]
-
-
 _scenarios = _listOf(_scenario, "--scenario")
-_counts = _listOf(_positive(int, "--k"), "--k")
+_counts = _listOf(_positive(int, "k"), "--k")
 _sizes = _listOf(parseSize, "a size list")
-_duration = _positive(float, "--duration")
-_warmup = _positive(float, "--warmup")
-_runs = _positive(int, "--runs")
-_rates = _listOf(_positive(int, "--rate"), "--rate")
+_duration = _positive(float, "duration")
+_warmup = _positive(float, "warmup")
+_runs = _positive(int, "runs")
+_rates = _listOf(_positive(int, "rate"), "--rate")
 _peers = _listOf(_peer, "--compare")
 _protocols = _listOf(_protocol, "--protocols")
-_reconnects = _positive(int, "--reconnects")
-_processes = _positive(int, "--subscriber-processes")
-_clients = _positive(int, "--idle-clients")
-_dripClients = _positive(int, "--drip-clients")
+_reconnects = _positive(int, "reconnects")
+_processes = _positive(int, "subscriber-processes")
+_clients = _positive(int, "idle-clients")
+_dripClients = _positive(int, "drip-clients")
 
 
 class BenchOptions(usage.Options):
     """
-    Options of C{python -m streamd.bench}.
+    Options of C{python -m bench}.
     """
 
     synopsis = f"python -m {PROGRAM} [options]"

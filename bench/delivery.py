@@ -12,7 +12,7 @@ Delivery scenarios for the shared history, against real daemon processes:
     never-reading clients that keep reconnecting: does a healthy subscriber
     get every message, at the publisher's rate?
 
-Run with C{python -m streamd.bench.delivery SCENARIO --help}.
+Run with C{python -m bench.delivery SCENARIO --help}.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamd.bench.proc import RssGrowth, raiseFileLimit, rssBytes
-from streamd.bench.servers import Server, logFailures, startRedis, startStreamd, twistdCommand
+from bench.proc import RssGrowth, raiseFileLimit, rssBytes
+from bench.servers import Server, logFailures, startRedis, startStreamd, twistdCommand
 
 MiB = 2**20
 _HEADER = struct.Struct(">I")
@@ -237,9 +237,11 @@ def bulk(
             daemon.stdin.write(b"".join(line(n) for n in range(first, min(first + chunk, lines))))
             if first == 0 and printed is not None:
                 # A reader that has not read yet is not waited for: flood
-                # once the printing client is up and reading, as a user's is.
+                # once the printing client is up and has printed the first
+                # chunk, as a user's is (on a loaded machine its process may
+                # take a while to get going).
                 daemon.stdin.flush()
-                _waitFor(lambda: result.clientLines > 0, 30)
+                _waitFor(lambda: result.clientLines >= min(chunk, lines), 30)
         daemon.stdin.flush()
         ends = []
         result.readerLines, result.readerInOrder = lines, True
@@ -499,7 +501,7 @@ def block(rate: float = 2**20, seconds: float = 30.0, reconnectors: int = 4) -> 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m streamd.bench.delivery", description=__doc__.split("\n\n")[0]
+        prog="python -m bench.delivery", description=__doc__.split("\n\n")[0]
     )
     scenarios = parser.add_subparsers(dest="scenario", required=True)
     bulkParser = scenarios.add_parser("bulk", help="--source stdin fed flat out, read to the end")

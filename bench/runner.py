@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamd.bench import reconnect, scenarios
-from streamd.bench.figures import medianRun
-from streamd.bench.proc import cores, stolenSeconds
-from streamd.bench.scenarios import Figures, MiB, Settings
-from streamd.bench.servers import BenchError, Server, startNats, startRedis, startStreamd
-from streamd.bench.wire import STREAMD, WIRES, Wire
+from bench import reconnect, scenarios
+from bench.figures import medianRun
+from bench.proc import cores, stolenSeconds
+from bench.scenarios import Figures, MiB, Settings
+from bench.servers import BenchError, Server, startNats, startRedis, startStreamd
+from bench.wire import STREAMD, WIRES, Wire
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 
 SCENARIOS = ("burst", "paced", "idle", "large", "resume", "scrape")

@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streamd.bench import reconnect
-from streamd.bench.figures import BUSY, STOLEN
-from streamd.bench.metrics import SCRAPES
-from streamd.bench.runner import WINDOWS_PENDING, Plan, Result, pendingLimits
-from streamd.bench.scenarios import TIMED_CONNECTIONS, Figures, MiB
-from streamd.bench.servers import BACKLOG, NATS_DEFAULT_PAYLOAD, REDIS_SETTINGS, natsSettings
-from streamd.bench.wire import STREAMD
+from bench import reconnect
+from bench.figures import BUSY, STOLEN
+from bench.metrics import SCRAPES
+from bench.runner import WINDOWS_PENDING, Plan, Result, pendingLimits
+from bench.scenarios import TIMED_CONNECTIONS, Figures, MiB
+from bench.servers import BACKLOG, NATS_DEFAULT_PAYLOAD, REDIS_SETTINGS, natsSettings
+from bench.wire import STREAMD
 
 
 def sizeName(size: int) -> str:
@@ -209,7 +209,7 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
         " (nats-server: the kernel's somaxconn)" if "nats" in peers else ""
     )
     lines = [
-        f"streamd.bench on {machine}",
+        f"bench on {machine}",
         f"servers: {', '.join(servers)}; everything on 127.0.0.1, {backlog}; a fresh server per run"
         f"{', taking turns at going first' if peers and plan.runs > 1 else ''}; median of {plan.runs} run(s)",
     ]

@@ -1,5 +1,5 @@
 """
-Tests for the pure parts of C{python -m streamd.bench} (counting records,
+Tests for the pure parts of C{python -m bench} (counting records,
 percentiles, options, tables); the smoke run of the real thing is in
 streamd's C{tests/integration/test_bench.py}.
 """
@@ -17,19 +17,19 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.bench import runner, stall
-from streamd.bench.__main__ import main
-from streamd.bench.figures import bottleneck, medianRun, percentile
-from streamd.bench.load import Reader
-from streamd.bench.options import BenchOptions, parseSize
-from streamd.bench.proc import stolenSeconds
-from streamd.bench.records import STAMP, Int32Records, NatsMessages, RecordFormat, RespMessages, Walker
-from streamd.bench.report import bestPeer, quantity, ratio, sizeName, table, tables
-from streamd.bench.runner import Plan, Result
-from streamd.bench.scenarios import Settings
-from streamd.bench.servers import NATS_MAX_PAYLOAD, BenchError, natsServer, startNats
-from streamd.bench.webrecords import SseWalker
-from streamd.bench.wire import CHANNEL, NATS_SID, NatsWire, RedisWire, StreamdWire, Wire
+from bench import runner, stall
+from bench.__main__ import main
+from bench.figures import bottleneck, medianRun, percentile
+from bench.load import Reader
+from bench.options import BenchOptions, parseSize
+from bench.proc import stolenSeconds
+from bench.records import STAMP, Int32Records, NatsMessages, RecordFormat, RespMessages, Walker
+from bench.report import bestPeer, quantity, ratio, sizeName, table, tables
+from bench.runner import Plan, Result
+from bench.scenarios import Settings
+from bench.servers import NATS_MAX_PAYLOAD, BenchError, natsServer, startNats
+from bench.webrecords import SseWalker
+from bench.wire import CHANNEL, NATS_SID, NatsWire, RedisWire, StreamdWire, Wire
 
 
 def _payloads() -> list[bytes]:
@@ -747,7 +747,7 @@ class ReportTests(SynchronousTestCase):
 
 class StallArgumentsTests(SynchronousTestCase):
     """
-    The command line of C{python -m streamd.bench.stall}.
+    The command line of C{python -m bench.stall}.
     """
 
     def test_megabytes(self) -> None:

@@ -11,10 +11,10 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.bench.records import SeqWalker, Walker
-from streamd.bench.test.test_bench import _OpeningMixin, _payloads, _WalkerMixin
-from streamd.bench.webrecords import Dechunker, SseWalker, WebSocketFrames, pong
-from streamd.bench.wire import SeqWire, SseWire, WebSocketWire
+from bench.records import SeqWalker, Walker
+from bench.test.test_bench import _OpeningMixin, _payloads, _WalkerMixin
+from bench.webrecords import Dechunker, SseWalker, WebSocketFrames, pong
+from bench.wire import SeqWire, SseWire, WebSocketWire
 from streamd.framing import INT32
 from streamd.seqframing import (
     SEQ,

@@ -1,5 +1,5 @@
 """
-C{python -m streamd.bench}: run the benchmark and print its tables.
+C{python -m bench}: run the benchmark and print its tables.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from pathlib import Path
 
 from twisted.python import usage
 
-from streamd.bench.options import PROGRAM, BenchOptions
-from streamd.bench.proc import machine, raiseFileLimit
-from streamd.bench.report import describe, headline, tables, writeJson
-from streamd.bench.runner import Result, run
-from streamd.bench.servers import natsServer, natsVersion, redisServer, redisVersion
+from bench.options import PROGRAM, BenchOptions
+from bench.proc import machine, raiseFileLimit
+from bench.report import describe, headline, tables, writeJson
+from bench.runner import Result, run
+from bench.servers import natsServer, natsVersion, redisServer, redisVersion
+from streamd import _coerce
 
 FILES_MARGIN = 1024
 
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
-        _say(f"{e} (see --help)")
+        _say(f"{_coerce.oneLine(e)} (see --help)")
         return 2
     if options["cluster"]:
         return _cluster(options)
@@ -87,9 +88,9 @@ def main(argv: list[str]) -> int:
 
 
 def _cluster(options: BenchOptions) -> int:
-    from streamd.bench.cluster import ClusterPlan, K
-    from streamd.bench.cluster import run as runCluster
-    from streamd.bench.servers import BenchError
+    from bench.cluster import ClusterPlan, K
+    from bench.cluster import run as runCluster
+    from bench.servers import BenchError
 
     plan = ClusterPlan(
         ks=options["k"] or K,

@@ -4,7 +4,7 @@ a publisher flat out and garbage from other connections, against a real
 daemon process.  Measures the daemon's memory growth and how long the stalled
 client took to be cut.
 
-Run it with C{python -m streamd.bench.stall [MEGABYTES]} (default 200).
+Run it with C{python -m bench.stall [MEGABYTES]} (default 200).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from streamd.bench.proc import RssGrowth
-from streamd.bench.servers import logFailures, twistdCommand
+from bench.proc import RssGrowth
+from bench.servers import logFailures, twistdCommand
 
 MAGIC = b"SEQ!"
 _HEADER = struct.Struct(">I")
@@ -118,6 +118,20 @@ class _Daemon:
         assert self.process.stdout is not None
         for raw in self.process.stdout:
             self.lines.append((time.monotonic(), raw.decode(errors="replace").rstrip()))
+
+    def waitFor(self, words: str, seconds: float = 10) -> tuple[float, str] | None:
+        """
+        The first log line (and when it came) holding C{words}, waiting up
+        to C{seconds} for it; C{None} if none came.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            for when, line in list(self.lines):
+                if words in line:
+                    return when, line
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -217,7 +231,9 @@ def run(totalBytes: int = 200 * 2**20, payloadSize: int = 1024, *options: str) -
         stalled = _connect(daemon.port, receiveBuffer=4096)
         healthy = _connect(daemon.port)
         sockets += [stalled, healthy]
-        time.sleep(0.3)
+        # Both must be subscribed before publishing begins, or the stalled one
+        # starts at the head and is never behind.
+        daemon.waitFor("(2 connected)")
         result.rssBefore = _memory(daemon.process.pid, "VmRSS")
         count = totalBytes // (payloadSize + 4)
         result.published = count
@@ -237,11 +253,11 @@ def run(totalBytes: int = 200 * 2**20, payloadSize: int = 1024, *options: str) -
             publisher.kill()
         result.seconds = time.monotonic() - started
         result.rssPeak = _memory(daemon.process.pid, "VmHWM")
-        for when, line in daemon.lines:
-            if "is too slow" in line:
-                result.stalledCutAfter = when - started
-                result.cutLine = line.split("] ", 1)[-1]
-                break
+        # The daemon's log reaches us through a pipe, after the fact.
+        cut = daemon.waitFor("is too slow")
+        if cut is not None:
+            result.stalledCutAfter = cut[0] - started
+            result.cutLine = cut[1].split("] ", 1)[-1]
     finally:
         stop.set()
         for sock in sockets:
@@ -259,11 +275,11 @@ def _megabytes(value: str) -> int:
 
 def parseArguments(argv: list[str]) -> argparse.Namespace:
     """
-    The command line of C{python -m streamd.bench.stall}; a mistake exits 2
+    The command line of C{python -m bench.stall}; a mistake exits 2
     with one line of usage and one of error.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m streamd.bench.stall",
+        prog="python -m bench.stall",
         description="Publish MEGABYTES flat out past a client that never reads and a healthy one, "
         "and print the daemon's memory growth and how long the stalled client took to be cut.",
     )

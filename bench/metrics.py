@@ -10,7 +10,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamd.bench.servers import BenchError
+from bench.servers import BenchError
 
 SCRAPES = 9
 """

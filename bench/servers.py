@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from streamd.bench.proc import connectionCount, dieWithParent, openFiles, rssBytes
+from bench.proc import connectionCount, dieWithParent, openFiles, rssBytes
 
 BACKLOG = 4096
 """

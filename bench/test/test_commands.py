@@ -1,8 +1,6 @@
 """
-The benchmark as its users run it, C{python -m streamd.bench ...} in a
-subprocess with tiny settings, its output parsed; and the benchmark's own
-unit tests (C{streamd.bench.test}), run the same way. The suite never imports
-the benchmark.
+The benchmark as its users run it, C{python -m bench ...} in a subprocess
+with tiny settings, its output parsed.
 """
 
 from __future__ import annotations
@@ -32,12 +30,12 @@ def _run(*argv: str, timeout: float = SMOKE_SECONDS) -> subprocess.CompletedProc
 
 def _bench(case: SynchronousTestCase, *argv: str, timeout: float = SMOKE_SECONDS) -> tuple[bytes, Any]:
     """
-    Run C{python -m streamd.bench} with C{argv}, expect success, and return
+    Run C{python -m bench} with C{argv}, expect success, and return
     what it printed and the JSON it wrote.
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        done = _run("-m", "streamd.bench", *argv, "--json", str(out), timeout=timeout)
+        done = _run("-m", "bench", *argv, "--json", str(out), timeout=timeout)
         case.assertEqual(done.returncode, 0, done.stderr)
         return done.stdout, json.loads(out.read_text())
 
@@ -129,23 +127,8 @@ class CommandLineTests(SynchronousTestCase):
             (["--reconnects", "0"], "--reconnects"),
             (["--size", "2"], "too small"),
         ):
-            done = _run("-m", "streamd.bench", *argv)
+            done = _run("-m", "bench", *argv)
             lines = done.stderr.decode().splitlines()
             self.assertEqual((done.returncode, len(lines)), (2, 1), done.stderr)
             self.assertIn(named, lines[0])
             self.assertNotIn("Traceback", lines[0])
-
-
-class UnitTests(SynchronousTestCase):
-    """
-    The benchmark's own unit tests.
-    """
-
-    def test_benchUnitTests(self) -> None:
-        """
-        C{python -m twisted.trial streamd.bench.test} passes.
-        """
-        with tempfile.TemporaryDirectory() as tmp:
-            done = _run("-m", "twisted.trial", "--temp-directory", str(Path(tmp) / "trial"), "streamd.bench.test")
-        self.assertEqual(done.returncode, 0, done.stdout[-3000:])
-        self.assertIn(b"PASSED", done.stdout)

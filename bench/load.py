@@ -17,10 +17,10 @@ import time
 from array import array
 from collections.abc import Sequence
 
-from streamd.bench.children import Report, Shared
-from streamd.bench.records import STAMP, SeqWalker, Walker
-from streamd.bench.webrecords import SseWalker
-from streamd.bench.wire import Wire
+from bench.children import Report, Shared
+from bench.records import STAMP, SeqWalker, Walker
+from bench.webrecords import SseWalker
+from bench.wire import Wire
 
 CHUNK = 1 << 20
 BATCH = 256 * 1024

@@ -9,7 +9,7 @@ from __future__ import annotations
 from base64 import b64decode
 from struct import Struct
 
-from streamd.bench.records import CONTROL, STAMP, Chunk
+from bench.records import CONTROL, STAMP, Chunk
 
 _U16 = Struct(">H")
 _U64 = Struct(">Q")
@@ -138,7 +138,7 @@ class Dechunker:
 class SseWalker:
     """
     Counts the events of one SSE response (after its headers), as a
-    L{streamd.bench.records.Walker} counts records: stream messages are
+    L{bench.records.Walker} counts records: stream messages are
     events with an C{id:} and C{data:} lines (or a C{binary} event of
     base64); named events and comments are control records, which need no
     answer; a C{bye} is an error.

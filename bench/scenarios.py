@@ -11,14 +11,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from streamd.bench.children import Child, Children, Shared
-from streamd.bench.figures import bottleneck, percentile
-from streamd.bench.load import burstPublisher, connect, holder, pacedPublisher, singlesPublisher, subscriber
-from streamd.bench.metrics import scrapeSeconds
-from streamd.bench.proc import cores, cpuSeconds, openFiles
-from streamd.bench.records import STAMP
-from streamd.bench.servers import BenchError, Server
-from streamd.bench.wire import Wire
+from bench.children import Child, Children, Shared
+from bench.figures import bottleneck, percentile
+from bench.load import burstPublisher, connect, holder, pacedPublisher, singlesPublisher, subscriber
+from bench.metrics import scrapeSeconds
+from bench.proc import cores, cpuSeconds, openFiles
+from bench.records import STAMP
+from bench.servers import BenchError, Server
+from bench.wire import Wire
 
 MiB = 1024 * 1024
 SETUP_SECONDS = 30.0

