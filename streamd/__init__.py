@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from streamd.client import StreamClientFactory, StreamClientProtocol, connect
     from streamd.config import ConfigError, DaemonConfig, FlowControl, Listen, ServerConfig
-    from streamd.cursor import Cursor
+    from streamd.fanout.cursor import Cursor
+    from streamd.fanout.history import History
+    from streamd.fanout.hub import Hub
     from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32, Framing
-    from streamd.history import History
-    from streamd.hub import Hub
     from streamd.server import StreamServerFactory, StreamServerProtocol
     from streamd.service import StreamdService
 
@@ -30,10 +30,10 @@ _HOMES = {
     "INT32": "streamd.framing",
     "Framing": "streamd.framing",
     "ConfigError": "streamd.config",
-    "Cursor": "streamd.cursor",
-    "History": "streamd.history",
+    "Cursor": "streamd.fanout.cursor",
+    "History": "streamd.fanout.history",
     "FlowControl": "streamd.config",
-    "Hub": "streamd.hub",
+    "Hub": "streamd.fanout.hub",
     "ServerConfig": "streamd.config",
     "StreamServerFactory": "streamd.server",
     "StreamServerProtocol": "streamd.server",

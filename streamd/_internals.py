@@ -5,11 +5,11 @@ streamd takes three shortcuts through Twisted's internals, each behind a
 switch of its own (L{streamd.config.Shortcuts}, C{twistd streamd
 --no-fast-write}, C{--no-big-reads}, C{--no-accept-first}):
 
-  - C{fastWrite}: L{streamd.fastwrite.SocketCursor} sends to a client's
+  - C{fastWrite}: L{streamd.fanout.socketcursor.SocketCursor} sends to a client's
     socket itself instead of through Twisted's write buffer;
   - C{bigReads}: a client's transport reads up to
-    L{streamd.fastwrite.READ_SIZE} bytes at once, not 64 KiB;
-  - C{acceptFirst}: L{streamd.accept.AcceptFirstPort} accepts every waiting
+    L{streamd.fanout.socketcursor.READ_SIZE} bytes at once, not 64 KiB;
+  - C{acceptFirst}: L{streamd.listen.accept.AcceptFirstPort} accepts every waiting
     connection before it sets any up.
 
 Each is taken only while its switch is on, C{STREAMD_FASTWRITE=0} is not

@@ -23,8 +23,8 @@ from twisted.internet.testing import MemoryReactor
 
 from streamd._errors import ConfigError
 from streamd.auth import OPEN, AccessPolicy, TokenFileError, readToken
-from streamd.endpoints import StreamdEndpoint, describeError, given
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Framing
+from streamd.listen.endpoints import StreamdEndpoint, describeError, given
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 
 MiB = 1024 * 1024
@@ -163,7 +163,7 @@ class Listen:
     def description(self) -> str:
         """
         This listener as a C{streamd:} endpoint description, from which
-        C{serverFromString} makes its endpoint (see L{streamd.endpoints}).
+        C{serverFromString} makes its endpoint (see L{streamd.listen.endpoints}).
         """
         description = f"streamd:{self.endpoint}:framing={self.framing.name}"
         if self.clientCA is not None:
@@ -412,10 +412,10 @@ class Shortcuts:
     outside the tested range, or with C{STREAMD_FASTWRITE=0}.
 
     @ivar fastWrite: send to a TCP or UNIX client's socket at once
-        (L{streamd.fastwrite}), rather than through Twisted's buffer.
+        (L{streamd.fanout.socketcursor}), rather than through Twisted's buffer.
     @ivar bigReads: read up to 256 KiB from a client at once, not 64 KiB.
     @ivar acceptFirst: accept every waiting connection before setting any
-        up (L{streamd.accept}).
+        up (L{streamd.listen.accept}).
     """
 
     fastWrite: bool = True

@@ -121,7 +121,7 @@ class Framing:
         """
         return self.encodeMany(payloads)
 
-    def encodeData(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
+    def reframe(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
         """
         A history entry's messages, the first of which has sequence number
         C{first}, encoded straight from their bytes C{data} as framed with

@@ -15,12 +15,11 @@ from enum import IntEnum
 from struct import Struct
 from typing import TypeVar
 
-from streamd.framing import FRAMINGS, INT32, Framing, Int32Framing, Payload
-
 # The wire carries them: a GAP frame is a Gap, a HELLO asks for a Start.
-from streamd.resume import Gap as Gap
-from streamd.resume import GapReason as GapReason
-from streamd.resume import Start as Start
+from streamd.fanout.resume import Gap as Gap
+from streamd.fanout.resume import GapReason as GapReason
+from streamd.fanout.resume import Start as Start
+from streamd.framing import FRAMINGS, INT32, Framing, Int32Framing, Payload
 
 VERSION = 3
 """
@@ -416,7 +415,7 @@ class SeqBatchFraming(SeqFraming):
     work per message); any other entry is MSG frames, as for version 1.
     """
 
-    def encodeData(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
+    def reframe(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
         if dataFraming is not INT32 or not 0 < len(data) <= BATCH_LIMIT:
             return None
         return _BATCH_FRAME.pack(len(data) + BATCH_OVERHEAD, _BATCH_TYPE, first) + data

@@ -7,10 +7,10 @@ a BYE that says why before every close.
 
 from __future__ import annotations
 
+from streamd.fanout.history import FIRST
+from streamd.fanout.resume import Gap, Start, StartPoint, StartRequest
 from streamd.framing import Payload
-from streamd.history import FIRST
 from streamd.reasons import Reason
-from streamd.resume import Gap, Start, StartPoint, StartRequest
 from streamd.seqframing import (
     BATCH_VERSION,
     SEQ_BATCH,

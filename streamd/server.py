@@ -13,15 +13,15 @@ from zope.interface import implementer
 
 from streamd._compat import FactoryOf
 from streamd.config import ServerConfig
-from streamd.cursor import Cursor
-from streamd.fastwrite import cursorFor
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.hub import Hub
+from streamd.fanout.resume import Gap, StartPoint
+from streamd.fanout.socketcursor import cursorFor
 from streamd.framing import INT32, BadHeader, FrameError, Framing, Payload
-from streamd.hub import Hub
+from streamd.listen.tcpinfo import bytesAcked
 from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
-from streamd.resume import Gap, StartPoint
 from streamd.session import Connections, ISessionAdapter, Session, SessionContext
-from streamd.tcpinfo import bytesAcked
 
 # The longest token a client may send; the frame that carries it is read by
 # itself, so an unauthenticated client cannot make the daemon hold more.
@@ -119,7 +119,7 @@ class FramedSessionProtocol(FramedProtocol):
     def activity(self) -> tuple[int, int]:
         # Raw bytes, not whole frames: a client sending a large frame slowly
         # is not idle.  Taken: what its TCP stack acknowledged, where the
-        # kernel says (see streamd.tcpinfo), else what we handed to ours.
+        # kernel says (see streamd.listen.tcpinfo), else what we handed to ours.
         acked = bytesAcked(self.transport)
         return (self.bytesReceived, self.cursor.written if acked is None else acked)
 

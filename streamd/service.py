@@ -17,11 +17,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from streamd import _internals
-from streamd.accept import acceptFirst
 from streamd.auth import TokenFileError
 from streamd.config import DaemonConfig
-from streamd.hub import Hub
-from streamd.listener import ListenerService, ListenFailed
+from streamd.fanout.hub import Hub
+from streamd.listen.accept import acceptFirst
+from streamd.listen.listener import ListenerService, ListenFailed
 from streamd.seqframing import SEQ
 from streamd.seqserver import SeqServerFactory
 from streamd.server import StreamServerFactory

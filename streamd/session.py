@@ -29,14 +29,14 @@ from zope.interface import Attribute, Interface
 
 from streamd.auth import Access, digest, originAllowed
 from streamd.config import ServerConfig
-from streamd.cursor import Cursor
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.history import FIRST, SENDER
+from streamd.fanout.hub import Hub
+from streamd.fanout.resume import HEAD, Gap, GapReason, PositionAhead, StartPoint, StartRequest, startPosition
 from streamd.framing import Framing, Payload
-from streamd.history import FIRST, SENDER
-from streamd.hub import Hub
+from streamd.printable import preview
 from streamd.protocol import PartialBudget
 from streamd.reasons import Reason
-from streamd.resume import HEAD, Gap, GapReason, PositionAhead, StartPoint, StartRequest, startPosition
-from streamd.text import preview
 from streamd.throttle import LogThrottle
 
 if TYPE_CHECKING:
@@ -305,7 +305,7 @@ class Session:
     a transport that numbers nothing), L{publish} with what it sends,
     L{answered} when it answers a heartbeat, and L{lost} when the connection
     is gone.  The hub calls L{slowConsumer}, L{streamGap} and
-    L{ownMessages} (the L{streamd.cursor.CursorOwner} of its cursor).
+    L{ownMessages} (the L{streamd.fanout.cursor.CursorOwner} of its cursor).
 
     @ivar access: what the client may do now.
     @ivar cursor: its place in the history, once attached.

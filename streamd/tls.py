@@ -5,7 +5,7 @@ handshakes.
 
 Twisted's C{ssl:} server endpoint string cannot ask for client certificates,
 so L{mutualTLSEndpoint} takes the same parameters, as Twisted's parser split
-them (see L{streamd.endpoints}), and builds the endpoint with a
+them (see L{streamd.listen.endpoints}), and builds the endpoint with a
 C{CertificateOptions} that trusts the given CAs.
 """
 

@@ -20,10 +20,10 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from streamd.config import FlowControl, ServerConfig
+from streamd.fanout.hub import Hub
+from streamd.fanout.resume import Gap, Start
 from streamd.framing import ASCII10, INT32, Framing
-from streamd.hub import Hub
 from streamd.reasons import Reason
-from streamd.resume import Gap, Start
 from streamd.seqframing import (
     SEQ,
     VERSION,

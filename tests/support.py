@@ -27,8 +27,8 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
 from streamd.config import DaemonConfig, FlowControl, ServerConfig
+from streamd.fanout.hub import Hub
 from streamd.framing import INT32, Framing
-from streamd.hub import Hub
 from streamd.server import StreamServerFactory, StreamServerProtocol
 from streamd.service import StreamdService
 from streamd.stats import Stats

@@ -1,5 +1,5 @@
 """
-Tests for L{streamd.accept}: when its port is used (the parts of Twisted's
+Tests for L{streamd.listen.accept}: when its port is used (the parts of Twisted's
 C{tcp} module it relies on are checked by
 L{tests.integration.test_internals}).
 """
@@ -12,8 +12,8 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd import _internals
-from streamd.accept import acceptFirst
 from streamd.config import Shortcuts
+from streamd.listen.accept import acceptFirst
 
 
 class ChoiceTests(SynchronousTestCase):

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd.client import StreamClientFactory, StreamClientProtocol
 from streamd.client.__main__ import ClientOptions, Fail, Printer, _framingHint, _settle, run
 from streamd.framing import ASCII10, INT32, FrameTooLong
-from streamd.text import preview, printable
+from streamd.printable import preview, printable
 
 from .support import InMemoryDaemon
 

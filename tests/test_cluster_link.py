@@ -16,9 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd.cluster.jetstream import JetStreamLink
 from streamd.cluster.link import ClusterLink
 from streamd.config import ClusterConfig
+from streamd.fanout.history import COUNT, FIRST, SENDER, Entry
+from streamd.fanout.hub import Hub
 from streamd.framing import INT32
-from streamd.history import COUNT, FIRST, SENDER, Entry
-from streamd.hub import Hub
 from streamd.stats import Stats
 
 

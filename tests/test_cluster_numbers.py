@@ -13,9 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.cluster.jetstream import epochOf
 from streamd.config import ClusterConfig, ConfigError, parseRetention
+from streamd.fanout.history import COUNT, FIRST, SENDER, History, lastOf
+from streamd.fanout.hub import Hub, Sender
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
-from streamd.history import COUNT, FIRST, SENDER, History, lastOf
-from streamd.hub import Hub, Sender
 from streamd.seqframing import ClientHello, Gap, GapReason, Msg, ServerHello, Start
 from streamd.stats import Stats
 
@@ -67,9 +67,9 @@ class NumberedHistoryTests(SynchronousTestCase):
         history = History(b"own-epoc")
         history.adoptEpoch(b"clusterE")
         self.assertEqual(history.epoch, b"clusterE")
-        self.assertTrue(history.numbers(b"own-epoc"))
-        self.assertTrue(history.numbers(b"clusterE"))
-        self.assertFalse(history.numbers(b"elsewher"))
+        self.assertTrue(history.ownsEpoch(b"own-epoc"))
+        self.assertTrue(history.ownsEpoch(b"clusterE"))
+        self.assertFalse(history.ownsEpoch(b"elsewher"))
         history.append(INT32.encode(b"a"), INT32, 1, first=1)
         self.assertRaises(AssertionError, history.adoptEpoch, b"another!")
 

@@ -24,10 +24,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from streamd.config import FlowControl
-from streamd.cursor import MAX_WRITE, Cursor
+from streamd.fanout.cursor import MAX_WRITE, Cursor
+from streamd.fanout.history import DATA, FIRST, SENDER, History, lastOf
+from streamd.fanout.hub import SWEEP_INTERVAL
 from streamd.framing import ASCII10, INT32
-from streamd.history import DATA, FIRST, SENDER, History, lastOf
-from streamd.hub import SWEEP_INTERVAL
 from streamd.reasons import Reason
 from streamd.server import StreamServerProtocol
 

@@ -19,9 +19,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd import _internals
 from streamd.config import Shortcuts
-from streamd.fastwrite import READ_SIZE
+from streamd.fanout.socketcursor import READ_SIZE
 
-from .test_fastwrite import PullRecorder, socketPair
+from .test_socketcursor import PullRecorder, socketPair
 
 CONTRACTS = {
     "twisted.internet.tcp.Connection.socket": "tests.test_internals.FastWriteContractTests.test_socket",
@@ -115,7 +115,7 @@ class FenceTests(SynchronousTestCase):
 
 class FastWriteContractTests(SynchronousTestCase):
     """
-    What L{streamd.fastwrite.SocketCursor} borrows from Twisted's TCP and
+    What L{streamd.fanout.socketcursor.SocketCursor} borrows from Twisted's TCP and
     UNIX transports (C{tcp.Connection}).
     """
 

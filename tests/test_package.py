@@ -20,7 +20,7 @@ class PackageTests(SynchronousTestCase):
         Every name in C{__all__} resolves, to the object of the module that
         defines it.
         """
-        from streamd.hub import Hub
+        from streamd.fanout.hub import Hub
 
         self.assertEqual([name for name in streamd.__all__ if getattr(streamd, name, None) is None], [])
         self.assertIs(streamd.Hub, Hub)

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd.fanout.history import History
 from streamd.framing import ASCII10, FRAMINGS, INT32
-from streamd.history import History
 from streamd.seqframing import (
     BATCH_LIMIT,
     BATCH_OVERHEAD,
@@ -201,7 +201,7 @@ class SeqBatchFramingTests(SynchronousTestCase):
         the entry's, untouched.
         """
         raw = INT32.encodeMany(payloads)
-        encoded = SEQ_BATCH.encodeData(raw, INT32, first)
+        encoded = SEQ_BATCH.reframe(raw, INT32, first)
         assert encoded is not None
         self.assertEqual(encoded[-len(raw) :], raw)
         cuts = sorted(data.draw(st.lists(st.integers(0, len(encoded)), max_size=5)))
@@ -217,11 +217,11 @@ class SeqBatchFramingTests(SynchronousTestCase):
         Data in another framing, none, or more than L{BATCH_LIMIT} bytes of
         it, is left to L{SeqFraming.encodeEntry}; so is all data for L{SEQ}.
         """
-        self.assertIsNone(SEQ_BATCH.encodeData(ASCII10.encodeMany([b"a"]), ASCII10, 1))
-        self.assertIsNone(SEQ_BATCH.encodeData(b"", INT32, 1))
-        self.assertIsNone(SEQ_BATCH.encodeData(INT32.encode(bytes(BATCH_LIMIT - 3)), INT32, 1))
-        self.assertIsNotNone(SEQ_BATCH.encodeData(INT32.encode(bytes(BATCH_LIMIT - 4)), INT32, 1))
-        self.assertIsNone(SEQ.encodeData(INT32.encodeMany([b"a"]), INT32, 1))
+        self.assertIsNone(SEQ_BATCH.reframe(ASCII10.encodeMany([b"a"]), ASCII10, 1))
+        self.assertIsNone(SEQ_BATCH.reframe(b"", INT32, 1))
+        self.assertIsNone(SEQ_BATCH.reframe(INT32.encode(bytes(BATCH_LIMIT - 3)), INT32, 1))
+        self.assertIsNotNone(SEQ_BATCH.reframe(INT32.encode(bytes(BATCH_LIMIT - 4)), INT32, 1))
+        self.assertIsNone(SEQ.reframe(INT32.encodeMany([b"a"]), INT32, 1))
 
     def test_historyEncodesOncePerFraming(self) -> None:
         """

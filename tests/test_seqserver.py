@@ -18,9 +18,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile
 from streamd.config import FlowControl, ServerConfig
+from streamd.fanout.history import FIRST
+from streamd.fanout.hub import SWEEP_INTERVAL, Hub
 from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32
-from streamd.history import FIRST
-from streamd.hub import SWEEP_INTERVAL, Hub
 from streamd.reasons import Reason
 from streamd.seqframing import (
     BATCH_LIMIT,

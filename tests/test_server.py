@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd import server
 from streamd.config import ServerConfig
-from streamd.cursor import Cursor
+from streamd.fanout.cursor import Cursor
 from streamd.framing import INT32
 from streamd.reasons import Reason
 

@@ -22,9 +22,9 @@ from zope.interface.verify import verifyClass
 
 from streamd.auth import AccessPolicy, TokenFile
 from streamd.config import DaemonConfig, FlowControl, ServerConfig
-from streamd.hub import SWEEP_INTERVAL
+from streamd.fanout.hub import SWEEP_INTERVAL
+from streamd.fanout.resume import Gap, GapReason, Start
 from streamd.reasons import Reason
-from streamd.resume import Gap, GapReason, Start
 from streamd.seqserver import SeqServerProtocol
 from streamd.server import StreamServerProtocol
 from streamd.service import StreamdService

@@ -12,8 +12,8 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from streamd.fanout.hub import Hub
 from streamd.framing import INT32, Framing
-from streamd.hub import Hub
 from streamd.linesplit import LineSplitter
 from streamd.sources import SourceContext
 from streamd.sources.lines import LineSource

@@ -9,7 +9,7 @@ from base64 import b64decode
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.resume import Start, StartRequest
+from streamd.fanout.resume import Start, StartRequest
 from streamd.web.context import BadPosition, parseEventId, startRequest
 from streamd.web.framing import WEBSOCKET, EventFraming, control, event, frame
 from tests.webtools import EPOCH, controls, events, serverFrames, webContext

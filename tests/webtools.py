@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 
 from streamd.auth import AccessPolicy, TokenFile
 from streamd.config import FlowControl, ServerConfig
-from streamd.hub import Hub
+from streamd.fanout.hub import Hub
 from streamd.session import Connections
 from streamd.stats import Stats
 from streamd.web.context import WebContext

@@ -93,7 +93,7 @@ def _entries(payloads: list[bytes], first: int = 41) -> bytes:
     for i, start in enumerate(range(0, len(payloads), 7)):
         group = payloads[start : start + 7]
         encoded = SEQ.encodeEntry(group, first + start) if i % 3 == 2 else None
-        parts.append(encoded or SEQ_BATCH.encodeData(INT32.encodeMany(group), INT32, first + start))
+        parts.append(encoded or SEQ_BATCH.reframe(INT32.encodeMany(group), INT32, first + start))
     return b"".join(p for p in parts if p is not None)
 
 

@@ -27,11 +27,11 @@ from streamd.auth import readToken
 from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
 from streamd.client.failover import inTurn
 from streamd.client.seqcli import runSeq
-from streamd.endpoints import describeError
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameError, FrameTooLong
 from streamd.linesplit import LineSplitter
+from streamd.listen.endpoints import describeError
+from streamd.printable import printable
 from streamd.seqframing import FRAMINGS
-from streamd.text import printable
 from streamd.tls import clientTLS, handshakeFailure
 
 PROGRAM = "streamd.client"

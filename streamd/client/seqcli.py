@@ -13,9 +13,9 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 
 from streamd.client import ClientTimeout, ConnectTimeout, HandshakeTimeout
 from streamd.client.seq import FATAL, SeqClientProtocol, connect, describeBye, describeGap
+from streamd.printable import printable
 from streamd.reasons import Reason
 from streamd.seqframing import Bye, Gap
-from streamd.text import printable
 
 PROGRAM = "streamd.client"
 

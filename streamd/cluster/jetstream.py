@@ -36,8 +36,8 @@ from twisted.logger import Logger
 from streamd import _internals
 from streamd.cluster.link import PENDING_BYTES, ClusterLink, _url
 from streamd.config import ClusterConfig
+from streamd.fanout.hub import Hub, Sender
 from streamd.framing import Payload
-from streamd.hub import Hub, Sender
 
 MSG_ID = "Nats-Msg-Id"
 WINDOW = 256

@@ -27,10 +27,10 @@ from twisted.logger import Logger
 from streamd.cluster.loop import NatsLoop, loopFor
 from streamd.cluster.wire import Joiner, Packer
 from streamd.config import ClusterConfig
-from streamd.cursor import newSerial
+from streamd.fanout.cursor import newSerial
+from streamd.fanout.history import COUNT, SENDER, Entry
+from streamd.fanout.hub import Hub
 from streamd.framing import INT32, Payload
-from streamd.history import COUNT, SENDER, Entry
-from streamd.hub import Hub
 
 PENDING_BYTES = 64 * 1024 * 1024
 """

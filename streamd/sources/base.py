@@ -11,8 +11,8 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from streamd.fanout.hub import Hub
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
-from streamd.hub import Hub
 
 
 @dataclass(frozen=True)

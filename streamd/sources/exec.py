@@ -30,9 +30,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from streamd.printable import preview
 from streamd.sources.base import SourceContext
 from streamd.sources.lines import LineSource
-from streamd.text import preview
 from streamd.throttle import LogThrottle
 
 # Runs the command as the leader of a new session (and so of a new process

@@ -13,9 +13,9 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from streamd.config import DEFAULT_HEADER_TIMEOUT
-from streamd.hub import Hub
+from streamd.fanout.hub import Hub
+from streamd.fanout.resume import Start, StartRequest
 from streamd.reasons import Reason
-from streamd.resume import Start, StartRequest
 from streamd.session import Connections, SessionContext
 
 HTTP_STATUS = {

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from struct import Struct
 from typing import Any
 
+from streamd.fanout.history import History
+from streamd.fanout.resume import Gap, GapReason
 from streamd.framing import Framing, Payload
-from streamd.history import History
 from streamd.reasons import Reason
-from streamd.resume import Gap, GapReason
 
 CONTROL = b"\x1e"
 """

@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from streamd.history import FIRST
+from streamd.fanout.history import FIRST
 from streamd.reasons import Reason
 from streamd.web.context import WebContext
 from streamd.web.guard import refused

@@ -19,13 +19,13 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from streamd.auth import Access, originAllowed
-from streamd.cursor import Cursor
-from streamd.fastwrite import cursorFor
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.resume import Gap, StartPoint
+from streamd.fanout.socketcursor import cursorFor
+from streamd.listen.tcpinfo import bytesAcked
 from streamd.protocol import addressName
 from streamd.reasons import Reason
-from streamd.resume import Gap, StartPoint
 from streamd.session import ISessionAdapter, Session
-from streamd.tcpinfo import bytesAcked
 from streamd.web.context import (
     HTTP_STATUS,
     BadPosition,

@@ -17,12 +17,12 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
-from streamd.cursor import Cursor
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.resume import HEAD, Gap, StartPoint
+from streamd.listen.tcpinfo import bytesAcked
 from streamd.protocol import addressName
 from streamd.reasons import Reason
-from streamd.resume import HEAD, Gap, StartPoint
 from streamd.session import ISessionAdapter, Session
-from streamd.tcpinfo import bytesAcked
 from streamd.web.context import HTTP_STATUS, BadPosition, WebContext, bearerToken, startRequest
 from streamd.web.framing import PING, WEBSOCKET, byeMessage, control, gapMessage
 

@@ -1,5 +1,5 @@
 """
-L{streamd.accept.AcceptFirstPort} on real loopback sockets.
+L{streamd.listen.accept.AcceptFirstPort} on real loopback sockets.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from streamd.accept import SETUP_BATCH, AcceptFirstPort, acceptFirst
+from streamd.listen.accept import SETUP_BATCH, AcceptFirstPort, acceptFirst
 from tests.support import waitFor
 
 

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from streamd.history import FIRST
+from streamd.fanout.history import FIRST
 from streamd.service import StreamdService
 
 from ..natsupport import NatsProxy, restartNats, startNats, startNatsCluster

@@ -21,9 +21,9 @@ from twisted.trial.unittest import TestCase
 
 from streamd.client import connect
 from streamd.config import DaemonConfig, Listen, ServerConfig
+from streamd.fanout.hub import MiB
 from streamd.framing import INT32
-from streamd.hub import MiB
-from streamd.listener import ListenFailed
+from streamd.listen.listener import ListenFailed
 from streamd.reasons import Reason
 from streamd.service import StreamdService
 

@@ -21,7 +21,7 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamd import _internals
-from streamd.accept import AcceptFirstPort
+from streamd.listen.accept import AcceptFirstPort
 
 from ..natsupport import startNats
 

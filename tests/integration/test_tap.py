@@ -10,7 +10,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from streamd.listener import ListenerService
+from streamd.listen.listener import ListenerService
 
 
 class EveryInterfaceTests(TestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{streamd.tcpinfo}: the bytes a TCP peer acknowledged, from the
+Tests for L{streamd.listen.tcpinfo}: the bytes a TCP peer acknowledged, from the
 kernel, on real loopback sockets.
 """
 
@@ -19,7 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.tcpinfo import bytesAcked
+from streamd.listen.tcpinfo import bytesAcked
 
 WAIT_SECONDS = 5.0
 

@@ -1,7 +1,7 @@
 """
-The C{streamd:} server endpoint type (see L{streamd.endpoints}).
+The C{streamd:} server endpoint type (see L{streamd.listen.endpoints}).
 """
 
-from streamd.endpoints import StreamdEndpointParser
+from streamd.listen.endpoints import StreamdEndpointParser
 
 streamdEndpoints = StreamdEndpointParser()

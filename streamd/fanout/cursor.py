@@ -13,7 +13,7 @@ This module's L{Cursor} writes through the transport, which pauses it when
 its buffer fills (a TLS or test transport), a large entry L{MAX_WRITE}
 bytes at a time, so that a client that does not read holds at most about
 that much of it in its transport's buffer, not a copy of the whole entry;
-L{streamd.fastwrite} has the cursor for plain TCP and UNIX sockets, which
+L{streamd.fanout.socketcursor} has the cursor for plain TCP and UNIX sockets, which
 sends straight to the socket.
 """
 
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from streamd.fanout.history import COUNT, FIRST, OFFSET, SENDER, Entry, History, lastOf
 from streamd.framing import Framing
-from streamd.history import COUNT, FIRST, OFFSET, SENDER, Entry, History, lastOf
 from streamd.reasons import Reason
 
 if TYPE_CHECKING:
-    from streamd.resume import Gap
+    from streamd.fanout.resume import Gap
     from streamd.stats import Stats
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{streamd.fastwrite}: the socket cursor never reorders, drops or
+Tests for L{streamd.fanout.socketcursor}: the socket cursor never reorders, drops or
 duplicates bytes, keeps no copy of what a client is behind by, and the
 Twisted internals it borrows still mean what it assumes.
 
@@ -25,11 +25,11 @@ from zope.interface import implementer
 
 from streamd import _internals
 from streamd.config import FlowControl, Shortcuts
-from streamd.cursor import Cursor
-from streamd.fastwrite import READ_SIZE, SocketCursor, canWriteNow, cursorFor
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.history import DATA
+from streamd.fanout.hub import Hub
+from streamd.fanout.socketcursor import READ_SIZE, SocketCursor, sendsToSocket, cursorFor
 from streamd.framing import INT32
-from streamd.history import DATA
-from streamd.hub import Hub
 from streamd.protocol import FramedProtocol
 from streamd.reasons import Reason
 from streamd.server import StreamServerProtocol
@@ -233,7 +233,7 @@ class SwitchTests(SynchronousTestCase):
         """
         self.allow(fastWrite=False)
         transport, _, _ = socketPair(self)
-        self.assertFalse(canWriteNow(transport))
+        self.assertFalse(sendsToSocket(transport))
         hub = Hub(Stats(), Clock())
         cursor = cursorFor(transport, hub, INT32, Owner())
         self.assertNotIsInstance(cursor, SocketCursor)
@@ -274,7 +274,7 @@ class OneWritePathTests(SynchronousTestCase):
         import streamd
 
         root = Path(streamd.__file__).parent
-        allowed = {"cursor.py", "fastwrite.py", "protocol.py"}
+        allowed = {"cursor.py", "socketcursor.py", "protocol.py"}
         pattern = re.compile(r"transport\.(write|writeSequence|socket)\b|\.sendmsg\(|\.send\(")
         offenders = [
             f"{path.relative_to(root)}:{number}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
-from streamd.history import FIRST, History
+from streamd.fanout.history import FIRST, History
 
 
 class Start(IntEnum):
@@ -119,7 +119,7 @@ def startPosition(history: History, request: StartRequest) -> StartPoint:
     oldestEntry = history.oldestEntry()
     oldest = newest + 1 if oldestEntry is None else oldestEntry[FIRST]
     missed = GapReason.EVICTED
-    if request.start == Start.RESUME and not history.numbers(request.epoch):
+    if request.start == Start.RESUME and not history.ownsEpoch(request.epoch):
         after = 0
         missed = GapReason.RESTARTED
     elif request.start == Start.RESUME:

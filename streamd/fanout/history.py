@@ -4,7 +4,7 @@ The history: one bounded, in-memory log of everything the hub published.
 Every message gets a sequence number (from 1), and every batch of messages
 published together (a read's worth of frames, or a source's lines) is one
 L{Entry}, appended once and shared by every subscriber: a subscriber is only a
-position in the log (see L{streamd.cursor}), so a slow one costs no copy.
+position in the log (see L{streamd.fanout.cursor}), so a slow one costs no copy.
 Entries leave the log only from its old end.
 """
 
@@ -49,7 +49,7 @@ started.
 """
 SENDER: Final = 5
 """
-The L{serial<streamd.cursor.Cursor.serial>} of the subscriber that published
+The L{serial<streamd.fanout.cursor.Cursor.serial>} of the subscriber that published
 an entry, which does not get it back; 0 for the daemon's own sources.  A
 number, not the subscriber, so that the log does not keep a closed
 connection alive.
@@ -118,7 +118,7 @@ class History:
     def __len__(self) -> int:
         return len(self._entries) - self._first
 
-    def numbers(self, epoch: bytes) -> bool:
+    def ownsEpoch(self, epoch: bytes) -> bool:
         """
         Whether sequence numbers of C{epoch} are this log's.
         """
@@ -193,7 +193,7 @@ class History:
         key = (entry[FIRST], number)
         data = self._encodings.get(key)
         if data is None:
-            data = framing.encodeData(entry[DATA], self._framings[entry[FRAMING]], entry[FIRST])
+            data = framing.reframe(entry[DATA], self._framings[entry[FRAMING]], entry[FIRST])
             if data is None:
                 data = framing.encodeEntry(self.payloads(entry), entry[FIRST])
             self._encodings[key] = data

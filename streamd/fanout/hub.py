@@ -1,7 +1,7 @@
 """
 The hub: appends every published batch to the history and fans it out.
 
-Subscribers are cursors (L{streamd.cursor}).  The hub hands each batch at
+Subscribers are cursors (L{streamd.fanout.cursor}).  The hub hands each batch at
 once to every cursor that is caught up; a cursor whose connection is full
 stays where it is and sends from the log when it can.  The hub bounds the
 log, paces the publishers that can wait, and cuts the subscribers that fall
@@ -17,9 +17,9 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 
 from streamd.config import FlowControl
-from streamd.cursor import Cursor
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.history import COUNT, DATA, Entry, History
 from streamd.framing import INT32, Framing, Payload
-from streamd.history import COUNT, DATA, Entry, History
 from streamd.reasons import Reason
 from streamd.stats import Stats
 

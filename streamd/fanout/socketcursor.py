@@ -21,8 +21,8 @@ from typing import Any
 from twisted.internet.tcp import Connection
 
 from streamd import _internals
-from streamd.cursor import Cursor
-from streamd.history import COUNT, SENDER, Entry, lastOf
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.history import COUNT, SENDER, Entry, lastOf
 
 READ_SIZE = 256 * 1024
 """
@@ -37,7 +37,7 @@ MAX_GATHER = 64
 Entries sent by one C{sendmsg} call at most, while catching up.
 """
 
-def canWriteNow(transport: object) -> bool:
+def sendsToSocket(transport: object) -> bool:
     """
     Whether a L{SocketCursor} may send to C{transport}'s socket itself.
     """
@@ -52,7 +52,7 @@ def cursorFor(transport: Any, hub: Any, framing: Any, owner: Any) -> Cursor:
     """
     if isinstance(transport, Connection) and _internals.allowed("bigReads"):
         transport.bufferSize = READ_SIZE
-    kind = SocketCursor if canWriteNow(transport) else Cursor
+    kind = SocketCursor if sendsToSocket(transport) else Cursor
     return kind(transport, hub, framing, owner)
 
 
