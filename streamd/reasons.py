@@ -124,7 +124,10 @@ _TEXTS = {
         "idle (--idle-timeout)", "sent and took nothing for --idle-timeout {timeout:g} s; disconnecting", True
     ),
     Reason.MAX_CLIENTS: _Texts(
-        "too many clients (--max-clients)", "refused: {clients} clients connected, the --max-clients limit", True
+        "too many clients (--max-clients)",
+        "refused: {clients} clients connected, the limit of {limit} (--max-clients, or what the open-file"
+        " limit leaves)",
+        True,
     ),
     Reason.SHUTDOWN: _Texts("the daemon is shutting down", "the daemon is shutting down", True),
     Reason.MAX_PARTIAL: _Texts(

@@ -20,7 +20,9 @@ from streamd import _internals
 from streamd.auth import TokenFileError
 from streamd.config import DaemonConfig
 from streamd.fanout.hub import Hub
+from streamd.listen import descriptors
 from streamd.listen.accept import acceptFirst
+from streamd.listen.descriptors import RESERVE
 from streamd.listen.listener import ListenerService, ListenFailed
 from streamd.seqframing import SEQ
 from streamd.seqserver import SeqServerFactory
@@ -148,12 +150,33 @@ class StreamdService(MultiService):
         ]
 
     def privilegedStartService(self) -> None:
+        self.fitDescriptors()
         try:
             super().privilegedStartService()
         except ListenFailed as e:
             # One line in the log (twistd's stdout with -n), no traceback.
             self.log.critical("streamd: {error}", error=str(e))
             raise StartFailed(str(e)) from None
+
+    def fitDescriptors(self) -> None:
+        """
+        Make room for C{--max-clients} clients among the descriptors the
+        daemon may open, or serve as many as there is room for, and say so.
+        """
+        maxClients = self.config.server.maxClients
+        limit, before, after = descriptors.fitClients(maxClients)
+        if limit < maxClients:
+            self.connections.descriptorLimit = limit
+            self.log.warn(
+                "the open-file limit is {after} (ulimit -n, or LimitNOFILE in a systemd unit): --max-clients"
+                " {maxClients} needs {needed}; serving at most {limit} clients, and refusing the others",
+                after=after,
+                maxClients=maxClients,
+                needed=maxClients + RESERVE,
+                limit=limit,
+            )
+        elif after != before:
+            self.log.info("raised the open-file limit from {before} to {after} for --max-clients", before=before, after=after)
 
     def startService(self) -> None:
         super().startService()

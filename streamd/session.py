@@ -166,6 +166,9 @@ class Connections:
     counts as that session until it ends.
 
     @ivar partial: the memory all their unfinished incoming frames hold.
+    @ivar descriptorLimit: how many connections the descriptors the daemon
+        may open leave room for, when that is fewer than C{--max-clients}
+        (see L{streamd.listen.descriptors}), else C{None}.
     """
 
     log = Logger()
@@ -175,6 +178,7 @@ class Connections:
         self._channels: dict[Any, None] = {}
         self._waiting: list[Deferred[None]] = []
         self.partial = PartialBudget(maxPartialBytes)
+        self.descriptorLimit: int | None = None
         # A storm of (re)connections, as after a restart, must not wait on
         # the log: past CONNECTION_LINES a second, lines are counted.
         self.connectedLines, self.startedLines, self.disconnectedLines, self.droppedLines = (
@@ -193,6 +197,14 @@ class Connections:
         The sessions.
         """
         return iter(list(self._open))
+
+    def full(self, maxClients: int) -> int | None:
+        """
+        The limit the connections have reached (C{maxClients}, or the
+        descriptors' one), if they have.
+        """
+        limit = maxClients if self.descriptorLimit is None else min(maxClients, self.descriptorLimit)
+        return limit if len(self) >= limit else None
 
     @property
     def channels(self) -> list[Any]:
@@ -381,10 +393,11 @@ class Session:
         connections = context.connections
         config = context.config
         hosted = host is not None and connections.discardChannel(host)
-        if len(connections) >= config.maxClients:
+        limit = connections.full(config.maxClients)
+        if limit is not None:
             if hosted:
                 connections.addChannel(host)
-            self.drop(Reason.MAX_CLIENTS, clients=len(connections))
+            self.drop(Reason.MAX_CLIENTS, clients=len(connections), limit=limit)
             return False
         self.since = context.clock.seconds()
         self._admitted = True

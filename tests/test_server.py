@@ -288,7 +288,10 @@ class LimitTests(_LoggingMixin, SynchronousTestCase):
         refused.makeConnection(transport)
         self.assertTrue(transport.disconnected)
         self.assertEqual(len(daemon.factory.connections), 2)
-        self.assertIn("10.0.0.9:5555 refused: 2 clients connected, the --max-clients limit", self.logLines())
+        self.assertIn(
+            "10.0.0.9:5555 refused: 2 clients connected, the limit of 2 (--max-clients, or what the open-file limit leaves)",
+            self.logLines(),
+        )
         self.assertEqual(daemon.stats.disconnects[Reason.MAX_CLIENTS], 1)
 
     def test_idleTimeout(self) -> None:

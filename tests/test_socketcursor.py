@@ -28,7 +28,7 @@ from streamd.config import FlowControl, Shortcuts
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.history import DATA
 from streamd.fanout.hub import Hub
-from streamd.fanout.socketcursor import READ_SIZE, SocketCursor, sendsToSocket, cursorFor
+from streamd.fanout.socketcursor import READ_SIZE, SocketCursor, cursorFor, sendsToSocket
 from streamd.framing import INT32
 from streamd.protocol import FramedProtocol
 from streamd.reasons import Reason

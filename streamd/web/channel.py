@@ -72,8 +72,9 @@ class StreamdChannel(HTTPChannel):
         self.peer = addressName(self.transport.getPeer())
         context = self.context
         connections = context.connections
-        if len(connections) >= context.config.maxClients:
-            self._refuse(Reason.MAX_CLIENTS, clients=len(connections))
+        limit = connections.full(context.config.maxClients)
+        if limit is not None:
+            self._refuse(Reason.MAX_CLIENTS, clients=len(connections), limit=limit)
             return
         connections.addChannel(self)
         context.hub.stats.connections = len(connections)

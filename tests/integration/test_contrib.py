@@ -7,6 +7,7 @@ handed.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -19,6 +20,8 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from streamd.client import connect
+from streamd.config import ServerConfig
+from streamd.listen.descriptors import RESERVE
 
 from ..support import ENV, TwistdProcess, twistd
 from .test_integration import Collector
@@ -83,6 +86,15 @@ class SystemdUnitTests(SynchronousTestCase):
         with no warning.
         """
         self.assertEqual(self.verify("streamd.service"), "")
+
+    def test_descriptorsFitMaxClients(self) -> None:
+        """
+        C{streamd.service}'s C{LimitNOFILE} leaves room for the default
+        C{--max-clients} and the daemon's own descriptors.
+        """
+        with open(os.path.join(CONTRIB, "streamd.service")) as f:
+            (limit,) = re.findall(r"^LimitNOFILE=(\d+)$", f.read(), re.M)
+        self.assertGreaterEqual(int(limit), ServerConfig.maxClients + RESERVE)
 
     def test_socketActivation(self) -> None:
         """
