@@ -4,7 +4,7 @@ VENV ?= .venv
 PORT ?= 7000
 BIN = $(VENV)/bin
 
-.PHONY: run test test-unit test-bench lint docs venv clean cluster
+.PHONY: run test check test-bench lint docs venv clean cluster
 
 $(BIN)/twistd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,18 +33,22 @@ cluster: venv
 	done; \
 	wait
 
+# The unit tests: no processes, no sockets but socketpairs (tests/integration
+# has those), each property test on a fifth of its examples (see
+# tests/__init__.py).  Seconds.
 test: venv
-	$(BIN)/python -m pytest -q tests
+	HYPOTHESIS_PROFILE=quick $(BIN)/python -m pytest -q tests --ignore=tests/integration
 
-# The benchmark's own tests (bench/test): its commands run with tiny settings.
-# Not part of "make test"; .ci/run runs them.
-test-bench: venv
+# Everything CI runs on one Python: lint and types, the docs, the whole suite
+# (real daemons, and nginx, Chromium and NATS where installed) and the
+# benchmark's tests.  bash .ci/run adds the floor and newest Pythons.
+check: lint docs
+	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q bench/test
 
-# The unit tests alone: no processes, no sockets but socketpairs (tests/integration has those),
-# and each property test on a fifth of its examples (see tests/__init__.py).
-test-unit: venv
-	HYPOTHESIS_PROFILE=quick $(BIN)/python -m pytest -q tests --ignore=tests/integration
+# The benchmark's own tests (bench/test): its commands run with tiny settings.
+test-bench: venv
+	$(BIN)/python -m pytest -q bench/test
 
 lint: venv
 	$(BIN)/ruff check streamd tests twisted bench
