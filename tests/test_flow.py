@@ -29,7 +29,9 @@ from streamd.fanout.history import DATA, FIRST, SENDER, History, lastOf
 from streamd.fanout.hub import SWEEP_INTERVAL
 from streamd.framing import ASCII10, INT32
 from streamd.reasons import Reason
+from streamd.seqframing import SEQ
 from streamd.server import StreamServerProtocol
+from streamd.web.framing import WEBSOCKET
 
 from .support import InMemoryDaemon, frames
 
@@ -180,8 +182,8 @@ class CursorTests(FlowTestCase):
     def test_framingsMixed(self) -> None:
         """
         A client behind on the ascii10 framing is sent the log's entries in
-        its framing, each encoded once for all such clients and counted in
-        the log's size.
+        its framing, each encoded once for all such clients and counted with
+        the log's encodings, not in its size.
         """
         int32, int32Transport = self.connect()
         ascii10 = [self.connect(ASCII10) for _ in range(2)]
@@ -190,9 +192,9 @@ class CursorTests(FlowTestCase):
         int32Transport.take()
         for _, transport in ascii10:
             self.assertEqual(frames(transport.value(), ASCII10), [b"m%d" % i for i in range(6)])
+        history = self.daemon.hub.history
         self.assertEqual(
-            self.daemon.hub.history.size,
-            sum(len(INT32.encode(b"m0")) + len(ASCII10.encode(b"m0")) for _ in range(6)),
+            (history.size, history.encodingBytes), (6 * len(INT32.encode(b"m0")), 6 * len(ASCII10.encode(b"m0")))
         )
 
     def test_ownMessagesNotSentBack(self) -> None:
@@ -534,8 +536,8 @@ class HistoryTests(SynchronousTestCase):
 
     def test_encodingsCountedUntilEvicted(self) -> None:
         """
-        An entry's encoding in another framing is made once, counted in the
-        log's size, and dropped with the entry.
+        An entry's encoding in another framing is made once, counted with
+        the log's encodings, and dropped with the entry.
         """
         history = History()
         entry = history.appendPayloads([b"a", b"b"])
@@ -543,10 +545,27 @@ class HistoryTests(SynchronousTestCase):
         self.assertIs(history.encoded(entry, ASCII10), ascii10)
         self.assertEqual(ascii10, ASCII10.encodeMany([b"a", b"b"]))
         self.assertIs(history.encoded(entry, INT32), entry[DATA])
-        self.assertEqual(history.size, len(entry[DATA]) + len(ascii10))
+        self.assertEqual((history.size, history.encodingBytes), (len(entry[DATA]), len(ascii10)))
         history.evictOldest()
-        self.assertEqual(history.size, 0)
+        self.assertEqual((history.size, history.encodingBytes), (0, 0))
         self.assertEqual(history.payloads(entry), [b"a", b"b"])
+
+    def test_encodingsBounded(self) -> None:
+        """
+        The encodings are a cache apart from the log: however many framings
+        readers ask for (resuming from the start), no message leaves the log
+        for them, and the cache sheds its oldest encodings past its budget,
+        making them again when asked.
+        """
+        history = History(encodingBudget=1000)
+        entries = [history.appendPayloads([b"x" * 90]) for _ in range(30)]
+        held = history.size
+        for framing in (ASCII10, SEQ, WEBSOCKET):
+            for entry in entries:
+                history.encoded(entry, framing)
+        self.assertEqual(history.size, held)
+        self.assertLessEqual(history.encodingBytes, 1000)
+        self.assertEqual(history.encoded(entries[0], ASCII10), ASCII10.encode(b"x" * 90))
 
 
 class InterleavingTests(FlowTestCase):

@@ -226,7 +226,7 @@ class SeqBatchFramingTests(SynchronousTestCase):
     def test_historyEncodesOncePerFraming(self) -> None:
         """
         The log keeps one encoding per framing: MSG frames for L{SEQ}, a
-        BATCH for L{SEQ_BATCH}, and counts both in its size.
+        BATCH for L{SEQ_BATCH}, and counts both with its encodings.
         """
         history = History(bytes(8))
         entry = history.appendPayloads([b"one", b"two"])
@@ -236,9 +236,9 @@ class SeqBatchFramingTests(SynchronousTestCase):
         self.assertEqual(msgs, SEQ.encodeEntry([b"one", b"two"], 1))
         self.assertEqual(batch, framed(Batch(1, (b"one", b"two"))))
         self.assertIs(history.encoded(entry, SEQ_BATCH), batch)
-        self.assertEqual(history.size, before + len(msgs) + len(batch))
+        self.assertEqual((history.size, history.encodingBytes), (before, len(msgs) + len(batch)))
         history.evictOldest()
-        self.assertEqual(history.size, 0)
+        self.assertEqual((history.size, history.encodingBytes), (0, 0))
 
 
 class HistoryPayloadsTests(SynchronousTestCase):

@@ -68,7 +68,12 @@ class History:
     The log: entries numbered from 0 in the order they were appended, of
     which those from L{start} to L{end} are still held.
 
-    @ivar size: bytes held, every framing's encoding counted.
+    @ivar size: bytes of the messages held, as they were published.
+    @ivar encodingBytes: bytes of the encodings made for subscribers of the
+        other framings (L{encoded}), a cache apart from L{size}: a reader
+        that resumes from the start in a framing of its own does not push
+        messages out of the log, and the cache is bounded by
+        L{encodingBudget}, its oldest encodings made again when needed.
     @ivar nextSequence: the sequence number the next message will get.
     @ivar epoch: 8 bytes that name this log: random, chosen anew each time
         the daemon starts, or a cluster's (L{adoptEpoch}).  A sequence number
@@ -77,7 +82,7 @@ class History:
         numbers (none) are this epoch's.
     """
 
-    def __init__(self, epoch: bytes | None = None) -> None:
+    def __init__(self, epoch: bytes | None = None, encodingBudget: int = 32 << 20) -> None:
         self.epoch = os.urandom(8) if epoch is None else epoch
         self.formerEpochs: set[bytes] = set()
         self._entries: list[Entry | None] = []
@@ -90,6 +95,8 @@ class History:
         self._framings: list[Framing] = []
         self._numbers: dict[Framing, int] = {}
         self._encodings: dict[tuple[int, int], bytes] = {}
+        self.encodingBytes = 0
+        self.encodingBudget = encodingBudget
         self.size = 0
         self.nextSequence = 1
         self._nextOffset = 0
@@ -182,8 +189,9 @@ class History:
 
     def encoded(self, entry: Entry, framing: Framing) -> bytes:
         """
-        C{entry}'s messages framed with C{framing}: made once when first
-        asked for, and counted in L{size} until the entry leaves.
+        C{entry}'s messages framed with C{framing}: made when first asked
+        for, and kept for the other subscribers of that framing while the
+        cache of encodings has room (see L{encodingBytes}).
         """
         number = self._numbers.get(framing)
         if number == entry[FRAMING]:
@@ -197,8 +205,20 @@ class History:
             if data is None:
                 data = framing.encodeEntry(self.payloads(entry), entry[FIRST])
             self._encodings[key] = data
-            self.size += len(data)
+            self.encodingBytes += len(data)
+            if self.encodingBytes > self.encodingBudget:
+                self._shedEncodings()
         return data
+
+    def _shedEncodings(self) -> None:
+        """
+        Forget the encodings made longest ago, to three quarters of the
+        budget: they are made again if a subscriber still needs them.
+        """
+        encodings = self._encodings
+        floor = self.encodingBudget * 3 // 4
+        while self.encodingBytes > floor and encodings:
+            self.encodingBytes -= len(encodings.pop(next(iter(encodings))))
 
     def evictOldest(self) -> Entry:
         """
@@ -214,7 +234,7 @@ class History:
             for number in range(len(self._framings)):
                 made = self._encodings.pop((entry[FIRST], number), None)
                 if made is not None:
-                    self.size -= len(made)
+                    self.encodingBytes -= len(made)
         if self._first >= 1024 and self._first * 2 >= len(entries):
             del entries[: self._first]
             self._base += self._first

@@ -73,7 +73,9 @@ class Hub:
         self.stats = stats
         self.clock = clock
         self.flow = flow
-        self.history = History()
+        # Encodings for subscribers of other framings: a cache of half the
+        # history's size at most, apart from it (see History.encodingBytes).
+        self.history = History(encodingBudget=max(flow.history // 2, 1 << 20))
         self._live: dict[Cursor, None] = {}
         self._deliveries: tuple[tuple[Cursor, Framing, Callable[[bytes, int], None]], ...] | None = ()
         self._behind: dict[Cursor, None] = {}

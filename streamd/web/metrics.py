@@ -70,7 +70,12 @@ class StreamdCollector:
             disconnects.add_metric([reason.label], stats.disconnects[reason])
         yield disconnects
 
-        yield GaugeMetricFamily("streamd_history_bytes", "Bytes the history holds.", value=history.size)
+        yield GaugeMetricFamily("streamd_history_bytes", "Bytes of messages the history holds.", value=history.size)
+        yield GaugeMetricFamily(
+            "streamd_history_encoding_bytes",
+            "Bytes of the history's messages encoded for subscribers of other framings (a bounded cache).",
+            value=history.encodingBytes,
+        )
         yield GaugeMetricFamily("streamd_history_entries", "Entries the history holds.", value=len(history))
         oldest = history[history.start][FIRST] if len(history) else history.nextSequence
         yield GaugeMetricFamily(
