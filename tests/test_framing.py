@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.framing import ASCII10, INT32, VIEW_FROM, BadHeader, FrameTooLong, Framing
+from streamd.framing import ASCII10, INT32, SEAL_AT, VIEW_FROM, BadHeader, FrameTooLong, Framing
 
 MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
 
@@ -75,6 +75,24 @@ class _FramingMixin:
         self.assertLessEqual(grown, HELD_RATIO * len(data) + 4096)  # type: ignore[attr-defined]
         self.assertEqual(decoder.feed(reads[-1]), ([payload], data))  # type: ignore[attr-defined]
         self.assertEqual(decoder.held, 0)  # type: ignore[attr-defined]
+
+    def test_smallReadsSealed(self) -> None:
+        """
+        Small reads of a large frame gather in buffers of at most
+        L{SEAL_AT} bytes (and their growth), never in one that grows to the
+        whole frame, whose every larger copy would leave the process holding
+        about twice the frame; the frame comes out whole.
+        """
+        payload = bytes(range(256)) * 1024
+        data = self.framing.encode(payload)
+        decoder = self.framing.decoder(len(payload))
+        for offset in range(0, len(data) - 100, 100):
+            decoder.feed(data[offset : offset + 100])
+        chunks = decoder._chunks  # type: ignore[attr-defined]
+        self.assertGreater(len(chunks), 3)  # type: ignore[attr-defined]
+        self.assertLessEqual(max(map(len, chunks)), SEAL_AT + 100)  # type: ignore[attr-defined]
+        rest = data[offset + 100 :]
+        self.assertEqual(decoder.feed(rest)[0], [payload])  # type: ignore[attr-defined]
 
     def test_manyInOneRead(self) -> None:
         """
