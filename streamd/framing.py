@@ -16,7 +16,7 @@ second copy.  Reads shorter than L{COALESCE_BELOW} are copied into
 C{bytearray}s of up to L{SEAL_AT} bytes instead of being kept each as its
 own object, so that however a frame is split the memory held for it stays
 within about 1.15 times the bytes received of it plus a few hundred bytes
-(L{Decoder.held}), and so does the process's (the bench's C{drip} soak).
+(L{Decoder.held}), and the process's memory follows.
 """
 
 from __future__ import annotations
