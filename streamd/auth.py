@@ -25,6 +25,29 @@ class Access(IntEnum):
     PUBLISH = 2
 
 
+class StreamRights:
+    """
+    The streams a client may read and publish to: all of them, unless an
+    access file says otherwise for its token.
+    """
+
+    def reads(self, name: str) -> bool:
+        """
+        Whether the client may be sent the stream C{name} (a name or a
+        pattern it subscribes to).
+        """
+        return True
+
+    def publishes(self, name: str) -> bool:
+        """
+        Whether the client may publish to the stream C{name}.
+        """
+        return True
+
+
+ALL_STREAMS = StreamRights()
+
+
 class TokenFileError(ConfigError):
     """
     A token file is missing, unreadable or empty.

@@ -25,6 +25,7 @@ from streamd._errors import ConfigError
 from streamd.auth import OPEN, AccessPolicy, TokenFileError, readToken
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Framing
 from streamd.listen.endpoints import StreamdEndpoint, describeError, given
+from streamd.names import DEFAULT, checkName
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 
 MiB = 1024 * 1024
@@ -135,7 +136,9 @@ class ServerConfig:
         _positive("heartbeat", self.heartbeat)
         for origin in self.httpOrigins:
             if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
-                raise ConfigError(f"--http-origin must be * or a web origin such as https://example.com, not {origin!r}")
+                raise ConfigError(
+                    f"--http-origin must be * or a web origin such as https://example.com, not {origin!r}"
+                )
         roomForTwo = 2 * self.maxMessageSize
         if self.maxPartialBytes < roomForTwo:
             raise ConfigError(
@@ -158,6 +161,7 @@ class Listen:
     endpoint: str
     framing: Framing = INT32
     clientCA: str | None = None
+    stream: str = DEFAULT
 
     @property
     def description(self) -> str:
@@ -168,6 +172,8 @@ class Listen:
         description = f"streamd:{self.endpoint}:framing={self.framing.name}"
         if self.clientCA is not None:
             description += f":clientCA={quoteStringArgument(self.clientCA)}"
+        if self.stream != DEFAULT:
+            description += f":stream={self.stream}"
         return description
 
     @classmethod
@@ -179,7 +185,12 @@ class Listen:
         @raise ConfigError: for a description that does not parse.
         """
         endpoint = _endpoint(f"streamd:{description}", description)
-        return cls(endpoint.description, endpoint.framing or framing, clientCA if endpoint.tls else None)
+        return cls(
+            endpoint.description,
+            endpoint.framing or framing,
+            clientCA if endpoint.tls else None,
+            endpoint.stream or DEFAULT,
+        )
 
 
 def httpEndpoint(description: str) -> str:
@@ -190,8 +201,8 @@ def httpEndpoint(description: str) -> str:
         framing or client CA, which only C{--listen} takes.
     """
     endpoint = _endpoint(f"streamd:{description}", description, "--http endpoint")
-    if endpoint.framing is not None or endpoint.clientCA is not None:
-        raise ConfigError(f"--http {description!r}: framing= and clientCA= go with --listen")
+    if endpoint.framing is not None or endpoint.clientCA is not None or endpoint.stream is not None:
+        raise ConfigError(f"--http {description!r}: framing=, clientCA= and stream= go with --listen")
     return endpoint.description
 
 
@@ -257,7 +268,9 @@ class ClusterConfig:
         for url in self.servers:
             scheme, _, rest = url.partition("://")
             if scheme not in ("nats", "tls") or not rest:
-                raise ConfigError(f"--cluster {redacted(url)!r} is not a nats://HOST:PORT or tls://HOST:PORT URL")
+                raise ConfigError(
+                    f"--cluster {redacted(url)!r} is not a nats://HOST:PORT or tls://HOST:PORT URL"
+                )
         if not self.subject or any(c in self.subject for c in " \t\r\n*>") or ".." in self.subject:
             raise ConfigError(f"--cluster-subject {self.subject!r} is not a plain NATS subject")
         if self.history not in HISTORIES:
@@ -424,6 +437,51 @@ class Shortcuts:
 
 
 @dataclass(frozen=True)
+class StreamsConfig:
+    """
+    The daemon's named streams: at most C{maxStreams}; with C{declaredOnly}
+    only the C{declared} ones (and those its sources and listeners name);
+    an idle one forgotten after C{idleTimeout} seconds, if given; each
+    holding at most C{streamHistory} bytes of the C{--history} all share
+    (by default, all of it).
+    """
+
+    maxStreams: int = 10_000
+    declared: tuple[str, ...] = ()
+    declaredOnly: bool = False
+    idleTimeout: float | None = None
+    streamHistory: int | None = None
+
+    def __post_init__(self) -> None:
+        _atLeast("max-streams", self.maxStreams, 1)
+        _positive("stream-idle", self.idleTimeout)
+        _atLeast("stream-history", self.streamHistory, 1)
+        for name in self.declared:
+            _streamName("--declare", name)
+
+
+def _streamName(option: str, name: str) -> str:
+    try:
+        return checkName(name)
+    except ValueError as e:
+        raise ConfigError(f"{option}: {e}") from None
+
+
+def sourceStream(value: str) -> tuple[str, str]:
+    """
+    The stream a C{--source} value feeds, and its source: C{NAME=SPEC}, or
+    a bare C{SPEC} for C{default} (a C{=} after a C{:} is the spec's own,
+    as in C{sh:A=1 ./feed}).
+
+    @raise ConfigError: for a bad stream name.
+    """
+    name, equals, spec = value.partition("=")
+    if not equals or ":" in name:
+        return DEFAULT, value
+    return _streamName("--source", name), spec
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     """
     Everything the daemon is started with.
@@ -453,13 +511,14 @@ class DaemonConfig:
     cluster: ClusterConfig | None = None
     clientCA: str | None = None
     shortcuts: Shortcuts = field(default_factory=Shortcuts)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
 
     def __post_init__(self) -> None:
         # The sources import the hub, which imports this module.
         from streamd.sources import parseSource
 
-        for spec in self.sources:
-            parseSource(spec)
+        for value in self.sources:
+            parseSource(sourceStream(value)[1])
         _positive("interval", self.interval)
         for option, seconds in (
             ("shutdown-timeout", self.shutdownTimeout),
@@ -474,6 +533,16 @@ class DaemonConfig:
             raise ConfigError(
                 "--client-ca needs an ssl: listener: --listen ssl:PORT:privateKey=... or --http ssl:PORT:..."
             )
+
+    @property
+    def declaredStreams(self) -> tuple[str, ...]:
+        """
+        The streams that exist from the start: C{--declare}'s, and those
+        the sources and listeners name.
+        """
+        names = [*self.streams.declared, *(sourceStream(value)[0] for value in self.sources)]
+        names += [listen.stream for listen in self.listens]
+        return tuple(dict.fromkeys(names))
 
     def httpDescription(self, description: str) -> str:
         """

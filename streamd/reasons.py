@@ -53,6 +53,7 @@ class Reason(Enum):
     PIPELINE = 19
     SLOW_MESSAGE = 20
     PING_FLOOD = 21
+    FORBIDDEN = 22
 
     @property
     def label(self) -> str:
@@ -115,10 +116,14 @@ _TEXTS = {
     Reason.BAD_FRAME: _Texts("sent a malformed frame", "{error}; disconnecting", False),
     Reason.AUTH_FAILED: _Texts("wrong token", "sent a wrong token; disconnecting", False),
     Reason.AUTH_TIMEOUT: _Texts(
-        "no token in time (--auth-timeout)", "sent no token within --auth-timeout {timeout:g} s; disconnecting", False
+        "no token in time (--auth-timeout)",
+        "sent no token within --auth-timeout {timeout:g} s; disconnecting",
+        False,
     ),
     Reason.READ_ONLY: _Texts(
-        "this client may not publish", "is read-only but sent {count} message(s); rejected, disconnecting", False
+        "this client may not publish",
+        "is read-only but sent {count} message(s); rejected, disconnecting",
+        False,
     ),
     Reason.IDLE: _Texts(
         "idle (--idle-timeout)", "sent and took nothing for --idle-timeout {timeout:g} s; disconnecting", True
@@ -173,6 +178,9 @@ _TEXTS = {
         "sent pings without reading the answers",
         "sent {count} pings without reading the answers; disconnecting",
         True,
+    ),
+    Reason.FORBIDDEN: _Texts(
+        "this client may not read this stream", "may not read the stream {stream}; refused", False
     ),
     Reason.SLOW_MESSAGE: _Texts(
         "took too long to send one message",

@@ -21,11 +21,19 @@ from streamd.fanout.resume import GapReason as GapReason
 from streamd.fanout.resume import Start as Start
 from streamd.framing import FRAMINGS, INT32, Framing, Int32Framing, Payload
 
-VERSION = 3
+VERSION = 4
 """
 The newest version of the protocol this code speaks: 2 adds L{Batch}; 3
 adds the largest message to the server's HELLO, and a client's PING that
-the server answers with a PONG once it has handled every frame before it.
+the server answers with a PONG once it has handled every frame before it;
+4 adds named streams (L{Sub}, L{Unsub}, L{SPub}; L{StreamStart},
+L{SMsg}, L{SBatch}, L{SGap}, L{Refused}).
+"""
+
+STREAMS_VERSION = 4
+"""
+The first version whose sessions may subscribe to named streams; their
+every stream message is a frame that says its stream.
 """
 
 BATCH_VERSION = 2
@@ -57,6 +65,14 @@ class FrameType(IntEnum):
     PONG = 7
     AUTH = 8
     BATCH = 9
+    SUB = 10
+    UNSUB = 11
+    STREAM = 12
+    SBATCH = 13
+    SMSG = 14
+    SGAP = 15
+    SPUB = 16
+    REFUSED = 17
 
 
 class MalformedFrame(Exception):
@@ -169,6 +185,118 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class Position:
+    """
+    Where a resuming client left the stream C{name}: after message C{seq}
+    of C{epoch}.
+    """
+
+    name: str
+    epoch: bytes
+    seq: int
+
+
+@dataclass(frozen=True)
+class Sub:
+    """
+    (Version 4) Send the stream C{subject}, or every stream the pattern
+    C{subject} matches, now and later, from C{start} (L{Start}): the
+    newest, the last C{position} messages of each, or (resuming) after
+    message C{position} of C{epoch} for a name, after each of
+    C{positions} for a pattern, the streams it does not list from their
+    oldest message.
+    """
+
+    start: int
+    subject: str
+    epoch: bytes = bytes(8)
+    position: int = 0
+    positions: tuple[Position, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unsub:
+    """
+    (Version 4) Stop what the L{Sub} of C{subject} started.
+    """
+
+    subject: str
+
+
+@dataclass(frozen=True)
+class SPub:
+    """
+    (Version 4) A message the client publishes to the stream C{stream}.
+    """
+
+    stream: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """
+    (Version 4) The server's announcement of a stream, before any of its
+    messages: its C{number} in the frames that follow (the same on every
+    connection while the stream exists), its C{name}, epoch, oldest and
+    newest message held, and C{next}, the first message it sends.
+    """
+
+    number: int
+    name: str
+    epoch: bytes
+    oldest: int
+    newest: int
+    next: int
+
+
+@dataclass(frozen=True)
+class SMsg:
+    """
+    (Version 4) Message number C{seq} of the stream numbered C{stream}.
+    """
+
+    stream: int
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SBatch:
+    """
+    (Version 4) Messages C{first}, C{first + 1}, ... of the stream
+    numbered C{stream}: never none.
+    """
+
+    stream: int
+    first: int
+    payloads: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class SGap:
+    """
+    (Version 4) A L{Gap} in the stream numbered C{stream}.
+    """
+
+    stream: int
+    first: int
+    last: int
+    reason: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """
+    (Version 4) The server refuses the L{Sub} of C{subject}, or a L{SPub}
+    to it, because of C{text}; the connection goes on.
+    """
+
+    subject: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Unknown:
     """
     A frame of a type this version does not know; receivers ignore it.
@@ -178,8 +306,22 @@ class Unknown:
     body: bytes
 
 
-ServerFrame = ServerHello | Msg | Batch | Gap | Ping | Pong | Bye | Unknown
-ClientFrame = ClientHello | Pub | Ping | Pong | Auth | Unknown
+ServerFrame = (
+    ServerHello
+    | Msg
+    | Batch
+    | Gap
+    | Ping
+    | Pong
+    | Bye
+    | StreamStart
+    | SMsg
+    | SBatch
+    | SGap
+    | Refused
+    | Unknown
+)
+ClientFrame = ClientHello | Pub | Ping | Pong | Auth | Sub | Unsub | SPub | Unknown
 _Frame = TypeVar("_Frame")
 
 _LENGTH = Struct(">I")
@@ -193,6 +335,13 @@ _GAP = Struct(">BQQH")
 _BYE = Struct(">BH")
 _CLIENT_HELLO = Struct(">BBB8sQ")
 _TYPE = Struct(">B")
+_SUB = Struct(">BB8sQ")
+_POSITION = Struct(">8sQ")
+_STREAM = Struct(">BI8sQQQ")
+_SMSG = Struct(">BIQ")
+_SMSG_FRAME = Struct(">IBIQ")
+_SBATCH_FRAME = Struct(">IBIQ")
+_SGAP = Struct(">BIQQH")
 
 MSG_OVERHEAD = _MSG.size
 """
@@ -204,8 +353,25 @@ BATCH_OVERHEAD = _BATCH.size
 Bytes a BATCH frame's payload has beyond its messages' int32 frames.
 """
 
+SMSG_OVERHEAD = _SMSG.size
+"""
+Bytes an SMSG or SBATCH frame's payload has beyond its message(s).
+"""
+
 _MSG_TYPE = int(FrameType.MSG)
 _BATCH_TYPE = int(FrameType.BATCH)
+_SMSG_TYPE = int(FrameType.SMSG)
+_SBATCH_TYPE = int(FrameType.SBATCH)
+
+
+def _short(text: str) -> bytes:
+    """
+    C{text} (a stream name or pattern) with its one-byte length before it.
+    """
+    data = text.encode("utf-8")
+    if len(data) > 255:
+        raise ValueError(f"a name of {len(data)} bytes is too long for a frame (255 at most)")
+    return bytes((len(data),)) + data
 
 
 def encode(frame: ServerFrame | ClientFrame) -> bytes:
@@ -237,6 +403,36 @@ def encode(frame: ServerFrame | ClientFrame) -> bytes:
         return _TYPE.pack(FrameType.PONG)
     if isinstance(frame, Auth):
         return _TYPE.pack(FrameType.AUTH) + frame.token
+    return _encodeStreams(frame)
+
+
+def _encodeStreams(frame: ServerFrame | ClientFrame) -> bytes:
+    """
+    The payload of a version 4 C{frame} (or an L{Unknown} one).
+    """
+    if isinstance(frame, Sub):
+        head = _SUB.pack(FrameType.SUB, frame.start, frame.epoch, frame.position) + _short(frame.subject)
+        return head + b"".join(_POSITION.pack(p.epoch, p.seq) + _short(p.name) for p in frame.positions)
+    if isinstance(frame, Unsub):
+        return _TYPE.pack(FrameType.UNSUB) + frame.subject.encode("utf-8")
+    if isinstance(frame, SPub):
+        return _TYPE.pack(FrameType.SPUB) + _short(frame.stream) + frame.payload
+    if isinstance(frame, StreamStart):
+        head = _STREAM.pack(
+            FrameType.STREAM, frame.number, frame.epoch, frame.oldest, frame.newest, frame.next
+        )
+        return head + frame.name.encode("utf-8")
+    if isinstance(frame, SMsg):
+        return _SMSG.pack(FrameType.SMSG, frame.stream, frame.seq) + frame.payload
+    if isinstance(frame, SBatch):
+        if not frame.payloads:
+            raise ValueError("an SBATCH holds at least one message")
+        return _SMSG.pack(FrameType.SBATCH, frame.stream, frame.first) + INT32.encodeMany(frame.payloads)
+    if isinstance(frame, SGap):
+        return _SGAP.pack(FrameType.SGAP, frame.stream, frame.first, frame.last, frame.reason)
+    if isinstance(frame, Refused):
+        return _TYPE.pack(FrameType.REFUSED) + _short(frame.subject) + frame.text.encode("utf-8")
+    assert isinstance(frame, Unknown)
     return _TYPE.pack(frame.type) + frame.body
 
 
@@ -286,6 +482,53 @@ def _batch(payload: Payload) -> Batch:
     return Batch(first, batchPayloads(payload))  # type: ignore[arg-type]
 
 
+def _takeShort(payload: Payload, pos: int, what: str) -> tuple[str, int]:
+    """
+    The name or pattern at C{pos} (after its one-byte length), and where
+    it ends.
+    """
+    if pos >= len(payload) or pos + 1 + payload[pos] > len(payload):
+        raise MalformedFrame(f"a frame of type {payload[0]} ends inside its {what}")
+    end = pos + 1 + payload[pos]
+    return bytes(payload[pos + 1 : end]).decode("utf-8", "replace"), end
+
+
+def _sub(payload: Payload) -> Sub:
+    """
+    A SUB frame: where to start, the subject, and the positions after it.
+    """
+    (_, start, epoch, position), _ = _fields(_SUB, payload)
+    subject, pos = _takeShort(payload, _SUB.size, "subject")
+    positions = []
+    while pos < len(payload):
+        if len(payload) - pos < _POSITION.size:
+            raise MalformedFrame("a SUB frame ends inside a position")
+        known, seq = _POSITION.unpack_from(payload, pos)
+        name, pos = _takeShort(payload, pos + _POSITION.size, "position's stream name")
+        positions.append(Position(name, known, seq))
+    return Sub(start, subject, epoch, position, tuple(positions))  # type: ignore[arg-type]
+
+
+def _spub(payload: Payload) -> SPub:
+    stream, pos = _takeShort(payload, 1, "stream name")
+    return SPub(stream, bytes(payload[pos:]))
+
+
+def _refused(payload: Payload) -> Refused:
+    subject, pos = _takeShort(payload, 1, "subject")
+    return Refused(subject, bytes(payload[pos:]).decode("utf-8", "replace"))
+
+
+def _streamStart(payload: Payload) -> StreamStart:
+    (_, number, epoch, oldest, newest, first), name = _fields(_STREAM, payload)
+    return StreamStart(number, name.decode("utf-8", "replace"), epoch, oldest, newest, first)  # type: ignore
+
+
+def _sbatch(payload: Payload) -> SBatch:
+    (_, stream, first), _ = _fields(_SMSG, payload)
+    return SBatch(stream, first, _messages(payload, _SMSG.size, "an SBATCH"))  # type: ignore[arg-type]
+
+
 def _serverHello(payload: Payload) -> ServerHello:
     """
     A server's HELLO, with the largest message a version 3 server adds.
@@ -303,6 +546,11 @@ _SERVER_FRAMES: dict[int, Callable[[Payload], ServerFrame]] = {
     FrameType.PING: _fixed(_TYPE, Ping),
     FrameType.PONG: _fixed(_TYPE, Pong),
     FrameType.BYE: _withBody(_BYE, lambda code, text: Bye(code, text.decode("utf-8", "replace"))),
+    FrameType.STREAM: _streamStart,
+    FrameType.SMSG: _withBody(_SMSG, SMsg),
+    FrameType.SBATCH: _sbatch,
+    FrameType.SGAP: _fixed(_SGAP, SGap),
+    FrameType.REFUSED: _refused,
 }
 
 
@@ -321,6 +569,9 @@ _CLIENT_FRAMES: dict[int, Callable[[Payload], ClientFrame]] = {
     FrameType.PONG: _fixed(_TYPE, Pong),
     FrameType.PING: _fixed(_TYPE, Ping),
     FrameType.AUTH: _withBody(_TYPE, Auth),
+    FrameType.SUB: _sub,
+    FrameType.UNSUB: _withBody(_TYPE, lambda subject: Unsub(subject.decode("utf-8", "replace"))),
+    FrameType.SPUB: _spub,
 }
 
 
@@ -356,20 +607,26 @@ def batchPayloads(payload: Payload) -> tuple[bytes, ...]:
     @raise MalformedFrame: for a batch with no message, or whose int32
         frames do not end where the payload does.
     """
+    return _messages(payload, _BATCH.size, "a BATCH")
+
+
+def _messages(payload: Payload, pos: int, what: str) -> tuple[bytes, ...]:
+    """
+    The int32 frames of C{payload} from C{pos} on: the messages of C{what}.
+    """
     unpack = _LENGTH.unpack_from
     end = len(payload)
-    pos = _BATCH.size
     if pos >= end:
-        raise MalformedFrame("a BATCH frame holds no message")
+        raise MalformedFrame(f"{what} frame holds no message")
     messages: list[bytes] = []
     append = messages.append
     while pos < end:
         if end - pos < 4:
-            raise MalformedFrame(f"a BATCH frame ends in a {end - pos}-byte length")
+            raise MalformedFrame(f"{what} frame ends in a {end - pos}-byte length")
         (length,) = unpack(payload, pos)
         pos += 4
         if pos + length > end:
-            raise MalformedFrame(f"a BATCH frame ends inside a {length}-byte message")
+            raise MalformedFrame(f"{what} frame ends inside a {length}-byte message")
         append(bytes(payload[pos : pos + length]))
         pos += length
     return tuple(messages)
@@ -428,3 +685,31 @@ SEQ_BATCH = SeqBatchFraming()
 The framing of the cursors of version 2 sessions; not a listener's framing
 (the listener's is L{SEQ}), so not in L{FRAMINGS}.
 """
+
+
+class StreamFraming(SeqFraming):
+    """
+    How the stream numbered C{number} is sent to C{seq} clients of version
+    4: an entry that came in int32 framing, of at most L{BATCH_LIMIT}
+    bytes, is one SBATCH frame, its bytes as they came in after a 17-byte
+    header; any other entry is SMSG frames.  One per stream, shared by all
+    its version 4 subscribers (the history makes each entry's frames once).
+    """
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
+        pack = _SMSG_FRAME.pack
+        kind, number = _SMSG_TYPE, self.number
+        parts: list[Payload] = []
+        append = parts.append
+        for seq, payload in enumerate(payloads, first):
+            append(pack(len(payload) + SMSG_OVERHEAD, kind, number, seq))
+            append(payload)
+        return b"".join(parts)
+
+    def reframe(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
+        if dataFraming is not INT32 or not 0 < len(data) <= BATCH_LIMIT:
+            return None
+        return _SBATCH_FRAME.pack(len(data) + SMSG_OVERHEAD, _SBATCH_TYPE, self.number, first) + data

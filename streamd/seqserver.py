@@ -8,12 +8,15 @@ a BYE that says why before every close.
 from __future__ import annotations
 
 from streamd.fanout.history import FIRST
+from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Gap, Start, StartPoint, StartRequest
 from streamd.framing import Payload
 from streamd.reasons import Reason
+from streamd.framing import Framing
 from streamd.seqframing import (
     BATCH_VERSION,
     SEQ_BATCH,
+    STREAMS_VERSION,
     VERSION,
     Auth,
     Bye,
@@ -22,8 +25,15 @@ from streamd.seqframing import (
     Ping,
     Pong,
     Pub,
+    Refused,
     ServerHello,
+    SGap,
+    SPub,
+    StreamFraming,
+    StreamStart,
+    Sub,
     Unknown,
+    Unsub,
     decodeClientFrame,
     framed,
 )
@@ -63,6 +73,7 @@ class SeqServerProtocol(FramedSessionProtocol):
     ping = PING_FRAME
     pingAnswered = True
     _hello: ClientHello | None = None
+    _version = 0
 
     def sessionAdmitted(self) -> None:
         self.limitFrames(TOKEN_LIMIT + 1)
@@ -104,7 +115,11 @@ class SeqServerProtocol(FramedSessionProtocol):
                 session.drop(Reason.BAD_REQUEST, error=f"sent {_name(frame)} {when}")
                 return
             elif isinstance(frame, Ping) and streaming:
-                self.cursor.sendPrivate(PONG_FRAME)
+                outlet = session.outlet
+                assert outlet is not None
+                outlet.sendPrivate(PONG_FRAME)
+            elif self._version >= STREAMS_VERSION:
+                self._streamFrameReceived(frame)
         if published:
             self._publishFrames(published)
         if greeted and session.open:
@@ -113,55 +128,111 @@ class SeqServerProtocol(FramedSessionProtocol):
             self.limitRaised()
 
     def _helloReceived(self, hello: ClientHello) -> None:
-        if hello.version < 1 or hello.start not in _STARTS:
+        version = min(
+            hello.version, VERSION if self.factory.context.streams is not None else STREAMS_VERSION - 1
+        )
+        if (
+            hello.version < 1
+            or hello.start not in _STARTS
+            or (hello.start == Start.NONE and version < STREAMS_VERSION)
+        ):
             self.session.drop(Reason.BAD_REQUEST, error=f"sent a HELLO this server cannot serve: {hello}")
             return
         self._hello = hello
-        if hello.identity.strip(b"\0"):
-            self.cursor.serial = identitySerial(hello.identity)
-        if min(hello.version, VERSION) >= BATCH_VERSION:
+        self._version = version
+        serial = identitySerial(hello.identity) if hello.identity.strip(b"\0") else None
+        request = StartRequest(Start(hello.start), hello.epoch, hello.position)
+        if version >= STREAMS_VERSION:
+            self.session.identity = serial
+            self.session.startStreams()
+            if request.start is not Start.NONE:
+                self.session.subscribe(self.factory.hub.name, request)
+            return
+        if serial is not None:
+            self.cursor.serial = serial
+        if version >= BATCH_VERSION:
             # Before it subscribes: the hub serves each cursor by its framing.
             self.cursor.framing = SEQ_BATCH
-        self.session.start(StartRequest(Start(hello.start), hello.epoch, hello.position))
+        self.session.start(request)
+
+    def _streamFrameReceived(self, frame: object) -> None:
+        """
+        A version 4 client's SUB, UNSUB or SPUB.
+        """
+        session = self.session
+        if isinstance(frame, Sub):
+            positions = {p.name: StartRequest(Start.RESUME, p.epoch, p.seq) for p in frame.positions}
+            if frame.start not in _STARTS or frame.start == Start.NONE:
+                session.drop(Reason.BAD_REQUEST, error=f"sent a SUB this server cannot serve: {frame}")
+                return
+            session.subscribe(
+                frame.subject, StartRequest(Start(frame.start), frame.epoch, frame.position), positions
+            )
+        elif isinstance(frame, Unsub):
+            session.unsubscribe(frame.subject)
+        elif isinstance(frame, SPub):
+            if len(frame.payload) > self.MAX_LENGTH:
+                self.lengthLimitExceeded(len(frame.payload))
+                return
+            session.publish([frame.payload], stream=frame.stream)
 
     def _publishFrames(self, payloads: list[Payload]) -> None:
         size = sum(map(len, payloads))
-        self.session.publish(payloads, received=size + len(payloads) * (1 + self.framing.headerSize), size=size)
+        # A version 4 client's PUBs are its listener's stream's too.
+        stream = self.factory.hub.name if self._version >= STREAMS_VERSION else None
+        received = size + len(payloads) * (1 + self.framing.headerSize)
+        self.session.publish(payloads, received=received, size=size, stream=stream)
 
-    def greeting(self, point: StartPoint) -> bytes:
+    def greeting(self, point: StartPoint | None, hub: Hub) -> bytes:
         """
         HELLO, and the GAP the stream starts after, if any; frames may now
-        be as large as messages.
+        be as large as messages.  A version 4 client is sent its HELLO
+        first (C{point} is C{None}), then a STREAM (and an SGAP) as each
+        stream starts.
         """
         hello = self._hello
         assert hello is not None
-        self.limitFrames(self.MAX_LENGTH + 1)
-        config = self.factory.config
-        history = self.factory.hub.history
+        history = hub.history
         oldestEntry = history.oldestEntry()
         newest = history.nextSequence - 1
+        oldest = newest + 1 if oldestEntry is None else oldestEntry[FIRST]
+        if point is not None and self._version >= STREAMS_VERSION:
+            start = framed(StreamStart(hub.number, hub.name, history.epoch, oldest, newest, point.next))
+            return start + (b"" if point.gap is None else self.gapNotice(point.gap, hub))
+        self.limitFrames(self.MAX_LENGTH + 1)
+        config = self.factory.config
         greeting = framed(
             ServerHello(
-                min(hello.version, VERSION),
+                self._version,
                 history.epoch,
-                newest + 1 if oldestEntry is None else oldestEntry[FIRST],
+                oldest,
                 newest,
                 round((config.heartbeat or 0) * 1000),
                 config.maxMessageSize,
             )
         )
-        if point.gap is not None:
+        if point is not None and point.gap is not None:
             greeting += framed(point.gap)
         return greeting
 
-    def gapNotice(self, gap: Gap) -> bytes:
+    def gapNotice(self, gap: Gap, hub: Hub) -> bytes:
+        if self._version >= STREAMS_VERSION:
+            return framed(SGap(hub.number, gap.first, gap.last, gap.reason))
         return framed(gap)
+
+    def framingFor(self, hub: Hub) -> Framing:
+        return hub.framing(StreamFraming, lambda: StreamFraming(hub.number))
+
+    def refusal(self, subject: str, why: str) -> bytes:
+        return framed(Refused(subject[:255], why))
 
     def goodbye(self, reason: Reason) -> bool:
         """
         A BYE after the frame begun, then close.
         """
-        self.cursor.sendFinal(byeFrame(reason))
+        outlet = self.session.outlet
+        assert outlet is not None
+        outlet.sendFinal(byeFrame(reason))
         return True
 
 

@@ -15,6 +15,7 @@ from streamd._compat import FactoryOf
 from streamd.config import ServerConfig
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
+from streamd.fanout.streams import Streams
 from streamd.fanout.resume import Gap, StartPoint
 from streamd.fanout.socketcursor import cursorFor
 from streamd.framing import INT32, BadHeader, FrameError, Framing, Payload
@@ -121,15 +122,21 @@ class FramedSessionProtocol(FramedProtocol):
         # is not idle.  Taken: what its TCP stack acknowledged, where the
         # kernel says (see streamd.listen.tcpinfo), else what we handed to ours.
         acked = bytesAcked(self.transport)
-        return (self.bytesReceived, self.cursor.written if acked is None else acked)
+        return (self.bytesReceived, self.session.bytesOut if acked is None else acked)
 
-    def greeting(self, point: StartPoint) -> bytes:
+    def greeting(self, point: StartPoint | None, hub: Hub) -> bytes:
         return b""
 
-    def gapNotice(self, gap: Gap) -> bytes | None:
+    def gapNotice(self, gap: Gap, hub: Hub) -> bytes | None:
         return None
 
-    def ownNotice(self, first: int, last: int) -> bytes | None:
+    def ownNotice(self, first: int, last: int, hub: Hub) -> bytes | None:
+        return None
+
+    def framingFor(self, hub: Hub) -> Framing:
+        return self.framing
+
+    def refusal(self, subject: str, why: str) -> bytes | None:
         return None
 
     def goodbye(self, reason: Reason) -> bool:
@@ -212,8 +219,9 @@ class StreamServerFactory(FactoryOf[FramedSessionProtocol]):
     """
     Makes a L{StreamServerProtocol} for each client of one listener.
 
-    Every listener of a daemon has its own factory (and so its own framing);
-    all of them share the hub, the rules and the set of connections.
+    Every listener of a daemon has its own factory (and so its own framing
+    and stream); all of them share the daemon's streams, the rules and the
+    set of connections.
     """
 
     protocol: type[FramedSessionProtocol] = StreamServerProtocol
@@ -227,10 +235,11 @@ class StreamServerFactory(FactoryOf[FramedSessionProtocol]):
         framing: Framing = INT32,
         connections: Connections | None = None,
         description: str = "tcp",
+        streams: Streams | None = None,
     ) -> None:
         if connections is None:
             connections = Connections(config.maxPartialBytes, clock)
-        self.context = SessionContext(hub, clock, config, connections, description)
+        self.context = SessionContext(hub, clock, config, connections, description, streams)
         self.framing = framing
 
     @property

@@ -9,6 +9,7 @@ import gc
 import os
 import random
 import signal
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
@@ -18,8 +19,8 @@ from twisted.logger import Logger
 
 from streamd import _internals
 from streamd.auth import TokenFileError
-from streamd.config import DaemonConfig
-from streamd.fanout.hub import Hub
+from streamd.config import DaemonConfig, sourceStream
+from streamd.fanout.streams import Streams
 from streamd.listen import descriptors
 from streamd.listen.accept import acceptFirst
 from streamd.listen.descriptors import RESERVE
@@ -76,7 +77,8 @@ class StreamdService(MultiService):
         self.config = config
         _internals.use(config.shortcuts)
         self.stats = Stats()
-        self.hub = Hub(self.stats, reactor, config.flow)
+        self.streams = Streams(self.stats, reactor, config.flow, config.streams, config.declaredStreams)
+        self.hub = self.streams.default
         self.connections = Connections(config.server.maxPartialBytes, reactor)
         # When each client is told goodbye in the --drain window.
         self.random = random.Random()
@@ -89,13 +91,22 @@ class StreamdService(MultiService):
             restartDelay=config.restartDelay,
             restart=config.restart,
         )
-        self.sources = [makeSource(spec, context) for spec in config.sources]
+        self.sources = []
+        for value in config.sources:
+            name, spec = sourceStream(value)
+            self.sources.append(makeSource(spec, replace(context, hub=self.streams.open(name))))
         self.listeners = [
             ListenerService(
                 listen.endpoint,
                 serverFromString(acceptFirst(reactor), listen.description),
                 (SeqServerFactory if listen.framing is SEQ else StreamServerFactory)(
-                    self.hub, reactor, config.server, listen.framing, self.connections, listen.endpoint
+                    self.streams.open(listen.stream),
+                    reactor,
+                    config.server,
+                    listen.framing,
+                    self.connections,
+                    listen.endpoint,
+                    self.streams,
                 ),
             )
             for listen in config.listens
@@ -176,7 +187,11 @@ class StreamdService(MultiService):
                 limit=limit,
             )
         elif after != before:
-            self.log.info("raised the open-file limit from {before} to {after} for --max-clients", before=before, after=after)
+            self.log.info(
+                "raised the open-file limit from {before} to {after} for --max-clients",
+                before=before,
+                after=after,
+            )
 
     def startService(self) -> None:
         super().startService()
@@ -232,7 +247,7 @@ class StreamdService(MultiService):
         yield self.closeConnections(self.config.shutdownTimeout)
         if self.cluster is not None:
             yield self.cluster.stopService()
-        self.hub.stop()
+        self.streams.stop()
         self.connections.stopLogging()
         self.statsLogger.stopService()
 

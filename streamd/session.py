@@ -27,16 +27,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
-from streamd.auth import Access, digest, originAllowed
+from streamd.auth import ALL_STREAMS, Access, StreamRights, digest, originAllowed
 from streamd.config import ServerConfig
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.history import FIRST, SENDER
 from streamd.fanout.hub import Hub
+from streamd.fanout.mux import Mux
 from streamd.fanout.resume import HEAD, Gap, GapReason, PositionAhead, StartPoint, StartRequest, startPosition
+from streamd.fanout.streams import StreamRefused, Streams
 from streamd.framing import Framing, Payload
+from streamd.names import DEFAULT, BadName, isPattern
 from streamd.printable import preview
 from streamd.protocol import PartialBudget
 from streamd.reasons import Reason
+from streamd.subscriptions import Subscriptions
 from streamd.throttle import LogThrottle
 
 if TYPE_CHECKING:
@@ -51,6 +55,12 @@ most; past that they are counted.
 BYE_GRACE = 5.0
 """
 Seconds a client has to take its goodbye before the connection is aborted.
+"""
+
+MANY = StartRequest()
+"""
+What a client of several streams asks for (L{Session.startStreams}): each
+stream starts as it subscribes to it.  Told apart from L{HEAD} by identity.
 """
 
 MESSAGE_TIMEOUT = 60.0
@@ -78,22 +88,39 @@ class ISessionAdapter(Interface):
         the kernel tells; else handed to the transport).
         """
 
-    def greeting(point: StartPoint) -> bytes:
+    def greeting(point: StartPoint | None, hub: Hub) -> bytes:
         """
-        What the client is told as its stream starts at C{point}: a
-        HELLO, the gap it starts after.
-        """
-
-    def gapNotice(gap: Gap) -> bytes | None:
-        """
-        C{gap} in the transport's dialect, or C{None} if it cannot say one
-        (a client that would be told is cut instead).
+        What the client is told as the stream of C{hub} starts at C{point}:
+        a HELLO (or, on a connection of several streams, the stream's
+        announcement), the gap it starts after.  A client of several
+        streams is first sent its connection's greeting: C{point} is then
+        C{None}, and C{hub} its listener's.
         """
 
-    def ownNotice(first: int, last: int) -> bytes | None:
+    def gapNotice(gap: Gap, hub: Hub) -> bytes | None:
         """
-        What a client that published messages C{first} to C{last} (not
-        sent back to it) is told instead, or C{None} for nothing.
+        C{gap} in C{hub}'s stream, in the transport's dialect, or C{None}
+        if it cannot say one (a client that would be told is cut instead).
+        """
+
+    def ownNotice(first: int, last: int, hub: Hub) -> bytes | None:
+        """
+        What a client that published messages C{first} to C{last} of
+        C{hub}'s stream (not sent back to it) is told instead, or C{None}
+        for nothing.
+        """
+
+    def framingFor(hub: Hub) -> Framing:
+        """
+        How C{hub}'s stream is sent on a connection of several streams
+        (its messages say which stream they are of).
+        """
+
+    def refusal(subject: str, why: str) -> bytes | None:
+        """
+        What a client of several streams is told when its subscription to
+        C{subject}, or a message it publishes there, is refused, C{why} in
+        one line; C{None} if it cannot be told (it is then cut).
         """
 
     def goodbye(reason: Reason) -> bool:
@@ -119,13 +146,13 @@ class _Departed:
     to be told.
     """
 
-    def slowConsumer(self, reason: Reason, behind: int) -> None:
+    def slowConsumer(self, cursor: Cursor, reason: Reason, behind: int) -> None:
         pass
 
-    def streamGap(self, first: int, last: int) -> None:
+    def streamGap(self, cursor: Cursor, first: int, last: int) -> None:
         pass
 
-    def ownMessages(self, first: int, last: int) -> None:
+    def ownMessages(self, cursor: Cursor, first: int, last: int) -> None:
         pass
 
 
@@ -183,7 +210,12 @@ class Connections:
         # the log: past CONNECTION_LINES a second, lines are counted.
         self.connectedLines, self.startedLines, self.disconnectedLines, self.droppedLines = (
             LogThrottle(clock, self._summary(what), CONNECTION_LINES)
-            for what in ("connected", "started their stream", "disconnected", "closed or refused by the daemon")
+            for what in (
+                "connected",
+                "started their stream",
+                "disconnected",
+                "closed or refused by the daemon",
+            )
         )
 
     def __len__(self) -> int:
@@ -288,8 +320,9 @@ class Connections:
 
 class SessionContext:
     """
-    What the sessions of one listener share: the hub, the clock, the rules,
-    the daemon's connections, and the listener's description.
+    What the sessions of one listener share: its stream's hub, the
+    daemon's streams (for a client of several), the clock, the rules, the
+    daemon's connections, and the listener's description.
     """
 
     def __init__(
@@ -299,12 +332,14 @@ class SessionContext:
         config: ServerConfig,
         connections: Connections,
         listener: str = "",
+        streams: Streams | None = None,
     ) -> None:
         self.hub = hub
         self.clock = clock
         self.config = config
         self.connections = connections
         self.listener = listener
+        self.streams = streams
 
 
 class Session:
@@ -319,8 +354,15 @@ class Session:
     is gone.  The hub calls L{slowConsumer}, L{streamGap} and
     L{ownMessages} (the L{streamd.fanout.cursor.CursorOwner} of its cursor).
 
+    A client of several streams (L{startStreams}) then calls L{subscribe}
+    and L{unsubscribe}, and its stream frames say which stream they are of.
+
     @ivar access: what the client may do now.
-    @ivar cursor: its place in the history, once attached.
+    @ivar rights: the streams it may read and publish to.
+    @ivar cursor: its place in its listener's stream, once attached.
+    @ivar subscriptions: the streams of a client of several, once started.
+    @ivar identity: the serial of every cursor of a client of several
+        streams that names itself (see L{streamd.seqserver.identitySerial}).
     """
 
     log = Logger()
@@ -331,6 +373,9 @@ class Session:
     # Defaults here rather than in __init__: a storm of connections makes
     # thousands of sessions a second.
     cursor: Cursor | None = None
+    subscriptions: Subscriptions | None = None
+    rights: StreamRights = ALL_STREAMS
+    identity: int | None = None
     reason: Reason | None = None
     _request: StartRequest | None = None
     _digest: bytes | None = None
@@ -345,6 +390,8 @@ class Session:
     _messageCall: IDelayedCall | None = None
     _host: Any = None
     _held = 0
+    _publishedTo: dict[Hub, None] | None = None
+    _pending: list[tuple[str, StartRequest, dict[str, StartRequest]]] | None = None
 
     def __init__(self, context: SessionContext, adapter: ISessionAdapter) -> None:
         self.context = context
@@ -356,10 +403,20 @@ class Session:
         return self.adapter.peer  # type: ignore[no-any-return]
 
     @property
+    def outlet(self) -> Cursor | Mux | None:
+        """
+        What the client's frames are written through: its cursor, or the
+        mux of a client of several streams.
+        """
+        return self.cursor if self.subscriptions is None else self.subscriptions.mux
+
+    @property
     def messagesOut(self) -> int:
         """
         Messages handed to this client so far.
         """
+        if self.subscriptions is not None:
+            return self.subscriptions.messages
         return self.cursor.messages if self.cursor is not None else 0
 
     @property
@@ -367,7 +424,14 @@ class Session:
         """
         Bytes handed to this client so far.
         """
-        return self.cursor.written if self.cursor is not None else 0
+        outlet = self.outlet
+        return outlet.written if outlet is not None else 0
+
+    def mayRead(self, hub: Hub) -> bool:
+        """
+        Whether the client may be sent C{hub}'s stream.
+        """
+        return self.access is not Access.NONE and self.rights.reads(hub.name)
 
     @property
     def open(self) -> bool:
@@ -478,12 +542,91 @@ class Session:
 
     def start(self, request: StartRequest = HEAD) -> None:
         """
-        The client asks its stream to start as C{request}; it starts once
-        the client may read.
+        The client asks its stream (its listener's) to start as
+        C{request}; it starts once the client may read.
         """
         self._request = request
         if self.access is not Access.NONE and self.state is SessionState.AWAITING:
             self._stream()
+
+    def startStreams(self) -> None:
+        """
+        The client will be sent several streams, each as it subscribes to
+        it (L{subscribe}), once it may read; its frames go through a
+        L{Mux} from now on.
+        """
+        streams = self.context.streams
+        assert streams is not None and self.subscriptions is None
+        cursor, self.cursor = self.cursor, None
+        if cursor is not None:
+            cursor.abandon()
+            cursor.transport.unregisterProducer()
+        self.subscriptions = Subscriptions(self, streams, self.adapter.transport)
+        self._request = MANY
+        if self.access is not Access.NONE and self.state is SessionState.AWAITING:
+            self._stream()
+
+    def subscribe(
+        self, subject: str, request: StartRequest = HEAD, positions: dict[str, StartRequest] | None = None
+    ) -> None:
+        """
+        Send the client the stream C{subject}, or every stream the pattern
+        C{subject} matches (those made later too), from C{request}; a
+        resuming client's C{positions} say where each stream it knows
+        resumes.  A subscription that cannot be served is refused in the
+        transport's dialect.
+        """
+        subscriptions = self.subscriptions
+        assert subscriptions is not None
+        if self.state is SessionState.AWAITING:
+            if self._pending is None:
+                self._pending = []
+            self._pending.append((subject, request, positions or {}))
+            return
+        if self.state is not SessionState.STREAMING:
+            return
+        if not isPattern(subject) and not self.rights.reads(subject):
+            self._refuse(subject, f"this client may not read {subject!r}")
+            return
+        try:
+            fresh = subscriptions.add(subject, request, positions or {})
+        except (BadName, StreamRefused) as e:
+            self._refuse(subject, str(e))
+            return
+        for hub in fresh:
+            self.streamAppeared(hub, subscriptions.requestFor(hub, subject), subject)
+        self._idleFromNow()
+
+    def unsubscribe(self, subject: str) -> None:
+        """
+        Stop what C{subject} subscribed to (the streams no other
+        subscription of the client matches).
+        """
+        if self.subscriptions is not None:
+            self.subscriptions.remove(subject)
+
+    def streamAppeared(self, hub: Hub, request: StartRequest, subject: str) -> None:
+        """
+        Start C{hub}'s stream, which the subscription to C{subject}
+        matches, from C{request}.
+        """
+        subscriptions = self.subscriptions
+        assert subscriptions is not None
+        cursor = Cursor(subscriptions.mux, hub, self.adapter.framingFor(hub), self)
+        if self.identity is not None:
+            cursor.serial = self.identity
+        try:
+            point = self._startPoint(hub, request)
+        except PositionAhead as e:
+            cursor.abandon()
+            subscriptions.remove(subject)
+            self._refuse(
+                subject,
+                f"asked to resume {hub.name} after message {e.position}, beyond the newest, {e.newest}",
+            )
+            return
+        subscriptions.started(hub, cursor)
+        self._begin(cursor, point, request)
 
     def publish(
         self,
@@ -492,9 +635,11 @@ class Session:
         framing: Framing | None = None,
         received: int | None = None,
         size: int | None = None,
+        stream: str | None = None,
     ) -> None:
         """
-        Publish C{payloads} the client sent, if it may.
+        Publish C{payloads} the client sent, if it may: to its listener's
+        stream, or to the stream named C{stream} (made if need be).
 
         @param raw: the same messages framed with C{framing} as they came,
             to relay as they are, or nothing.
@@ -502,18 +647,32 @@ class Session:
         @param size: their payloads' bytes, if the caller knows (a flood then
             costs no work per message here).
         """
-        if self.access is not Access.PUBLISH:
+        hub = self.context.hub
+        sender = self.cursor
+        if stream is not None:
+            try:
+                hub = self._publishingStream(stream)
+            except (BadName, StreamRefused) as e:
+                self._refuse(stream, str(e))
+                return
+            sender = None if self.subscriptions is None else self.subscriptions.cursors.get(hub)
+        if self.access is not Access.PUBLISH or not self.rights.publishes(hub.name):
+            if stream is not None and self.access is Access.PUBLISH:
+                self._refuse(stream, f"this client may not publish to {stream!r}")
+                return
             self.drop(Reason.READ_ONLY, count=len(payloads))
             return
-        hub = self.context.hub
-        if not self._published:
-            self._published = True
+        publishedTo = self._publishedTo
+        if publishedTo is None:
+            publishedTo = self._publishedTo = {}
+        if hub not in publishedTo:
+            publishedTo[hub] = None
             hub.addPublisher(self.adapter.transport, waits=False)
         if size is None:
             size = sum(map(len, payloads))
         # Send first and count after: the bookkeeping, and the few log lines
         # a second, do not delay the stream.
-        hub.publish(payloads, raw, framing if raw else None, sender=self.cursor, received=received)
+        hub.publish(payloads, raw, framing if raw else None, sender=sender, received=received)
         self.messagesIn += len(payloads)
         self.bytesIn += size if received is None else received
         throttle = self._throttle
@@ -521,8 +680,29 @@ class Session:
             throttle = self._throttle = LogThrottle(self.context.clock, self._reportUnlogged)
         for payload in throttle.admit(payloads, size):
             self.log.info(
-                "{peer} sent {size} bytes: {preview}", peer=self.peer, size=len(payload), preview=preview(payload)
+                "{peer} sent {size} bytes: {preview}",
+                peer=self.peer,
+                size=len(payload),
+                preview=preview(payload),
             )
+
+    def _publishingStream(self, name: str) -> Hub:
+        streams = self.context.streams
+        if streams is None:
+            raise StreamRefused(f"no stream {name!r}: this listener serves one stream")
+        return streams.open(name)
+
+    def _refuse(self, subject: str, why: str) -> None:
+        """
+        Tell the client its subscription to (or message for) C{subject}
+        is refused, or cut it if its transport cannot say so.
+        """
+        notice = self.adapter.refusal(subject, why)
+        outlet = self.outlet
+        if notice is None or outlet is None:
+            self.drop(Reason.BAD_REQUEST, error=why)
+            return
+        outlet.sendPrivate(notice)
 
     def unfinished(self, held: int | None) -> bool:
         """
@@ -569,8 +749,7 @@ class Session:
         context = self.context
         context.connections.dropped(context.hub.stats, self.peer, reason, **figures)
         told = self.adapter.goodbye(reason)
-        if self.cursor is not None:
-            self.cursor.abandon()
+        self._abandon()
         if told and self.state is SessionState.CLOSING:
             self._graceCall = context.clock.callLater(BYE_GRACE, self.adapter.abort)
 
@@ -581,21 +760,30 @@ class Session:
         """
         if not self.open:
             return
-        cursor = self.cursor
-        if cursor is None or cursor.closed or self.state is not SessionState.STREAMING:
+        outlet = self.outlet
+        if outlet is None or outlet.closed or self.state is not SessionState.STREAMING:
             self.drop(Reason.SHUTDOWN)
             return
         _cancel(self._pingCall)
         self._pingCall = None
-        cursor.close(then=lambda: self.drop(Reason.SHUTDOWN))
+        outlet.close(then=lambda: self.drop(Reason.SHUTDOWN))
 
     def abort(self) -> None:
         """
         Close the connection now, whatever it is behind by.
         """
-        if self.cursor is not None:
-            self.cursor.abandon()
+        self._abandon()
         self.adapter.abort()
+
+    def _abandon(self) -> None:
+        """
+        Send nothing more.
+        """
+        outlet = self.outlet
+        if outlet is not None:
+            outlet.abandon()
+        if self.subscriptions is not None:
+            self.subscriptions.stop()
 
     def lost(self, why: str | Failure) -> None:
         """
@@ -612,15 +800,18 @@ class Session:
             self._held = 0
         if self._throttle is not None:
             self._throttle.stop()
-        if self.cursor is not None:
-            self.cursor.abandon()
+        self._abandon()
         context = self.context
-        if self._published:
-            context.hub.removePublisher(self.adapter.transport)
+        if self._publishedTo:
+            for hub in self._publishedTo:
+                hub.removePublisher(self.adapter.transport)
+        # The cursors refer back to this session: let them all go with the
+        # connection, not at the cycle collector's next collection.
         if self.cursor is not None:
-            # It refers back to this session: let both go with the
-            # connection, not at the cycle collector's next collection.
             self.cursor.owner = DEPARTED
+        if self.subscriptions is not None:
+            for cursor in self.subscriptions.cursors.values():
+                cursor.owner = DEPARTED
         if not self._admitted:
             return
         connections = context.connections
@@ -644,9 +835,9 @@ class Session:
             )
         connections.settle()
 
-    # The cursor's owner.
+    # The cursors' owner.
 
-    def slowConsumer(self, reason: Reason, behind: int) -> None:
+    def slowConsumer(self, cursor: Cursor, reason: Reason, behind: int) -> None:
         """
         The hub finds this client too slow, by the rule C{reason}: a client
         whose position left the history is told the gap and goes on from
@@ -654,21 +845,22 @@ class Session:
         daemon is not told to cut it (C{--seq-evicted disconnect}); any
         other is cut.
         """
-        cursor = self.cursor
-        assert cursor is not None
-        flow = self.context.hub.flow
+        hub: Hub = cursor.hub  # type: ignore[assignment]
+        flow = hub.flow
         if reason is Reason.EVICTED:
-            history = self.context.hub.history
+            history = hub.history
             start = history.start
             last = (history[start][FIRST] if start < history.end else history.nextSequence) - 1
             gap = Gap(cursor.nextSequence, last, GapReason.EVICTED)
-            if self.context.config.seqGaps and self.adapter.gapNotice(gap) is not None:
+            notice = self.adapter.gapNotice(gap, hub)
+            if self.context.config.seqGaps and notice is not None:
                 cursor.seek(start)
-                new = cursor.sendGap(gap, self.adapter.gapNotice, before=start)
+                new = cursor.sendGap(gap, lambda gap: self.adapter.gapNotice(gap, hub), before=start)
                 if new and self.context.connections.droppedLines.admitOne():
                     self.log.warn(
-                        "{peer} fell out of the --history: skipping {n} messages ({first}-{last})",
+                        "{peer} fell out of the --history{of}: skipping {n} messages ({first}-{last})",
                         peer=self.peer,
+                        of=_of(hub),
                         n=gap.last - gap.first + 1,
                         first=gap.first,
                         last=gap.last,
@@ -680,61 +872,78 @@ class Session:
         else:
             self.drop(reason, behind=behind, limit=flow.softBehind, seconds=flow.softSeconds)
 
-    def streamGap(self, first: int, last: int) -> None:
+    def streamGap(self, cursor: Cursor, first: int, last: int) -> None:
         """
         Messages C{first} to C{last} of a cluster's stream will never reach
         this node: tell the client, in order with the stream.
         """
-        cursor = self.cursor
-        if self.state is SessionState.STREAMING and cursor is not None:
+        if self.state is SessionState.STREAMING:
+            hub: Hub = cursor.hub  # type: ignore[assignment]
             gap = Gap(first, last, GapReason.CLUSTER)
-            if self.adapter.gapNotice(gap) is not None:
-                cursor.sendGap(gap, self.adapter.gapNotice)
+            if self.adapter.gapNotice(gap, hub) is not None:
+                cursor.sendGap(gap, lambda gap: self.adapter.gapNotice(gap, hub))
 
-    def ownMessages(self, first: int, last: int) -> None:
+    def ownMessages(self, cursor: Cursor, first: int, last: int) -> None:
         """
         Messages C{first} to C{last} are the client's own, not sent back to
         it: tell it, where its transport needs that to count.
         """
-        notice = self.adapter.ownNotice(first, last)
-        if notice is not None and self.cursor is not None:
-            self.cursor.sendPrivate(notice)
+        notice = self.adapter.ownNotice(first, last, cursor.hub)  # type: ignore[arg-type]
+        if notice is not None:
+            cursor.sendPrivate(notice)
 
     # Inside.
 
     def _stream(self) -> None:
         """
-        Subscribe, and send the greeting and what the client asked for.
+        Start streaming: subscribe to the listener's stream and send the
+        greeting and what the client asked for, or, for a client of
+        several streams, start those it asked for so far.
         """
         request = self._request
+        assert request is not None
+        if request is MANY:
+            self.state = SessionState.STREAMING
+            outlet = self.outlet
+            assert outlet is not None
+            outlet.sendPrivate(self.adapter.greeting(None, self.context.hub))
+            pending, self._pending = self._pending or [], None
+            for subject, start, positions in pending:
+                self.subscribe(subject, start, positions)
+            self._streaming()
+            return
         cursor = self.cursor
-        assert request is not None and cursor is not None
+        assert cursor is not None
         hub = self.context.hub
-        history = hub.history
+        if not self.rights.reads(hub.name):
+            self.drop(Reason.FORBIDDEN, stream=hub.name)
+            return
         try:
-            point = (
-                StartPoint(history.end, 0, history.nextSequence)
-                if request is HEAD
-                else startPosition(history, request)
-            )
+            point = self._startPoint(hub, request)
         except PositionAhead as e:
             self.drop(Reason.AHEAD, position=e.position, newest=e.newest)
             return
         self.state = SessionState.STREAMING
-        greeting = self.adapter.greeting(point)
-        hub.subscribe(cursor)
-        if greeting or request is not HEAD:
-            self._catchUp(point, greeting)
+        self._begin(cursor, point, request)
         self._streaming()
 
-    def _catchUp(self, point: StartPoint, greeting: bytes) -> None:
+    def _startPoint(self, hub: Hub, request: StartRequest) -> StartPoint:
+        history = hub.history
+        if request is HEAD:
+            return StartPoint(history.end, 0, history.nextSequence)
+        return startPosition(history, request)
+
+    def _begin(self, cursor: Cursor, point: StartPoint, request: StartRequest) -> None:
         """
-        Send the greeting, the rest of the entry the stream starts inside,
-        and the log from there, as far as the connection takes them.
+        Subscribe C{cursor} at C{point}: send the greeting, the rest of the
+        entry the stream starts inside, and the log from there, as far as
+        the connection takes them.
         """
-        cursor = self.cursor
-        assert cursor is not None
-        hub = self.context.hub
+        hub: Hub = cursor.hub  # type: ignore[assignment]
+        greeting = self.adapter.greeting(point, hub)
+        hub.subscribe(cursor)
+        if not greeting and request is HEAD:
+            return
         history = hub.history
         index = point.entry
         if greeting or index < history.end:
@@ -750,13 +959,12 @@ class Session:
             cursor.sendPrivate(greeting, before=index)
             hub.cursorDrained(cursor)
             cursor.pump()
-        request = self._request
         if request is not HEAD and self.context.connections.startedLines.admitOne():
-            assert request is not None
             self.log.info(
-                "{peer} starts at message {seq} ({start})",
+                "{peer} starts at message {seq}{of} ({start})",
                 peer=self.peer,
                 seq=point.next,
+                of=_of(hub),
                 start=request.start.name.lower(),
             )
 
@@ -764,16 +972,21 @@ class Session:
         """
         The stream started: the idle timer runs from now, and the heartbeat.
         """
-        config = self.context.config
-        idleTimeout = config.idleTimeout
-        if self._idleCall is not None and idleTimeout is not None:
-            # Idle from now: asking for the stream was its activity.
-            _cancel(self._idleCall)
-            self._idleCall = self.context.clock.callLater(idleTimeout, self._checkIdle, self.adapter.activity())
-        interval = config.heartbeat
+        self._idleFromNow()
+        interval = self.context.config.heartbeat
         if interval and self.adapter.ping is not None:
-            assert self.cursor is not None
-            self._pingCall = self.context.clock.callLater(interval, self._heartbeat, self.cursor.written)
+            self._pingCall = self.context.clock.callLater(interval, self._heartbeat, self.bytesOut)
+
+    def _idleFromNow(self) -> None:
+        """
+        The client is idle from now: asking for a stream was its activity.
+        """
+        idleTimeout = self.context.config.idleTimeout
+        if self._idleCall is not None and idleTimeout is not None:
+            _cancel(self._idleCall)
+            self._idleCall = self.context.clock.callLater(
+                idleTimeout, self._checkIdle, self.adapter.activity()
+            )
 
     def _heartbeat(self, before: int) -> None:
         """
@@ -781,17 +994,17 @@ class Session:
         one; cut one that answered neither of the last two.
         """
         interval = self.context.config.heartbeat
-        cursor = self.cursor
-        assert interval and cursor is not None
+        outlet = self.outlet
+        assert interval and outlet is not None
         if self._unanswered >= 2:
             self._pingCall = None
             self.drop(Reason.NO_PONG, interval=interval)
             return
-        if cursor.written == before:
+        if outlet.written == before:
             if self.adapter.pingAnswered:
                 self._unanswered += 1
-            cursor.sendPrivate(self.adapter.ping)
-        self._pingCall = self.context.clock.callLater(interval, self._heartbeat, cursor.written)
+            outlet.sendPrivate(self.adapter.ping)
+        self._pingCall = self.context.clock.callLater(interval, self._heartbeat, outlet.written)
 
     def _messageTimeout(self) -> float:
         idleTimeout = self.context.config.idleTimeout
@@ -828,6 +1041,13 @@ class Session:
             for call in (self._authCall, self._idleCall, self._pingCall, self._messageCall):
                 _cancel(call)
             self._authCall = self._idleCall = self._pingCall = self._messageCall = None
+
+
+def _of(hub: Hub) -> str:
+    """
+    Which stream a log line is about, when it is not the default.
+    """
+    return "" if hub.name == DEFAULT else f" of stream {hub.name}"
 
 
 def _cancel(call: IDelayedCall | None) -> None:

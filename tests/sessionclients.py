@@ -20,13 +20,13 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from streamd.config import FlowControl, ServerConfig
-from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Gap, Start
+from streamd.fanout.streams import Streams
 from streamd.framing import ASCII10, INT32, Framing
+from streamd.names import DEFAULT
 from streamd.reasons import Reason
 from streamd.seqframing import (
     SEQ,
-    VERSION,
     Auth,
     Batch,
     Bye,
@@ -35,7 +35,14 @@ from streamd.seqframing import (
     Ping,
     Pong,
     Pub,
+    Refused,
+    SBatch,
     ServerHello,
+    SGap,
+    SMsg,
+    SPub,
+    StreamStart,
+    Sub,
     decodeServerFrame,
     framed,
 )
@@ -68,11 +75,14 @@ class Heard:
         last)} and C{("ping",)}, in the order they came among the messages.
     @ivar goodbye: the reason the daemon gave for closing, or the HTTP
         status it refused the request with.
+    @ivar refusals: the texts of the subscriptions a client of several
+        streams was refused.
     """
 
     messages: list[bytes] = field(default_factory=list)
     notices: list[tuple[Any, ...]] = field(default_factory=list)
     goodbye: Reason | int | None = None
+    refusals: list[str] = field(default_factory=list)
 
     def gaps(self) -> list[Gap]:
         return [notice[1] for notice in self.notices if notice[0] == "gap"]
@@ -88,7 +98,8 @@ class Daemon:
         self.clock = Clock()
         self.config = config or ServerConfig(heartbeat=None)
         self.stats = Stats()
-        self.hub = Hub(self.stats, self.clock, flow or FlowControl())
+        self.streams = Streams(self.stats, self.clock, flow or FlowControl())
+        self.hub = self.streams.default
         self.hub.history.epoch = bytes.fromhex(EPOCH)
         self.connections = Connections(self.config.maxPartialBytes, self.clock)
         self._port = 40000
@@ -117,13 +128,19 @@ class Client:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    def _connect(self, factoryClass: type[StreamServerFactory], framing: Framing, token: bytes | None) -> None:
+    def _connect(
+        self, factoryClass: type[StreamServerFactory], framing: Framing, token: bytes | None
+    ) -> None:
         """
         Connect through a listener's factory, as the reactor would, and
         present C{token} first.
         """
         daemon = self.daemon
-        protocol = self._connected(factoryClass(daemon.hub, daemon.clock, daemon.config, framing, daemon.connections))
+        protocol = self._connected(
+            factoryClass(
+                daemon.hub, daemon.clock, daemon.config, framing, daemon.connections, streams=daemon.streams
+            )
+        )
         self.session = protocol.session
         if token is not None:
             self.sendToken(token)
@@ -172,18 +189,17 @@ class Client:
 
     def pause(self) -> None:
         """
-        The connection stops taking what it is given.
+        The connection stops taking what it is given: it pauses its
+        producer (the cursor, or the mux of a client of several streams).
         """
-        assert self.session is not None
-        cursor = self.session.cursor
-        assert cursor is not None
-        cursor.pauseProducing()
+        producer = self.transport.producer
+        assert producer is not None
+        producer.pauseProducing()
 
     def resume(self) -> None:
-        assert self.session is not None
-        cursor = self.session.cursor
-        assert cursor is not None
-        cursor.resumeProducing()
+        producer = self.transport.producer
+        assert producer is not None
+        producer.resumeProducing()
 
 
 class FramedClient(Client):
@@ -235,7 +251,7 @@ class SeqClient(Client):
         super().__init__(daemon)
         self._connect(SeqServerFactory, SEQ, token)
         kind, epoch, position = start or (Start.NEWEST, "00" * 8, 0)
-        self._send(ClientHello(VERSION, kind, bytes.fromhex(epoch), position))
+        self._send(ClientHello(3, kind, bytes.fromhex(epoch), position))
 
     def _send(self, frame: Any) -> None:
         self.transport.protocol.dataReceived(framed(frame))
@@ -285,6 +301,52 @@ class SeqClient(Client):
         A frame with no type.
         """
         self.transport.protocol.dataReceived(pack(">I", 0))
+
+
+class StreamsClient(SeqClient):
+    """
+    A C{seq} client of version 4, which subscribes to the listener's
+    stream by name (a SUB after a HELLO that asks for none) and publishes
+    to it by name (SPUB): the path of a client of several streams.
+    """
+
+    def __init__(
+        self, daemon: Daemon, token: bytes | None = None, start: tuple[Start, str, int] | None = None
+    ) -> None:
+        Client.__init__(self, daemon)
+        self._connect(SeqServerFactory, SEQ, token)
+        kind, epoch, position = start or (Start.NEWEST, "00" * 8, 0)
+        self._send(ClientHello(4, Start.NONE, bytes(8), 0))
+        self._send(Sub(kind, DEFAULT, bytes.fromhex(epoch), position))
+
+    def heard(self) -> Heard:
+        """
+        What the daemon said of the stream C{default}: its STREAM's
+        C{next} is the hello's.
+        """
+        heard = Heard()
+        numbers = set()
+        for payload in frames(self.transport.value()):
+            frame = decodeServerFrame(payload)
+            if isinstance(frame, StreamStart) and frame.name == DEFAULT:
+                numbers.add(frame.number)
+                heard.notices.append(("hello", frame.next))
+            elif isinstance(frame, SMsg) and frame.stream in numbers:
+                heard.messages.append(frame.payload)
+            elif isinstance(frame, SBatch) and frame.stream in numbers:
+                heard.messages.extend(frame.payloads)
+            elif isinstance(frame, SGap) and frame.stream in numbers:
+                heard.notices.append(("gap", GapFrame(frame.first, frame.last, frame.reason)))
+            elif isinstance(frame, Refused):
+                heard.refusals.append(frame.text)
+            elif isinstance(frame, Ping):
+                heard.notices.append(("ping",))
+            elif isinstance(frame, Bye):
+                heard.goodbye = Reason(frame.code)
+        return heard
+
+    def publish(self, payload: bytes) -> None:
+        self._send(SPub(DEFAULT, payload))
 
 
 class _HTTPClient(Client):
@@ -390,7 +452,11 @@ class WebSocketClient(_HTTPClient):
     def _frame(self, opcode: int, payload: bytes) -> None:
         # Masked with a zero mask, so the payload goes as it is.
         length = len(payload)
-        head = bytes((0x80 | opcode, 0x80 | length)) if length < 126 else pack(">BBH", 0x80 | opcode, 0xFE, length)
+        head = (
+            bytes((0x80 | opcode, 0x80 | length))
+            if length < 126
+            else pack(">BBH", 0x80 | opcode, 0xFE, length)
+        )
         self.transport.protocol.dataReceived(head + b"\0\0\0\0" + payload)
 
     def publish(self, payload: bytes) -> None:

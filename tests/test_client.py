@@ -93,13 +93,24 @@ class PrinterTests(SynchronousTestCase):
 
     def test_seqOptions(self) -> None:
         """
-        A bad --last names --last; --stdin, which the seq client does not
-        read, is refused with --framing seq rather than ignored.
+        A bad --last names --last; --stdin, which publishes over one
+        connection, is refused with --resume rather than lost on the next;
+        --send with a pattern (no one stream to publish to) is refused.
         """
-        error = self.assertRaises(UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--last", "x"])
+        error = self.assertRaises(
+            UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--last", "x"]
+        )
         self.assertIn("--last must be a whole number, at least 0, not 'x'", str(error))
-        error = self.assertRaises(UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--stdin"])
-        self.assertIn("--stdin is not supported with --framing seq", str(error))
+        error = self.assertRaises(
+            UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--stdin", "--resume"]
+        )
+        self.assertIn("--stdin publishes over one connection: not with --resume", str(error))
+        error = self.assertRaises(
+            UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--stream", "a.*", "--send", "x"]
+        )
+        self.assertIn("--send and --stdin publish to one stream", str(error))
+        error = self.assertRaises(UsageError, ClientOptions().parseOptions, ["--stream", "prices"])
+        self.assertIn("--stream need --framing seq", str(error))
 
 
 class ErrorMessageTests(SynchronousTestCase):

@@ -17,12 +17,17 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.client import ConnectTimeout, HandshakeTimeout
-from streamd.client.seq import NoHelloTimeout, SeqClientFactory, SeqClientProtocol, connect
+from streamd.client.seq import (
+    ONE_STREAM_VERSION,
+    NoHelloTimeout,
+    SeqClientFactory,
+    SeqClientProtocol,
+    connect,
+)
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 from streamd.reasons import Reason
 from streamd.seqframing import (
     BATCH_LIMIT,
-    BATCH_OVERHEAD,
     VERSION,
     Batch,
     Bye,
@@ -37,7 +42,9 @@ from streamd.seqframing import (
 from .support import onStringTransport
 
 
-def connected(clock: Clock, timeout: float | None, tls: bool = False) -> tuple[SeqClientProtocol, StringTransport]:
+def connected(
+    clock: Clock, timeout: float | None, tls: bool = False
+) -> tuple[SeqClientProtocol, StringTransport]:
     """
     A seq client protocol whose factory times it on C{clock}, connected to
     a L{StringTransport} (that says it is a TLS one, with C{tls}).
@@ -155,7 +162,11 @@ class ConnectTimeoutTests(SynchronousTestCase):
         clock = Clock()
         cancelled: list[object] = []
         client = connect(
-            clock, self.endpoint(cancelled), lambda seq, payload: None, timeout=10, retryPolicy=lambda attempt: 1
+            clock,
+            self.endpoint(cancelled),
+            lambda seq, payload: None,
+            timeout=10,
+            retryPolicy=lambda attempt: 1,
         )
         clock.advance(10)
         clock.advance(1)
@@ -185,8 +196,8 @@ class BatchTests(SynchronousTestCase):
         _, transport = self.connect()
         hello = decodeClientFrame(transport.value()[4:])
         assert isinstance(hello, ClientHello)
-        self.assertEqual(hello.version, VERSION)
-        self.assertEqual(VERSION, 3)
+        self.assertEqual(hello.version, ONE_STREAM_VERSION)
+        self.assertEqual(ONE_STREAM_VERSION, 3)
 
     def test_batchesAndMsgs(self) -> None:
         """
@@ -196,14 +207,19 @@ class BatchTests(SynchronousTestCase):
         """
         protocol, _ = self.connect()
         protocol.dataReceived(
-            HELLO + framed(Batch(1, (b"a", b"b"))) + framed(Msg(3, b"c")) + framed(Batch(4, (b"d", b"e", b"f")))
+            HELLO
+            + framed(Batch(1, (b"a", b"b")))
+            + framed(Msg(3, b"c"))
+            + framed(Batch(4, (b"d", b"e", b"f")))
         )
         self.assertEqual(self.got, [(1, b"a"), (2, b"b"), (3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")])
         self.assertEqual(self.factory.position.last, 6)
         protocol.connectionLost(Failure(ConnectionDone()))
         again, transport = self.connect()
         hello = decodeClientFrame(transport.value()[4:])
-        self.assertEqual(hello, ClientHello(VERSION, Start.RESUME, b"epoch-01", 6, self.factory.identity))
+        self.assertEqual(
+            hello, ClientHello(ONE_STREAM_VERSION, Start.RESUME, b"epoch-01", 6, self.factory.identity)
+        )
         again.dataReceived(HELLO + framed(Batch(5, (b"e", b"f", b"g"))))
         self.assertEqual(self.got[6:], [(7, b"g")])
 
@@ -225,10 +241,10 @@ class BatchTests(SynchronousTestCase):
 
     def test_frameLimit(self) -> None:
         """
-        The client takes frames up to a whole BATCH's size, or a MSG of its
-        largest message, whichever is bigger.
+        The client takes frames up to a whole BATCH's (or SBATCH's) size,
+        or an SMSG of its largest message, whichever is bigger.
         """
         protocol, _ = self.connect()
-        self.assertEqual(protocol.MAX_LENGTH, max(DEFAULT_MAX_MESSAGE_SIZE + 9, BATCH_LIMIT + BATCH_OVERHEAD))
+        self.assertEqual(protocol.MAX_LENGTH, max(DEFAULT_MAX_MESSAGE_SIZE + 13, BATCH_LIMIT + 13))
         self.factory.maxMessageSize = 10 * BATCH_LIMIT
-        self.assertEqual(self.factory.buildProtocol(None).MAX_LENGTH, 10 * BATCH_LIMIT + 9)
+        self.assertEqual(self.factory.buildProtocol(None).MAX_LENGTH, 10 * BATCH_LIMIT + 13)

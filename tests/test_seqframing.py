@@ -28,9 +28,18 @@ from streamd.seqframing import (
     Msg,
     Ping,
     Pong,
+    Position,
     Pub,
+    Refused,
+    SBatch,
     ServerHello,
+    SGap,
+    SMsg,
+    SPub,
+    StreamStart,
+    Sub,
     Unknown,
+    Unsub,
     decodeClientFrame,
     decodeServerFrame,
     encode,
@@ -42,7 +51,9 @@ u32 = st.integers(min_value=0, max_value=2**32 - 1)
 u16 = st.integers(min_value=0, max_value=2**16 - 1)
 u8 = st.integers(min_value=0, max_value=255)
 epochs = st.binary(min_size=8, max_size=8)
-unknownTypes = st.integers(min_value=10, max_value=255)
+unknownTypes = st.integers(min_value=18, max_value=255)
+names = st.from_regex(r"[A-Za-z0-9_-]{1,12}(\.[A-Za-z0-9_-]{1,12}){0,3}", fullmatch=True)
+subjects = st.one_of(names, names.map(lambda name: name + ".>"), names.map(lambda name: "*." + name))
 payloadLists = st.lists(st.binary(max_size=300), min_size=1, max_size=20)
 
 serverFrames = st.one_of(
@@ -52,6 +63,11 @@ serverFrames = st.one_of(
     st.builds(Gap, u64, u64, u16),
     st.builds(Ping),
     st.builds(Bye, u16, st.text()),
+    st.builds(StreamStart, u32, names, epochs, u64, u64, u64),
+    st.builds(SMsg, u32, u64, st.binary()),
+    st.builds(SBatch, u32, u64, payloadLists.map(tuple)),
+    st.builds(SGap, u32, u64, u64, u16),
+    st.builds(Refused, subjects, st.text()),
     st.builds(Unknown, unknownTypes, st.binary()),
 )
 clientFrames = st.one_of(
@@ -59,6 +75,16 @@ clientFrames = st.one_of(
     st.builds(Pub, st.binary()),
     st.builds(Pong),
     st.builds(Auth, st.binary()),
+    st.builds(
+        Sub,
+        u8,
+        subjects,
+        epochs,
+        u64,
+        st.lists(st.builds(Position, names, epochs, u64), max_size=4).map(tuple),
+    ),
+    st.builds(Unsub, subjects),
+    st.builds(SPub, names, st.binary()),
     st.builds(Unknown, unknownTypes, st.binary()),
 )
 
@@ -139,7 +165,12 @@ class HostileBytesTests(SynchronousTestCase):
         try:
             decodeClientFrame(payload)
         except MalformedFrame:
-            self.assertTrue(not payload or (payload[0] == FrameType.HELLO and len(payload) < 19))
+            short = {FrameType.HELLO: 19, FrameType.SUB: 19}
+            self.assertTrue(
+                not payload
+                or (payload[0] in short and len(payload) < short[payload[0]])
+                or payload[0] in (FrameType.SUB, FrameType.SPUB)
+            )
 
     @given(st.binary())
     def test_anyServerBytes(self, payload: bytes) -> None:
@@ -149,7 +180,7 @@ class HostileBytesTests(SynchronousTestCase):
         try:
             decodeServerFrame(payload)
         except MalformedFrame:
-            self.assertIn(payload[:1], [b"", *(bytes([t]) for t in (1, 2, 3, 5, 9))])
+            self.assertIn(payload[:1], [b"", *(bytes([t]) for t in (1, 2, 3, 5, 9, 12, 13, 14, 15, 17))])
 
     def test_emptyFrame(self) -> None:
         """
@@ -170,7 +201,9 @@ class SeqFramingTests(SynchronousTestCase):
         """
         self.assertIs(FRAMINGS["seq"], SEQ)
 
-    @given(st.lists(st.binary(max_size=300), max_size=20), st.integers(min_value=1, max_value=2**63), st.data())
+    @given(
+        st.lists(st.binary(max_size=300), max_size=20), st.integers(min_value=1, max_value=2**63), st.data()
+    )
     def test_entrySplitAnyhow(self, payloads: list[bytes], first: int, data: st.DataObject) -> None:
         """
         An entry's bytes, split into reads at any points, decode to MSG

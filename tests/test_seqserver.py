@@ -20,6 +20,7 @@ from streamd.auth import AccessPolicy, TokenFile
 from streamd.config import FlowControl, ServerConfig
 from streamd.fanout.history import FIRST
 from streamd.fanout.hub import SWEEP_INTERVAL, Hub
+from streamd.fanout.streams import Streams
 from streamd.framing import ASCII10, DEFAULT_MAX_MESSAGE_SIZE, INT32
 from streamd.reasons import Reason
 from streamd.seqframing import (
@@ -66,9 +67,12 @@ class SeqDaemon:
 
     def __init__(self, config: ServerConfig | None = None, flow: FlowControl | None = None) -> None:
         self.clock = Clock()
-        self.hub = Hub(Stats(), self.clock, flow or FlowControl())
+        self.streams = Streams(Stats(), self.clock, flow or FlowControl())
+        self.hub = self.streams.default
         self.hub.history.epoch = EPOCH
-        self.factory = SeqServerFactory(self.hub, self.clock, config or ServerConfig(heartbeat=None), SEQ)
+        self.factory = SeqServerFactory(
+            self.hub, self.clock, config or ServerConfig(heartbeat=None), SEQ, streams=self.streams
+        )
         self._port = 40000
 
     def connect(self, *hello: object) -> tuple[SeqServerProtocol, StringTransport]:
@@ -346,9 +350,12 @@ class BatchTests(SynchronousTestCase):
         _, last = self.daemon.connect(hello2(Start.LAST, bytes(8), 4))
         self.daemon.publish(messages(8, 9))
         self.assertEqual(
-            received(resumed)[1:], [*numbered(3, 4), Batch(5, (b"m5", b"m6", b"m7")), Batch(8, (b"m8", b"m9"))]
+            received(resumed)[1:],
+            [*numbered(3, 4), Batch(5, (b"m5", b"m6", b"m7")), Batch(8, (b"m8", b"m9"))],
         )
-        self.assertEqual(received(last)[1:], [*numbered(4, 4), Batch(5, (b"m5", b"m6", b"m7")), Batch(8, (b"m8", b"m9"))])
+        self.assertEqual(
+            received(last)[1:], [*numbered(4, 4), Batch(5, (b"m5", b"m6", b"m7")), Batch(8, (b"m8", b"m9"))]
+        )
 
     def test_cursorFramingByVersion(self) -> None:
         """
@@ -545,7 +552,9 @@ class ByeTests(SynchronousTestCase):
         protocol, transport = daemon.connect()
         protocol.dataReceived(framed(newest()) + framed(Pub(b"x" * 101)))
         self.assertBye(transport, Reason.OVERSIZED_FRAME)
-        self.assertEqual((daemon.hub.history.nextSequence, daemon.hub.stats.disconnects[Reason.OVERSIZED_FRAME]), (1, 1))
+        self.assertEqual(
+            (daemon.hub.history.nextSequence, daemon.hub.stats.disconnects[Reason.OVERSIZED_FRAME]), (1, 1)
+        )
 
     def test_outOfTurn(self) -> None:
         """
@@ -595,7 +604,9 @@ class ByeTests(SynchronousTestCase):
         protocol.session.close()
         protocol.cursor.resumeProducing()
         got = received(transport)
-        self.assertEqual(got[1:], [*numbered(1, 2), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")])
+        self.assertEqual(
+            got[1:], [*numbered(1, 2), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")]
+        )
         self.assertTrue(transport.disconnecting)
 
     def test_shutdownByeLast(self) -> None:
@@ -611,7 +622,9 @@ class ByeTests(SynchronousTestCase):
         daemon.publish(messages(3, 3))
         protocol.cursor.resumeProducing()
         got = received(transport)
-        self.assertEqual(got[1:], [*numbered(1, 3), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")])
+        self.assertEqual(
+            got[1:], [*numbered(1, 3), Bye(Reason.SHUTDOWN.value, "the daemon is shutting down")]
+        )
         self.assertTrue(transport.disconnecting)
 
     def test_maxClients(self) -> None:
@@ -674,7 +687,9 @@ class HeartbeatTests(SynchronousTestCase):
         self.daemon.clock.advance(15)
         self.assertEqual(received(self.transport), [Ping()])
         self.daemon.clock.advance(15)
-        self.assertEqual(received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")])
+        self.assertEqual(
+            received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")]
+        )
         self.assertTrue(self.transport.disconnecting)
 
     def test_stopsAnswering(self) -> None:
@@ -692,7 +707,9 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertEqual(received(self.transport), [Ping()])
         self.assertFalse(self.transport.disconnecting)
         self.daemon.clock.advance(15)
-        self.assertEqual(received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")])
+        self.assertEqual(
+            received(self.transport), [Bye(Reason.NO_PONG.value, "did not answer two PINGs (--heartbeat)")]
+        )
         self.assertTrue(self.transport.disconnecting)
         self.daemon.clock.advance(BYE_GRACE)
         self.assertTrue(self.transport.disconnected)

@@ -41,6 +41,7 @@ from .sessionclients import (
     EventsClient,
     FramedClient,
     SeqClient,
+    StreamsClient,
     WebSocketClient,
     refusal,
 )
@@ -544,6 +545,30 @@ class SeqTests(_ReadingMixin, _PublishingMixin, _FramingErrorMixin, _NumberedMix
     """
 
     client = SeqClient
+
+
+class StreamsTests(SeqTests):
+    """
+    The shared behaviour for a C{seq} client of version 4, which
+    subscribes to the stream by name: its frames say their stream.
+    """
+
+    client = StreamsClient
+
+    def test_resumeAhead(self) -> None:
+        """
+        Resuming one stream after a message not published yet refuses that
+        subscription (a REFUSED that says why), not the connection, which
+        goes on with its other streams.
+        """
+        daemon = Daemon()
+        daemon.publish(b"1")
+        client = self.connect(daemon, start=(Start.RESUME, EPOCH, 9))
+        daemon.publish(b"2")
+        heard = client.heard()
+        self.assertEqual(heard.messages, [])
+        self.assertEqual(heard.refusals, ["asked to resume default after message 9, beyond the newest, 1"])
+        self.assertFalse(client.closed)
 
 
 class WebSocketTests(

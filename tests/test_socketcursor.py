@@ -44,13 +44,13 @@ class Owner:
     def __init__(self) -> None:
         self.cuts: list[Reason] = []
 
-    def slowConsumer(self, reason: Reason, behind: int) -> None:
+    def slowConsumer(self, cursor: object, reason: Reason, behind: int) -> None:
         self.cuts.append(reason)
 
-    def streamGap(self, first: int, last: int) -> None:
+    def streamGap(self, cursor: object, first: int, last: int) -> None:
         pass
 
-    def ownMessages(self, first: int, last: int) -> None:
+    def ownMessages(self, cursor: object, first: int, last: int) -> None:
         pass
 
 
@@ -266,7 +266,8 @@ class OneWritePathTests(SynchronousTestCase):
 
     def test_onlyCursorsWrite(self) -> None:
         """
-        No module of the daemon but the cursors (and the protocol both ends
+        No module of the daemon but the cursors and the mux they share on a
+        connection of several streams (and the protocol both ends
         share, whose C{sendString} the server's protocol overrides) writes to
         a transport or its socket, but for a connection refused before it
         has a cursor (a line that says so).
@@ -274,7 +275,7 @@ class OneWritePathTests(SynchronousTestCase):
         import streamd
 
         root = Path(streamd.__file__).parent
-        allowed = {"cursor.py", "socketcursor.py", "protocol.py"}
+        allowed = {"cursor.py", "socketcursor.py", "mux.py", "protocol.py"}
         pattern = re.compile(r"transport\.(write|writeSequence|socket)\b|\.sendmsg\(|\.send\(")
         offenders = [
             f"{path.relative_to(root)}:{number}"

@@ -230,7 +230,9 @@ class BodyTests(_Logged, SynchronousTestCase):
         context = webContext(tokenConfig(self))
         for head in (b"Content-Length: 1000000", b"Transfer-Encoding: chunked"):
             connection = _Connection(context)
-            connection.send(b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n%s\r\n\r\n" % head)
+            connection.send(
+                b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n%s\r\n\r\n" % head
+            )
             self.assertEqual(connection.status(), 413)
             self.assertNotIn(b"100 Continue", connection.transport.value())
             connection.send(b"x" * 100_000)

@@ -27,7 +27,11 @@ class ConnzTests(SynchronousTestCase):
         self.daemon = Daemon()
         self.clients = [FramedClient(self.daemon) for _ in range(50)]
         context = WebContext(
-            self.daemon.hub, self.daemon.clock, self.daemon.config, self.daemon.connections, publicMetrics=True
+            self.daemon.hub,
+            self.daemon.clock,
+            self.daemon.config,
+            self.daemon.connections,
+            publicMetrics=True,
         )
         self.resource = ConnzResource(context)
         self.built = 0
@@ -57,7 +61,9 @@ class ConnzTests(SynchronousTestCase):
         self.assertEqual(self.built, 10)
         self.assertEqual(answer["total"], 50)
         # Each sent n bytes and a 4-byte header.
-        self.assertEqual([row["bytes_in"] for row in answer["connections"]], [4 + n for n in range(49, 39, -1)])
+        self.assertEqual(
+            [row["bytes_in"] for row in answer["connections"]], [4 + n for n in range(49, 39, -1)]
+        )
 
     def test_shared(self) -> None:
         """

@@ -28,7 +28,9 @@ class HTTPOptionTests(SynchronousTestCase):
         Each C{--http} is one endpoint, with streamd's backlog.
         """
         options = parse("--http", "tcp:0:interface=127.0.0.1", "--http", "tcp:0")
-        self.assertEqual(options["config"].http, ("tcp:0:interface=127.0.0.1:backlog=4096", "tcp:0:backlog=4096"))
+        self.assertEqual(
+            options["config"].http, ("tcp:0:interface=127.0.0.1:backlog=4096", "tcp:0:backlog=4096")
+        )
         self.assertFalse(options["http-public-metrics"])
 
     def test_badEndpoint(self) -> None:

@@ -83,7 +83,6 @@ class WebSocketTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.addCleanup(cancelBatchedTimers)
 
-
     def test_helloAndStream(self) -> None:
         """
         After the handshake the client gets C{hello} (the epoch and the next
@@ -130,7 +129,10 @@ class WebSocketTests(SynchronousTestCase):
         context = webContext(ServerConfig(access=AccessPolicy(readOnly=True)))
         client = _Client(context)
         client.send(b"no")
-        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "read_only", "code": 8, "reconnect": False})
+        self.assertEqual(
+            controls(client.frames())[-1],
+            {"type": "bye", "reason": "read_only", "code": 8, "reconnect": False},
+        )
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4008).to_bytes(2, "big"))
         self.assertEqual(context.hub.history.nextSequence, 1)
@@ -229,7 +231,10 @@ class WebSocketTests(SynchronousTestCase):
         client.protocol.dataReceived(b"y" * 500)
         self.assertEqual(context.hub.stats.disconnects[Reason.OVERSIZED_FRAME], 1)
         self.assertEqual(context.hub.history.nextSequence, 2)
-        self.assertEqual(controls(client.frames())[-1], {"type": "bye", "reason": "oversized_frame", "code": 4, "reconnect": False})
+        self.assertEqual(
+            controls(client.frames())[-1],
+            {"type": "bye", "reason": "oversized_frame", "code": 4, "reconnect": False},
+        )
         close = [payload for opcode, payload in client.frames() if opcode == 8]
         self.assertEqual(close[0][:2], (4004).to_bytes(2, "big"))
 

@@ -15,7 +15,6 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.internet.tcp import Connection
@@ -26,10 +25,11 @@ from streamd import _coerce
 from streamd.auth import readToken
 from streamd.client import ConnectTimeout, HandshakeTimeout, NoDataTimeout, StreamClientProtocol, connect
 from streamd.client.failover import inTurn
+from streamd.client.lines import LineSender
 from streamd.client.seqcli import runSeq
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameError, FrameTooLong
-from streamd.linesplit import LineSplitter
 from streamd.listen.endpoints import describeError
+from streamd.names import BadName, checkPattern, isPattern
 from streamd.printable import printable
 from streamd.seqframing import FRAMINGS
 from streamd.tls import clientTLS, handshakeFailure
@@ -77,6 +77,7 @@ class ClientOptions(usage.Options):
         super().__init__()
         self["send"] = []
         self["connect"] = []
+        self["stream"] = []
 
     def opt_connect(self, description: str) -> None:
         """
@@ -85,6 +86,15 @@ class ClientOptions(usage.Options):
         self["connect"].append(description)
 
     opt_c = opt_connect
+
+    def opt_stream(self, subject: str) -> None:
+        """
+        --framing seq: print the stream of this name, or every stream this pattern matches (prices.*, logs.>), each line prefixed with its stream's name (repeatable); --send and --stdin publish to it (one name).
+        """
+        try:
+            self["stream"].append(checkPattern(subject))
+        except BadName as e:
+            raise usage.UsageError(f"--stream: {e}") from None
 
     def opt_send(self, text: str) -> None:
         """
@@ -111,10 +121,26 @@ class ClientOptions(usage.Options):
         if self["insecure"] and self["cafile"] is not None:
             raise usage.UsageError("--insecure checks nothing, so --cafile would be ignored; choose one")
         self["tls"] = bool(tlsOptions)
-        if self["framing"] != "seq" and (self["resume"] or self["show-seq"] or self["last"] is not None):
-            raise usage.UsageError("--resume, --last and --show-seq need --framing seq")
-        if self["framing"] == "seq" and self["stdin"]:
-            raise usage.UsageError("--stdin is not supported with --framing seq; use --send")
+        seqOnly = self["resume"] or self["show-seq"] or self["last"] is not None or self["stream"]
+        if self["framing"] != "seq" and seqOnly:
+            raise usage.UsageError(
+                "--resume, --last, --show-seq and --stream need --framing seq"
+                " (an int32 listener serves the stream its :stream= names)"
+            )
+        if self["framing"] == "seq" and self["stdin"] and self["resume"]:
+            raise usage.UsageError("--stdin publishes over one connection: not with --resume")
+        if (self["send"] or self["stdin"]) and self.publishTo() is None and self["stream"]:
+            raise usage.UsageError(
+                "--send and --stdin publish to one stream: give one --stream NAME, not a pattern"
+            )
+
+    def publishTo(self) -> str | None:
+        """
+        The stream --send and --stdin publish to: the one --stream, if it
+        is a name.
+        """
+        streams = self["stream"]
+        return streams[0] if len(streams) == 1 and not isPattern(streams[0]) else None
 
     def token(self) -> bytes | None:
         """
@@ -185,36 +211,6 @@ class Printer:
                 self.enough.callback(None)
 
 
-class LineSender(Protocol):
-    """
-    Sends each line of standard input as one message, reading no faster than
-    the connection takes them.
-    """
-
-    def __init__(self, client: StreamClientProtocol, whenDone: Deferred[None]) -> None:
-        self.client = client
-        self.whenDone = whenDone
-        self.splitter = LineSplitter(client.MAX_LENGTH, self._skipped)
-
-    def connectionMade(self) -> None:
-        # Standard input pauses while the connection's buffer is full.
-        self.client.transport.registerProducer(self.transport, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        for line in self.splitter.feed(data):
-            self.client.sendString(line)
-
-    def _skipped(self, length: int, finished: bool) -> None:
-        if finished:
-            sys.stderr.write(f"{PROGRAM}: skipped a {length}-byte line, over --max-message-size\n")
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        for line in self.splitter.finish():
-            self.client.sendString(line)
-        self.client.transport.unregisterProducer()
-        self.whenDone.callback(None)
-
-
 def finishSending(reactor: Any, client: StreamClientProtocol, patience: float = 5.0) -> None:
     """
     Say we are done sending, and let the server close the connection.
@@ -272,7 +268,7 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
             " anyone on the network path can read and change this stream\n"
         )
     if options["framing"] == "seq":
-        return (yield runSeq(reactor, options, endpoint, token, out, sys.stderr))
+        return (yield runSeq(reactor, options, endpoint, token, out, sys.stderr, stdin))
     printer = Printer(out, options["count"])
     onlySending = options["count"] == 0
     timeout = options["timeout"] or None
@@ -296,7 +292,7 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
     sending: Deferred[None] | None = None
     if options["stdin"]:
         sending = Deferred()
-        stdin(LineSender(client, sending), reactor=reactor)
+        stdin(LineSender(client, sending, client.MAX_LENGTH), reactor=reactor)
     if onlySending:
         if sending is not None:
             yield sending

@@ -54,4 +54,3 @@ def inTurn(endpoints: Sequence[IStreamClientEndpoint], names: Sequence[str]) -> 
     if len(endpoints) == 1:
         return endpoints[0]
     return InTurn(endpoints, names)
-

@@ -16,6 +16,12 @@ exponential backoff and jitter (Twisted's C{ClientService} with C{backoff}), and
 connection asks for the messages after the last one delivered; C{onGap} is
 called with each L{Gap} (messages it will not get) and C{onBye} with each
 L{Bye} (why the daemon closed the connection).
+
+Given C{streams} (names and patterns), the client speaks version 4 and
+subscribes to each: every stream resumes on its own, and C{onMessage} and
+C{onGap} are called with the stream's name first::
+
+    client = connect(reactor, endpoint, lambda name, seq, message: ..., streams=["prices.*"])
 """
 
 from __future__ import annotations
@@ -43,17 +49,18 @@ from zope.interface import implementer
 from streamd._compat import FactoryOf
 from streamd.client import ClientTimeout, ConnectTimeout, HandshakeTimeout
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, FrameTooLong, Payload
+from streamd.names import isPattern, matches
 from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
 from streamd.seqframing import (
     BATCH_LIMIT,
-    BATCH_OVERHEAD,
     IDENTITY_SIZE,
-    MSG_OVERHEAD,
-    VERSION,
+    SMSG_OVERHEAD,
+    STREAMS_VERSION,
     Auth,
     Batch,
     Bye,
+    ClientFrame,
     ClientHello,
     Gap,
     GapReason,
@@ -62,11 +69,25 @@ from streamd.seqframing import (
     Ping,
     Pong,
     Pub,
+    Refused,
+    SBatch,
     ServerHello,
+    SGap,
+    SMsg,
+    SPub,
     Start,
+    StreamStart,
+    Sub,
     decodeServerFrame,
     framed,
 )
+from streamd.seqframing import Position as ResumeAt
+
+ONE_STREAM_VERSION = 3
+"""
+The version a client of one stream (its listener's) speaks: its messages
+come as MSG and BATCH frames.
+"""
 
 FLUSH_VERSION = 3
 """
@@ -173,6 +194,8 @@ class SeqClientProtocol(FramedProtocol):
     def __init__(self) -> None:
         self.finished: Deferred[BaseException] = Deferred()
         self._flushes: list[Deferred[None]] = []
+        # A version 4 connection's streams, by the numbers its frames give.
+        self._names: dict[int, str] = {}
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -183,7 +206,8 @@ class SeqClientProtocol(FramedProtocol):
             self._deadline = factory.clock.callLater(factory.timeout, self._tooLate)
         if factory.token is not None:
             self.transport.write(framed(Auth(factory.token)))
-        self.transport.write(framed(factory.hello()))
+        frames: list[ClientFrame] = [factory.hello(), *factory.subscriptions()]
+        self.transport.write(b"".join([framed(frame) for frame in frames]))
 
     def handshakeCompleted(self) -> None:
         self.handshakeDone = True
@@ -245,7 +269,7 @@ class SeqClientProtocol(FramedProtocol):
                 self.hello = frame
                 if frame.maxMessage:
                     # The server's largest message (version 3), rather than ours.
-                    self.MAX_LENGTH = max(frame.maxMessage + MSG_OVERHEAD, BATCH_LIMIT + BATCH_OVERHEAD)
+                    self.MAX_LENGTH = max(frame.maxMessage + SMSG_OVERHEAD, BATCH_LIMIT + SMSG_OVERHEAD)
                     raised = True
                 if frame.epoch != position.epoch:
                     factory.previous = position.last if position.epoch is not None else None
@@ -254,14 +278,56 @@ class SeqClientProtocol(FramedProtocol):
                 self._answered()
                 self.bye = frame
                 factory.onBye(frame)
+            else:
+                self._streamFrameReceived(frame)
         if raised:
             self.limitRaised()
 
+    def _streamFrameReceived(self, frame: object) -> None:
+        """
+        A version 4 frame: a stream's start, messages and gaps, each
+        delivered once, in order, per stream; or a refusal.
+        """
+        factory = self.factory
+        if isinstance(frame, (SMsg, SBatch)):
+            name = self._names.get(frame.stream)
+            if name is None:
+                return
+            position = factory.positions[name]
+            first, payloads = (
+                (frame.seq, (frame.payload,)) if isinstance(frame, SMsg) else (frame.first, frame.payloads)
+            )
+            for seq, message in enumerate(payloads, first):
+                if self.transport.disconnecting:
+                    return
+                if seq > position.last:
+                    position.last = seq
+                    factory.onMessage(name, seq, message)
+        elif isinstance(frame, StreamStart):
+            self._names[frame.number] = frame.name
+            position = factory.positions.setdefault(frame.name, Position())
+            if frame.epoch != position.epoch:
+                factory.previousOf[frame.name] = position.last if position.epoch is not None else None
+                position.epoch, position.last = frame.epoch, 0
+        elif isinstance(frame, SGap):
+            name = self._names.get(frame.stream)
+            if name is None:
+                return
+            position = factory.positions[name]
+            position.last = max(position.last, frame.last)
+            factory.onGap(
+                name, Gap(frame.first, frame.last, frame.reason), factory.previousOf.pop(name, None)
+            )
+        elif isinstance(frame, Refused):
+            factory.onRefused(frame.subject, frame.text)
+
     def sendString(self, string: bytes) -> None:
         """
-        Publish C{string}.
+        Publish C{string}: to the factory's C{publishTo} stream, if it
+        names one (version 4), else to the listener's.
         """
-        self.transport.write(framed(Pub(string)))
+        stream = self.factory.publishTo
+        self.transport.write(framed(Pub(string) if stream is None else SPub(stream, string)))
 
     def flushed(self) -> Deferred[None]:
         """
@@ -307,6 +373,11 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
     @ivar timeout: seconds each connection has to get the server's HELLO
         (or a BYE), or C{None} to wait forever.
     @ivar clock: what times it.
+    @ivar streams: the names and patterns a client of several streams
+        subscribes to (version 4), or none for the listener's stream.
+    @ivar positions: where each of those streams is, by name.
+    @ivar publishTo: the stream L{SeqClientProtocol.sendString} publishes
+        to, if not the listener's.
     """
 
     protocol = SeqClientProtocol
@@ -314,15 +385,24 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
 
     def __init__(
         self,
-        onMessage: Callable[[int, bytes], Any],
-        onGap: Callable[[Gap, int | None], Any],
+        onMessage: Callable[..., Any],
+        onGap: Callable[..., Any],
         onBye: Callable[[Bye], Any],
         last: int | None = None,
         token: bytes | None = None,
         maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
         timeout: float | None = None,
         clock: Any = None,
+        streams: tuple[str, ...] = (),
+        onRefused: Callable[[str, str], Any] = lambda subject, text: None,
+        publishTo: str | None = None,
     ) -> None:
+        self.streams = streams
+        self.onRefused = onRefused
+        self.publishTo = publishTo
+        self.positions: dict[str, Position] = {}
+        self.previousOf: dict[str, int | None] = {}
+        self.connected = False
         self.timeout = timeout
         self.clock = clock
         self.onMessage = onMessage
@@ -340,19 +420,46 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         Where the next connection asks to start: after the last message
         delivered, else the last N messages, else from the newest.
         """
+        if self.streams:
+            return ClientHello(STREAMS_VERSION, Start.NONE, bytes(8), 0, self.identity)
         position = self.position
         if position.epoch is not None:
-            return ClientHello(VERSION, Start.RESUME, position.epoch, position.last, self.identity)
+            return ClientHello(ONE_STREAM_VERSION, Start.RESUME, position.epoch, position.last, self.identity)
         if self.last is not None:
-            return ClientHello(VERSION, Start.LAST, bytes(8), self.last, self.identity)
-        return ClientHello(VERSION, Start.NEWEST, bytes(8), 0, self.identity)
+            return ClientHello(ONE_STREAM_VERSION, Start.LAST, bytes(8), self.last, self.identity)
+        return ClientHello(ONE_STREAM_VERSION, Start.NEWEST, bytes(8), 0, self.identity)
+
+    def subscriptions(self) -> list[Sub]:
+        """
+        What the next connection subscribes to (version 4): each stream
+        after the last message delivered; on the first connection, the
+        last N messages or the newest; on the next ones, the streams a
+        pattern matches that are new to this client from their oldest.
+        """
+        subs = []
+        for subject in self.streams:
+            known = [
+                ResumeAt(name, position.epoch, position.last)
+                for name, position in self.positions.items()
+                if position.epoch is not None and matches(subject, name)
+            ]
+            if isPattern(subject) and self.connected:
+                subs.append(Sub(Start.RESUME, subject, positions=tuple(known)))
+            elif known:
+                subs.append(Sub(Start.RESUME, subject, known[0].epoch, known[0].seq))
+            elif self.last is not None:
+                subs.append(Sub(Start.LAST, subject, position=self.last))
+            else:
+                subs.append(Sub(Start.NEWEST, subject))
+        self.connected = True
+        return subs
 
     def buildProtocol(self, addr: object) -> SeqClientProtocol:
         protocol = SeqClientProtocol()
         protocol.factory = self
         # A version 2 server sends an entry of int32 data of up to
         # BATCH_LIMIT bytes as one BATCH, whatever its messages' sizes.
-        protocol.MAX_LENGTH = max(self.maxMessageSize + MSG_OVERHEAD, BATCH_LIMIT + BATCH_OVERHEAD)
+        protocol.MAX_LENGTH = max(self.maxMessageSize + SMSG_OVERHEAD, BATCH_LIMIT + SMSG_OVERHEAD)
         return protocol
 
 
@@ -443,19 +550,24 @@ class SeqClient:
 def connect(
     reactor: Any,
     endpoint: str | IStreamClientEndpoint,
-    onMessage: Callable[[int, bytes], Any],
+    onMessage: Callable[..., Any],
     resume: bool = True,
     last: int | None = None,
-    onGap: Callable[[Gap, int | None], Any] = lambda gap, previous: None,
+    onGap: Callable[..., Any] = lambda *gap: None,
     onBye: Callable[[Bye], Any] = lambda bye: None,
     token: bytes | None = None,
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
     retryPolicy: Callable[[int], float] = backoff,
     timeout: float | None = None,
+    streams: tuple[str, ...] = (),
+    onRefused: Callable[[str, str], Any] = lambda subject, text: None,
+    publishTo: str | None = None,
 ) -> SeqClient:
     """
     Connect to a C{seq} listener and call C{onMessage(seq, payload)} with
-    every message, once.
+    every message, once; with C{streams}, C{onMessage(name, seq, payload)}
+    with every message of each stream they name or match, once, and
+    C{onGap(name, gap, previous)}.
 
     @param resume: connect again whenever the connection is lost, resuming
         after the last message delivered.
@@ -466,6 +578,12 @@ def connect(
     @param token: sent in an AUTH frame, for a daemon that asks for one.
     @param retryPolicy: seconds to wait before each attempt to connect again
         (the argument counts the attempts since the last connection).
+    @param streams: the stream names and patterns to subscribe to
+        (version 4), or none for the listener's stream.
+    @param onRefused: called with a subject (one of C{streams}, or
+        C{publishTo}) and why the server refused it.
+    @param publishTo: the stream the connections' C{sendString} publishes
+        to (version 4), if not the listener's.
     @param timeout: seconds each attempt has to connect (else it fails with
         L{ConnectTimeout}), then to get the server's HELLO (else the
         connection is dropped and its C{finished} fires with
@@ -476,7 +594,19 @@ def connect(
     target = clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
     if timeout:
         target = _TimedEndpoint(target, timeout, reactor)
-    factory = SeqClientFactory(onMessage, onGap, onBye, last, token, maxMessageSize, timeout or None, reactor)
+    factory = SeqClientFactory(
+        onMessage,
+        onGap,
+        onBye,
+        last,
+        token,
+        maxMessageSize,
+        timeout or None,
+        reactor,
+        streams,
+        onRefused,
+        publishTo,
+    )
     return SeqClient(reactor, target, factory, retryPolicy if resume else None)
 
 

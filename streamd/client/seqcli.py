@@ -1,6 +1,7 @@
 """
-C{python -m streamd.client --framing seq [--resume] [--last N] [--show-seq]}:
-the command-line client of a C{seq} listener.
+C{python -m streamd.client --framing seq [--resume] [--last N] [--show-seq]
+[--stream NAME_OR_PATTERN ...]}: the command-line client of a C{seq}
+listener.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.stdio import StandardIO
 
 from streamd.client import ClientTimeout, ConnectTimeout, HandshakeTimeout
+from streamd.client.lines import LineSender
 from streamd.client.seq import FATAL, SeqClientProtocol, connect, describeBye, describeGap
 from streamd.printable import printable
 from streamd.reasons import Reason
@@ -22,11 +25,19 @@ PROGRAM = "streamd.client"
 
 @inlineCallbacks
 def runSeq(
-    reactor: Any, options: Any, endpoint: IStreamClientEndpoint, token: bytes | None, out: TextIO, err: TextIO
+    reactor: Any,
+    options: Any,
+    endpoint: IStreamClientEndpoint,
+    token: bytes | None,
+    out: TextIO,
+    err: TextIO,
+    stdin: Any = StandardIO,
 ) -> Any:
     """
     Print every message of a seq listener once, in order; with C{--resume},
     across reconnects, forever.  Each GAP and BYE is one line on C{err}.
+    With C{--stream}, each stream's messages (once each, in order per
+    stream), each line prefixed with its stream's name.
     C{--timeout} bounds each attempt to connect and to get the server's
     HELLO: without C{--resume} the client then gives up, with one line
     saying what the port may be, as the int32 client does; with it, it
@@ -42,12 +53,13 @@ def runSeq(
         if not done.called:
             done.callback(code)
 
-    def onMessage(seq: int, payload: bytes) -> None:
+    def onMessage(seq: int, payload: bytes, stream: str | None = None) -> None:
         nonlocal remaining
         if remaining == 0:
             return
+        line = f"{seq} {printable(payload)}" if showSeq else printable(payload)
         try:
-            out.write(f"{seq} {printable(payload)}\n" if showSeq else printable(payload) + "\n")
+            out.write(line + "\n" if stream is None else f"{stream} {line}\n")
             out.flush()
         except BrokenPipeError:
             finish(0)
@@ -56,25 +68,33 @@ def runSeq(
             if remaining == 0:
                 finish(0)
 
-    def onGap(gap: Gap, previous: int | None) -> None:
-        err.write(f"{PROGRAM}: {describeGap(gap, previous)}\n")
+    def onGap(gap: Gap, previous: int | None, stream: str | None = None) -> None:
+        of = "" if stream is None else f"{stream}: "
+        err.write(f"{PROGRAM}: {of}{describeGap(gap, previous)}\n")
+
+    def onRefused(subject: str, text: str) -> None:
+        err.write(f"{PROGRAM}: refused {subject}: {text}\n")
 
     def onBye(bye: Bye) -> None:
         err.write(f"{PROGRAM}: {describeBye(bye)}\n")
         if bye.code in FATAL:
             finish(1)
 
+    streams = tuple(options["stream"])
     client = connect(
         reactor,
         endpoint,
-        onMessage,
+        (lambda name, seq, payload: onMessage(seq, payload, name)) if streams else onMessage,
         resume=options["resume"],
         last=options["last"],
-        onGap=onGap,
+        onGap=(lambda name, gap, previous: onGap(gap, previous, name)) if streams else onGap,
         onBye=onBye,
         token=token,
         maxMessageSize=options["max-message-size"],
         timeout=options["timeout"] or None,
+        streams=streams,
+        onRefused=onRefused,
+        publishTo=options.publishTo(),
     )
     try:
         protocol: SeqClientProtocol = yield client.whenConnected()
@@ -86,6 +106,10 @@ def runSeq(
         return 1
     for text in options["send"]:
         protocol.sendString(text.encode("utf-8"))
+    if options["stdin"]:
+        sending: Deferred[None] = Deferred()
+        stdin(LineSender(protocol, sending, options["max-message-size"]), reactor=reactor)
+        yield sending
     if remaining == 0:
         # Done once the daemon has taken what was sent, or said why not.
         protocol.flushed().addCallbacks(

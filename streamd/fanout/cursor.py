@@ -63,22 +63,22 @@ class CursorOwner(Protocol):
     L{streamd.session.Session}).
     """
 
-    def slowConsumer(self, reason: Reason, behind: int) -> None:
+    def slowConsumer(self, cursor: Cursor, reason: Reason, behind: int) -> None:
         """
-        The client fell too far behind, by the rule C{reason}, with
-        C{behind} bytes of the log still to send.
-        """
-
-    def streamGap(self, first: int, last: int) -> None:
-        """
-        Messages C{first} to C{last} of a cluster's stream will never be in
-        the log.
+        The client of C{cursor} fell too far behind, by the rule C{reason},
+        with C{behind} bytes of the log still to send.
         """
 
-    def ownMessages(self, first: int, last: int) -> None:
+    def streamGap(self, cursor: Cursor, first: int, last: int) -> None:
         """
-        Messages C{first} to C{last} were published through this cursor,
-        and are not sent back through it.
+        Messages C{first} to C{last} of a cluster's stream, which C{cursor}
+        reads, will never be in the log.
+        """
+
+    def ownMessages(self, cursor: Cursor, first: int, last: int) -> None:
+        """
+        Messages C{first} to C{last} were published through C{cursor}, and
+        are not sent back through it.
         """
 
 
@@ -182,7 +182,7 @@ class Cursor:
         C{entry} was published through this cursor (so it is not sent
         back): its owner may tell the client.
         """
-        self.owner.ownMessages(entry[FIRST], lastOf(entry))
+        self.owner.ownMessages(self, entry[FIRST], lastOf(entry))
 
     def countMessages(self, count: int, size: int) -> None:
         """
@@ -231,7 +231,9 @@ class Cursor:
             if queued is not None and queued.reason == gap.reason and queued.last + 1 == gap.first:
                 merged = type(gap)(queued.first, gap.last, gap.reason)
                 private.pop()
-                self._queue(max(at, self.hub.history.end if before is None else before), encode(merged), merged)
+                self._queue(
+                    max(at, self.hub.history.end if before is None else before), encode(merged), merged
+                )
                 return False
         data = encode(gap)
         assert data is not None

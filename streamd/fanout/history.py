@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from streamd.framing import INT32, Framing, Payload
@@ -56,6 +57,17 @@ connection alive.
 """
 
 
+@dataclass
+class HistoryPool:
+    """
+    The bytes several histories hold together (the named streams'), and
+    their bound.
+    """
+
+    limit: int
+    held: int = 0
+
+
 def lastOf(entry: Entry) -> int:
     """
     The sequence number of C{entry}'s last message.
@@ -82,7 +94,9 @@ class History:
         numbers (none) are this epoch's.
     """
 
-    def __init__(self, epoch: bytes | None = None, encodingBudget: int = 32 << 20) -> None:
+    def __init__(
+        self, epoch: bytes | None = None, encodingBudget: int = 32 << 20, pool: HistoryPool | None = None
+    ) -> None:
         self.epoch = os.urandom(8) if epoch is None else epoch
         self.formerEpochs: set[bytes] = set()
         self._entries: list[Entry | None] = []
@@ -97,6 +111,7 @@ class History:
         self._encodings: dict[tuple[int, int], bytes] = {}
         self.encodingBytes = 0
         self.encodingBudget = encodingBudget
+        self.pool = pool
         self.size = 0
         self.nextSequence = 1
         self._nextOffset = 0
@@ -159,6 +174,8 @@ class History:
         self.nextSequence = first + count
         self._nextOffset += len(data)
         self.size += len(data)
+        if self.pool is not None:
+            self.pool.held += len(data)
         return entry
 
     def appendPayloads(self, payloads: Sequence[Payload], sender: int = 0) -> Entry:
@@ -230,6 +247,8 @@ class History:
         entries[self._first] = None
         self._first += 1
         self.size -= len(entry[DATA])
+        if self.pool is not None:
+            self.pool.held -= len(entry[DATA])
         if self._encodings:
             for number in range(len(self._framings)):
                 made = self._encodings.pop((entry[FIRST], number), None)

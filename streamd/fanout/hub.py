@@ -18,12 +18,27 @@ from twisted.logger import Logger
 
 from streamd.config import FlowControl
 from streamd.fanout.cursor import Cursor
-from streamd.fanout.history import COUNT, DATA, Entry, History
+from streamd.fanout.history import COUNT, DATA, Entry, History, HistoryPool
+from streamd.names import DEFAULT
 from streamd.framing import INT32, Framing, Payload
 from streamd.reasons import Reason
 from streamd.stats import Stats
 
 MiB = 1024 * 1024
+
+
+class Pool(Protocol):
+    """
+    The streams a hub's history shares a byte budget with (see
+    L{streamd.fanout.streams}).
+    """
+
+    pool: HistoryPool
+
+    def overflow(self) -> None:
+        """
+        The histories hold more than their budget together.
+        """
 
 
 class Sender(Protocol):
@@ -69,13 +84,28 @@ class Hub:
 
     log = Logger()
 
-    def __init__(self, stats: Stats, clock: IReactorTime, flow: FlowControl = FlowControl()) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        clock: IReactorTime,
+        flow: FlowControl = FlowControl(),
+        name: str = DEFAULT,
+        number: int = 0,
+        pool: Pool | None = None,
+    ) -> None:
         self.stats = stats
         self.clock = clock
         self.flow = flow
+        self.name = name
+        self.number = number
+        self.pool = pool
         # Encodings for subscribers of other framings: a cache of half the
         # history's size at most, apart from it (see History.encodingBytes).
-        self.history = History(encodingBudget=max(flow.history // 2, 1 << 20))
+        self.history = History(
+            encodingBudget=max(flow.history // 2, 1 << 20), pool=None if pool is None else pool.pool
+        )
+        self.lastActivity = 0.0
+        self._framings: dict[object, Framing] = {}
         self._live: dict[Cursor, None] = {}
         self._deliveries: tuple[tuple[Cursor, Framing, Callable[[bytes, int], None]], ...] | None = ()
         self._behind: dict[Cursor, None] = {}
@@ -114,6 +144,7 @@ class Hub:
         self._deliveries = None
 
     def unsubscribe(self, cursor: Cursor) -> None:
+        self.lastActivity = self.clock.seconds()
         if self._live.pop(cursor, 0) is None:
             self._deliveries = None
         self._behind.pop(cursor, None)
@@ -197,8 +228,11 @@ class Hub:
             sender.published(entry)
         if self.outbound is not None:
             self.outbound(entry)
+        self.lastActivity = self.clock.seconds()
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
+        elif self.pool is not None and self.pool.pool.held > self.pool.pool.limit:
+            self.pool.overflow()
 
     def gap(self, first: int, last: int) -> None:
         """
@@ -208,7 +242,7 @@ class Hub:
         """
         for cursor in self.subscribers:
             if not cursor.closed:
-                cursor.owner.streamGap(first, last)
+                cursor.owner.streamGap(cursor, first, last)
 
     def addPublisher(self, publisher: IPushProducer, waits: bool) -> None:
         """
@@ -278,7 +312,7 @@ class Hub:
         Tell C{cursor}'s owner it is too slow: the owner abandons it, or,
         for L{Reason.EVICTED}, may move it on with L{Cursor.seek}.
         """
-        cursor.owner.slowConsumer(reason, cursor.behind)
+        cursor.owner.slowConsumer(cursor, reason, cursor.behind)
 
     def _trim(self, paced: bool) -> None:
         """
@@ -392,6 +426,36 @@ class Hub:
             self._relieve()
         if self._behind:
             self._sweep = self.clock.callLater(SWEEP_INTERVAL, self._sweepBehind)
+
+    def framing(self, kind: object, make: Callable[[], Framing]) -> Framing:
+        """
+        This stream's framing of C{kind} (one that says the stream, for
+        clients of several), made by C{make} the first time.
+        """
+        framing = self._framings.get(kind)
+        if framing is None:
+            framing = self._framings[kind] = make()
+        return framing
+
+    def shrink(self, size: int) -> None:
+        """
+        Drop the oldest entries until the log holds at most C{size} bytes,
+        keeping those a subscriber that keeps up still needs (for the
+        budget all streams share).
+        """
+        self._evict(size, self._pin())
+
+    def idle(self, timeout: float) -> bool:
+        """
+        Whether nobody has subscribed, published or read here for
+        C{timeout} seconds.
+        """
+        return (
+            not self._live
+            and not self._behind
+            and not self._publishers
+            and self.clock.seconds() - self.lastActivity >= timeout
+        )
 
     def stop(self) -> None:
         """

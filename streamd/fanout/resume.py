@@ -23,6 +23,11 @@ class Start(IntEnum):
     NEWEST = 0
     RESUME = 1
     LAST = 2
+    NONE = 3
+    """
+    No stream yet: a client of several streams (C{seq} version 4) starts
+    each as it subscribes to it.
+    """
 
 
 class GapReason(IntEnum):

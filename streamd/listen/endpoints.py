@@ -30,6 +30,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from streamd.framing import Framing
+from streamd.names import checkName
 
 # The framings by name, with seq, which its module adds on import.
 from streamd.seqframing import FRAMINGS
@@ -44,11 +45,12 @@ current Linux allows (C{net.core.somaxconn} caps it) and what Go's servers
 ask for.
 """
 
-KEYWORDS = ("framing", "clientCA")
+KEYWORDS = ("framing", "clientCA", "stream")
 """
 The parameters streamd takes out of a description: C{framing=NAME} (what
-the listener's clients speak) and C{clientCA=FILE} (an C{ssl:} listener
-requires client certificates signed by a CA in that PEM file).
+the listener's clients speak), C{clientCA=FILE} (an C{ssl:} listener
+requires client certificates signed by a CA in that PEM file) and
+C{stream=NAME} (the stream its clients read and publish to).
 """
 
 _BACKLOGGED = ("tcp", "tcp6", "ssl")
@@ -70,6 +72,7 @@ class StreamdEndpoint:
         parameters and with streamd's backlog.
     @ivar framing: what C{framing=} named, or C{None}.
     @ivar clientCA: what C{clientCA=} named, or C{None}.
+    @ivar stream: what C{stream=} named, or C{None}.
     """
 
     def __init__(
@@ -79,12 +82,14 @@ class StreamdEndpoint:
         kwargs: dict[str, str],
         framing: Framing | None,
         clientCA: str | None,
+        stream: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.args = args
         self.kwargs = kwargs
         self.framing = framing
         self.clientCA = clientCA
+        self.stream = stream
         self.description = ":".join(
             [*map(_quote, args), *(f"{key}={quoteStringArgument(value)}" for key, value in kwargs.items())]
         )
@@ -141,9 +146,14 @@ class StreamdEndpointParser:
         clientCA = ours.get("clientCA")
         if clientCA is not None and args[0] != "ssl":
             raise ValueError(f"client certificates need an ssl: endpoint, not {args[0]}:")
+        stream = ours.get("stream")
+        if stream is not None:
+            checkName(stream)
         if args[0] in _BACKLOGGED and "backlog" not in kwargs:
             kwargs["backlog"] = str(LISTEN_BACKLOG)
-        return StreamdEndpoint(reactor, args, kwargs, None if name is None else FRAMINGS[name], clientCA)
+        return StreamdEndpoint(
+            reactor, args, kwargs, None if name is None else FRAMINGS[name], clientCA, stream
+        )
 
 
 def given(description: str) -> str:

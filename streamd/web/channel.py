@@ -95,7 +95,9 @@ class StreamdChannel(HTTPChannel):
         if upgraded is not None:
             # What came in the same read as the upgrading request is the new
             # protocol's (twisted.web would keep it for a next request).
-            protocol = upgraded.wrappedProtocol if isinstance(upgraded, ProtocolWrapper) else upgraded.protocol
+            protocol = (
+                upgraded.wrappedProtocol if isinstance(upgraded, ProtocolWrapper) else upgraded.protocol
+            )
             protocol.dataReceived(data)
         elif not self._refused:
             super().rawDataReceived(data)
@@ -107,7 +109,9 @@ class StreamdChannel(HTTPChannel):
         """
         self._cancel("_headCall")
         if self.length != 0:
-            self._refuse(Reason.REQUEST_BODY, length="chunked" if self.length is None else f"{self.length} bytes")
+            self._refuse(
+                Reason.REQUEST_BODY, length="chunked" if self.length is None else f"{self.length} bytes"
+            )
             return
         super().allHeadersReceived()
 

@@ -97,7 +97,6 @@ class ConnzResource(Resource):
         request.setHeader("Cache-Control", "no-cache")
         return json.dumps(body).encode()
 
-
     def snapshot(self, sort: str) -> tuple[float, int, list[dict[str, Any]]]:
         """
         When the rows of order C{sort} were made, how many connections there

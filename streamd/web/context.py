@@ -31,6 +31,7 @@ The HTTP status of a refusal before the stream starts, by reason; any other
 reason is a 503.
 """
 
+
 class WebContext(SessionContext):
     """
     The daemon as the HTTP side sees it.

@@ -45,9 +45,7 @@ class StreamdCollector:
 
         kinds = Counter(session.adapter.kind for session in context.connections)
         kinds["http"] = len(context.connections.channels)
-        connections = GaugeMetricFamily(
-            "streamd_connections", "Open connections by kind.", labels=["kind"]
-        )
+        connections = GaugeMetricFamily("streamd_connections", "Open connections by kind.", labels=["kind"])
         for kind in sorted(set(KINDS) | set(kinds)):
             connections.add_metric([kind], kinds[kind])
         yield connections
@@ -70,7 +68,9 @@ class StreamdCollector:
             disconnects.add_metric([reason.label], stats.disconnects[reason])
         yield disconnects
 
-        yield GaugeMetricFamily("streamd_history_bytes", "Bytes of messages the history holds.", value=history.size)
+        yield GaugeMetricFamily(
+            "streamd_history_bytes", "Bytes of messages the history holds.", value=history.size
+        )
         yield GaugeMetricFamily(
             "streamd_history_encoding_bytes",
             "Bytes of the history's messages encoded for subscribers of other framings (a bounded cache).",

@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from streamd.auth import Access, originAllowed
 from streamd.fanout.cursor import Cursor
+from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Gap, StartPoint
 from streamd.fanout.socketcursor import cursorFor
 from streamd.listen.tcpinfo import bytesAcked
@@ -110,17 +111,17 @@ class EventStream(Protocol):
         assert self.session is not None
         return (self.bytesReceived, self.session.bytesOut if acked is None else acked)
 
-    def greeting(self, point: StartPoint) -> bytes:
+    def greeting(self, point: StartPoint, hub: Hub) -> bytes:
         greeting = b"retry: %d\n\n" % RETRY_MS
         if point.gap is not None:
             greeting += namedEvent("gap", gapMessage(point.gap))
         greeting += namedEvent("hello", {"epoch": self.context.epoch, "next": point.next})
         return self._head() + self._frame(greeting)
 
-    def gapNotice(self, gap: Gap) -> bytes:
+    def gapNotice(self, gap: Gap, hub: Hub) -> bytes:
         return self._frame(namedEvent("gap", gapMessage(gap)))
 
-    def ownNotice(self, first: int, last: int) -> None:
+    def ownNotice(self, first: int, last: int, hub: Hub) -> None:
         return None
 
     def goodbye(self, reason: Reason) -> bool:
@@ -201,7 +202,9 @@ class EventsResource(Resource):
         chunked = request.clientproto == b"HTTP/1.1"
         if chunked:
             head += _CHUNKED
-        stream = EventStream(context, request, addressName(request.getClientAddress()), head + b"\r\n", chunked)
+        stream = EventStream(
+            context, request, addressName(request.getClientAddress()), head + b"\r\n", chunked
+        )
         session = stream.session
         assert session is not None
         if not session.admit(request.channel) or not session.checkOrigin(origin, _header(request, "host")):
@@ -229,8 +232,10 @@ class EventsResource(Resource):
         transport = takeOver(request, stream)
         stream.request = None
         framing = self.chunked if chunked else self.framing
-        cursor = cursorFor(transport, context.hub, framing, session) if first else Cursor(
-            transport, context.hub, framing, session
+        cursor = (
+            cursorFor(transport, context.hub, framing, session)
+            if first
+            else Cursor(transport, context.hub, framing, session)
         )
         session.attach(cursor)
         session.start(where)

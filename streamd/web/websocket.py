@@ -18,6 +18,7 @@ from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
 from streamd.fanout.cursor import Cursor
+from streamd.fanout.hub import Hub
 from streamd.fanout.resume import HEAD, Gap, StartPoint
 from streamd.listen.tcpinfo import bytesAcked
 from streamd.protocol import addressName
@@ -190,18 +191,21 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     def activity(self) -> tuple[int, int]:
         acked = bytesAcked(self.transport)
         session = self.session
-        return (self.bytesReceived, (session.bytesOut if session is not None else 0) if acked is None else acked)
+        return (
+            self.bytesReceived,
+            (session.bytesOut if session is not None else 0) if acked is None else acked,
+        )
 
-    def greeting(self, point: StartPoint) -> bytes:
+    def greeting(self, point: StartPoint, hub: Hub) -> bytes:
         greeting = b""
         if point.gap is not None:
             greeting += control({"type": "gap", **gapMessage(point.gap)})
         return greeting + control({"type": "hello", "epoch": self.factory.context.epoch, "next": point.next})
 
-    def gapNotice(self, gap: Gap) -> bytes:
+    def gapNotice(self, gap: Gap, hub: Hub) -> bytes:
         return control({"type": "gap", **gapMessage(gap)})
 
-    def ownNotice(self, first: int, last: int) -> bytes:
+    def ownNotice(self, first: int, last: int, hub: Hub) -> bytes:
         return control({"type": "own", "first": first, "last": last})
 
     def goodbye(self, reason: Reason) -> bool:

@@ -162,7 +162,11 @@ class BrowserTests(TestCase):
                     if i % 20 == 0:
                         publisher.send(b"<b>markup stays text</b>")
                     if i % 10 == 0:
-                        until(lambda points=i // 10: browser.execute_script("return rates.messages.length") >= points)
+                        until(
+                            lambda points=i // 10: (
+                                browser.execute_script("return rates.messages.length") >= points
+                            )
+                        )
                 until(lambda: '"n": 80' in browser.find_element(By.ID, "messages").text)
             finally:
                 publisher.close()

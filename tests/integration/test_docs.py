@@ -71,7 +71,11 @@ def substitute(command: str, workspace: str, ports: dict[str, str]) -> str:
     command = re.sub(r"(?<![\w.])/(etc|run|var/log|tmp)/", lambda m: f"{workspace}/{m.group(1)}/", command)
     command = re.sub(r"\b(" + "|".join(PORTS) + r")\b", lambda m: ports[m.group(1)], command)
     command = command.replace(".venv/bin/", VENV_BIN + "/")
-    command = re.sub(r"^make (run\b)?", lambda m: f"make -C {ROOT} " + (f"run PORT={ports['7000']}" if m.group(1) else ""), command)
+    command = re.sub(
+        r"^make (run\b)?",
+        lambda m: f"make -C {ROOT} " + (f"run PORT={ports['7000']}" if m.group(1) else ""),
+        command,
+    )
     command = command.replace("interface=0.0.0.0", "interface=127.0.0.1")
     command = command.replace("stream.example.org", "localhost")
     command = command.replace("some-program", "printf 'one\\ntwo\\n'")
@@ -235,7 +239,9 @@ def _addTests() -> None:
         found = blocks(document)
         for number, block in enumerate(found):
 
-            def test(self: SynchronousTestCase, block: Block = block, earlier: list[Block] = found[:number]) -> None:
+            def test(
+                self: SynchronousTestCase, block: Block = block, earlier: list[Block] = found[:number]
+            ) -> None:
                 if block.skip is not None:
                     raise SkipTest(block.skip)
                 runBlock(self, block, earlier)

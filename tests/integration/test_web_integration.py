@@ -301,7 +301,6 @@ class TokenTests(_Mixin, TestCase):
         client = yield self.webSocket(headers={"Authorization": "Bearer sesame"})
         yield waitFor(lambda: len(client.received) == 1)
 
-
     @inlineCallbacks
     def test_tokensNeverLogged(self) -> None:
         """
@@ -429,7 +428,9 @@ class ShutdownTests(_Mixin, TestCase):
         messages = [payload for _, payload in client.received[1:-1]]
         self.assertEqual([int(m.split(b".")[0]) for m in messages], list(range(published)))
         bye = json.loads(client.received[-1][1][1:])
-        self.assertEqual((bye["type"], bye["reason"], bye["code"], bye["reconnect"]), ("bye", "shutdown", 11, True))
+        self.assertEqual(
+            (bye["type"], bye["reason"], bye["code"], bye["reconnect"]), ("bye", "shutdown", 11, True)
+        )
 
 
 class _Raw(Protocol):
@@ -503,7 +504,9 @@ class HostileTests(_Mixin, TestCase):
         soon as its head is in; the megabyte after it is not taken.
         """
         chunk = b"100000\r\n" + b"x" * 0x100000 + b"\r\n"
-        client = yield self.raw(b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk)
+        client = yield self.raw(
+            b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk
+        )
         yield client.done
         self.assertTrue(client.data.startswith(b"HTTP/1.1 413 "), client.data)
         self.assertEqual(self.hub.stats.disconnects[Reason.REQUEST_BODY], 1)

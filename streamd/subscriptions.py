@@ -1,0 +1,142 @@
+"""
+The streams one session is sent when it may be sent several (a C{seq}
+client of version 4, a web client of C{/ws/NAME} or C{/events/NAME}): its
+subscriptions, by name or by pattern, and one cursor per stream, however
+many of them match it, all writing through the connection's L{Mux}.
+
+A pattern subscription is told of the streams made after it (it is a
+L{streamd.fanout.streams.StreamWatcher}); nothing here runs per message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.hub import Hub
+from streamd.fanout.mux import Mux
+from streamd.fanout.resume import Start, StartRequest
+from streamd.fanout.streams import Streams
+from streamd.names import checkPattern, isPattern, matches
+
+if TYPE_CHECKING:
+    from streamd.session import Session
+
+FROM_OLDEST = StartRequest(Start.LAST, position=2**64 - 1)
+"""
+Where a stream starts that a subscription did not know of: its first
+message held (a stream made after the subscription, or one a resuming
+client has no position in).
+"""
+
+
+class Subscriptions:
+    """
+    A session's subscriptions and the cursors they need (see the module).
+
+    @ivar cursors: the session's cursor on each stream it is sent.
+    """
+
+    def __init__(self, session: Session, streams: Streams, transport: object) -> None:
+        self.session = session
+        self.streams = streams
+        self.mux = Mux(transport)
+        self.cursors: dict[Hub, Cursor] = {}
+        self._requests: dict[str, StartRequest] = {}
+        self._positions: dict[str, StartRequest] = {}
+        self._covering: dict[Hub, set[str]] = {}
+
+    @property
+    def written(self) -> int:
+        return self.mux.written
+
+    @property
+    def messages(self) -> int:
+        return sum(cursor.messages for cursor in self.cursors.values())
+
+    def add(self, subject: str, request: StartRequest, positions: dict[str, StartRequest]) -> list[Hub]:
+        """
+        Subscribe to C{subject} (a name or a pattern), from C{request}; a
+        resuming client's C{positions} say where each stream it knows
+        resumes (the others of a resumed subscription start at their
+        oldest message).
+
+        @return: the streams to start now (those it matches that the
+            session is not sent yet); L{started} for each once it has a
+            cursor.
+        @raise streamd.names.BadName: for a subject that is neither.
+        @raise streamd.fanout.streams.StreamRefused: for a stream that
+            cannot be made.
+        """
+        checkPattern(subject)
+        if subject in self._requests:
+            return []
+        if isPattern(subject):
+            hubs = self.streams.watch(subject, self)
+        else:
+            hubs = [self.streams.open(subject)]
+        self._requests[subject] = request
+        self._positions.update(positions)
+        fresh = []
+        for hub in hubs:
+            if not self.session.mayRead(hub):
+                continue
+            covering = self._covering.setdefault(hub, set())
+            if not covering:
+                fresh.append(hub)
+            covering.add(subject)
+        return fresh
+
+    def requestFor(self, hub: Hub, subject: str) -> StartRequest:
+        """
+        Where C{hub}'s stream starts for a subscription to C{subject}.
+        """
+        known = self._positions.pop(hub.name, None)
+        if known is not None:
+            return known
+        request = self._requests[subject]
+        if request.start is Start.RESUME and isPattern(subject):
+            return FROM_OLDEST
+        return request
+
+    def started(self, hub: Hub, cursor: Cursor) -> None:
+        self.cursors[hub] = cursor
+        self.mux.add(cursor)
+
+    def remove(self, subject: str) -> None:
+        """
+        Unsubscribe from C{subject}: the streams no other subscription
+        matches stop (after the entry begun).
+        """
+        if self._requests.pop(subject, None) is None:
+            return
+        if isPattern(subject):
+            self.streams.unwatch(subject, self)
+        for hub, covering in list(self._covering.items()):
+            covering.discard(subject)
+            if not covering:
+                del self._covering[hub]
+                cursor = self.cursors.pop(hub, None)
+                if cursor is not None:
+                    self.mux.remove(cursor)
+
+    def streamAppeared(self, hub: Hub) -> None:
+        """
+        A stream that some of the session's patterns match was made.
+        """
+        covering = {
+            subject for subject in self._requests if isPattern(subject) and matches(subject, hub.name)
+        }
+        if not covering or hub in self._covering or not self.session.mayRead(hub):
+            return
+        self._covering[hub] = covering
+        self.session.streamAppeared(hub, self.requestFor(hub, min(covering)), min(covering))
+
+    def stop(self) -> None:
+        """
+        The session ended: no more streams are made for it.
+        """
+        for subject in self._requests:
+            if isPattern(subject):
+                self.streams.unwatch(subject, self)
+        self._requests.clear()
