@@ -161,6 +161,25 @@ class AccessPolicy:
             return Access.READ
         return Access.PUBLISH
 
+    perStream = False
+    """
+    Whether some tokens may read or publish to only some streams (an access
+    file); if not, every client's rights are L{ALL_STREAMS}.
+    """
+
+    def initialRights(self) -> StreamRights:
+        """
+        The streams a client may use before it has sent a token.
+        """
+        return ALL_STREAMS
+
+    def rightsForDigest(self, tokenDigest: bytes) -> StreamRights:
+        """
+        The streams a client whose token's L{digest} is C{tokenDigest} may
+        read and publish to.
+        """
+        return ALL_STREAMS
+
     def accessFor(self, token: bytes) -> Access:
         """
         What a client that sent C{token} may do; L{Access.NONE} for a token

@@ -10,9 +10,8 @@ from __future__ import annotations
 from streamd.fanout.history import FIRST
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Gap, Start, StartPoint, StartRequest
-from streamd.framing import Payload
+from streamd.framing import Framing, Payload
 from streamd.reasons import Reason
-from streamd.framing import Framing
 from streamd.seqframing import (
     BATCH_VERSION,
     SEQ_BATCH,

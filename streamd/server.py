@@ -15,9 +15,9 @@ from streamd._compat import FactoryOf
 from streamd.config import ServerConfig
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
-from streamd.fanout.streams import Streams
 from streamd.fanout.resume import Gap, StartPoint
 from streamd.fanout.socketcursor import cursorFor
+from streamd.fanout.streams import Streams
 from streamd.framing import INT32, BadHeader, FrameError, Framing, Payload
 from streamd.listen.tcpinfo import bytesAcked
 from streamd.protocol import FramedProtocol, noDelay

@@ -380,7 +380,6 @@ class Session:
     _request: StartRequest | None = None
     _digest: bytes | None = None
     _admitted = False
-    _published = False
     _unanswered = 0
     _throttle: LogThrottle | None = None
     _authCall: IDelayedCall | None = None
@@ -396,7 +395,10 @@ class Session:
     def __init__(self, context: SessionContext, adapter: ISessionAdapter) -> None:
         self.context = context
         self.adapter = adapter
-        self.access = context.config.access.initialAccess()
+        policy = context.config.access
+        self.access = policy.initialAccess()
+        if policy.perStream:
+            self.rights = policy.initialRights()
 
     @property
     def peer(self) -> str:
@@ -509,6 +511,7 @@ class Session:
             return False
         wasReading = self.access is not Access.NONE
         self.access = max(self.access, granted)
+        self.rights = policy.rightsForDigest(self._digest)
         if self.context.connections.connectedLines.admitOne():
             self.log.info("{peer} authenticated ({access})", peer=self.peer, access=self.access.name.lower())
         if not wasReading and self._request is not None:
@@ -531,12 +534,18 @@ class Session:
     def reauthorize(self) -> None:
         """
         The token files were read again: a client whose token no longer
-        grants publishing may no longer publish.  Reading is left as it is
-        (see C{docs/security.rst}).
+        grants publishing may no longer publish, and the streams it may
+        publish to and subscribe to from now on are those its token now
+        names.  What it reads already is left as it is (see
+        C{docs/security.rst}).
         """
-        if self._digest is None or self.access is not Access.PUBLISH:
+        if self._digest is None:
             return
-        if self.context.config.access.accessForDigest(self._digest) is not Access.PUBLISH:
+        policy = self.context.config.access
+        self.rights = policy.rightsForDigest(self._digest)
+        if self.access is not Access.PUBLISH:
+            return
+        if policy.accessForDigest(self._digest) is not Access.PUBLISH:
             self.access = Access.READ
             self.log.info("{peer} may no longer publish: its token was replaced", peer=self.peer)
 

@@ -11,16 +11,16 @@ out of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 
 from streamd.config import FlowControl
 from streamd.fanout.cursor import Cursor
-from streamd.fanout.history import COUNT, DATA, Entry, History, HistoryPool
-from streamd.names import DEFAULT
+from streamd.fanout.history import COUNT, DATA, FIRST, Entry, History, HistoryPool
 from streamd.framing import INT32, Framing, Payload
+from streamd.names import DEFAULT
 from streamd.reasons import Reason
 from streamd.stats import Stats
 
@@ -59,6 +59,11 @@ PAUSE_LOG_SECONDS = 10.0
 """
 Seconds between two log lines about publishers being paused: a stream paced
 by a slow reader pauses many times a second.
+"""
+
+RATE_WINDOW = 1.0
+"""
+Seconds over which a stream's rate is measured.
 """
 
 SWEEP_INTERVAL = 0.1
@@ -105,6 +110,11 @@ class Hub:
             encodingBudget=max(flow.history // 2, 1 << 20), pool=None if pool is None else pool.pool
         )
         self.lastActivity = 0.0
+        # The messages published in the last RATE_WINDOW seconds or so:
+        # from the number of the first of the window on.
+        self._windowStart = 0.0
+        self._windowFirst = 1
+        self._rate = 0.0
         self._framings: dict[object, Framing] = {}
         self._live: dict[Cursor, None] = {}
         self._deliveries: tuple[tuple[Cursor, Framing, Callable[[bytes, int], None]], ...] | None = ()
@@ -228,7 +238,10 @@ class Hub:
             sender.published(entry)
         if self.outbound is not None:
             self.outbound(entry)
-        self.lastActivity = self.clock.seconds()
+        now = self.lastActivity = self.clock.seconds()
+        if now - self._windowStart >= RATE_WINDOW:
+            self._rate = (history.nextSequence - self._windowFirst) / (now - self._windowStart)
+            self._windowStart, self._windowFirst = now, history.nextSequence
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
         elif self.pool is not None and self.pool.pool.held > self.pool.pool.limit:
@@ -426,6 +439,34 @@ class Hub:
             self._relieve()
         if self._behind:
             self._sweep = self.clock.callLater(SWEEP_INTERVAL, self._sweepBehind)
+
+    def rate(self) -> float:
+        """
+        Messages published a second, over the last L{RATE_WINDOW} seconds
+        or so (decaying while nothing is).
+        """
+        elapsed = self.clock.seconds() - self._windowStart
+        if elapsed < RATE_WINDOW:
+            return self._rate
+        return (self.history.nextSequence - self._windowFirst) / elapsed
+
+    def figures(self) -> dict[str, Any]:
+        """
+        This stream's figures, as C{GET /streams} shows them: its
+        subscribers, messages a second, and the span of its history.
+        """
+        history = self.history
+        oldest = history.oldestEntry()
+        newest = history.nextSequence - 1
+        return {
+            "name": self.name,
+            "subscribers": len(self._live) + len(self._behind),
+            "rate": round(self.rate(), 3),
+            "epoch": history.epoch.hex(),
+            "oldest": newest + 1 if oldest is None else oldest[FIRST],
+            "newest": newest,
+            "history_bytes": history.size,
+        }
 
     def framing(self, kind: object, make: Callable[[], Framing]) -> Framing:
         """
