@@ -185,6 +185,7 @@ class SeqClientProtocol(FramedProtocol):
     framing = INT32
     bye: Bye | None = None
     hello: ServerHello | None = None
+    _asked: ClientHello
     tls = False
     handshakeDone = False
     timedOut: ClientTimeout | None = None
@@ -206,7 +207,8 @@ class SeqClientProtocol(FramedProtocol):
             self._deadline = factory.clock.callLater(factory.timeout, self._tooLate)
         if factory.token is not None:
             self.transport.write(framed(Auth(factory.token)))
-        frames: list[ClientFrame] = [factory.hello(), *factory.subscriptions()]
+        self._asked = factory.hello()
+        frames: list[ClientFrame] = [self._asked, *factory.subscriptions()]
         self.transport.write(b"".join([framed(frame) for frame in frames]))
 
     def handshakeCompleted(self) -> None:
@@ -273,7 +275,7 @@ class SeqClientProtocol(FramedProtocol):
                     raised = True
                 if frame.epoch != position.epoch:
                     factory.previous = position.last if position.epoch is not None else None
-                    position.epoch, position.last = frame.epoch, 0
+                    position.epoch, position.last = frame.epoch, _before(self._asked, frame.newest)
             elif isinstance(frame, Bye):
                 self._answered()
                 self.bye = frame
@@ -308,7 +310,9 @@ class SeqClientProtocol(FramedProtocol):
             position = factory.positions.setdefault(frame.name, Position())
             if frame.epoch != position.epoch:
                 factory.previousOf[frame.name] = position.last if position.epoch is not None else None
-                position.epoch, position.last = frame.epoch, 0
+                # Where it starts: a reconnection resumes from there, not
+                # from before what this client asked for.
+                position.epoch, position.last = frame.epoch, frame.next - 1
         elif isinstance(frame, SGap):
             name = self._names.get(frame.stream)
             if name is None:
@@ -359,6 +363,19 @@ class SeqClientProtocol(FramedProtocol):
         for d in flushes:
             d.errback(Failure(reason.value))
         self.finished.callback(self.timedOut or reason.value)
+
+
+def _before(asked: ClientHello, newest: int) -> int:
+    """
+    The last message before those a HELLO that C{asked} is sent, in a
+    history whose newest is C{newest} (a GAP moves it on, if it says so):
+    a reconnection resumes after it, not from before what was asked for.
+    """
+    if asked.start == Start.NEWEST:
+        return newest
+    if asked.start == Start.LAST:
+        return max(newest - asked.position, 0)
+    return 0
 
 
 class SeqClientFactory(FactoryOf[SeqClientProtocol]):
