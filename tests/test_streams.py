@@ -203,7 +203,7 @@ class StreamsDaemon:
         self.streams.open(name).publish(list(messages))
 
 
-def heard(transport: StringTransport) -> list[tuple[str, Any]]:
+def heard(transport: StringTransport) -> list[tuple[Any, ...]]:
     """
     What a version 4 client was told after its HELLO: C{(stream, seq,
     message)} per message, C{("stream", name, next)}, C{("gap", stream,
@@ -226,7 +226,7 @@ def heard(transport: StringTransport) -> list[tuple[str, Any]]:
             told.append(("refused", frame.subject, frame.text))
         else:
             told.append(("other", frame))
-    return told  # type: ignore[return-value]
+    return told
 
 
 class SeveralStreamsTests(SynchronousTestCase):
@@ -355,11 +355,13 @@ class SeveralStreamsTests(SynchronousTestCase):
         """
         daemon = StreamsDaemon()
         _, transport = daemon.connect(Sub(Start.NEWEST, "a"), Sub(Start.NEWEST, "b"))
-        transport.producer.pauseProducing()
+        producer = transport.producer
+        assert producer is not None
+        producer.pauseProducing()
         for i in range(5):
             daemon.publish("a", b"a%d" % i)
             daemon.publish("b", b"b%d" % i)
-        transport.producer.resumeProducing()
+        producer.resumeProducing()
         told = heard(transport)
         for name in ("a", "b"):
             self.assertEqual(
@@ -409,7 +411,9 @@ class MuxTests(SynchronousTestCase):
         protocol.dataReceived(framed(Unsub("big")))
         transport.room = 10**9
         daemon.publish("small", b"s1")
-        transport.producer.resumeProducing()
+        producer = transport.producer
+        assert producer is not None
+        producer.resumeProducing()
         told = heard(transport)
         self.assertEqual(told[:3], [("stream", "big", 1), ("stream", "small", 1), ("big", 1, b"x" * 300_000)])
         self.assertEqual(told[3:], [("small", 1, b"s1")])
