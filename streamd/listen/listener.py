@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from streamd.names import DEFAULT
 from streamd.protocol import addressName
 
 _EVERY_INTERFACE = ("0.0.0.0", "::")
@@ -125,7 +126,13 @@ def _whereAndWhy(description: str, failure: Failure) -> str:
 
 
 def _framingNote(factory: IProtocolFactory) -> str:
+    """
+    What the log line says of a listener besides its address: its framing
+    (unless C{int32}) and its stream (unless C{default}).
+    """
     framing = getattr(factory, "framing", None)
-    if framing is None or framing.name == "int32":
-        return ""
-    return f" ({framing.name} framing)"
+    hub = getattr(factory, "hub", None)
+    notes = [] if framing is None or framing.name == "int32" else [f"{framing.name} framing"]
+    if hub is not None and hub.name != DEFAULT:
+        notes.append(f"stream {hub.name}")
+    return f" ({', '.join(notes)})" if notes else ""
