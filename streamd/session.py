@@ -361,8 +361,8 @@ class Session:
     @ivar rights: the streams it may read and publish to.
     @ivar cursor: its place in its listener's stream, once attached.
     @ivar subscriptions: the streams of a client of several, once started.
-    @ivar identity: the serial of every cursor of a client of several
-        streams that names itself (see L{streamd.seqserver.identitySerial}).
+    @ivar identity: the publisher serial of a client of several streams
+        that names itself (see L{streamd.seqserver.identitySerial}).
     """
 
     log = Logger()
@@ -570,7 +570,7 @@ class Session:
         if cursor is not None:
             cursor.abandon()
             cursor.transport.unregisterProducer()
-        self.subscriptions = Subscriptions(self, streams, self.adapter.transport)
+        self.subscriptions = Subscriptions(self, streams, self.adapter.transport, self.identity)
         self._request = MANY
         if self.access is not Access.NONE and self.state is SessionState.AWAITING:
             self._stream()
@@ -622,13 +622,14 @@ class Session:
         subscriptions = self.subscriptions
         assert subscriptions is not None
         cursor = Cursor(subscriptions.mux, hub, self.adapter.framingFor(hub), self)
-        if self.identity is not None:
-            cursor.serial = self.identity
         try:
             point = self._startPoint(hub, request)
         except PositionAhead as e:
             cursor.abandon()
-            subscriptions.remove(subject)
+            if isPattern(subject):
+                subscriptions.forget(hub)
+            else:
+                subscriptions.remove(subject)
             self._refuse(
                 subject,
                 f"asked to resume {hub.name} after message {e.position}, beyond the newest, {e.newest}",
@@ -657,14 +658,14 @@ class Session:
             costs no work per message here).
         """
         hub = self.context.hub
-        sender = self.cursor
+        sender: Cursor | Subscriptions | None = self.cursor
         if stream is not None:
             try:
                 hub = self._publishingStream(stream)
             except (BadName, StreamRefused) as e:
                 self._refuse(stream, str(e))
                 return
-            sender = None if self.subscriptions is None else self.subscriptions.cursors.get(hub)
+            sender = None if self.subscriptions is None else self.subscriptions.senderOn(hub)
         if self.access is not Access.PUBLISH or not self.rights.publishes(hub.name):
             if stream is not None and self.access is Access.PUBLISH:
                 self._refuse(stream, f"this client may not publish to {stream!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from streamd.fanout.cursor import Cursor
+from streamd.fanout.cursor import Cursor, newSerial
 from streamd.fanout.hub import Hub
 from streamd.fanout.mux import Mux
 from streamd.fanout.resume import Start, StartRequest
@@ -32,14 +32,20 @@ client has no position in).
 
 class Subscriptions:
     """
-    A session's subscriptions and the cursors they need (see the module).
+    A session's subscriptions and the cursors they need (see the module);
+    the publisher of what it sends to streams it is not sent.
 
     @ivar cursors: the session's cursor on each stream it is sent.
+    @ivar serial: the publisher serial of all of them (the client's own
+        messages are not sent back to it on any stream).
     """
 
-    def __init__(self, session: Session, streams: Streams, transport: object) -> None:
+    def __init__(
+        self, session: Session, streams: Streams, transport: object, serial: int | None = None
+    ) -> None:
         self.session = session
         self.streams = streams
+        self.serial = newSerial() if serial is None else serial
         self.mux = Mux(transport)
         self.cursors: dict[Hub, Cursor] = {}
         self._requests: dict[str, StartRequest] = {}
@@ -100,8 +106,28 @@ class Subscriptions:
         return request
 
     def started(self, hub: Hub, cursor: Cursor) -> None:
+        cursor.serial = self.serial
         self.cursors[hub] = cursor
         self.mux.add(cursor)
+
+    def senderOn(self, hub: Hub) -> Cursor | Subscriptions:
+        """
+        Who publishes to C{hub}'s stream for this client: its cursor there,
+        which is then told, or this.
+        """
+        return self.cursors.get(hub, self)
+
+    def published(self, entry: object) -> None:
+        """
+        Messages this client published to a stream it is not sent.
+        """
+
+    def forget(self, hub: Hub) -> None:
+        """
+        C{hub}'s stream could not be started: a subscription that matches
+        it again may start it.
+        """
+        self._covering.pop(hub, None)
 
     def remove(self, subject: str) -> None:
         """

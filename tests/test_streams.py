@@ -26,6 +26,7 @@ from streamd.names import DEFAULT, BadName, matches
 from streamd.seqframing import (
     SEQ,
     ClientHello,
+    Position,
     Refused,
     SBatch,
     SGap,
@@ -304,8 +305,6 @@ class SeveralStreamsTests(SynchronousTestCase):
         daemon.publish("s.b", b"b1")
         daemon.publish("s.a", b"a3")
         epoch = daemon.streams.get("s.a").history.epoch  # type: ignore[union-attr]
-        from streamd.seqframing import Position
-
         _, transport = daemon.connect(Sub(Start.RESUME, "s.*", positions=(Position("s.a", epoch, 2),)))
         self.assertEqual(
             heard(transport),
@@ -346,6 +345,37 @@ class SeveralStreamsTests(SynchronousTestCase):
         self.assertEqual(heard(senderTransport), [("stream", "chat.room", 1)])
         self.assertEqual(heard(otherTransport), [("stream", "chat.room", 1), ("chat.room", 1, b"hi")])
         self.assertEqual(daemon.streams.get("chat.room").history.nextSequence, 2)  # type: ignore[union-attr]
+
+    def test_ownNotSentBackLater(self) -> None:
+        """
+        What a client publishes to a stream it is not subscribed to is not
+        sent back to it when it subscribes to that stream later.
+        """
+        daemon = StreamsDaemon()
+        sender, transport = daemon.connect()
+        sender.dataReceived(framed(SPub("notes", b"mine")))
+        daemon.publish("notes", b"theirs")
+        sender.dataReceived(framed(Sub(Start.LAST, "notes", position=10)))
+        self.assertEqual(heard(transport), [("stream", "notes", 1), ("notes", 2, b"theirs")])
+
+    def test_oneStreamAheadRefused(self) -> None:
+        """
+        A resumed pattern subscription with one stream's position beyond
+        its newest message is refused for that stream only: the pattern's
+        other streams, and those made later, still come.
+        """
+        daemon = StreamsDaemon()
+        daemon.publish("s.a", b"a1")
+        daemon.publish("s.b", b"b1")
+        epoch = daemon.streams.get("s.a").history.epoch  # type: ignore[union-attr]
+        _, transport = daemon.connect(Sub(Start.RESUME, "s.*", positions=(Position("s.a", epoch, 9),)))
+        daemon.publish("s.c", b"c1")
+        told = heard(transport)
+        self.assertEqual(told[0][:2], ("refused", "s.*"))
+        self.assertIn("s.a after message 9", told[0][2])
+        self.assertEqual(
+            told[1:], [("stream", "s.b", 1), ("s.b", 1, b"b1"), ("stream", "s.c", 1), ("s.c", 1, b"c1")]
+        )
 
     def test_slowConnectionFair(self) -> None:
         """

@@ -77,7 +77,9 @@ class StreamsProcessTests(TestCase):
         self.assertEqual((status.exitCode, reader.err), (0, b""))
         self.assertEqual(len(lines), 3)
         self.assertTrue(all(re.fullmatch(r"p\d+", line) for line in lines), lines)
-        watcher = self.client(seq, "--framing", "seq", "--stream", "prices", "--stream", "default", "--count", "200")
+        watcher = self.client(
+            seq, "--framing", "seq", "--stream", "prices", "--stream", "default", "--count", "200"
+        )
         yield waitFor(lambda: b"prices " in watcher.out)
         sender = self.client(prices, "--send", "from-int32", "--count", "0")
         yield sender.ended
@@ -117,7 +119,9 @@ class StreamsProcessTests(TestCase):
         one line, and the client goes on with the others.
         """
         _, _, seq = yield self.daemon("--streams", "declared")
-        reader = self.client(seq, "--framing", "seq", "--stream", "nosuch", "--stream", "prices", "--count", "2")
+        reader = self.client(
+            seq, "--framing", "seq", "--stream", "nosuch", "--stream", "prices", "--count", "2"
+        )
         status = yield reader.ended
         self.assertEqual(status.exitCode, 0)
         self.assertEqual(
