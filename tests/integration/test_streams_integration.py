@@ -113,6 +113,23 @@ class StreamsProcessTests(TestCase):
         self.assertEqual(numbers, list(range(numbers[0], numbers[0] + len(numbers))))
 
     @inlineCallbacks
+    def test_stdinToStream(self) -> Any:
+        """
+        C{--stdin} with one C{--stream} publishes each line to that stream,
+        and exits 0 once the daemon has taken them all.
+        """
+        _, _, seq = yield self.daemon()
+        # --last: it gets them, whether it subscribes before or after they come.
+        reader = self.client(seq, "--framing", "seq", "--stream", "chat", "--last", "10", "--count", "3")
+        sender = self.client(seq, "--framing", "seq", "--stream", "chat", "--stdin", "--count", "0")
+        sender.transport.write(b"one\ntwo\nthree\n")
+        sender.transport.closeStdin()
+        status = yield sender.ended
+        self.assertEqual((status.exitCode, sender.err), (0, b""))
+        status = yield reader.ended
+        self.assertEqual((status.exitCode, reader.out), (0, b"chat one\nchat two\nchat three\n"))
+
+    @inlineCallbacks
     def test_refusedStream(self) -> Any:
         """
         With C{--streams declared}, a stream nobody declared is refused in
