@@ -19,9 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.client.seq import SeqClientFactory
 from streamd.config import FlowControl, ServerConfig, StreamsConfig
+from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Start
 from streamd.fanout.streams import StreamRefused, Streams
+from streamd.framing import INT32
 from streamd.names import DEFAULT, BadName, matches
 from streamd.seqframing import (
     SEQ,
@@ -42,6 +44,7 @@ from streamd.seqserver import SeqServerFactory
 from streamd.stats import Stats
 
 from .support import frames
+from .test_socketcursor import Owner
 
 
 class RegistryTests(SynchronousTestCase):
@@ -163,6 +166,32 @@ class RegistryTests(SynchronousTestCase):
         self.assertLessEqual(streams.pool.held, 8000)
         self.assertEqual(small.history.size, 504)
         self.assertLess(big.history.size, 16 * 504)
+
+    def test_pinnedHistory(self) -> None:
+        """
+        When what the streams hold is all needed by a subscriber that keeps
+        up (so a trim frees nothing), they may hold an eighth more before
+        they are trimmed again, not be sorted and trimmed at every message;
+        once it has taken them, the budget is the budget again.
+        """
+        streams = Streams(Stats(), self.clock, FlowControl(history=8000), StreamsConfig(streamHistory=6000))
+        cursors = []
+        for name in ("a", "b"):
+            hub = streams.open(name)
+            cursor = Cursor(StringTransport(), hub, INT32, Owner())
+            hub.subscribe(cursor)
+            cursor.pauseProducing()
+            cursors.append(cursor)
+        for _ in range(10):
+            for name in ("a", "b"):
+                streams.open(name).publish([b"x" * 496])
+        self.assertEqual(streams.pool.held, 10_000)
+        self.assertEqual(streams.pool.threshold, 10_000 + 1000)
+        for cursor in cursors:
+            cursor.resumeProducing()
+        streams.open("a").publish([b"x" * 496])
+        self.assertLessEqual(streams.pool.held, 8000)
+        self.assertEqual(streams.pool.threshold, 8000)
 
     def test_streamHistoryCap(self) -> None:
         """

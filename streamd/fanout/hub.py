@@ -244,7 +244,7 @@ class Hub:
             self._windowStart, self._windowFirst = now, history.nextSequence
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
-        elif self.pool is not None and self.pool.pool.held > self.pool.pool.limit:
+        elif self.pool is not None and self.pool.pool.held > self.pool.pool.threshold:
             self.pool.overflow()
 
     def gap(self, first: int, last: int) -> None:

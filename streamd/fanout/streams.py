@@ -148,11 +148,15 @@ class Streams:
         messages of the largest ones, to seven eighths of it, keeping those
         that subscribers that keep up still need.
         """
-        target = self.pool.limit - self.pool.limit // 8
+        pool = self.pool
+        target = pool.limit - pool.limit // 8
         for hub in sorted(self._hubs.values(), key=lambda hub: hub.history.size, reverse=True):
-            if self.pool.held <= target:
+            if pool.held <= target:
                 return
-            hub.shrink(max(hub.history.size - (self.pool.held - target), 0))
+            hub.shrink(max(hub.history.size - (pool.held - target), 0))
+        # What subscribers still need is all that is left: look again only
+        # once an eighth more has come.
+        pool.threshold = pool.held + pool.limit // 8
 
     def _expire(self) -> None:
         """
