@@ -7,6 +7,7 @@ published to by name.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ from streamd.config import FlowControl, ServerConfig, StreamsConfig
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Start
-from streamd.fanout.streams import StreamRefused, Streams
+from streamd.fanout.streams import OVERFLOW_RETRY, StreamRefused, Streams
 from streamd.framing import INT32
 from streamd.names import DEFAULT, BadName, matches
 from streamd.seqframing import (
@@ -169,11 +170,10 @@ class RegistryTests(SynchronousTestCase):
 
     def test_pinnedHistory(self) -> None:
         """
-        When what the streams hold is all needed by a subscriber that keeps
-        up (so a trim frees nothing), they may hold an eighth more before
-        they are trimmed again, not be sorted and trimmed at every message;
-        once it has taken them, the next trim gets under the budget, and the
-        budget is the budget again.
+        When what the streams hold is all needed by subscribers that keep
+        up (so a trim frees nothing), they are not trimmed again at every
+        message, but a little later; once the subscribers have taken it,
+        the next trim gets them under the budget.
         """
         streams = Streams(Stats(), self.clock, FlowControl(history=8000), StreamsConfig(streamHistory=6000))
         cursors = []
@@ -187,13 +187,14 @@ class RegistryTests(SynchronousTestCase):
             for name in ("a", "b"):
                 streams.open(name).publish([b"x" * 496])
         self.assertEqual(streams.pool.held, 10_000)
-        self.assertEqual(streams.pool.threshold, 10_000 + 1000)
+        self.assertEqual(streams.pool.retryAt, OVERFLOW_RETRY)
         for cursor in cursors:
             cursor.resumeProducing()
-        for _ in range(3):
-            streams.open("a").publish([b"x" * 496])
+        streams.open("b").publish([b"x" * 496])
+        self.assertEqual(streams.pool.held, 10_500)
+        self.clock.advance(OVERFLOW_RETRY)
+        streams.open("b").publish([b"x" * 496])
         self.assertLessEqual(streams.pool.held, 7000)
-        self.assertEqual(streams.pool.threshold, 8000)
 
     def test_streamHistoryCap(self) -> None:
         """
@@ -539,12 +540,12 @@ class ModelTests(SynchronousTestCase):
                 published.setdefault(name, []).extend(messages)
             elif op[0] == "spub":
                 if not publisher:
-                    factory = SeqClientFactory(
+                    quiet = SeqClientFactory(
                         lambda *a: None, lambda *a: None, lambda bye: None, streams=("zz",)
                     )
                     c, s, pump = connectedServerAndClient(
                         lambda: daemon.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2)),
-                        lambda: factory.buildProtocol(None),
+                        partial(quiet.buildProtocol, None),
                         clock=daemon.clock,
                     )
                     publisher.extend([pump, c])

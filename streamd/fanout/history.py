@@ -63,26 +63,14 @@ class HistoryPool:
     The bytes several histories hold together (the named streams'), and
     their bound.
 
-    @ivar threshold: what they may hold before their owner trims them: the
-        C{limit}, or a little more after a trim that could not get under
-        it (what subscribers still need is kept), so that trimming is not
-        tried again at every message.
+    @ivar retryAt: when their owner may try again to trim them under the
+        C{limit}, after a trim that could not (what subscribers still need
+        is kept), so that it is not tried again at every message.
     """
 
     limit: int
     held: int = 0
-    threshold: int = 0
-
-    def __post_init__(self) -> None:
-        self.threshold = self.limit
-
-    def release(self, size: int) -> None:
-        """
-        C{size} bytes left a history.
-        """
-        self.held -= size
-        if self.held <= self.limit:
-            self.threshold = self.limit
+    retryAt: float = 0.0
 
 
 def lastOf(entry: Entry) -> int:
@@ -265,7 +253,7 @@ class History:
         self._first += 1
         self.size -= len(entry[DATA])
         if self.pool is not None:
-            self.pool.release(len(entry[DATA]))
+            self.pool.held -= len(entry[DATA])
         if self._encodings:
             for number in range(len(self._framings)):
                 made = self._encodings.pop((entry[FIRST], number), None)

@@ -244,8 +244,9 @@ class Hub:
             self._windowStart, self._windowFirst = now, history.nextSequence
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
-        elif self.pool is not None and self.pool.pool.held > self.pool.pool.threshold:
-            self.pool.overflow()
+        pool = self.pool
+        if pool is not None and pool.pool.held > pool.pool.limit and now >= pool.pool.retryAt:
+            pool.overflow()
 
     def gap(self, first: int, last: int) -> None:
         """

@@ -27,6 +27,12 @@ from streamd.fanout.hub import Hub
 from streamd.names import DEFAULT, NameTrie, PatternTrie, checkName
 from streamd.stats import Stats
 
+OVERFLOW_RETRY = 0.1
+"""
+Seconds before the streams are trimmed again after a trim that could not
+get under C{--history} (subscribers that keep up still need the rest).
+"""
+
 
 class StreamRefused(Exception):
     """
@@ -154,9 +160,9 @@ class Streams:
             if pool.held <= target:
                 return
             hub.shrink(max(hub.history.size - (pool.held - target), 0))
-        # What subscribers still need is all that is left: look again only
-        # once an eighth more has come.
-        pool.threshold = pool.held + pool.limit // 8
+        # What subscribers still need is all that is left: look again a
+        # little later, not at every message.
+        pool.retryAt = self.clock.seconds() + OVERFLOW_RETRY
 
     def _expire(self) -> None:
         """
