@@ -1,7 +1,7 @@
 """
 The command line's options about named streams, a part of
 L{streamd.tap.Options}: which exist, who may read and publish to which
-(the access file, with the token files).
+(the access file, with the token files), and which C{/metrics} shows.
 """
 
 from __future__ import annotations
@@ -22,11 +22,16 @@ class StreamsOptions(usage.Options):
         ["stream-idle", None, None, "Forget a stream after this many seconds with no subscriber, publisher or message (its history with it); declared streams stay (default: never).", _coerce.seconds("stream-idle")],
         ["stream-history", None, None, "Bytes of one stream's history at most (default: all of --history, which bounds all streams together).", _coerce.size("stream-history")],
         ["access-file", None, None, "Tokens and the streams each may read and publish to, one line a token: TOKEN read=prices.>,news.* publish=prices.eu.> (see the security docs). Every client must then send a token; re-read on SIGHUP."],
+        ["metrics-streams", None, config.StreamMetrics.top, "Streams with series of their own in /metrics: the N that published the most messages (0: none).", _coerce.count("metrics-streams")],
     ]  # fmt: skip
 
     def opt_declare(self, name: str) -> None:
         """A stream that exists from the start, and with --streams declared may exist (repeatable): prices.eu."""
         self.setdefault("declare", []).append(name)
+
+    def opt_metrics_stream(self, name: str) -> None:
+        """A stream with series of its own in /metrics besides the --metrics-streams busiest (repeatable)."""
+        self.setdefault("metrics-stream", []).append(name)
 
     def streamsConfig(self) -> config.StreamsConfig:
         """The named streams' part of the daemon's settings."""
@@ -35,6 +40,10 @@ class StreamsOptions(usage.Options):
             declaredOnly=self["streams"] == "declared", idleTimeout=self["stream-idle"],
             streamHistory=self["stream-history"],
         )  # fmt: skip
+
+    def streamMetrics(self) -> config.StreamMetrics:
+        """The streams C{/metrics} shows one by one."""
+        return config.StreamMetrics(self["metrics-streams"], tuple(self.get("metrics-stream", ())))
 
     def accessPolicy(self) -> AccessPolicy:
         """

@@ -149,6 +149,7 @@ class Options(StreamsOptions):
             maxPartialBytes=self["max-partial-bytes"] or max(DEFAULT_MAX_PARTIAL_BYTES, 2 * size),
             seqGaps=self["seq-evicted"] == "gap",
             httpOrigins=tuple(self["http-origin"]),
+            metrics=self.streamMetrics(),
         )
         flow = config.FlowControl(
             history=self["history"],
