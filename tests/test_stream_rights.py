@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,20 +17,38 @@ from streamd.auth import AccessPolicy, TokenFile
 from streamd.config import ServerConfig
 from streamd.reasons import Reason
 
-from .sessionclients import BoundClient, Daemon, SubscriberClient
+from .sessionclients import (
+    ASCII10Client,
+    BoundClient,
+    Client,
+    Daemon,
+    EventsClient,
+    FramedClient,
+    SeqClient,
+    SubscriberClient,
+    WebSocketClient,
+)
 
 READER = b"reader-0a9f"
 WRITER = b"writer-31c7"
 NEWS = b"news-only-d4e2"
+DEFAULT_READER = b"default-6f01"
 EVERYTHING = b"auth-file-token-8b"
 RULES = b"""\
 reader-0a9f read=prices.>,news
 writer-31c7 read=news publish=prices.eu
 news-only-d4e2 read=news
+default-6f01 read=default
 """
 
 
-class _RightsCase(SynchronousTestCase):
+class _Rights:
+    """
+    A daemon with an access file (L{RULES}) beside an C{--auth-token-file}.
+    """
+
+    addCleanup: Any
+
     def setUp(self) -> None:
         descriptor, self.path = tempfile.mkstemp(prefix="streamd-access-")
         self.addCleanup(os.remove, self.path)
@@ -67,7 +86,7 @@ class _RightsCase(SynchronousTestCase):
         return client
 
 
-class SeveralStreamsTests(_RightsCase):
+class SeveralStreamsTests(_Rights, SynchronousTestCase):
     """
     A client of several streams reads those its token may read, publishes
     to those it may publish to, and is told of each refusal while its
@@ -206,7 +225,7 @@ class SeveralStreamsTests(_RightsCase):
         self.assertEqual(reader.received(), {"prices.eu": [b"still allowed"]})
 
 
-class BoundListenerTests(_RightsCase):
+class BoundListenerTests(_Rights, SynchronousTestCase):
     """
     A listener bound to one stream (C{--listen ...:stream=prices.eu}) holds
     its clients to the same rights.
@@ -245,3 +264,84 @@ class BoundListenerTests(_RightsCase):
         newsWriter.publish(b"not allowed")
         self.assertTrue(newsWriter.closed)
         self.assertEqual(self.daemon.stats.disconnects[Reason.READ_ONLY], 1)
+
+
+class _ListenerStreamMixin(_Rights):
+    """
+    On every transport of one stream, a token that may not read the
+    listener's stream (C{default}) is refused, and one that may reads it.
+    """
+
+    client: type[Client]
+    told: Reason | None = Reason.FORBIDDEN
+    """
+    What the transport says when it refuses.
+    """
+
+    def connect(self, token: bytes) -> Client:
+        client = self.client(self.daemon, token=token)  # type: ignore[call-arg]
+        self.addCleanup(lambda: client.closed or client.lose())
+        return client
+
+    def test_forbidden(self) -> None:
+        """
+        Nothing of the stream, the refusal in the transport's dialect, the
+        connection closed, counted once under C{forbidden}.
+        """
+        client = self.connect(NEWS)
+        self.daemon.publish(b"not for news readers")
+        heard = client.heard()
+        self.assertEqual((heard.messages, heard.goodbye), ([], self.told))
+        self.assertTrue(client.closed)
+        self.assertEqual(self.daemon.stats.disconnects[Reason.FORBIDDEN], 1)
+        self.assertEqual(sum(self.daemon.stats.disconnects.values()), 1)
+
+    def test_reads(self) -> None:
+        """
+        A token that may read the stream gets it.
+        """
+        client = self.connect(DEFAULT_READER)
+        self.daemon.publish(b"for default readers")
+        self.assertEqual(client.heard().messages, [b"for default readers"])
+
+
+class Int32StreamTests(_ListenerStreamMixin, SynchronousTestCase):
+    """
+    The rule on an C{int32} listener, which cannot say why it closes.
+    """
+
+    client = FramedClient
+    told = None
+
+
+class ASCII10StreamTests(_ListenerStreamMixin, SynchronousTestCase):
+    """
+    The rule on an C{ascii10} listener, which cannot say why it closes.
+    """
+
+    client = ASCII10Client
+    told = None
+
+
+class SeqStreamTests(_ListenerStreamMixin, SynchronousTestCase):
+    """
+    The rule on a C{seq} listener (a client of version 3): a BYE.
+    """
+
+    client = SeqClient
+
+
+class WebSocketStreamTests(_ListenerStreamMixin, SynchronousTestCase):
+    """
+    The rule at C{/ws}: a C{bye}.
+    """
+
+    client = WebSocketClient
+
+
+class EventsStreamTests(_ListenerStreamMixin, SynchronousTestCase):
+    """
+    The rule at C{/events}: a C{bye} event.
+    """
+
+    client = EventsClient
