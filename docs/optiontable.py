@@ -12,7 +12,7 @@ import re
 import textwrap
 from collections.abc import Iterator
 
-from twisted.python import usage
+from twisted.python import reflect, usage
 
 DOCS = os.path.dirname(os.path.abspath(__file__))
 TABLES = {"running.rst": "streamd.tap.Options", "client.rst": "streamd.client.__main__.ClientOptions"}
@@ -26,9 +26,14 @@ def rows(options: type[usage.Options]) -> list[tuple[str, str, str]]:
     The option, its default and its meaning, for each option of C{options}.
     """
     found: dict[str, tuple[str, str, str]] = {}
-    for name, short, doc in getattr(options, "optFlags", []):
+    flags: list[list[str]] = []
+    parameters: list[list[object]] = []
+    # Every class's, as usage.Options takes them: a mixin's too.
+    reflect.accumulateClassList(options, "optFlags", flags)
+    reflect.accumulateClassList(options, "optParameters", parameters)
+    for name, short, doc in flags:
         found[name] = (_option(name, short), "off", doc)
-    for name, short, default, doc, *_ in getattr(options, "optParameters", []):
+    for name, short, default, doc, *_ in parameters:
         found[name] = (_option(name, short), "none" if default is None else f"{default:g}" if isinstance(default, float) else str(default), doc)
     for attribute in (a for a in dir(options) if a.startswith("opt_")):
         method = getattr(options, attribute)

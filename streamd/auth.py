@@ -1,5 +1,6 @@
 """
-Who may read and who may publish: token files and the access they grant.
+Who may read and who may publish: token files, the access file, and the
+access and the streams they grant.
 
 When any token is configured, the first frame a client sends is its token.
 Tokens are compared in constant time and never logged.
@@ -10,9 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from enum import IntEnum
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from streamd._errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamd.access import AccessFile
 
 
 class Access(IntEnum):
@@ -33,8 +38,7 @@ class StreamRights:
 
     def reads(self, name: str) -> bool:
         """
-        Whether the client may be sent the stream C{name} (a name or a
-        pattern it subscribes to).
+        Whether the client may be sent the stream C{name}.
         """
         return True
 
@@ -46,6 +50,37 @@ class StreamRights:
 
 
 ALL_STREAMS = StreamRights()
+
+
+class _NoStreams(StreamRights):
+    def reads(self, name: str) -> bool:
+        return False
+
+    def publishes(self, name: str) -> bool:
+        return False
+
+
+NO_STREAMS = _NoStreams()
+"""
+The rights of a client that has presented no token, or one that no longer
+grants anything.
+"""
+
+
+class ReadingAll(StreamRights):
+    """
+    Every stream to read (an C{--auth-token-file} token's rights), and to
+    publish to those that C{publishing} allows.
+    """
+
+    def __init__(self, publishing: StreamRights = NO_STREAMS) -> None:
+        self.publishing = publishing
+
+    def reads(self, name: str) -> bool:
+        return True
+
+    def publishes(self, name: str) -> bool:
+        return self.publishing.publishes(name)
 
 
 class TokenFileError(ConfigError):
@@ -77,6 +112,8 @@ class TokenFile:
     A secret read from a file (surrounding whitespace stripped), re-read by
     L{load}.
     """
+
+    what = "token file"
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -122,6 +159,11 @@ class AccessPolicy:
         it may then read, and publish too when there is no C{publish} token.
       - C{publish}: a client that sends this token first may publish; every
         other client is read-only.
+      - C{accessFile}: every client must send a token first, either one of
+        the file's, which grants the streams the file names, or a token
+        file's, which grant every stream as above; a client that sent the
+        C{auth} token may publish to the streams the file names for that
+        token too (a token's rights are what each file grants it together).
       - C{readOnly}: no client may publish; only the daemon's sources do.
 
     @raise ConfigError: for C{readOnly} with a C{publish} token, which
@@ -129,56 +171,73 @@ class AccessPolicy:
     """
 
     def __init__(
-        self, auth: TokenFile | None = None, publish: TokenFile | None = None, readOnly: bool = False
+        self,
+        auth: TokenFile | None = None,
+        publish: TokenFile | None = None,
+        readOnly: bool = False,
+        accessFile: AccessFile | None = None,
     ) -> None:
         if readOnly and publish is not None:
             raise ConfigError("--read-only and --publish-token-file cannot be combined")
         self.auth = auth
         self.publish = publish
         self.readOnly = readOnly
+        self.accessFile = accessFile
 
     @property
-    def tokenFiles(self) -> list[TokenFile]:
+    def tokenFiles(self) -> list[TokenFile | AccessFile]:
         """
-        The token files in force.
+        The files of tokens in force: the token files and the access file.
         """
-        return [tokenFile for tokenFile in (self.auth, self.publish) if tokenFile is not None]
+        files = (self.auth, self.publish, self.accessFile)
+        return [tokenFile for tokenFile in files if tokenFile is not None]
 
     @property
     def expectsToken(self) -> bool:
         """
         Whether a client's first frame is its token.
         """
-        return self.auth is not None or self.publish is not None
+        return bool(self.tokenFiles)
+
+    @property
+    def perStream(self) -> bool:
+        """
+        Whether some tokens may read or publish to only some streams (an
+        access file); if not, every client's rights are L{ALL_STREAMS}.
+        """
+        return self.accessFile is not None
 
     def initialAccess(self) -> Access:
         """
         What a client may do before it has sent a token.
         """
-        if self.auth is not None:
+        if self.auth is not None or self.accessFile is not None:
             return Access.NONE
         if self.readOnly or self.publish is not None:
             return Access.READ
         return Access.PUBLISH
 
-    perStream = False
-    """
-    Whether some tokens may read or publish to only some streams (an access
-    file); if not, every client's rights are L{ALL_STREAMS}.
-    """
-
     def initialRights(self) -> StreamRights:
         """
         The streams a client may use before it has sent a token.
         """
-        return ALL_STREAMS
+        return NO_STREAMS if self.perStream else ALL_STREAMS
 
     def rightsForDigest(self, tokenDigest: bytes) -> StreamRights:
         """
         The streams a client whose token's L{digest} is C{tokenDigest} may
-        read and publish to.
+        read and publish to (whether it may publish at all is
+        L{accessForDigest}'s to say).
         """
-        return ALL_STREAMS
+        if self.accessFile is None:
+            return ALL_STREAMS
+        everywhere = self._tokenFileAccess(tokenDigest)
+        if everywhere is Access.PUBLISH:
+            return ALL_STREAMS
+        named = self.accessFile.rightsFor(tokenDigest)
+        if everywhere is Access.READ:
+            return ReadingAll(NO_STREAMS if named is None else named)
+        return NO_STREAMS if named is None else named
 
     def accessFor(self, token: bytes) -> Access:
         """
@@ -191,34 +250,45 @@ class AccessPolicy:
         """
         L{accessFor} a token whose L{digest} is C{tokenDigest}.
         """
+        granted = self._tokenFileAccess(tokenDigest)
+        if self.accessFile is not None:
+            named = self.accessFile.rightsFor(tokenDigest)
+            if named is not None:
+                granted = max(granted, Access.PUBLISH if named.publish else Access.READ)
+        if self.readOnly:
+            return min(granted, Access.READ)
+        return granted
+
+    def _tokenFileAccess(self, tokenDigest: bytes) -> Access:
+        """
+        What the token files grant the token whose digest is C{tokenDigest},
+        on every stream.
+        """
         publisher = self.publish is not None and self.publish.matchesDigest(tokenDigest)
         reader = self.auth is not None and self.auth.matchesDigest(tokenDigest)
         if publisher or (reader and self.publish is None):
-            return Access.READ if self.readOnly else Access.PUBLISH
+            return Access.PUBLISH
         if reader:
             return Access.READ
         return Access.NONE
 
-    def reload(self) -> list[str]:
+    def reload(self) -> tuple[list[str], list[TokenFileError]]:
         """
-        Re-read every token file.
+        Re-read every token file and the access file.
 
-        @return: the files that were re-read; a file that fails keeps its old
-            token.
-        @raise TokenFileError: for the first file that failed, after trying all.
+        @return: the files that were re-read, and why each of the others
+            could not be: a file that fails keeps its old tokens and rules.
         """
         reloaded = []
-        failure: TokenFileError | None = None
+        failures = []
         for tokenFile in self.tokenFiles:
             try:
                 tokenFile.load()
             except TokenFileError as e:
-                failure = failure or e
+                failures.append(e)
             else:
                 reloaded.append(tokenFile.path)
-        if failure is not None:
-            raise failure
-        return reloaded
+        return reloaded, failures
 
 
 OPEN = AccessPolicy()

@@ -94,6 +94,23 @@ class FlowControl:
 
 
 @dataclass(frozen=True)
+class StreamMetrics:
+    """
+    Which streams have series of their own in C{/metrics}: the C{top} that
+    have published the most messages, and the C{named} ones, so that many
+    streams never make as many series.
+    """
+
+    top: int = 10
+    named: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _atLeast("metrics-streams", self.top, 0)
+        for name in self.named:
+            _streamName("--metrics-stream", name)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """
     The per-connection rules of the daemon.
@@ -114,6 +131,7 @@ class ServerConfig:
         cut), where its protocol can tell a gap (C{seq}, WebSocket, SSE).
     @ivar httpOrigins: the web origins, besides the daemon's own, whose
         pages may open its WebSocket and event streams (C{*}: any).
+    @ivar metrics: the streams C{/metrics} shows one by one.
     """
 
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -125,6 +143,7 @@ class ServerConfig:
     heartbeat: float | None = DEFAULT_HEARTBEAT
     seqGaps: bool = True
     httpOrigins: tuple[str, ...] = ()
+    metrics: StreamMetrics = field(default_factory=StreamMetrics)
 
     def __post_init__(self) -> None:
         if self.maxMessageSize > INT32.maxLength:

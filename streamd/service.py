@@ -18,7 +18,6 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from streamd import _internals
-from streamd.auth import TokenFileError
 from streamd.config import DaemonConfig, sourceStream
 from streamd.fanout.streams import Streams
 from streamd.listen import descriptors
@@ -202,36 +201,50 @@ class StreamdService(MultiService):
 
     def checkTokenFilesReadable(self) -> None:
         """
-        Warn about each token file that the user the daemon now runs as (after
-        twistd's C{-u}/C{-g}) cannot read, since SIGHUP could not reload it.
+        Warn about each token file (or access file) that the user the
+        daemon now runs as (after twistd's C{-u}/C{-g}) cannot read, since
+        SIGHUP could not reload it, and about an access file that holds
+        tokens as they are and that every user may read.
         """
         effective = os.access in os.supports_effective_ids
-        for tokenFile in self.config.server.access.tokenFiles:
+        access = self.config.server.access
+        for tokenFile in access.tokenFiles:
             if not os.access(tokenFile.path, os.R_OK, effective_ids=effective):
                 self.log.warn(
-                    "token file {path} is not readable by uid {uid} gid {gid}, which the daemon runs as: "
+                    "{what} {path} is not readable by uid {uid} gid {gid}, which the daemon runs as: "
                     "SIGHUP cannot reload it (make it readable by that group: chgrp GROUP; chmod 640)",
+                    what=tokenFile.what,
                     path=tokenFile.path,
                     uid=os.geteuid(),
                     gid=os.getegid(),
                 )
+        accessFile = access.accessFile
+        if accessFile is not None and accessFile.exposed():
+            self.log.warn(
+                "access file {path} holds tokens and every user may read it: chmod 640, "
+                "or write each token as sha256:HEX (see docs/security.rst)",
+                path=accessFile.path,
+            )
 
     def _hangup(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reloadTokens)
 
     def reloadTokens(self) -> None:
         """
-        Re-read the token files (what SIGHUP does).  A file that cannot be
-        read leaves its old token in force.
+        Re-read the token files and the access file (what SIGHUP does).  A
+        file that cannot be read, or says something wrong, leaves its old
+        tokens and rules in force, and is named in one line.
         """
-        if not self.config.server.access.expectsToken:
+        access = self.config.server.access
+        if not access.expectsToken:
             self.log.info("SIGHUP: no token files to reload")
             return
-        try:
-            reloaded = self.config.server.access.reload()
-        except TokenFileError as e:
-            self.log.error("token reload failed, old token kept: {error}", error=str(e))
-        else:
+        reloaded, failures = access.reload()
+        for failure in failures:
+            self.log.error(
+                "reload failed, keeping the file's old tokens and rules: {error}", error=str(failure)
+            )
+        if reloaded:
             self.log.info("reloaded token file(s): {files}", files=", ".join(reloaded))
             self.connections.reauthorize()
 

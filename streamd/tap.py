@@ -14,7 +14,6 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from streamd import _coerce, config
-from streamd.auth import AccessPolicy, TokenFile
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 from streamd.seqframing import FRAMINGS
@@ -52,7 +51,7 @@ class Options(StreamsOptions):
     optParameters = [
         ["auth-token-file", None, None, "Every client must send this file's token as its first frame."],
         ["publish-token-file", None, None, "Only clients that send this file's token may publish."],
-        ["auth-timeout", None, None, f"Seconds a client has to send its --auth-token-file token (default {config.DEFAULT_AUTH_TIMEOUT:g}).", _seconds("auth-timeout")],
+        ["auth-timeout", None, None, f"Seconds a client has to send its token, with --auth-token-file or --access-file (default {config.DEFAULT_AUTH_TIMEOUT:g}).", _seconds("auth-timeout")],
         ["port", "p", None, f"TCP port to listen on (default {config.DEFAULT_PORT} when no --listen is given).", _coerce.port(0)],
         ["interface", "i", "127.0.0.1", "Address --port listens on."],
         ["client-ca", None, None, "ssl: listeners (--listen and --http) require client certificates from a CA in this PEM file."],
@@ -139,26 +138,18 @@ class Options(StreamsOptions):
         sources = self["source"] or ["clock"]
         if "none" in sources and len(sources) > 1:
             raise config.ConfigError("--source none cannot be combined with other sources")
-        if self["auth-timeout"] is None:
-            self["auth-timeout"] = config.DEFAULT_AUTH_TIMEOUT
-        elif not self["auth-token-file"]:
-            raise config.ConfigError("--auth-timeout needs --auth-token-file")
-        access = AccessPolicy(
-            auth=TokenFile(self["auth-token-file"]) if self["auth-token-file"] else None,
-            publish=TokenFile(self["publish-token-file"]) if self["publish-token-file"] else None,
-            readOnly=self["read-only"],
-        )
         size = self["max-message-size"]
         server = config.ServerConfig(
             maxMessageSize=size,
             maxClients=self["max-clients"],
             idleTimeout=self["idle-timeout"],
-            access=access,
+            access=self.accessPolicy(),
             authTimeout=self["auth-timeout"],
             heartbeat=self["heartbeat"] or None,
             maxPartialBytes=self["max-partial-bytes"] or max(DEFAULT_MAX_PARTIAL_BYTES, 2 * size),
             seqGaps=self["seq-evicted"] == "gap",
             httpOrigins=tuple(self["http-origin"]),
+            metrics=self.streamMetrics(),
         )
         flow = config.FlowControl(
             history=self["history"],

@@ -349,6 +349,79 @@ class StreamsClient(SeqClient):
         self._send(SPub(DEFAULT, payload))
 
 
+class BoundClient(FramedClient):
+    """
+    A client of an C{int32} listener bound to the stream C{stream}
+    (C{--listen ...:stream=NAME}): it reads and publishes there.
+    """
+
+    def __init__(self, daemon: Daemon, stream: str, token: bytes | None = None) -> None:
+        Client.__init__(self, daemon)
+        factory = StreamServerFactory(
+            daemon.streams.open(stream),
+            daemon.clock,
+            daemon.config,
+            INT32,
+            daemon.connections,
+            streams=daemon.streams,
+        )
+        self.session = self._connected(factory).session
+        if token is not None:
+            self.sendToken(token)
+
+
+class SubscriberClient(SeqClient):
+    """
+    A C{seq} client of version 4 that subscribes to the names and
+    patterns C{subjects} (and later L{subscribe}s), and publishes to any
+    stream by name (L{publishTo}).
+    """
+
+    def __init__(self, daemon: Daemon, subjects: tuple[str, ...] = (), token: bytes | None = None) -> None:
+        Client.__init__(self, daemon)
+        self._connect(SeqServerFactory, SEQ, token)
+        self._send(ClientHello(4, Start.NONE, bytes(8), 0))
+        for subject in subjects:
+            self.subscribe(subject)
+
+    def subscribe(self, subject: str) -> None:
+        self._send(Sub(Start.NEWEST, subject))
+
+    def publishTo(self, stream: str, payload: bytes) -> None:
+        self._send(SPub(stream, payload))
+
+    def received(self) -> dict[str, list[bytes]]:
+        """
+        The messages received, by stream name.
+        """
+        names: dict[int, str] = {}
+        received: dict[str, list[bytes]] = {}
+        for payload in frames(self.transport.value()):
+            frame = decodeServerFrame(payload)
+            if isinstance(frame, StreamStart):
+                names[frame.number] = frame.name
+                received.setdefault(frame.name, [])
+            elif isinstance(frame, SMsg):
+                received[names[frame.stream]].append(frame.payload)
+            elif isinstance(frame, SBatch):
+                received[names[frame.stream]].extend(frame.payloads)
+        return received
+
+    def heard(self) -> Heard:
+        """
+        What the daemon refused, and its goodbye (the messages are
+        L{received}'s).
+        """
+        heard = Heard()
+        for payload in frames(self.transport.value()):
+            frame = decodeServerFrame(payload)
+            if isinstance(frame, Refused):
+                heard.refusals.append(f"{frame.subject}: {frame.text}")
+            elif isinstance(frame, Bye):
+                heard.goodbye = Reason(frame.code)
+        return heard
+
+
 class _HTTPClient(Client):
     """
     A client of the C{--http} site, through its HTTP channel.

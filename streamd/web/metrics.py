@@ -1,12 +1,19 @@
 """
 C{/metrics}: the daemon's figures for Prometheus, read from its counters
 when scraped (nothing is counted twice on the delivery path).
+
+The daemon's figures cover all its streams; a few streams have series of
+their own (C{stream="..."}): the C{--metrics-streams} that have published
+the most, picked when scraped, and those C{--metrics-stream} names, among
+those the scraper's token may read.  However many streams there are, the
+series stay that few.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -14,9 +21,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from streamd.auth import ALL_STREAMS, StreamRights, digest
+from streamd.config import StreamMetrics
 from streamd.fanout.history import FIRST
+from streamd.fanout.hub import Hub
 from streamd.reasons import Reason
-from streamd.web.context import WebContext
+from streamd.web.context import WebContext, bearerToken
 from streamd.web.guard import refused
 
 KINDS = ("tcp", "websocket", "sse", "http")
@@ -29,19 +39,24 @@ without one).
 
 class StreamdCollector:
     """
-    A C{prometheus_client} collector over the hub, the counters, the
-    connections and the sources.
+    A C{prometheus_client} collector over the streams, the counters, the
+    connections and the sources, for a scraper that may read the streams
+    C{rights} allows.
     """
 
-    def __init__(self, context: WebContext, sources: Iterable[Any] = ()) -> None:
+    def __init__(
+        self, context: WebContext, sources: Iterable[Any] = (), rights: StreamRights = ALL_STREAMS
+    ) -> None:
         self.context = context
         self.sources = list(sources)
+        self.rights = rights
 
     def collect(self) -> Iterator[Metric]:
         context = self.context
         hub = context.hub
         stats = hub.stats
         history = hub.history
+        hubs = streamsOf(context)
 
         kinds = Counter(session.adapter.kind for session in context.connections)
         kinds["http"] = len(context.connections.channels)
@@ -68,45 +83,109 @@ class StreamdCollector:
             disconnects.add_metric([reason.label], stats.disconnects[reason])
         yield disconnects
 
+        yield GaugeMetricFamily("streamd_streams", "Streams the daemon holds.", value=len(hubs))
         yield GaugeMetricFamily(
-            "streamd_history_bytes", "Bytes of messages the history holds.", value=history.size
+            "streamd_history_bytes",
+            "Bytes of messages the histories of all streams hold.",
+            value=sum(each.history.size for each in hubs),
         )
         yield GaugeMetricFamily(
             "streamd_history_encoding_bytes",
-            "Bytes of the history's messages encoded for subscribers of other framings (a bounded cache).",
-            value=history.encodingBytes,
+            "Bytes of the histories' messages encoded for subscribers of other framings (a bounded cache).",
+            value=sum(each.history.encodingBytes for each in hubs),
         )
-        yield GaugeMetricFamily("streamd_history_entries", "Entries the history holds.", value=len(history))
+        yield GaugeMetricFamily(
+            "streamd_history_entries",
+            "Entries the histories of all streams hold.",
+            value=sum(len(each.history) for each in hubs),
+        )
         oldest = history[history.start][FIRST] if len(history) else history.nextSequence
         yield GaugeMetricFamily(
-            "streamd_history_oldest_sequence", "Sequence number of the oldest message held.", value=oldest
+            "streamd_history_oldest_sequence",
+            "Sequence number of the oldest message held of the stream default.",
+            value=oldest,
         )
         yield GaugeMetricFamily(
             "streamd_history_newest_sequence",
-            "Sequence number of the newest message.",
+            "Sequence number of the newest message of the stream default.",
             value=history.nextSequence - 1,
         )
 
-        subscribers = hub.subscribers
+        subscribers = [cursor for each in hubs for cursor in each.subscribers]
         behind = [cursor.behind for cursor in subscribers if not cursor.live]
-        state = GaugeMetricFamily("streamd_subscribers", "Subscribers caught up or behind.", labels=["state"])
+        state = GaugeMetricFamily(
+            "streamd_subscribers", "Subscribers of all streams caught up or behind.", labels=["state"]
+        )
         state.add_metric(["live"], len(subscribers) - len(behind))
         state.add_metric(["behind"], len(behind))
         yield state
         yield GaugeMetricFamily(
             "streamd_slowest_subscriber_lag_bytes",
-            "Bytes of the history the slowest subscriber has still to be sent.",
+            "Bytes of a history the slowest subscriber has still to be sent.",
             value=max(behind, default=0),
         )
         yield GaugeMetricFamily(
             "streamd_publishers_paused",
-            "1 while publishers that wait are paused for subscribers.",
-            value=hub.paused,
+            "Streams whose publishers that wait are paused for subscribers.",
+            value=sum(1 for each in hubs if each.paused),
         )
         running = GaugeMetricFamily("streamd_source_running", "1 while a --source runs.", labels=["source"])
         for source in self.sources:
             running.add_metric([source.spec], 1 if source.running else 0)
         yield running
+        yield from streamFamilies(shownStreams(hubs, context.config.metrics, self.rights))
+
+
+def streamsOf(context: WebContext) -> Sequence[Hub]:
+    """
+    The daemon's streams, or the listener's own when the context knows of
+    no others.
+    """
+    streams = getattr(context, "streams", None)
+    return [context.hub] if streams is None else list(streams)
+
+
+def shownStreams(hubs: Sequence[Hub], metrics: StreamMetrics, rights: StreamRights) -> list[Hub]:
+    """
+    The streams that have series of their own, by name: of those C{rights}
+    may read, the C{metrics.top} that have published the most messages
+    (this epoch; the first names first among equals) and the
+    C{metrics.named} ones.  Picked in one pass over the streams, when
+    scraped: publishing costs nothing more.
+    """
+    readable = [hub for hub in hubs if rights.reads(hub.name)]
+    shown = {hub.name: hub for hub in heapq.nsmallest(metrics.top, readable, key=_traffic)}
+    if metrics.named:
+        named = set(metrics.named)
+        shown.update((hub.name, hub) for hub in readable if hub.name in named)
+    return [shown[name] for name in sorted(shown)]
+
+
+def _traffic(hub: Hub) -> tuple[int, str]:
+    return -hub.history.nextSequence, hub.name
+
+
+def streamFamilies(hubs: Sequence[Hub]) -> Iterator[Metric]:
+    """
+    The series of each of C{hubs}, labelled with its name.
+    """
+    subscribers = GaugeMetricFamily(
+        "streamd_stream_subscribers", "Subscribers of the stream.", labels=["stream"]
+    )
+    messages = CounterMetricFamily(
+        "streamd_stream_messages",
+        "Messages published to the stream since it began numbering (its newest sequence number).",
+        labels=["stream"],
+    )
+    held = GaugeMetricFamily(
+        "streamd_stream_history_bytes", "Bytes of messages the stream's history holds.", labels=["stream"]
+    )
+    for hub in hubs:
+        figures = hub.figures()
+        subscribers.add_metric([hub.name], figures["subscribers"])
+        messages.add_metric([hub.name], figures["newest"])
+        held.add_metric([hub.name], figures["history_bytes"])
+    yield from (subscribers, messages, held)
 
 
 class MetricsResource(Resource):
@@ -119,12 +198,24 @@ class MetricsResource(Resource):
     def __init__(self, context: WebContext, sources: Iterable[Any] = ()) -> None:
         super().__init__()
         self.context = context
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StreamdCollector(context, sources))  # type: ignore[arg-type]
+        self.sources = list(sources)
 
     def render_GET(self, request: Request) -> bytes:
         refusal = refused(self.context, request)
         if refusal is not None:
             return refusal
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StreamdCollector(self.context, self.sources, self.scraperRights(request)))  # type: ignore[arg-type]
         request.setHeader("Content-Type", CONTENT_TYPE_LATEST)
-        return generate_latest(self.registry)
+        return generate_latest(registry)
+
+    def scraperRights(self, request: Request) -> StreamRights:
+        """
+        The streams whose series the scraper of C{request} is shown: all
+        with C{--http-public-metrics} or without an access file, else
+        those its token may read.
+        """
+        token = bearerToken(request.getHeader("authorization"))
+        if self.context.publicMetrics or token is None:
+            return ALL_STREAMS
+        return self.context.config.access.rightsForDigest(digest(token))

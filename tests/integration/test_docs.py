@@ -311,10 +311,11 @@ class NoReactorTests(SynchronousTestCase):
 def _placeholderFiles(workspace: str, arguments: list[str]) -> None:
     """
     Make the files that C{arguments} name and that do not exist: PEM files
-    hold a key and its certificate, the others a token.
+    hold a key and its certificate, access files a token that reads every
+    stream, the others a token.
     """
     for argument in arguments:
-        for path in re.findall(r"(?:^|[=:])((?:/|\w)[\w./-]*\.(?:pem|key|creds|token))\b", argument):
+        for path in re.findall(r"(?:^|[=:])((?:/|\w)[\w./-]*\.(?:pem|key|creds|token|access))\b", argument):
             full = os.path.join(workspace, path)
             if not os.path.exists(full):
                 os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -322,4 +323,4 @@ def _placeholderFiles(workspace: str, arguments: list[str]) -> None:
                     shutil.copy(_PEM, full)
                 else:
                     with open(full, "w") as f:
-                        f.write("secret\n")
+                        f.write("secret read=>\n" if path.endswith(".access") else "secret\n")
