@@ -35,12 +35,7 @@ def number(
             found = kind(value)
         except ValueError:
             found = None
-        if (
-            found is None
-            or not math.isfinite(found)
-            or found < minimum
-            or (found == minimum and not inclusive)
-        ):
+        if found is None or not math.isfinite(found) or found < minimum or (found == minimum and not inclusive):
             bound = f"at least {minimum:g}" if inclusive else f"greater than {minimum:g}"
             raise ValueError(f"--{option} must be {what}, {bound}, not {value!r}")
         return found

@@ -102,9 +102,7 @@ def refusal(environ: Any = None, release: tuple[int, int] | None = None) -> str 
     release = twistedRelease() if release is None else release
     low, high = TESTED_TWISTED
     if not low <= release <= high:
-        return "Twisted {} is outside the tested {}-{}".format(
-            *(".".join(map(str, r)) for r in (release, low, high))
-        )
+        return "Twisted {} is outside the tested {}-{}".format(*(".".join(map(str, r)) for r in (release, low, high)))
     return None
 
 

@@ -212,7 +212,6 @@ INT32 = Int32Framing()
 ASCII10 = ASCII10Framing()
 FRAMINGS: dict[str, Framing] = {f.name: f for f in (INT32, ASCII10)}
 
-
 class Decoder:
     """
     Turns one connection's incoming bytes into payloads.

@@ -38,14 +38,7 @@ class Stats:
         """
         figures: dict[str, Any] = {
             name: getattr(self, name)
-            for name in (
-                "connections",
-                "connectionsTotal",
-                "messagesIn",
-                "bytesIn",
-                "messagesOut",
-                "bytesOut",
-            )
+            for name in ("connections", "connectionsTotal", "messagesIn", "bytesIn", "messagesOut", "bytesOut")
         }
         figures["disconnects"] = {reason.label: count for reason, count in self.disconnects.items()}
         return figures

@@ -100,26 +100,11 @@ class Options(StreamsOptions):
             sys.stderr.write(f"twistd streamd: {_coerce.oneLine(e)}\nsee twistd streamd --help\n")
             raise SystemExit(2) from None
 
-    opt_listen = _repeatable(
-        "listen",
-        "Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ssl:7443:privateKey=key.pem:certKey=cert.pem, ...; add :framing=ascii10 for the exercise's framing, :framing=seq for numbered messages that resume after a reconnect, :stream=NAME for a stream other than default.",
-    )
-    opt_http = _repeatable(
-        "http",
-        "Serve the live page, WebSocket (/ws), Server-Sent Events (/events), /metrics, /connz and /healthz on an endpoint (repeatable): tcp:8080:interface=127.0.0.1, or ssl:8443:interface=127.0.0.1:privateKey=key.pem:certKey=cert.pem for HTTPS and WSS.",
-    )
-    opt_http_origin = _repeatable(
-        "http-origin",
-        "Let web pages of this origin open /ws and /events (repeatable): https://example.com:8443, or * for any. Pages of the daemon's own origin, and clients that are not pages, need no such leave.",
-    )
-    opt_source = _repeatable(
-        "source",
-        "What to stream besides clients' messages (repeatable): clock (the default), exec:COMMAND (no shell), sh:COMMAND (through /bin/sh -c), file:PATH (followed like tail -F), stdin, or none; NAME=SPEC feeds the stream NAME, as prices=exec:./feed.",
-    )
-    opt_cluster = _repeatable(
-        "cluster",
-        "Join the other daemons that use this NATS server (repeatable, for several servers of one NATS cluster): nats://HOST:PORT or tls://HOST:PORT. Every message published on any node reaches the clients of all of them.",
-    )
+    opt_listen = _repeatable("listen", "Listen on a Twisted endpoint (repeatable): tcp:7000:interface=0.0.0.0, unix:/run/streamd.sock, ssl:7443:privateKey=key.pem:certKey=cert.pem, ...; add :framing=ascii10 for the exercise's framing, :framing=seq for numbered messages that resume after a reconnect, :stream=NAME for a stream other than default.")
+    opt_http = _repeatable("http", "Serve the live page, WebSocket (/ws), Server-Sent Events (/events), /metrics, /connz and /healthz on an endpoint (repeatable): tcp:8080:interface=127.0.0.1, or ssl:8443:interface=127.0.0.1:privateKey=key.pem:certKey=cert.pem for HTTPS and WSS.")
+    opt_http_origin = _repeatable("http-origin", "Let web pages of this origin open /ws and /events (repeatable): https://example.com:8443, or * for any. Pages of the daemon's own origin, and clients that are not pages, need no such leave.")
+    opt_source = _repeatable("source", "What to stream besides clients' messages (repeatable): clock (the default), exec:COMMAND (no shell), sh:COMMAND (through /bin/sh -c), file:PATH (followed like tail -F), stdin, or none; NAME=SPEC feeds the stream NAME, as prices=exec:./feed.")
+    opt_cluster = _repeatable("cluster", "Join the other daemons that use this NATS server (repeatable, for several servers of one NATS cluster): nats://HOST:PORT or tls://HOST:PORT. Every message published on any node reaches the clients of all of them.")
 
     def postOptions(self) -> None:
         """Make C{self["config"]} and check the files it names; a mistake is one usage line."""
@@ -140,28 +125,19 @@ class Options(StreamsOptions):
             raise config.ConfigError("--source none cannot be combined with other sources")
         size = self["max-message-size"]
         server = config.ServerConfig(
-            maxMessageSize=size,
-            maxClients=self["max-clients"],
-            idleTimeout=self["idle-timeout"],
-            access=self.accessPolicy(),
-            authTimeout=self["auth-timeout"],
-            heartbeat=self["heartbeat"] or None,
+            maxMessageSize=size, maxClients=self["max-clients"], idleTimeout=self["idle-timeout"],
+            access=self.accessPolicy(), authTimeout=self["auth-timeout"], heartbeat=self["heartbeat"] or None,
             maxPartialBytes=self["max-partial-bytes"] or max(DEFAULT_MAX_PARTIAL_BYTES, 2 * size),
-            seqGaps=self["seq-evicted"] == "gap",
-            httpOrigins=tuple(self["http-origin"]),
+            seqGaps=self["seq-evicted"] == "gap", httpOrigins=tuple(self["http-origin"]),
             metrics=self.streamMetrics(),
         )
         flow = config.FlowControl(
-            history=self["history"],
-            stallTimeout=self["stall-timeout"],
-            softSeconds=self["soft-seconds"],
-            blockPublishers=self["slow-consumer"] == "block",
-            maxBehind=self["max-pending"],
+            history=self["history"], stallTimeout=self["stall-timeout"], softSeconds=self["soft-seconds"],
+            blockPublishers=self["slow-consumer"] == "block", maxBehind=self["max-pending"],
             softBehind=self["soft-pending"],
         )
         shortcuts = config.Shortcuts(
-            fastWrite=not self["no-fast-write"],
-            bigReads=not self["no-big-reads"],
+            fastWrite=not self["no-fast-write"], bigReads=not self["no-big-reads"],
             acceptFirst=not self["no-accept-first"],
         )
         return config.DaemonConfig(

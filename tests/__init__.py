@@ -14,7 +14,5 @@ import os
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("streamd", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile(
-    "quick", parent=settings.get_profile("streamd"), max_examples=settings().max_examples // 5
-)
+settings.register_profile("quick", parent=settings.get_profile("streamd"), max_examples=settings().max_examples // 5)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "streamd"))

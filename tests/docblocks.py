@@ -22,19 +22,7 @@ from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-COMMANDS = (
-    ".venv/bin/",
-    "make ",
-    "sudo ",
-    "openssl ",
-    "some-program ",
-    "twistd ",
-    "python ",
-    "kill ",
-    "$ ",
-    "curl ",
-    "# ",
-)
+COMMANDS = (".venv/bin/", "make ", "sudo ", "openssl ", "some-program ", "twistd ", "python ", "kill ", "$ ", "curl ", "# ")
 """
 How the first line of a command block starts.
 """
@@ -65,10 +53,7 @@ def documents() -> list[str]:
     """
     The documents whose blocks are run, relative to the checkout.
     """
-    return [
-        "README.rst",
-        *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.rst"))),
-    ]
+    return ["README.rst", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.rst")))]
 
 
 def blocks(document: str) -> list[Block]:

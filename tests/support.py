@@ -166,9 +166,7 @@ def daemonRunning(log: Callable[[], str], token: str = "") -> Any:
     port = re.search(r"streamd listening on 127\.0\.0\.1:(\d+)", log())
     assert port is not None, log()
     client = ("-m", "streamd.client", "--port", port.group(1), "--count", "1")
-    out, err, code = yield getProcessOutputAndValue(
-        sys.executable, client, env={**ENV, "STREAMD_TOKEN": token}
-    )
+    out, err, code = yield getProcessOutputAndValue(sys.executable, client, env={**ENV, "STREAMD_TOKEN": token})
     assert code == 0, err
 
 
@@ -310,3 +308,4 @@ def readFile(path: str) -> str:
             return f.read()
     except FileNotFoundError:
         return ""
+

@@ -119,9 +119,7 @@ class StreamGapTests(SynchronousTestCase):
         daemon = SeqDaemon()
         daemon.hub.publish([b"m1"], first=1)
         _, transport = daemon.connect(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
-        self.assertEqual(
-            received(transport), [ServerHello(VERSION, EPOCH, 1, 1, 0, DEFAULT_MAX_MESSAGE_SIZE)]
-        )
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 1, 0, DEFAULT_MAX_MESSAGE_SIZE)])
         daemon.hub.publish([b"m5"], first=5)
         self.assertEqual(received(transport), [Gap(2, 4, GapReason.CLUSTER), Msg(5, b"m5")])
 
@@ -147,10 +145,7 @@ class StreamGapTests(SynchronousTestCase):
         daemon.hub.history.adoptEpoch(b"clusterE")
         daemon.hub.publish([b"m1", b"m2", b"m3"], first=1)
         _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 2))
-        self.assertEqual(
-            received(transport),
-            [ServerHello(VERSION, b"clusterE", 1, 3, 0, DEFAULT_MAX_MESSAGE_SIZE), Msg(3, b"m3")],
-        )
+        self.assertEqual(received(transport), [ServerHello(VERSION, b"clusterE", 1, 3, 0, DEFAULT_MAX_MESSAGE_SIZE), Msg(3, b"m3")])
 
 
 class RetentionTests(SynchronousTestCase):
@@ -228,10 +223,7 @@ class JetStreamLinkTests(SynchronousTestCase):
         self.link._publishReceived()
         history = self.hub.history
         self.assertEqual(
-            [
-                (history[i][FIRST], history[i][COUNT], history[i][SENDER])
-                for i in range(history.start, history.end)
-            ],
+            [(history[i][FIRST], history[i][COUNT], history[i][SENDER]) for i in range(history.start, history.end)],
             [(7, 1, self.link.serial), (8, 1, sender.serial), (9, 1, self.link.serial)],
         )
         self.assertEqual((history.nextSequence, self.link._senders), (10, {}))
@@ -253,12 +245,7 @@ class ResumeInAHoleTests(SynchronousTestCase):
         _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 3))
         self.assertEqual(
             received(transport),
-            [
-                ServerHello(VERSION, EPOCH, 1, 7, 0, DEFAULT_MAX_MESSAGE_SIZE),
-                Gap(4, 5, GapReason.CLUSTER),
-                Msg(6, b"m6"),
-                Msg(7, b"m7"),
-            ],
+            [ServerHello(VERSION, EPOCH, 1, 7, 0, DEFAULT_MAX_MESSAGE_SIZE), Gap(4, 5, GapReason.CLUSTER), Msg(6, b"m6"), Msg(7, b"m7")],
         )
 
     def test_noHoleNoGap(self) -> None:
@@ -270,7 +257,4 @@ class ResumeInAHoleTests(SynchronousTestCase):
         daemon.hub.publish([b"m1", b"m2"], first=1)
         daemon.hub.publish([b"m6", b"m7"], first=6)
         _, transport = daemon.connect(ClientHello(VERSION, Start.RESUME, EPOCH, 6))
-        self.assertEqual(
-            received(transport),
-            [ServerHello(VERSION, EPOCH, 1, 7, 0, DEFAULT_MAX_MESSAGE_SIZE), Msg(7, b"m7")],
-        )
+        self.assertEqual(received(transport), [ServerHello(VERSION, EPOCH, 1, 7, 0, DEFAULT_MAX_MESSAGE_SIZE), Msg(7, b"m7")])

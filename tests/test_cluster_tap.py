@@ -146,6 +146,7 @@ class ClusterOptionsTests(SynchronousTestCase):
             self.assertNotIn("\n", str(caught.exception))
 
 
+
 class StartOrderTests(SynchronousTestCase):
     """
     Where the cluster link stands among the daemon's services.
@@ -203,7 +204,5 @@ class RedactionTests(SynchronousTestCase):
         The error about a malformed C{--cluster} URL does not repeat its
         password.
         """
-        error = self.assertRaises(
-            ConfigError, ClusterConfig, servers=("http://alice:s3cret@nats.example:4222",)
-        )
+        error = self.assertRaises(ConfigError, ClusterConfig, servers=("http://alice:s3cret@nats.example:4222",))
         self.assertNotIn("s3cret", str(error))

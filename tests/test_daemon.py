@@ -91,9 +91,7 @@ class ShutdownTests(SynchronousTestCase):
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         clock = Clock()
-        service = StreamdService(
-            clock, DaemonConfig(listens=(Listen("tcp:0:interface=127.0.0.1"),), sources=())
-        )
+        service = StreamdService(clock, DaemonConfig(listens=(Listen("tcp:0:interface=127.0.0.1"),), sources=()))
         protocol = service.listeners[0].factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
         assert protocol is not None
         transport = StringTransport()

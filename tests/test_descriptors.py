@@ -79,12 +79,8 @@ class ServiceTests(SynchronousTestCase):
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         limits = _Limits(300, 300)
-        self.patch(
-            descriptors, "fitClients", lambda maxClients: fitClients(maxClients, limits.get, limits.set)
-        )
-        service = StreamdService(
-            Clock(), DaemonConfig(listens=(), sources=(), server=ServerConfig(maxClients=1000))
-        )
+        self.patch(descriptors, "fitClients", lambda maxClients: fitClients(maxClients, limits.get, limits.set))
+        service = StreamdService(Clock(), DaemonConfig(listens=(), sources=(), server=ServerConfig(maxClients=1000)))
         service.fitDescriptors()
         self.assertEqual(service.connections.descriptorLimit, 300 - RESERVE)
         self.assertEqual(service.connections.full(1000), None)

@@ -194,8 +194,7 @@ class CursorTests(FlowTestCase):
             self.assertEqual(frames(transport.value(), ASCII10), [b"m%d" % i for i in range(6)])
         history = self.daemon.hub.history
         self.assertEqual(
-            (history.size, history.encodingBytes),
-            (6 * len(INT32.encode(b"m0")), 6 * len(ASCII10.encode(b"m0"))),
+            (history.size, history.encodingBytes), (6 * len(INT32.encode(b"m0")), 6 * len(ASCII10.encode(b"m0")))
         )
 
     def test_ownMessagesNotSentBack(self) -> None:
@@ -224,9 +223,7 @@ class CursorTests(FlowTestCase):
         publisher.connectionLost(Failure(ConnectionDone()))
         entry = self.daemon.hub.history[0]
         self.assertEqual(entry[SENDER], serial)
-        self.assertFalse(
-            [o for o in gc.get_referents(entry) if isinstance(o, (Cursor, StreamServerProtocol))]
-        )
+        self.assertFalse([o for o in gc.get_referents(entry) if isinstance(o, (Cursor, StreamServerProtocol))])
 
     def test_largeEntryInPieces(self) -> None:
         """

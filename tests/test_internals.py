@@ -86,8 +86,7 @@ class FenceTests(SynchronousTestCase):
         self.assertIsNone(_internals.refusal({"STREAMD_FASTWRITE": "1"}, high))
         self.assertEqual(_internals.refusal({"STREAMD_FASTWRITE": "0"}, high), "STREAMD_FASTWRITE=0")
         self.assertEqual(
-            _internals.refusal({}, (high[0] + 1, 0)),
-            f"Twisted {high[0] + 1}.0 is outside the tested 23.10-26.10",
+            _internals.refusal({}, (high[0] + 1, 0)), f"Twisted {high[0] + 1}.0 is outside the tested 23.10-26.10"
         )
         self.assertIsNotNone(_internals.refusal({}, (low[0], low[1] - 1)))
 
@@ -98,8 +97,7 @@ class FenceTests(SynchronousTestCase):
         self.patch(_internals, "refusal", lambda: None)
         _internals.use(Shortcuts(bigReads=False))
         self.assertEqual(
-            [_internals.allowed(name) for name in ("fastWrite", "bigReads", "acceptFirst")],
-            [True, False, True],
+            [_internals.allowed(name) for name in ("fastWrite", "bigReads", "acceptFirst")], [True, False, True]
         )
 
     def test_refusedOnceLogged(self) -> None:

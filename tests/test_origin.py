@@ -48,7 +48,5 @@ class OriginTests(SynchronousTestCase):
         any page.
         """
         self.assertTrue(originAllowed("https://App.example/", "stream.example", ("https://app.example",)))
-        self.assertFalse(
-            originAllowed("https://app.example:8443", "stream.example", ("https://app.example",))
-        )
+        self.assertFalse(originAllowed("https://app.example:8443", "stream.example", ("https://app.example",)))
         self.assertTrue(originAllowed("null", "stream.example", ("*",)))

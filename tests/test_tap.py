@@ -167,7 +167,9 @@ class OptionsTests(SynchronousTestCase):
                 self.patch(sys, "stderr", stderr)
                 error = self.assertRaises(SystemExit, ServerOptions().parseOptions, ["streamd", *argv])
                 self.assertEqual(error.code, 2)
-                self.assertEqual(stderr.getvalue(), f"twistd streamd: {message}\nsee twistd streamd --help\n")
+                self.assertEqual(
+                    stderr.getvalue(), f"twistd streamd: {message}\nsee twistd streamd --help\n"
+                )
 
     def test_makeService(self) -> None:
         """

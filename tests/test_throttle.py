@@ -15,9 +15,7 @@ class LogThrottleTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.reports: list[tuple[int, int]] = []
-        self.throttle = LogThrottle(
-            self.clock, lambda messages, size: self.reports.append((messages, size)), 3
-        )
+        self.throttle = LogThrottle(self.clock, lambda messages, size: self.reports.append((messages, size)), 3)
 
     def test_heldAcrossReadsIsSummedOnce(self) -> None:
         """

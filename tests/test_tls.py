@@ -282,10 +282,7 @@ class ClientCAOptionTests(_PKIMixin, SynchronousTestCase):
         options = self.parse("--port", "0", "--listen", self.pki.listen(), "--client-ca", caFile)
         self.assertEqual(
             options["config"].listens,
-            (
-                Listen("tcp:0:interface=127.0.0.1:backlog=4096", INT32),
-                Listen(self.pki.listen() + ":backlog=4096", INT32, caFile),
-            ),
+            (Listen("tcp:0:interface=127.0.0.1:backlog=4096", INT32), Listen(self.pki.listen() + ":backlog=4096", INT32, caFile)),
         )
 
     def test_httpsListener(self) -> None:

@@ -54,3 +54,4 @@ def inTurn(endpoints: Sequence[IStreamClientEndpoint], names: Sequence[str]) -> 
     if len(endpoints) == 1:
         return endpoints[0]
     return InTurn(endpoints, names)
+

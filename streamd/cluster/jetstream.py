@@ -480,7 +480,9 @@ class JetStreamLink(ClusterLink):
                         futures.append(None)
                         continue
                     futures.append(
-                        await js.publish_async(subject, payload, headers={MSG_ID: f"{self.node}-{count}"})
+                        await js.publish_async(
+                            subject, payload, headers={MSG_ID: f"{self.node}-{count}"}
+                        )
                     )
                 for (count, payload), future in zip(window, futures, strict=True):
                     if future is None:

@@ -37,14 +37,11 @@ MAX_GATHER = 64
 Entries sent by one C{sendmsg} call at most, while catching up.
 """
 
-
 def sendsToSocket(transport: object) -> bool:
     """
     Whether a L{SocketCursor} may send to C{transport}'s socket itself.
     """
-    return (
-        isinstance(transport, Connection) and hasattr(transport, "socket") and _internals.allowed("fastWrite")
-    )
+    return isinstance(transport, Connection) and hasattr(transport, "socket") and _internals.allowed("fastWrite")
 
 
 def cursorFor(transport: Any, hub: Any, framing: Any, owner: Any) -> Cursor:

@@ -30,9 +30,7 @@ from .test_integration import TICK, Collector
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-CLIENT_DOCS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "client.rst"
-)
+CLIENT_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "client.rst")
 
 
 def readmeExample() -> str:
@@ -247,9 +245,7 @@ class WrongPortTests(_PKIMixin, TestCase):
         HELLO, is told it may be one; at an ascii10 listener, whose header
         reads as a huge length, it is told to use that framing.
         """
-        seq = startDaemon(self, DaemonConfig(listens=(Listen(LOOPBACK, SEQ),), sources=(), statsInterval=0))[
-            1
-        ]
+        seq = startDaemon(self, DaemonConfig(listens=(Listen(LOOPBACK, SEQ),), sources=(), statsInterval=0))[1]
         yield self.assertClientFails(seq, ("--timeout", "0.5"), self.noData(seq))
         ascii10 = startDaemon(
             self, DaemonConfig(listens=(Listen(LOOPBACK, ASCII10),), interval=0.05, statsInterval=0)

@@ -354,9 +354,7 @@ class FaultTests(_ClusterMixin, TestCase):
         yield startNats(self, port)
         yield waitFor(lambda: service.cluster.connected)
         code, body = yield health()
-        self.assertEqual(
-            (code, body["cluster"]["state"], body["cluster"]["mode"]), (200, "connected", "core")
-        )
+        self.assertEqual((code, body["cluster"]["state"], body["cluster"]["mode"]), (200, "connected", "core"))
         self.assertEqual(body["cluster"]["server"], f"127.0.0.1:{port}")
 
     @defer.inlineCallbacks

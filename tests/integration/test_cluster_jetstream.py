@@ -175,6 +175,7 @@ class CatchUpTests(_JetStreamMixin, TestCase):
         self.assertEqual(numbered(a), numbered(b))
         self.assertEqual([seq for seq, _ in numbered(a)], list(range(1, everything + 1)))
 
+
     @defer.inlineCallbacks
     def test_beyondRetention(self):  # type: ignore[no-untyped-def]
         """
@@ -237,7 +238,6 @@ class CatchUpTests(_JetStreamMixin, TestCase):
         self.assertEqual(sorted(missed | set(seqs)), list(range(1, published + 1)))
         self.assertFalse(missed & set(seqs))
         self.assertEqual(got, [(seq, b"0-%d" % (seq - 1)) for seq in seqs])
-
 
 class FailoverTests(_JetStreamMixin, TestCase):
     """
@@ -377,6 +377,7 @@ class NatsClusterTests(_JetStreamMixin, TestCase):
         self.assertEqual(numbered(a), numbered(b))
 
 
+
 class FaultTests(_JetStreamMixin, TestCase):
     """
     JetStream mode when NATS cannot serve it.
@@ -398,9 +399,7 @@ class FaultTests(_JetStreamMixin, TestCase):
         logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         nats = yield startNats(self)
         service, port = self.startNode(nats.port)
-        yield waitFor(
-            lambda: any("JetStream does not serve the stream yet" in e["log_format"] for e in logged), 20
-        )
+        yield waitFor(lambda: any("JetStream does not serve the stream yet" in e["log_format"] for e in logged), 20)
         self.assertFalse(service.cluster.connected)
         (received,) = yield self.inboxes((service, port))
         service.hub.publish([b"waits"])
@@ -409,3 +408,4 @@ class FaultTests(_JetStreamMixin, TestCase):
         service.hub.publish([b"local"])
         yield waitFor(lambda: received == [b"local"])
         self.assertEqual(service.cluster.health()["state"], "stopped")
+

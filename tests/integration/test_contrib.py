@@ -26,9 +26,7 @@ from streamd.listen.descriptors import RESERVE
 from ..support import ENV, TwistdProcess, twistd
 from .test_integration import Collector
 
-CONTRIB = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contrib"
-)
+CONTRIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contrib")
 DROPIN = os.path.join("streamd.service.d", "socket-activation.conf")
 INSTALLED_TWISTD = "/opt/streamd/.venv/bin/twistd"
 
@@ -76,10 +74,7 @@ class SystemdUnitTests(SynchronousTestCase):
                 f.write(text.replace(INSTALLED_TWISTD, sys.executable))
         units = [os.path.join(where, name) for name in files if os.path.dirname(name) == ""]
         result = subprocess.run(
-            [self.analyze, "verify", *units],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "LC_ALL": "C"},
+            [self.analyze, "verify", *units], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}
         )
         said = (result.stdout + result.stderr).strip()
         self.assertEqual(result.returncode, 0, said)
@@ -134,14 +129,7 @@ class SocketActivationTests(TestCase):
         listening.listen()
         port = listening.getsockname()[1]
         # LISTEN_PID is the daemon's own pid: the shell sets it, then becomes twistd.
-        argv = (
-            "/bin/sh",
-            "-c",
-            'export LISTEN_PID=$$; exec "$@"',
-            "sh",
-            sys.executable,
-            *twistd(*command[1:]),
-        )
+        argv = ("/bin/sh", "-c", 'export LISTEN_PID=$$; exec "$@"', "sh", sys.executable, *twistd(*command[1:]))
         daemon = TwistdProcess()
         transport = reactor.spawnProcess(
             daemon,

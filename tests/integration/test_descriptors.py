@@ -38,9 +38,7 @@ class DescriptorLimitTests(TestCase):
         """
         process = TwistdProcess()
         command = shlex.join((sys.executable, *twistd("-n", "--pidfile=", "streamd", *argv)))
-        transport = reactor.spawnProcess(
-            process, "/bin/sh", ("sh", "-c", f"ulimit -n {LIMIT} && exec {command}"), env=ENV
-        )
+        transport = reactor.spawnProcess(process, "/bin/sh", ("sh", "-c", f"ulimit -n {LIMIT} && exec {command}"), env=ENV)
 
         def kill() -> Any:
             if not process.ended.called:

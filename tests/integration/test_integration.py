@@ -113,15 +113,9 @@ class InProcessTests(TestCase):
         unixClient = yield connect(reactor, f"unix:path={path}", lambda m: None)
         yield waitFor(lambda: len(service.connections) == 2)
         (server,) = [p for p in service.connections if p.peer != "unix:(client)"]
-        self.assertEqual(
-            server.adapter.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1
-        )
-        self.assertEqual(
-            tcpClient.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1
-        )
-        self.assertEqual(
-            [e for e in events if e.get("log_level") == LogLevel.error or "log_failure" in e], []
-        )
+        self.assertEqual(server.adapter.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        self.assertEqual(tcpClient.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+        self.assertEqual([e for e in events if e.get("log_level") == LogLevel.error or "log_failure" in e], [])
         for client in (tcpClient, unixClient):
             client.transport.loseConnection()
             yield client.finished
@@ -389,9 +383,7 @@ class ProcessTests(TestCase):
         self.assertEqual(code, 1)
         lines = [line for line in (out + err).decode().splitlines() if "cannot listen" in line]
         self.assertEqual(len(lines), 1, out + err)
-        self.assertTrue(
-            lines[0].endswith(f"streamd: cannot listen on unix:{path}: No such file or directory"), lines
-        )
+        self.assertTrue(lines[0].endswith(f"streamd: cannot listen on unix:{path}: No such file or directory"), lines)
 
     @defer.inlineCallbacks
     def test_usageError(self):  # type: ignore[no-untyped-def]

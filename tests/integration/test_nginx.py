@@ -66,8 +66,7 @@ def configuration(directory: str, port: int, upstream: int) -> str:
     documented = documented.replace("listen 80;", f"listen 127.0.0.1:{port};")
     documented = documented.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream};")
     temporary = "\n".join(
-        f"    {kind}_temp_path {directory}/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        f"    {kind}_temp_path {directory}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return f"""
 daemon off;

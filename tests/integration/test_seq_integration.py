@@ -52,9 +52,7 @@ def seqDaemon(case: TestCase, port: int = 0) -> tuple[StreamdService, int]:
     """
     A daemon with one seq listener and no sources.
     """
-    return startDaemon(
-        case, DaemonConfig(listens=(Listen(f"tcp:{port}:interface=127.0.0.1", _seq()),), sources=())
-    )
+    return startDaemon(case, DaemonConfig(listens=(Listen(f"tcp:{port}:interface=127.0.0.1", _seq()),), sources=()))
 
 
 def _seq() -> Any:
@@ -97,11 +95,8 @@ class ResumeTests(TestCase):
                 kill()
 
         client = connect(
-            reactor,
-            f"tcp:host=127.0.0.1:port={port}",
-            onMessage,
-            onGap=lambda gap, previous: gaps.append(gap),
-            retryPolicy=lambda attempt: 0.01,
+            reactor, f"tcp:host=127.0.0.1:port={port}", onMessage,
+            onGap=lambda gap, previous: gaps.append(gap), retryPolicy=lambda attempt: 0.01,
         )
         self.addCleanup(client.stop)
         protocol = yield client.whenConnected()
@@ -125,7 +120,9 @@ class ResumeTests(TestCase):
             f" duplicates {counts['duplicates']}, out of order {counts['outOfOrder']},"
             f" connections killed {kills}, gaps {len(gaps)}"
         )
-        self.assertEqual(counts, {"published": TOTAL, "received": TOTAL, "duplicates": 0, "outOfOrder": 0})
+        self.assertEqual(
+            counts, {"published": TOTAL, "received": TOTAL, "duplicates": 0, "outOfOrder": 0}
+        )
         self.assertEqual(gaps, [])
         self.assertEqual(got, list(range(1, TOTAL + 1)))
         self.assertGreater(kills, 20)
@@ -140,9 +137,7 @@ class ResumeTests(TestCase):
         service, port = seqDaemon(self)
         got: list[tuple[int, bytes]] = []
         client = connect(
-            reactor,
-            f"tcp:host=127.0.0.1:port={port}",
-            lambda seq, payload: got.append((seq, payload)),
+            reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: got.append((seq, payload)),
             retryPolicy=lambda attempt: 0.01,
         )
         self.addCleanup(client.stop)
@@ -171,11 +166,8 @@ class ResumeTests(TestCase):
         gaps: list[tuple[Gap, int | None]] = []
         byes: list[Bye] = []
         client = connect(
-            reactor,
-            f"tcp:host=127.0.0.1:port={port}",
-            lambda seq, payload: got.append(seq),
-            onGap=lambda gap, previous: gaps.append((gap, previous)),
-            onBye=byes.append,
+            reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: got.append(seq),
+            onGap=lambda gap, previous: gaps.append((gap, previous)), onBye=byes.append,
         )
         self.addCleanup(client.stop)
         protocol = yield client.whenConnected()
@@ -208,9 +200,7 @@ class _ProcessMixin:
         Start the daemon with C{argv} besides its seq listener; fires with
         the process and its port once it listens.
         """
-        process = spawnTwistd(
-            self, "--listen", "tcp:0:interface=127.0.0.1:framing=seq", "--source", "none", *argv
-        )
+        process = spawnTwistd(self, "--listen", "tcp:0:interface=127.0.0.1:framing=seq", "--source", "none", *argv)
         port = yield process.listening
         return process, port
 
@@ -265,9 +255,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         """
         daemon, port = yield self.daemon("--read-only")
         client = self.client(port, "--send", "hello")
-        yield self.assertBye(
-            client, daemon, "disconnected by the server: this client may not publish (read_only)", 1
-        )
+        yield self.assertBye(client, daemon, "disconnected by the server: this client may not publish (read_only)", 1)
 
     @inlineCallbacks
     def test_wrongToken(self) -> Any:
@@ -287,10 +275,7 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         daemon, port = yield self.daemon("--max-message-size", "100")
         client = self.client(port, "--send", "x" * 200)
         yield self.assertBye(
-            client,
-            daemon,
-            "disconnected by the server: sent a frame over the size limit (oversized_frame)",
-            1,
+            client, daemon, "disconnected by the server: sent a frame over the size limit (oversized_frame)", 1
         )
 
     @inlineCallbacks
@@ -326,12 +311,8 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         client = self.client(port)
         yield daemon.logged(b"starts at message 1 (newest)")
         client.transport.signalProcess(signal.SIGSTOP)
-        self.addCleanup(
-            lambda: None if client.ended.called else client.transport.signalProcess(signal.SIGCONT)
-        )
-        publisher = connect(
-            reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: None, resume=False
-        )
+        self.addCleanup(lambda: None if client.ended.called else client.transport.signalProcess(signal.SIGCONT))
+        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: None, resume=False)
         self.addCleanup(publisher.stop)
         protocol = yield publisher.whenConnected()
         flood = LoopingCall(lambda: [protocol.sendString(b"m" * 1000) for _ in range(100)])
@@ -352,18 +333,14 @@ class ByeProcessTests(_ProcessMixin, TestCase):
         daemon, port = yield self.daemon()
         client = self.client(port, "--show-seq")
         yield daemon.logged(b"starts at message 1 (newest)")
-        publisher = connect(
-            reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: None, resume=False
-        )
+        publisher = connect(reactor, f"tcp:host=127.0.0.1:port={port}", lambda seq, payload: None, resume=False)
         self.addCleanup(publisher.stop)
         protocol = yield publisher.whenConnected()
         for n in range(1, 4):
             protocol.sendString(b"before %d" % n)
         yield waitFor(lambda: client.out.count(b"\n") == 3)
         daemon.transport.signalProcess("TERM")
-        yield self.assertBye(
-            client, daemon, "disconnected by the server: the daemon is shutting down (shutdown)", 0
-        )
+        yield self.assertBye(client, daemon, "disconnected by the server: the daemon is shutting down (shutdown)", 0)
         self.assertEqual(client.out, b"1 before 1\n2 before 2\n3 before 3\n")
         yield daemon.ended
 

@@ -20,9 +20,7 @@ from streamd.seqframing import SEQ
 
 from ..support import startDaemon
 
-CLIENT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "seq_client.py"
-)
+CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "seq_client.py")
 
 
 def referenceClient() -> Any:

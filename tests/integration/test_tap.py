@@ -33,7 +33,5 @@ class EveryInterfaceTests(TestCase):
         warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), 2, warnings)
         self.assertRegex(warnings[0], r"^0\.0\.0\.0:\d+ is open to every interface: anyone who can reach")
-        self.assertTrue(
-            warnings[0].endswith("(give interface=127.0.0.1 in tcp:0 to keep it local)"), warnings
-        )
+        self.assertTrue(warnings[0].endswith("(give interface=127.0.0.1 in tcp:0 to keep it local)"), warnings)
         self.assertRegex(warnings[1], r"^\[::\]:\d+ is open to every interface")

@@ -139,8 +139,6 @@ class BytesAckedTests(SynchronousTestCase):
         """
         server, _ = self.connectedPair()
         server.send(b"z" * 10)
-        tls = TLSMemoryBIOFactory(CertificateOptions(), True, Factory.forProtocol(Protocol)).buildProtocol(
-            None
-        )
+        tls = TLSMemoryBIOFactory(CertificateOptions(), True, Factory.forProtocol(Protocol)).buildProtocol(None)
         tls.transport = _SocketTransport(server)
         self.waitFor(lambda: bytesAcked(tls) == 10)

@@ -327,13 +327,7 @@ class TwistdMutualTLSTests(_PKIMixin, TestCase):
         1.
         """
         daemon = spawnTwistd(
-            self,
-            "--listen",
-            self.pki.listen(),
-            "--interval",
-            "0.05",
-            "--client-ca",
-            self.pki.path("clients-ca.pem"),
+            self, "--listen", self.pki.listen(), "--interval", "0.05", "--client-ca", self.pki.path("clients-ca.pem")
         )
         port = str((yield daemon.listening))
         client = ("-m", "streamd.client", "--port", port, "--cafile", self.pki.path("ca.pem"), "--count", "1")
