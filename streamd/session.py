@@ -659,6 +659,14 @@ class Session:
         """
         hub = self.context.hub
         sender: Cursor | Subscriptions | None = self.cursor
+        if self.access is not Access.PUBLISH or not self.rights.publishes(hub.name if stream is None else stream):
+            # Checked before the stream is made: a client may not make
+            # streams it may not publish to.
+            if stream is not None and self.access is Access.PUBLISH:
+                self._refuse(stream, f"this client may not publish to {stream!r}")
+                return
+            self.drop(Reason.READ_ONLY, count=len(payloads))
+            return
         if stream is not None:
             try:
                 hub = self._publishingStream(stream)
@@ -666,12 +674,6 @@ class Session:
                 self._refuse(stream, str(e))
                 return
             sender = None if self.subscriptions is None else self.subscriptions.senderOn(hub)
-        if self.access is not Access.PUBLISH or not self.rights.publishes(hub.name):
-            if stream is not None and self.access is Access.PUBLISH:
-                self._refuse(stream, f"this client may not publish to {stream!r}")
-                return
-            self.drop(Reason.READ_ONLY, count=len(payloads))
-            return
         publishedTo = self._publishedTo
         if publishedTo is None:
             publishedTo = self._publishedTo = {}

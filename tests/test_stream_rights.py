@@ -158,6 +158,15 @@ class SeveralStreamsTests(_Rights, SynchronousTestCase):
         self.assertEqual(writer.heard().refusals, ["prices.us: this client may not publish to 'prices.us'"])
         self.assertFalse(writer.closed)
 
+    def test_refusedMakesNoStream(self) -> None:
+        """
+        A message for a stream the client may not publish to does not make
+        that stream (so no pattern subscriber sees it appear).
+        """
+        writer = self.subscriber(token=WRITER)
+        writer.publishTo("prices.nowhere", b"refused")
+        self.assertIsNone(self.daemon.streams.get("prices.nowhere"))
+
     def test_readerPublishes(self) -> None:
         """
         A token that may only read is cut when it publishes: C{read_only}.
