@@ -547,7 +547,7 @@ class Session:
             return
         if policy.accessForDigest(self._digest) is not Access.PUBLISH:
             self.access = Access.READ
-            self.log.info("{peer} may no longer publish: its token was replaced", peer=self.peer)
+            self.log.info("{peer} may no longer publish: the token files reloaded no longer grant it", peer=self.peer)
 
     def start(self, request: StartRequest = HEAD) -> None:
         """
