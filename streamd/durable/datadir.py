@@ -55,7 +55,9 @@ class DataDir:
         try:
             for directory in (self.streamsPath, self.sourcesPath):
                 os.makedirs(directory, exist_ok=True)
-            self._lock = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._lock = os.open(
+                os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
         except OSError as e:
             raise ConfigError(f"--data-dir {path}: {e.strerror}") from None
         try:

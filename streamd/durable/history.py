@@ -6,9 +6,13 @@ is written to the log before it is fanned out.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
+
 from streamd.durable.log import StreamLog
-from streamd.durable.segment import StoredSegment, bisect, identityOf
+from streamd.durable.segment import StoredSegment, bisect
+from streamd.durable.syncer import FsyncPolicy
 from streamd.fanout.history import COUNT, DATA, FIRST, Entry, History, HistoryPool
+from streamd.fanout.publishers import identityOf
 from streamd.framing import ASCII10, INT32, Framing
 
 _CODES = (INT32, ASCII10)
@@ -26,7 +30,9 @@ class DurableHistory(History):
     Its epoch and numbers go on from the earlier runs'.
     """
 
-    def __init__(self, log: StreamLog, encodingBudget: int = 32 << 20, pool: HistoryPool | None = None) -> None:
+    def __init__(
+        self, log: StreamLog, encodingBudget: int = 32 << 20, pool: HistoryPool | None = None
+    ) -> None:
         super().__init__(log.epoch, encodingBudget, pool)
         for framing in _CODES:
             self._number(framing)
@@ -146,6 +152,11 @@ class DurableHistory(History):
                     number += 1
                 return max(number, self._storedStart)
         return super().find(sequence)
+
+    def whenDurable(self) -> Deferred[None] | None:
+        if self.log.syncer.policy is not FsyncPolicy.ALWAYS:
+            return None
+        return self.log.syncer.whenDurable(self.log)
 
     def close(self) -> None:
         self.log.close()

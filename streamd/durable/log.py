@@ -63,7 +63,9 @@ class ActiveSegment:
         self.entryBase = entryBase
         self.byteBase = byteBase
         self.logFd = os.open(path + LOG_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        self.indexFd = os.open(path + INDEX_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.indexFd = os.open(
+            path + INDEX_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
+        )
         self.size = 0
         self.queued = 0
         self.indexed = 0
@@ -209,7 +211,15 @@ class StreamLog:
         replaceFile(os.path.join(self.directory, WINDOW_FILE), snapshot)
 
     def write(
-        self, entryNumber: int, first: int, count: int, data: bytes, framing: int, time: int, identity: bytes, number: int
+        self,
+        entryNumber: int,
+        first: int,
+        count: int,
+        data: bytes,
+        framing: int,
+        time: int,
+        identity: bytes,
+        number: int,
     ) -> None:
         """
         Append entry number C{entryNumber} to the newest segment, or to a

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from struct import Struct
 
 from streamd.fanout.history import Entry
+from streamd.fanout.publishers import senderOf
 
 HEADER = Struct(">IIQIBBHQ8sQ")
 """
@@ -35,25 +36,6 @@ INDEX = Struct(">QQQ")
 An index record: first sequence number, offset of the record in the log
 file, receive time (milliseconds).
 """
-
-NO_IDENTITY = bytes(8)
-
-
-def senderOf(identity: bytes) -> int:
-    """
-    The publisher serial of the client that names itself C{identity} (see
-    L{streamd.seqserver.identitySerial}), or 0 for none: kept on disk, it
-    still keeps a resuming client's own messages from it after a restart.
-    """
-    return 0 if identity == NO_IDENTITY else -1 - int.from_bytes(identity, "big")
-
-
-def identityOf(sender: int) -> bytes:
-    """
-    The identity of the publisher serial C{sender}, or L{NO_IDENTITY} for a
-    connection's own serial, which means nothing after a restart.
-    """
-    return (-1 - sender).to_bytes(8, "big") if sender < 0 else NO_IDENTITY
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".idx"
@@ -182,7 +164,9 @@ class StoredSegment:
         out = []
         for i in range(fromIndex, self.count):
             offset = INDEX.unpack_from(self._index, i * INDEX.size)[1]
-            length, _, first, count, framing, _, _, time, identity, number = HEADER.unpack_from(self._log, offset)
+            length, _, first, count, framing, _, _, time, identity, number = HEADER.unpack_from(
+                self._log, offset
+            )
             out.append(Record(length, first, count, framing, time, identity, number))
         return out
 

@@ -155,7 +155,9 @@ class Syncer:
 
     def _failed(self, failure: Failure, jobs: list[_Job]) -> None:
         self._running = None
-        self.log.failure("syncing the data directory failed: acknowledgements wait for a sync that works", failure)
+        self.log.failure(
+            "syncing the data directory failed: acknowledgements wait for a sync that works", failure
+        )
         for log, _, _, written in jobs:
             self._release(log, written, failure)
             self._dirty[log] = None

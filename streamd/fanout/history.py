@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from streamd.fanout.publishers import PublisherWindow
+from twisted.internet.defer import Deferred
+
+from streamd.fanout.publishers import PublisherWindow, identityOf
 from streamd.framing import INT32, Framing, Payload
 
 Entry = tuple[int, int, bytes, int, int, int]
@@ -208,7 +210,7 @@ class History:
             self._marks.append((millisecond, self.end))
             self._lastMark = millisecond
         if number and sender < 0:
-            self.publishers.took((-1 - sender).to_bytes(8, "big"), number, first + count - 1)
+            self.publishers.took(identityOf(sender), number, first + count - 1)
         entry = (first, count, data, self._number(framing), self._nextOffset, sender)
         self._entries.append(entry)
         self.nextSequence = first + count
@@ -323,6 +325,13 @@ class History:
             else:
                 high = middle
         return max(marks[low][1], self.start) if low < len(marks) else self.end
+
+    def whenDurable(self) -> Deferred[None] | None:
+        """
+        Fires once what the log holds now is as durable as an acknowledged
+        message must be; C{None} if it already is (in memory: at once).
+        """
+        return None
 
     def close(self) -> None:
         """

@@ -225,7 +225,9 @@ class Hub:
             if raw and framing is not None:
                 entry = history.append(raw, framing, len(payloads), serial, first, now, number)
             else:
-                entry = history.append(INT32.encodeMany(payloads), INT32, len(payloads), serial, first, now, number)
+                entry = history.append(
+                    INT32.encodeMany(payloads), INT32, len(payloads), serial, first, now, number
+                )
                 raw, framing = entry[DATA], INT32
         except DiskFull as e:
             self._diskFull(str(e))

@@ -9,6 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+NO_IDENTITY = bytes(8)
+
+
+def senderOf(identity: bytes) -> int:
+    """
+    The publisher serial of the client that names itself C{identity} (see
+    L{streamd.seqserver.identitySerial}), or 0 for none: kept on disk with
+    what it published, it keeps a resuming client's own messages from it
+    after a restart too.
+    """
+    return 0 if identity == NO_IDENTITY else -1 - int.from_bytes(identity, "big")
+
+
+def identityOf(sender: int) -> bytes:
+    """
+    The identity of the publisher serial C{sender}, or L{NO_IDENTITY} for a
+    connection's own serial, which means nothing after a restart.
+    """
+    return (-1 - sender).to_bytes(8, "big") if sender < 0 else NO_IDENTITY
+
+
 WINDOW_IDENTITIES = 65536
 """
 Identities a stream remembers at most; the one heard from longest ago is

@@ -117,7 +117,9 @@ class Streams:
             try:
                 self.open(name)
             except StreamRefused as e:
-                self.log.warn("{dir}: not opening its stream {name}: {why}", dir=dataDir.path, name=name, why=e)
+                self.log.warn(
+                    "{dir}: not opening its stream {name}: {why}", dir=dataDir.path, name=name, why=e
+                )
 
     def _expireOld(self, age: float) -> None:
         cutoff = int((self.clock.seconds() - age) * 1000)
@@ -172,7 +174,9 @@ class Streams:
         history = None
         if self.dataDir is not None:
             history = self.dataDir.history(name, self.flow.history, self.pool)
-        hub = Hub(self.stats, self.clock, self.flow, name=name, number=self._numbers, pool=self, history=history)
+        hub = Hub(
+            self.stats, self.clock, self.flow, name=name, number=self._numbers, pool=self, history=history
+        )
         if self.idleTimeout is not None:
             hub.lastActivity = self.clock.seconds()
         self._numbers += 1
