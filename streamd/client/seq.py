@@ -278,7 +278,7 @@ class SeqClientProtocol(FramedProtocol):
                     # The server's largest message (version 3), rather than ours.
                     self.MAX_LENGTH = max(frame.maxMessage + SMSG_OVERHEAD, BATCH_LIMIT + SMSG_OVERHEAD)
                     raised = True
-                if frame.epoch != position.epoch and frame.version < STREAMS_VERSION:
+                if frame.epoch != position.epoch and min(frame.version, self._asked.version) < STREAMS_VERSION:
                     factory.previous = position.last if position.epoch is not None else None
                     position.epoch, position.last = frame.epoch, _before(self._asked, frame.newest)
                 if factory.publisher is not None:

@@ -14,6 +14,7 @@ the C{file:} sources, the syncer, and a lock that keeps a second daemon out.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from twisted.internet.defer import Deferred
 from streamd._errors import ConfigError
 from streamd.durable.history import DurableHistory
 from streamd.durable.log import StreamLog
+from streamd.durable.places import SourcePlace
 from streamd.durable.syncer import FsyncPolicy, Syncer
 from streamd.fanout.history import HistoryPool
 from streamd.names import BadName, checkName
@@ -87,6 +89,14 @@ class DataDir:
         """
         log = StreamLog(os.path.join(self.streamsPath, name), name, segmentBytes(history), self.syncer)
         return DurableHistory(log, max(history // 2, MiB), pool)
+
+    def sourcePlace(self, stream: str, key: str) -> SourcePlace:
+        """
+        Where the source of C{stream} that C{key} names (a path) keeps its
+        place.
+        """
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return SourcePlace(os.path.join(self.sourcesPath, f"{stream}.{digest}"))
 
     def start(self) -> None:
         self.syncer.start()

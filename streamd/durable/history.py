@@ -108,7 +108,11 @@ class DurableHistory(History):
                 self._dropEncodings(entry)
         else:
             entry = super().evictOldest()
-        if self._nextRelease is not None and self.start >= self._nextRelease:
+        following = self._nextRelease
+        if following is None:
+            # A segment may have begun since.
+            following = self._nextRelease = self.log.boundary()
+        if following is not None and self.start >= following:
             self._nextRelease = self._release()
         return entry
 

@@ -270,6 +270,14 @@ class StreamLog:
             deleted += 1
         return deleted, files[1][0] if len(files) > 1 else None
 
+    def boundary(self) -> int | None:
+        """
+        The entry number of the second segment's first record, if there are
+        two: once the history starts there, the first can go.
+        """
+        files = self._files
+        return files[1][0] if len(files) > 1 else None
+
     def close(self) -> None:
         """
         Write the index, sync as the policy says, close the files and save

@@ -74,6 +74,8 @@ class Syncer:
         self._retired: list[tuple[StreamLog, ActiveSegment, bytes]] = []
         self._waiters: dict[StreamLog, deque[tuple[int, Deferred[None]]]] = {}
         self._running: Deferred[None] | None = None
+        # How far each log is synced, in bytes since it began.
+        self._syncedUpTo: dict[StreamLog, int] = {}
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
         self.syncs = 0
@@ -99,7 +101,7 @@ class Syncer:
         makes an acknowledged message: at once, but with C{always}, once
         it is synced.
         """
-        if self.policy is not FsyncPolicy.ALWAYS:
+        if self.policy is not FsyncPolicy.ALWAYS or self._syncedUpTo.get(log, -1) >= log.written:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._waiters.setdefault(log, deque()).append((log.written, d))
@@ -149,6 +151,7 @@ class Syncer:
         self.syncs += 1
         for log, segment, queued, written in jobs:
             segment.writeIndex(queued)
+            self._syncedUpTo[log] = written
             self._release(log, written, None)
         if self.policy is FsyncPolicy.ALWAYS and (self._dirty or self._retired):
             self._sync()
