@@ -26,10 +26,12 @@ def rows(options: type[usage.Options]) -> list[tuple[str, str, str]]:
     The option, its default and its meaning, for each option of C{options}.
     """
     found: dict[str, tuple[str, str, str]] = {}
-    for name, short, doc in getattr(options, "optFlags", []):
-        found[name] = (_option(name, short), "off", doc)
-    for name, short, default, doc, *_ in getattr(options, "optParameters", []):
-        found[name] = (_option(name, short), "none" if default is None else f"{default:g}" if isinstance(default, float) else str(default), doc)
+    # The mixins' options too (streamoptions, durableoptions), as --help shows them.
+    for kind in reversed(options.__mro__):
+        for name, short, doc in vars(kind).get("optFlags", []):
+            found[name] = (_option(name, short), "off", doc)
+        for name, short, default, doc, *_ in vars(kind).get("optParameters", []):
+            found[name] = (_option(name, short), "none" if default is None else f"{default:g}" if isinstance(default, float) else str(default), doc)
     for attribute in (a for a in dir(options) if a.startswith("opt_")):
         method = getattr(options, attribute)
         name = attribute.removeprefix("opt_").replace("_", "-")

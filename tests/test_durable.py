@@ -9,6 +9,8 @@ a C{file:} source going on where it was.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,15 @@ from .support import frames
 from .test_sources_lines import recordingContext
 
 IDENTITY = b"client-a"
+
+
+def temporary(case: SynchronousTestCase) -> str:
+    """
+    A path in a new directory, removed when C{case} ends.
+    """
+    directory = tempfile.mkdtemp(prefix="streamd-durable-")
+    case.addCleanup(shutil.rmtree, directory)
+    return os.path.join(directory, "data")
 
 
 def synchronously(work: Callable[..., None], *args: Any) -> Deferred[None]:
@@ -128,7 +139,7 @@ class ReplayTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.path = self.mktemp()
+        self.path = temporary(self)
 
     def test_sameEpochAndMessages(self) -> None:
         """
@@ -219,7 +230,7 @@ class RecoveryTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.path = self.mktemp()
+        self.path = temporary(self)
         daemon = Daemon(self.path)
         for n in range(1, 11):
             daemon.hub.publish([b"message %d" % n])
@@ -277,7 +288,7 @@ class FsyncTests(SynchronousTestCase):
         """
         Nothing is synced until a second has passed.
         """
-        daemon = Daemon(self.mktemp(), fsync="everysec")
+        daemon = Daemon(temporary(self), fsync="everysec")
         daemon.hub.publish([b"m"])
         syncer = daemon.dataDir.syncer
         self.assertEqual(syncer.syncs, 0)
@@ -290,7 +301,7 @@ class FsyncTests(SynchronousTestCase):
         The ACK comes after the sync that covers the message, which starts
         at once.
         """
-        daemon = Daemon(self.mktemp(), fsync="always")
+        daemon = Daemon(temporary(self), fsync="always")
         protocol, transport = daemon.connect(ClientHello(5, Start.NEWEST, bytes(8), 0, IDENTITY))
         received(transport)
         protocol.dataReceived(framed(PubN(1, b"one")))
@@ -307,7 +318,7 @@ class AcknowledgedPublishingTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.path = self.mktemp()
+        self.path = temporary(self)
 
     def test_ackedOnce(self) -> None:
         """
@@ -390,7 +401,7 @@ class AgeTests(SynchronousTestCase):
         Once a second, what came in more than the age ago goes, but the
         newest stays.
         """
-        daemon = Daemon(self.mktemp(), historyAge=10.0)
+        daemon = Daemon(temporary(self), historyAge=10.0)
         for _ in range(5):
             daemon.hub.publish([b"m"])
             daemon.clock.advance(3)
@@ -430,7 +441,7 @@ class FilePlaceTests(SynchronousTestCase):
         Lines written while the daemon was down are published when it is
         back; a line begun is published once whole.
         """
-        directory = self.mktemp()
+        directory = temporary(self)
         os.makedirs(directory)
         path = os.path.join(directory, "app.log")
         with open(path, "wb") as f:
@@ -464,7 +475,7 @@ class EntryTests(SynchronousTestCase):
         An entry read from the mapping has the bytes, count and first
         number that were written.
         """
-        path = self.mktemp()
+        path = temporary(self)
         daemon = Daemon(path)
         data = INT32.encodeMany([b"a", b"bc"])
         daemon.hub.publish([b"a", b"bc"], data, INT32)

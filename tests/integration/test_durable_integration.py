@@ -9,8 +9,10 @@ a reason while readers are still served.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from typing import Any
 
 from twisted.internet import reactor
@@ -77,7 +79,8 @@ class DurableDaemonTests(TestCase):
     timeout = 180
 
     def setUp(self) -> None:
-        self.dataDir = os.path.abspath(self.mktemp())
+        self.dataDir = tempfile.mkdtemp(prefix="streamd-data-")
+        self.addCleanup(shutil.rmtree, self.dataDir)
         self.port = freePort()
 
     def daemon(self, *argv: str) -> TwistdProcess:
@@ -116,8 +119,9 @@ class DurableDaemonTests(TestCase):
         daemon = self.daemon()
         yield daemon.listening
         readers = [self.client("--resume", "--show-seq") for _ in range(2)]
-        yield waitFor(lambda: daemon.output.count(b"starts at message") + daemon.output.count(b"connected (") >= 2, 60)
-        publisher = self.client("--resume", "--stdin", stdin=b"".join(b"%d\n" % n for n in range(1, LINES + 1)))
+        yield waitFor(lambda: daemon.output.count(b"connected (") >= 2, 60)
+        lines = b"".join(b"%d\n" % n for n in range(1, LINES + 1))
+        publisher = self.client("--resume", "--stdin", stdin=lines)
         yield waitFor(lambda: len(readers[0].lines) >= LINES // 4, 60, lambda: readers[0].err)
         daemon.transport.signalProcess("KILL")  # type: ignore[union-attr]
         yield daemon.ended
@@ -127,7 +131,7 @@ class DurableDaemonTests(TestCase):
         yield waitFor(lambda: publisher.status is not None, 120, lambda: publisher.err)
         self.assertEqual(publisher.status.exitCode, 0, publisher.err)
         for reader in readers:
-            yield waitFor(lambda: len(reader.lines) >= LINES, 60, lambda: (len(reader.lines), reader.err))
+            yield waitFor(lambda r=reader: len(r.lines) >= LINES, 60, lambda r=reader: (len(r.lines), r.err))
             expected = [b"%d %d" % (n, n) for n in range(1, LINES + 1)]
             self.assertEqual(reader.lines, expected)
             self.assertNotIn(b"missed", reader.err)
@@ -143,7 +147,7 @@ class DurableDaemonTests(TestCase):
         yield daemon.listening
         for lines in (range(1, 10), range(10, 11)):
             publisher = self.client("--resume", "--stdin", stdin=b"".join(b"line %d\n" % n for n in lines))
-            yield waitFor(lambda: publisher.status is not None, 60, lambda: publisher.err)
+            yield waitFor(lambda p=publisher: p.status is not None, 60, lambda p=publisher: p.err)
         daemon.transport.signalProcess("KILL")  # type: ignore[union-attr]
         yield daemon.ended
         segment = os.path.join(self.dataDir, "streams", "default", "00000000000000000001.log")
@@ -174,9 +178,8 @@ class DurableDaemonTests(TestCase):
             "--data-dir",
             self.dataDir,
         )
-        transport = reactor.spawnProcess(
-            daemon, "/bin/sh", ("/bin/sh", "-c", 'ulimit -f 256 && exec "$@"', "sh", sys.executable, *command), env=ENV
-        )
+        limited = ("/bin/sh", "-c", 'ulimit -f 256 && exec "$@"', "sh", sys.executable, *command)
+        transport = reactor.spawnProcess(daemon, "/bin/sh", limited, env=ENV)
 
         def kill() -> Deferred[tuple[int | None, int | None]]:
             if not daemon.ended.called:
@@ -186,7 +189,8 @@ class DurableDaemonTests(TestCase):
         self.addCleanup(kill)
         yield daemon.listening
         line = b"x" * 200
-        publisher = self.client("--resume", "--stdin", stdin=b"".join(b"%d %s\n" % (n, line) for n in range(1, 5001)))
+        lines = b"".join(b"%d %s\n" % (n, line) for n in range(1, 5001))
+        publisher = self.client("--resume", "--stdin", stdin=lines)
         yield waitFor(lambda: b"no room on disk" in daemon.output, 60, lambda: daemon.output)
         yield waitFor(lambda: b"no room on the daemon's disk" in publisher.err, 60, lambda: publisher.err)
         self.assertIsNone(publisher.status)
