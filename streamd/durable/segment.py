@@ -156,18 +156,20 @@ class StoredSegment:
         sender = senderOf(identity)
         return (first, count, self._view[start : start + length], framing, self.byteBase + offset, sender)  # type: ignore[return-value]
 
-    def records(self, fromIndex: int = 0) -> list[Record]:
+    def records(self) -> list[Record]:
         """
-        The headers of records C{fromIndex} on (for the publishers' window
-        of the newest segments).
+        The headers of its records (for the publishers' window of the
+        newest segments), read from the file rather than the mapping, so
+        that the pages read do not stay in the daemon's memory.
         """
         out = []
-        for i in range(fromIndex, self.count):
-            offset = INDEX.unpack_from(self._index, i * INDEX.size)[1]
-            length, _, first, count, framing, _, _, time, identity, number = HEADER.unpack_from(
-                self._log, offset
-            )
-            out.append(Record(length, first, count, framing, time, identity, number))
+        with open(self.path + LOG_SUFFIX, "rb") as log:
+            fd = log.fileno()
+            for i in range(self.count):
+                offset = INDEX.unpack_from(self._index, i * INDEX.size)[1]
+                fields = HEADER.unpack(os.pread(fd, HEADER.size, offset))
+                length, _, first, count, framing, _, _, time, identity, number = fields
+                out.append(Record(length, first, count, framing, time, identity, number))
         return out
 
 
