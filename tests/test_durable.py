@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
@@ -42,13 +41,14 @@ from streamd.seqframing import (
     decodeServerFrame,
     framed,
 )
-from streamd.seqserver import SeqServerFactory, SeqServerProtocol
+from streamd.seqserver import SeqServerFactory
 from streamd.since import parseSince
 from streamd.sources import makeSource
 from streamd.sources.follow import FileSource
 from streamd.stats import Stats
 
 from .support import frames
+from .test_seqserver import SeqDaemon
 from .test_sources_lines import recordingContext
 
 IDENTITY = b"client-a"
@@ -71,7 +71,7 @@ def synchronously(work: Callable[..., None], *args: Any) -> Deferred[None]:
     return maybeDeferred(work, *args)
 
 
-class Daemon:
+class Daemon(SeqDaemon):
     """
     A daemon's streams on a data directory, on a L{Clock}: made again on the
     same directory, it is a restarted daemon.
@@ -86,17 +86,6 @@ class Daemon:
         self.hub = self.streams.default
         self.factory = SeqServerFactory(self.hub, self.clock, ServerConfig(heartbeat=None), SEQ, streams=self.streams)
         self._port = 40000
-
-    def connect(self, *hello: object) -> tuple[SeqServerProtocol, StringTransport]:
-        self._port += 1
-        peer = IPv4Address("TCP", "127.0.0.1", self._port)
-        protocol = self.factory.buildProtocol(peer)
-        assert isinstance(protocol, SeqServerProtocol)
-        transport = StringTransport(peerAddress=peer)
-        protocol.makeConnection(transport)
-        for frame in hello:
-            protocol.dataReceived(framed(frame))  # type: ignore[arg-type]
-        return protocol, transport
 
     def stop(self) -> None:
         """

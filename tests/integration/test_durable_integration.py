@@ -13,6 +13,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
@@ -59,6 +60,20 @@ class Client(ProcessProtocol):
         return self.out[: self.out.rfind(b"\n") + 1].splitlines()
 
 
+def killing(transport: Any, ended: Deferred[Any]) -> Callable[[], Deferred[Any]]:
+    """
+    A cleanup that kills the process of C{transport} if it still runs,
+    and waits until it has ended (C{ended}).
+    """
+
+    def kill() -> Deferred[Any]:
+        if not ended.called:
+            transport.signalProcess("KILL")
+        return ended
+
+    return kill
+
+
 def freePort() -> int:
     """
     A loopback port nothing listens on now, for a daemon that must come
@@ -99,13 +114,7 @@ class DurableDaemonTests(TestCase):
         process = Client(stdin)
         command = (sys.executable, "-m", "streamd.client", "--framing", "seq", "--port", str(self.port), *argv)
         transport = reactor.spawnProcess(process, sys.executable, command, env=ENV)
-
-        def kill() -> Deferred[None]:
-            if process.status is None:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
+        self.addCleanup(killing(transport, process.ended))
         return process
 
     @inlineCallbacks
@@ -180,13 +189,7 @@ class DurableDaemonTests(TestCase):
         )
         limited = ("/bin/sh", "-c", 'ulimit -f 256 && exec "$@"', "sh", sys.executable, *command)
         transport = reactor.spawnProcess(daemon, "/bin/sh", limited, env=ENV)
-
-        def kill() -> Deferred[tuple[int | None, int | None]]:
-            if not daemon.ended.called:
-                transport.signalProcess("KILL")
-            return daemon.ended
-
-        self.addCleanup(kill)
+        self.addCleanup(killing(transport, daemon.ended))
         yield daemon.listening
         line = b"x" * 200
         lines = b"".join(b"%d %s\n" % (n, line) for n in range(1, 5001))
