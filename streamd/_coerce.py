@@ -50,6 +50,25 @@ def seconds(option: str) -> Callable[[str], float]:
     return number(float, option, "a time in seconds")
 
 
+def duration(option: str) -> Callable[[str], float]:
+    """
+    A time greater than 0: seconds, or with a unit (C{90s}, C{10m}, C{2h},
+    C{1d}).
+    """
+    from streamd.since import parseDuration
+
+    def coerce(value: str) -> float:
+        try:
+            found = parseDuration(value)
+        except ValueError as e:
+            raise ValueError(f"--{option}: {e}") from None
+        if found <= 0:
+            raise ValueError(f"--{option} must be greater than 0, not {value!r}")
+        return found
+
+    return coerce
+
+
 def size(option: str) -> Callable[[str], int]:
     """
     A size in bytes, 0 or more.

@@ -500,6 +500,31 @@ def sourceStream(value: str) -> tuple[str, str]:
     return _streamName("--source", name), spec
 
 
+FSYNC_POLICIES = ("always", "everysec", "no")
+
+
+@dataclass(frozen=True)
+class DurableConfig:
+    """
+    Where and how the streams' histories are kept on disk.
+
+    @ivar dataDir: the C{--data-dir}, or C{None} to keep them in memory only.
+    @ivar fsync: when writes are synced to the disk (C{--fsync}): always,
+        everysec or no.
+    @ivar historyAge: seconds after which a message leaves the history
+        (C{--history-age}), or C{None} for no such limit.
+    """
+
+    dataDir: str | None = None
+    fsync: str = "everysec"
+    historyAge: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fsync not in FSYNC_POLICIES:
+            raise ConfigError(f"--fsync must be one of {', '.join(FSYNC_POLICIES)}, not {self.fsync!r}")
+        _positive("history-age", self.historyAge)
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     """
@@ -531,8 +556,13 @@ class DaemonConfig:
     clientCA: str | None = None
     shortcuts: Shortcuts = field(default_factory=Shortcuts)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
+    durable: DurableConfig = field(default_factory=DurableConfig)
 
     def __post_init__(self) -> None:
+        if self.durable.dataDir is not None and self.cluster is not None:
+            raise ConfigError(
+                "--data-dir and --cluster cannot be combined yet: a cluster's numbers are the cluster's"
+            )
         # The sources import the hub, which imports this module.
         from streamd.sources import parseSource
 

@@ -31,6 +31,14 @@ class LineSplitter:
         self._skipped: int | None = None
         self._quiet = False
 
+    @property
+    def pending(self) -> int:
+        """
+        Bytes taken since the end of the last line: those of the line begun
+        (or being skipped).
+        """
+        return self._partialLength if self._skipped is None else self._skipped
+
     def feed(self, data: bytes) -> list[bytes]:
         """
         Take the next bytes; return the lines they complete.

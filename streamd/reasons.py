@@ -54,6 +54,7 @@ class Reason(Enum):
     SLOW_MESSAGE = 20
     PING_FLOOD = 21
     FORBIDDEN = 22
+    DISK_FULL = 23
 
     @property
     def label(self) -> str:
@@ -181,6 +182,11 @@ _TEXTS = {
     ),
     Reason.FORBIDDEN: _Texts(
         "this client may not read this stream", "may not read the stream {stream}; refused", False
+    ),
+    Reason.DISK_FULL: _Texts(
+        "no room on the daemon's disk for what was published; try again later",
+        "published to {stream}, whose log on disk has no room; disconnecting",
+        True,
     ),
     Reason.SLOW_MESSAGE: _Texts(
         "took too long to send one message",

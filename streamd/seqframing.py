@@ -21,13 +21,20 @@ from streamd.fanout.resume import GapReason as GapReason
 from streamd.fanout.resume import Start as Start
 from streamd.framing import FRAMINGS, INT32, Framing, Int32Framing, Payload
 
-VERSION = 4
+VERSION = 5
 """
 The newest version of the protocol this code speaks: 2 adds L{Batch}; 3
 adds the largest message to the server's HELLO, and a client's PING that
 the server answers with a PONG once it has handled every frame before it;
 4 adds named streams (L{Sub}, L{Unsub}, L{SPub}; L{StreamStart},
-L{SMsg}, L{SBatch}, L{SGap}, L{Refused}).
+L{SMsg}, L{SBatch}, L{SGap}, L{Refused}); 5 adds acknowledged publishing
+(L{PubN}, L{SPubN}, L{Ack}) and the start SINCE.
+"""
+
+ACK_VERSION = 5
+"""
+The first version whose sessions may number what they publish, and start
+at a time.
 """
 
 STREAMS_VERSION = 4
@@ -73,6 +80,9 @@ class FrameType(IntEnum):
     SGAP = 15
     SPUB = 16
     REFUSED = 17
+    PUBN = 18
+    SPUBN = 19
+    ACK = 20
 
 
 class MalformedFrame(Exception):
@@ -234,6 +244,43 @@ class SPub:
 
 
 @dataclass(frozen=True)
+class PubN:
+    """
+    (Version 5) Message C{number} of those the client numbers, for its
+    listener's stream: the server acknowledges it with an L{Ack} once it
+    is in the log, and takes it only once.
+    """
+
+    number: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SPubN:
+    """
+    (Version 5) Message C{number} of those the client numbers, for the
+    stream C{stream}.
+    """
+
+    number: int
+    stream: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Ack:
+    """
+    (Version 5) Every message the client numbered up to C{number} is in
+    the log (as C{--fsync} makes it durable); message C{number} is the
+    stream's message C{seq} (0: taken on an earlier connection, number not
+    kept).
+    """
+
+    number: int
+    seq: int
+
+
+@dataclass(frozen=True)
 class StreamStart:
     """
     (Version 4) The server's announcement of a stream, before any of its
@@ -319,9 +366,10 @@ ServerFrame = (
     | SBatch
     | SGap
     | Refused
+    | Ack
     | Unknown
 )
-ClientFrame = ClientHello | Pub | Ping | Pong | Auth | Sub | Unsub | SPub | Unknown
+ClientFrame = ClientHello | Pub | Ping | Pong | Auth | Sub | Unsub | SPub | PubN | SPubN | Unknown
 _Frame = TypeVar("_Frame")
 
 _LENGTH = Struct(">I")
@@ -342,6 +390,8 @@ _SMSG = Struct(">BIQ")
 _SMSG_FRAME = Struct(">IBIQ")
 _SBATCH_FRAME = Struct(">IBIQ")
 _SGAP = Struct(">BIQQH")
+_PUBN = Struct(">BQ")
+_ACK = Struct(">BQQ")
 
 MSG_OVERHEAD = _MSG.size
 """
@@ -432,6 +482,12 @@ def _encodeStreams(frame: ServerFrame | ClientFrame) -> bytes:
         return _SGAP.pack(FrameType.SGAP, frame.stream, frame.first, frame.last, frame.reason)
     if isinstance(frame, Refused):
         return _TYPE.pack(FrameType.REFUSED) + _short(frame.subject) + frame.text.encode("utf-8")
+    if isinstance(frame, PubN):
+        return _PUBN.pack(FrameType.PUBN, frame.number) + frame.payload
+    if isinstance(frame, SPubN):
+        return _PUBN.pack(FrameType.SPUBN, frame.number) + _short(frame.stream) + frame.payload
+    if isinstance(frame, Ack):
+        return _ACK.pack(FrameType.ACK, frame.number, frame.seq)
     assert isinstance(frame, Unknown)
     return _TYPE.pack(frame.type) + frame.body
 
@@ -514,6 +570,12 @@ def _spub(payload: Payload) -> SPub:
     return SPub(stream, bytes(payload[pos:]))
 
 
+def _spubn(payload: Payload) -> SPubN:
+    (_, number), _ = _fields(_PUBN, payload)
+    stream, pos = _takeShort(payload, _PUBN.size, "stream name")
+    return SPubN(number, stream, bytes(payload[pos:]))  # type: ignore[arg-type]
+
+
 def _refused(payload: Payload) -> Refused:
     subject, pos = _takeShort(payload, 1, "subject")
     return Refused(subject, bytes(payload[pos:]).decode("utf-8", "replace"))
@@ -551,6 +613,7 @@ _SERVER_FRAMES: dict[int, Callable[[Payload], ServerFrame]] = {
     FrameType.SBATCH: _sbatch,
     FrameType.SGAP: _fixed(_SGAP, SGap),
     FrameType.REFUSED: _refused,
+    FrameType.ACK: _fixed(_ACK, Ack),
 }
 
 
@@ -572,6 +635,8 @@ _CLIENT_FRAMES: dict[int, Callable[[Payload], ClientFrame]] = {
     FrameType.SUB: _sub,
     FrameType.UNSUB: _withBody(_TYPE, lambda subject: Unsub(subject.decode("utf-8", "replace"))),
     FrameType.SPUB: _spub,
+    FrameType.PUBN: _withBody(_PUBN, PubN),
+    FrameType.SPUBN: _spubn,
 }
 
 

@@ -13,10 +13,12 @@ from streamd.fanout.resume import Gap, Start, StartPoint, StartRequest
 from streamd.framing import Framing, Payload
 from streamd.reasons import Reason
 from streamd.seqframing import (
+    ACK_VERSION,
     BATCH_VERSION,
     SEQ_BATCH,
     STREAMS_VERSION,
     VERSION,
+    Ack,
     Auth,
     Bye,
     ClientHello,
@@ -24,10 +26,12 @@ from streamd.seqframing import (
     Ping,
     Pong,
     Pub,
+    PubN,
     Refused,
     ServerHello,
     SGap,
     SPub,
+    SPubN,
     StreamFraming,
     StreamStart,
     Sub,
@@ -38,6 +42,12 @@ from streamd.seqframing import (
 )
 from streamd.server import TOKEN_LIMIT, FramedSessionProtocol, StreamServerFactory
 from streamd.session import SessionState
+
+NUMBERED_OVERHEAD = 8 + 256
+"""
+Bytes a numbered publish's frame may have beyond its message: its number,
+and a stream's name with its length.
+"""
 
 PING_FRAME = framed(Ping())
 PONG_FRAME = framed(Pong())
@@ -81,6 +91,8 @@ class SeqServerProtocol(FramedSessionProtocol):
         session = self.session
         greeted = False
         published: list[Payload] = []
+        numbered: list[Payload] = []
+        numbers: list[int] = []
         for payload in payloads:
             if not session.open:
                 return
@@ -103,13 +115,23 @@ class SeqServerProtocol(FramedSessionProtocol):
             if published:
                 self._publishFrames(published)
                 published = []
+            if isinstance(frame, PubN) and streaming and self._version >= ACK_VERSION:
+                if len(frame.payload) > self.MAX_LENGTH:
+                    self.lengthLimitExceeded(len(frame.payload))
+                    return
+                numbered.append(frame.payload)
+                numbers.append(frame.number)
+                continue
+            if numbered:
+                session.publishNumbered(numbered, numbers, self._acknowledge)
+                numbered, numbers = [], []
             if isinstance(frame, Auth):
                 if self.factory.config.access.expectsToken:
                     session.authenticate(frame.token)
             elif isinstance(frame, ClientHello) and self._hello is None:
                 self._helloReceived(frame)
                 greeted = True
-            elif self._hello is None or isinstance(frame, (ClientHello, Pub)):
+            elif self._hello is None or isinstance(frame, (ClientHello, Pub, PubN)):
                 when = "before HELLO" if self._hello is None else "out of turn"
                 session.drop(Reason.BAD_REQUEST, error=f"sent {_name(frame)} {when}")
                 return
@@ -121,6 +143,8 @@ class SeqServerProtocol(FramedSessionProtocol):
                 self._streamFrameReceived(frame)
         if published:
             self._publishFrames(published)
+        if numbered and session.open:
+            session.publishNumbered(numbered, numbers, self._acknowledge)
         if greeted and session.open:
             # The HELLO raised the frame limit: a large PUB that came with it
             # in this read is taken.
@@ -134,6 +158,7 @@ class SeqServerProtocol(FramedSessionProtocol):
             hello.version < 1
             or hello.start not in _STARTS
             or (hello.start == Start.NONE and version < STREAMS_VERSION)
+            or (hello.start == Start.SINCE and version < ACK_VERSION)
         ):
             self.session.drop(Reason.BAD_REQUEST, error=f"sent a HELLO this server cannot serve: {hello}")
             return
@@ -161,7 +186,11 @@ class SeqServerProtocol(FramedSessionProtocol):
         session = self.session
         if isinstance(frame, Sub):
             positions = {p.name: StartRequest(Start.RESUME, p.epoch, p.seq) for p in frame.positions}
-            if frame.start not in _STARTS or frame.start == Start.NONE:
+            if (
+                frame.start not in _STARTS
+                or frame.start == Start.NONE
+                or (frame.start == Start.SINCE and self._version < ACK_VERSION)
+            ):
                 session.drop(Reason.BAD_REQUEST, error=f"sent a SUB this server cannot serve: {frame}")
                 return
             session.subscribe(
@@ -174,6 +203,19 @@ class SeqServerProtocol(FramedSessionProtocol):
                 self.lengthLimitExceeded(len(frame.payload))
                 return
             session.publish([frame.payload], stream=frame.stream)
+        elif isinstance(frame, SPubN) and self._version >= ACK_VERSION:
+            if len(frame.payload) > self.MAX_LENGTH:
+                self.lengthLimitExceeded(len(frame.payload))
+                return
+            session.publishNumbered([frame.payload], [frame.number], self._acknowledge, frame.stream)
+
+    def _acknowledge(self, number: int, seq: int) -> None:
+        """
+        Tell the client its messages up to C{number} are in the log.
+        """
+        outlet = self.session.outlet
+        if outlet is not None and self.session.open:
+            outlet.sendPrivate(framed(Ack(number, seq)))
 
     def _publishFrames(self, payloads: list[Payload]) -> None:
         size = sum(map(len, payloads))
@@ -198,7 +240,7 @@ class SeqServerProtocol(FramedSessionProtocol):
         if point is not None and self._version >= STREAMS_VERSION:
             start = framed(StreamStart(hub.number, hub.name, history.epoch, oldest, newest, point.next))
             return start + (b"" if point.gap is None else self.gapNotice(point.gap, hub))
-        self.limitFrames(self.MAX_LENGTH + 1)
+        self.limitFrames(self.MAX_LENGTH + 1 + (NUMBERED_OVERHEAD if self._version >= ACK_VERSION else 0))
         config = self.factory.config
         greeting = framed(
             ServerHello(

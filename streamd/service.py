@@ -18,7 +18,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from streamd import _internals
-from streamd.config import DaemonConfig, sourceStream
+from streamd.config import ConfigError, DaemonConfig, sourceStream
 from streamd.fanout.streams import Streams
 from streamd.listen import descriptors
 from streamd.listen.accept import acceptFirst
@@ -33,6 +33,7 @@ from streamd.stats import Stats, StatsLogger
 
 if TYPE_CHECKING:
     from streamd.cluster.link import ClusterLink
+    from streamd.durable.datadir import DataDir
 
 
 def freezeStartup() -> None:
@@ -76,7 +77,16 @@ class StreamdService(MultiService):
         self.config = config
         _internals.use(config.shortcuts)
         self.stats = Stats()
-        self.streams = Streams(self.stats, reactor, config.flow, config.streams, config.declaredStreams)
+        self.dataDir = self._openDataDir(reactor, config)
+        self.streams = Streams(
+            self.stats,
+            reactor,
+            config.flow,
+            config.streams,
+            config.declaredStreams,
+            self.dataDir,
+            config.durable.historyAge,
+        )
         self.hub = self.streams.default
         self.connections = Connections(config.server.maxPartialBytes, reactor)
         # When each client is told goodbye in the --drain window.
@@ -89,6 +99,7 @@ class StreamdService(MultiService):
             maxMessageSize=config.server.maxMessageSize,
             restartDelay=config.restartDelay,
             restart=config.restart,
+            dataDir=self.dataDir,
         )
         self.sources = []
         for value in config.sources:
@@ -127,6 +138,24 @@ class StreamdService(MultiService):
         first = [] if self.cluster is None else [self.cluster]
         for child in (*first, self.statsLogger, *self.sources, *self.listeners):
             child.setServiceParent(self)
+
+    def _openDataDir(self, reactor: Any, config: DaemonConfig) -> DataDir | None:
+        """
+        The C{--data-dir}, locked, if there is one; a write past the file
+        size limit (C{ulimit -f}) then fails as a full disk does, rather
+        than killing the daemon.
+        """
+        if config.durable.dataDir is None:
+            return None
+        from streamd.durable.datadir import DataDir
+
+        try:
+            dataDir = DataDir(reactor, config.durable.dataDir, config.durable.fsync)
+        except ConfigError as e:
+            self.log.critical("streamd: {error}", error=str(e))
+            raise StartFailed(str(e)) from None
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        return dataDir
 
     def _httpListeners(self, reactor: Any, config: DaemonConfig) -> list[ListenerService]:
         """
@@ -193,6 +222,8 @@ class StreamdService(MultiService):
             )
 
     def startService(self) -> None:
+        if self.dataDir is not None:
+            self.dataDir.start()
         super().startService()
         # Always: SIGHUP's default action (logrotate, systemctl reload) would
         # end the daemon without its orderly shutdown.
@@ -260,7 +291,11 @@ class StreamdService(MultiService):
         yield self.closeConnections(self.config.shutdownTimeout)
         if self.cluster is not None:
             yield self.cluster.stopService()
+        if self.dataDir is not None:
+            yield self.dataDir.stop()
         self.streams.stop()
+        if self.dataDir is not None:
+            self.dataDir.unlock()
         self.connections.stopLogging()
         self.statsLogger.stopService()
 

@@ -17,7 +17,7 @@ renders what the session says (a greeting, a gap, a goodbye) as its frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +27,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
+from streamd.acks import Acknowledgements
 from streamd.auth import ALL_STREAMS, Access, StreamRights, digest, originAllowed
 from streamd.config import ServerConfig
 from streamd.fanout.cursor import Cursor
-from streamd.fanout.history import FIRST, SENDER
+from streamd.fanout.history import FIRST, SENDER, DiskFull, Entry, lastOf
 from streamd.fanout.hub import Hub
 from streamd.fanout.mux import Mux
+from streamd.fanout.publishers import identityOf
 from streamd.fanout.resume import HEAD, Gap, GapReason, PositionAhead, StartPoint, StartRequest, startPosition
 from streamd.fanout.streams import StreamRefused, Streams
 from streamd.framing import Framing, Payload
@@ -390,6 +392,7 @@ class Session:
     _host: Any = None
     _held = 0
     _publishedTo: dict[Hub, None] | None = None
+    _acks: Acknowledgements | None = None
     _pending: list[tuple[str, StartRequest, dict[str, StartRequest]]] | None = None
 
     def __init__(self, context: SessionContext, adapter: ISessionAdapter) -> None:
@@ -646,7 +649,8 @@ class Session:
         received: int | None = None,
         size: int | None = None,
         stream: str | None = None,
-    ) -> None:
+        number: int = 0,
+    ) -> Entry | None:
         """
         Publish C{payloads} the client sent, if it may: to its listener's
         stream, or to the stream named C{stream} (made if need be).
@@ -656,6 +660,10 @@ class Session:
         @param received: the bytes they came in, by default their payloads'.
         @param size: their payloads' bytes, if the caller knows (a flood then
             costs no work per message here).
+        @param number: the publish number of the last of them, for a client
+            that numbers its messages (see L{publishNumbered}).
+        @return: their entry in the log, or C{None} if they were refused
+            (the client is told why) or went to a cluster.
         """
         hub = self.context.hub
         sender: Cursor | Subscriptions | None = self.cursor
@@ -664,15 +672,15 @@ class Session:
             # streams it may not publish to.
             if stream is not None and self.access is Access.PUBLISH:
                 self._refuse(stream, f"this client may not publish to {stream!r}")
-                return
+                return None
             self.drop(Reason.READ_ONLY, count=len(payloads))
-            return
+            return None
         if stream is not None:
             try:
                 hub = self._publishingStream(stream)
             except (BadName, StreamRefused) as e:
                 self._refuse(stream, str(e))
-                return
+                return None
             sender = None if self.subscriptions is None else self.subscriptions.senderOn(hub)
         publishedTo = self._publishedTo
         if publishedTo is None:
@@ -684,7 +692,11 @@ class Session:
             size = sum(map(len, payloads))
         # Send first and count after: the bookkeeping, and the few log lines
         # a second, do not delay the stream.
-        hub.publish(payloads, raw, framing if raw else None, sender=sender, received=received)
+        try:
+            entry = hub.publish(payloads, raw, framing if raw else None, sender, received, number=number)
+        except DiskFull:
+            self.drop(Reason.DISK_FULL, stream=hub.name)
+            return None
         self.messagesIn += len(payloads)
         self.bytesIn += size if received is None else received
         throttle = self._throttle
@@ -697,6 +709,56 @@ class Session:
                 size=len(payload),
                 preview=preview(payload),
             )
+        return entry
+
+    def publishNumbered(
+        self,
+        payloads: Sequence[Payload],
+        numbers: Sequence[int],
+        acknowledge: Callable[[int, int], object],
+        stream: str | None = None,
+    ) -> None:
+        """
+        Publish C{payloads}, numbered C{numbers} by the client (one more
+        each), but those a retransmission brings again, and call
+        C{acknowledge(number, seq)} for the last once all of them are in
+        the log, as durable as C{--fsync} makes them: C{seq} is its
+        sequence number, 0 if an earlier connection published it and the
+        log no longer says which.  Acknowledgements come in the order of
+        the messages.  A client must name itself (its identity) to number.
+        """
+        if self.identity is None:
+            self.drop(Reason.BAD_REQUEST, error="numbered its messages without an identity in its HELLO")
+            return
+        hub = self.context.hub
+        if stream is not None:
+            try:
+                hub = self._publishingStream(stream)
+            except (BadName, StreamRefused) as e:
+                self._refuse(stream, str(e))
+                return
+        highest, seq = hub.history.publishers.highest(identityOf(self.identity))
+        fresh = [payload for payload, number in zip(payloads, numbers, strict=True) if number > highest]
+        last = numbers[-1]
+        durable = None
+        if fresh:
+            entry = self.publish(
+                fresh,
+                stream=hub.name if stream is not None or self.subscriptions is not None else None,
+                number=last,
+            )
+            if entry is None:
+                return
+            seq = lastOf(entry)
+            durable = hub.history.whenDurable()
+        elif last != highest:
+            seq = 0
+        if self._acks is None:
+            self._acks = Acknowledgements(acknowledge, self._syncFailed)
+        self._acks.add(last, seq, durable)
+
+    def _syncFailed(self, failure: Failure) -> None:
+        self.drop(Reason.DISK_FULL, stream=self.context.hub.name)
 
     def _publishingStream(self, name: str) -> Hub:
         streams = self.context.streams

@@ -14,6 +14,7 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from streamd import _coerce, config
+from streamd.durableoptions import DurableOptions
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 from streamd.protocol import DEFAULT_MAX_PARTIAL_BYTES
 from streamd.seqframing import FRAMINGS
@@ -33,7 +34,7 @@ def _repeatable(name: str, doc: str) -> Callable[[usage.Options, str], None]:
     return handler
 
 
-class Options(StreamsOptions):
+class Options(StreamsOptions, DurableOptions):
     """Options of C{twistd streamd}."""
 
     synopsis = "[options]"
@@ -148,7 +149,7 @@ class Options(StreamsOptions):
             http=tuple(config.httpEndpoint(d) for d in self["http"]), clientCA=self["client-ca"],
             httpPublicMetrics=self["http-public-metrics"], shortcuts=shortcuts,
             httpHeaderTimeout=self["http-header-timeout"] or None, drain=self["drain"],
-            streams=self.streamsConfig(),
+            streams=self.streamsConfig(), durable=self.durableConfig(),
         )  # fmt: skip
 
     def _cluster(self) -> config.ClusterConfig | None:

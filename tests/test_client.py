@@ -93,18 +93,24 @@ class PrinterTests(SynchronousTestCase):
 
     def test_seqOptions(self) -> None:
         """
-        A bad --last names --last; --stdin, which publishes over one
-        connection, is refused with --resume rather than lost on the next;
-        --send with a pattern (no one stream to publish to) is refused.
+        A bad --last names --last; --stdin with --resume (acknowledged,
+        exactly once) is taken; a bad --since, or --since with --last, is
+        refused; --send with a pattern (no one stream to publish to) is
+        refused.
         """
         error = self.assertRaises(
             UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--last", "x"]
         )
         self.assertIn("--last must be a whole number, at least 0, not 'x'", str(error))
+        ClientOptions().parseOptions(["--framing", "seq", "--stdin", "--resume", "--since", "10m"])
         error = self.assertRaises(
-            UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--stdin", "--resume"]
+            UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--since", "yesterday"]
         )
-        self.assertIn("--stdin publishes over one connection: not with --resume", str(error))
+        self.assertIn("--since: 'yesterday' is neither a duration", str(error))
+        error = self.assertRaises(
+            UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--since", "1h", "--last", "3"]
+        )
+        self.assertIn("--since and --last", str(error))
         error = self.assertRaises(
             UsageError, ClientOptions().parseOptions, ["--framing", "seq", "--stream", "a.*", "--send", "x"]
         )

@@ -18,6 +18,7 @@ from streamd.seqframing import (
     MSG_OVERHEAD,
     SEQ,
     SEQ_BATCH,
+    Ack,
     Auth,
     Batch,
     Bye,
@@ -30,12 +31,14 @@ from streamd.seqframing import (
     Pong,
     Position,
     Pub,
+    PubN,
     Refused,
     SBatch,
     ServerHello,
     SGap,
     SMsg,
     SPub,
+    SPubN,
     StreamStart,
     Sub,
     Unknown,
@@ -51,7 +54,7 @@ u32 = st.integers(min_value=0, max_value=2**32 - 1)
 u16 = st.integers(min_value=0, max_value=2**16 - 1)
 u8 = st.integers(min_value=0, max_value=255)
 epochs = st.binary(min_size=8, max_size=8)
-unknownTypes = st.integers(min_value=18, max_value=255)
+unknownTypes = st.integers(min_value=21, max_value=255)
 names = st.from_regex(r"[A-Za-z0-9_-]{1,12}(\.[A-Za-z0-9_-]{1,12}){0,3}", fullmatch=True)
 subjects = st.one_of(names, names.map(lambda name: name + ".>"), names.map(lambda name: "*." + name))
 payloadLists = st.lists(st.binary(max_size=300), min_size=1, max_size=20)
@@ -68,6 +71,7 @@ serverFrames = st.one_of(
     st.builds(SBatch, u32, u64, payloadLists.map(tuple)),
     st.builds(SGap, u32, u64, u64, u16),
     st.builds(Refused, subjects, st.text()),
+    st.builds(Ack, u64, u64),
     st.builds(Unknown, unknownTypes, st.binary()),
 )
 clientFrames = st.one_of(
@@ -85,6 +89,8 @@ clientFrames = st.one_of(
     ),
     st.builds(Unsub, subjects),
     st.builds(SPub, names, st.binary()),
+    st.builds(PubN, u64, st.binary()),
+    st.builds(SPubN, u64, names, st.binary()),
     st.builds(Unknown, unknownTypes, st.binary()),
 )
 
@@ -165,11 +171,11 @@ class HostileBytesTests(SynchronousTestCase):
         try:
             decodeClientFrame(payload)
         except MalformedFrame:
-            short = {FrameType.HELLO: 19, FrameType.SUB: 19}
+            short = {FrameType.HELLO: 19, FrameType.SUB: 19, FrameType.PUBN: 9}
             self.assertTrue(
                 not payload
                 or (payload[0] in short and len(payload) < short[payload[0]])
-                or payload[0] in (FrameType.SUB, FrameType.SPUB)
+                or payload[0] in (FrameType.SUB, FrameType.SPUB, FrameType.SPUBN)
             )
 
     @given(st.binary())
@@ -180,7 +186,7 @@ class HostileBytesTests(SynchronousTestCase):
         try:
             decodeServerFrame(payload)
         except MalformedFrame:
-            self.assertIn(payload[:1], [b"", *(bytes([t]) for t in (1, 2, 3, 5, 9, 12, 13, 14, 15, 17))])
+            self.assertIn(payload[:1], [b"", *(bytes([t]) for t in (1, 2, 3, 5, 9, 12, 13, 14, 15, 17, 20))])
 
     def test_emptyFrame(self) -> None:
         """

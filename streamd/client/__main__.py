@@ -32,6 +32,7 @@ from streamd.listen.endpoints import describeError
 from streamd.names import BadName, checkPattern, isPattern
 from streamd.printable import printable
 from streamd.seqframing import FRAMINGS
+from streamd.since import parseSince
 from streamd.tls import clientTLS, handshakeFailure
 
 PROGRAM = "streamd.client"
@@ -46,7 +47,7 @@ class ClientOptions(usage.Options):
     synopsis = f"python -m {PROGRAM} [options]"
     longdesc = "Prints every message of a streamd stream on its own line, and can send messages."
     optFlags = [
-        ["stdin", None, "Send each line of standard input as one message."],
+        ["stdin", None, "Send each line of standard input as one message; --framing seq --resume: each exactly once, across cuts and daemon restarts, exiting 0 once the daemon acknowledged every line."],
         ["tls", None, "Connect with TLS, checking the server's certificate against the system's CAs."],
         ["insecure", None, "TLS without checking the server's certificate (tests only; implies --tls)."],
         ["resume", None, "--framing seq: reconnect forever, resuming after the last message printed."],
@@ -65,6 +66,7 @@ class ClientOptions(usage.Options):
          _coerce.choice("framing", *FRAMINGS)],
         ["token-file", None, None, f"Send this file's token first (default: ${TOKEN_VARIABLE}, if set)."],
         ["last", None, None, "--framing seq: start with the last N messages.", _coerce.count("last")],
+        ["since", None, None, "--framing seq: start with the messages received since then: a time ago (90s, 10m, 2h, 1d) or an ISO time (2024-05-01T12:00:00Z)."],
         [
             "timeout", None, 10.0,
             "Seconds to connect, then to complete the TLS handshake or (without TLS) to receive"
@@ -121,14 +123,19 @@ class ClientOptions(usage.Options):
         if self["insecure"] and self["cafile"] is not None:
             raise usage.UsageError("--insecure checks nothing, so --cafile would be ignored; choose one")
         self["tls"] = bool(tlsOptions)
-        seqOnly = self["resume"] or self["show-seq"] or self["last"] is not None or self["stream"]
+        seqOnly = self["resume"] or self["show-seq"] or self["last"] is not None or self["stream"] or self["since"]
         if self["framing"] != "seq" and seqOnly:
             raise usage.UsageError(
-                "--resume, --last, --show-seq and --stream need --framing seq"
+                "--resume, --last, --since, --show-seq and --stream need --framing seq"
                 " (an int32 listener serves the stream its :stream= names)"
             )
-        if self["framing"] == "seq" and self["stdin"] and self["resume"]:
-            raise usage.UsageError("--stdin publishes over one connection: not with --resume")
+        if self["since"] is not None:
+            try:
+                parseSince(self["since"], 0.0)
+            except ValueError as e:
+                raise usage.UsageError(f"--since: {e}") from None
+            if self["last"] is not None:
+                raise usage.UsageError("--since and --last both say where to start: give one")
         if (self["send"] or self["stdin"]) and self.publishTo() is None and self["stream"]:
             raise usage.UsageError(
                 "--send and --stdin publish to one stream: give one --stream NAME, not a pattern"

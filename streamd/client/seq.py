@@ -30,7 +30,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, succeed
@@ -53,10 +53,12 @@ from streamd.names import isPattern, matches
 from streamd.protocol import FramedProtocol, noDelay
 from streamd.reasons import Reason
 from streamd.seqframing import (
+    ACK_VERSION,
     BATCH_LIMIT,
     IDENTITY_SIZE,
     SMSG_OVERHEAD,
     STREAMS_VERSION,
+    Ack,
     Auth,
     Batch,
     Bye,
@@ -82,6 +84,9 @@ from streamd.seqframing import (
     framed,
 )
 from streamd.seqframing import Position as ResumeAt
+
+if TYPE_CHECKING:
+    from streamd.client.numbered import NumberedPublisher
 
 ONE_STREAM_VERSION = 3
 """
@@ -273,9 +278,19 @@ class SeqClientProtocol(FramedProtocol):
                     # The server's largest message (version 3), rather than ours.
                     self.MAX_LENGTH = max(frame.maxMessage + SMSG_OVERHEAD, BATCH_LIMIT + SMSG_OVERHEAD)
                     raised = True
-                if frame.epoch != position.epoch:
+                if frame.epoch != position.epoch and min(frame.version, self._asked.version) < STREAMS_VERSION:
                     factory.previous = position.last if position.epoch is not None else None
                     position.epoch, position.last = frame.epoch, _before(self._asked, frame.newest)
+                if factory.publisher is not None:
+                    if frame.version < ACK_VERSION:
+                        self.bye = Bye(Reason.BAD_REQUEST.value, "the server does not acknowledge what it is sent")
+                        factory.onBye(self.bye)
+                        self.transport.loseConnection()
+                        return
+                    factory.publisher.connected(self.transport)
+            elif isinstance(frame, Ack):
+                if factory.publisher is not None:
+                    factory.publisher.acknowledged(frame.number)
             elif isinstance(frame, Bye):
                 self._answered()
                 self.bye = frame
@@ -291,11 +306,12 @@ class SeqClientProtocol(FramedProtocol):
         delivered once, in order, per stream; or a refusal.
         """
         factory = self.factory
+        single = not factory.streams
         if isinstance(frame, (SMsg, SBatch)):
             name = self._names.get(frame.stream)
             if name is None:
                 return
-            position = factory.positions[name]
+            position = factory.positionOf(name)
             first, payloads = (
                 (frame.seq, (frame.payload,)) if isinstance(frame, SMsg) else (frame.first, frame.payloads)
             )
@@ -304,10 +320,13 @@ class SeqClientProtocol(FramedProtocol):
                     return
                 if seq > position.last:
                     position.last = seq
-                    factory.onMessage(name, seq, message)
+                    if single:
+                        factory.onMessage(seq, message)
+                    else:
+                        factory.onMessage(name, seq, message)
         elif isinstance(frame, StreamStart):
             self._names[frame.number] = frame.name
-            position = factory.positions.setdefault(frame.name, Position())
+            position = factory.positionOf(frame.name)
             if frame.epoch != position.epoch:
                 factory.previousOf[frame.name] = position.last if position.epoch is not None else None
                 # Where it starts: a reconnection resumes from there, not
@@ -317,11 +336,13 @@ class SeqClientProtocol(FramedProtocol):
             name = self._names.get(frame.stream)
             if name is None:
                 return
-            position = factory.positions[name]
+            position = factory.positionOf(name)
             position.last = max(position.last, frame.last)
-            factory.onGap(
-                name, Gap(frame.first, frame.last, frame.reason), factory.previousOf.pop(name, None)
-            )
+            gap, previous = Gap(frame.first, frame.last, frame.reason), factory.previousOf.pop(name, None)
+            if single:
+                factory.onGap(gap, previous)
+            else:
+                factory.onGap(name, gap, previous)
         elif isinstance(frame, Refused):
             factory.onRefused(frame.subject, frame.text)
 
@@ -358,6 +379,8 @@ class SeqClientProtocol(FramedProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._answered()
+        if self.factory.publisher is not None:
+            self.factory.publisher.disconnected()
         assert reason.value is not None
         flushes, self._flushes = self._flushes, []
         for d in flushes:
@@ -413,8 +436,12 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         streams: tuple[str, ...] = (),
         onRefused: Callable[[str, str], Any] = lambda subject, text: None,
         publishTo: str | None = None,
+        since: int | None = None,
+        publisher: NumberedPublisher | None = None,
     ) -> None:
         self.streams = streams
+        self.since = since
+        self.publisher = publisher
         self.onRefused = onRefused
         self.publishTo = publishTo
         self.positions: dict[str, Position] = {}
@@ -432,19 +459,33 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         self.previous: int | None = None
         self.identity = os.urandom(IDENTITY_SIZE)
 
+    def positionOf(self, name: str) -> Position:
+        """
+        Where the stream C{name} is: for a client of its listener's stream
+        alone, which a version 5 server sends as a named one, L{position}.
+        """
+        if not self.streams:
+            return self.position
+        return self.positions.setdefault(name, Position())
+
     def hello(self) -> ClientHello:
         """
         Where the next connection asks to start: after the last message
-        delivered, else the last N messages, else from the newest.
+        delivered, else the last N messages, else those since a time,
+        else from the newest.  A client that starts at a time or numbers
+        what it publishes speaks version 5.
         """
+        version = ACK_VERSION if self.since is not None or self.publisher is not None else ONE_STREAM_VERSION
         if self.streams:
-            return ClientHello(STREAMS_VERSION, Start.NONE, bytes(8), 0, self.identity)
+            return ClientHello(max(version, STREAMS_VERSION), Start.NONE, bytes(8), 0, self.identity)
         position = self.position
         if position.epoch is not None:
-            return ClientHello(ONE_STREAM_VERSION, Start.RESUME, position.epoch, position.last, self.identity)
+            return ClientHello(version, Start.RESUME, position.epoch, position.last, self.identity)
         if self.last is not None:
-            return ClientHello(ONE_STREAM_VERSION, Start.LAST, bytes(8), self.last, self.identity)
-        return ClientHello(ONE_STREAM_VERSION, Start.NEWEST, bytes(8), 0, self.identity)
+            return ClientHello(version, Start.LAST, bytes(8), self.last, self.identity)
+        if self.since is not None:
+            return ClientHello(version, Start.SINCE, bytes(8), self.since, self.identity)
+        return ClientHello(version, Start.NEWEST, bytes(8), 0, self.identity)
 
     def subscriptions(self) -> list[Sub]:
         """
@@ -466,6 +507,8 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
                 subs.append(Sub(Start.RESUME, subject, known[0].epoch, known[0].seq))
             elif self.last is not None:
                 subs.append(Sub(Start.LAST, subject, position=self.last))
+            elif self.since is not None:
+                subs.append(Sub(Start.SINCE, subject, position=self.since))
             else:
                 subs.append(Sub(Start.NEWEST, subject))
         self.connected = True
@@ -579,6 +622,8 @@ def connect(
     streams: tuple[str, ...] = (),
     onRefused: Callable[[str, str], Any] = lambda subject, text: None,
     publishTo: str | None = None,
+    since: int | None = None,
+    publisher: NumberedPublisher | None = None,
 ) -> SeqClient:
     """
     Connect to a C{seq} listener and call C{onMessage(seq, payload)} with
@@ -601,6 +646,11 @@ def connect(
         C{publishTo}) and why the server refused it.
     @param publishTo: the stream the connections' C{sendString} publishes
         to (version 4), if not the listener's.
+    @param since: on the first connection, start at the messages that
+        came in from this millisecond (since 1970) on (version 5).
+    @param publisher: numbers what is published through it, and sends it
+        again on every connection until acknowledged (version 5; see
+        L{streamd.client.numbered}).
     @param timeout: seconds each attempt has to connect (else it fails with
         L{ConnectTimeout}), then to get the server's HELLO (else the
         connection is dropped and its C{finished} fires with
@@ -623,6 +673,8 @@ def connect(
         streams,
         onRefused,
         publishTo,
+        since,
+        publisher,
     )
     return SeqClient(reactor, target, factory, retryPolicy if resume else None)
 

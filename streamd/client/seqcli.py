@@ -15,10 +15,12 @@ from twisted.internet.stdio import StandardIO
 
 from streamd.client import ClientTimeout, ConnectTimeout, HandshakeTimeout
 from streamd.client.lines import LineSender
+from streamd.client.numbered import NumberedLineSender, NumberedPublisher
 from streamd.client.seq import FATAL, SeqClientProtocol, connect, describeBye, describeGap
 from streamd.printable import printable
 from streamd.reasons import Reason
 from streamd.seqframing import Bye, Gap
+from streamd.since import parseSince
 
 PROGRAM = "streamd.client"
 
@@ -74,6 +76,8 @@ def runSeq(
 
     def onRefused(subject: str, text: str) -> None:
         err.write(f"{PROGRAM}: refused {subject}: {text}\n")
+        if publisher is not None and subject == publisher.stream:
+            finish(1)
 
     def onBye(bye: Bye) -> None:
         err.write(f"{PROGRAM}: {describeBye(bye)}\n")
@@ -81,6 +85,9 @@ def runSeq(
             finish(1)
 
     streams = tuple(options["stream"])
+    # --stdin --resume: every line numbered and sent until acknowledged.
+    publisher = NumberedPublisher(options.publishTo()) if options["stdin"] and options["resume"] else None
+    since = None if options["since"] is None else parseSince(options["since"], reactor.seconds())
     client = connect(
         reactor,
         endpoint,
@@ -95,6 +102,8 @@ def runSeq(
         streams=streams,
         onRefused=onRefused,
         publishTo=options.publishTo(),
+        since=since,
+        publisher=publisher,
     )
     try:
         protocol: SeqClientProtocol = yield client.whenConnected()
@@ -106,16 +115,20 @@ def runSeq(
         return 1
     for text in options["send"]:
         protocol.sendString(text.encode("utf-8"))
-    if options["stdin"]:
+    if publisher is not None:
+        read: Deferred[None] = Deferred()
+        stdin(NumberedLineSender(publisher, read, options["max-message-size"]), reactor=reactor)
+        read.addCallback(lambda _: publisher.finish()).addCallback(lambda _: finish(0))
+    elif options["stdin"]:
         sending: Deferred[None] = Deferred()
         stdin(LineSender(protocol, sending, options["max-message-size"]), reactor=reactor)
         yield sending
-    if remaining == 0:
+    if remaining == 0 and publisher is None:
         # Done once the daemon has taken what was sent, or said why not.
         protocol.flushed().addCallbacks(
             lambda _: finish(0), lambda failure: finish(_endStatus(protocol, failure.value, options, err))
         )
-    elif not options["resume"]:
+    elif not options["resume"] and publisher is None:
         protocol.finished.addCallback(lambda reason: finish(_endStatus(protocol, reason, options, err)))
     code = yield done
     yield client.stop()

@@ -11,10 +11,14 @@ Entries leave the log only from its old end.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from twisted.internet.defer import Deferred
+
+from streamd.fanout.publishers import PublisherWindow, identityOf
 from streamd.framing import INT32, Framing, Payload
 
 Entry = tuple[int, int, bytes, int, int, int]
@@ -57,6 +61,14 @@ connection alive.
 """
 
 
+class DiskFull(Exception):
+    """
+    A history kept on disk has no room for an entry (the file system, a
+    quota or the file size limit is full): the entry is not in the
+    history.  Its str says where.
+    """
+
+
 @dataclass
 class HistoryPool:
     """
@@ -97,6 +109,8 @@ class History:
         means something only with its epoch.
     @ivar formerEpochs: epochs this log had before it held anything, whose
         numbers (none) are this epoch's.
+    @ivar publishers: the publish numbers taken from clients that number
+        their messages (see L{streamd.fanout.publishers}).
     """
 
     def __init__(
@@ -120,6 +134,11 @@ class History:
         self.size = 0
         self.nextSequence = 1
         self._nextOffset = 0
+        self.publishers = PublisherWindow()
+        # When entries came in: (millisecond, number of the first entry of
+        # that millisecond), one mark per millisecond that saw any.
+        self._marks: deque[tuple[int, int]] = deque()
+        self._lastMark = -1
 
     @property
     def start(self) -> int:
@@ -162,18 +181,36 @@ class History:
             self.epoch = epoch
 
     def append(
-        self, data: bytes, framing: Framing, count: int, sender: int = 0, first: int | None = None
+        self,
+        data: bytes,
+        framing: Framing,
+        count: int,
+        sender: int = 0,
+        first: int | None = None,
+        time: float = 0.0,
+        number: int = 0,
     ) -> Entry:
         """
         Add C{count} (at least one) messages, framed with C{framing} as C{data}, numbered
         from the next sequence number, or from C{first}, which must not be
         lower (a cluster's stream numbers them; a higher one leaves a hole
         of messages this log never had).
+
+        @param time: when they came in (seconds since 1970), for a client
+            that starts at a time; 0 for none.
+        @param number: the publish number of the last of them, for a
+            C{sender} that numbers its messages (see L{publishers}).
         """
         if first is None:
             first = self.nextSequence
         elif first < self.nextSequence:
             raise ValueError(f"message {first} is older than the next sequence number {self.nextSequence}")
+        millisecond = int(time * 1000)
+        if millisecond > self._lastMark:
+            self._marks.append((millisecond, self.end))
+            self._lastMark = millisecond
+        if number and sender < 0:
+            self.publishers.took(identityOf(sender), number, first + count - 1)
         entry = (first, count, data, self._number(framing), self._nextOffset, sender)
         self._entries.append(entry)
         self.nextSequence = first + count
@@ -255,15 +292,51 @@ class History:
         if self.pool is not None:
             self.pool.held -= len(entry[DATA])
         if self._encodings:
-            for number in range(len(self._framings)):
-                made = self._encodings.pop((entry[FIRST], number), None)
-                if made is not None:
-                    self.encodingBytes -= len(made)
+            self._dropEncodings(entry)
+        marks = self._marks
+        if len(marks) > 1 and marks[1][1] <= self.start:
+            marks.popleft()
         if self._first >= 1024 and self._first * 2 >= len(entries):
             del entries[: self._first]
             self._base += self._first
             self._first = 0
         return entry
+
+    def _dropEncodings(self, entry: Entry) -> None:
+        """
+        Forget the encodings made of C{entry}, which leaves the log.
+        """
+        for number in range(len(self._framings)):
+            made = self._encodings.pop((entry[FIRST], number), None)
+            if made is not None:
+                self.encodingBytes -= len(made)
+
+    def entryAt(self, millisecond: int) -> int:
+        """
+        The number of the first entry held that came in at or after
+        C{millisecond} (since 1970), or L{end} if none did.
+        """
+        marks = self._marks
+        low, high = 0, len(marks)
+        while low < high:
+            middle = (low + high) // 2
+            if marks[middle][0] < millisecond:
+                low = middle + 1
+            else:
+                high = middle
+        return max(marks[low][1], self.start) if low < len(marks) else self.end
+
+    def whenDurable(self) -> Deferred[None] | None:
+        """
+        Fires once what the log holds now is as durable as an acknowledged
+        message must be; C{None} if it already is (in memory: at once).
+        """
+        return None
+
+    def close(self) -> None:
+        """
+        Release what the log holds open: nothing, in memory.
+        """
 
     def _number(self, framing: Framing) -> int:
         number = self._numbers.get(framing)

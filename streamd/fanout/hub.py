@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from streamd.config import FlowControl
 from streamd.fanout.cursor import Cursor
-from streamd.fanout.history import COUNT, DATA, FIRST, Entry, History, HistoryPool
+from streamd.fanout.history import COUNT, DATA, FIRST, DiskFull, Entry, History, HistoryPool
 from streamd.framing import INT32, Framing, Payload
 from streamd.names import DEFAULT
 from streamd.reasons import Reason
@@ -61,6 +61,17 @@ Seconds between two log lines about publishers being paused: a stream paced
 by a slow reader pauses many times a second.
 """
 
+FULL_RETRY = 1.0
+"""
+Seconds between two tries to write a source's messages while the data
+directory is full.
+"""
+
+FULL_LOG_SECONDS = 60.0
+"""
+Seconds between two log lines about a full disk.
+"""
+
 RATE_WINDOW = 1.0
 """
 Seconds over which a stream's rate is measured.
@@ -97,6 +108,7 @@ class Hub:
         name: str = DEFAULT,
         number: int = 0,
         pool: Pool | None = None,
+        history: History | None = None,
     ) -> None:
         self.stats = stats
         self.clock = clock
@@ -106,9 +118,11 @@ class Hub:
         self.pool = pool
         # Encodings for subscribers of other framings: a cache of half the
         # history's size at most, apart from it (see History.encodingBytes).
-        self.history = History(
-            encodingBudget=max(flow.history // 2, 1 << 20), pool=None if pool is None else pool.pool
-        )
+        if history is None:
+            history = History(
+                encodingBudget=max(flow.history // 2, 1 << 20), pool=None if pool is None else pool.pool
+            )
+        self.history = history
         self.lastActivity = 0.0
         # The messages published in the last RATE_WINDOW seconds or so:
         # from the number of the first of the window on.
@@ -127,6 +141,12 @@ class Hub:
         self._pauseLogged: float | None = None
         self._pausesLogged = 0
         self._sweep: IDelayedCall | None = None
+        # While the history's disk is full: the sources' batches not yet
+        # written, and the try to write them again.
+        self.full = False
+        self._fullLogged: float | None = None
+        self._unwritten: list[Sequence[Payload]] = []
+        self._retry: IDelayedCall | None = None
         # Called with every entry once it is appended and fanned out here
         # (see streamd.cluster); None on a single node.
         self.outbound: Callable[[Entry], None] | None = None
@@ -170,7 +190,8 @@ class Hub:
         sender: Sender | None = None,
         received: int | None = None,
         first: int | None = None,
-    ) -> None:
+        number: int = 0,
+    ) -> Entry | None:
         """
         Append C{payloads} to the log and send them to every subscriber that
         is caught up, except C{sender}; with an L{upstream}, hand them to it
@@ -185,19 +206,35 @@ class Hub:
             input; by default, their payloads' bytes.
         @param first: the sequence number of the first message, given by a
             cluster's stream; by default, the log's next.
+        @param number: the publish number of the last of them, for a sender
+            that numbers its messages.
+        @return: their entry in the log, or C{None} if they went upstream,
+            or, from a source, wait for room on the disk.
+        @raise DiskFull: for a client's messages that the log on disk has no
+            room for; they are not published.
         """
         if first is None and self.upstream is not None:
             self.upstream(payloads, sender)
-            return
+            return None
         history = self.history
         serial = 0 if sender is None else sender.serial
         if first is not None and history.nextSequence < first:
             self.gap(history.nextSequence, first - 1)
-        if raw and framing is not None:
-            entry = history.append(raw, framing, len(payloads), serial, first)
-        else:
-            entry = history.append(INT32.encodeMany(payloads), INT32, len(payloads), serial, first)
-            raw, framing = entry[DATA], INT32
+        now = self.lastActivity = self.clock.seconds()
+        try:
+            if raw and framing is not None:
+                entry = history.append(raw, framing, len(payloads), serial, first, now, number)
+            else:
+                entry = history.append(
+                    INT32.encodeMany(payloads), INT32, len(payloads), serial, first, now, number
+                )
+                raw, framing = entry[DATA], INT32
+        except DiskFull as e:
+            self._diskFull(str(e))
+            if sender is not None:
+                raise
+            self._unwritten.append(list(payloads))
+            return None
         count = entry[COUNT]
         delivered = 0
         others = []
@@ -238,7 +275,6 @@ class Hub:
             sender.published(entry)
         if self.outbound is not None:
             self.outbound(entry)
-        now = self.lastActivity = self.clock.seconds()
         if now - self._windowStart >= RATE_WINDOW:
             self._rate = (history.nextSequence - self._windowFirst) / (now - self._windowStart)
             self._windowStart, self._windowFirst = now, history.nextSequence
@@ -247,6 +283,51 @@ class Hub:
         pool = self.pool
         if pool is not None and pool.pool.held > pool.pool.limit and now >= pool.pool.retryAt:
             pool.overflow()
+        return entry
+
+    def _diskFull(self, where: str) -> None:
+        """
+        The log on disk had no room: say so (once a minute at most), pause
+        the sources (their batches wait), and try again every
+        L{FULL_RETRY} seconds.
+        """
+        if self.full:
+            return
+        self.full = True
+        now = self.clock.seconds()
+        if self._fullLogged is None or now - self._fullLogged >= FULL_LOG_SECONDS:
+            self._fullLogged = now
+            self.log.error(
+                "stream {stream}: no room on disk ({where}): clients' messages are refused (DISK_FULL),"
+                " sources paused, readers still served; trying again every {retry:g} s",
+                stream=self.name,
+                where=where,
+                retry=FULL_RETRY,
+            )
+        for publisher, waits in list(self._publishers.items()):
+            if waits:
+                publisher.pauseProducing()
+        self._retry = self.clock.callLater(FULL_RETRY, self._writeUnwritten)
+
+    def _writeUnwritten(self) -> None:
+        """
+        Publish the sources' waiting batches, and let the sources go on
+        once they are all written (or none waited).
+        """
+        self._retry = None
+        unwritten, self._unwritten = self._unwritten, []
+        for index, payloads in enumerate(unwritten):
+            if self.publish(payloads) is None:
+                self._unwritten.extend(unwritten[index + 1 :])
+                self._retry = self.clock.callLater(FULL_RETRY, self._writeUnwritten)
+                return
+        self.full = False
+        if unwritten:
+            self.log.info("stream {stream}: there is room on disk again", stream=self.name)
+        if not self.paused:
+            for publisher, waits in list(self._publishers.items()):
+                if waits:
+                    publisher.resumeProducing()
 
     def gap(self, first: int, last: int) -> None:
         """
@@ -408,7 +489,7 @@ class Hub:
         if self.history.size <= lowWater:
             self.paused = False
             for publisher, waits in list(self._publishers.items()):
-                if self._pacing(waits):
+                if self._pacing(waits) and not (waits and self.full):
                     publisher.resumeProducing()
 
     def _sweepBehind(self) -> None:
@@ -499,10 +580,23 @@ class Hub:
             and self.clock.seconds() - self.lastActivity >= timeout
         )
 
+    def expireBefore(self, millisecond: int) -> None:
+        """
+        Drop the entries that came in before C{millisecond} (since 1970;
+        C{--history-age}), but the newest, whoever still needs them.
+        """
+        history = self.history
+        target = history.entryAt(millisecond)
+        while history.start < target and len(history) > 1:
+            history.evictOldest()
+
     def stop(self) -> None:
         """
-        Stop the periodic look at the subscribers that are behind.
+        Stop the periodic look at the subscribers that are behind, and
+        close the log.
         """
-        if self._sweep is not None and self._sweep.active():
-            self._sweep.cancel()
-        self._sweep = None
+        self.history.close()
+        for call in (self._sweep, self._retry):
+            if call is not None and call.active():
+                call.cancel()
+        self._sweep = self._retry = None

@@ -28,6 +28,11 @@ class Start(IntEnum):
     No stream yet: a client of several streams (C{seq} version 4) starts
     each as it subscribes to it.
     """
+    SINCE = 4
+    """
+    The messages that came in at or after a time (milliseconds since 1970,
+    in the request's position), then the live stream (C{seq} version 5).
+    """
 
 
 class GapReason(IntEnum):
@@ -65,7 +70,8 @@ class Gap:
 class StartRequest:
     """
     What a client asks for: L{Start.RESUME} after message C{position} of
-    C{epoch}, L{Start.LAST} the last C{position} messages, or
+    C{epoch}, L{Start.LAST} the last C{position} messages, L{Start.SINCE}
+    those that came in from millisecond C{position} (since 1970) on, or
     L{Start.NEWEST}.
     """
 
@@ -133,6 +139,11 @@ def startPosition(history: History, request: StartRequest) -> StartPoint:
             raise PositionAhead(after, newest)
     elif request.start == Start.LAST:
         after = max(newest - request.position, 0)
+    elif request.start == Start.SINCE:
+        # What came in before the oldest held is gone, whenever it came:
+        # a start at a time has no gap, it starts at the oldest held.
+        index = history.entryAt(request.position)
+        after = history[index][FIRST] - 1 if index < history.end else newest
     else:
         after = newest
     gap = None

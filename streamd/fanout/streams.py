@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from streamd.config import FlowControl, StreamsConfig
@@ -26,6 +27,14 @@ from streamd.fanout.history import HistoryPool
 from streamd.fanout.hub import Hub
 from streamd.names import DEFAULT, NameTrie, PatternTrie, checkName
 from streamd.stats import Stats
+
+if TYPE_CHECKING:
+    from streamd.durable.datadir import DataDir
+
+AGE_INTERVAL = 1.0
+"""
+Seconds between two looks for messages older than C{--history-age}.
+"""
 
 OVERFLOW_RETRY = 0.1
 """
@@ -69,8 +78,11 @@ class Streams:
         flow: FlowControl = FlowControl(),
         config: StreamsConfig = StreamsConfig(),
         declared: tuple[str, ...] = (),
+        dataDir: DataDir | None = None,
+        historyAge: float | None = None,
     ) -> None:
         self.stats = stats
+        self.dataDir = dataDir
         self.clock = clock
         self.pool = HistoryPool(flow.history)
         history = config.streamHistory
@@ -88,6 +100,31 @@ class Streams:
         for name in sorted(self.declared):
             self._make(name)
         self.default = self._hubs[DEFAULT]
+        if dataDir is not None:
+            self._openStored(dataDir)
+        self._ages: LoopingCall | None = None
+        if historyAge is not None:
+            self._ages = LoopingCall(self._expireOld, historyAge)
+            self._ages.clock = clock
+            self._ages.start(AGE_INTERVAL, now=False)
+
+    def _openStored(self, dataDir: DataDir) -> None:
+        """
+        Open the streams the data directory holds, so that patterns match
+        them and their histories are served from the start.
+        """
+        for name in dataDir.streamNames():
+            try:
+                self.open(name)
+            except StreamRefused as e:
+                self.log.warn(
+                    "{dir}: not opening its stream {name}: {why}", dir=dataDir.path, name=name, why=e
+                )
+
+    def _expireOld(self, age: float) -> None:
+        cutoff = int((self.clock.seconds() - age) * 1000)
+        for hub in self:
+            hub.expireBefore(cutoff)
 
     def __len__(self) -> int:
         return len(self._hubs)
@@ -134,10 +171,17 @@ class Streams:
         self._watchers.remove(pattern, watcher)
 
     def _make(self, name: str) -> Hub:
-        hub = Hub(self.stats, self.clock, self.flow, name=name, number=self._numbers, pool=self)
+        history = None
+        if self.dataDir is not None:
+            history = self.dataDir.history(name, self.flow.history, self.pool)
+        hub = Hub(
+            self.stats, self.clock, self.flow, name=name, number=self._numbers, pool=self, history=history
+        )
         if self.idleTimeout is not None:
             hub.lastActivity = self.clock.seconds()
         self._numbers += 1
+        if hub.history.size > self.flow.history:
+            hub.shrink(self.flow.history)
         self._hubs[name] = hub
         self._names.add(name)
         for hook in self.hooks:
@@ -186,5 +230,7 @@ class Streams:
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         self._expiry = None
+        if self._ages is not None and self._ages.running:
+            self._ages.stop()
         for hub in self:
             hub.stop()

@@ -5,7 +5,7 @@ What every source has: a hub to publish into, and a way to be paused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IPushProducer
@@ -13,6 +13,9 @@ from zope.interface import implementer
 
 from streamd.fanout.hub import Hub
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
+
+if TYPE_CHECKING:
+    from streamd.durable.datadir import DataDir
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class SourceContext:
     @ivar restart: whether to run it again at all.
     @ivar killGrace: seconds a command gets to exit after SIGTERM before it
         gets SIGKILL.
+    @ivar dataDir: the C{--data-dir}, where a source keeps its place, if
+        there is one.
     """
 
     hub: Hub
@@ -34,6 +39,7 @@ class SourceContext:
     restartDelay: float = 1.0
     restart: bool = True
     killGrace: float = 5.0
+    dataDir: DataDir | None = None
 
 
 @implementer(IPushProducer)

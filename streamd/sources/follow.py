@@ -57,6 +57,8 @@ class FileSource(LineSource):
         self._lines = self.lineSplitter("file")
         self._loop = LoopingCall(self._poll)
         self._loop.clock = context.reactor
+        dataDir = context.dataDir
+        self._place = None if dataDir is None else dataDir.sourcePlace(context.hub.name, self.path)
 
     @classmethod
     def parseArgument(cls, argument: str) -> str:
@@ -66,7 +68,9 @@ class FileSource(LineSource):
 
     def startService(self) -> None:
         super().startService()
-        self._open(fromStart=False)
+        place = None if self._place is None else self._place.load()
+        if place is None or not self._open(fromStart=False, resumeAt=place):
+            self._open(fromStart=False)
         self._loop.start(self.pollInterval, now=False)
 
     def stopService(self) -> Any:
@@ -89,7 +93,7 @@ class FileSource(LineSource):
             self._problem = problem
             self.log.warn("{source}: {problem}", source=self.spec, problem=problem)
 
-    def _open(self, fromStart: bool) -> bool:
+    def _open(self, fromStart: bool, resumeAt: tuple[int, int, int] | None = None) -> bool:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
@@ -103,10 +107,21 @@ class FileSource(LineSource):
             os.close(fd)
             self._note(f"{self.path} is not a regular file; waiting for one")
             return False
+        if resumeAt is not None and (resumeAt[:2] != (info.st_dev, info.st_ino) or info.st_size < resumeAt[2]):
+            os.close(fd)
+            self.log.info(
+                "{source}: {path} is not the file it followed before the restart, or is shorter: following"
+                " it from its start",
+                source=self.spec,
+                path=self.path,
+            )
+            return self._open(fromStart=True)
         self._fd = fd
         self._identity = (info.st_dev, info.st_ino)
         self._lines.reset()
-        if fromStart:
+        if resumeAt is not None:
+            self._position = os.lseek(fd, resumeAt[2], os.SEEK_SET)
+        elif fromStart:
             self._position = 0
         else:
             self._position = os.lseek(fd, 0, os.SEEK_END)
@@ -117,7 +132,7 @@ class FileSource(LineSource):
             "{source}: following {path} from its {where}",
             source=self.spec,
             path=self.path,
-            where="start" if fromStart else "end",
+            where=f"byte {self._position}, where it was" if resumeAt is not None else "start" if fromStart else "end",
         )
         return True
 
@@ -178,4 +193,12 @@ class FileSource(LineSource):
             self._position += len(data)
             budget -= len(data)
             self.publishLines(self._lines.feed(data))
+            self._keepPlace()
         return False
+
+    def _keepPlace(self) -> None:
+        """
+        Save the end of the last line published, in the data directory.
+        """
+        if self._place is not None and self._identity is not None:
+            self._place.save(*self._identity, self._position - self._lines.pending)
