@@ -349,11 +349,14 @@ def namePublisher(
         roundTrip(sock, state, b"".join(publications.frame(i, 0) for i in range(len(names))))
     report("ready", None)
     control = shared.control
+    reader = Reader()
     while not control[Shared.GO]:
         if shared.stopping or time.monotonic() > deadline:
             raise TimeoutError("never told to publish")
-        time.sleep(0.001)
-    reader = Reader()
+        # The daemon's heartbeat PINGs are answered while it waits: the
+        # subscribers of a large run take longer than two heartbeats.
+        if select.select([sock], [], [], 0.001)[0]:
+            _answerWith(sock, state, reader)
     frame = publications.frame
     sent = 0
     start = time.monotonic_ns()
@@ -369,12 +372,20 @@ def namePublisher(
             sent += due
             control[Shared.PUBLISHED] = sent
             if select.select([sock], [], [], 0)[0]:
-                received = reader.read(sock)
-                if not received:
-                    raise ConnectionError("the daemon closed the publisher's connection")
-                state.feed(memoryview(reader.buffer)[:received])
-                state.answer(sock)
+                _answerWith(sock, state, reader)
     return sent
+
+
+def _answerWith(sock: socket.socket, state: StreamReader, reader: Reader) -> None:
+    """
+    Read what the daemon sent a publisher (PINGs, or a REFUSED, which
+    L{StreamReader.feed} raises), and answer its PINGs.
+    """
+    received = reader.read(sock)
+    if not received:
+        raise ConnectionError("the daemon closed the publisher's connection")
+    state.feed(memoryview(reader.buffer)[:received])
+    state.answer(sock)
 
 
 def churner(
