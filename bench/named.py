@@ -462,11 +462,26 @@ def _ready(children: Sequence[Child], server: Server) -> tuple[float, int]:
     return slowest, started
 
 
-def _latencies(children: Sequence[Child]) -> list[int]:
+def _stop(
+    server: Server, children: Children, publisher: Child, subscribers: Sequence[Child], published: int
+) -> Figures:
+    """
+    Stop the publisher and the subscribers once the messages of the
+    window had time to arrive.
+
+    @return: the latency figures of the window.
+    """
+    time.sleep(LATE_SECONDS)
+    children.stop()
+    publisher.expect("done", DONE_SECONDS)
     latencies = array("q")
-    for child in children:
+    for child in subscribers:
         latencies.frombytes(child.expect("done", DONE_SECONDS))
-    return sorted(latencies)
+    server.checkAlive()
+    if not latencies or not published:
+        raise BenchError("no message was timed within the window")
+    ordered = sorted(latencies)
+    return {"p50_ms": percentile(ordered, 50) / 1e6, "p99_ms": percentile(ordered, 99) / 1e6}
 
 
 def _traffic(
@@ -535,13 +550,7 @@ def streams(server: Server, count: int, connections: int, rate: int, settings: S
         )
         publisher.expect("ready", SETUP_SECONDS)
         figures, elapsed, published, delivered = _traffic(server, children, publisher, subscribers, settings)
-        time.sleep(LATE_SECONDS)
-        children.stop()
-        publisher.expect("done", DONE_SECONDS)
-        latencies = _latencies(subscribers)
-    server.checkAlive()
-    if not latencies or not published:
-        raise BenchError("no message was timed within the window")
+        timed = _stop(server, children, publisher, subscribers, published)
     return {
         "subscribe_s": subscribed,
         "rss_empty_mib": empty / MiB,
@@ -551,8 +560,7 @@ def streams(server: Server, count: int, connections: int, rate: int, settings: S
         "deliveries_per_s": delivered / elapsed,
         "delivered_share": delivered / published,
         "server_us_per_delivery": figures["server_cpu"] * elapsed / max(delivered, 1) * 1e6,  # type: ignore[operator]
-        "p50_ms": percentile(latencies, 50) / 1e6,
-        "p99_ms": percentile(latencies, 99) / 1e6,
+        **timed,
         **figures,
     }
 
@@ -595,13 +603,7 @@ def patterns(
         time.sleep(LATE_SECONDS)
         held = server.rss()
         figures, elapsed, published, delivered = _traffic(server, children, publisher, holders, settings)
-        time.sleep(LATE_SECONDS)
-        children.stop()
-        publisher.expect("done", DONE_SECONDS)
-        latencies = _latencies(holders)
-    server.checkAlive()
-    if not latencies or not published:
-        raise BenchError("no message was timed within the window")
+        timed = _stop(server, children, publisher, holders, published)
     return {
         "subscribe_s": subscribed,
         "rss_subscribed_mib": held / MiB,
@@ -610,8 +612,7 @@ def patterns(
         "deliveries_per_s": delivered / elapsed,
         "delivered_share": delivered / (published * subscribers),
         "server_ns_per_delivery": figures["server_cpu"] * elapsed / max(delivered, 1) * 1e9,  # type: ignore[operator]
-        "p50_ms": percentile(latencies, 50) / 1e6,
-        "p99_ms": percentile(latencies, 99) / 1e6,
+        **timed,
         **figures,
     }
 
