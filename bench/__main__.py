@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from bench.options import PROGRAM, BenchOptions
 from bench.proc import machine, raiseFileLimit
-from bench.report import describe, headline, tables, writeJson
+from bench.report import describe, headline, runTables, tables, writeJson
 from bench.runner import Result, run
 from bench.servers import natsServer, natsVersion, redisServer, redisVersion
 from streamd import _coerce
@@ -60,11 +60,16 @@ def main(argv: list[str]) -> int:
             servers += (name,)
             peers[name] = version()
     plan = options.plan(servers)
+    connections = max(options["stream-connections"]) if "streams" in plan.cells else 0
+    if "patterns" in plan.cells:
+        connections = max(connections, options["pattern-subscribers"])
     if "idle" in plan.cells or "scrape" in plan.cells:
-        wanted = options["idle-clients"] + FILES_MARGIN
+        connections = max(connections, options["idle-clients"])
+    if connections:
+        wanted = connections + FILES_MARGIN
         got = raiseFileLimit(wanted)
         if got < wanted:
-            _say(f"the open-files limit is {got}, below the {wanted} the idle scenario needs; it may fail")
+            _say(f"the open-files limit is {got}, below the {wanted} these scenarios need; they may fail")
     where = machine()
     print(describe(plan, where, peers), end="\n\n", flush=True)
 
@@ -78,6 +83,9 @@ def main(argv: list[str]) -> int:
         _say("interrupted")
         return 130
     print(tables(plan, results))
+    if options["every-run"]:
+        print("\nevery run:\n")
+        print(runTables(plan, results))
     if options["json"] is not None:
         try:
             writeJson(Path(options["json"]), plan, where, peers, results)

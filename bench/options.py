@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.python import usage
 
-from bench.runner import SCENARIOS, SOAKS, Plan
+from bench.runner import BASELINE, NAMED, SCENARIOS, SOAKS, Plan
 from bench.scenarios import MiB, Settings
 from bench.wire import PROTOCOLS
 from streamd import _coerce
@@ -30,6 +31,14 @@ _SIZE = re.compile(r"(\d+)\s*(b|k|kib|m|mib)?", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": MiB, "mib": MiB}
 
 RECONNECTS = 200
+STREAMS = 10_000
+STREAM_CONNECTIONS = (10_000, 100)
+STREAM_RATE = 1
+PATTERN_SUBSCRIBERS = 1000
+PATTERN_STREAMS = 1000
+PATTERN_RATE = 100
+CHURN_RATES = (10_000, 0)
+CHURN_HELD = (0, 1000)
 QUICK = {
     "duration": 0.5,
     "warmup": 0.2,
@@ -88,9 +97,27 @@ def _protocol(text: str) -> str:
 
 def _scenario(text: str) -> str:
     name = text.strip()
-    if name not in SCENARIOS + SOAKS:
-        raise ValueError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS + SOAKS)})")
+    known = SCENARIOS + SOAKS + NAMED
+    if name not in known:
+        raise ValueError(f"unknown scenario {name!r} (known: {', '.join(known)})")
     return name
+
+
+def _tree(text: str) -> Path:
+    """
+    A checkout holding a C{streamd} package: the baseline's tree.
+    """
+    tree = Path(text).absolute()
+    if not (tree / "streamd" / "__init__.py").is_file():
+        raise ValueError(f"{text!r} holds no streamd package (streamd/__init__.py)")
+    return tree
+
+
+def _churnRates(text: str) -> tuple[int, ...]:
+    """
+    Rates, comma-separated, where 0 means as fast as it goes.
+    """
+    return _listOf(_coerce.number(int, "churn-rate", "a number", 0), "--churn-rate")(text)
 
 
 _scenarios = _listOf(_scenario, "--scenario")
@@ -106,6 +133,9 @@ _reconnects = _positive(int, "reconnects")
 _processes = _positive(int, "subscriber-processes")
 _clients = _positive(int, "idle-clients")
 _dripClients = _positive(int, "drip-clients")
+_streams = _positive(int, "streams")
+_streamConnections = _listOf(_positive(int, "stream-connections"), "--stream-connections")
+_held = _listOf(_coerce.number(int, "churn-held", "a number", 0), "--churn-held")
 
 
 class BenchOptions(usage.Options):
@@ -121,6 +151,7 @@ class BenchOptions(usage.Options):
     )
     optFlags = [
         ["quick", "q", "A short smoke run: 0.5 s runs, 1,000 idle clients, a 1 MiB large message."],
+        ["every-run", None, "Also print every run's figures, and each figure's spread over the runs."],
         [
             "cluster",
             None,
@@ -132,7 +163,8 @@ class BenchOptions(usage.Options):
             "scenario",
             "s",
             SCENARIOS,
-            f"Scenarios, comma-separated: {', '.join(SCENARIOS)}; or the soak {', '.join(SOAKS)}.",
+            f"Scenarios, comma-separated: {', '.join(SCENARIOS)}; or the soak {', '.join(SOAKS)}; "
+            f"or those of named streams: {', '.join(NAMED)}.",
             _scenarios,
         ],
         ["k", None, None, "Subscriber counts, comma-separated (default: 1,10,100).", _counts],
@@ -161,6 +193,57 @@ class BenchOptions(usage.Options):
             "Also run every workload against these servers: redis, nats or redis,nats.",
             _peers,
         ],
+        ["streams", None, STREAMS, "Named streams of the streams and streamcost scenarios.", _streams],
+        [
+            "stream-connections",
+            None,
+            STREAM_CONNECTIONS,
+            "Connections the streams scenario's subscriptions are spread over, comma-separated.",
+            _streamConnections,
+        ],
+        [
+            "stream-rate",
+            None,
+            STREAM_RATE,
+            "Messages a second to each stream (streams).",
+            _positive(int, "stream-rate"),
+        ],
+        [
+            "pattern-subscribers",
+            None,
+            PATTERN_SUBSCRIBERS,
+            "Subscriber connections of the patterns scenario.",
+            _positive(int, "pattern-subscribers"),
+        ],
+        [
+            "pattern-streams",
+            None,
+            PATTERN_STREAMS,
+            "Streams of the patterns scenario.",
+            _positive(int, "pattern-streams"),
+        ],
+        [
+            "pattern-rate",
+            None,
+            PATTERN_RATE,
+            "Messages a second, all streams together, of the patterns scenario.",
+            _positive(int, "pattern-rate"),
+        ],
+        [
+            "churn-rate",
+            None,
+            CHURN_RATES,
+            "SUB and UNSUB pairs a second (0: flat out), comma-separated.",
+            _churnRates,
+        ],
+        [
+            "churn-held",
+            None,
+            CHURN_HELD,
+            "Subscriptions the churning connection holds meanwhile, comma-separated.",
+            _held,
+        ],
+        ["baseline", None, None, "Also run streamd from this checkout (as the peer 'baseline').", _tree],
         ["json", None, None, "Write the raw figures of every run to this file."],
         ["cluster-reactor", None, None, "With --cluster: twistd --reactor of the nodes (e.g. asyncio)."],
     ]
@@ -193,6 +276,21 @@ class BenchOptions(usage.Options):
                 cells[scenario] = ((self["idle-clients"],),)
             elif scenario == "resume":
                 cells[scenario] = ((self["reconnects"],),)
+            elif scenario == "streams":
+                cells[scenario] = tuple(
+                    (self["streams"], connections, self["stream-rate"])
+                    for connections in self["stream-connections"]
+                )
+            elif scenario == "streamcost":
+                cells[scenario] = ((self["streams"],),)
+            elif scenario == "patterns":
+                cells[scenario] = (
+                    (self["pattern-subscribers"], self["pattern-streams"], self["pattern-rate"]),
+                )
+            elif scenario == "subchurn":
+                cells[scenario] = tuple(
+                    (rate, held) for held in self["churn-held"] for rate in self["churn-rate"]
+                )
             else:
                 cells[scenario] = (self["large-sizes"],)
         settings = Settings(
@@ -202,4 +300,7 @@ class BenchOptions(usage.Options):
             subscriberProcesses=self["subscriber-processes"] or 0,
         )
         variants = tuple(PROTOCOLS[p] for p in self["protocols"] if p != "int32")
-        return Plan(cells, servers[:1] + variants + servers[1:], self["runs"], settings)
+        baseline = (BASELINE,) if self["baseline"] is not None else ()
+        return Plan(
+            cells, servers[:1] + variants + baseline + servers[1:], self["runs"], settings, self["baseline"]
+        )

@@ -13,9 +13,8 @@ from bench.figures import percentile
 from bench.load import connect, pacedPublisher
 from bench.scenarios import DONE_SECONDS, SETUP_SECONDS, Figures, Settings
 from bench.servers import BenchError, Server
-from bench.wire import Wire, seqFrame
+from bench.wire import ONE_STREAM_VERSION, Wire, seqFrame
 from streamd.seqframing import (
-    VERSION,
     Batch,
     ClientHello,
     FrameType,
@@ -111,11 +110,11 @@ def resume(server: Server, wire: Wire, trials: int, settings: Settings) -> Figur
             "publisher", pacedPublisher, wire.publisher, server.port, SIZE, RATE, shared, deadline
         )
         publisher.expect("ready", SETUP_SECONDS)
-        epoch, last, _ = _session(port, ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
+        epoch, last, _ = _session(port, ClientHello(ONE_STREAM_VERSION, Start.NEWEST, bytes(8), 0))
         waits = []
         for _ in range(trials):
             time.sleep(AWAY_SECONDS)
-            again, first, elapsed = _session(port, ClientHello(VERSION, Start.RESUME, epoch, last.seq))
+            again, first, elapsed = _session(port, ClientHello(ONE_STREAM_VERSION, Start.RESUME, epoch, last.seq))
             if again != epoch or first.seq != last.seq + 1:
                 raise BenchError(f"resuming after {last.seq} started at {first.seq}")
             waits.append(elapsed)

@@ -14,9 +14,11 @@ from pathlib import Path
 from bench import reconnect
 from bench.figures import BUSY, STOLEN
 from bench.metrics import SCRAPES
+from bench.named import CHURN_BURST, CHURN_IN_FLIGHT, CHURN_NAMES, SIZE, TIMED_CONNECTIONS
 from bench.runner import WINDOWS_PENDING, Plan, Result, pendingLimits
-from bench.scenarios import TIMED_CONNECTIONS, Figures, MiB
-from bench.servers import BACKLOG, NATS_DEFAULT_PAYLOAD, REDIS_SETTINGS, natsSettings
+from bench.scenarios import TIMED_CONNECTIONS as PACED_TIMED
+from bench.scenarios import Figures, MiB
+from bench.servers import BACKLOG, NATS_DEFAULT_PAYLOAD, REDIS_SETTINGS, natsSettings, thisTree
 from bench.wire import STREAMD
 
 
@@ -167,6 +169,51 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("mb_per_s", "MB/s", quantity, HIGHER),
         Column("ms_per_mib", "ms/MiB", fixed(2), LOWER),
     ),
+    "streams": (
+        Column("subscribe_s", "subscribe s", fixed(2), LOWER),
+        Column("rss_empty_mib", "RSS empty MiB", fixed(1), LOWER),
+        Column("rss_subscribed_mib", "RSS subscribed MiB", fixed(1), LOWER),
+        Column("kib_per_subscribed_stream", "KiB/stream", fixed(2), LOWER),
+        Column("server_rss_mib", "RSS running MiB", fixed(1), LOWER),
+        Column("published_per_s", "sent/s", quantity),
+        Column("deliveries_per_s", "deliv/s", quantity),
+        Column("delivered_share", "deliv/sent", fixed(3)),
+        Column("server_cpu", "srv CPU", percent, LOWER),
+        Column("server_us_per_delivery", "srv us/deliv", fixed(1), LOWER),
+        Column("p50_ms", "p50 ms", fixed(2), LOWER),
+        Column("p99_ms", "p99 ms", fixed(2), LOWER),
+        Column("publisher_cpu", "pub CPU", percent),
+        Column("subscriber_cpu", "subs CPU", percent),
+    ),
+    "streamcost": (
+        Column("rss_none_mib", "RSS none MiB", fixed(1), LOWER),
+        Column("rss_declared_mib", "RSS declared MiB", fixed(1), LOWER),
+        Column("argv_bytes", "argv B/name", fixed(0)),
+        Column("idle_stream_bytes", "B/idle stream", fixed(0), LOWER),
+        Column("subscription_bytes", "B/empty sub", fixed(0), LOWER),
+        Column("subscribed_stream_bytes", "B/stream made by SUB", fixed(0), LOWER),
+    ),
+    "patterns": (
+        Column("subscribe_s", "subscribe s", fixed(2), LOWER),
+        Column("rss_subscribed_mib", "RSS MiB", fixed(1), LOWER),
+        Column("kib_per_cursor", "KiB/(sub x stream)", fixed(2), LOWER),
+        Column("published_per_s", "sent/s", quantity),
+        Column("deliveries_per_s", "deliv/s", quantity),
+        Column("delivered_share", "deliv/(sent x subs)", fixed(3)),
+        Column("server_cpu", "srv CPU", percent, LOWER),
+        Column("server_ns_per_delivery", "srv ns/deliv", fixed(0), LOWER),
+        Column("p50_ms", "p50 ms", fixed(2), LOWER),
+        Column("p99_ms", "p99 ms", fixed(2), LOWER),
+        Column("subscriber_cpu", "subs CPU", percent),
+    ),
+    "subchurn": (
+        Column("offered_per_s", "asked pairs/s", quantity),
+        Column("pairs_per_s", "pairs/s", quantity, HIGHER),
+        Column("server_cpu", "srv CPU", percent, LOWER),
+        Column("server_us_per_pair", "srv us/pair", fixed(1), LOWER),
+        Column("client_cpu", "client CPU", percent),
+        Column("server_rss_mib", "srv RSS MiB", fixed(1), LOWER),
+    ),
 }
 
 _CELLS = {
@@ -177,8 +224,17 @@ _CELLS = {
     "large": ("size",),
     "resume": ("reconnects",),
     "scrape": ("clients",),
+    "streams": ("streams", "connections", "rate"),
+    "streamcost": ("streams",),
+    "patterns": ("subscribers", "streams", "rate"),
+    "subchurn": ("rate", "held"),
 }
-_LIMITED = ("burst", "paced")
+_LIMITED = ("burst", "paced", "streams", "patterns")
+_BASES = {"patterns": "streamd exact"}
+"""
+The server whose figures the others' are divided by, where it is not
+streamd's int32 one.
+"""
 
 
 def cellNames(scenario: str, cell: tuple[int, ...]) -> list[str]:
@@ -189,8 +245,14 @@ def cellNames(scenario: str, cell: tuple[int, ...]) -> list[str]:
         return [f"K={cell[0]}", sizeName(cell[1])]
     if scenario == "paced":
         return [f"K={cell[0]}", sizeName(cell[1]), f"{cell[2]:,}/s"]
-    if scenario in ("idle", "drip", "resume", "scrape"):
+    if scenario in ("idle", "drip", "resume", "scrape", "streamcost"):
         return [f"{cell[0]:,}"]
+    if scenario == "streams":
+        return [f"{cell[0]:,}", f"{cell[1]:,} conn", f"{cell[2]:,}/s each"]
+    if scenario == "patterns":
+        return [f"{cell[0]:,} subs", f"{cell[1]:,}", f"{cell[2]:,}/s"]
+    if scenario == "subchurn":
+        return ["flat out" if not cell[0] else f"{cell[0]:,}/s", f"{cell[1]:,} held"]
     return [sizeName(cell[0])]
 
 
@@ -222,7 +284,7 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
         rates = sorted({cell[2] for cell in plan.cells["paced"]})
         lines.append(
             f"paced: {', '.join(f'{r:,}' for r in rates)} msg/s, each payload stamped with monotonic_ns when "
-            f"sent, timed on {TIMED_CONNECTIONS} subscriber connections at most (the others only counted); "
+            f"sent, timed on {PACED_TIMED} subscriber connections at most (the others only counted); "
             f"{s.duration:g} s measured after {s.warmup:g} s warm-up"
         )
     if "burst" in plan.cells or "paced" in plan.cells:
@@ -277,6 +339,7 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
             "large: one message of each size, publisher to subscriber "
             "(streamd --max-message-size and nats-server max_payload raised to the largest)"
         )
+    lines.extend(_describeNamed(plan))
     lines.append(
         "MB = 10^6 payload bytes; CPU as a share of one core; "
         f"limit: what used >= {BUSY:.0%} of a core (or 'all cores' busy)"
@@ -287,6 +350,52 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
             "direction); * where streamd is behind it"
         )
     return "\n".join(lines)
+
+
+def _describeNamed(plan: Plan) -> list[str]:
+    """
+    The header's lines about the baseline and the scenarios of named
+    streams.
+    """
+    s = plan.settings
+    lines = []
+    if plan.baseline is not None:
+        lines.append(
+            f"baseline: streamd imported from {plan.baseline} (checked in its log), run beside this tree's "
+            f"({thisTree()}), each on its own PYTHONPATH, in turns; ratio = this tree / baseline"
+        )
+    clients = (
+        "seq version 4 clients on plain sockets (HELLO start NONE, then SUB/UNSUB/SPUB/PING; every frame "
+        "decoded, each stream's numbers checked to follow on from its STREAM frame)"
+    )
+    if any(scenario in plan.cells for scenario in ("streams", "patterns", "subchurn", "streamcost")):
+        lines.append(f"named streams: {clients}; {s.duration:g} s measured after {s.warmup:g} s warm-up")
+    if "streams" in plan.cells:
+        lines.append(
+            "streams: N streams s.0.. made by their subscribers' SUBs, one subscriber each, spread over the "
+            "given connections; one publisher connection sends SPUB by name to each stream in turn, "
+            f"{SIZE} B stamped payloads; latency timed on {TIMED_CONNECTIONS} connections"
+        )
+    if "streamcost" in plan.cells:
+        lines.append(
+            "streamcost: three daemons at once, each with one v4 client: no stream, --declare default N "
+            "times, --declare s.0 .. s.N-1; B/idle stream = (RSS declared - RSS repeated) / N; then the "
+            "client SUBs every declared stream (B/empty sub), and the first daemon's client SUBs N new "
+            "names (B/stream made by SUB, over RSS none)"
+        )
+    if "patterns" in plan.cells:
+        lines.append(
+            "patterns: the streams s.0.. made first (one SPUB each); each subscriber connection SUBs "
+            "s.* (streamd pattern) or every name (streamd exact), then SPUB by name over the streams in "
+            "turn; pattern/exact = the ratio of the two in the same run"
+        )
+    if "subchurn" in plan.cells:
+        lines.append(
+            f"subchurn: one v4 connection holds N subscriptions (held.*), then sends SUB churn.i, UNSUB "
+            f"churn.i over {CHURN_NAMES} names in turn, at most {CHURN_BURST} pairs a write, a PING after "
+            f"each, waiting while {CHURN_IN_FLIGHT} PINGs are unanswered; pairs/s: those whose PONG came"
+        )
+    return lines
 
 
 def _natsFlags() -> str:
@@ -343,14 +452,16 @@ def tables(plan: Plan, results: Sequence[Result]) -> str:
                     )
                 rows.append(row)
                 names = blank
-            ours = medians.get(STREAMD.name)
+            base = _BASES.get(scenario, STREAMD.name)
+            ours = medians.get(base)
             theirs = [figures for name, figures in medians.items() if not _isStreamd(name) and figures]
             if ours and theirs:
                 rows.append([*names, "ratio", *(_ratio(c, ours, theirs) for c in columns)])
                 names = blank
             for name, figures in medians.items():
-                if ours and figures and name != STREAMD.name and _isStreamd(name):
-                    label = f"{name.split()[-1]}/int32"
+                if ours and figures and name != base and _isStreamd(name):
+                    below = "int32" if base == STREAMD.name else base.split()[-1]
+                    label = f"{name.split()[-1]}/{below}"
                     rows.append([*names, label, *(_ratio(c, figures, [ours]) for c in columns)])
                     names = blank
         out.append(table(rows, left=len(_CELLS[scenario]) + 1))
@@ -358,6 +469,44 @@ def tables(plan: Plan, results: Sequence[Result]) -> str:
     if note:
         notes.append(note)
     return "\n\n".join(out + (["\n".join(notes)] if notes else []))
+
+
+def spread(values: Sequence[float]) -> float:
+    """
+    How far apart runs are: the largest over the smallest, less one (0.05:
+    the runs are within 5% of each other); 0 for a single value or one of
+    no size.
+    """
+    low, high = min(values), max(values)
+    return high / low - 1 if low > 0 else 0.0
+
+
+def runTables(plan: Plan, results: Sequence[Result]) -> str:
+    """
+    Every run's figures, in the order they ran, for each cell and server,
+    then each figure's median and L{spread} over the runs: what the medians
+    of L{tables} hide, and how noisy they were.
+    """
+    out = []
+    for scenario in plan.cells:
+        mine = [r for r in results if r.scenario == scenario and r.runs]
+        if not mine:
+            continue
+        columns = COLUMNS[scenario]
+        rows = [[scenario, *_CELLS[scenario][1:], "server", "run", *(c.title for c in columns)]]
+        for result in mine:
+            names = cellNames(scenario, result.cell)
+            blank = ["" for _ in names]
+            for number, figures in enumerate(result.runs, 1):
+                rows.append([*names, result.server, str(number), *(c.format(figures[c.key]) for c in columns)])  # type: ignore[arg-type]
+                names = blank
+            median = result.median()
+            assert median is not None
+            rows.append([*blank, result.server, "median", *(c.format(median[c.key]) for c in columns)])  # type: ignore[arg-type]
+            spreads = [f"{spread([run[c.key] for run in result.runs]):.1%}" for c in columns]  # type: ignore[misc]
+            rows.append([*blank, result.server, "spread", *spreads])
+        out.append(table(rows, left=len(_CELLS[scenario]) + 2))
+    return "\n\n".join(out)
 
 
 def _isStreamd(name: str) -> bool:
@@ -448,6 +597,10 @@ _HEADLINES = {
     "large": ("ms", "ms", fixed(1)),
     "resume": ("resume_p50_ms", "ms to the first resumed message (p50)", fixed(2)),
     "scrape": ("scrape_ms", "ms per /metrics scrape", fixed(2)),
+    "streams": ("server_cpu", "of a core (server)", percent),
+    "streamcost": ("idle_stream_bytes", "bytes per idle stream", fixed(0)),
+    "patterns": ("server_ns_per_delivery", "server ns per delivery", fixed(0)),
+    "subchurn": ("pairs_per_s", "SUB+UNSUB pairs/s", quantity),
 }
 
 

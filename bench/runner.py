@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import reconnect, scenarios
+from bench import named, reconnect, scenarios
 from bench.figures import medianRun
 from bench.proc import cores, stolenSeconds
 from bench.scenarios import Figures, MiB, Settings
 from bench.servers import BenchError, Server, startNats, startRedis, startStreamd
-from bench.wire import STREAMD, WIRES, Wire
+from bench.wire import STREAMD, WIRES
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 
 SCENARIOS = ("burst", "paced", "idle", "large", "resume", "scrape")
@@ -30,6 +30,19 @@ SOAKS = ("drip",)
 Scenarios run only when asked for by name: they measure memory under
 hostile clients, not speed.
 """
+NAMED = ("streams", "streamcost", "patterns", "subchurn")
+"""
+The scenarios of named streams (L{bench.named}), run only when asked for by
+name, on streamd alone (C{patterns} on two: exact subscriptions, then
+patterns).
+"""
+BASELINE = "baseline"
+"""
+The name in reports of the streamd of another tree (C{--baseline}), run
+beside this tree's: as a peer, so each table has the ratio of this tree's
+figures to its.
+"""
+PATTERN_SERVERS = ("streamd exact", "streamd pattern")
 DEFAULT_CLIENTS = 10_000
 CLIENTS_MARGIN = 100
 WINDOWS_PENDING = 4
@@ -50,13 +63,15 @@ class Plan:
         (all sent in one run).
     @ivar servers: streamd (its int32 subscribers) first, then streamd with
         subscribers of its other protocols (C{"streamd seq"}, ...), then the
-        peers it is compared with.
+        peers it is compared with (L{BASELINE} among them).
+    @ivar baseline: the tree of L{BASELINE}'s streamd, if any.
     """
 
     cells: dict[str, tuple[tuple[int, ...], ...]]
     servers: tuple[str, ...]
     runs: int
     settings: Settings
+    baseline: Path | None = None
 
 
 @dataclass
@@ -118,7 +133,25 @@ def serverNeeds(plan: Plan, scenario: str, cell: tuple[int, ...]) -> tuple[int, 
         return DEFAULT_MAX_MESSAGE_SIZE, 0, cell[0]
     if scenario == "resume":
         return DEFAULT_MAX_MESSAGE_SIZE, 0, DEFAULT_CLIENTS
+    if scenario in ("streams", "patterns"):
+        return DEFAULT_MAX_MESSAGE_SIZE, 0, cell[1 if scenario == "streams" else 0]
+    if scenario in NAMED:
+        return DEFAULT_MAX_MESSAGE_SIZE, 0, DEFAULT_CLIENTS
     return max(cell), 2 * max(cell), DEFAULT_CLIENTS
+
+
+def streamsNeeded(scenario: str, cell: tuple[int, ...]) -> int:
+    """
+    The named streams C{scenario} makes for C{cell} (its daemon's
+    C{--max-streams} is that and a margin).
+    """
+    if scenario in ("streams", "streamcost"):
+        return cell[0]
+    if scenario == "patterns":
+        return cell[1]
+    if scenario == "subchurn":
+        return cell[1] + named.CHURN_NAMES
+    return 0
 
 
 def serversFor(plan: Plan, scenario: str) -> tuple[str, ...]:
@@ -127,6 +160,10 @@ def serversFor(plan: Plan, scenario: str) -> tuple[str, ...]:
     """
     if scenario == "resume":
         return ("streamd seq",)
+    if scenario == "patterns":
+        return PATTERN_SERVERS
+    if scenario in NAMED:
+        return (STREAMD.name,)
     if scenario == "scrape":
         return (STREAMD.name,)
     if scenario in PROTOCOL_SCENARIOS:
@@ -134,19 +171,40 @@ def serversFor(plan: Plan, scenario: str) -> tuple[str, ...]:
     return tuple(name for name in plan.servers if name == STREAMD.name or not name.startswith(STREAMD.name))
 
 
-def _start(name: str, scenario: str, workdir: Path, needs: tuple[int, int, int]) -> Server:
-    maxMessage, pending, clients = needs
+def namedOptions(plan: Plan, scenario: str, cell: tuple[int, ...]) -> list[str]:
+    """
+    The twistd plugin options of a daemon of a named-streams scenario.
+    """
+    options = streamdOptions(*serverNeeds(plan, scenario, cell))
+    return options + ["--max-streams", str(streamsNeeded(scenario, cell) + named.STREAM_MARGIN)]
+
+
+def _start(plan: Plan, name: str, scenario: str, workdir: Path, cell: tuple[int, ...]) -> Server:
+    maxMessage, pending, clients = serverNeeds(plan, scenario, cell)
     if name == "redis":
         return startRedis(workdir, max(clients + CLIENTS_MARGIN, DEFAULT_CLIENTS))
     if name == "nats":
         return startNats(workdir, max(clients + CLIENTS_MARGIN, DEFAULT_CLIENTS), maxMessage, pending)
+    options = streamdOptions(maxMessage, pending, clients)
+    if scenario in NAMED:
+        return startStreamd(workdir, namedOptions(plan, scenario, cell), listeners=["seq"])
+    if name == BASELINE:
+        return startStreamd(workdir, options, listeners=["main"], tree=plan.baseline, name=BASELINE)
     listeners = [WIRES[name].listener, "http" if scenario == "scrape" else "main"]
-    return startStreamd(workdir, streamdOptions(maxMessage, pending, clients), listeners=listeners)
+    return startStreamd(workdir, options, listeners=listeners)
 
 
 def _measure(
-    scenario: str, server: Server, wire: Wire, cell: tuple[int, ...], settings: Settings
+    scenario: str, server: Server, name: str, cell: tuple[int, ...], settings: Settings
 ) -> dict[tuple[int, ...], Figures]:
+    if scenario == "streams":
+        return {cell: named.streams(server, cell[0], cell[1], cell[2], settings)}
+    if scenario == "patterns":
+        pattern = name == PATTERN_SERVERS[1]
+        return {cell: named.patterns(server, cell[0], cell[1], cell[2], pattern, settings)}
+    if scenario == "subchurn":
+        return {cell: named.subchurn(server, cell[0], cell[1], settings)}
+    wire = STREAMD if name == BASELINE else WIRES[name]
     if scenario == "burst":
         return {cell: scenarios.burst(server, wire, cell[0], cell[1], settings)}
     if scenario == "paced":
@@ -198,14 +256,19 @@ def run(plan: Plan, workdir: Path, progress: Callable[[Result, int, str | None],
                         results.setdefault((scenario, row, name), Result(scenario, row, name)) for row in rows
                     ]
                     try:
-                        server = _start(name, scenario, workdir, serverNeeds(plan, scenario, cell))
-                        try:
+                        if scenario == "streamcost":
+                            options = namedOptions(plan, scenario, cell)
                             stolen = _Steal()
-                            measured = _measure(scenario, server, WIRES[name], cell, plan.settings)
-                            for figures in measured.values():
-                                figures["stolen"] = stolen.share()
-                        finally:
-                            server.stop()
+                            measured = {cell: named.streamCost(workdir, cell[0], options, plan.settings)}
+                        else:
+                            server = _start(plan, name, scenario, workdir, cell)
+                            try:
+                                stolen = _Steal()
+                                measured = _measure(scenario, server, name, cell, plan.settings)
+                            finally:
+                                server.stop()
+                        for figures in measured.values():
+                            figures["stolen"] = stolen.share()
                     except BenchError as e:
                         for result in mine:
                             result.errors.append(str(e))

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import streamd
 from bench.proc import connectionCount, dieWithParent, openFiles, rssBytes
 
 BACKLOG = 4096
@@ -30,14 +31,37 @@ STARTUP_SECONDS = 15.0
 STOP_SECONDS = 3.0
 
 _LISTENING = re.compile(rb"streamd listening on 127\.0\.0\.1:(\d+)")
+_IMPORTED = re.compile(rb"^streamd imported from (.+)$", re.MULTILINE)
+_PROBE = (
+    "import sys, streamd; print('streamd imported from ' + streamd.__file__, flush=True); "
+    "from twisted.scripts.twistd import run; run()"
+)
 _NATS_LISTENING = re.compile(rb"Listening for client connections on 127\.0\.0\.1:(\d+)")
 
 
 def twistdCommand(*argv: str) -> list[str]:
     """
-    The command line that runs twistd with C{argv} in this Python.
+    The command line that runs twistd with C{argv} in this Python; its first
+    line of output says which C{streamd} package it imported (see
+    L{importedFrom}).
     """
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *argv]
+    return [sys.executable, "-c", _PROBE, *argv]
+
+
+def importedFrom(log: bytes) -> Path | None:
+    """
+    The tree whose C{streamd} package a daemon started with L{twistdCommand}
+    imported, from its C{log}, if it said.
+    """
+    found = _IMPORTED.search(log)
+    return Path(os.fsdecode(found.group(1).strip())).parent.parent if found else None
+
+
+def thisTree() -> Path:
+    """
+    The tree whose C{streamd} the benchmark itself imported.
+    """
+    return Path(streamd.__file__).parent.parent
 
 
 class BenchError(Exception):
@@ -65,6 +89,7 @@ class Server:
         self.log = log
         self.port = port
         self.ports = {"main": port, **others}
+        self.tree: Path | None = None
 
     def rss(self) -> int:
         """
@@ -161,13 +186,20 @@ def _tail(log: Path) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """
+    Run C{argv} in the folder of its C{log} (C{python -c} puts the current
+    folder first on C{sys.path}: run from a checkout, it would import that
+    checkout's C{streamd}, whatever C{PYTHONPATH} says).
+    """
     with open(log, "wb") as out:
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            cwd=log.parent,
+            env=env,
             start_new_session=True,
             preexec_fn=dieWithParent,
         )
@@ -183,21 +215,40 @@ The other listeners a streamd under test may have, besides its int32 one.
 
 
 def startStreamd(
-    workdir: Path, options: list[str], twistdOptions: Sequence[str] = (), listeners: Sequence[str] = ()
+    workdir: Path,
+    options: list[str],
+    twistdOptions: Sequence[str] = (),
+    listeners: Sequence[str] = (),
+    tree: Path | None = None,
+    name: str = "streamd",
 ) -> Server:
     """
     A streamd daemon on a free loopback port, with no source and the given
     extra twistd plugin C{options} (and twistd's own C{twistdOptions}),
     and C{listeners} (of L{LISTENERS}) on free ports too.
+
+    @param tree: the checkout whose C{streamd} it runs (first on its
+        C{PYTHONPATH}); by default the benchmark's own.
+    @param name: its name in reports, and of its log file.
+    @raise BenchError: if it imported C{streamd} from another tree.
     """
-    log = workdir / "streamd.log"
+    log = workdir / f"{name.replace(' ', '-')}.log"
     argv = twistdCommand("-n", "--pidfile=", *twistdOptions, "streamd")
     argv += ["--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}", "--source", "none"]
     argv += ["--stats-interval", "0"]
-    ordered = [name for name in LISTENERS if name in listeners]
-    for name in ordered:
-        argv += LISTENERS[name]
-    return _listening("streamd", _spawn(argv + options, log), log, _LISTENING, ordered)
+    ordered = [listener for listener in LISTENERS if listener in listeners]
+    for listener in ordered:
+        argv += LISTENERS[listener]
+    expected = thisTree() if tree is None else tree
+    path = [str(expected), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    server = _listening(name, _spawn(argv + options, log, env), log, _LISTENING, ordered)
+    imported = importedFrom(log.read_bytes())
+    if imported is None or imported.resolve() != expected.resolve():
+        server.stop()
+        raise BenchError(f"{name} imported streamd from {imported}, not from {expected}")
+    server.tree = imported
+    return server
 
 
 def _listening(

@@ -24,7 +24,7 @@ from bench.records import (
 )
 from bench.webrecords import SseWalker, WebSocketFrames, pong
 from streamd.seqframing import (
-    VERSION,
+    STREAMS_VERSION,
     ClientHello,
     FrameType,
     Pong,
@@ -41,6 +41,15 @@ The Redis channel and the NATS subject of every run.
 NATS_SID = b"1"
 
 _INT32 = Struct(">I")
+
+ONE_STREAM_VERSION = STREAMS_VERSION - 1
+"""
+The C{seq} version that the subscribers of burst, paced and resume speak:
+that of every client of one stream.  A client of version 4 asking for a
+start is sent its stream in SMSG and SBATCH frames, through the frames of
+several streams (a different path, measured by the scenarios of named
+streams, L{bench.named}), and a daemon from before named streams speaks 3.
+"""
 
 
 class Wire:
@@ -256,7 +265,7 @@ class _StreamdVariant(Wire):
 class SeqWire(_StreamdVariant):
     """
     streamd's C{seq} listener: a subscriber's HELLO asks for the stream
-    from the next message, in the newest version, the server's HELLO
+    from the next message, in L{ONE_STREAM_VERSION}, the server's HELLO
     answers, then BATCH and MSG frames (L{SeqWalker}); a PING is answered
     with a PONG.
     """
@@ -274,7 +283,7 @@ class SeqWire(_StreamdVariant):
         return SeqWalker(maxLength, stamped)
 
     def request(self, subscriber: bool) -> bytes:
-        return framed(ClientHello(VERSION, Start.NEWEST, bytes(8), 0))
+        return framed(ClientHello(ONE_STREAM_VERSION, Start.NEWEST, bytes(8), 0))
 
     def answered(self, received: Chunk, subscriber: bool) -> int | None:
         frame = seqFrame(received)

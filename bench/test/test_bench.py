@@ -528,12 +528,12 @@ class RunnerTests(SynchronousTestCase):
             def stop(self) -> None:
                 pass
 
-        def fakeStart(name: str, scenario: str, workdir: Path, needs: tuple[int, int, int]) -> FakeServer:
+        def fakeStart(plan: Plan, name: str, scenario: str, workdir: Path, cell: tuple[int, ...]) -> FakeServer:
             started.append((name, len([s for s in started if s[0] == name]) + 1))
             return FakeServer(name)
 
         def fakeMeasure(
-            scenario: str, server: FakeServer, wire: object, cell: tuple[int, ...], settings: Settings
+            scenario: str, server: FakeServer, name: str, cell: tuple[int, ...], settings: Settings
         ) -> object:
             return {cell: {"run": started[-1][1]}}
 
@@ -567,8 +567,8 @@ class RunnerTests(SynchronousTestCase):
             def stop(self) -> None:
                 pass
 
-        self.patch(runner, "_start", lambda name, scenario, workdir, needs: FakeServer())
-        self.patch(runner, "_measure", lambda scenario, server, wire, cell, settings: {cell: {"ms": 1.0}})
+        self.patch(runner, "_start", lambda plan, name, scenario, workdir, cell: FakeServer())
+        self.patch(runner, "_measure", lambda scenario, server, name, cell, settings: {cell: {"ms": 1.0}})
         plan = Plan({"large": ((1 << 20,),)}, ("streamd",), 1, Settings())
         [result] = runner.run(plan, Path("."), lambda result, number, error: None)
         self.assertEqual(result.runs, [{"ms": 1.0, "stolen": 1.5}])

@@ -14,12 +14,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from bench.records import SeqWalker, Walker
 from bench.test.test_bench import _OpeningMixin, _payloads, _WalkerMixin
 from bench.webrecords import Dechunker, SseWalker, WebSocketFrames, pong
-from bench.wire import SeqWire, SseWire, WebSocketWire
+from bench.wire import ONE_STREAM_VERSION, SeqWire, SseWire, WebSocketWire
 from streamd.framing import INT32
 from streamd.seqframing import (
     SEQ,
     SEQ_BATCH,
-    VERSION,
     Batch,
     ClientHello,
     Gap,
@@ -113,10 +112,12 @@ class SeqBatchWalkerTests(_WalkerMixin, SynchronousTestCase):
 
     def test_announcesV2(self) -> None:
         """
-        The bench's seq subscribers ask for the newest version, 3.
+        The bench's seq subscribers of one stream speak version 3, as every
+        client of one stream does (version 4 is the named streams'), which
+        has BATCH frames.
         """
-        self.assertEqual(self.wire.request(True), framed(ClientHello(VERSION, 0, bytes(8), 0)))
-        self.assertEqual(VERSION, 3)
+        self.assertEqual(self.wire.request(True), framed(ClientHello(3, 0, bytes(8), 0)))
+        self.assertEqual(ONE_STREAM_VERSION, 3)
 
     def test_controls(self) -> None:
         """
