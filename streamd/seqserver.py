@@ -93,6 +93,9 @@ class SeqServerProtocol(FramedSessionProtocol):
         published: list[Payload] = []
         numbered: list[Payload] = []
         numbers: list[int] = []
+        # A run of SPUBs to one stream is published together, as PUBs are.
+        named: list[Payload] = []
+        namedStream = ""
         for payload in payloads:
             if not session.open:
                 return
@@ -115,6 +118,19 @@ class SeqServerProtocol(FramedSessionProtocol):
             if published:
                 self._publishFrames(published)
                 published = []
+            if isinstance(frame, SPub) and streaming and self._version >= STREAMS_VERSION:
+                if len(frame.payload) > self.MAX_LENGTH:
+                    self.lengthLimitExceeded(len(frame.payload))
+                    return
+                if named and frame.stream != namedStream:
+                    session.publish(named, stream=namedStream)
+                    named = []
+                named.append(frame.payload)
+                namedStream = frame.stream
+                continue
+            if named:
+                session.publish(named, stream=namedStream)
+                named = []
             if isinstance(frame, PubN) and streaming and self._version >= ACK_VERSION:
                 if len(frame.payload) > self.MAX_LENGTH:
                     self.lengthLimitExceeded(len(frame.payload))
@@ -131,7 +147,7 @@ class SeqServerProtocol(FramedSessionProtocol):
             elif isinstance(frame, ClientHello) and self._hello is None:
                 self._helloReceived(frame)
                 greeted = True
-            elif self._hello is None or isinstance(frame, (ClientHello, Pub, PubN)):
+            elif self._hello is None or isinstance(frame, (ClientHello, Pub, PubN, SPub)):
                 when = "before HELLO" if self._hello is None else "out of turn"
                 session.drop(Reason.BAD_REQUEST, error=f"sent {_name(frame)} {when}")
                 return
@@ -143,6 +159,8 @@ class SeqServerProtocol(FramedSessionProtocol):
                 self._streamFrameReceived(frame)
         if published:
             self._publishFrames(published)
+        if named and session.open:
+            session.publish(named, stream=namedStream)
         if numbered and session.open:
             session.publishNumbered(numbered, numbers, self._acknowledge)
         if greeted and session.open:
@@ -181,7 +199,7 @@ class SeqServerProtocol(FramedSessionProtocol):
 
     def _streamFrameReceived(self, frame: object) -> None:
         """
-        A version 4 client's SUB, UNSUB or SPUB.
+        A version 4 client's SUB or UNSUB, or a version 5 one's SPUBN.
         """
         session = self.session
         if isinstance(frame, Sub):
@@ -198,11 +216,6 @@ class SeqServerProtocol(FramedSessionProtocol):
             )
         elif isinstance(frame, Unsub):
             session.unsubscribe(frame.subject)
-        elif isinstance(frame, SPub):
-            if len(frame.payload) > self.MAX_LENGTH:
-                self.lengthLimitExceeded(len(frame.payload))
-                return
-            session.publish([frame.payload], stream=frame.stream)
         elif isinstance(frame, SPubN) and self._version >= ACK_VERSION:
             if len(frame.payload) > self.MAX_LENGTH:
                 self.lengthLimitExceeded(len(frame.payload))

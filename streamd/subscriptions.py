@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 from streamd.fanout.cursor import Cursor, newSerial
 from streamd.fanout.hub import Hub
-from streamd.fanout.mux import Mux
+from streamd.fanout.mux import Mux, SocketMux
 from streamd.fanout.resume import Start, StartRequest
+from streamd.fanout.socketcursor import sendsToSocket
 from streamd.fanout.streams import Streams
 from streamd.names import checkPattern, isPattern, matches
 
@@ -46,11 +47,14 @@ class Subscriptions:
         self.session = session
         self.streams = streams
         self.serial = newSerial() if serial is None else serial
-        self.mux = Mux(transport)
+        self.mux = (SocketMux if sendsToSocket(transport) else Mux)(transport)
         self.cursors: dict[Hub, Cursor] = {}
         self._requests: dict[str, StartRequest] = {}
+        self._patterns: set[str] = set()
         self._positions: dict[str, StartRequest] = {}
+        # Which subscriptions match each stream sent, and the other way.
         self._covering: dict[Hub, set[str]] = {}
+        self._covered: dict[str, set[Hub]] = {}
 
     @property
     def written(self) -> int:
@@ -79,19 +83,22 @@ class Subscriptions:
             return []
         if isPattern(subject):
             hubs = self.streams.watch(subject, self)
+            self._patterns.add(subject)
         else:
             hubs = [self.streams.open(subject)]
         self._requests[subject] = request
         self._positions.update(positions)
         fresh = []
         for hub in hubs:
-            if not self.session.mayRead(hub):
-                continue
-            covering = self._covering.setdefault(hub, set())
-            if not covering:
-                fresh.append(hub)
-            covering.add(subject)
+            if self.session.mayRead(hub):
+                if hub not in self._covering:
+                    fresh.append(hub)
+                self._cover(hub, subject)
         return fresh
+
+    def _cover(self, hub: Hub, subject: str) -> None:
+        self._covering.setdefault(hub, set()).add(subject)
+        self._covered.setdefault(subject, set()).add(hub)
 
     def requestFor(self, hub: Hub, subject: str) -> StartRequest:
         """
@@ -127,7 +134,8 @@ class Subscriptions:
         C{hub}'s stream could not be started: a subscription that matches
         it again may start it.
         """
-        self._covering.pop(hub, None)
+        for subject in self._covering.pop(hub, ()):
+            self._covered[subject].discard(hub)
 
     def remove(self, subject: str) -> None:
         """
@@ -136,9 +144,11 @@ class Subscriptions:
         """
         if self._requests.pop(subject, None) is None:
             return
-        if isPattern(subject):
+        if subject in self._patterns:
+            self._patterns.discard(subject)
             self.streams.unwatch(subject, self)
-        for hub, covering in list(self._covering.items()):
+        for hub in self._covered.pop(subject, ()):
+            covering = self._covering[hub]
             covering.discard(subject)
             if not covering:
                 del self._covering[hub]
@@ -150,19 +160,18 @@ class Subscriptions:
         """
         A stream that some of the session's patterns match was made.
         """
-        covering = {
-            subject for subject in self._requests if isPattern(subject) and matches(subject, hub.name)
-        }
+        covering = sorted(subject for subject in self._patterns if matches(subject, hub.name))
         if not covering or hub in self._covering or not self.session.mayRead(hub):
             return
-        self._covering[hub] = covering
-        self.session.streamAppeared(hub, self.requestFor(hub, min(covering)), min(covering))
+        for subject in covering:
+            self._cover(hub, subject)
+        self.session.streamAppeared(hub, self.requestFor(hub, covering[0]), covering[0])
 
     def stop(self) -> None:
         """
         The session ended: no more streams are made for it.
         """
-        for subject in self._requests:
-            if isPattern(subject):
-                self.streams.unwatch(subject, self)
+        for subject in self._patterns:
+            self.streams.unwatch(subject, self)
+        self._patterns.clear()
         self._requests.clear()

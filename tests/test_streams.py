@@ -22,6 +22,7 @@ from streamd.client.seq import SeqClientFactory
 from streamd.config import FlowControl, ServerConfig, StreamsConfig
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
+from streamd.fanout.mux import SocketMux
 from streamd.fanout.resume import Start
 from streamd.fanout.streams import OVERFLOW_RETRY, StreamRefused, Streams
 from streamd.framing import INT32
@@ -45,7 +46,7 @@ from streamd.seqserver import SeqServerFactory
 from streamd.stats import Stats
 
 from .support import frames
-from .test_socketcursor import Owner
+from .test_socketcursor import Owner, socketPair
 
 
 class RegistryTests(SynchronousTestCase):
@@ -378,6 +379,17 @@ class SeveralStreamsTests(SynchronousTestCase):
         self.assertEqual(heard(otherTransport), [("stream", "chat.room", 1), ("chat.room", 1, b"hi")])
         self.assertEqual(daemon.streams.get("chat.room").history.nextSequence, 2)  # type: ignore[union-attr]
 
+    def test_publishRunsTogether(self) -> None:
+        """
+        SPUBs to one stream that come together are one entry, as PUBs are.
+        """
+        daemon = StreamsDaemon()
+        sender, _ = daemon.connect()
+        sender.dataReceived(b"".join(framed(SPub("x", b"%d" % i)) for i in range(5)) + framed(SPub("y", b"y")))
+        self.assertEqual(len(daemon.streams.get("x").history), 1)  # type: ignore[union-attr, arg-type]
+        self.assertEqual(daemon.streams.get("x").history.nextSequence, 6)  # type: ignore[union-attr]
+        self.assertEqual(daemon.streams.get("y").history.nextSequence, 2)  # type: ignore[union-attr]
+
     def test_ownNotSentBackLater(self) -> None:
         """
         What a client publishes to a stream it is not subscribed to is not
@@ -479,6 +491,73 @@ class MuxTests(SynchronousTestCase):
         told = heard(transport)
         self.assertEqual(told[:3], [("stream", "big", 1), ("stream", "small", 1), ("big", 1, b"x" * 300_000)])
         self.assertEqual(told[3:], [("small", 1, b"s1")])
+
+
+class SocketMuxTests(SynchronousTestCase):
+    """
+    L{SocketMux} sends several streams straight to a socket that takes only
+    part of what it is given: every frame whole, every stream in order,
+    nothing lost or doubled, and a stream that stops mid-frame finishes it.
+    """
+
+    def setUp(self) -> None:
+        self.transport, self.far, _ = socketPair(self)
+        self.mux = SocketMux(self.transport)
+        self.streams = Streams(Stats(), Clock(), FlowControl())
+
+    def subscribe(self, name: str) -> Cursor:
+        hub = self.streams.open(name)
+        cursor = Cursor(self.mux, hub, INT32, Owner())
+        hub.subscribe(cursor)
+        self.mux.add(cursor)
+        return cursor
+
+    def drain(self) -> list[bytes]:
+        """
+        Read the far end as the reactor would let the mux write: whenever
+        the socket is empty, the mux is asked for more, until it has none.
+        """
+        received = b""
+        idle = 0
+        while idle < 2:
+            try:
+                chunk = self.far.recv(1 << 20)
+            except BlockingIOError:
+                idle += 1
+                self.mux.resumeProducing()
+                continue
+            idle = 0
+            received += chunk
+        return frames(received)
+
+    def test_interleavedWhole(self) -> None:
+        """
+        Two streams published in turn, far more than the socket holds, all
+        arrive whole and in order.
+        """
+        self.subscribe("a")
+        self.subscribe("b")
+        for i in range(200):
+            self.streams.open("a").publish([b"a%d-" % i + b"x" * 700])
+            self.streams.open("b").publish([b"b%d-" % i + b"y" * 300])
+        got = self.drain()
+        for name, size in ((b"a", 700), (b"b", 300)):
+            mine = [m for m in got if m.startswith(name)]
+            self.assertEqual(mine, [name + b"%d-" % i + (b"x" if name == b"a" else b"y") * size for i in range(200)])
+        self.assertEqual(len(got), 400)
+
+    def test_removedMidFrame(self) -> None:
+        """
+        A stream removed while the socket holds part of its frame finishes
+        that frame before the other stream's next one.
+        """
+        big = self.subscribe("big")
+        self.subscribe("small")
+        self.streams.open("big").publish([b"z" * 200_000])
+        self.mux.remove(big)
+        self.streams.open("small").publish([b"after"])
+        self.streams.open("big").publish([b"not sent"])
+        self.assertEqual(self.drain(), [b"z" * 200_000, b"after"])
 
 
 NAMES = ["a", "a.x", "a.y", "b.x", "b.y.z"]

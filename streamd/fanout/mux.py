@@ -73,6 +73,20 @@ class Mux:
     def write(self, data: bytes) -> None:
         self.transport.write(data)
 
+    def _send(self, data: bytes) -> None:
+        """
+        Hand the connection C{data} (the mux's own, or what is left of an
+        entry), now.
+        """
+        self.transport.write(data)
+
+    def _takeUnsent(self) -> bytes:
+        """
+        What the connection was handed and has not sent, taken back (none:
+        the transport keeps it).
+        """
+        return b""
+
     def add(self, cursor: Cursor) -> None:
         """
         C{cursor} (made with this mux as its transport) is subscribed: it
@@ -90,7 +104,7 @@ class Mux:
             rest = cursor._unsent()
             cursor.abandon()
             if rest:
-                self.transport.write(rest)
+                self._send(rest)
 
     # What the connection is sent besides the streams.
 
@@ -105,7 +119,7 @@ class Mux:
             self._private.append(data)
             return
         self._sentPrivate += len(data)
-        self.transport.write(data)
+        self._send(data)
 
     def sendFinal(self, data: bytes, close: Callable[[], object] | None = None) -> None:
         """
@@ -121,7 +135,7 @@ class Mux:
         self._cursors.clear()
         transport = self.transport
         transport.unregisterProducer()
-        transport.write(rest + b"".join(self._private) + data)
+        transport.write(self._takeUnsent() + rest + b"".join(self._private) + data)
         self._private.clear()
         if close is None:
             transport.loseConnection()
@@ -186,7 +200,7 @@ class Mux:
         while self._private and not self._paused:
             data = self._private.popleft()
             self._sentPrivate += len(data)
-            self.transport.write(data)
+            self._send(data)
         for cursor in cursors:
             if self._paused:
                 return
@@ -198,3 +212,65 @@ class Mux:
 
     def stopProducing(self) -> None:
         self.abandon()
+
+
+class SocketMux(Mux):
+    """
+    A L{Mux} that sends straight to a TCP or UNIX socket, as a
+    L{streamd.fanout.socketcursor.SocketCursor} does for a connection of
+    one stream: never through Twisted's buffer, one C{send} per write.
+    What the kernel does not take of a write is kept (an entry's worth at
+    most: L{streamd.fanout.cursor.MAX_WRITE}) and every cursor waits until
+    the socket takes it; the mux is the transport's pull producer, asked
+    for more when the socket is writable again.
+    """
+
+    streaming = False
+
+    def __init__(self, transport: Any) -> None:
+        self._socketSend = transport.socket.send
+        self._unsentBytes: memoryview | None = None
+        super().__init__(transport)
+
+    def write(self, data: bytes) -> None:
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        if self._unsentBytes is not None:
+            # What must follow at once (the rest of an entry whose stream
+            # stopped) waits behind it.
+            self._unsentBytes = memoryview(bytes(self._unsentBytes) + data)
+            return
+        if self.transport.disconnecting:
+            return
+        try:
+            sent = self._socketSend(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # The peer is gone: the transport finds out on its next read.
+            self.abandon()
+            self.transport.abortConnection()
+            return
+        if sent < len(data):
+            self._unsentBytes = memoryview(data)[sent:]
+            self.pauseProducing()
+            self.transport.startWriting()
+
+    def resumeProducing(self) -> None:
+        """
+        The socket can take more: what it did not take first, then the
+        cursors.
+        """
+        unsent = self._unsentBytes
+        if unsent is not None:
+            self._unsentBytes = None
+            self._send(bytes(unsent))
+            if self._unsentBytes is not None:
+                return
+        if self._paused:
+            super().resumeProducing()
+
+    def _takeUnsent(self) -> bytes:
+        unsent, self._unsentBytes = self._unsentBytes, None
+        return b"" if unsent is None else bytes(unsent)
