@@ -667,7 +667,10 @@ class Session:
         """
         hub = self.context.hub
         sender: Cursor | Subscriptions | None = self.cursor
-        if self.access is not Access.PUBLISH or not self.rights.publishes(hub.name if stream is None else stream):
+        rights = self.rights
+        if self.access is not Access.PUBLISH or (
+            rights is not ALL_STREAMS and not rights.publishes(hub.name if stream is None else stream)
+        ):
             # Checked before the stream is made: a client may not make
             # streams it may not publish to.
             if stream is not None and self.access is Access.PUBLISH:
@@ -683,17 +686,14 @@ class Session:
                 return None
             sender = None if self.subscriptions is None else self.subscriptions.senderOn(hub)
         publishedTo = self._publishedTo
-        if publishedTo is None:
-            publishedTo = self._publishedTo = {}
-        if hub not in publishedTo:
-            publishedTo[hub] = None
-            hub.addPublisher(self.adapter.transport, waits=False)
+        if publishedTo is None or hub not in publishedTo:
+            self._publishesTo(hub)
         if size is None:
             size = sum(map(len, payloads))
         # Send first and count after: the bookkeeping, and the few log lines
         # a second, do not delay the stream.
         try:
-            entry = hub.publish(payloads, raw, framing if raw else None, sender, received, number=number)
+            entry = hub.publish(payloads, raw, framing if raw else None, sender, received, None, number)
         except DiskFull:
             self.drop(Reason.DISK_FULL, stream=hub.name)
             return None
@@ -710,6 +710,16 @@ class Session:
                 preview=preview(payload),
             )
         return entry
+
+    def _publishesTo(self, hub: Hub) -> None:
+        """
+        The client publishes to C{hub} for the first time: the hub may
+        pause it (see L{Hub.addPublisher}) until it leaves.
+        """
+        if self._publishedTo is None:
+            self._publishedTo = {}
+        self._publishedTo[hub] = None
+        hub.addPublisher(self.adapter.transport, waits=False)
 
     def publishNumbered(
         self,

@@ -524,6 +524,28 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual((history.start, history.end, history.find(1)), (1, 2, 1))
         self.assertEqual(history.size, len(INT32.encode(b"c")))
 
+    @given(st.lists(st.floats(min_value=0, max_value=4e9, allow_nan=False), min_size=1, max_size=30))
+    def test_entryAtByMillisecond(self, times: list[float]) -> None:
+        """
+        L{History.entryAt} finds the first entry of every millisecond
+        (C{int(time * 1000)}) whatever the times, in order or not, exactly
+        as a mark taken at every entry would: the history's shortcut of
+        comparing times with the next millisecond's start misses none.
+        """
+        history = History()
+        for n, time in enumerate(times):
+            history.append(INT32.encode(b"%d" % n), INT32, 1, time=time)
+        marks: dict[int, int] = {}
+        newest = -1
+        for n, time in enumerate(times):
+            millisecond = int(time * 1000)
+            if millisecond > newest:
+                marks[millisecond] = n
+                newest = millisecond
+        for millisecond in {*marks, *(m + 1 for m in marks), *(m - 1 for m in marks)}:
+            expected = min((n for m, n in marks.items() if m >= millisecond), default=history.end)
+            self.assertEqual(history.entryAt(millisecond), expected)
+
     def test_untrackedByTheCycleCollector(self) -> None:
         """
         Once collected young, an entry is no longer tracked by Python's cycle

@@ -10,6 +10,7 @@ Entries leave the log only from its old end.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -138,7 +139,10 @@ class History:
         # When entries came in: (millisecond, number of the first entry of
         # that millisecond), one mark per millisecond that saw any.
         self._marks: deque[tuple[int, int]] = deque()
-        self._lastMark = -1
+        # The first time (in seconds) of the millisecond after the newest
+        # mark's: an entry that comes in earlier needs no mark, and telling
+        # so costs one comparison, not a conversion.
+        self._nextMarkAt = float("-inf")
 
     @property
     def start(self) -> int:
@@ -205,20 +209,42 @@ class History:
             first = self.nextSequence
         elif first < self.nextSequence:
             raise ValueError(f"message {first} is older than the next sequence number {self.nextSequence}")
-        millisecond = int(time * 1000)
-        if millisecond > self._lastMark:
-            self._marks.append((millisecond, self.end))
-            self._lastMark = millisecond
+        if time >= self._nextMarkAt:
+            self._mark(time)
         if number and sender < 0:
             self.publishers.took(identityOf(sender), number, first + count - 1)
-        entry = (first, count, data, self._number(framing), self._nextOffset, sender)
+        code = self._numbers.get(framing)
+        if code is None:
+            code = self._number(framing)
+        entry = (first, count, data, code, self._nextOffset, sender)
         self._entries.append(entry)
         self.nextSequence = first + count
-        self._nextOffset += len(data)
-        self.size += len(data)
+        size = len(data)
+        self._nextOffset += size
+        self.size += size
         if self.pool is not None:
-            self.pool.held += len(data)
+            self.pool.held += size
         return entry
+
+    def _mark(self, time: float) -> None:
+        """
+        Mark the entry about to be appended as the first of the
+        millisecond of C{time}, if no entry came in that millisecond yet.
+        """
+        millisecond = int(time * 1000)
+        marks = self._marks
+        if marks and millisecond <= marks[-1][0]:
+            return
+        marks.append((millisecond, self.end))
+        # The smallest time of a later millisecond: int(t * 1000) > millisecond
+        # exactly when t * 1000 (as rounded) reaches millisecond + 1.
+        after = millisecond + 1
+        at = after / 1000
+        while at * 1000 >= after:
+            at = math.nextafter(at, -math.inf)
+        while at * 1000 < after:
+            at = math.nextafter(at, math.inf)
+        self._nextMarkAt = at
 
     def appendPayloads(self, payloads: Sequence[Payload], sender: int = 0) -> Entry:
         """

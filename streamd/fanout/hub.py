@@ -127,7 +127,11 @@ class Hub:
         # The messages published in the last RATE_WINDOW seconds or so:
         # from the number of the first of the window on.
         self._windowStart = 0.0
+        self._windowEnd = RATE_WINDOW
         self._windowFirst = 1
+        # The byte budget this hub's history shares with other streams',
+        # looked at after every publish.
+        self._shared = None if pool is None else pool.pool
         self._rate = 0.0
         self._framings: dict[object, Framing] = {}
         self._live: dict[Cursor, None] = {}
@@ -275,15 +279,34 @@ class Hub:
             sender.published(entry)
         if self.outbound is not None:
             self.outbound(entry)
-        if now - self._windowStart >= RATE_WINDOW:
-            self._rate = (history.nextSequence - self._windowFirst) / (now - self._windowStart)
-            self._windowStart, self._windowFirst = now, history.nextSequence
+        if now >= self._windowEnd:
+            self._measureRate(now)
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
-        pool = self.pool
-        if pool is not None and pool.pool.held > pool.pool.limit and now >= pool.pool.retryAt:
-            pool.overflow()
+        shared = self._shared
+        if shared is not None and shared.held > shared.limit:
+            self._overflow(now)
         return entry
+
+    def _measureRate(self, now: float) -> None:
+        """
+        Begin a new window of L{rate}: the last one has lasted
+        L{RATE_WINDOW} seconds.
+        """
+        nextSequence = self.history.nextSequence
+        self._rate = (nextSequence - self._windowFirst) / (now - self._windowStart)
+        self._windowStart, self._windowFirst = now, nextSequence
+        self._windowEnd = now + RATE_WINDOW
+
+    def _overflow(self, now: float) -> None:
+        """
+        The streams' histories hold more than their budget together: have
+        their owner trim them, unless it tried too recently.
+        """
+        pool = self.pool
+        assert pool is not None
+        if now >= pool.pool.retryAt:
+            pool.overflow()
 
     def _diskFull(self, where: str) -> None:
         """
