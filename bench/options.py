@@ -248,6 +248,25 @@ class BenchOptions(usage.Options):
         ["cluster-reactor", None, None, "With --cluster: twistd --reactor of the nodes (e.g. asyncio)."],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["streamd-option"] = []
+        self["baseline-option"] = []
+
+    def opt_streamd_option(self, option: str) -> None:
+        """
+        One more twistd plugin option of this tree's streamd in burst and
+        paced (repeatable; {run} in it is a new directory for each run,
+        e.g. --streamd-option=--data-dir={run}).
+        """
+        self["streamd-option"].append(option)
+
+    def opt_baseline_option(self, option: str) -> None:
+        """
+        The same, of the baseline's streamd (repeatable).
+        """
+        self["baseline-option"].append(option)
+
     def postOptions(self) -> None:
         if self["quick"]:
             for key, value in QUICK.items():
@@ -302,5 +321,11 @@ class BenchOptions(usage.Options):
         variants = tuple(PROTOCOLS[p] for p in self["protocols"] if p != "int32")
         baseline = (BASELINE,) if self["baseline"] is not None else ()
         return Plan(
-            cells, servers[:1] + variants + baseline + servers[1:], self["runs"], settings, self["baseline"]
+            cells,
+            servers[:1] + variants + baseline + servers[1:],
+            self["runs"],
+            settings,
+            self["baseline"],
+            tuple(self["streamd-option"]),
+            tuple(self["baseline-option"]),
         )

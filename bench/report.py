@@ -364,6 +364,9 @@ def _describeNamed(plan: Plan) -> list[str]:
             f"baseline: streamd imported from {plan.baseline} (checked in its log), run beside this tree's "
             f"({thisTree()}), each on its own PYTHONPATH, in turns; ratio = this tree / baseline"
         )
+    for who, options in (("streamd", plan.options), ("baseline", plan.baselineOptions)):
+        if options:
+            lines.append(f"{who} also runs burst and paced with: {' '.join(options)} ({{run}}: a new directory each run)")
     clients = (
         "seq version 4 clients on plain sockets (HELLO start NONE, then SUB/UNSUB/SPUB/PING; every frame "
         "decoded, each stream's numbers checked to follow on from its STREAM frame)"

@@ -5,6 +5,7 @@ and running it, one fresh server per run.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ class Plan:
         subscribers of its other protocols (C{"streamd seq"}, ...), then the
         peers it is compared with (L{BASELINE} among them).
     @ivar baseline: the tree of L{BASELINE}'s streamd, if any.
+    @ivar options: more twistd plugin options of this tree's streamd (its
+        int32 subscribers' and its other protocols'), in burst and paced;
+        C{{run}} in one is a new directory for each run (a C{--data-dir}).
+    @ivar baselineOptions: the same, of L{BASELINE}'s streamd.
     """
 
     cells: dict[str, tuple[tuple[int, ...], ...]]
@@ -72,6 +77,8 @@ class Plan:
     runs: int
     settings: Settings
     baseline: Path | None = None
+    options: tuple[str, ...] = ()
+    baselineOptions: tuple[str, ...] = ()
 
 
 @dataclass
@@ -189,9 +196,22 @@ def _start(plan: Plan, name: str, scenario: str, workdir: Path, cell: tuple[int,
     if scenario in NAMED:
         return startStreamd(workdir, namedOptions(plan, scenario, cell), listeners=["seq"])
     if name == BASELINE:
+        options += _perRun(plan.baselineOptions, workdir) if scenario in ("burst", "paced") else []
         return startStreamd(workdir, options, listeners=["main"], tree=plan.baseline, name=BASELINE)
+    options += _perRun(plan.options, workdir) if scenario in ("burst", "paced") else []
     listeners = [WIRES[name].listener, "http" if scenario == "scrape" else "main"]
     return startStreamd(workdir, options, listeners=listeners)
+
+
+def _perRun(options: tuple[str, ...], workdir: Path) -> list[str]:
+    """
+    C{options}, with C{{run}} in each replaced by a directory of
+    C{workdir} that no run has used.
+    """
+    if not any("{run}" in option for option in options):
+        return list(options)
+    directory = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    return [option.replace("{run}", str(directory)) for option in options]
 
 
 def _measure(

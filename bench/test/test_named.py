@@ -19,7 +19,16 @@ from bench.named import Publications, StreamReader, subscriptions
 from bench.options import BenchOptions
 from bench.records import STAMP
 from bench.report import cellNames, runTables, spread, tables
-from bench.runner import BASELINE, PATTERN_SERVERS, Plan, Result, namedOptions, serversFor, streamsNeeded
+from bench.runner import (
+    BASELINE,
+    PATTERN_SERVERS,
+    Plan,
+    Result,
+    _perRun,
+    namedOptions,
+    serversFor,
+    streamsNeeded,
+)
 from bench.scenarios import Figures, Settings
 from bench.servers import importedFrom, thisTree
 from streamd.framing import INT32
@@ -215,6 +224,31 @@ class NamedOptionsTests(SynchronousTestCase):
         self.assertEqual((plan.servers, plan.baseline), (("streamd", BASELINE), thisTree()))
         with tempfile.TemporaryDirectory() as empty, self.assertRaises(usage.UsageError):
             self.plan("--baseline", empty)
+
+    def test_daemonOptions(self) -> None:
+        """
+        --streamd-option and --baseline-option (repeatable) add twistd plugin
+        options to this tree's daemon and the baseline's, in burst and
+        paced; C{{run}} in one becomes a new directory in the workdir for
+        each run.
+        """
+        plan = self.plan(
+            "--baseline",
+            str(thisTree()),
+            "--streamd-option=--data-dir={run}",
+            "--streamd-option=--fsync=always",
+            "--baseline-option=--history=1000000",
+        )
+        self.assertEqual(plan.options, ("--data-dir={run}", "--fsync=always"))
+        self.assertEqual(plan.baselineOptions, ("--history=1000000",))
+        with tempfile.TemporaryDirectory() as workdir:
+            first, second = (_perRun(plan.options, Path(workdir)) for _ in range(2))
+            self.assertEqual((first[1], second[1]), ("--fsync=always", "--fsync=always"))
+            made = [Path(options[0].removeprefix("--data-dir=")) for options in (first, second)]
+            self.assertNotEqual(made[0], made[1])
+            self.assertEqual([path.parent for path in made], [Path(workdir)] * 2)
+            self.assertTrue(all(path.is_dir() for path in made))
+        self.assertEqual(_perRun(plan.baselineOptions, Path("/nonexistent")), ["--history=1000000"])
 
     def test_servers(self) -> None:
         """
