@@ -235,16 +235,12 @@ class History:
         marks = self._marks
         if marks and millisecond <= marks[-1][0]:
             return
-        marks.append((millisecond, self.end))
-        # The smallest time of a later millisecond: int(t * 1000) > millisecond
-        # exactly when t * 1000 (as rounded) reaches millisecond + 1.
-        after = millisecond + 1
-        at = after / 1000
-        while at * 1000 >= after:
-            at = math.nextafter(at, -math.inf)
-        while at * 1000 < after:
-            at = math.nextafter(at, math.inf)
-        self._nextMarkAt = at
+        marks.append((millisecond, self._base + len(self._entries)))
+        # Just below the first time of the next millisecond: every time
+        # under this one is in this millisecond or earlier (int(t * 1000),
+        # rounding included), and the few above it that are not yet in the
+        # next are told apart here, by the conversion.
+        self._nextMarkAt = math.nextafter((millisecond + 1) / 1000, -math.inf)
 
     def appendPayloads(self, payloads: Sequence[Payload], sender: int = 0) -> Entry:
         """

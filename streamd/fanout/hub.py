@@ -280,23 +280,17 @@ class Hub:
         if self.outbound is not None:
             self.outbound(entry)
         if now >= self._windowEnd:
-            self._measureRate(now)
+            # A new window of rate(): the last one has lasted RATE_WINDOW.
+            nextSequence = history.nextSequence
+            self._rate = (nextSequence - self._windowFirst) / (now - self._windowStart)
+            self._windowStart, self._windowFirst = now, nextSequence
+            self._windowEnd = now + RATE_WINDOW
         if history.size > self.flow.history:
             self._trim(sender is None or self.flow.blockPublishers)
         shared = self._shared
         if shared is not None and shared.held > shared.limit:
             self._overflow(now)
         return entry
-
-    def _measureRate(self, now: float) -> None:
-        """
-        Begin a new window of L{rate}: the last one has lasted
-        L{RATE_WINDOW} seconds.
-        """
-        nextSequence = self.history.nextSequence
-        self._rate = (nextSequence - self._windowFirst) / (now - self._windowStart)
-        self._windowStart, self._windowFirst = now, nextSequence
-        self._windowEnd = now + RATE_WINDOW
 
     def _overflow(self, now: float) -> None:
         """
