@@ -2,25 +2,27 @@
 What the HTTP side of one C{--http} listener shares, and what its two
 transports (WebSocket, SSE) read from a request the same way: the token,
 the page's origin, where the stream should start, and how a refusal before
-the stream is answered.
+the stream is answered (L{Refusal}).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
 
 from streamd.config import DEFAULT_HEADER_TIMEOUT
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Start, StartRequest
+from streamd.fanout.streams import Streams
 from streamd.reasons import Reason
 from streamd.session import Connections, SessionContext
 
 HTTP_STATUS = {
     Reason.AUTH_FAILED: 401,
     Reason.ORIGIN: 403,
+    Reason.FORBIDDEN: 403,
     Reason.BAD_REQUEST: 400,
     Reason.MAX_CLIENTS: 503,
     Reason.HEADER_TIMEOUT: 408,
@@ -30,6 +32,28 @@ HTTP_STATUS = {
 The HTTP status of a refusal before the stream starts, by reason; any other
 reason is a 503.
 """
+
+
+class Refusal(NamedTuple):
+    """
+    The HTTP answer to a request refused before its stream starts (or
+    before it publishes): the C{reason} it is counted and logged under,
+    with the C{figures} its log line names, and the C{status} and C{text}
+    the client is answered with.
+    """
+
+    reason: Reason
+    status: int
+    text: str
+    figures: dict[str, Any]
+
+    @classmethod
+    def of(cls, reason: Reason, **figures: Any) -> Refusal:
+        """
+        The answer for C{reason} as every refusal says it: its status, its
+        summary.
+        """
+        return cls(reason, HTTP_STATUS.get(reason, 503), reason.summary, figures)
 
 
 class WebContext(SessionContext):
@@ -51,8 +75,9 @@ class WebContext(SessionContext):
         listener: str = "http",
         publicMetrics: bool = False,
         headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        streams: Streams | None = None,
     ) -> None:
-        super().__init__(hub, clock, config, connections, listener)
+        super().__init__(hub, clock, config, connections, listener, streams)
         self.publicMetrics = publicMetrics
         self.headerTimeout = headerTimeout
 
