@@ -1,8 +1,8 @@
 """
 Tests for L{streamd.web.channel}: an HTTP connection of C{--http} counted
 in C{--max-clients} (once, when its request becomes a session), given
-C{--http-header-timeout} for each request head, refused a body before it
-is read, cut when it sends requests without reading the answers; and the
+C{--http-header-timeout} for each request head, refused a body its
+endpoint does not take before it is read, cut when it sends requests without reading the answers; and the
 access log throttled.
 """
 
@@ -185,7 +185,8 @@ class UpgradeTests(_Logged, SynchronousTestCase):
 
 class BodyTests(_Logged, SynchronousTestCase):
     """
-    No endpoint takes a request body.
+    No endpoint but C{POST /streams/NAME} (L{tests.test_web_publish})
+    takes a request body.
     """
 
     def test_refusedBeforeRead(self) -> None:

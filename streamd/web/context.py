@@ -11,6 +11,7 @@ import re
 from typing import Any, NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from streamd.config import DEFAULT_HEADER_TIMEOUT
 from streamd.fanout.hub import Hub
@@ -18,15 +19,18 @@ from streamd.fanout.resume import Start, StartRequest
 from streamd.fanout.streams import Streams
 from streamd.reasons import Reason
 from streamd.session import Connections, SessionContext
+from streamd.throttle import LogThrottle
 
 HTTP_STATUS = {
     Reason.AUTH_FAILED: 401,
     Reason.ORIGIN: 403,
     Reason.FORBIDDEN: 403,
     Reason.BAD_REQUEST: 400,
+    Reason.OVERSIZED_FRAME: 413,
     Reason.MAX_CLIENTS: 503,
     Reason.HEADER_TIMEOUT: 408,
     Reason.REQUEST_BODY: 413,
+    Reason.SLOW_MESSAGE: 408,
 }
 """
 The HTTP status of a refusal before the stream starts, by reason; any other
@@ -56,6 +60,26 @@ class Refusal(NamedTuple):
         return cls(reason, HTTP_STATUS.get(reason, 503), reason.summary, figures)
 
 
+class RequestLines(LogThrottle):
+    """
+    The log lines of what requests publish, for all the requests of one
+    listener: one throttle, where each request's session would have one of
+    its own and log its first messages, request after request.  It outlives
+    the sessions, which stop their throttle as they end; L{close} stops it.
+    """
+
+    def stop(self) -> None:
+        """
+        A request's session ended: the lines of the others go on.
+        """
+
+    def close(self) -> None:
+        """
+        Log what is held back now: the listener stops.
+        """
+        super().stop()
+
+
 class WebContext(SessionContext):
     """
     The daemon as the HTTP side sees it.
@@ -64,7 +88,10 @@ class WebContext(SessionContext):
         token (C{--http-public-metrics}).
     @ivar headerTimeout: seconds a connection has to send a request's head
         (C{--http-header-timeout}), or C{None} for no limit.
+    @ivar publishLines: the log lines of what requests publish.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -80,6 +107,14 @@ class WebContext(SessionContext):
         super().__init__(hub, clock, config, connections, listener, streams)
         self.publicMetrics = publicMetrics
         self.headerTimeout = headerTimeout
+        self.publishLines = RequestLines(clock, self._unlogged)
+
+    def _unlogged(self, messages: int, size: int) -> None:
+        self.log.info(
+            "{messages} more messages ({size} bytes) published over HTTP in a second, not logged one by one",
+            messages=messages,
+            size=size,
+        )
 
     @property
     def epoch(self) -> str:
