@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from streamd.config import FlowControl, ServerConfig
-from streamd.fanout.resume import Gap, Start
+from streamd.fanout.resume import Gap, GapReason, Start
 from streamd.fanout.streams import Streams
 from streamd.framing import ASCII10, INT32, Framing
 from streamd.names import DEFAULT
@@ -561,9 +561,17 @@ def refusal(reason: Reason) -> int:
 
 class _StreamsSiteClient(_HTTPClient):
     """
-    A client of the C{--http} site of a daemon's streams, as the daemon
-    serves it (its context knows them), through its HTTP channel.
+    A client of several streams of the C{--http} site, as the daemon serves
+    it (its context knows the daemon's streams), through its HTTP channel:
+    of the stream C{default} at C{/ws/default} or C{/events/default}, which
+    it resumes with C{?after=default/EPOCH-SEQ}.
     """
+
+    def __init__(
+        self, daemon: Daemon, start: tuple[Start, str, int] | None = None, query: str | None = None, **settings: Any
+    ) -> None:
+        after = "" if start is None else f"?after={DEFAULT}/{start[1]}-{start[2]}"
+        super().__init__(daemon, start=None, query=f"/{DEFAULT}{after if query is None else query}", **settings)
 
     def _request(self, path: bytes, headers: dict[str, str]) -> None:
         daemon = self.daemon
@@ -575,22 +583,19 @@ class _StreamsSiteClient(_HTTPClient):
         channel.dataReceived(b"GET %s HTTP/1.1\r\nHost: localhost:8080\r\n%s\r\n" % (path, head))
         self.session = next((s for s in daemon.connections if s.peer == self.peer), None)
 
-
-class _StreamsNotices:
-    """
-    What a web client of several streams is told of the stream
-    C{default}, in the vocabulary of L{Heard}: the web's messages are the
-    same on both transports (WebSocket controls, SSE events).
-    """
-
     @staticmethod
     def note(heard: Heard, kind: str, message: dict[str, Any]) -> None:
+        """
+        What a client of several streams is told of C{default}, in the
+        vocabulary of L{Heard}: the web's messages are the same on both
+        transports (WebSocket controls, SSE events).
+        """
         if message.get("stream", DEFAULT) != DEFAULT:
             return
         if kind == "stream":
             heard.notices.append(("hello", message["next"]))
         elif kind == "gap":
-            reason = {"evicted": 1, "restarted": 2, "cluster": 3}[message["reason"]]
+            reason = GapReason[message["reason"].upper()]
             heard.notices.append(("gap", Gap(message["first"], message["last"], reason)))
         elif kind == "own":
             heard.notices.append(("own", message["first"], message["last"]))
@@ -600,87 +605,46 @@ class _StreamsNotices:
             heard.goodbye = Reason(message["code"])
 
 
-def _after(start: tuple[Start, str, int] | None) -> str:
-    """
-    The query of a client of several streams that resumes C{default} at
-    C{start}.
-    """
-    return "" if start is None else f"?after={DEFAULT}/{start[1]}-{start[2]}"
-
-
-class WebSocketStreamsClient(_StreamsNotices, _StreamsSiteClient, WebSocketClient):
+class WebSocketStreamsClient(_StreamsSiteClient, WebSocketClient):
     """
     A WebSocket client of several streams at C{/ws/default}: its messages
-    go to C{default}, which it resumes with C{?after=default/EPOCH-SEQ};
-    the stream's messages come after C{in} controls, its start is told by
-    C{stream}.
+    go to C{default}; the stream's messages come after C{in} controls, its
+    start is told by C{stream}.
     """
-
-    def __init__(
-        self,
-        daemon: Daemon,
-        token: bytes | None = None,
-        start: tuple[Start, str, int] | None = None,
-        origin: str | None = None,
-        inBand: bool = False,
-        query: str | None = None,
-    ) -> None:
-        path = f"/{DEFAULT}{_after(start) if query is None else query}"
-        super().__init__(daemon, token, None, origin, inBand, path)
 
     def heard(self) -> Heard:
         status, body = self._status()
-        heard = Heard()
         if status != 101:
-            heard.goodbye = status
-            return heard
+            return Heard(goodbye=status)
+        heard = Heard()
         for opcode, payload in serverFrames(body):
-            if opcode in (1, 2) and payload[:1] != b"\x1e":
-                heard.messages.append(payload)
-            elif opcode == 1:
+            if opcode == 9:
+                heard.notices.append(("ping",))
+            elif opcode == 1 and payload.startswith(b"\x1e"):
                 message = json.loads(payload[1:])
                 self.note(heard, message["type"], message)
-            elif opcode == 9:
-                heard.notices.append(("ping",))
+            elif opcode in (1, 2):
+                heard.messages.append(payload)
         return heard
 
 
-class EventsStreamsClient(_StreamsNotices, _StreamsSiteClient, EventsClient):
+class EventsStreamsClient(_StreamsSiteClient, EventsClient):
     """
     A Server-Sent Events client of several streams at C{/events/default}:
-    each event's id is C{default/EPOCH-SEQ}, and its C{Last-Event-ID} (one
-    such id) resumes it.
+    each event's id is C{default/EPOCH-SEQ}.
     """
-
-    def __init__(
-        self,
-        daemon: Daemon,
-        token: bytes | None = None,
-        start: tuple[Start, str, int] | None = None,
-        origin: str | None = None,
-        query: str | None = None,
-    ) -> None:
-        _StreamsSiteClient.__init__(self, daemon)
-        headers = {} if token is None else {"Authorization": f"Bearer {token.decode()}"}
-        if origin is not None:
-            headers["Origin"] = origin
-        if start is not None:
-            headers["Last-Event-ID"] = f"{DEFAULT}/{start[1]}-{start[2]}"
-        self._request(f"/events/{DEFAULT}{query or ''}".encode(), headers)
 
     def heard(self) -> Heard:
         status, body = self._status()
-        heard = Heard()
         if status != 200:
-            heard.goodbye = status
-            return heard
+            return Heard(goodbye=status)
         text = _dechunked(body).decode()
-        heard.notices.extend(("ping",) for _ in range(text.count(": keepalive\n\n")))
+        heard = Heard(notices=[("ping",)] * text.count(": keepalive\n\n"))
+        prefix = f"{DEFAULT}/{self.daemon.hub.history.epoch.hex()}-"
         for event in events(text):
             kind = event.get("event")
-            if kind is None:
-                assert event["id"].startswith(f"{DEFAULT}/{self.daemon.hub.history.epoch.hex()}-"), event
+            if kind is None and event["id"].startswith(prefix):
                 heard.messages.append(event["data"].encode())
-            elif kind != "hello":
+            elif kind is not None and kind != "hello":
                 self.note(heard, kind, json.loads(event["data"]))
         return heard

@@ -14,8 +14,6 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
@@ -24,7 +22,7 @@ from streamd.framing import INT32
 from tests.support import spawnTwistd, waitFor
 from tests.webtools import cancelBatchedTimers, tokenConfig
 
-from .test_web_integration import _EventsClient, openWebSocket
+from .test_web_integration import _Mixin, openWebSocket
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -65,17 +63,7 @@ class _Daemon:
         answered = yield readBody(response)
         return response.code, answered
 
-    @inlineCallbacks
-    def eventStream(self, request: bytes) -> Any:
-        """
-        A raw HTTP/1.0 client of C{/events...} that sent C{request}.
-        """
-        client = _EventsClient(request)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        yield endpoint.connect(Factory.forProtocol(lambda: client))
-        self.addCleanup(lambda: client.done)
-        self.addCleanup(client.transport.loseConnection)  # type: ignore[union-attr]
-        return client
+    eventStream = _Mixin.eventStream
 
 
 def labelled(received: list[tuple[bool, bytes]]) -> list[tuple[str, int, bytes]]:
