@@ -568,10 +568,16 @@ class _StreamsSiteClient(_HTTPClient):
     """
 
     def __init__(
-        self, daemon: Daemon, start: tuple[Start, str, int] | None = None, query: str | None = None, **settings: Any
+        self,
+        daemon: Daemon,
+        start: tuple[Start, str, int] | None = None,
+        query: str | None = None,
+        **settings: Any,
     ) -> None:
         after = "" if start is None else f"?after={DEFAULT}/{start[1]}-{start[2]}"
-        super().__init__(daemon, start=None, query=f"/{DEFAULT}{after if query is None else query}", **settings)
+        super().__init__(
+            daemon, start=None, query=f"/{DEFAULT}{after if query is None else query}", **settings
+        )
 
     def _request(self, path: bytes, headers: dict[str, str]) -> None:
         daemon = self.daemon

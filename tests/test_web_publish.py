@@ -147,7 +147,9 @@ class PublishTests(SynchronousTestCase):
             self.assertEqual(answer(connection)[0], 401)
             self.assertIn(b"WWW-Authenticate: Bearer", connection.transport.value())
         self.assertEqual(self.context.hub.stats.disconnects[Reason.AUTH_FAILED], 2)
-        self.assertEqual(answer(post(self.context, "/streams/s", b"x", "Authorization: Bearer sesame\r\n"))[0], 200)
+        self.assertEqual(
+            answer(post(self.context, "/streams/s", b"x", "Authorization: Bearer sesame\r\n"))[0], 200
+        )
 
     def test_publishRules(self) -> None:
         """
@@ -167,7 +169,9 @@ class PublishTests(SynchronousTestCase):
             self.assertIsNone(self.context.streams.get("logs"))  # type: ignore[union-attr]
             self.assertEqual(self.context.hub.stats.disconnects[Reason.READ_ONLY], 1)
         self.context = webContext(ServerConfig(access=AccessPolicy(publish=publish)))
-        self.assertEqual(answer(post(self.context, "/streams/s", b"x", "Authorization: Bearer pub-token\r\n"))[0], 200)
+        self.assertEqual(
+            answer(post(self.context, "/streams/s", b"x", "Authorization: Bearer pub-token\r\n"))[0], 200
+        )
 
     def tokenFile(self, token: bytes) -> TokenFile:
         path = self.mktemp()
@@ -183,7 +187,9 @@ class PublishTests(SynchronousTestCase):
         foreign = post(self.context, "/streams/s", b"x", "Origin: https://evil.example\r\n")
         self.assertEqual(answer(foreign)[0], 403)
         self.assertEqual(self.context.hub.stats.disconnects[Reason.ORIGIN], 1)
-        self.assertEqual(answer(post(self.context, "/streams/s", b"x", "Origin: http://localhost\r\n"))[0], 200)
+        self.assertEqual(
+            answer(post(self.context, "/streams/s", b"x", "Origin: http://localhost\r\n"))[0], 200
+        )
 
     def test_keepAlive(self) -> None:
         """
@@ -263,7 +269,9 @@ class BodyBoundTests(SynchronousTestCase):
         for size, limit in ((1000, MAX_BATCH), (4 << 20, (4 << 20) + 4)):
             context = webContext(ServerConfig(maxMessageSize=size))
             connection = SiteConnection(context)
-            head = b"POST /streams/s HTTP/1.1\r\nHost: l\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+            head = (
+                b"POST /streams/s HTTP/1.1\r\nHost: l\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+            )
             connection.send(head % (limit + 1))
             self.assertEqual(connection.status(), 413)
             self.assertNotIn(b"100 Continue", connection.transport.value())

@@ -143,7 +143,9 @@ class WebSocketStreamsTests(_Streams, SynchronousTestCase):
         self.stream("logs.web").publish([b"w1"])
         self.stream("logs.db.main").publish([b"d1"])
         self.stream("prices").publish([b"p1"])
-        self.assertEqual(streamMessages(client.frames()), [("logs.web", 2, b"w1"), ("logs.db.main", 1, b"d1")])
+        self.assertEqual(
+            streamMessages(client.frames()), [("logs.web", 2, b"w1"), ("logs.db.main", 1, b"d1")]
+        )
 
     def test_encodedOnce(self) -> None:
         """
@@ -175,7 +177,8 @@ class WebSocketStreamsTests(_Streams, SynchronousTestCase):
             [("a", 2, b"a2"), ("a", 3, b"a3"), ("b", 1, b"b1"), ("b", 2, b"b2")],
         )
         self.assertEqual(
-            self.kinds(client, "gap"), [{"type": "gap", "stream": "b", "first": 1, "last": 0, "reason": "restarted"}]
+            self.kinds(client, "gap"),
+            [{"type": "gap", "stream": "b", "first": 1, "last": 0, "reason": "restarted"}],
         )
         self.assertEqual([c["next"] for c in self.kinds(client, "stream")], [2, 1])
 
@@ -303,7 +306,9 @@ class WebSocketStreamsTests(_Streams, SynchronousTestCase):
         client.send(b"to b")
         client.send(b"\x1e{}", opcode=2)
         b = self.stream("b.new")
-        self.assertEqual(b.history.payloads(b.history[0]) + b.history.payloads(b.history[1]), [b"to b", b"\x1e{}"])
+        self.assertEqual(
+            b.history.payloads(b.history[0]) + b.history.payloads(b.history[1]), [b"to b", b"\x1e{}"]
+        )
 
     def test_noStreamNamed(self) -> None:
         """
@@ -326,9 +331,7 @@ class WebSocketStreamsTests(_Streams, SynchronousTestCase):
         client.send(b"no")
         client.send(b'\x1e{"type":"in","stream":"not a name"}')
         client.send(b"no")
-        self.assertEqual(
-            [r["subject"] for r in self.kinds(client, "refused")], ["logs", "not a name"]
-        )
+        self.assertEqual([r["subject"] for r in self.kinds(client, "refused")], ["logs", "not a name"])
         self.assertFalse(client.transport.disconnecting)
 
     def test_subscribeAndUnsubscribe(self) -> None:
@@ -448,7 +451,9 @@ class EventStreamsTests(_Streams, SynchronousTestCase):
         got = sseEvents(connection)
         self.assertEqual(connection.status(), 200)
         self.assertEqual([e.get("event") for e in got[:3]], ["hello", "stream", "stream"])
-        self.assertEqual(json.loads(got[1]["data"]), {"stream": "a", "epoch": a.history.epoch.hex(), "next": 1})
+        self.assertEqual(
+            json.loads(got[1]["data"]), {"stream": "a", "epoch": a.history.epoch.hex(), "next": 1}
+        )
         self.assertEqual(
             [(e["id"], e["data"]) for e in got[3:]],
             [(position(a, 1), "a1"), (position(b, 1), "b1"), (position(b, 2), "b\n2")],
@@ -465,7 +470,10 @@ class EventStreamsTests(_Streams, SynchronousTestCase):
             c.protocol.session.subscriptions.cursors[a].framing  # type: ignore[attr-defined]
             for c in (old.transport, new.transport)
         }
-        self.assertEqual({(type(f), f.chunked) for f in framings}, {(StreamEventFraming, False), (StreamEventFraming, True)})  # type: ignore[attr-defined]
+        self.assertEqual(
+            {(type(f), f.chunked) for f in framings},
+            {(StreamEventFraming, False), (StreamEventFraming, True)},
+        )
 
     def test_lastEventId(self) -> None:
         """

@@ -44,6 +44,7 @@ anew.
 SORTS = ("lag", "since", "peer", "messages_in", "bytes_in", "messages_out", "bytes_out")
 _ASCENDING = ("since", "peer")
 
+
 def _cursors(session: Session) -> list[Cursor]:
     """
     The cursors of C{session}: its stream's, or those of each of its

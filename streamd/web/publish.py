@@ -148,7 +148,9 @@ class HTTPPublisher:
             checkName(name)
             payloads, raw, framing = self._messages()
         except BadName as e:
-            return self._refuse(Refusal(Reason.BAD_REQUEST, 400, str(e), {"error": f"published to no stream: {e}"}))
+            return self._refuse(
+                Refusal(Reason.BAD_REQUEST, 400, str(e), {"error": f"published to no stream: {e}"})
+            )
         except FrameTooLong as e:
             return self._refuse(Refusal.of(Reason.OVERSIZED_FRAME, length=e.length, limit=e.limit))
         except ValueError as e:

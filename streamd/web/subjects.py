@@ -127,7 +127,9 @@ def subscribeRefusal(session: Session, subjects: Sequence[str]) -> Refusal | Non
     """
     streams = session.context.streams
     if streams is None:
-        return Refusal(Reason.BAD_REQUEST, 404, ONE_STREAM, {"error": f"asked for named streams: {ONE_STREAM}"})
+        return Refusal(
+            Reason.BAD_REQUEST, 404, ONE_STREAM, {"error": f"asked for named streams: {ONE_STREAM}"}
+        )
     names = [subject for subject in subjects if not isPattern(subject)]
     for name in names:
         if not session.rights.reads(name):

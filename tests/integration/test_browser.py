@@ -263,15 +263,21 @@ class BrowserTests(TestCase):
             for i in range(1, 11):
                 publish("demo.left", f"left {i}")
                 publish("demo.right", f"right {i}")
-            until(lambda: browser.execute_script("return window.ws.length === 20 && window.sse.length === 20"))
+            until(
+                lambda: browser.execute_script("return window.ws.length === 20 && window.sse.length === 20")
+            )
             for side in ("left", "right"):
                 stream = f"demo.{side}"
                 expected = [f"{side} {i}" for i in range(1, 11)]
                 got = [m for m in browser.execute_script("return window.ws") if m[0] == stream]
                 self.assertEqual(got, [[stream, i, text] for i, text in enumerate(expected, 1)])
-                events = [m for m in browser.execute_script("return window.sse") if m[0].startswith(stream + "/")]
+                events = [
+                    m for m in browser.execute_script("return window.sse") if m[0].startswith(stream + "/")
+                ]
                 self.assertEqual([data for _, data in events], expected)
-                self.assertEqual([int(eventId.rpartition("-")[2]) for eventId, _ in events], list(range(1, 11)))
+                self.assertEqual(
+                    [int(eventId.rpartition("-")[2]) for eventId, _ in events], list(range(1, 11))
+                )
 
             browser.get(self.url + "/?stream=demo.right")
             until(lambda: browser.execute_script("return next !== null"))
@@ -281,8 +287,10 @@ class BrowserTests(TestCase):
             self.assertNotIn("left", browser.find_element(By.ID, "messages").text)
             self.assertEqual(browser.find_element(By.ID, "chosen").text, "demo.right")
             until(
-                lambda: {"demo.left", "demo.right", "default"}
-                <= {b.text for b in browser.find_elements(By.CSS_SELECTOR, "#streams button")}
+                lambda: (
+                    {"demo.left", "demo.right", "default"}
+                    <= {b.text for b in browser.find_elements(By.CSS_SELECTOR, "#streams button")}
+                )
             )
             browser.save_screenshot(screenshot)
 

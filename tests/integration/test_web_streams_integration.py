@@ -51,7 +51,11 @@ class _Daemon:
 
     @inlineCallbacks
     def request(
-        self, method: bytes, path: str, body: bytes | None = None, headers: dict[bytes, list[bytes]] | None = None
+        self,
+        method: bytes,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[bytes, list[bytes]] | None = None,
     ) -> Any:
         """
         The status and body of C{method path}.
@@ -124,7 +128,9 @@ class OpenDaemonTests(_Daemon, TestCase):
         yield self.request(b"POST", "/streams/sensors.a", INT32.encodeMany([b"a1", b"a2"]), int32)
         yield self.request(b"POST", "/streams/sensors.b", b"b1")
         yield waitFor(lambda: len([e for e in live.events() if "id" in e]) == 3)
-        got = [(e["id"].split("/")[0], e["id"].rpartition("-")[2], e["data"]) for e in live.events() if "id" in e]
+        got = [
+            (e["id"].split("/")[0], e["id"].rpartition("-")[2], e["data"]) for e in live.events() if "id" in e
+        ]
         self.assertEqual(got, [("sensors.a", "1", "a1"), ("sensors.a", "2", "a2"), ("sensors.b", "1", "b1")])
         lastA = [e["id"] for e in live.events() if e.get("id", "").startswith("sensors.a/")][0]
         resumed = yield self.eventStream(
@@ -184,6 +190,8 @@ class RulesTests(_Daemon, TestCase):
         self.assertEqual(code, 404)
         refused = yield self.eventStream(b"GET /events/unknown HTTP/1.0\r\n\r\n")
         yield refused.done
-        self.assertTrue(refused.data.startswith(b"HTTP/1.0 404 ") or refused.data.startswith(b"HTTP/1.1 404 "))
+        self.assertTrue(
+            refused.data.startswith(b"HTTP/1.0 404 ") or refused.data.startswith(b"HTTP/1.1 404 ")
+        )
         code, _ = yield self.request(b"POST", "/streams/known", b"x")
         self.assertEqual(code, 200)
