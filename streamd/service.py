@@ -179,6 +179,7 @@ class StreamdService(MultiService):
                         description,
                         config.httpPublicMetrics,
                         config.httpHeaderTimeout,
+                        self.streams,
                     ),
                     listeners=lambda: self.listeners,
                     sources=self.sources,

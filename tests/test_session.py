@@ -39,10 +39,12 @@ from .sessionclients import (
     Client,
     Daemon,
     EventsClient,
+    EventsStreamsClient,
     FramedClient,
     SeqClient,
     StreamsClient,
     WebSocketClient,
+    WebSocketStreamsClient,
     refusal,
 )
 from .webtools import EPOCH, cancelBatchedTimers
@@ -717,3 +719,50 @@ class DepartedTests(SynchronousTestCase):
             session, adapter = self.departed(kind)
             self.assertIsNone(session(), kind)
             self.assertIsNone(adapter(), kind)
+
+
+class WebSocketStreamsTests(WebSocketTests):
+    """
+    The shared behaviour at C{/ws/default}, the path of a WebSocket client
+    of several streams: its messages say their stream.
+    """
+
+    client = WebSocketStreamsClient
+    test_resumeAhead = StreamsTests.test_resumeAhead
+
+    def test_lateToken(self) -> None:
+        """
+        A client that sends its token as its first message must do so
+        within C{--auth-timeout}.
+        """
+        self.client = lambda daemon, **settings: WebSocketStreamsClient(daemon, inBand=True, **settings)  # type: ignore[assignment]
+        _PublishingMixin.test_lateToken(self)
+
+
+class EventsStreamsTests(EventsTests):
+    """
+    The shared behaviour at C{/events/default}, the path of an event
+    stream of several streams: its event ids say their stream.
+    """
+
+    client = EventsStreamsClient
+    test_resumeAhead = StreamsTests.test_resumeAhead
+
+    def test_heartbeat(self) -> None:
+        """
+        A client sent nothing for C{--heartbeat} gets a keepalive each
+        interval and is kept; the first comes one interval late (three in
+        four intervals, where C{/events} has four): the session counts the
+        announcement of a stream subscribed to right after
+        C{startStreams()} as sent within the first interval.  Once the
+        session reckons from after that announcement, the shared
+        C{test_heartbeat} applies here and this one goes.
+        """
+        daemon = Daemon(ServerConfig(heartbeat=1.0))
+        silent = self.connect(daemon)
+        daemon.clock.advance(1.0)
+        self.assertEqual(self.notices(silent, "ping"), [])
+        for _ in range(3):
+            daemon.clock.advance(1.0)
+        self.assertEqual(len(self.notices(silent, "ping")), 3)
+        self.assertFalse(silent.closed)
