@@ -720,6 +720,16 @@ class DepartedTests(SynchronousTestCase):
             self.assertIsNone(session(), kind)
             self.assertIsNone(adapter(), kind)
 
+    def test_severalStreams(self) -> None:
+        """
+        The session of a client of several streams (seq version 4,
+        C{/ws/NAME}, C{/events/NAME}) is freed at once too: its
+        subscriptions let go of it.
+        """
+        for kind in (StreamsClient, WebSocketStreamsClient, EventsStreamsClient):
+            session, _ = self.departed(kind)
+            self.assertIsNone(session(), kind)
+
 
 class WebSocketStreamsTests(WebSocketTests):
     """
@@ -747,22 +757,3 @@ class EventsStreamsTests(EventsTests):
 
     client = EventsStreamsClient
     test_resumeAhead = StreamsTests.test_resumeAhead
-
-    def test_heartbeat(self) -> None:
-        """
-        A client sent nothing for C{--heartbeat} gets a keepalive each
-        interval and is kept; the first comes one interval late (three in
-        four intervals, where C{/events} has four): the session counts the
-        announcement of a stream subscribed to right after
-        C{startStreams()} as sent within the first interval.  Once the
-        session reckons from after that announcement, the shared
-        C{test_heartbeat} applies here and this one goes.
-        """
-        daemon = Daemon(ServerConfig(heartbeat=1.0))
-        silent = self.connect(daemon)
-        daemon.clock.advance(1.0)
-        self.assertEqual(self.notices(silent, "ping"), [])
-        for _ in range(3):
-            daemon.clock.advance(1.0)
-        self.assertEqual(len(self.notices(silent, "ping")), 3)
-        self.assertFalse(silent.closed)

@@ -337,7 +337,7 @@ class StreamdSite(Site):
 
     def stopFactory(self) -> None:
         self._lines.stop()
-        self.context.publishLines.close()
+        self.context.publishLines.stop()
         super().stopFactory()
 
 

@@ -60,26 +60,6 @@ class Refusal(NamedTuple):
         return cls(reason, HTTP_STATUS.get(reason, 503), reason.summary, figures)
 
 
-class RequestLines(LogThrottle):
-    """
-    The log lines of what requests publish, for all the requests of one
-    listener: one throttle, where each request's session would have one of
-    its own and log its first messages, request after request.  It outlives
-    the sessions, which stop their throttle as they end; L{close} stops it.
-    """
-
-    def stop(self) -> None:
-        """
-        A request's session ended: the lines of the others go on.
-        """
-
-    def close(self) -> None:
-        """
-        Log what is held back now: the listener stops.
-        """
-        super().stop()
-
-
 class WebContext(SessionContext):
     """
     The daemon as the HTTP side sees it.
@@ -107,7 +87,7 @@ class WebContext(SessionContext):
         super().__init__(hub, clock, config, connections, listener, streams)
         self.publicMetrics = publicMetrics
         self.headerTimeout = headerTimeout
-        self.publishLines = RequestLines(clock, self._unlogged)
+        self.publishLines = LogThrottle(clock, self._unlogged)
 
     def _unlogged(self, messages: int, size: int) -> None:
         self.log.info(

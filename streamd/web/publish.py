@@ -101,10 +101,8 @@ class HTTPPublisher:
         self.request = request
         self.peer = addressName(request.getClientAddress())
         self.transport = _Unpaced()
-        self.session = Session(context, self)
-        # A workaround, until the session takes a throttle of its lines: the
-        # requests of a listener share one (see RequestLines).
-        self.session._throttle = context.publishLines
+        # The requests of a listener share the lines of what they publish.
+        self.session = Session(context, self, context.publishLines)
 
     def answer(self, name: str) -> bytes:
         """
