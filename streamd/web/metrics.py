@@ -6,7 +6,7 @@ when scraped (nothing is counted twice on the delivery path).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -33,9 +33,15 @@ class StreamdCollector:
     connections and the sources.
     """
 
-    def __init__(self, context: WebContext, sources: Iterable[Any] = ()) -> None:
+    def __init__(
+        self,
+        context: WebContext,
+        sources: Iterable[Any] = (),
+        cluster: Callable[[], dict[str, Any] | None] = lambda: None,
+    ) -> None:
         self.context = context
         self.sources = list(sources)
+        self.cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
         context = self.context
@@ -107,6 +113,19 @@ class StreamdCollector:
         for source in self.sources:
             running.add_metric([source.spec], 1 if source.running else 0)
         yield running
+        link = self.cluster()
+        if link is not None:
+            from streamd.cluster.guard import Drop
+
+            yield GaugeMetricFamily(
+                "streamd_cluster_connected", "1 while the cluster link is on NATS.", value=link["state"] == "connected"
+            )
+            rejected = CounterMetricFamily(
+                "streamd_cluster_rejected", "NATS messages dropped by the cluster link's checks, by reason.", labels=["reason"]
+            )
+            for drop in Drop:
+                rejected.add_metric([drop.label], link["rejected"].get(drop.label, 0))
+            yield rejected
 
 
 class MetricsResource(Resource):
@@ -116,11 +135,16 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, context: WebContext, sources: Iterable[Any] = ()) -> None:
+    def __init__(
+        self,
+        context: WebContext,
+        sources: Iterable[Any] = (),
+        cluster: Callable[[], dict[str, Any] | None] = lambda: None,
+    ) -> None:
         super().__init__()
         self.context = context
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StreamdCollector(context, sources))  # type: ignore[arg-type]
+        self.registry.register(StreamdCollector(context, sources, cluster))  # type: ignore[arg-type]
 
     def render_GET(self, request: Request) -> bytes:
         refusal = refused(self.context, request)
