@@ -66,6 +66,13 @@ WINDOW = 16
 """
 Batches in flight to the stream, not yet acknowledged.
 """
+FULL = 64 * 1024
+"""
+Bytes of a batch that goes without waiting: a smaller one waits until no
+other is in flight, gathering what is published meanwhile, so that a
+stream of small writes costs one JetStream message per round trip, not one
+per write.
+"""
 API_TIMEOUT = 2.0
 """
 Seconds to wait for an answer of the JetStream API (stream and consumer
@@ -666,6 +673,8 @@ class JetStreamLink(ClusterLink):
         pending = self._pending
         while self._sent < len(pending) and len(self._inflight) < WINDOW:
             batch = pending[self._sent]
+            if self._inflight and len(batch.data) < FULL:
+                break
             attempt = f"{self.node}-{secrets.token_hex(8)}"
             if self._tail is None:
                 first = self.number
