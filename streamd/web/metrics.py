@@ -19,6 +19,15 @@ from streamd.reasons import Reason
 from streamd.web.context import WebContext
 from streamd.web.guard import refused
 
+ClusterHealth = Callable[[], "dict[str, Any] | None"]
+
+
+def noCluster() -> None:
+    """
+    The cluster link's health on a single node: none.
+    """
+
+
 KINDS = ("tcp", "websocket", "sse", "http")
 """
 The kinds of connection: a session's listener kind, or C{http} for an
@@ -33,12 +42,7 @@ class StreamdCollector:
     connections and the sources.
     """
 
-    def __init__(
-        self,
-        context: WebContext,
-        sources: Iterable[Any] = (),
-        cluster: Callable[[], dict[str, Any] | None] = lambda: None,
-    ) -> None:
+    def __init__(self, context: WebContext, sources: Iterable[Any] = (), cluster: ClusterHealth = noCluster) -> None:
         self.context = context
         self.sources = list(sources)
         self.cluster = cluster
@@ -135,12 +139,7 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(
-        self,
-        context: WebContext,
-        sources: Iterable[Any] = (),
-        cluster: Callable[[], dict[str, Any] | None] = lambda: None,
-    ) -> None:
+    def __init__(self, context: WebContext, sources: Iterable[Any] = (), cluster: ClusterHealth = noCluster) -> None:
         super().__init__()
         self.context = context
         self.registry = CollectorRegistry(auto_describe=False)
