@@ -9,6 +9,7 @@ L{tests.integration.test_cluster_jetstream} use a real nats-server.)
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -290,6 +291,65 @@ class JetStreamLinkTests(SynchronousTestCase):
         )
         self.assertEqual((self.hub.history.nextSequence, len(self.link._pending), self.link._attempts), (11, 0, {}))
         self.assertEqual((self.link.counters.sent, self.link.counters.received), (1, 4))
+
+    def test_chained(self) -> None:
+        """
+        The first batch sent follows the last stream message read
+        (C{Nats-Expected-Last-Sequence}), each next one the one before
+        (C{Nats-Expected-Last-Msg-Id}), numbered on from it; a batch under
+        C{FULL} waits while another is in flight.  A refusal breaks the
+        chain: once the stream is read through, what did not come back is
+        sent again, first after the last message read, with new ids.
+        """
+        import asyncio
+
+        from streamd.cluster import jetstream
+
+        class Connection:
+            def __init__(self) -> None:
+                self.sent: list[dict[str, str]] = []
+
+            async def publish(self, subject: str, data: bytes, reply: str, headers: dict[str, str]) -> None:
+                self.sent.append(headers)
+
+        class Stream:
+            async def stream_info(self, name: str) -> Any:
+                state = type("State", (), {"first_seq": 1, "last_seq": 7})
+                return type("Info", (), {"state": state})
+
+        link, nc = self.link, Connection()
+        link.pendingBytes = 1_000_000
+        link.expected, link.number = 6, 40
+        for n in range(3):
+            self.hub.publish([b"x" * 70_000, b"%d" % n])
+        self.hub.publish([b"small"])
+        link._take(80_000)
+
+        async def run(step: Any) -> None:
+            link._progress = asyncio.Event()
+            await step
+
+        asyncio.run(run(link._send(nc, "inbox")))
+        heads = [(h.get(jetstream.EXPECTED_LAST_SEQUENCE), h.get(jetstream.EXPECTED_LAST_ID), h[jetstream.FIRST]) for h in nc.sent]
+        ids = [h[jetstream.MSG_ID] for h in nc.sent]
+        self.assertEqual(heads, [("5", None, "40"), (None, ids[0], "42"), (None, ids[1], "44")])
+        self.assertTrue(all(i.startswith(NODE + "-") for i in ids) and len(set(ids)) == 3)
+        # The stream refuses the second (another node got in first).
+        for attempt, answer in ((ids[0], b'{"stream":"s","seq":6}'), (ids[1], b'{"error":{"err_code":10071}}')):
+            asyncio.run(run(link._acked(type("Msg", (), {"subject": f"inbox.{attempt}", "data": answer}))))
+        self.assertTrue(link._broken)
+        self.deliver(40, [b"x" * 70_000, b"0"], NODE, ids[0].partition("-")[2])
+        self.deliver(42, [b"theirs"], OTHER)
+        link._js = Stream()
+        link.expected = 8
+        asyncio.run(run(link._mend()))
+        nc.sent.clear()
+        asyncio.run(run(link._send(nc, "inbox")))
+        self.assertEqual(
+            [(h.get(jetstream.EXPECTED_LAST_SEQUENCE), h.get(jetstream.EXPECTED_LAST_ID), h[jetstream.FIRST]) for h in nc.sent],
+            [("7", None, "43"), (None, nc.sent[0][jetstream.MSG_ID], "45")],
+        )
+        self.assertFalse({h[jetstream.MSG_ID] for h in nc.sent} & set(ids))
 
     def test_checks(self) -> None:
         """
