@@ -364,6 +364,7 @@ class JetStreamLinkTests(SynchronousTestCase):
         self.deliver(1, [b"one"])
         self.deliver(1, [b"again"])
         self.link._accept(INT32.encode(b"x"), {})
+        self.link._accept(INT32.encode(b"x"), {"Nats-Msg-Id": f"{OTHER}-3", "Streamd-First": "\u00b2"})
         self.link._accept(b"\x00\x00\x00\x09cut", {"Nats-Msg-Id": f"{OTHER}-2", "Streamd-First": "2"})
         self.deliver(2, [b"forged"], NODE, "never")
         self.deliver(3, [b"x" * 2000])
@@ -371,7 +372,7 @@ class JetStreamLinkTests(SynchronousTestCase):
         self.assertEqual([(f, c) for f, c, _ in self.held()], [(1, 1), (4, 1)])
         self.assertEqual(
             self.link.dropped.counts,
-            {Drop.STALE: 1, Drop.BAD_HEADER: 1, Drop.NOT_FRAMES: 1, Drop.FORGED: 1, Drop.TOO_LARGE: 1},
+            {Drop.STALE: 1, Drop.BAD_HEADER: 2, Drop.NOT_FRAMES: 1, Drop.FORGED: 1, Drop.TOO_LARGE: 1},
         )
 
     def test_unsigned(self) -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -91,6 +92,7 @@ ACK_TIMEOUT = 5.0
 Seconds to wait for an acknowledgement before reading the stream through
 and publishing again what did not come back.
 """
+_DIGITS = re.compile(r"[0-9]{1,18}\Z")
 _CONFLICTS = (b"10071", b"10070")
 """
 The JetStream errors (wrong last sequence, wrong last message id) of a
@@ -528,7 +530,7 @@ class JetStreamLink(ClusterLink):
         msgId = headers.get(MSG_ID, "")
         node, _, token = msgId.partition("-")
         first = headers.get(FIRST, "")
-        if not (NODE_ID.match(node) and token and first.isdigit() and len(first) < 19):
+        if not (NODE_ID.match(node) and token and _DIGITS.match(first)):
             self._inReactor(self.dropped, Drop.BAD_HEADER, node)
             return
         if self.signer is not None and not self.signer.verify(headers.get(SIGNATURE), data, msgId, first):

@@ -44,7 +44,7 @@ four of the largest allowed need more.
 """
 
 _LENGTH = Struct(">I")
-_PART = re.compile(r"([0-9a-f]{1,16}):(\d{1,9})/(\d{1,9})\Z")
+_PART = re.compile(r"([0-9a-f]{1,16}):([0-9]{1,9})/([0-9]{1,9})\Z")
 
 Message = tuple[bytes, "dict[str, str] | None"]
 
