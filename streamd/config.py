@@ -268,6 +268,8 @@ class ClusterConfig:
     @ivar retentionAge: seconds the JetStream stream keeps a message, or
         C{None}.
     @ivar replicas: copies of the JetStream stream in a NATS cluster.
+    @ivar keyFile: a file holding the key every node signs its messages
+        with, and without which a message from NATS is dropped.
     """
 
     servers: tuple[str, ...]
@@ -282,6 +284,7 @@ class ClusterConfig:
     retentionBytes: int | None = None
     retentionAge: float | None = None
     replicas: int = 1
+    keyFile: str | None = None
 
     def __post_init__(self) -> None:
         for url in self.servers:
@@ -310,6 +313,7 @@ class ClusterConfig:
                 ("cluster-password-file", self.passwordFile),
                 ("cluster-token-file", self.tokenFile),
                 ("cluster-ca", self.ca),
+                ("cluster-key-file", self.keyFile),
                 ("cluster-subject", None if self.subject == DEFAULT_SUBJECT else self.subject),
                 ("cluster-history", None if self.history == "core" else self.history),
             ):
@@ -355,6 +359,7 @@ class ClusterConfig:
             ("--cluster-password-file", self.passwordFile),
             ("--cluster-token-file", self.tokenFile),
             ("--cluster-ca", self.ca),
+            ("--cluster-key-file", self.keyFile),
         ):
             if path is not None:
                 _secret(option, path)
@@ -380,6 +385,13 @@ class ClusterConfig:
         if self.ca is not None:
             options["tls"] = ssl.create_default_context(cafile=self.ca)
         return options
+
+    def key(self) -> bytes | None:
+        """
+        The nodes' shared signing key, read from its file now, if there is
+        one.
+        """
+        return None if self.keyFile is None else _secret("--cluster-key-file", self.keyFile).encode()
 
 
 _SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}

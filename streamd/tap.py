@@ -83,6 +83,7 @@ class Options(StreamsOptions, DurableOptions):
         ["cluster-ca", None, None, "PEM file of the CAs the NATS servers' certificates must be signed by."],
         ["cluster-history", None, "core", "core (each node numbers its own messages) or jetstream (one JetStream stream numbers them for every node, and a node cut off catches up)."],
         ["cluster-retention", None, None, f"What the JetStream stream keeps: a size, an age or both (1GiB,24h). [default: {config.DEFAULT_RETENTION}]", config.parseRetention],
+        ["cluster-key-file", None, None, "File holding a key shared by every node: each signs what it sends with it, and drops what is not so signed."],
         ["cluster-replicas", None, 1, "Copies of the JetStream stream in a NATS cluster (1-5).", _coerce.count("cluster-replicas")],
     ]  # fmt: skip
 
@@ -160,7 +161,7 @@ class Options(StreamsOptions, DurableOptions):
             servers=tuple(self["cluster"]), subject=self["cluster-subject"], creds=self["cluster-creds"],
             user=self["cluster-user"], passwordFile=self["cluster-password-file"], ca=self["cluster-ca"],
             tokenFile=self["cluster-token-file"], history=self["cluster-history"], retentionBytes=size,
-            retentionAge=age, replicas=self["cluster-replicas"],
+            retentionAge=age, replicas=self["cluster-replicas"], keyFile=self["cluster-key-file"],
         )  # fmt: skip
         return cluster if cluster.servers else None
 

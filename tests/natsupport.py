@@ -179,3 +179,33 @@ class NatsProxy:
             connection.transport.abortConnection()
         listening, self.listening = self.listening, None
         return listening.stopListening() if listening is not None else succeed(None)
+
+
+@inlineCallbacks
+def inject(case: Any, port: int, subject: str, messages: list[tuple[bytes, dict[str, str] | None]]) -> Any:
+    """
+    Publish C{messages} (payload and headers) on C{subject} of the
+    nats-server on C{port} with nats-py, as any NATS user could; fire once
+    the server has them all.
+    """
+    from twisted.internet import reactor
+
+    from streamd.cluster.loop import LoopThread
+
+    async def publish() -> None:
+        import nats
+
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        try:
+            for data, headers in messages:
+                await nc.publish(subject, data, headers=headers)
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    loop = LoopThread(reactor, "inject")
+    loop.start()
+    case.addCleanup(loop.stop)
+    future = loop.submit(publish())
+    yield waitFor(future.done)
+    future.result()

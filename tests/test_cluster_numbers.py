@@ -8,6 +8,9 @@ L{tests.integration.test_cluster_jetstream} use a real nats-server.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,6 +22,7 @@ from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
 from streamd.seqframing import ClientHello, Gap, GapReason, Msg, ServerHello, Start
 from streamd.stats import Stats
 
+from .support import frames
 from .test_seqserver import EPOCH, SeqDaemon, received
 
 VERSION = 1
@@ -178,9 +182,25 @@ class RetentionTests(SynchronousTestCase):
         self.assertEqual(ClusterConfig(("nats://h:1",), subject="a.b").streamName, "streamd-a_b")
 
 
+class _Immediate:
+    """
+    A loop for the link whose calls across threads happen at once.
+    """
+
+    def callInReactor(self, f: Callable[..., object], *args: object) -> None:
+        f(*args)
+
+    callInLoop = callInReactor
+
+
+NODE = "0123456789abcdef"
+OTHER = "fedcba9876543210"
+
+
 class JetStreamLinkTests(SynchronousTestCase):
     """
-    What L{JetStreamLink} does in the reactor's thread, without NATS.
+    What L{JetStreamLink} does with what is published here and with what
+    the stream delivers, without NATS.
     """
 
     def setUp(self) -> None:
@@ -189,16 +209,35 @@ class JetStreamLinkTests(SynchronousTestCase):
         self.hub = Hub(Stats(), Clock())
         config = ClusterConfig(("nats://127.0.0.1:4222",), history="jetstream")
         self.link = JetStreamLink(self.hub, Clock(), config, 1024, pendingBytes=10)
+        self.link.node = NODE
+        self.link._loop = _Immediate()  # type: ignore[assignment]
         self.hub.upstream = self.link.forward
+
+    def deliver(self, first: int, payloads: list[bytes], node: str = OTHER, token: str = "1") -> None:
+        """
+        The stream delivers C{payloads} numbered from C{first}, published
+        by C{node}.
+        """
+        from streamd.cluster.jetstream import FIRST as FIRST_HEADER
+        from streamd.cluster.jetstream import MSG_ID
+
+        self.link._accept(INT32.encodeMany(payloads), {MSG_ID: f"{node}-{token}", FIRST_HEADER: str(first)})
+
+    def held(self) -> list[tuple[int, int, int]]:
+        """
+        The first number, count and sender of each entry of the history.
+        """
+        history = self.hub.history
+        return [(history[i][FIRST], history[i][COUNT], history[i][SENDER]) for i in range(history.start, history.end)]
 
     def test_queuedNotDelivered(self) -> None:
         """
-        What is published here waits for the stream, numbered in order of
-        publishing, and is not in the history yet.
+        What is published here waits for the stream, framed, with its
+        publisher, and is not in the history yet.
         """
-        self.hub.publish([b"a", memoryview(b"bc")], sender=_Sender())
-        self.hub.publish([b"d"])
-        self.assertEqual(self.link._out, [(1, b"a"), (2, b"bc"), (3, b"d")])
+        sender = _Sender()
+        self.hub.publish([b"a", memoryview(b"bc")], sender=sender)
+        self.assertEqual(self.link._queued, [(INT32.encodeMany([b"a", b"bc"]), 2, sender)])
         self.assertEqual(self.hub.history.nextSequence, 1)
 
     def test_queueBounded(self) -> None:
@@ -208,25 +247,149 @@ class JetStreamLinkTests(SynchronousTestCase):
         """
         self.hub.publish([b"x" * 8])
         self.hub.publish([b"y" * 8])
-        self.assertEqual((len(self.link._out), self.link.counters.dropped), (1, 1))
+        self.assertEqual((len(self.link._queued), self.link.counters.dropped), (1, 1))
+
+    def test_batched(self) -> None:
+        """
+        What waits goes into batches that fit a NATS message, in order, each
+        run of one publisher's messages kept with it; a message too large
+        for any is dropped and counted.
+        """
+        sender = _Sender()
+        self.link.pendingBytes = 10_000
+        self.hub.publish([b"a", b"b"], sender=sender)
+        self.hub.publish([b"c"])
+        self.hub.publish([b"x" * 200])
+        self.hub.publish([b"d" * 50, b"e" * 50])
+        self.link._take(120)
+        batches = [(frames(b.data), b.runs) for b in self.link._pending]
+        self.assertEqual(
+            batches,
+            [([b"a", b"b", b"c"], [(2, sender), (1, None)]), ([b"d" * 50, b"e" * 50], [(2, None)])],
+        )
+        self.assertEqual(self.link.counters.dropped, 1)
 
     def test_backFromTheStream(self) -> None:
         """
-        Messages read from the stream enter the history under the stream's
-        numbers, in runs of one sender: this node's own with their
-        publisher as sender (it does not get them back), the others' with
-        the link.
+        Batches read from the stream enter the history under their numbers,
+        in runs of one sender: this node's own with their publisher as
+        sender (it does not get them back), the others' with the link; this
+        node's batch is done.
         """
         sender = _Sender()
+        self.link.pendingBytes = 10_000
         self.hub.publish([b"mine"], sender=sender)
-        self.link._in = [(7, b"theirs", 0), (8, b"mine", 1), (9, b"theirs too", 0)]  # type: ignore[list-item]
-        self.link._publishReceived()
-        history = self.hub.history
+        self.link._take(1000)
+        (batch,) = self.link._pending
+        batch.attempts.append(f"{NODE}-mine")
+        self.link._attempts[f"{NODE}-mine"] = batch
+        self.deliver(7, [b"theirs"])
+        self.deliver(8, [b"mine"], NODE, "mine")
+        self.deliver(9, [b"theirs", b"too"])
         self.assertEqual(
-            [(history[i][FIRST], history[i][COUNT], history[i][SENDER]) for i in range(history.start, history.end)],
-            [(7, 1, self.link.serial), (8, 1, sender.serial), (9, 1, self.link.serial)],
+            self.held(), [(7, 1, self.link.serial), (8, 1, sender.serial), (9, 2, self.link.serial)]
         )
-        self.assertEqual((history.nextSequence, self.link._senders), (10, {}))
+        self.assertEqual((self.hub.history.nextSequence, len(self.link._pending), self.link._attempts), (11, 0, {}))
+        self.assertEqual((self.link.counters.sent, self.link.counters.received), (1, 4))
+
+    def test_chained(self) -> None:
+        """
+        The first batch sent follows the last stream message read
+        (C{Nats-Expected-Last-Sequence}), each next one the one before
+        (C{Nats-Expected-Last-Msg-Id}), numbered on from it; a batch under
+        C{FULL} waits while another is in flight.  A refusal breaks the
+        chain: once the stream is read through, what did not come back is
+        sent again, first after the last message read, with new ids.
+        """
+        import asyncio
+
+        from streamd.cluster import jetstream
+
+        class Connection:
+            def __init__(self) -> None:
+                self.sent: list[dict[str, str]] = []
+
+            async def publish(self, subject: str, data: bytes, reply: str, headers: dict[str, str]) -> None:
+                self.sent.append(headers)
+
+        class Stream:
+            async def stream_info(self, name: str) -> Any:
+                state = type("State", (), {"first_seq": 1, "last_seq": 7})
+                return type("Info", (), {"state": state})
+
+        link, nc = self.link, Connection()
+        link.pendingBytes = 1_000_000
+        link.expected, link.number = 6, 40
+        for n in range(3):
+            self.hub.publish([b"x" * 70_000, b"%d" % n])
+        self.hub.publish([b"small"])
+        link._take(80_000)
+
+        async def run(step: Any) -> None:
+            link._progress = asyncio.Event()
+            await step
+
+        asyncio.run(run(link._send(nc, "inbox")))
+        heads = [(h.get(jetstream.EXPECTED_LAST_SEQUENCE), h.get(jetstream.EXPECTED_LAST_ID), h[jetstream.FIRST]) for h in nc.sent]
+        ids = [h[jetstream.MSG_ID] for h in nc.sent]
+        self.assertEqual(heads, [("5", None, "40"), (None, ids[0], "42"), (None, ids[1], "44")])
+        self.assertTrue(all(i.startswith(NODE + "-") for i in ids) and len(set(ids)) == 3)
+        # The stream refuses the second (another node got in first).
+        for attempt, answer in ((ids[0], b'{"stream":"s","seq":6}'), (ids[1], b'{"error":{"err_code":10071}}')):
+            asyncio.run(run(link._acked(type("Msg", (), {"subject": f"inbox.{attempt}", "data": answer}))))
+        self.assertTrue(link._broken)
+        self.deliver(40, [b"x" * 70_000, b"0"], NODE, ids[0].partition("-")[2])
+        self.deliver(42, [b"theirs"], OTHER)
+        link._js = Stream()
+        link.expected = 8
+        asyncio.run(run(link._mend()))
+        nc.sent.clear()
+        asyncio.run(run(link._send(nc, "inbox")))
+        self.assertEqual(
+            [(h.get(jetstream.EXPECTED_LAST_SEQUENCE), h.get(jetstream.EXPECTED_LAST_ID), h[jetstream.FIRST]) for h in nc.sent],
+            [("7", None, "43"), (None, nc.sent[0][jetstream.MSG_ID], "45")],
+        )
+        self.assertFalse({h[jetstream.MSG_ID] for h in nc.sent} & set(ids))
+
+    def test_checks(self) -> None:
+        """
+        A batch numbered behind the stream, one without streamd's headers or
+        whole frames, one in this node's name that it did not send, and one
+        holding a message over C{--max-message-size} are dropped and
+        counted; the last two keep their numbers on every node, so the next
+        batch follows them (a gap here).
+        """
+        from streamd.cluster.guard import Drop
+
+        self.deliver(1, [b"one"])
+        self.deliver(1, [b"again"])
+        self.link._accept(INT32.encode(b"x"), {})
+        self.link._accept(INT32.encode(b"x"), {"Nats-Msg-Id": f"{OTHER}-3", "Streamd-First": "\u00b2"})
+        self.link._accept(b"\x00\x00\x00\x09cut", {"Nats-Msg-Id": f"{OTHER}-2", "Streamd-First": "2"})
+        self.deliver(2, [b"forged"], NODE, "never")
+        self.deliver(3, [b"x" * 2000])
+        self.deliver(4, [b"four"])
+        self.assertEqual([(f, c) for f, c, _ in self.held()], [(1, 1), (4, 1)])
+        self.assertEqual(
+            self.link.dropped.counts,
+            {Drop.STALE: 1, Drop.BAD_HEADER: 2, Drop.NOT_FRAMES: 1, Drop.FORGED: 1, Drop.TOO_LARGE: 1},
+        )
+
+    def test_unsigned(self) -> None:
+        """
+        With a key, a batch not signed with it is dropped, one signed is
+        taken.
+        """
+        from streamd.cluster.guard import Drop, Signer
+        from streamd.cluster.wire import SIGNATURE
+
+        signer = self.link.signer = Signer(b"key")
+        self.deliver(1, [b"unsigned"])
+        data = INT32.encode(b"signed")
+        msgId = f"{OTHER}-2"
+        signature = signer.sign(data, msgId, "1")
+        self.link._accept(data, {"Nats-Msg-Id": msgId, "Streamd-First": "1", SIGNATURE: signature})
+        self.assertEqual((self.held(), self.link.dropped.counts), ([(1, 1, self.link.serial)], {Drop.UNSIGNED: 1}))
 
 
 class ResumeInAHoleTests(SynchronousTestCase):

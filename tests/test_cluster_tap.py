@@ -83,6 +83,23 @@ class ClusterOptionsTests(SynchronousTestCase):
             parse("--cluster", "nats://x:4222", "--cluster-token-file", path + ".missing")
         self.assertIn("--cluster-token-file", str(caught.exception))
 
+    def test_keyFile(self) -> None:
+        """
+        C{--cluster-key-file} names the nodes' shared key, read when the link
+        starts and never shown; it needs C{--cluster}, and a file that cannot
+        be read is refused at start.
+        """
+        path = os.path.join(tempfile.mkdtemp(), "cluster.key")
+        with open(path, "w") as f:
+            f.write("k3y\n")
+        cluster = parse("--cluster", "nats://x:4222", "--cluster-key-file", path)["config"].cluster
+        self.assertEqual(cluster.key(), b"k3y")
+        self.assertNotIn("k3y", repr(cluster))
+        for argv in (("--cluster-key-file", path), ("--cluster", "nats://x:4222", "--cluster-key-file", path + "-")):
+            with self.assertRaises(UsageError) as caught:
+                parse(*argv)
+            self.assertIn("--cluster-key-file", str(caught.exception))
+
     def test_caWithoutCertificate(self) -> None:
         """
         A C{--cluster-ca} file with no certificate in it is refused at start.

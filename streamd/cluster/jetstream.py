@@ -2,31 +2,49 @@
 The link between this node's hub and a JetStream stream (C{--cluster-history
 jetstream}).
 
-Every message published here (by a client or a source) goes into the stream
-as one JetStream message, published with an acknowledgement, and is not
-delivered here yet.  Every node reads the stream in order from the sequence
-number after the last one it holds, and publishes what it reads into its hub
-with the stream's sequence number: so every node holds the same messages, in
-the same order, under the same numbers, and local clients get a message
-published here once it is in the stream, like everyone else.  The epoch is
-the stream's (its name and creation time), the same on every node; a stream
-made anew has a new one.
+Every message published here (by a client or a source) goes into the stream,
+and is not delivered here yet.  Every node reads the stream in order and
+publishes what it reads into its hub under the numbers the stream gives, so
+every node holds the same messages, in the same order, under the same
+numbers, and local clients get a message published here once it is in the
+stream, like everyone else.  The epoch is the stream's (its name and
+creation time), the same on every node; a stream made anew has a new one.
 
+The mapping: a JetStream message is a batch of whole int32 frames (as in
+core mode), with headers
+
+  - C{Nats-Msg-Id}: the node's identity, C{-}, and a random token drawn for
+    each attempt (so no other node's id can collide with it, and a NATS user
+    cannot take one in advance);
+  - C{Streamd-First}: the number of its first message; the others follow,
+    one each;
+  - C{Streamd-Signature}, with C{--cluster-key-file}.
+
+A node numbers its batches after the last message it has read: the first
+with C{Nats-Expected-Last-Sequence} (the stream takes it only right after
+that message), each of the next with C{Nats-Expected-Last-Msg-Id} (only
+right after the one before), L{WINDOW} of them in flight, acknowledgements
+matched as they come.  When another node got in first, the stream refuses
+the batch and those behind it; the node then reads the stream through its
+last message, and publishes again, numbered anew, what did not come back.
+A batch is done when it comes back from the stream, not when acknowledged,
+so a lost acknowledgement, a reconnection or a refusal neither loses nor
+doubles it, and each publisher's order is kept.
+
+Every node takes a batch whose first number is the next it expects, or
+later (what the stream no longer holds reaches C{seq} clients as a GAP),
+and drops it otherwise; so every node that reads the stream numbers alike.
 A node cut off from NATS keeps what is published here (up to
-L{PENDING_BYTES}) and sends it when it is back; it then reads the stream
-from where it stopped, so its clients miss nothing the stream still holds.
-What the stream no longer holds reaches C{seq} clients as a GAP.
-
-Each message carries a C{Nats-Msg-Id} (this node and a count), which lets
-the stream drop a copy sent again after a lost acknowledgement (within its
-duplicate window) and tells this node which messages it published, so the
-client that published one does not get it back, as on a single node.
+L{PENDING_BYTES}) and sends it when it is back, then reads the stream from
+where it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,15 +52,27 @@ from typing import Any
 from twisted.logger import Logger
 
 from streamd import _internals
+from streamd.cluster.guard import NODE_ID, Drop
 from streamd.cluster.link import PENDING_BYTES, ClusterLink, _url
+from streamd.cluster.wire import HEADER_ROOM, SIGNATURE, frameSpans
 from streamd.config import ClusterConfig
 from streamd.fanout.hub import Hub, Sender
-from streamd.framing import Payload
+from streamd.framing import INT32, Payload
 
 MSG_ID = "Nats-Msg-Id"
-WINDOW = 256
+FIRST = "Streamd-First"
+EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
+EXPECTED_LAST_ID = "Nats-Expected-Last-Msg-Id"
+WINDOW = 16
 """
-JetStream messages published before their acknowledgements are awaited.
+Batches in flight to the stream, not yet acknowledged.
+"""
+FULL = 64 * 1024
+"""
+Bytes of a batch that goes without waiting: a smaller one waits until no
+other is in flight, gathering what is published meanwhile, so that a
+stream of small writes costs one JetStream message per round trip, not one
+per write.
 """
 API_TIMEOUT = 2.0
 """
@@ -59,8 +89,14 @@ not current yet), and the node reads the stream again.
 """
 ACK_TIMEOUT = 5.0
 """
-Seconds to wait for an acknowledgement before publishing again (from the
-first message not acknowledged, in order).
+Seconds to wait for an acknowledgement before reading the stream through
+and publishing again what did not come back.
+"""
+_DIGITS = re.compile(r"[0-9]{1,18}\Z")
+_CONFLICTS = (b"10071", b"10070")
+"""
+The JetStream errors (wrong last sequence, wrong last message id) of a
+batch that another node's got ahead of: routine, not logged.
 """
 
 
@@ -78,12 +114,37 @@ class StreamRecreated(Exception):
     """
 
 
+class _Batch:
+    """
+    Messages published here, on their way through the stream: their frames,
+    who published each run of them, and the ids of the attempts to publish
+    them.
+    """
+
+    __slots__ = ("data", "count", "runs", "attempts")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.count = 0
+        self.runs: list[tuple[int, Sender | None]] = []
+        self.attempts: list[str] = []
+
+    def add(self, block: bytes, count: int, sender: Sender | None) -> None:
+        self.data += block
+        self.count += count
+        if self.runs and self.runs[-1][1] is sender:
+            self.runs[-1] = (self.runs[-1][0] + count, sender)
+        else:
+            self.runs.append((count, sender))
+
+
 class JetStreamLink(ClusterLink):
     """
     Joins the hub to a JetStream stream while it runs.
 
     @ivar expected: the stream sequence number of the next message to read
-        (the loop's thread keeps it).
+        (the loop's thread keeps it, and the rest of the numbering).
+    @ivar number: the number the next message read should have.
     """
 
     log = Logger()
@@ -97,17 +158,30 @@ class JetStreamLink(ClusterLink):
         pendingBytes: int = PENDING_BYTES,
     ) -> None:
         super().__init__(hub, reactor, config, maxMessageSize, pendingBytes)
+        # Published here, not taken into batches yet (the reactor's thread
+        # adds, the loop's takes); and the bytes not back from the stream.
+        self._queued: list[tuple[bytes, int, Sender | None]] = []
         self._outBytes = 0
-        self._count = 0
-        # Who published each message of ours not yet back from the stream.
-        self._senders: dict[int, Sender] = {}
+        # Read from the stream, for the reactor: (number, payloads, frames,
+        # who published each run of them if this node did).
+        self._read: list[tuple[int, list[Payload], bytes, list[tuple[int, Sender | None]] | None]] = []
         self.expected = 1
+        self.number = 1
         self.epoch: bytes | None = None
         self._sub: Any = None
         self._js: Any = None
         self._connectedEvent: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        # Called with the cluster's epoch when this node takes it.
+        # The loop's thread: batches not back from the stream, in order; the
+        # batch of each attempt; the attempts in flight; the chain's end.
+        self._pending: deque[_Batch] = deque()
+        self._attempts: dict[str, _Batch] = {}
+        self._inflight: set[str] = set()
+        self._sent = 0
+        self._tail: tuple[str, int] | None = None
+        self._broken = False
+        self._ackBy = 0.0
+        self._progress: asyncio.Event | None = None
 
     # The reactor's thread.
 
@@ -125,19 +199,13 @@ class JetStreamLink(ClusterLink):
         The hub's upstream hook: queue messages published here for the
         stream, in order.
         """
-        size = sum(map(len, payloads))
+        block = INT32.encodeMany(payloads)
         with self._lock:
-            if self._outBytes + size > self.pendingBytes and self._out:
-                full = True
-            else:
-                full = False
-                wake = not self._out
-                for payload in payloads:
-                    self._count += 1
-                    if sender is not None:
-                        self._senders[self._count] = sender
-                    self._out.append((self._count, bytes(payload)))  # type: ignore[arg-type]
-                self._outBytes += size
+            full = self._outBytes + len(block) > self.pendingBytes and self._outBytes > 0
+            if not full:
+                wake = not self._queued
+                self._queued.append((block, len(payloads), sender))
+                self._outBytes += len(block)
         if full:
             self._countDropped(len(payloads), f"more than {self.pendingBytes} bytes wait for the stream")
             return
@@ -150,23 +218,22 @@ class JetStreamLink(ClusterLink):
         last time: one batch per run of messages from one sender.
         """
         with self._lock:
-            batch, self._in = self._in, []
-            self._inBytes = 0
+            batch, self._read = self._read, []
         hub = self.hub
-        run: list[bytes] = []
-        first = 0
-        runSender: Sender = self
-        for seq, data, mine in batch:  # type: ignore[misc]
-            sender = (self._senders.pop(mine, None) if mine else None) or self
-            if run and (sender is not runSender or seq != first + len(run)):
-                hub.publish(run, sender=runSender, first=first)
-                run = []
-            if not run:
-                first, runSender = seq, sender
-            run.append(data)
-        if run:
-            hub.publish(run, sender=runSender, first=first)
-        self.counters.received += len(batch)
+        received = 0
+        for first, payloads, data, runs in batch:
+            received += len(payloads)
+            if runs is None:
+                hub.publish(payloads, data, INT32, sender=self, first=first)
+                continue
+            done = offset = 0
+            for count, sender in runs:
+                run = payloads[done : done + count]
+                size = sum(map(len, run)) + INT32.headerSize * count
+                hub.publish(run, data[offset : offset + size], INT32, sender=sender or self, first=first + done)
+                done += count
+                offset += size
+        self.counters.received += received
 
     def _adopt(self, epoch: bytes, url: str, maxPayload: int) -> None:
         """
@@ -184,11 +251,13 @@ class JetStreamLink(ClusterLink):
             epoch=epoch.hex(),
             seq=history.nextSequence,
         )
-        if self.maxMessageSize > maxPayload:
+        if self.maxMessageSize > maxPayload - HEADER_ROOM:
             self.log.warn(
-                "cluster: --max-message-size {size} is over the NATS server's max_payload ({maxPayload}):"
-                " larger messages cannot enter the JetStream stream and are dropped",
+                "cluster: --max-message-size {size} is over what fits in a message of the NATS server"
+                " ({room} bytes of its max_payload {maxPayload}): larger messages cannot enter the"
+                " JetStream stream and are dropped",
                 size=self.maxMessageSize,
+                room=maxPayload - HEADER_ROOM,
                 maxPayload=maxPayload,
             )
 
@@ -220,7 +289,11 @@ class JetStreamLink(ClusterLink):
         )
 
     def _publishedBadly(self, error: str) -> None:
-        self.log.warn("cluster: publishing into the JetStream stream failed ({error}); retrying", error=error)
+        self.log.warn(
+            "cluster: publishing into the JetStream stream failed ({error}); reading it through and"
+            " publishing again what did not arrive",
+            error=error,
+        )
 
     # The loop's thread.
 
@@ -235,6 +308,7 @@ class JetStreamLink(ClusterLink):
         self._task = asyncio.current_task()
         connected = self._connectedEvent = asyncio.Event()
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
 
         async def error(e: Exception) -> None:
             if not nc.is_connected:
@@ -242,6 +316,7 @@ class JetStreamLink(ClusterLink):
 
         async def disconnected() -> None:
             connected.clear()
+            self._breakChain()
             loop.callInReactor(self._lost)
 
         async def readAgain() -> None:
@@ -259,6 +334,7 @@ class JetStreamLink(ClusterLink):
                     await asyncio.sleep(self.config.reconnectWait)
                 else:
                     connected.set()
+                    self._wakeSender()
                     loop.callInReactor(self._back, _url(nc))
                     return
 
@@ -276,9 +352,8 @@ class JetStreamLink(ClusterLink):
             name=f"streamd {self.node}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=self.config.reconnectWait,  # type: ignore[arg-type]
-            # Nothing is buffered while reconnecting: what a connection
-            # stored is then a prefix of what was sent on it, so publishing
-            # again from the first unacknowledged message keeps the order.
+            # Nothing is buffered while reconnecting: a batch either reached
+            # the server on the connection it was sent on, or not at all.
             pending_size=0,
             error_cb=error,
             disconnected_cb=disconnected,
@@ -286,6 +361,8 @@ class JetStreamLink(ClusterLink):
             **self.config.connectOptions(),
         )
         js = self._js = nc.jetstream(timeout=API_TIMEOUT)
+        inbox = nc.new_inbox()
+        await nc.subscribe(f"{inbox}.*", cb=self._acked)
         while True:
             # JetStream may not answer yet (a NATS cluster electing its
             # leader, a stream being placed): try again, as for a server.
@@ -305,7 +382,7 @@ class JetStreamLink(ClusterLink):
         loop.callInReactor(self._adopt, self.epoch, _url(nc), nc.max_payload)
         tasks.add(asyncio.ensure_future(self._watch(connected)))
         try:
-            await self._sender(nc, js)
+            await self._publisher(nc, inbox)
         finally:
             for task in tasks:
                 task.cancel()
@@ -385,8 +462,8 @@ class JetStreamLink(ClusterLink):
     async def _consume(self) -> None:
         """
         Read the stream in order from L{expected} on, with an ordered
-        consumer (which also starts again by itself when it misses
-        messages or heartbeats).
+        consumer: a push consumer with flow control, which also starts again
+        by itself when it misses messages or heartbeats.
         """
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -433,79 +510,229 @@ class JetStreamLink(ClusterLink):
         await super()._close(then)
 
     async def _received(self, msg: Any) -> None:
+        """
+        A batch from the stream: check it, number it, and hand it to the
+        reactor.
+        """
         seq = msg.metadata.sequence.stream
         if seq < self.expected:
             return
         self.expected = seq + 1
-        mine = 0
-        headers = msg.headers
-        if headers:
-            node, _, count = headers.get(MSG_ID, "").rpartition("-")
-            if node == self.node and count.isdigit():
-                mine = int(count)
+        assert self._progress is not None
+        self._progress.set()
+        self._accept(msg.data, msg.headers or {})
+
+    def _accept(self, data: bytes, headers: dict[str, str]) -> None:
+        """
+        Number the batch C{data} (with C{headers}) and queue it for the
+        reactor, unless a check fails.
+        """
+        msgId = headers.get(MSG_ID, "")
+        node, _, token = msgId.partition("-")
+        first = headers.get(FIRST, "")
+        if not (NODE_ID.match(node) and token and _DIGITS.match(first)):
+            self._inReactor(self.dropped, Drop.BAD_HEADER, node)
+            return
+        if self.signer is not None and not self.signer.verify(headers.get(SIGNATURE), data, msgId, first):
+            self._inReactor(self.dropped, Drop.UNSIGNED, node)
+            return
+        decoder = INT32.decoder(len(data))
+        payloads, raw = decoder.feed(data)
+        if decoder.error is not None or len(raw) != len(data):
+            self._inReactor(self.dropped, Drop.NOT_FRAMES, node)
+            return
+        number = int(first)
+        if number < self.number:
+            self._inReactor(self.dropped, Drop.STALE, node)
+            return
+        # From here on the batch holds its numbers on every node; what this
+        # node does not deliver is a gap here.
+        self.number = number + len(payloads)
+        runs = None
+        if node == self.node:
+            batch = self._attempts.get(msgId)
+            if batch is None or batch.data != data:
+                self._inReactor(self.dropped, Drop.FORGED, node)
+                return
+            self._done(batch)
+            runs = batch.runs
+        if payloads and max(map(len, payloads)) > self.maxMessageSize:
+            self._inReactor(self.dropped, Drop.TOO_LARGE, node)
+            return
         with self._lock:
-            wake = not self._in
-            self._in.append((seq, msg.data, mine))  # type: ignore[arg-type]
-            self._inBytes += len(msg.data)
+            wake = not self._read
+            self._read.append((number, payloads, data, runs))
         if wake:
             self._inReactor(self._publishReceived)
 
-    async def _sender(self, nc: Any, js: Any) -> None:
+    def _done(self, batch: _Batch) -> None:
         """
-        Publish what the reactor queued into the stream, in order, each
-        message acknowledged before it leaves the queue; until cancelled.
+        C{batch} is back from the stream.
+        """
+        for attempt in batch.attempts:
+            self._attempts.pop(attempt, None)
+            self._inflight.discard(attempt)
+        if self._pending and self._pending[0] is batch:
+            self._pending.popleft()
+            self._sent = max(0, self._sent - 1)
+        else:
+            index = self._pending.index(batch)
+            del self._pending[index]
+            if index < self._sent:
+                self._sent -= 1
+        with self._lock:
+            self._outBytes -= len(batch.data)
+        self._inReactor(self._countSent, batch.count)
+        self._wakeSender()
+
+    async def _acked(self, msg: Any) -> None:
+        """
+        The stream's answer to an attempt: room in the window, or a broken
+        chain.
+        """
+        attempt = msg.subject.rpartition(".")[2]
+        if attempt not in self._inflight:
+            return
+        self._inflight.discard(attempt)
+        self._ackBy = asyncio.get_running_loop().time() + ACK_TIMEOUT
+        data = msg.data
+        if not data.startswith(b"{") or b'"error"' in data or b'"duplicate"' in data:
+            if not any(code in data for code in _CONFLICTS):
+                self._inReactor(self._publishedBadly, data.decode(errors="replace")[:200] or "no responders")
+            self._breakChain()
+        self._wakeSender()
+
+    def _breakChain(self) -> None:
+        """
+        The batches sent may not all be in the stream: stop sending until
+        the stream is read through.
+        """
+        self._broken = True
+        self._wakeSender()
+
+    async def _publisher(self, nc: Any, inbox: str) -> None:
+        """
+        Publish what the reactor queued into the stream, in order, until
+        cancelled.
         """
         from nats.errors import Error as NatsError
-        from nats.js.errors import Error as JetStreamError
 
-        subject = self.config.subject
         wake = self._wake
         connected = self._connectedEvent
         assert wake is not None and connected is not None
-        unacked: deque[tuple[int, bytes]] = deque()
+        clock = asyncio.get_running_loop()
         while True:
-            if not unacked:
-                await wake.wait()
-            wake.clear()
-            with self._lock:
-                unacked.extend(self._out)  # type: ignore[arg-type]
-                self._out = []
-                self._outBytes = 0
-            await connected.wait()
-            window = [unacked[i] for i in range(min(WINDOW, len(unacked)))]
-            futures: list[Any] = []
             try:
-                for count, payload in window:
-                    if len(payload) > nc.max_payload:
-                        futures.append(None)
-                        continue
-                    futures.append(
-                        await js.publish_async(
-                            subject, payload, headers={MSG_ID: f"{self.node}-{count}"}
-                        )
-                    )
-                for (count, payload), future in zip(window, futures, strict=True):
-                    if future is None:
-                        self._inReactor(self._tooLarge, count, len(payload), nc.max_payload)
-                    else:
-                        await asyncio.wait_for(future, ACK_TIMEOUT)
-                    unacked.popleft()
-                self._inReactor(self._countSent, len(window))
-            except (NatsError, JetStreamError, asyncio.TimeoutError) as e:
-                for future in futures:
-                    if future is None:
-                        continue
-                    if not future.done():
-                        future.cancel()
-                    elif not future.cancelled():
-                        # Retrieved, so that asyncio does not report it.
-                        future.exception()
+                await asyncio.wait_for(wake.wait(), max(0.0, self._ackBy - clock.time()) if self._inflight else None)
+            except asyncio.TimeoutError:
+                pass
+            if self._inflight and clock.time() >= self._ackBy and not self._broken:
+                self._inReactor(self._publishedBadly, f"no acknowledgement for {ACK_TIMEOUT:g} s")
+                self._breakChain()
+            wake.clear()
+            await connected.wait()
+            if self._broken:
+                await self._mend()
+                continue
+            self._take(nc.max_payload - HEADER_ROOM)
+            try:
+                await self._send(nc, inbox)
+            except NatsError as e:
                 self._inReactor(self._publishedBadly, str(e) or type(e).__name__)
-                await asyncio.sleep(self.config.reconnectWait)
+                self._breakChain()
 
-    def _tooLarge(self, count: int, size: int, maxPayload: int) -> None:
-        self._senders.pop(count, None)
-        self._countDropped(1, f"a {size}-byte message is over the NATS server's max_payload ({maxPayload})")
+    def _take(self, room: int) -> None:
+        """
+        Move what the reactor queued into batches of at most C{room} bytes.
+        """
+        with self._lock:
+            queued, self._queued = self._queued, []
+        pending = self._pending
+        # A batch once sent stays as it was: an earlier attempt may yet
+        # arrive, and must be what is sent again.
+        last = pending[-1] if pending and not pending[-1].attempts else None
+        for block, count, sender in queued:
+            if len(block) <= room:
+                pieces = [(block, count)]
+            else:
+                pieces = [(block[start:stop], 1) for start, stop in frameSpans(block)]
+            for piece, n in pieces:
+                if len(piece) > room:
+                    self._inReactor(self._tooLarge, len(piece), room)
+                    with self._lock:
+                        self._outBytes -= len(piece)
+                    continue
+                if last is None or len(last.data) + len(piece) > room:
+                    last = _Batch()
+                    pending.append(last)
+                last.add(piece, n, sender)
+
+    async def _send(self, nc: Any, inbox: str) -> None:
+        """
+        Send the batches not sent yet, while the window has room.
+        """
+        subject = self.config.subject
+        pending = self._pending
+        while self._sent < len(pending) and len(self._inflight) < WINDOW:
+            batch = pending[self._sent]
+            if self._inflight and len(batch.data) < FULL:
+                break
+            attempt = f"{self.node}-{secrets.token_hex(8)}"
+            if self._tail is None:
+                first = self.number
+                headers = {EXPECTED_LAST_SEQUENCE: str(self.expected - 1)}
+            else:
+                previous, first = self._tail
+                headers = {EXPECTED_LAST_ID: previous}
+            headers[MSG_ID] = attempt
+            headers[FIRST] = str(first)
+            if self.signer is not None:
+                headers[SIGNATURE] = self.signer.sign(batch.data, attempt, str(first))
+            batch.attempts.append(attempt)
+            self._attempts[attempt] = batch
+            if not self._inflight:
+                self._ackBy = asyncio.get_running_loop().time() + ACK_TIMEOUT
+            self._inflight.add(attempt)
+            self._sent += 1
+            self._tail = (attempt, first + batch.count)
+            await nc.publish(subject, batch.data, reply=f"{inbox}.{attempt}", headers=headers)
+
+    async def _mend(self) -> None:
+        """
+        After a broken chain: read the stream through its last message, so
+        that every batch of ours it holds is back, and send the others again.
+        """
+        assert self._progress is not None
+        try:
+            info = await self._js.stream_info(self.config.streamName)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._inReactor(self._noJetStream, str(e) or type(e).__name__)
+            await asyncio.sleep(self.config.reconnectWait)
+            self._wakeSender()
+            return
+        last = info.state.last_seq
+        if info.state.first_seq > last >= self.expected:
+            # The stream holds nothing this node has not read: nothing more
+            # will come to read through.
+            self.expected = last + 1
+        while self.expected <= last:
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), WATCH_SECONDS)
+            except asyncio.TimeoutError:
+                # The watch starts a stuck consumer again; look again.
+                self._wakeSender()
+                return
+        self._broken = False
+        self._inflight.clear()
+        self._sent = 0
+        self._tail = None
+        self._wakeSender()
+
+    def _tooLarge(self, size: int, room: int) -> None:
+        self._countDropped(1, f"a {size}-byte message is over what fits in a NATS message ({room} bytes)")
 
 
 def _created(info: Any) -> str:

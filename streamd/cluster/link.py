@@ -24,13 +24,14 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from streamd.cluster.guard import Drop, DropCounter, Signer
 from streamd.cluster.loop import NatsLoop, loopFor
-from streamd.cluster.wire import Joiner, Packer
+from streamd.cluster.wire import NODE, Joiner, Packer, signedBy
 from streamd.config import ClusterConfig
 from streamd.fanout.cursor import newSerial
 from streamd.fanout.history import COUNT, SENDER, Entry
 from streamd.fanout.hub import Hub
-from streamd.framing import INT32, Payload
+from streamd.framing import INT32, FrameTooLong, Payload
 
 PENDING_BYTES = 64 * 1024 * 1024
 """
@@ -51,8 +52,6 @@ class LinkCounters:
     @ivar gaps: times this node may have missed other nodes' messages (a
         reconnection, or messages nats-py dropped as a slow consumer).
     @ivar slowDropped: NATS messages nats-py dropped as a slow consumer.
-    @ivar malformed: NATS messages on the subject that were not streamd
-        frames.
     """
 
     sent: int = 0
@@ -60,7 +59,6 @@ class LinkCounters:
     dropped: int = 0
     gaps: int = 0
     slowDropped: int = 0
-    malformed: int = 0
 
 
 class ClusterLink(Service):
@@ -71,6 +69,8 @@ class ClusterLink(Service):
         heard).
     @ivar server: the C{HOST:PORT} of the NATS server it is on, or was last.
     @ivar failed: whether the link ended on an error (and serves no more).
+    @ivar dropped: what came from NATS and was dropped, by reason.
+    @ivar signer: the nodes' shared key, if they have one (read at start).
     """
 
     log = Logger()
@@ -95,7 +95,9 @@ class ClusterLink(Service):
         self.connected = False
         self.failed = False
         self.server: str | None = None
-        self.joiner = Joiner(maxMessageSize + INT32.headerSize)
+        self.dropped = DropCounter(reactor, config.subject)
+        self.signer: Signer | None = None
+        self.joiner = Joiner(maxMessageSize + INT32.headerSize, reactor, self.dropped)
         self._lock = threading.Lock()
         self._out: list[bytes] = []
         self._outFrames = 0
@@ -113,6 +115,8 @@ class ClusterLink(Service):
 
     def startService(self) -> None:
         super().startService()
+        key = self.config.key()
+        self.signer = Signer(key) if key is not None else None
         loop = self._loop = loopFor(self.reactor, f"streamd-cluster-{self.node}")
         loop.start()
         self.hub.outbound = self.send
@@ -152,6 +156,7 @@ class ClusterLink(Service):
             "server": self.server,
             "gaps": self.counters.gaps,
             "dropped": self.counters.dropped,
+            "rejected": {reason.label: n for reason, n in self.dropped.counts.items()},
         }
 
     def _failedForGood(self, error: str) -> None:
@@ -165,6 +170,8 @@ class ClusterLink(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.hub.outbound = None
+        self.joiner.stop()
+        self.dropped.stop()
         loop = self._loop
         assert loop is not None
         done: Deferred[None] = Deferred()
@@ -206,20 +213,19 @@ class ClusterLink(Service):
             self._inBytes = 0
         payloads: list[Payload] = []
         blocks = []
+        signer = self.signer
         for data, headers in batch:
+            if signer is not None and not signedBy(signer, data, headers):
+                self.dropped(Drop.UNSIGNED, (headers or {}).get(NODE, ""))
+                continue
             frames = self.joiner.feed(data, headers)
             if not frames:
                 continue
             decoder = INT32.decoder(self.maxMessageSize)
             got, raw = decoder.feed(frames)
             if decoder.error is not None or len(raw) != len(frames):
-                self.counters.malformed += 1
-                if self.counters.malformed == 1:
-                    self.log.warn(
-                        "cluster: dropped a message on {subject} that is not whole streamd frames"
-                        " of at most --max-message-size bytes (something else publishes there?)",
-                        subject=self.config.subject,
-                    )
+                tooLarge = isinstance(decoder.error, FrameTooLong)
+                self.dropped(Drop.TOO_LARGE if tooLarge else Drop.NOT_FRAMES, (headers or {}).get(NODE, ""))
                 continue
             payloads.extend(got)
             blocks.append(frames)
@@ -335,7 +341,7 @@ class ClusterLink(Service):
             reconnected_cb=reconnected,
             **self.config.connectOptions(),
         )
-        packer = Packer(self.node, nc.max_payload)
+        packer = Packer(self.node, nc.max_payload, self.signer)
         await nc.subscribe(self.config.subject, cb=self._received, pending_bytes_limit=self.pendingBytes)
         await nc.flush()
         import asyncio

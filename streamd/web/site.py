@@ -53,7 +53,7 @@ def makeSite(
     root.putChild(b"ws", StreamWebSocketResource(StreamWebSocketFactory(context)))
     root.putChild(b"events", EventsResource(context))
     root.putChild(b"streams", StreamsResource(context))
-    root.putChild(b"metrics", MetricsResource(context, sources))
+    root.putChild(b"metrics", MetricsResource(context, sources, cluster))
     root.putChild(b"connz", ConnzResource(context))
     root.putChild(b"healthz", HealthResource(context.clock, listeners, cluster))
     site = StreamdSite(root, context, logFormatter=withoutTokens)
