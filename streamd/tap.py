@@ -75,7 +75,7 @@ class Options(StreamsOptions, DurableOptions):
         ["drain", None, 0.0, "Seconds over which clients are told goodbye at shutdown, each at a random moment, so that they do not all reconnect at once (as NATS's lame-duck mode); --shutdown-timeout follows.", _seconds("drain")],
         ["http-header-timeout", None, config.DEFAULT_HEADER_TIMEOUT, "Seconds an --http connection has to send each request's head (0: no limit).", _seconds("http-header-timeout")],
         ["restart-delay", None, 1.0, "Seconds before an exec: or sh: source that exited is run again.", _seconds("restart-delay")],
-        ["cluster-subject", None, config.DEFAULT_SUBJECT, "NATS subject the nodes of this stream share."],
+        ["cluster-subject", None, config.DEFAULT_SUBJECT, "Prefix of the NATS subjects the nodes share: stream NAME travels on PREFIX.NAME."],
         ["cluster-creds", None, None, "NATS credentials file (.creds) for --cluster."],
         ["cluster-user", None, None, "NATS user name for --cluster; the password is in --cluster-password-file."],
         ["cluster-password-file", None, None, "File holding the NATS password of --cluster-user."],

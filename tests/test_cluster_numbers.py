@@ -15,9 +15,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.cluster.jetstream import epochOf
-from streamd.config import ClusterConfig, ConfigError, parseRetention
+from streamd.config import ClusterConfig, ConfigError, StreamsConfig, parseRetention
 from streamd.fanout.history import COUNT, FIRST, SENDER, History, lastOf
 from streamd.fanout.hub import Hub, Sender
+from streamd.fanout.streams import Streams
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE, INT32, Payload
 from streamd.seqframing import ClientHello, Gap, GapReason, Msg, ServerHello, Start
 from streamd.stats import Stats
@@ -206,28 +207,36 @@ class JetStreamLinkTests(SynchronousTestCase):
     def setUp(self) -> None:
         from streamd.cluster.jetstream import JetStreamLink
 
-        self.hub = Hub(Stats(), Clock())
+        self.streams = Streams(Stats(), Clock(), config=self.streamsConfig)
+        self.hub = self.streams.default
         config = ClusterConfig(("nats://127.0.0.1:4222",), history="jetstream")
-        self.link = JetStreamLink(self.hub, Clock(), config, 1024, pendingBytes=10)
+        self.link = JetStreamLink(self.streams, Clock(), config, 1024, pendingBytes=10)
         self.link.node = NODE
         self.link._loop = _Immediate()  # type: ignore[assignment]
-        self.hub.upstream = self.link.forward
+        # What startService does.
+        self.link.routes.attach(self.link.attachStream)
 
-    def deliver(self, first: int, payloads: list[bytes], node: str = OTHER, token: str = "1") -> None:
+    streamsConfig = StreamsConfig()
+
+    def deliver(
+        self, first: int, payloads: list[bytes], node: str = OTHER, token: str = "1", stream: str = "default"
+    ) -> None:
         """
-        The stream delivers C{payloads} numbered from C{first}, published
-        by C{node}.
+        The stream delivers C{payloads} of C{stream} numbered from C{first},
+        published by C{node}.
         """
         from streamd.cluster.jetstream import FIRST as FIRST_HEADER
         from streamd.cluster.jetstream import MSG_ID
 
-        self.link._accept(INT32.encodeMany(payloads), {MSG_ID: f"{node}-{token}", FIRST_HEADER: str(first)})
+        headers = {MSG_ID: f"{node}-{token}", FIRST_HEADER: str(first)}
+        self.link._accept(f"streamd.{stream}", INT32.encodeMany(payloads), headers)
 
-    def held(self) -> list[tuple[int, int, int]]:
+    def held(self, hub: Hub | None = None) -> list[tuple[int, int, int]]:
         """
-        The first number, count and sender of each entry of the history.
+        The first number, count and sender of each entry of the history of
+        C{hub} (C{default}'s by default).
         """
-        history = self.hub.history
+        history = (hub or self.hub).history
         return [(history[i][FIRST], history[i][COUNT], history[i][SENDER]) for i in range(history.start, history.end)]
 
     def test_queuedNotDelivered(self) -> None:
@@ -237,7 +246,7 @@ class JetStreamLinkTests(SynchronousTestCase):
         """
         sender = _Sender()
         self.hub.publish([b"a", memoryview(b"bc")], sender=sender)
-        self.assertEqual(self.link._queued, [(INT32.encodeMany([b"a", b"bc"]), 2, sender)])
+        self.assertEqual(self.link._queued, [("default", INT32.encodeMany([b"a", b"bc"]), 2, sender)])
         self.assertEqual(self.hub.history.nextSequence, 1)
 
     def test_queueBounded(self) -> None:
@@ -319,7 +328,7 @@ class JetStreamLinkTests(SynchronousTestCase):
 
         link, nc = self.link, Connection()
         link.pendingBytes = 1_000_000
-        link.expected, link.number = 6, 40
+        link.expected, link.numbers = 6, {"default": 40}
         for n in range(3):
             self.hub.publish([b"x" * 70_000, b"%d" % n])
         self.hub.publish([b"small"])
@@ -363,9 +372,9 @@ class JetStreamLinkTests(SynchronousTestCase):
 
         self.deliver(1, [b"one"])
         self.deliver(1, [b"again"])
-        self.link._accept(INT32.encode(b"x"), {})
-        self.link._accept(INT32.encode(b"x"), {"Nats-Msg-Id": f"{OTHER}-3", "Streamd-First": "\u00b2"})
-        self.link._accept(b"\x00\x00\x00\x09cut", {"Nats-Msg-Id": f"{OTHER}-2", "Streamd-First": "2"})
+        self.link._accept("streamd.default", INT32.encode(b"x"), {})
+        self.link._accept("streamd.default", INT32.encode(b"x"), {"Nats-Msg-Id": f"{OTHER}-3", "Streamd-First": "\u00b2"})
+        self.link._accept("streamd.default", b"\x00\x00\x00\x09cut", {"Nats-Msg-Id": f"{OTHER}-2", "Streamd-First": "2"})
         self.deliver(2, [b"forged"], NODE, "never")
         self.deliver(3, [b"x" * 2000])
         self.deliver(4, [b"four"])
@@ -378,7 +387,8 @@ class JetStreamLinkTests(SynchronousTestCase):
     def test_unsigned(self) -> None:
         """
         With a key, a batch not signed with it is dropped, one signed is
-        taken.
+        taken; the signed one copied to another stream's subject is dropped
+        there.
         """
         from streamd.cluster.guard import Drop, Signer
         from streamd.cluster.wire import SIGNATURE
@@ -387,9 +397,148 @@ class JetStreamLinkTests(SynchronousTestCase):
         self.deliver(1, [b"unsigned"])
         data = INT32.encode(b"signed")
         msgId = f"{OTHER}-2"
-        signature = signer.sign(data, msgId, "1")
-        self.link._accept(data, {"Nats-Msg-Id": msgId, "Streamd-First": "1", SIGNATURE: signature})
-        self.assertEqual((self.held(), self.link.dropped.counts), ([(1, 1, self.link.serial)], {Drop.UNSIGNED: 1}))
+        signature = signer.sign(data, msgId, "1", "streamd.default")
+        headers = {"Nats-Msg-Id": msgId, "Streamd-First": "1", SIGNATURE: signature}
+        self.link._accept("streamd.default", data, headers)
+        self.link._accept("streamd.other", data, headers)
+        self.assertEqual((self.held(), self.link.dropped.counts), ([(1, 1, self.link.serial)], {Drop.UNSIGNED: 2}))
+        self.assertEqual((self.streams.get("other"), self.link.numbers), (None, {"default": 2}))
+
+    def test_numberedPerStream(self) -> None:
+        """
+        Each stream has its own numbers: a batch is taken if numbered at or
+        after its stream's next, dropped as stale if behind it, whatever
+        the other streams' numbers; it enters its stream, made here if need
+        be, under its numbers.
+        """
+        from streamd.cluster.guard import Drop
+
+        self.deliver(1, [b"d1", b"d2"])
+        self.deliver(1, [b"p1"], stream="prices")
+        self.deliver(3, [b"d3"])
+        self.deliver(1, [b"copy"], stream="prices")
+        self.deliver(5, [b"p5"], stream="prices")
+        self.deliver(1, [b"n1"], stream="news.eu")
+        prices, news = self.streams.get("prices"), self.streams.get("news.eu")
+        assert prices is not None and news is not None
+        serial = self.link.serial
+        self.assertEqual(
+            [self.held(hub) for hub in (self.hub, prices, news)],
+            [[(1, 2, serial), (3, 1, serial)], [(1, 1, serial), (5, 1, serial)], [(1, 1, serial)]],
+        )
+        self.assertEqual(self.link.numbers, {"default": 4, "prices": 6, "news.eu": 2})
+        self.assertEqual(self.link.dropped.counts, {Drop.STALE: 1})
+
+    def test_badStreamName(self) -> None:
+        """
+        A batch on a subject that names no stream is dropped, and numbers
+        nothing.
+        """
+        from streamd.cluster.guard import Drop
+
+        self.deliver(1, [b"x"], stream="b@d")
+        self.assertEqual((self.link.numbers, self.link.dropped.counts), ({}, {Drop.NO_STREAM: 1}))
+
+    def test_epochPerStream(self) -> None:
+        """
+        Once the link knows the cluster's epoch, every stream takes its own
+        epoch of it, the streams made later too: the same on every node.
+        """
+        from streamd.cluster.jetstream import streamEpoch
+
+        prices = self.streams.open("prices")
+        self.link._adopt(b"clusterE", "127.0.0.1:4222", 1 << 20)
+        news = self.streams.open("news")
+        self.assertEqual(
+            [hub.history.epoch for hub in (self.hub, prices, news)],
+            [streamEpoch(b"clusterE", name) for name in ("default", "prices", "news")],
+        )
+        self.assertEqual(len({hub.history.epoch for hub in (self.hub, prices, news)}), 3)
+
+    def test_batchedPerStream(self) -> None:
+        """
+        What several streams published meanwhile goes into batches of one
+        stream each, each stream's in its order.
+        """
+        self.link.pendingBytes = 10_000
+        prices = self.streams.open("prices")
+        self.hub.publish([b"d1"])
+        prices.publish([b"p1"])
+        self.hub.publish([b"d2", b"d3"])
+        prices.publish([b"p2"])
+        self.link._take(1000)
+        self.assertEqual(
+            [(b.stream, frames(b.data)) for b in self.link._pending],
+            [("default", [b"d1", b"d2", b"d3"]), ("prices", [b"p1", b"p2"])],
+        )
+
+    def test_chainedPerStream(self) -> None:
+        """
+        One chain orders the batches of every stream, each numbered after
+        what the stream holds and the chain's batches of it before; a small
+        batch waits while one of its stream is in flight, and the batches
+        of other streams go past it.
+        """
+        import asyncio
+
+        from streamd.cluster import jetstream
+
+        class Connection:
+            def __init__(self) -> None:
+                self.sent: list[tuple[str, dict[str, str], list[bytes]]] = []
+
+            async def publish(self, subject: str, data: bytes, reply: str, headers: dict[str, str]) -> None:
+                self.sent.append((subject, headers, frames(data)))
+
+        link, nc = self.link, Connection()
+        link.pendingBytes = 1_000_000
+        link.expected, link.numbers = 9, {"default": 40, "prices": 7}
+        prices = self.streams.open("prices")
+        self.hub.publish([b"x" * 70_000])
+        prices.publish([b"p1"])
+        self.hub.publish([b"small"])
+        self.streams.open("news").publish([b"n1", b"n2"])
+        # Room for the large message only: the small one of default starts
+        # another batch.
+        link._take(70_005)
+        asyncio.run(link._send(nc, "inbox"))
+        sent = [
+            (subject, h.get(jetstream.EXPECTED_LAST_SEQUENCE), h.get(jetstream.EXPECTED_LAST_ID), h[jetstream.FIRST])
+            for subject, h, _ in nc.sent
+        ]
+        ids = [h[jetstream.MSG_ID] for _, h, _ in nc.sent]
+        self.assertEqual(
+            sent,
+            [
+                ("streamd.default", "8", None, "40"),
+                ("streamd.prices", None, ids[0], "7"),
+                ("streamd.news", None, ids[1], "1"),
+            ],
+        )
+        # The small batch of default waited, and goes once its stream's
+        # first is back, numbered after it.
+        self.assertEqual([b.stream for b in link._pending], ["default", "prices", "news", "default"])
+        self.deliver(40, [b"x" * 70_000], NODE, ids[0].partition("-")[2])
+        nc.sent.clear()
+        asyncio.run(link._send(nc, "inbox"))
+        self.assertEqual(
+            [(subject, h.get(jetstream.EXPECTED_LAST_ID), h[jetstream.FIRST], f) for subject, h, f in nc.sent],
+            [("streamd.default", ids[2], "41", [b"small"])],
+        )
+
+    def test_streamCannotBeMade(self) -> None:
+        """
+        A batch of a stream this node may not make keeps its numbers (the
+        other nodes deliver it) and is dropped here, counted.
+        """
+        from streamd.cluster.guard import Drop
+
+        self.streams = Streams(Stats(), Clock(), config=StreamsConfig(declaredOnly=True))
+        self.link.streams = self.link.routes.streams = self.streams
+        self.deliver(1, [b"o1"], stream="other")
+        self.deliver(2, [b"o2"], stream="other")
+        self.assertEqual(self.streams.get("other"), None)
+        self.assertEqual((self.link.numbers, self.link.dropped.counts), ({"other": 3}, {Drop.NO_STREAM: 2}))
 
 
 class ResumeInAHoleTests(SynchronousTestCase):

@@ -35,8 +35,9 @@ class ClusterOptionsTests(SynchronousTestCase):
 
     def test_servers(self) -> None:
         """
-        C{--cluster} is repeatable, one URL per NATS server; the subject
-        defaults to C{streamd.default}.
+        C{--cluster} is repeatable, one URL per NATS server; the subjects'
+        prefix defaults to C{streamd} (stream C{default} on
+        C{streamd.default}).
         """
         options = parse("--cluster", "nats://10.0.0.1:4222", "--cluster", "tls://n2:4222")
         self.assertEqual(
@@ -54,11 +55,13 @@ class ClusterOptionsTests(SynchronousTestCase):
 
     def test_badSubject(self) -> None:
         """
-        A subject with a wildcard is refused: the nodes publish on it.
+        A prefix with a wildcard, or an empty token (a leading or trailing
+        dot), is refused: the nodes publish on the subjects under it.
         """
-        with self.assertRaises(UsageError) as caught:
-            parse("--cluster", "nats://x:4222", "--cluster-subject", "streamd.>")
-        self.assertIn("--cluster-subject", str(caught.exception))
+        for prefix in ("streamd.>", "streamd.*", "streamd.", ".streamd", "a..b"):
+            with self.assertRaises(UsageError) as caught:
+                parse("--cluster", "nats://x:4222", "--cluster-subject", prefix)
+            self.assertIn("--cluster-subject", str(caught.exception))
 
     def test_companionsNeedCluster(self) -> None:
         """

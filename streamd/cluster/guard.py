@@ -1,6 +1,6 @@
 """
 What a node accepts from NATS: the NATS account is inside streamd's trust
-boundary, so whatever arrives on the cluster's subject is checked before it
+boundary, so whatever arrives on the cluster's subjects is checked before it
 reaches a client, and what fails a check is dropped, counted by reason and
 logged (throttled).
 
@@ -30,8 +30,8 @@ A node's identity: 8 random bytes in hex, drawn when the link starts.
 
 class Drop(Enum):
     """
-    Why a NATS message on the cluster's subject was dropped: each member is
-    a C{/metrics} label and the words of the log line.
+    Why a NATS message on the cluster's subjects was dropped: each member
+    is a C{/metrics} label and the words of the log line.
     """
 
     NOT_FRAMES = ("not_frames", "is not whole streamd frames")
@@ -43,6 +43,10 @@ class Drop(Enum):
     UNSIGNED = ("unsigned", "is not signed with --cluster-key-file's key")
     FORGED = ("forged", "claims this node's identity but this node did not send it")
     STALE = ("stale", "is numbered behind the stream (a copy, or a forged number)")
+    NO_STREAM = (
+        "no_stream",
+        "is for a stream this node cannot make (a bad name, --streams declared, --max-streams)",
+    )
 
     @property
     def label(self) -> str:
@@ -64,20 +68,21 @@ class DropCounter:
     log = Logger()
 
     def __init__(self, clock: IReactorTime, subject: str) -> None:
+        # The subjects of the cluster, for drops not of one subject.
         self.subject = subject
         self.counts: Counter[Drop] = Counter()
         self._throttle = LogThrottle(clock, self._held, perSecond=5)
 
-    def __call__(self, reason: Drop, sender: str = "") -> None:
+    def __call__(self, reason: Drop, sender: str = "", subject: str = "") -> None:
         """
         Count one NATS message dropped for C{reason}; C{sender} is the node
-        it claims to come from, if any.
+        it claims to come from, if any, C{subject} the subject it came on.
         """
         self.counts[reason] += 1
         if self._throttle.admitOne():
             self.log.warn(
                 "cluster: dropped a NATS message on {subject}{sender}: it {why} ({reason}, {n} so far)",
-                subject=self.subject,
+                subject=subject or self.subject,
                 sender=f" from node {sender}" if NODE_ID.match(sender) else "",
                 why=reason.words,
                 reason=reason.label,

@@ -1,42 +1,51 @@
 """
-The link between this node's hub and a JetStream stream (C{--cluster-history
-jetstream}).
+The link between this node's streams and a JetStream stream
+(C{--cluster-history jetstream}).
 
-Every message published here (by a client or a source) goes into the stream,
-and is not delivered here yet.  Every node reads the stream in order and
-publishes what it reads into its hub under the numbers the stream gives, so
-every node holds the same messages, in the same order, under the same
+One JetStream stream holds every streamd stream of the cluster: its
+subjects are C{PREFIX.>}, and a streamd stream's batches are on its subject,
+C{PREFIX.NAME} (see L{streamd.cluster.routes}).  Every message published
+here (by a client or a source) goes into it, and is not delivered here yet.
+Every node reads it in order and publishes what it reads into the streamd
+stream its subject names, under the numbers it carries, so every node holds
+the same messages of each stream, in the same order, under the same
 numbers, and local clients get a message published here once it is in the
-stream, like everyone else.  The epoch is the stream's (its name and
-creation time), the same on every node; a stream made anew has a new one.
+JetStream stream, like everyone else.  Each stream's epoch is made from the
+JetStream stream's (its name and creation time) and the stream's name
+(L{streamEpoch}): the same on every node, another for each stream, and a
+new one when the JetStream stream is made anew.
 
-The mapping: a JetStream message is a batch of whole int32 frames (as in
-core mode), with headers
+The mapping: a JetStream message is a batch of whole int32 frames of one
+stream (as in core mode), with headers
 
   - C{Nats-Msg-Id}: the node's identity, C{-}, and a random token drawn for
     each attempt (so no other node's id can collide with it, and a NATS user
     cannot take one in advance);
-  - C{Streamd-First}: the number of its first message; the others follow,
-    one each;
-  - C{Streamd-Signature}, with C{--cluster-key-file}.
+  - C{Streamd-First}: the number of its first message in its stream; the
+    others follow, one each;
+  - C{Streamd-Signature}, with C{--cluster-key-file}, over the payload, the
+    two headers above and the subject.
 
 A node numbers its batches after the last message it has read: the first
-with C{Nats-Expected-Last-Sequence} (the stream takes it only right after
-that message), each of the next with C{Nats-Expected-Last-Msg-Id} (only
-right after the one before), L{WINDOW} of them in flight, acknowledgements
-matched as they come.  When another node got in first, the stream refuses
-the batch and those behind it; the node then reads the stream through its
-last message, and publishes again, numbered anew, what did not come back.
-A batch is done when it comes back from the stream, not when acknowledged,
-so a lost acknowledgement, a reconnection or a refusal neither loses nor
-doubles it, and each publisher's order is kept.
+with C{Nats-Expected-Last-Sequence} (the JetStream stream takes it only
+right after that message), each of the next with
+C{Nats-Expected-Last-Msg-Id} (only right after the one before), L{WINDOW}
+of them in flight, acknowledgements matched as they come.  This one chain
+orders the batches of every stream, so a node knows, batch after batch,
+the next number of each stream in it.  When another node got in first, the
+JetStream stream refuses the batch and those behind it; the node then reads
+the stream through its last message, and publishes again, numbered anew,
+what did not come back.  A batch is done when it comes back from the
+stream, not when acknowledged, so a lost acknowledgement, a reconnection or
+a refusal neither loses nor doubles it, and each publisher's order in each
+stream is kept.
 
-Every node takes a batch whose first number is the next it expects, or
-later (what the stream no longer holds reaches C{seq} clients as a GAP),
-and drops it otherwise; so every node that reads the stream numbers alike.
-A node cut off from NATS keeps what is published here (up to
-L{PENDING_BYTES}) and sends it when it is back, then reads the stream from
-where it stopped.
+Every node keeps, per stream, the next number it expects, and takes a batch
+whose first number is that, or later (what the JetStream stream no longer
+holds reaches C{seq} clients as a GAP), and drops it otherwise; so every
+node that reads the stream numbers every stream alike.  A node cut off from
+NATS keeps what is published here (up to L{PENDING_BYTES}) and sends it
+when it is back, then reads the JetStream stream from where it stopped.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from twisted.logger import Logger
@@ -57,7 +67,9 @@ from streamd.cluster.link import PENDING_BYTES, ClusterLink, _url
 from streamd.cluster.wire import HEADER_ROOM, SIGNATURE, frameSpans
 from streamd.config import ClusterConfig
 from streamd.fanout.hub import Hub, Sender
+from streamd.fanout.streams import Streams
 from streamd.framing import INT32, Payload
+from streamd.names import BadName, checkName
 
 MSG_ID = "Nats-Msg-Id"
 FIRST = "Streamd-First"
@@ -103,9 +115,19 @@ batch that another node's got ahead of: routine, not logged.
 def epochOf(name: str, created: str) -> bytes:
     """
     The cluster's epoch: 8 bytes that every node computes alike from the
-    stream's name and creation time, and that change when it is made anew.
+    JetStream stream's name and creation time, and that change when it is
+    made anew.
     """
     return hashlib.sha256(f"{name}\0{created}".encode()).digest()[:8]
+
+
+def streamEpoch(epoch: bytes, name: str) -> bytes:
+    """
+    The epoch of stream C{name} in the cluster of epoch C{epoch}: the same on
+    every node, and another for each stream, so a position in one stream is
+    never taken for one in another.
+    """
+    return hashlib.sha256(epoch + name.encode()).digest()[:8]
 
 
 class StreamRecreated(Exception):
@@ -114,19 +136,33 @@ class StreamRecreated(Exception):
     """
 
 
+class WrongSubjects(Exception):
+    """
+    The JetStream stream of this node's name holds other subjects than the
+    ones it needs: another cluster's, or one made by hand.
+    """
+
+
+_Runs = list[tuple[int, "Sender | None"]]
+"""
+Who published each run of a batch's messages here: how many, and who.
+"""
+
+
 class _Batch:
     """
-    Messages published here, on their way through the stream: their frames,
-    who published each run of them, and the ids of the attempts to publish
-    them.
+    Messages published here in one stream, on their way through the
+    JetStream stream: their stream, their frames, who published each run of
+    them, and the ids of the attempts to publish them.
     """
 
-    __slots__ = ("data", "count", "runs", "attempts")
+    __slots__ = ("stream", "data", "count", "runs", "attempts")
 
-    def __init__(self) -> None:
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
         self.data = b""
         self.count = 0
-        self.runs: list[tuple[int, Sender | None]] = []
+        self.runs: _Runs = []
         self.attempts: list[str] = []
 
     def add(self, block: bytes, count: int, sender: Sender | None) -> None:
@@ -140,71 +176,89 @@ class _Batch:
 
 class JetStreamLink(ClusterLink):
     """
-    Joins the hub to a JetStream stream while it runs.
+    Joins the streams to a JetStream stream while it runs.
 
-    @ivar expected: the stream sequence number of the next message to read
-        (the loop's thread keeps it, and the rest of the numbering).
-    @ivar number: the number the next message read should have.
+    @ivar expected: the JetStream stream's sequence number of the next
+        message to read (the loop's thread keeps it, and the rest of the
+        numbering).
+    @ivar numbers: the number the next message read should have, per stream
+        (1 for a stream not in it).
+    @ivar adopted: the JetStream stream's epoch, once the reactor knows it.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        hub: Hub,
+        streams: Streams,
         reactor: Any,
         config: ClusterConfig,
         maxMessageSize: int,
         pendingBytes: int = PENDING_BYTES,
     ) -> None:
-        super().__init__(hub, reactor, config, maxMessageSize, pendingBytes)
+        super().__init__(streams, reactor, config, maxMessageSize, pendingBytes)
         # Published here, not taken into batches yet (the reactor's thread
-        # adds, the loop's takes); and the bytes not back from the stream.
-        self._queued: list[tuple[bytes, int, Sender | None]] = []
+        # adds, the loop's takes): (stream, frames, count, publisher); and
+        # the bytes not back from the JetStream stream.
+        self._queued: list[tuple[str, bytes, int, Sender | None]] = []
         self._outBytes = 0
-        # Read from the stream, for the reactor: (number, payloads, frames,
-        # who published each run of them if this node did).
-        self._read: list[tuple[int, list[Payload], bytes, list[tuple[int, Sender | None]] | None]] = []
+        # Read from the stream, for the reactor: (stream, number, payloads,
+        # frames, who published each run of them if this node did, node).
+        self._read: list[tuple[str, int, list[Payload], bytes, _Runs | None, str]] = []
         self.expected = 1
-        self.number = 1
+        self.numbers: dict[str, int] = {}
         self.epoch: bytes | None = None
+        self.adopted: bytes | None = None
         self._sub: Any = None
         self._js: Any = None
         self._connectedEvent: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        # The loop's thread: batches not back from the stream, in order; the
-        # batch of each attempt; the attempts in flight; the chain's end.
+        # The loop's thread: batches not back from the stream, in order
+        # (the first _sent of them sent); the batch of each stream that takes
+        # more messages; the batch of each attempt; the attempts in flight;
+        # the chain's last attempt, and each stream's next number after it.
         self._pending: deque[_Batch] = deque()
+        self._open: dict[str, _Batch] = {}
         self._attempts: dict[str, _Batch] = {}
         self._inflight: set[str] = set()
         self._sent = 0
-        self._tail: tuple[str, int] | None = None
+        self._tail: str | None = None
+        self._next: dict[str, int] = {}
         self._broken = False
         self._ackBy = 0.0
         self._progress: asyncio.Event | None = None
 
     # The reactor's thread.
 
-    def startService(self) -> None:
-        super().startService()
-        self.hub.outbound = None
-        self.hub.upstream = self.forward
-
-    def stopService(self) -> Any:
-        self.hub.upstream = None
-        return super().stopService()
-
-    def forward(self, payloads: Sequence[Payload], sender: Sender | None) -> None:
+    def attachStream(self, hub: Hub) -> None:
         """
-        The hub's upstream hook: queue messages published here for the
-        stream, in order.
+        Hand what is published in the stream of C{hub} to the JetStream
+        stream, and give it its epoch once the cluster's is known.
+        """
+        hub.upstream = partial(self.forward, hub.name)
+        if self.adopted is not None:
+            self._adoptEpoch(hub)
+
+    def detachStream(self, hub: Hub) -> None:
+        hub.upstream = None
+
+    def _adoptEpoch(self, hub: Hub) -> None:
+        assert self.adopted is not None
+        epoch = streamEpoch(self.adopted, hub.name)
+        if hub.history.epoch != epoch:
+            hub.history.adoptEpoch(epoch)
+
+    def forward(self, stream: str, payloads: Sequence[Payload], sender: Sender | None) -> None:
+        """
+        The upstream hook of stream C{stream}: queue messages published
+        here for the JetStream stream, in order.
         """
         block = INT32.encodeMany(payloads)
         with self._lock:
             full = self._outBytes + len(block) > self.pendingBytes and self._outBytes > 0
             if not full:
                 wake = not self._queued
-                self._queued.append((block, len(payloads), sender))
+                self._queued.append((stream, block, len(payloads), sender))
                 self._outBytes += len(block)
         if full:
             self._countDropped(len(payloads), f"more than {self.pendingBytes} bytes wait for the stream")
@@ -214,14 +268,19 @@ class JetStreamLink(ClusterLink):
 
     def _publishReceived(self) -> None:
         """
-        Publish here, numbered as in the stream, what it delivered since
-        last time: one batch per run of messages from one sender.
+        Publish here, numbered as in the JetStream stream, what it delivered
+        since last time, each batch into its stream: one publish per run of
+        messages from one sender.
         """
         with self._lock:
             batch, self._read = self._read, []
-        hub = self.hub
+        routes = self.routes
         received = 0
-        for first, payloads, data, runs in batch:
+        for name, first, payloads, data, runs, node in batch:
+            hub = routes.hub(name)
+            if hub is None:
+                self.dropped(Drop.NO_STREAM, node, routes.subject(name))
+                continue
             received += len(payloads)
             if runs is None:
                 hub.publish(payloads, data, INT32, sender=self, first=first)
@@ -237,19 +296,21 @@ class JetStreamLink(ClusterLink):
 
     def _adopt(self, epoch: bytes, url: str, maxPayload: int) -> None:
         """
-        Joined the stream, whose epoch is C{epoch}.
+        Joined the JetStream stream, whose epoch is C{epoch}: every stream
+        takes its own epoch of it.
         """
-        history = self.hub.history
-        if history.epoch != epoch:
-            history.adoptEpoch(epoch)
+        self.adopted = epoch
+        for hub in self.streams:
+            self._adoptEpoch(hub)
         self._onServer(url)
         self.log.info(
-            "cluster: on NATS at {url}, JetStream stream {stream} (epoch {epoch}):"
+            "cluster: on NATS at {url}, JetStream stream {stream} of subjects {subjects} (epoch {epoch}):"
             " reading it from message {seq} on",
             url=url,
             stream=self.config.streamName,
+            subjects=self.routes.everything,
             epoch=epoch.hex(),
-            seq=history.nextSequence,
+            seq=self.expected,
         )
         if self.maxMessageSize > maxPayload - HEADER_ROOM:
             self.log.warn(
@@ -266,19 +327,21 @@ class JetStreamLink(ClusterLink):
         self.log.info(
             "cluster: back on NATS at {url}: reading the stream from message {seq} on",
             url=url,
-            seq=self.hub.history.nextSequence,
+            seq=self.expected,
         )
 
     def _failedForGood(self, error: str) -> None:
         # Messages published here would wait for the stream forever: number
         # and deliver them here again, as a single node does.
-        self.hub.upstream = None
+        self.routes.detach()
+        for hub in self.streams:
+            self.detachStream(hub)
         super()._failedForGood(error)
 
     def health(self) -> dict[str, Any]:
         health = super().health()
         health["stream"] = self.config.streamName
-        health["next"] = self.hub.history.nextSequence
+        health["read"] = self.expected - 1
         return health
 
     def _noJetStream(self, error: str) -> None:
@@ -325,7 +388,7 @@ class JetStreamLink(ClusterLink):
             while nc.is_connected:
                 try:
                     await self._consume()
-                except StreamRecreated as e:
+                except (StreamRecreated, WrongSubjects) as e:
                     loop.callInReactor(self._failedForGood, str(e))
                     await nc.close()
                     return
@@ -426,9 +489,10 @@ class JetStreamLink(ClusterLink):
         from nats.js.errors import BadRequestError, NotFoundError
 
         config = self.config
+        subjects = [self.routes.everything]
         wanted = StreamConfig(
             name=config.streamName,
-            subjects=[config.subject],
+            subjects=subjects,
             storage=StorageType.FILE,
             max_bytes=config.retentionBytes or -1,
             max_age=config.retentionAge or 0,
@@ -444,9 +508,11 @@ class JetStreamLink(ClusterLink):
                 # whose answer was lost), perhaps not quite alike.
                 info = await js.stream_info(config.streamName)
         current = info.config
-        if current.subjects != [config.subject]:
-            raise ValueError(
-                f"JetStream stream {config.streamName} holds subjects {current.subjects}, not {config.subject}"
+        if current.subjects != subjects:
+            raise WrongSubjects(
+                f"JetStream stream {config.streamName} holds subjects {' '.join(current.subjects or [])},"
+                f" not {subjects[0]}: another --cluster-subject's, or an older streamd's;"
+                f" delete it (nats stream rm {config.streamName}) or choose another --cluster-subject"
             )
         if (current.max_bytes, current.max_age or 0, current.num_replicas) != (
             wanted.max_bytes,
@@ -478,7 +544,7 @@ class JetStreamLink(ClusterLink):
         # The new consumer first: if it cannot be made, the old one (which
         # nats-py may have started again by itself) goes on.
         sub = await js.subscribe(
-            self.config.subject,
+            self.routes.everything,
             stream=info.config.name,
             cb=self._received,
             ordered_consumer=True,
@@ -520,48 +586,55 @@ class JetStreamLink(ClusterLink):
         self.expected = seq + 1
         assert self._progress is not None
         self._progress.set()
-        self._accept(msg.data, msg.headers or {})
+        self._accept(msg.subject, msg.data, msg.headers or {})
 
-    def _accept(self, data: bytes, headers: dict[str, str]) -> None:
+    def _accept(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         """
-        Number the batch C{data} (with C{headers}) and queue it for the
-        reactor, unless a check fails.
+        Number the batch C{data} (on C{subject}, with C{headers}) in its
+        stream and queue it for the reactor, unless a check fails.
         """
         msgId = headers.get(MSG_ID, "")
         node, _, token = msgId.partition("-")
         first = headers.get(FIRST, "")
         if not (NODE_ID.match(node) and token and _DIGITS.match(first)):
-            self._inReactor(self.dropped, Drop.BAD_HEADER, node)
+            self._inReactor(self.dropped, Drop.BAD_HEADER, node, subject)
             return
-        if self.signer is not None and not self.signer.verify(headers.get(SIGNATURE), data, msgId, first):
-            self._inReactor(self.dropped, Drop.UNSIGNED, node)
+        signer = self.signer
+        if signer is not None and not signer.verify(headers.get(SIGNATURE), data, msgId, first, subject):
+            self._inReactor(self.dropped, Drop.UNSIGNED, node, subject)
+            return
+        name = self.routes.name(subject)
+        try:
+            checkName(name)
+        except BadName:
+            self._inReactor(self.dropped, Drop.NO_STREAM, node, subject)
             return
         decoder = INT32.decoder(len(data))
         payloads, raw = decoder.feed(data)
         if decoder.error is not None or len(raw) != len(data):
-            self._inReactor(self.dropped, Drop.NOT_FRAMES, node)
+            self._inReactor(self.dropped, Drop.NOT_FRAMES, node, subject)
             return
         number = int(first)
-        if number < self.number:
-            self._inReactor(self.dropped, Drop.STALE, node)
+        if number < self.numbers.get(name, 1):
+            self._inReactor(self.dropped, Drop.STALE, node, subject)
             return
         # From here on the batch holds its numbers on every node; what this
         # node does not deliver is a gap here.
-        self.number = number + len(payloads)
+        self.numbers[name] = number + len(payloads)
         runs = None
         if node == self.node:
             batch = self._attempts.get(msgId)
-            if batch is None or batch.data != data:
-                self._inReactor(self.dropped, Drop.FORGED, node)
+            if batch is None or batch.data != data or batch.stream != name:
+                self._inReactor(self.dropped, Drop.FORGED, node, subject)
                 return
             self._done(batch)
             runs = batch.runs
         if payloads and max(map(len, payloads)) > self.maxMessageSize:
-            self._inReactor(self.dropped, Drop.TOO_LARGE, node)
+            self._inReactor(self.dropped, Drop.TOO_LARGE, node, subject)
             return
         with self._lock:
             wake = not self._read
-            self._read.append((number, payloads, data, runs))
+            self._read.append((name, number, payloads, data, runs, node))
         if wake:
             self._inReactor(self._publishReceived)
 
@@ -643,15 +716,16 @@ class JetStreamLink(ClusterLink):
 
     def _take(self, room: int) -> None:
         """
-        Move what the reactor queued into batches of at most C{room} bytes.
+        Move what the reactor queued into batches of one stream each, of at
+        most C{room} bytes.
         """
         with self._lock:
             queued, self._queued = self._queued, []
         pending = self._pending
-        # A batch once sent stays as it was: an earlier attempt may yet
-        # arrive, and must be what is sent again.
-        last = pending[-1] if pending and not pending[-1].attempts else None
-        for block, count, sender in queued:
+        # A batch once sent stays as it was (it is no longer open): an
+        # earlier attempt may yet arrive, and must be what is sent again.
+        opened = self._open
+        for stream, block, count, sender in queued:
             if len(block) <= room:
                 pieces = [(block, count)]
             else:
@@ -662,8 +736,9 @@ class JetStreamLink(ClusterLink):
                     with self._lock:
                         self._outBytes -= len(piece)
                     continue
+                last = opened.get(stream)
                 if last is None or len(last.data) + len(piece) > room:
-                    last = _Batch()
+                    last = opened[stream] = _Batch(stream)
                     pending.append(last)
                 last.add(piece, n, sender)
 
@@ -671,31 +746,62 @@ class JetStreamLink(ClusterLink):
         """
         Send the batches not sent yet, while the window has room.
         """
-        subject = self.config.subject
+        for subject, data, headers in self._choose():
+            await nc.publish(subject, data, reply=f"{inbox}.{headers[MSG_ID]}", headers=headers)
+
+    def _choose(self) -> list[tuple[str, bytes, dict[str, str]]]:
+        """
+        Choose the batches to send now, and chain them: each numbered after
+        what the chain holds of its stream.  A batch under L{FULL} waits
+        while one of its stream is in flight (and so do the batches of its
+        stream behind it); the other streams' go past it.  Chosen at once,
+        so that batches coming back meanwhile cannot upset the order.
+
+        @return: the subject, frames and headers of each, in order.
+        """
         pending = self._pending
-        while self._sent < len(pending) and len(self._inflight) < WINDOW:
-            batch = pending[self._sent]
-            if self._inflight and len(batch.data) < FULL:
-                break
+        flying = {self._attempts[attempt].stream for attempt in self._inflight}
+        waiting: set[str] = set()
+        chosen = []
+        index = self._sent
+        while index < len(pending) and len(self._inflight) < WINDOW:
+            batch = pending[index]
+            stream = batch.stream
+            if stream in waiting or (stream in flying and len(batch.data) < FULL):
+                waiting.add(stream)
+                index += 1
+                continue
+            if index != self._sent:
+                # Sent ahead of other streams' waiting batches: the sent
+                # ones stay first.
+                del pending[index]
+                pending.insert(self._sent, batch)
+            index += 1
+            if self._open.get(stream) is batch:
+                del self._open[stream]
             attempt = f"{self.node}-{secrets.token_hex(8)}"
             if self._tail is None:
-                first = self.number
+                self._next.clear()
                 headers = {EXPECTED_LAST_SEQUENCE: str(self.expected - 1)}
             else:
-                previous, first = self._tail
-                headers = {EXPECTED_LAST_ID: previous}
+                headers = {EXPECTED_LAST_ID: self._tail}
+            first = self._next.get(stream, self.numbers.get(stream, 1))
+            subject = self.routes.subject(stream)
             headers[MSG_ID] = attempt
             headers[FIRST] = str(first)
             if self.signer is not None:
-                headers[SIGNATURE] = self.signer.sign(batch.data, attempt, str(first))
+                headers[SIGNATURE] = self.signer.sign(batch.data, attempt, str(first), subject)
             batch.attempts.append(attempt)
             self._attempts[attempt] = batch
             if not self._inflight:
                 self._ackBy = asyncio.get_running_loop().time() + ACK_TIMEOUT
             self._inflight.add(attempt)
+            flying.add(stream)
             self._sent += 1
-            self._tail = (attempt, first + batch.count)
-            await nc.publish(subject, batch.data, reply=f"{inbox}.{attempt}", headers=headers)
+            self._tail = attempt
+            self._next[stream] = first + batch.count
+            chosen.append((subject, batch.data, headers))
+        return chosen
 
     async def _mend(self) -> None:
         """

@@ -29,6 +29,10 @@ from .test_cluster import LOOPBACK, _ClusterMixin, tally
 from .test_cluster_jetstream import _JetStreamMixin
 
 SMALL = ServerConfig(maxMessageSize=65_536)
+DEFAULT = f"{DEFAULT_SUBJECT}.default"
+"""
+The subject of the stream C{default}.
+"""
 
 
 def keyFile(secret: str = "the cluster's key") -> str:
@@ -59,7 +63,7 @@ class CoreGuardTests(_ClusterMixin, TestCase):
         yield waitFor(lambda: service.cluster.connected)
         (received,) = yield self.inboxes((service, port))
         yield inject(
-            self, nats.port, DEFAULT_SUBJECT,
+            self, nats.port, DEFAULT,
             [(INT32.encode(b"x" * 500_000), None), (b"\x00\x00\x00\x09cut", None), (INT32.encode(b"after"), None)],
         )  # fmt: skip
         yield waitFor(lambda: received == [b"after"])
@@ -78,7 +82,7 @@ class CoreGuardTests(_ClusterMixin, TestCase):
         joiner = service.cluster.joiner
         joiner.totalBytes, joiner.seconds = 2_000_000, 1.0
         forged = [(b"p" * 500_000, {NODE: f"{n:016x}", PART: "1:0/100"}) for n in range(10)]
-        yield inject(self, nats.port, DEFAULT_SUBJECT, forged)
+        yield inject(self, nats.port, DEFAULT, forged)
         counts = service.cluster.dropped.counts
         yield waitFor(lambda: counts[Drop.PART_MEMORY] + counts[Drop.PART_TIMEOUT] == 10)
         self.assertEqual(joiner.held, 0)
@@ -103,7 +107,7 @@ class CoreGuardTests(_ClusterMixin, TestCase):
         large = bytes(range(256)) * 600
         forged = [(b"evil", {NODE: a.cluster.node, PART: f"ff:{i}/50"}) for i in range(1, 50)]
         a.hub.publish([large])
-        yield inject(self, nats.port, DEFAULT_SUBJECT, forged)
+        yield inject(self, nats.port, DEFAULT, forged)
         yield waitFor(lambda: b.cluster.dropped.counts[Drop.BAD_PART] == 49)
         yield waitFor(lambda: onB == [large])
 
@@ -121,7 +125,7 @@ class CoreGuardTests(_ClusterMixin, TestCase):
         (a, _), (b, portB) = self.startNode(nats.port, **key), self.startNode(nats.port, http=(LOOPBACK,), **key)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
         (onB,) = yield self.inboxes((b, portB))
-        yield inject(self, nats.port, DEFAULT_SUBJECT, [(INT32.encode(b"injected"), None)] * 20)
+        yield inject(self, nats.port, DEFAULT, [(INT32.encode(b"injected"), None)] * 20)
         a.hub.publish([b"0-0"])
         yield waitFor(lambda: onB == [b"0-0"] and b.cluster.dropped.counts[Drop.UNSIGNED] == 20)
         lines = [e for e in logged if e.get("log_source") is b.cluster.dropped]
@@ -176,8 +180,8 @@ class JetStreamGuardTests(_JetStreamMixin, TestCase):
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
         onA, onB = yield self.inboxes((a, portA), (b, portB))
         huge = {MSG_ID: "0123456789abcdef-1", FIRST: "1"}
-        yield inject(self, nats.port, DEFAULT_SUBJECT, [(INT32.encode(b"x" * 500_000), huge)])
-        yield waitFor(lambda: a.cluster.number == 2 and b.cluster.number == 2)
+        yield inject(self, nats.port, DEFAULT, [(INT32.encode(b"x" * 500_000), huge)])
+        yield waitFor(lambda: a.cluster.numbers.get("default") == b.cluster.numbers.get("default") == 2)
         a.hub.publish([b"after"])
         yield waitFor(lambda: onA == onB == [b"after"])
         self.assertEqual([c.cluster.dropped.counts for c in (a, b)], [{Drop.TOO_LARGE: 1}] * 2)
@@ -197,7 +201,7 @@ class JetStreamGuardTests(_JetStreamMixin, TestCase):
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
         onA, onB = yield self.inboxes((a, portA), (b, portB))
         forged = [(INT32.encode(b"forged"), {MSG_ID: f"{a.cluster.node}-{n}", FIRST: "1"}) for n in range(1, 21)]
-        yield inject(self, nats.port, DEFAULT_SUBJECT, forged)
+        yield inject(self, nats.port, DEFAULT, forged)
         yield waitFor(lambda: a.cluster.expected == b.cluster.expected == 21)
         for n in range(20):
             a.hub.publish([b"0-%d" % n])
@@ -221,7 +225,7 @@ class JetStreamGuardTests(_JetStreamMixin, TestCase):
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
         onA, onB = yield self.inboxes((a, portA), (b, portB))
         forged = {MSG_ID: "0123456789abcdef-1", FIRST: "1"}
-        yield inject(self, nats.port, DEFAULT_SUBJECT, [(INT32.encode(b"injected"), forged)])
+        yield inject(self, nats.port, DEFAULT, [(INT32.encode(b"injected"), forged)])
         a.hub.publish([b"mine"])
         yield waitFor(lambda: onA == onB == [b"mine"])
         self.assertEqual([c.cluster.dropped.counts for c in (a, b)], [{Drop.UNSIGNED: 1}] * 2)
