@@ -198,6 +198,28 @@ NODE = "0123456789abcdef"
 OTHER = "fedcba9876543210"
 
 
+class _Numbers:
+    """
+    A JetStream API whose numbers stream holds, per stream, the first
+    number and count of its last batch.
+    """
+
+    def __init__(self, last: dict[str, tuple[int, int]]) -> None:
+        self.last = last
+        self.asked: list[str] = []
+
+    async def get_last_msg(self, stream: str, subject: str) -> Any:
+        from nats.js.errors import NotFoundError
+
+        assert stream == "streamd-streamd-numbers"
+        self.asked.append(subject)
+        name = subject.partition(".")[2]
+        if name not in self.last:
+            raise NotFoundError(code=404, err_code=10037, description="no message found")
+        first, count = self.last[name]
+        return type("Msg", (), {"headers": {"Streamd-First": str(first), "Streamd-Count": str(count)}})
+
+
 class JetStreamLinkTests(SynchronousTestCase):
     """
     What L{JetStreamLink} does with what is published here and with what
@@ -476,8 +498,9 @@ class JetStreamLinkTests(SynchronousTestCase):
         """
         One chain orders the batches of every stream, each numbered after
         what the stream holds and the chain's batches of it before; a small
-        batch waits while one of its stream is in flight, and the batches
-        of other streams go past it.
+        batch waits while one of its stream is in flight, and one of a
+        stream this node has read nothing of waits until the numbers stream
+        says where that stream is; the batches of other streams go past.
         """
         import asyncio
 
@@ -491,6 +514,7 @@ class JetStreamLinkTests(SynchronousTestCase):
                 self.sent.append((subject, headers, frames(data)))
 
         link, nc = self.link, Connection()
+        link._js = _Numbers({"news": (12, 3)})
         link.pendingBytes = 1_000_000
         link.expected, link.numbers = 9, {"default": 40, "prices": 7}
         prices = self.streams.open("prices")
@@ -502,22 +526,31 @@ class JetStreamLinkTests(SynchronousTestCase):
         # another batch.
         link._take(70_005)
         asyncio.run(link._send(nc, "inbox"))
-        sent = [
-            (subject, h.get(jetstream.EXPECTED_LAST_SEQUENCE), h.get(jetstream.EXPECTED_LAST_ID), h[jetstream.FIRST])
-            for subject, h, _ in nc.sent
-        ]
+
+        def sent() -> list[tuple[str, str | None, str | None, str, str]]:
+            return [
+                (
+                    subject,
+                    h.get(jetstream.EXPECTED_LAST_SEQUENCE),
+                    h.get(jetstream.EXPECTED_LAST_ID),
+                    h[jetstream.FIRST],
+                    h[jetstream.COUNT],
+                )
+                for subject, h, _ in nc.sent
+            ]
+
         ids = [h[jetstream.MSG_ID] for _, h, _ in nc.sent]
-        self.assertEqual(
-            sent,
-            [
-                ("streamd.default", "8", None, "40"),
-                ("streamd.prices", None, ids[0], "7"),
-                ("streamd.news", None, ids[1], "1"),
-            ],
-        )
-        # The small batch of default waited, and goes once its stream's
-        # first is back, numbered after it.
-        self.assertEqual([b.stream for b in link._pending], ["default", "prices", "news", "default"])
+        self.assertEqual(sent(), [("streamd.default", "8", None, "40", "1"), ("streamd.prices", None, ids[0], "7", "1")])
+        # The small batch of default waits for its stream's first, news for
+        # its numbers: the last of its batches that entered the stream
+        # held 12 to 14.
+        self.assertEqual([b.stream for b in link._pending], ["default", "prices", "default", "news"])
+        asyncio.run(link._lookUp())
+        self.assertEqual(link._js.asked, ["streamd-numbers.news"])
+        nc.sent.clear()
+        asyncio.run(link._send(nc, "inbox"))
+        self.assertEqual(sent(), [("streamd.news", None, ids[1], "15", "2")])
+        ids.append(nc.sent[0][1][jetstream.MSG_ID])
         self.deliver(40, [b"x" * 70_000], NODE, ids[0].partition("-")[2])
         nc.sent.clear()
         asyncio.run(link._send(nc, "inbox"))
@@ -525,6 +558,25 @@ class JetStreamLinkTests(SynchronousTestCase):
             [(subject, h.get(jetstream.EXPECTED_LAST_ID), h[jetstream.FIRST], f) for subject, h, f in nc.sent],
             [("streamd.default", ids[2], "41", [b"small"])],
         )
+
+    def test_lookUp(self) -> None:
+        """
+        The numbers stream's last headers of a stream give its next number;
+        a stream it holds nothing of (never published) starts at 1; one that
+        becomes known by reading meanwhile is numbered as read.
+        """
+        import asyncio
+
+        link = self.link
+        link._js = _Numbers({"prices": (57, 2)})
+        link.pendingBytes = 1_000_000
+        for name in ("prices", "news", "read"):
+            self.streams.open(name).publish([b"x"])
+        link._take(1000)
+        self.deliver(9, [b"r9"], stream="read")
+        asyncio.run(link._lookUp())
+        self.assertEqual(link._looked, {"prices": 59, "news": 1})
+        self.assertEqual(link._js.asked, ["streamd-numbers.prices", "streamd-numbers.news"])
 
     def test_streamCannotBeMade(self) -> None:
         """

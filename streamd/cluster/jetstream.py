@@ -23,8 +23,9 @@ stream (as in core mode), with headers
     cannot take one in advance);
   - C{Streamd-First}: the number of its first message in its stream; the
     others follow, one each;
+  - C{Streamd-Count}: how many messages it holds;
   - C{Streamd-Signature}, with C{--cluster-key-file}, over the payload, the
-    two headers above and the subject.
+    headers C{Nats-Msg-Id} and C{Streamd-First}, and the subject.
 
 A node numbers its batches after the last message it has read: the first
 with C{Nats-Expected-Last-Sequence} (the JetStream stream takes it only
@@ -46,6 +47,14 @@ holds reaches C{seq} clients as a GAP), and drops it otherwise; so every
 node that reads the stream numbers every stream alike.  A node cut off from
 NATS keeps what is published here (up to L{PENDING_BYTES}) and sends it
 when it is back, then reads the JetStream stream from where it stopped.
+
+A stream's batches may all leave the JetStream stream (its retention) while
+the stream goes on: a quiet stream beside busy ones.  So that a node that
+did not read them (one started since) numbers that stream's next batch as
+the others expect, the JetStream stream republishes the headers of every
+batch into a second one, its I{numbers} stream (L{NUMBERS}), which keeps
+the last of each stream for good; a node looks there before it publishes
+to a stream it has read nothing of.
 """
 
 from __future__ import annotations
@@ -73,6 +82,21 @@ from streamd.names import BadName, checkName
 
 MSG_ID = "Nats-Msg-Id"
 FIRST = "Streamd-First"
+COUNT = "Streamd-Count"
+NUMBERS = "-numbers"
+"""
+What names the numbers stream, after the JetStream stream's name, and its
+subjects' prefix, after C{--cluster-subject}: C{streamd-streamd-numbers},
+of subjects C{streamd-numbers.>}.
+"""
+NO_MESSAGE = 10037
+"""
+The JetStream error of a subject of which a stream holds no message.
+"""
+LOOKUPS = 64
+"""
+Streams whose numbers a node looks up at once, at most.
+"""
 EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
 EXPECTED_LAST_ID = "Nats-Expected-Last-Msg-Id"
 WINDOW = 16
@@ -213,10 +237,13 @@ class JetStreamLink(ClusterLink):
         self._js: Any = None
         self._connectedEvent: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        # The loop's thread: batches not back from the stream, in order
-        # (the first _sent of them sent); the batch of each stream that takes
-        # more messages; the batch of each attempt; the attempts in flight;
-        # the chain's last attempt, and each stream's next number after it.
+        # The loop's thread: the next number of each stream this node
+        # publishes to and has read nothing of, as the numbers stream says;
+        # batches not back from the stream, in order (the first _sent of
+        # them sent); the batch of each stream that takes more messages; the
+        # batch of each attempt; the attempts in flight; the chain's last
+        # attempt, and each stream's next number after it.
+        self._looked: dict[str, int] = {}
         self._pending: deque[_Batch] = deque()
         self._open: dict[str, _Batch] = {}
         self._attempts: dict[str, _Batch] = {}
@@ -482,46 +509,71 @@ class JetStreamLink(ClusterLink):
 
     async def _ensureStream(self, js: Any) -> Any:
         """
-        Create the stream, or bring an existing one's limits to this node's
-        options; both are idempotent, so every node does it.
+        Create the JetStream stream and its numbers stream, or bring
+        existing ones to this node's options; both are idempotent, so every
+        node does it.
+
+        @return: the JetStream stream's info.
         """
-        from nats.js.api import StorageType, StreamConfig
-        from nats.js.errors import BadRequestError, NotFoundError
+        from nats.js.api import RePublish, StorageType, StreamConfig
 
         config = self.config
-        subjects = [self.routes.everything]
-        wanted = StreamConfig(
-            name=config.streamName,
-            subjects=subjects,
-            storage=StorageType.FILE,
-            max_bytes=config.retentionBytes or -1,
-            max_age=config.retentionAge or 0,
-            num_replicas=config.replicas,
+        numbers = f"{config.subject}{NUMBERS}.>"
+        await self._ensure(
+            js,
+            StreamConfig(
+                name=config.streamName + NUMBERS,
+                subjects=[numbers],
+                storage=StorageType.FILE,
+                max_msgs_per_subject=1,
+                num_replicas=config.replicas,
+            ),
+            ("max_msgs_per_subject", "num_replicas"),
         )
+        everything = self.routes.everything
+        return await self._ensure(
+            js,
+            StreamConfig(
+                name=config.streamName,
+                subjects=[everything],
+                storage=StorageType.FILE,
+                max_bytes=config.retentionBytes or -1,
+                max_age=config.retentionAge or 0,
+                num_replicas=config.replicas,
+                republish=RePublish(src=everything, dest=numbers, headers_only=True),
+            ),
+            ("max_bytes", "max_age", "num_replicas", "republish"),
+        )
+
+    async def _ensure(self, js: Any, wanted: Any, kept: tuple[str, ...]) -> Any:
+        """
+        Create the JetStream stream C{wanted} describes, or make the
+        C{kept} fields of an existing one as C{wanted}'s.
+
+        @raise WrongSubjects: if one exists with other subjects.
+        """
+        from nats.js.errors import BadRequestError, NotFoundError
+
+        name = wanted.name
         try:
-            info = await js.stream_info(config.streamName)
+            info = await js.stream_info(name)
         except NotFoundError:
             try:
                 return await js.add_stream(wanted)
             except BadRequestError:
                 # Another node made it meanwhile (or an earlier try of ours
                 # whose answer was lost), perhaps not quite alike.
-                info = await js.stream_info(config.streamName)
+                info = await js.stream_info(name)
         current = info.config
-        if current.subjects != subjects:
+        if current.subjects != wanted.subjects:
             raise WrongSubjects(
-                f"JetStream stream {config.streamName} holds subjects {' '.join(current.subjects or [])},"
-                f" not {subjects[0]}: another --cluster-subject's, or an older streamd's;"
-                f" delete it (nats stream rm {config.streamName}) or choose another --cluster-subject"
+                f"JetStream stream {name} holds subjects {' '.join(current.subjects or [])},"
+                f" not {wanted.subjects[0]}: another --cluster-subject's, or an older streamd's;"
+                f" delete it (nats stream rm {name}) or choose another --cluster-subject"
             )
-        if (current.max_bytes, current.max_age or 0, current.num_replicas) != (
-            wanted.max_bytes,
-            wanted.max_age,
-            wanted.num_replicas,
-        ):
-            current.max_bytes = wanted.max_bytes
-            current.max_age = wanted.max_age
-            current.num_replicas = wanted.num_replicas
+        if any((getattr(current, field) or 0) != (getattr(wanted, field) or 0) for field in kept):
+            for field in kept:
+                setattr(current, field, getattr(wanted, field))
             return await js.update_stream(current)
         return info
 
@@ -621,6 +673,7 @@ class JetStreamLink(ClusterLink):
         # From here on the batch holds its numbers on every node; what this
         # node does not deliver is a gap here.
         self.numbers[name] = number + len(payloads)
+        self._looked.pop(name, None)
         runs = None
         if node == self.node:
             batch = self._attempts.get(msgId)
@@ -709,6 +762,7 @@ class JetStreamLink(ClusterLink):
                 continue
             self._take(nc.max_payload - HEADER_ROOM)
             try:
+                await self._lookUp()
                 await self._send(nc, inbox)
             except NatsError as e:
                 self._inReactor(self._publishedBadly, str(e) or type(e).__name__)
@@ -753,9 +807,11 @@ class JetStreamLink(ClusterLink):
         """
         Choose the batches to send now, and chain them: each numbered after
         what the chain holds of its stream.  A batch under L{FULL} waits
-        while one of its stream is in flight (and so do the batches of its
-        stream behind it); the other streams' go past it.  Chosen at once,
-        so that batches coming back meanwhile cannot upset the order.
+        while one of its stream is in flight, and one of a stream whose
+        numbers are not known yet (L{_lookUp}) waits for them; so do the
+        batches of its stream behind it, while the other streams' go past.
+        Chosen at once, so that batches coming back meanwhile cannot upset
+        the order.
 
         @return: the subject, frames and headers of each, in order.
         """
@@ -767,7 +823,8 @@ class JetStreamLink(ClusterLink):
         while index < len(pending) and len(self._inflight) < WINDOW:
             batch = pending[index]
             stream = batch.stream
-            if stream in waiting or (stream in flying and len(batch.data) < FULL):
+            known = stream in self.numbers or stream in self._looked
+            if stream in waiting or not known or (stream in flying and len(batch.data) < FULL):
                 waiting.add(stream)
                 index += 1
                 continue
@@ -785,10 +842,11 @@ class JetStreamLink(ClusterLink):
                 headers = {EXPECTED_LAST_SEQUENCE: str(self.expected - 1)}
             else:
                 headers = {EXPECTED_LAST_ID: self._tail}
-            first = self._next.get(stream, self.numbers.get(stream, 1))
+            first = self._next.get(stream) or self.numbers.get(stream) or self._looked[stream]
             subject = self.routes.subject(stream)
             headers[MSG_ID] = attempt
             headers[FIRST] = str(first)
+            headers[COUNT] = str(batch.count)
             if self.signer is not None:
                 headers[SIGNATURE] = self.signer.sign(batch.data, attempt, str(first), subject)
             batch.attempts.append(attempt)
@@ -802,6 +860,58 @@ class JetStreamLink(ClusterLink):
             self._next[stream] = first + batch.count
             chosen.append((subject, batch.data, headers))
         return chosen
+
+    async def _lookUp(self) -> None:
+        """
+        Learn from the numbers stream the next number of each stream that
+        waits to be sent and that this node has read nothing of (L{LOOKUPS}
+        at a time): one whose batches all left the JetStream stream, or a
+        new one.
+        """
+        unknown = []
+        for index in range(self._sent, len(self._pending)):
+            stream = self._pending[index].stream
+            if stream not in self.numbers and stream not in self._looked and stream not in unknown:
+                unknown.append(stream)
+                if len(unknown) == LOOKUPS:
+                    self._wakeSender()
+                    break
+        if not unknown:
+            return
+        found = await asyncio.gather(*map(self._lastNumber, unknown))
+        for stream, number in zip(unknown, found, strict=True):
+            if number is None:
+                # JetStream did not answer: the stream's batches wait.
+                asyncio.get_running_loop().call_later(self.config.reconnectWait, self._wakeSender)
+            elif stream not in self.numbers:
+                self._looked[stream] = number
+
+    async def _lastNumber(self, stream: str) -> int | None:
+        """
+        The next number of C{stream} after its last batch that entered the
+        JetStream stream (1 if none ever did), as the numbers stream keeps
+        it; C{None} if JetStream does not answer.
+        """
+        from nats.js.errors import NotFoundError
+
+        config = self.config
+        try:
+            last = await self._js.get_last_msg(config.streamName + NUMBERS, f"{config.subject}{NUMBERS}.{stream}")
+        except asyncio.CancelledError:
+            raise
+        except NotFoundError as e:
+            if e.err_code == NO_MESSAGE:
+                return 1
+            self._inReactor(self._noJetStream, str(e))
+            return None
+        except Exception as e:
+            self._inReactor(self._noJetStream, str(e) or type(e).__name__)
+            return None
+        headers = last.headers or {}
+        first, count = headers.get(FIRST, ""), headers.get(COUNT, "")
+        if not (_DIGITS.match(first) and _DIGITS.match(count)):
+            return 1
+        return int(first) + int(count)
 
     async def _mend(self) -> None:
         """

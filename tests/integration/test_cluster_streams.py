@@ -323,3 +323,31 @@ class JetStreamStreamsTests(_StreamsMixin, _JetStreamMixin, TestCase):
             mine = [(seq, m) for n, seq, m in got if n == name]
             self.assertEqual(mine, [(seq, b"%s-%d" % (tag, seq - 1)) for seq in range(1, published[name] + 1)])
             self.assertEqual(numbered(stream(c, name)), numbered(stream(a, name)))
+
+    @defer.inlineCallbacks
+    def test_quietStreamAfterItsBatchesLeft(self):  # type: ignore[no-untyped-def]
+        """
+        A quiet stream's batches all leave the JetStream stream (pushed out
+        by a busy one's, past the retention); node C, started since, has
+        read nothing of it, and publishes to it: C numbers its message after
+        the last that stream had, as A expects, and A delivers it.
+        """
+        nats = yield self.startJetStream()
+        small = {"cluster": {"retentionBytes": 200_000}}
+        a, _ = self.startNode(nats.port, listens=streamListens(), **small)
+        yield waitFor(lambda: a.cluster.connected)
+        stream(a, "s.a").publish([b"q1"])
+        stream(a, "s.a").publish([b"q2"])
+        yield waitFor(lambda: len(numbered(stream(a, "s.a"))) == 2)
+        # Rounds of 40 kB, each back before the next: 400 kB in all.
+        for busy in range(41, 402, 40):
+            stream(a, "s.b").publish([b"x" * 1000] * 40)
+            yield waitFor(lambda busy=busy: a.cluster.numbers.get("s.b") == busy)
+        c, _ = self.startNode(nats.port, listens=streamListens(), **small)
+        yield waitFor(lambda: c.cluster.connected and c.cluster.numbers.get("s.b") == 401)
+        self.assertNotIn("s.a", c.cluster.numbers)
+        stream(c, "s.a").publish([b"q3"])
+        yield waitFor(lambda: len(numbered(stream(a, "s.a"))) == 3)
+        self.assertEqual(numbered(stream(a, "s.a")), [(1, b"q1"), (2, b"q2"), (3, b"q3")])
+        self.assertEqual(numbered(stream(c, "s.a")), [(3, b"q3")])
+        self.assertEqual(a.cluster.dropped.counts, {})
