@@ -7,6 +7,9 @@ each stream.
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -16,16 +19,16 @@ from streamd.client.seq import connect as seqConnect
 from streamd.cluster.guard import Drop
 from streamd.cluster.jetstream import EXPECTED_LAST_SEQUENCE, streamEpoch
 from streamd.config import DEFAULT_SUBJECT, Listen
-from streamd.fanout.history import FIRST
 from streamd.fanout.hub import Hub
 from streamd.seqframing import SEQ
 from streamd.service import StreamdService
 
+from ..docblocks import ROOT
 from ..natsupport import capture, inject, startNats, withNats
 from ..support import Ticker, frames, waitFor
 from .test_cluster import LOOPBACK, _ClusterMixin, freePort
 from .test_cluster_guard import keyFile
-from .test_cluster_jetstream import _JetStreamMixin
+from .test_cluster_jetstream import _JetStreamMixin, numbered
 
 STREAMS = {"s.a": b"a", "s.b": b"b"}
 """
@@ -59,18 +62,6 @@ def stream(service: StreamdService, name: str) -> Hub:
     return hub
 
 
-def numbered(hub: Hub) -> list[tuple[int, bytes]]:
-    """
-    Every message C{hub}'s history holds, with its sequence number.
-    """
-    history = hub.history
-    held = []
-    for index in range(history.start, history.end):
-        entry = history[index]
-        held.extend((entry[FIRST] + i, bytes(p)) for i, p in enumerate(history.payloads(entry)))
-    return held
-
-
 class _StreamsMixin(_ClusterMixin):
     """
     Checks of what subscribers of the two streams receive.
@@ -91,6 +82,23 @@ class _StreamsMixin(_ClusterMixin):
             sent[publisher].append(number)
         self.assertEqual(sent, {p: list(range(perPublisher)) for p in range(publishers)})
 
+    def patternClient(self, port: int) -> list[tuple[str, int, bytes]]:
+        """
+        A C{seq} client of the pattern C{s.*} on C{port}, which resumes
+        after 0.1 s when cut off, until the test ends; return the list it
+        keeps what it gets in, as (stream, number, message).
+        """
+        got: list[tuple[str, int, bytes]] = []
+        client = seqConnect(
+            reactor,
+            f"tcp:host=127.0.0.1:port={port}",
+            lambda name, seq, message: got.append((name, seq, message)),
+            streams=("s.*",),
+            retryPolicy=lambda attempt: 0.1,
+        )
+        self.addCleanup(client.stop)
+        return got
+
     @defer.inlineCallbacks
     def everyStreamEverywhere(self, nodes: list[StreamdService], perPublisher: int, seconds: float) -> Any:
         """
@@ -110,14 +118,7 @@ class _StreamsMixin(_ClusterMixin):
                 inboxes[name].append([])
                 yield self.client(port, inboxes[name][-1])
                 publishers[name].append((yield self.client(port)))
-        patterned: list[tuple[str, int, bytes]] = []
-        client = seqConnect(
-            reactor,
-            f"tcp:host=127.0.0.1:port={ports(nodes[-1])[2]}",
-            lambda name, seq, message: patterned.append((name, seq, message)),
-            streams=("s.*",),
-        )
-        self.addCleanup(client.stop)
+        patterned = self.patternClient(ports(nodes[-1])[2])
 
         def subscribed() -> list[int]:
             return [len(stream(node, name).subscribers) for node in nodes for name in STREAMS]
@@ -153,29 +154,63 @@ class _StreamsMixin(_ClusterMixin):
         return patterned
 
 
-class CoreStreamsTests(_StreamsMixin, TestCase):
+class _TwoStreamsMixin(_StreamsMixin):
     """
-    Core mode: each stream on its own subject.
+    The cluster test of named streams, run in each mode: two streams on
+    three nodes.
     """
 
-    timeout = 60
+    def startServer(self) -> Any:
+        """
+        Start a nats-server for the mode; fire with it.
+        """
+        raise NotImplementedError
+
+    def checkNumbers(self, nodes: list[StreamdService]) -> None:
+        """
+        Check what the mode promises of the numbers of each stream, which
+        every node holds from 1 on.
+        """
+        raise NotImplementedError
 
     @defer.inlineCallbacks
     def test_twoStreamsThreeNodes(self):  # type: ignore[no-untyped-def]
         """
         Messages published on each of three nodes to two streams reach the
         subscribers of each stream on every node, once, in order, and a
-        pattern subscriber (C{s.*}) gets both; every NATS message carries
-        one stream's messages, on its subject.
+        pattern subscriber (C{s.*}) gets both, under the numbers of its
+        node; every NATS message carries one stream's messages, on its
+        subject; and the numbers are as the mode promises.
         """
-        nats = yield startNats(self)
+        nats = yield self.startServer()
         spy = yield capture(self, nats.port, f"{DEFAULT_SUBJECT}.>")
         nodes = [self.startNode(nats.port, listens=streamListens())[0] for _ in range(3)]
         yield waitFor(lambda: all(node.cluster.connected for node in nodes))
-        yield self.everyStreamEverywhere(nodes, 500, 30)
+        patterned = yield self.everyStreamEverywhere(nodes, 300, 40)
         for subject, data, _ in spy.messages:
             tags = {bytes(m[:1]) for m in frames(data)}
             self.assertEqual(tags, {STREAMS[subject.partition(".")[2]]}, subject)
+        for name in STREAMS:
+            self.assertEqual([(seq, m) for n, seq, m in patterned if n == name], numbered(nodes[-1], name))
+            for node in nodes:
+                self.assertEqual([seq for seq, _ in numbered(node, name)], list(range(1, 3 * 300 + 3 + 1)))
+        self.checkNumbers(nodes)
+
+
+class CoreStreamsTests(_TwoStreamsMixin, TestCase):
+    """
+    Core mode: each stream on its own subject.
+    """
+
+    timeout = 60
+
+    def startServer(self) -> Any:
+        return startNats(self)
+
+    def checkNumbers(self, nodes: list[StreamdService]) -> None:
+        """
+        Each node numbers each stream on its own: nothing more to check.
+        """
 
     @defer.inlineCallbacks
     def test_replayOnAnotherStream(self):  # type: ignore[no-untyped-def]
@@ -204,31 +239,26 @@ class CoreStreamsTests(_StreamsMixin, TestCase):
         self.assertEqual(onA, [b"for a"])
 
 
-class JetStreamStreamsTests(_StreamsMixin, _JetStreamMixin, TestCase):
+class JetStreamStreamsTests(_TwoStreamsMixin, _JetStreamMixin, TestCase):
     """
     JetStream mode: each stream numbered alike on every node.
     """
 
     timeout = 90
 
-    @defer.inlineCallbacks
-    def test_twoStreamsThreeNodes(self):  # type: ignore[no-untyped-def]
+    def startServer(self) -> Any:
+        return self.startJetStream()
+
+    def checkNumbers(self, nodes: list[StreamdService]) -> None:
         """
-        Messages published on each of three nodes to two streams reach the
-        subscribers of each stream on every node, once, in order, and a
-        pattern subscriber (C{s.*}) gets both; every node numbers each
-        stream alike, from 1, under an epoch of that stream's.
+        Every node numbers each stream alike, under an epoch of that
+        stream's.
         """
-        nats = yield self.startJetStream()
-        nodes = [self.startNode(nats.port, listens=streamListens())[0] for _ in range(3)]
-        yield waitFor(lambda: all(node.cluster.connected for node in nodes))
-        patterned = yield self.everyStreamEverywhere(nodes, 300, 40)
         cluster = nodes[0].cluster.adopted  # type: ignore[union-attr]
+        assert cluster is not None
         for name in STREAMS:
-            held = [numbered(stream(node, name)) for node in nodes]
-            self.assertEqual([seq for seq, _ in held[0]], list(range(1, 3 * 300 + 3 + 1)))
+            held = [numbered(node, name) for node in nodes]
             self.assertEqual(held[1:], [held[0]] * 2)
-            self.assertEqual([(seq, m) for n, seq, m in patterned if n == name], held[0])
             epochs = {stream(node, name).history.epoch for node in nodes}
             self.assertEqual(epochs, {streamEpoch(cluster, name)})
 
@@ -264,7 +294,7 @@ class JetStreamStreamsTests(_StreamsMixin, _JetStreamMixin, TestCase):
         b, _ = self.startNode(nats.port, listens=streamListens(), **key)
         yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
         stream(a, "s.a").publish([b"for a"])
-        yield waitFor(lambda: numbered(stream(b, "s.a")) == [(1, b"for a")] and spy.messages)
+        yield waitFor(lambda: numbered(b, "s.a") == [(1, b"for a")] and spy.messages)
         ((_, data, headers),) = spy.messages
         copied = {k: v for k, v in (headers or {}).items() if k != EXPECTED_LAST_SEQUENCE}
 
@@ -276,7 +306,7 @@ class JetStreamStreamsTests(_StreamsMixin, _JetStreamMixin, TestCase):
         yield withNats(self, nats.port, copy)
         yield waitFor(lambda: all(node.cluster.dropped.counts[Drop.UNSIGNED] == 1 for node in (a, b)))
         stream(a, "s.b").publish([b"for b"])
-        yield waitFor(lambda: all(numbered(stream(node, "s.b")) == [(1, b"for b")] for node in (a, b)))
+        yield waitFor(lambda: all(numbered(node, "s.b") == [(1, b"for b")] for node in (a, b)))
 
     @defer.inlineCallbacks
     def test_restartedNodeCatchesUpEachStream(self):  # type: ignore[no-untyped-def]
@@ -293,15 +323,7 @@ class JetStreamStreamsTests(_StreamsMixin, _JetStreamMixin, TestCase):
         a, _ = self.startNode(nats.port, listens=streamListens())
         c, _ = self.startNode(nats.port, listens=streamListens(seqPort))
         yield waitFor(lambda: a.cluster.connected and c.cluster.connected)
-        got: list[tuple[str, int, bytes]] = []
-        client = seqConnect(
-            reactor,
-            f"tcp:host=127.0.0.1:port={seqPort}",
-            lambda name, seq, message: got.append((name, seq, message)),
-            streams=("s.*",),
-            retryPolicy=lambda attempt: 0.1,
-        )
-        self.addCleanup(client.stop)
+        got = self.patternClient(seqPort)
         yield waitFor(lambda: all(len(stream(c, name).subscribers) == 1 for name in STREAMS))
         tickers = {name: Ticker(self, stream(a, name), 0.005, tag) for name, tag in STREAMS.items()}
 
@@ -322,7 +344,7 @@ class JetStreamStreamsTests(_StreamsMixin, _JetStreamMixin, TestCase):
         for name, tag in STREAMS.items():
             mine = [(seq, m) for n, seq, m in got if n == name]
             self.assertEqual(mine, [(seq, b"%s-%d" % (tag, seq - 1)) for seq in range(1, published[name] + 1)])
-            self.assertEqual(numbered(stream(c, name)), numbered(stream(a, name)))
+            self.assertEqual(numbered(c, name), numbered(a, name))
 
     @defer.inlineCallbacks
     def test_quietStreamAfterItsBatchesLeft(self):  # type: ignore[no-untyped-def]
@@ -338,7 +360,7 @@ class JetStreamStreamsTests(_StreamsMixin, _JetStreamMixin, TestCase):
         yield waitFor(lambda: a.cluster.connected)
         stream(a, "s.a").publish([b"q1"])
         stream(a, "s.a").publish([b"q2"])
-        yield waitFor(lambda: len(numbered(stream(a, "s.a"))) == 2)
+        yield waitFor(lambda: len(numbered(a, "s.a")) == 2)
         # Rounds of 40 kB, each back before the next: 400 kB in all.
         for busy in range(41, 402, 40):
             stream(a, "s.b").publish([b"x" * 1000] * 40)
@@ -347,7 +369,92 @@ class JetStreamStreamsTests(_StreamsMixin, _JetStreamMixin, TestCase):
         yield waitFor(lambda: c.cluster.connected and c.cluster.numbers.get("s.b") == 401)
         self.assertNotIn("s.a", c.cluster.numbers)
         stream(c, "s.a").publish([b"q3"])
-        yield waitFor(lambda: len(numbered(stream(a, "s.a"))) == 3)
-        self.assertEqual(numbered(stream(a, "s.a")), [(1, b"q1"), (2, b"q2"), (3, b"q3")])
-        self.assertEqual(numbered(stream(c, "s.a")), [(3, b"q3")])
+        yield waitFor(lambda: len(numbered(a, "s.a")) == 3)
+        self.assertEqual(numbered(a, "s.a"), [(1, b"q1"), (2, b"q2"), (3, b"q3")])
+        self.assertEqual(numbered(c, "s.a"), [(3, b"q3")])
         self.assertEqual(a.cluster.dropped.counts, {})
+
+
+def documentedPermissions() -> list[str]:
+    """
+    The NATS permissions C{docs/clustering.rst} gives the nodes' user: core
+    mode's, then JetStream mode's.
+    """
+    with open(os.path.join(ROOT, "docs", "clustering.rst")) as f:
+        return re.findall(r"^    (permissions: \{\n.*?^    \})$", f.read(), re.M | re.S)
+
+
+class PermissionsTests(_StreamsMixin, TestCase):
+    """
+    Nodes whose NATS user may do only what C{docs/clustering.rst} says.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def twoNodes(self, user: str, history: str) -> Any:
+        """
+        A nats-server (with JetStream) whose users C{core} and C{js} have
+        the permissions of the docs, and two nodes in C{history} mode as
+        C{user}; fire with the server and the nodes once both are on it.
+        """
+        core, jetstream = documentedPermissions()
+        directory = tempfile.mkdtemp()
+        conf, password = os.path.join(directory, "nats.conf"), os.path.join(directory, "password")
+        with open(password, "w") as f:
+            f.write("s3cret\n")
+        with open(conf, "w") as f:
+            f.write(
+                f'jetstream {{ store_dir: "{directory}" }}\n'
+                "accounts { STREAMD { jetstream: enabled, users: [\n"
+                f"  {{ user: core, password: s3cret, {core} }}\n"
+                f"  {{ user: js, password: s3cret, {jetstream} }}\n"
+                "] } }\n"
+            )
+        nats = yield startNats(self, -1, "-c", conf)
+        cluster = {"user": user, "passwordFile": password, "history": history}
+        a, _ = self.startNode(nats.port, listens=streamListens(), cluster=cluster)
+        b, _ = self.startNode(nats.port, listens=streamListens(), cluster=cluster)
+        yield waitFor(lambda: a.cluster.connected and b.cluster.connected)
+        return nats, a, b
+
+    @defer.inlineCallbacks
+    def bothWays(self, nats: Any, a: StreamdService, b: StreamdService) -> Any:
+        """
+        Messages of two streams cross from each node to the other, a new
+        stream included, and the server saw no violation of permissions.
+        """
+        stream(a, "s.a").publish([b"a1"])
+        stream(b, "s.b").publish([b"b1"])
+        b.streams.open("s.c").publish([b"c1"])
+        yield waitFor(
+            lambda: [m for _, m in numbered(b, "s.a")] == [b"a1"]
+            and [m for _, m in numbered(a, "s.b")] == [b"b1"]
+            and a.streams.get("s.c") is not None
+            and [m for _, m in numbered(a, "s.c")] == [b"c1"]
+        )
+        self.assertNotIn(b"Violation", nats.log)
+
+    @defer.inlineCallbacks
+    def test_core(self):  # type: ignore[no-untyped-def]
+        """
+        Core mode needs only the prefix's subjects.
+        """
+        nats, a, b = yield self.twoNodes("core", "core")
+        yield self.bothWays(nats, a, b)
+
+    @defer.inlineCallbacks
+    def test_jetStream(self):  # type: ignore[no-untyped-def]
+        """
+        JetStream mode needs only the documented API subjects besides: the
+        nodes make both JetStream streams, read, publish, and look up a new
+        stream's numbers.
+        """
+        nats, a, b = yield self.twoNodes("js", "jetstream")
+        yield self.bothWays(nats, a, b)
+        self.assertEqual([a.cluster.numbers, b.cluster.numbers], [{"s.a": 2, "s.b": 2, "s.c": 2}] * 2)
+        # Enough for the server to ask the consumers for flow control.
+        for _ in range(64):
+            stream(a, "s.a").publish([b"x" * 500_000])
+        yield waitFor(lambda: b.cluster.numbers["s.a"] == 66, 30)
+        self.assertNotIn(b"Violation", nats.log)
