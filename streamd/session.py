@@ -570,11 +570,16 @@ class Session:
         if self.access is not Access.NONE and self.state is SessionState.AWAITING:
             self._stream()
 
-    def startStreams(self) -> None:
+    def startStreams(self, direct: bool = False) -> None:
         """
         The client will be sent several streams, each as it subscribes to
         it (L{subscribe}), once it may read; its frames go through a
         L{Mux} from now on.
+
+        @param direct: whether the mux may send straight to the socket (a
+            L{streamd.fanout.mux.SocketMux}): not when the transport may
+            still hold what the protocol wrote itself (an HTTP answer),
+            which must go first.
         """
         streams = self.context.streams
         assert streams is not None and self.subscriptions is None
@@ -582,7 +587,7 @@ class Session:
         if cursor is not None:
             cursor.abandon()
             cursor.transport.unregisterProducer()
-        self.subscriptions = Subscriptions(self, streams, self.adapter.transport, self.identity)
+        self.subscriptions = Subscriptions(self, streams, self.adapter.transport, self.identity, direct)
         self._request = MANY
         if self.access is not Access.NONE and self.state is SessionState.AWAITING:
             self._stream()

@@ -42,12 +42,17 @@ class Subscriptions:
     """
 
     def __init__(
-        self, session: Session, streams: Streams, transport: object, serial: int | None = None
+        self,
+        session: Session,
+        streams: Streams,
+        transport: object,
+        serial: int | None = None,
+        direct: bool = False,
     ) -> None:
         self.session: Session | None = session
         self.streams = streams
         self.serial = newSerial() if serial is None else serial
-        self.mux = (SocketMux if sendsToSocket(transport) else Mux)(transport)
+        self.mux = (SocketMux if direct and sendsToSocket(transport) else Mux)(transport)
         self.cursors: dict[Hub, Cursor] = {}
         self._requests: dict[str, StartRequest] = {}
         self._patterns: set[str] = set()
