@@ -19,17 +19,25 @@ run: venv
 
 # A local NATS server (with JetStream, its data under .cluster/) and three
 # nodes sharing one JetStream stream on 7001-7003 (seq listeners on
-# 7101-7103); the first runs the clock. Ctrl-C stops them all.
+# 7101-7103); the first runs the clock. Ctrl-C stops them all.  NATS asks
+# for a token and the nodes sign what they send with a shared key, both
+# made once in .cluster/ (mode 0600), never on a command line.
 NATS_PORT ?= 4222
 cluster: venv
-	@echo "NATS on 127.0.0.1:$(NATS_PORT); streamd nodes on 7001 7002 7003, seq on 7101 7102 7103 (Ctrl-C stops all)"
+	@umask 077; mkdir -p .cluster; \
+	for secret in nats.token cluster.key; do \
+		[ -s .cluster/$$secret ] || $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > .cluster/$$secret; \
+	done; \
+	printf 'authorization { token: "%s" }\n' "$$(cat .cluster/nats.token)" > .cluster/nats.conf
+	@echo "NATS on 127.0.0.1:$(NATS_PORT) (token in .cluster/nats.token); streamd nodes on 7001 7002 7003, seq on 7101 7102 7103 (Ctrl-C stops all)"
 	@trap 'kill 0' INT TERM EXIT; \
-	$(BIN)/nats-server -a 127.0.0.1 -p $(NATS_PORT) -js -sd .cluster & \
+	$(BIN)/nats-server -c .cluster/nats.conf -a 127.0.0.1 -p $(NATS_PORT) -js -sd .cluster & \
 	for port in 7001 7002 7003; do \
 		if [ $$port = 7001 ]; then source=clock; else source=none; fi; \
 		$(BIN)/twistd -n --pidfile= streamd --port $$port --source $$source \
 			--listen tcp:$$((port + 100)):interface=127.0.0.1:framing=seq \
-			--cluster nats://127.0.0.1:$(NATS_PORT) --cluster-history jetstream & \
+			--cluster nats://127.0.0.1:$(NATS_PORT) --cluster-history jetstream \
+			--cluster-token-file .cluster/nats.token --cluster-key-file .cluster/cluster.key & \
 	done; \
 	wait
 

@@ -104,6 +104,7 @@ def _cluster(options: BenchOptions) -> int:
         ks=options["k"] or K,
         size=(options["size"] or (64,))[0],
         reactor=options["cluster-reactor"],
+        runs=options["runs"],
         settings=options.plan(("streamd",)).settings,
     )
     print(machine(), flush=True)

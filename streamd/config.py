@@ -37,7 +37,7 @@ DEFAULT_HEADER_TIMEOUT = 5.0
 Seconds an HTTP connection has to send a request's head, from its
 connection or the end of the previous answer (C{--http-header-timeout}).
 """
-DEFAULT_SUBJECT = "streamd.default"
+DEFAULT_SUBJECT = "streamd"
 DEFAULT_RETENTION = "64MiB"
 RECONNECT_WAIT = 2.0
 HISTORIES = ("core", "jetstream")
@@ -256,7 +256,8 @@ class ClusterConfig:
     daemon connects (L{connectOptions}), never on the command line.
 
     @ivar servers: NATS URLs (C{nats://HOST:PORT}, C{tls://HOST:PORT}).
-    @ivar subject: the NATS subject the nodes of one stream share.
+    @ivar subject: the prefix of the NATS subjects the nodes share: stream
+        C{NAME} travels on C{PREFIX.NAME}.
     @ivar creds: a NATS C{.creds} file (JWT and NKey seed).
     @ivar user: a user name, with the password in C{passwordFile}.
     @ivar tokenFile: a file holding an authorization token.
@@ -268,6 +269,8 @@ class ClusterConfig:
     @ivar retentionAge: seconds the JetStream stream keeps a message, or
         C{None}.
     @ivar replicas: copies of the JetStream stream in a NATS cluster.
+    @ivar keyFile: a file holding the key every node signs its messages
+        with, and without which a message from NATS is dropped.
     """
 
     servers: tuple[str, ...]
@@ -282,6 +285,7 @@ class ClusterConfig:
     retentionBytes: int | None = None
     retentionAge: float | None = None
     replicas: int = 1
+    keyFile: str | None = None
 
     def __post_init__(self) -> None:
         for url in self.servers:
@@ -290,8 +294,11 @@ class ClusterConfig:
                 raise ConfigError(
                     f"--cluster {redacted(url)!r} is not a nats://HOST:PORT or tls://HOST:PORT URL"
                 )
-        if not self.subject or any(c in self.subject for c in " \t\r\n*>") or ".." in self.subject:
-            raise ConfigError(f"--cluster-subject {self.subject!r} is not a plain NATS subject")
+        subject = self.subject
+        if not subject or any(c in subject for c in " \t\r\n*>") or ".." in f".{subject}.":
+            raise ConfigError(
+                f"--cluster-subject {subject!r} is not a plain NATS subject (a prefix: a.b, not a.b.)"
+            )
         if self.history not in HISTORIES:
             raise ConfigError(f"--cluster-history must be core or jetstream, not {self.history!r}")
         if not 1 <= self.replicas <= 5:
@@ -310,6 +317,7 @@ class ClusterConfig:
                 ("cluster-password-file", self.passwordFile),
                 ("cluster-token-file", self.tokenFile),
                 ("cluster-ca", self.ca),
+                ("cluster-key-file", self.keyFile),
                 ("cluster-subject", None if self.subject == DEFAULT_SUBJECT else self.subject),
                 ("cluster-history", None if self.history == "core" else self.history),
             ):
@@ -330,8 +338,8 @@ class ClusterConfig:
     @property
     def streamName(self) -> str:
         """
-        The JetStream stream's name, made from the subject (a stream name
-        may not hold dots).
+        The JetStream stream's name, made from the subjects' prefix (a
+        stream name may not hold dots).
         """
         return "streamd-" + self.subject.replace(".", "_")
 
@@ -355,6 +363,7 @@ class ClusterConfig:
             ("--cluster-password-file", self.passwordFile),
             ("--cluster-token-file", self.tokenFile),
             ("--cluster-ca", self.ca),
+            ("--cluster-key-file", self.keyFile),
         ):
             if path is not None:
                 _secret(option, path)
@@ -380,6 +389,13 @@ class ClusterConfig:
         if self.ca is not None:
             options["tls"] = ssl.create_default_context(cafile=self.ca)
         return options
+
+    def key(self) -> bytes | None:
+        """
+        The nodes' shared signing key, read from its file now, if there is
+        one.
+        """
+        return None if self.keyFile is None else _secret("--cluster-key-file", self.keyFile).encode()
 
 
 _SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}

@@ -166,8 +166,8 @@ _TEXTS = {
         True,
     ),
     Reason.REQUEST_BODY: _Texts(
-        "a request body, which no endpoint takes",
-        "sent a request with a body ({length}), which no endpoint takes; refused with 413",
+        "a request body this endpoint does not take, or too large",
+        "sent a request body ({length}); refused with 413",
         False,
     ),
     Reason.PIPELINE: _Texts(

@@ -186,7 +186,9 @@ class SeqServerProtocol(FramedSessionProtocol):
         request = StartRequest(Start(hello.start), hello.epoch, hello.position)
         if version >= STREAMS_VERSION:
             self.session.identity = serial
-            self.session.startStreams()
+            # Nothing was written but through the session: its mux may
+            # send straight to the socket.
+            self.session.startStreams(direct=True)
             if request.start is not Start.NONE:
                 self.session.subscribe(self.factory.hub.name, request)
             return

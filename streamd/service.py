@@ -130,9 +130,10 @@ class StreamdService(MultiService):
             if config.cluster.jetstream:
                 from streamd.cluster.jetstream import JetStreamLink
 
-                self.cluster = JetStreamLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
+                link: type[ClusterLink] = JetStreamLink
             else:
-                self.cluster = ClusterLink(self.hub, reactor, config.cluster, config.server.maxMessageSize)
+                link = ClusterLink
+            self.cluster = link(self.streams, reactor, config.cluster, config.server.maxMessageSize)
         # The cluster link starts first and stops last: in JetStream mode a
         # message published here, even a source's first, goes to the stream.
         first = [] if self.cluster is None else [self.cluster]
@@ -179,6 +180,7 @@ class StreamdService(MultiService):
                         description,
                         config.httpPublicMetrics,
                         config.httpHeaderTimeout,
+                        self.streams,
                     ),
                     listeners=lambda: self.listeners,
                     sources=self.sources,

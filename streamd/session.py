@@ -391,13 +391,22 @@ class Session:
     _messageCall: IDelayedCall | None = None
     _host: Any = None
     _held = 0
+    _ownLines = True
     _publishedTo: dict[Hub, None] | None = None
     _acks: Acknowledgements | None = None
     _pending: list[tuple[str, StartRequest, dict[str, StartRequest]]] | None = None
 
-    def __init__(self, context: SessionContext, adapter: ISessionAdapter) -> None:
+    def __init__(self, context: SessionContext, adapter: ISessionAdapter, lines: LogThrottle | None = None) -> None:
+        """
+        @param lines: the throttle of the log lines about what the client
+            publishes, when sessions share one (the requests of one HTTP
+            listener: each request is a session); its owner stops it.
+        """
         self.context = context
         self.adapter = adapter
+        if lines is not None:
+            self._throttle = lines
+            self._ownLines = False
         policy = context.config.access
         self.access = policy.initialAccess()
         if policy.perStream:
@@ -561,11 +570,16 @@ class Session:
         if self.access is not Access.NONE and self.state is SessionState.AWAITING:
             self._stream()
 
-    def startStreams(self) -> None:
+    def startStreams(self, direct: bool = False) -> None:
         """
         The client will be sent several streams, each as it subscribes to
         it (L{subscribe}), once it may read; its frames go through a
         L{Mux} from now on.
+
+        @param direct: whether the mux may send straight to the socket (a
+            L{streamd.fanout.mux.SocketMux}): not when the transport may
+            still hold what the protocol wrote itself (an HTTP answer),
+            which must go first.
         """
         streams = self.context.streams
         assert streams is not None and self.subscriptions is None
@@ -573,7 +587,7 @@ class Session:
         if cursor is not None:
             cursor.abandon()
             cursor.transport.unregisterProducer()
-        self.subscriptions = Subscriptions(self, streams, self.adapter.transport, self.identity)
+        self.subscriptions = Subscriptions(self, streams, self.adapter.transport, self.identity, direct)
         self._request = MANY
         if self.access is not Access.NONE and self.state is SessionState.AWAITING:
             self._stream()
@@ -608,6 +622,7 @@ class Session:
         for hub in fresh:
             self.streamAppeared(hub, subscriptions.requestFor(hub, subject), subject)
         self._idleFromNow()
+        self._pingFromNow()
 
     def unsubscribe(self, subject: str) -> None:
         """
@@ -882,7 +897,7 @@ class Session:
         if self._held:
             self.context.connections.partial.move(self._held, 0)
             self._held = 0
-        if self._throttle is not None:
+        if self._throttle is not None and self._ownLines:
             self._throttle.stop()
         self._abandon()
         context = self.context
@@ -1071,6 +1086,16 @@ class Session:
             self._idleCall = self.context.clock.callLater(
                 idleTimeout, self._checkIdle, self.adapter.activity()
             )
+
+    def _pingFromNow(self) -> None:
+        """
+        The heartbeat counts silence from now: what was just sent (a
+        stream's announcement) was not silence.
+        """
+        interval = self.context.config.heartbeat
+        if self._pingCall is not None and interval:
+            _cancel(self._pingCall)
+            self._pingCall = self.context.clock.callLater(interval, self._heartbeat, self.bytesOut)
 
     def _heartbeat(self, before: int) -> None:
         """

@@ -42,12 +42,17 @@ class Subscriptions:
     """
 
     def __init__(
-        self, session: Session, streams: Streams, transport: object, serial: int | None = None
+        self,
+        session: Session,
+        streams: Streams,
+        transport: object,
+        serial: int | None = None,
+        direct: bool = False,
     ) -> None:
-        self.session = session
+        self.session: Session | None = session
         self.streams = streams
         self.serial = newSerial() if serial is None else serial
-        self.mux = (SocketMux if sendsToSocket(transport) else Mux)(transport)
+        self.mux = (SocketMux if direct and sendsToSocket(transport) else Mux)(transport)
         self.cursors: dict[Hub, Cursor] = {}
         self._requests: dict[str, StartRequest] = {}
         self._patterns: set[str] = set()
@@ -89,8 +94,10 @@ class Subscriptions:
         self._requests[subject] = request
         self._positions.update(positions)
         fresh = []
+        session = self.session
+        assert session is not None
         for hub in hubs:
-            if self.session.mayRead(hub):
+            if session.mayRead(hub):
                 if hub not in self._covering:
                     fresh.append(hub)
                 self._cover(hub, subject)
@@ -161,17 +168,20 @@ class Subscriptions:
         A stream that some of the session's patterns match was made.
         """
         covering = sorted(subject for subject in self._patterns if matches(subject, hub.name))
-        if not covering or hub in self._covering or not self.session.mayRead(hub):
+        session = self.session
+        if not covering or hub in self._covering or session is None or not session.mayRead(hub):
             return
         for subject in covering:
             self._cover(hub, subject)
-        self.session.streamAppeared(hub, self.requestFor(hub, covering[0]), covering[0])
+        session.streamAppeared(hub, self.requestFor(hub, covering[0]), covering[0])
 
     def stop(self) -> None:
         """
-        The session ended: no more streams are made for it.
+        The session ended: no more streams are made for it, and this lets
+        go of it (which refers to this), so both go with the connection.
         """
         for subject in self._patterns:
             self.streams.unwatch(subject, self)
         self._patterns.clear()
         self._requests.clear()
+        self.session = None

@@ -75,7 +75,7 @@ class Options(StreamsOptions, DurableOptions):
         ["drain", None, 0.0, "Seconds over which clients are told goodbye at shutdown, each at a random moment, so that they do not all reconnect at once (as NATS's lame-duck mode); --shutdown-timeout follows.", _seconds("drain")],
         ["http-header-timeout", None, config.DEFAULT_HEADER_TIMEOUT, "Seconds an --http connection has to send each request's head (0: no limit).", _seconds("http-header-timeout")],
         ["restart-delay", None, 1.0, "Seconds before an exec: or sh: source that exited is run again.", _seconds("restart-delay")],
-        ["cluster-subject", None, config.DEFAULT_SUBJECT, "NATS subject the nodes of this stream share."],
+        ["cluster-subject", None, config.DEFAULT_SUBJECT, "Prefix of the NATS subjects the nodes share: stream NAME travels on PREFIX.NAME."],
         ["cluster-creds", None, None, "NATS credentials file (.creds) for --cluster."],
         ["cluster-user", None, None, "NATS user name for --cluster; the password is in --cluster-password-file."],
         ["cluster-password-file", None, None, "File holding the NATS password of --cluster-user."],
@@ -83,6 +83,7 @@ class Options(StreamsOptions, DurableOptions):
         ["cluster-ca", None, None, "PEM file of the CAs the NATS servers' certificates must be signed by."],
         ["cluster-history", None, "core", "core (each node numbers its own messages) or jetstream (one JetStream stream numbers them for every node, and a node cut off catches up)."],
         ["cluster-retention", None, None, f"What the JetStream stream keeps: a size, an age or both (1GiB,24h). [default: {config.DEFAULT_RETENTION}]", config.parseRetention],
+        ["cluster-key-file", None, None, "File holding a key shared by every node: each signs what it sends with it, and drops what is not so signed."],
         ["cluster-replicas", None, 1, "Copies of the JetStream stream in a NATS cluster (1-5).", _coerce.count("cluster-replicas")],
     ]  # fmt: skip
 
@@ -160,7 +161,7 @@ class Options(StreamsOptions, DurableOptions):
             servers=tuple(self["cluster"]), subject=self["cluster-subject"], creds=self["cluster-creds"],
             user=self["cluster-user"], passwordFile=self["cluster-password-file"], ca=self["cluster-ca"],
             tokenFile=self["cluster-token-file"], history=self["cluster-history"], retentionBytes=size,
-            retentionAge=age, replicas=self["cluster-replicas"],
+            retentionAge=age, replicas=self["cluster-replicas"], keyFile=self["cluster-key-file"],
         )  # fmt: skip
         return cluster if cluster.servers else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sysconfig
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -179,3 +180,104 @@ class NatsProxy:
             connection.transport.abortConnection()
         listening, self.listening = self.listening, None
         return listening.stopListening() if listening is not None else succeed(None)
+
+
+class Capture:
+    """
+    What a NATS user subscribed to a subject receives: each message's
+    subject, payload and headers, in order.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, dict[str, str] | None]] = []
+
+
+@inlineCallbacks
+def capture(case: Any, port: int, subject: str) -> Any:
+    """
+    Subscribe to C{subject} on the nats-server on C{port} with nats-py, as
+    any NATS user could, until C{case} ends; fire with the L{Capture} once
+    the server has the subscription.
+    """
+    import asyncio
+    import threading
+
+    from twisted.internet import reactor
+
+    from streamd.cluster.loop import LoopThread
+
+    captured = Capture()
+    stop = asyncio.Event()
+    subscribed = threading.Event()
+
+    async def listen() -> None:
+        import nats
+
+        async def received(msg: Any) -> None:
+            captured.messages.append((msg.subject, msg.data, msg.headers))
+
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        try:
+            await nc.subscribe(subject, cb=received)
+            await nc.flush()
+            subscribed.set()
+            await stop.wait()
+        finally:
+            await nc.close()
+
+    loop = LoopThread(reactor, "capture")
+    loop.start()
+    future = loop.submit(listen())
+
+    def end() -> Any:
+        loop.callInLoop(stop.set)
+        return waitFor(future.done)
+
+    case.addCleanup(loop.stop)
+    case.addCleanup(end)
+    yield waitFor(lambda: subscribed.is_set() or future.done())
+    if future.done():
+        future.result()
+    return captured
+
+
+@inlineCallbacks
+def withNats(case: Any, port: int, work: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
+    """
+    Run C{work} with a nats-py connection to the nats-server on C{port}, as
+    any NATS user could; fire with what it returns.
+    """
+    from twisted.internet import reactor
+
+    from streamd.cluster.loop import LoopThread
+
+    async def run() -> Any:
+        import nats
+
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        try:
+            return await work(nc)
+        finally:
+            await nc.close()
+
+    loop = LoopThread(reactor, "nats-user")
+    loop.start()
+    case.addCleanup(loop.stop)
+    future = loop.submit(run())
+    yield waitFor(future.done)
+    return future.result()
+
+
+def inject(case: Any, port: int, subject: str, messages: list[tuple[bytes, dict[str, str] | None]]) -> Any:
+    """
+    Publish C{messages} (payload and headers) on C{subject} of the
+    nats-server on C{port} with nats-py, as any NATS user could; fire once
+    the server has them all.
+    """
+
+    async def publish(nc: Any) -> None:
+        for data, headers in messages:
+            await nc.publish(subject, data, headers=headers)
+        await nc.flush()
+
+    return withNats(case, port, publish)

@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from streamd.config import FlowControl, ServerConfig
-from streamd.fanout.resume import Gap, Start
+from streamd.fanout.resume import Gap, GapReason, Start
 from streamd.fanout.streams import Streams
 from streamd.framing import ASCII10, INT32, Framing
 from streamd.names import DEFAULT
@@ -630,3 +630,100 @@ def refusal(reason: Reason) -> int:
     The HTTP status a web client is refused with for C{reason}.
     """
     return HTTP_STATUS.get(reason, 503)
+
+
+class _StreamsSiteClient(_HTTPClient):
+    """
+    A client of several streams of the C{--http} site, as the daemon serves
+    it (its context knows the daemon's streams), through its HTTP channel:
+    of the stream C{default} at C{/ws/default} or C{/events/default}, which
+    it resumes with C{?after=default/EPOCH-SEQ}.
+    """
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        start: tuple[Start, str, int] | None = None,
+        query: str | None = None,
+        **settings: Any,
+    ) -> None:
+        after = "" if start is None else f"?after={DEFAULT}/{start[1]}-{start[2]}"
+        super().__init__(
+            daemon, start=None, query=f"/{DEFAULT}{after if query is None else query}", **settings
+        )
+
+    def _request(self, path: bytes, headers: dict[str, str]) -> None:
+        daemon = self.daemon
+        context = WebContext(
+            daemon.hub, daemon.clock, daemon.config, daemon.connections, "tcp:8080", streams=daemon.streams
+        )
+        channel = self._connected(makeSite(context))
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+        channel.dataReceived(b"GET %s HTTP/1.1\r\nHost: localhost:8080\r\n%s\r\n" % (path, head))
+        self.session = next((s for s in daemon.connections if s.peer == self.peer), None)
+
+    @staticmethod
+    def note(heard: Heard, kind: str, message: dict[str, Any]) -> None:
+        """
+        What a client of several streams is told of C{default}, in the
+        vocabulary of L{Heard}: the web's messages are the same on both
+        transports (WebSocket controls, SSE events).
+        """
+        if message.get("stream", DEFAULT) != DEFAULT:
+            return
+        if kind == "stream":
+            heard.notices.append(("hello", message["next"]))
+        elif kind == "gap":
+            reason = GapReason[message["reason"].upper()]
+            heard.notices.append(("gap", Gap(message["first"], message["last"], reason)))
+        elif kind == "own":
+            heard.notices.append(("own", message["first"], message["last"]))
+        elif kind == "refused":
+            heard.refusals.append(message["error"])
+        elif kind == "bye":
+            heard.goodbye = Reason(message["code"])
+
+
+class WebSocketStreamsClient(_StreamsSiteClient, WebSocketClient):
+    """
+    A WebSocket client of several streams at C{/ws/default}: its messages
+    go to C{default}; the stream's messages come after C{in} controls, its
+    start is told by C{stream}.
+    """
+
+    def heard(self) -> Heard:
+        status, body = self._status()
+        if status != 101:
+            return Heard(goodbye=status)
+        heard = Heard()
+        for opcode, payload in serverFrames(body):
+            if opcode == 9:
+                heard.notices.append(("ping",))
+            elif opcode == 1 and payload.startswith(b"\x1e"):
+                message = json.loads(payload[1:])
+                self.note(heard, message["type"], message)
+            elif opcode in (1, 2):
+                heard.messages.append(payload)
+        return heard
+
+
+class EventsStreamsClient(_StreamsSiteClient, EventsClient):
+    """
+    A Server-Sent Events client of several streams at C{/events/default}:
+    each event's id is C{default/EPOCH-SEQ}.
+    """
+
+    def heard(self) -> Heard:
+        status, body = self._status()
+        if status != 200:
+            return Heard(goodbye=status)
+        text = _dechunked(body).decode()
+        heard = Heard(notices=[("ping",)] * text.count(": keepalive\n\n"))
+        prefix = f"{DEFAULT}/{self.daemon.hub.history.epoch.hex()}-"
+        for event in events(text):
+            kind = event.get("event")
+            if kind is None and event["id"].startswith(prefix):
+                heard.messages.append(event["data"].encode())
+            elif kind is not None and kind != "hello":
+                self.note(heard, kind, json.loads(event["data"]))
+        return heard

@@ -45,6 +45,7 @@ def frames(data: bytes, framing: Framing = INT32) -> list[bytes]:
 
 
 _P = TypeVar("_P", bound=BaseProtocol)
+_Ending = TypeVar("_Ending", bound=ProcessProtocol)
 
 
 def onStringTransport(protocol: _P, tls: bool = False) -> tuple[_P, StringTransport]:
@@ -294,6 +295,25 @@ def spawnTwistd(
             except ProcessExitedAlready:
                 pass
         return process.ended
+
+    case.addCleanup(kill)
+    return process
+
+
+def spawnPython(case: Any, argv: tuple[str, ...], process: _Ending) -> _Ending:
+    """
+    Run C{python ARGV} (this Python, this environment) as C{process};
+    when C{case} ends, kill it if it still runs and wait until it has ended.
+    """
+    from twisted.internet import reactor
+
+    transport = reactor.spawnProcess(process, sys.executable, (sys.executable, *argv), env=ENV)
+    ended: Deferred[Any] = process.ended  # type: ignore[attr-defined]
+
+    def kill() -> Deferred[Any]:
+        if not ended.called:
+            transport.signalProcess("KILL")
+        return ended
 
     case.addCleanup(kill)
     return process

@@ -35,8 +35,9 @@ class ClusterOptionsTests(SynchronousTestCase):
 
     def test_servers(self) -> None:
         """
-        C{--cluster} is repeatable, one URL per NATS server; the subject
-        defaults to C{streamd.default}.
+        C{--cluster} is repeatable, one URL per NATS server; the subjects'
+        prefix defaults to C{streamd} (stream C{default} on
+        C{streamd.default}).
         """
         options = parse("--cluster", "nats://10.0.0.1:4222", "--cluster", "tls://n2:4222")
         self.assertEqual(
@@ -54,11 +55,13 @@ class ClusterOptionsTests(SynchronousTestCase):
 
     def test_badSubject(self) -> None:
         """
-        A subject with a wildcard is refused: the nodes publish on it.
+        A prefix with a wildcard, or an empty token (a leading or trailing
+        dot), is refused: the nodes publish on the subjects under it.
         """
-        with self.assertRaises(UsageError) as caught:
-            parse("--cluster", "nats://x:4222", "--cluster-subject", "streamd.>")
-        self.assertIn("--cluster-subject", str(caught.exception))
+        for prefix in ("streamd.>", "streamd.*", "streamd.", ".streamd", "a..b"):
+            with self.assertRaises(UsageError) as caught:
+                parse("--cluster", "nats://x:4222", "--cluster-subject", prefix)
+            self.assertIn("--cluster-subject", str(caught.exception))
 
     def test_companionsNeedCluster(self) -> None:
         """
@@ -82,6 +85,23 @@ class ClusterOptionsTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             parse("--cluster", "nats://x:4222", "--cluster-token-file", path + ".missing")
         self.assertIn("--cluster-token-file", str(caught.exception))
+
+    def test_keyFile(self) -> None:
+        """
+        C{--cluster-key-file} names the nodes' shared key, read when the link
+        starts and never shown; it needs C{--cluster}, and a file that cannot
+        be read is refused at start.
+        """
+        path = os.path.join(tempfile.mkdtemp(), "cluster.key")
+        with open(path, "w") as f:
+            f.write("k3y\n")
+        cluster = parse("--cluster", "nats://x:4222", "--cluster-key-file", path)["config"].cluster
+        self.assertEqual(cluster.key(), b"k3y")
+        self.assertNotIn("k3y", repr(cluster))
+        for argv in (("--cluster-key-file", path), ("--cluster", "nats://x:4222", "--cluster-key-file", path + "-")):
+            with self.assertRaises(UsageError) as caught:
+                parse(*argv)
+            self.assertIn("--cluster-key-file", str(caught.exception))
 
     def test_caWithoutCertificate(self) -> None:
         """

@@ -39,10 +39,12 @@ from .sessionclients import (
     Client,
     Daemon,
     EventsClient,
+    EventsStreamsClient,
     FramedClient,
     SeqClient,
     StreamsClient,
     WebSocketClient,
+    WebSocketStreamsClient,
     refusal,
 )
 from .webtools import EPOCH, cancelBatchedTimers
@@ -717,3 +719,41 @@ class DepartedTests(SynchronousTestCase):
             session, adapter = self.departed(kind)
             self.assertIsNone(session(), kind)
             self.assertIsNone(adapter(), kind)
+
+    def test_severalStreams(self) -> None:
+        """
+        The session of a client of several streams (seq version 4,
+        C{/ws/NAME}, C{/events/NAME}) is freed at once too: its
+        subscriptions let go of it.
+        """
+        for kind in (StreamsClient, WebSocketStreamsClient, EventsStreamsClient):
+            session, _ = self.departed(kind)
+            self.assertIsNone(session(), kind)
+
+
+class WebSocketStreamsTests(WebSocketTests):
+    """
+    The shared behaviour at C{/ws/default}, the path of a WebSocket client
+    of several streams: its messages say their stream.
+    """
+
+    client = WebSocketStreamsClient
+    test_resumeAhead = StreamsTests.test_resumeAhead
+
+    def test_lateToken(self) -> None:
+        """
+        A client that sends its token as its first message must do so
+        within C{--auth-timeout}.
+        """
+        self.client = lambda daemon, **settings: WebSocketStreamsClient(daemon, inBand=True, **settings)  # type: ignore[assignment]
+        _PublishingMixin.test_lateToken(self)
+
+
+class EventsStreamsTests(EventsTests):
+    """
+    The shared behaviour at C{/events/default}, the path of an event
+    stream of several streams: its event ids say their stream.
+    """
+
+    client = EventsStreamsClient
+    test_resumeAhead = StreamsTests.test_resumeAhead

@@ -1,14 +1,13 @@
 """
 Tests for L{streamd.web.channel}: an HTTP connection of C{--http} counted
 in C{--max-clients} (once, when its request becomes a session), given
-C{--http-header-timeout} for each request head, refused a body before it
-is read, cut when it sends requests without reading the answers; and the
+C{--http-header-timeout} for each request head, refused a body its
+endpoint does not take before it is read, cut when it sends requests without reading the answers; and the
 access log throttled.
 """
 
 from __future__ import annotations
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -18,44 +17,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd.config import ServerConfig
 from streamd.reasons import Reason
 from streamd.session import CONNECTION_LINES
-from streamd.web.channel import ACCESS_LINES, MAX_UNREAD_ANSWERS, StreamdChannel
-from streamd.web.context import WebContext
+from streamd.web.channel import ACCESS_LINES, MAX_UNREAD_ANSWERS
 from streamd.web.site import makeSite
 
-from .webtools import HANDSHAKE, TCPLikeTransport, cancelBatchedTimers, tokenConfig, webContext
+from .webtools import HANDSHAKE, SiteConnection, cancelBatchedTimers, tokenConfig, webContext
 
 GET = b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\n\r\n"
-
-
-class _Connection:
-    """
-    One HTTP connection to a site on a test transport.
-    """
-
-    port = 30000
-
-    def __init__(self, context: WebContext, site: object | None = None) -> None:
-        _Connection.port += 1
-        peer = IPv4Address("TCP", "127.0.0.1", _Connection.port)
-        self.peer = f"127.0.0.1:{peer.port}"
-        site = site or makeSite(context)
-        self.channel: StreamdChannel = site.buildProtocol(peer)  # type: ignore[attr-defined]
-        self.transport = TCPLikeTransport(peerAddress=peer)
-        self.transport.protocol = self.channel
-        self.channel.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> None:
-        self.channel.dataReceived(data)
-
-    def status(self) -> int:
-        return int(self.transport.value().split(b" ", 2)[1])
-
-    def answers(self) -> int:
-        return self.transport.value().count(b"HTTP/1.1 ")
-
-    @property
-    def closed(self) -> bool:
-        return self.transport.disconnecting
 
 
 class _Logged:
@@ -79,7 +46,7 @@ class HeaderTimeoutTests(_Logged, SynchronousTestCase):
         C{header_timeout} and logged once.
         """
         context = webContext()
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 100
         for byte in head[:4]:
             connection.send(bytes((byte,)))
@@ -98,7 +65,7 @@ class HeaderTimeoutTests(_Logged, SynchronousTestCase):
         later: it holds no descriptor beyond that.
         """
         context = webContext()
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         connection.send(b"GET / HTTP/1.1\r\n")
         context.clock.advance(context.headerTimeout)  # type: ignore[arg-type]
         self.assertFalse(connection.transport.aborted)
@@ -112,7 +79,7 @@ class HeaderTimeoutTests(_Logged, SynchronousTestCase):
         counted nor logged.
         """
         context = webContext()
-        fresh, kept = _Connection(context), _Connection(context)
+        fresh, kept = SiteConnection(context), SiteConnection(context)
         context.clock.advance(1)
         kept.send(GET)
         self.assertEqual(kept.status(), 404)
@@ -129,7 +96,7 @@ class HeaderTimeoutTests(_Logged, SynchronousTestCase):
         Once a request is a stream, the head timeout no longer applies.
         """
         context = webContext(ServerConfig(heartbeat=None))
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         connection.send(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         context.clock.advance(60)
         self.assertFalse(connection.closed)
@@ -146,7 +113,7 @@ class CountTests(_Logged, SynchronousTestCase):
         connections, in C{/metrics}' figures too, until it is gone.
         """
         context = webContext()
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         self.assertEqual((len(context.connections), context.hub.stats.connections), (1, 1))
         self.assertEqual(context.connections.channels, [connection.channel])
         connection.channel.connectionLost(Failure(ConnectionDone()))
@@ -159,9 +126,9 @@ class CountTests(_Logged, SynchronousTestCase):
         log has a line for each of the first few in a second only.
         """
         context = webContext(ServerConfig(maxClients=2))
-        _Connection(context).send(b"GET / HT")
-        _Connection(context)
-        refused = [_Connection(context) for _ in range(3 * CONNECTION_LINES)]
+        SiteConnection(context).send(b"GET / HT")
+        SiteConnection(context)
+        refused = [SiteConnection(context) for _ in range(3 * CONNECTION_LINES)]
         self.assertEqual({connection.status() for connection in refused}, {503})
         self.assertTrue(all(connection.closed for connection in refused))
         self.assertEqual(len(context.connections), 2)
@@ -175,11 +142,11 @@ class CountTests(_Logged, SynchronousTestCase):
         counted as itself again.
         """
         context = webContext(tokenConfig(self))
-        ws = _Connection(context)
+        ws = SiteConnection(context)
         ws.send(HANDSHAKE % (b"", b"Authorization: Bearer sesame\r\n"))
-        sse = _Connection(context)
+        sse = SiteConnection(context)
         sse.send(b"GET /events?token=sesame HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        refused = _Connection(context)
+        refused = SiteConnection(context)
         refused.send(b"GET /events?token=guess HTTP/1.1\r\nHost: localhost\r\n\r\n")
         self.assertEqual(refused.status(), 401)
         self.assertEqual(len(context.connections), 3)
@@ -192,7 +159,7 @@ class CountTests(_Logged, SynchronousTestCase):
         limit: its request takes its own place.
         """
         context = webContext(ServerConfig(maxClients=1, heartbeat=None))
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         connection.send(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         self.assertEqual(connection.status(), 200)
         self.assertEqual(len(context.connections), 1)
@@ -209,7 +176,7 @@ class UpgradeTests(_Logged, SynchronousTestCase):
         is published, not kept by twisted.web for a next request.
         """
         context = webContext()
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         eager = bytes((0x81, 0x85)) + b"\0\0\0\0" + b"eager"
         connection.send(HANDSHAKE % (b"", b"") + eager)
         self.assertEqual(connection.status(), 101)
@@ -218,7 +185,8 @@ class UpgradeTests(_Logged, SynchronousTestCase):
 
 class BodyTests(_Logged, SynchronousTestCase):
     """
-    No endpoint takes a request body.
+    No endpoint but C{POST /streams/NAME} (L{tests.test_web_publish})
+    takes a request body.
     """
 
     def test_refusedBeforeRead(self) -> None:
@@ -229,7 +197,7 @@ class BodyTests(_Logged, SynchronousTestCase):
         """
         context = webContext(tokenConfig(self))
         for head in (b"Content-Length: 1000000", b"Transfer-Encoding: chunked"):
-            connection = _Connection(context)
+            connection = SiteConnection(context)
             connection.send(
                 b"POST /healthz HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n%s\r\n\r\n" % head
             )
@@ -247,7 +215,7 @@ class BodyTests(_Logged, SynchronousTestCase):
         C{Content-Length: 0} is no body.
         """
         context = webContext()
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         connection.send(b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(connection.status(), 404)
 
@@ -264,7 +232,7 @@ class PipelineTests(_Logged, SynchronousTestCase):
         more; the next one cuts it, counted under C{pipeline}.
         """
         context = webContext()
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         connection.send(GET)
         connection.channel.pauseProducing()
         connection.send(GET * 100)
@@ -278,7 +246,7 @@ class PipelineTests(_Logged, SynchronousTestCase):
         once as it likes.
         """
         context = webContext()
-        connection = _Connection(context)
+        connection = SiteConnection(context)
         connection.channel.pauseProducing()
         connection.send(GET * 5)
         connection.channel.resumeProducing()
@@ -301,7 +269,7 @@ class AccessLogTests(_Logged, SynchronousTestCase):
         site = makeSite(context)
         site.startFactory()
         self.addCleanup(site.stopFactory)
-        connection = _Connection(context, site)
+        connection = SiteConnection(context, site)
         connection.send(GET * (ACCESS_LINES + 30))
         lines = [formatEvent(event) for event in self.log]
         self.assertEqual(len([line for line in lines if "GET /nothing-here" in line]), ACCESS_LINES)

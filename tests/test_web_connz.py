@@ -11,11 +11,12 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from streamd.config import FlowControl
 from streamd.web import connz
 from streamd.web.connz import ConnzResource
 from streamd.web.context import WebContext
 
-from .sessionclients import Daemon, FramedClient
+from .sessionclients import Daemon, FramedClient, WebSocketStreamsClient
 
 
 class ConnzTests(SynchronousTestCase):
@@ -77,3 +78,30 @@ class ConnzTests(SynchronousTestCase):
         answer = self.get(limit="5")
         self.assertEqual(self.built, 100)
         self.assertEqual(len(answer["connections"]), 5)
+
+
+class SeveralStreamsTests(SynchronousTestCase):
+    """
+    A client of several streams in C{/connz}.
+    """
+
+    def test_lagOverItsStreams(self) -> None:
+        """
+        Its lag is what it is behind by in all its streams together; it
+        keeps up while it keeps up in each.
+        """
+        daemon = Daemon()
+        client = WebSocketStreamsClient(daemon)
+        context = WebContext(daemon.hub, daemon.clock, daemon.config, daemon.connections)
+        resource = ConnzResource(context)
+        assert client.session is not None
+        client.session.subscribe("other")
+        other = daemon.streams.open("other")
+        self.assertTrue(resource.row(client.session)["keeping_up"])
+        client.pause()
+        daemon.publish(b"x" * 1000)
+        other.publish([b"y" * 500])
+        row = resource.row(client.session)
+        self.assertEqual(row["lag"], daemon.hub.history.size + other.history.size)
+        daemon.clock.advance(FlowControl.stallTimeout + 1)
+        self.assertFalse(resource.row(client.session)["keeping_up"])

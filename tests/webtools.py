@@ -11,15 +11,18 @@ import tempfile
 from struct import unpack_from
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.config import FlowControl, ServerConfig
-from streamd.fanout.hub import Hub
+from streamd.config import FlowControl, ServerConfig, StreamsConfig
+from streamd.fanout.streams import Streams
 from streamd.session import Connections
 from streamd.stats import Stats
+from streamd.web.channel import StreamdChannel
 from streamd.web.context import WebContext
+from streamd.web.site import makeSite
 
 EPOCH = "00112233aabbccdd"
 
@@ -47,17 +50,60 @@ class TCPLikeTransport(StringTransport):
             super().unregisterProducer()
 
 
+class SiteConnection:
+    """
+    One HTTP connection to a site on a test transport.
+    """
+
+    port = 30000
+
+    def __init__(self, context: WebContext, site: object | None = None) -> None:
+        SiteConnection.port += 1
+        peer = IPv4Address("TCP", "127.0.0.1", SiteConnection.port)
+        self.peer = f"127.0.0.1:{peer.port}"
+        site = site or makeSite(context)
+        self.channel: StreamdChannel = site.buildProtocol(peer)  # type: ignore[attr-defined]
+        self.transport = TCPLikeTransport(peerAddress=peer)
+        self.transport.protocol = self.channel
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    def status(self) -> int:
+        return int(self.transport.value().split(b" ", 2)[1])
+
+    def answers(self) -> int:
+        return self.transport.value().count(b"HTTP/1.1 ")
+
+    def body(self) -> bytes:
+        """
+        The body of the first answer (not chunked).
+        """
+        return self.transport.value().partition(b"\r\n\r\n")[2]
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.disconnecting
+
+
 def webContext(
-    config: ServerConfig | None = None, flow: FlowControl | None = None, publicMetrics: bool = False
+    config: ServerConfig | None = None,
+    flow: FlowControl | None = None,
+    publicMetrics: bool = False,
+    streamsConfig: StreamsConfig | None = None,
 ) -> WebContext:
     """
-    A context on a fresh hub and L{Clock}.
+    A context on the fresh streams of a L{Clock}, whose default stream's
+    epoch is L{EPOCH}.
     """
     clock = Clock()
-    hub = Hub(Stats(), clock, flow or FlowControl())
+    streams = Streams(Stats(), clock, flow or FlowControl(), streamsConfig or StreamsConfig())
+    hub = streams.default
     hub.history.epoch = bytes.fromhex(EPOCH)
     config = config or ServerConfig()
-    return WebContext(hub, clock, config, Connections(config.maxPartialBytes, clock), "tcp:0", publicMetrics)
+    connections = Connections(config.maxPartialBytes, clock)
+    return WebContext(hub, clock, config, connections, "tcp:0", publicMetrics, streams=streams)
 
 
 def tokenConfig(case: Any, token: str = "sesame") -> ServerConfig:

@@ -1,11 +1,13 @@
 """
-The link between this node's hub and NATS (core mode).
+The link between this node's streams and NATS (core mode).
 
-Every batch published here by a client or a source goes to the cluster's
-subject once; every batch from the subject is published here once, with the
-link as its sender, so it is not sent back out.  The connection asks NATS not
-to echo this node's own messages back to it (C{no_echo}), so no node gets its
-own messages twice.  One connection keeps each publisher's order.
+Every batch published here by a client or a source goes once to its
+stream's subject (C{PREFIX.NAME}, see L{streamd.cluster.routes}); every
+batch from one of those subjects is published here once, into the stream
+the subject names, with the link as its sender, so it is not sent back out.
+The connection asks NATS not to echo this node's own messages back to it
+(C{no_echo}), so no node gets its own messages twice.  One connection and
+one subscription (C{PREFIX.>}) keep each publisher's order in each stream.
 
 Core NATS delivers at most once: while this node is cut off from NATS, its
 clients get only what is published here, and what the other nodes published
@@ -18,19 +20,23 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from streamd.cluster.guard import Drop, DropCounter, Signer
 from streamd.cluster.loop import NatsLoop, loopFor
-from streamd.cluster.wire import Joiner, Packer
+from streamd.cluster.routes import Routes
+from streamd.cluster.wire import NODE, Joiner, Packer, signedBy
 from streamd.config import ClusterConfig
 from streamd.fanout.cursor import newSerial
 from streamd.fanout.history import COUNT, SENDER, Entry
 from streamd.fanout.hub import Hub
-from streamd.framing import INT32, Payload
+from streamd.fanout.streams import Streams
+from streamd.framing import INT32, FrameTooLong, Payload
 
 PENDING_BYTES = 64 * 1024 * 1024
 """
@@ -51,8 +57,6 @@ class LinkCounters:
     @ivar gaps: times this node may have missed other nodes' messages (a
         reconnection, or messages nats-py dropped as a slow consumer).
     @ivar slowDropped: NATS messages nats-py dropped as a slow consumer.
-    @ivar malformed: NATS messages on the subject that were not streamd
-        frames.
     """
 
     sent: int = 0
@@ -60,17 +64,18 @@ class LinkCounters:
     dropped: int = 0
     gaps: int = 0
     slowDropped: int = 0
-    malformed: int = 0
 
 
 class ClusterLink(Service):
     """
-    Joins the hub to the other nodes through NATS while it runs.
+    Joins the streams to the other nodes through NATS while it runs.
 
     @ivar connected: whether the link is on NATS now (as the reactor last
         heard).
     @ivar server: the C{HOST:PORT} of the NATS server it is on, or was last.
     @ivar failed: whether the link ended on an error (and serves no more).
+    @ivar dropped: what came from NATS and was dropped, by reason.
+    @ivar signer: the nodes' shared key, if they have one (read at start).
     """
 
     log = Logger()
@@ -78,13 +83,14 @@ class ClusterLink(Service):
 
     def __init__(
         self,
-        hub: Hub,
+        streams: Streams,
         reactor: Any,
         config: ClusterConfig,
         maxMessageSize: int,
         pendingBytes: int = PENDING_BYTES,
     ) -> None:
-        self.hub = hub
+        self.streams = streams
+        self.routes = Routes(config.subject, streams)
         self.serial = newSerial()
         self.pendingBytes = pendingBytes
         self.reactor = reactor
@@ -95,11 +101,15 @@ class ClusterLink(Service):
         self.connected = False
         self.failed = False
         self.server: str | None = None
-        self.joiner = Joiner(maxMessageSize + INT32.headerSize)
+        self.dropped = DropCounter(reactor, self.routes.everything)
+        self.signer: Signer | None = None
+        self.joiner = Joiner(maxMessageSize + INT32.headerSize, reactor, self.dropped)
         self._lock = threading.Lock()
-        self._out: list[bytes] = []
+        # Batches for NATS (subject, frames), and what NATS delivered
+        # (subject, payload, headers), between the threads.
+        self._out: list[tuple[str, bytes]] = []
         self._outFrames = 0
-        self._in: list[tuple[bytes, dict[str, str] | None]] = []
+        self._in: list[tuple[str, bytes, dict[str, str] | None]] = []
         self._inBytes = 0
         self._slow = 0
         self._failures = 0
@@ -113,18 +123,32 @@ class ClusterLink(Service):
 
     def startService(self) -> None:
         super().startService()
+        key = self.config.key()
+        self.signer = Signer(key) if key is not None else None
         loop = self._loop = loopFor(self.reactor, f"streamd-cluster-{self.node}")
         loop.start()
-        self.hub.outbound = self.send
+        self.routes.attach(self.attachStream)
         self._main = loop.submit(self._run())
         self._main.add_done_callback(self._ended)
         self.log.info(
-            "cluster: joining {servers} on subject {subject} as node {node} (nats-py {where})",
+            "cluster: joining {servers} on subjects {subjects} as node {node} (nats-py {where})",
             servers=self.config.shownServers,
             where=loop.where,
-            subject=self.config.subject,
+            subjects=self.routes.everything,
             node=self.node,
         )
+
+    def attachStream(self, hub: Hub) -> None:
+        """
+        Send what is published in the stream of C{hub} to its subject.
+        """
+        hub.outbound = partial(self.send, self.routes.subject(hub.name), hub)
+
+    def detachStream(self, hub: Hub) -> None:
+        """
+        Undo L{attachStream}.
+        """
+        hub.outbound = None
 
     def _ended(self, future: Any) -> None:
         """
@@ -152,6 +176,7 @@ class ClusterLink(Service):
             "server": self.server,
             "gaps": self.counters.gaps,
             "dropped": self.counters.dropped,
+            "rejected": {reason.label: n for reason, n in self.dropped.counts.items()},
         }
 
     def _failedForGood(self, error: str) -> None:
@@ -164,7 +189,11 @@ class ClusterLink(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self.hub.outbound = None
+        self.routes.detach()
+        for hub in self.streams:
+            self.detachStream(hub)
+        self.joiner.stop()
+        self.dropped.stop()
         loop = self._loop
         assert loop is not None
         done: Deferred[None] = Deferred()
@@ -178,20 +207,20 @@ class ClusterLink(Service):
         out by its serial).
         """
 
-    def send(self, entry: Entry) -> None:
+    def send(self, subject: str, hub: Hub, entry: Entry) -> None:
         """
-        The hub's outbound hook: queue a batch published here for NATS,
-        unless it came from NATS.
+        The outbound hook of C{hub}, whose subject is C{subject}: queue a
+        batch published here for NATS, unless it came from NATS.
         """
         if entry[SENDER] == self.serial:
             return
         if not self.connected:
             self.counters.dropped += entry[COUNT]
             return
-        data = self.hub.history.encoded(entry, INT32)
+        data = hub.history.encoded(entry, INT32)
         with self._lock:
             wake = not self._out
-            self._out.append(data)
+            self._out.append((subject, data))
             self._outFrames += entry[COUNT]
         if wake:
             assert self._loop is not None
@@ -199,33 +228,46 @@ class ClusterLink(Service):
 
     def _publishReceived(self) -> None:
         """
-        Publish here, as one batch, what NATS delivered since last time.
+        Publish here what NATS delivered since last time: one batch per
+        stream.
         """
         with self._lock:
             batch, self._in = self._in, []
             self._inBytes = 0
-        payloads: list[Payload] = []
-        blocks = []
-        for data, headers in batch:
-            frames = self.joiner.feed(data, headers)
+        routes = self.routes
+        # Per stream: its payloads, their frames, and the node of each NATS
+        # message that brought them.
+        arrived: dict[str, tuple[list[Payload], list[bytes], list[str]]] = {}
+        signer = self.signer
+        for subject, data, headers in batch:
+            node = (headers or {}).get(NODE, "")
+            if signer is not None and not signedBy(signer, subject, data, headers):
+                self.dropped(Drop.UNSIGNED, node, subject)
+                continue
+            frames = self.joiner.feed(subject, data, headers)
             if not frames:
                 continue
             decoder = INT32.decoder(self.maxMessageSize)
             got, raw = decoder.feed(frames)
             if decoder.error is not None or len(raw) != len(frames):
-                self.counters.malformed += 1
-                if self.counters.malformed == 1:
-                    self.log.warn(
-                        "cluster: dropped a message on {subject} that is not whole streamd frames"
-                        " of at most --max-message-size bytes (something else publishes there?)",
-                        subject=self.config.subject,
-                    )
+                tooLarge = isinstance(decoder.error, FrameTooLong)
+                self.dropped(Drop.TOO_LARGE if tooLarge else Drop.NOT_FRAMES, node, subject)
                 continue
-            payloads.extend(got)
-            blocks.append(frames)
-        if payloads:
+            name = routes.name(subject)
+            run = arrived.get(name)
+            if run is None:
+                run = arrived[name] = ([], [], [])
+            run[0].extend(got)
+            run[1].append(frames)
+            run[2].append(node)
+        for name, (payloads, blocks, nodes) in arrived.items():
+            hub = routes.hub(name)
+            if hub is None:
+                for node in nodes:
+                    self.dropped(Drop.NO_STREAM, node, routes.subject(name))
+                continue
             self.counters.received += len(payloads)
-            self.hub.publish(payloads, b"".join(blocks), INT32, sender=self)
+            hub.publish(payloads, b"".join(blocks), INT32, sender=self)
 
     def _onServer(self, url: str) -> None:
         """
@@ -280,9 +322,10 @@ class ClusterLink(Service):
             gaps=self.counters.gaps,
         )
         # How many is not known: seq clients get a GAP that covers none of
-        # this node's numbers, with the reason.
-        nextSequence = self.hub.history.nextSequence
-        self.hub.gap(nextSequence, nextSequence - 1)
+        # this node's numbers, with the reason, in every stream.
+        for hub in self.streams:
+            nextSequence = hub.history.nextSequence
+            hub.gap(nextSequence, nextSequence - 1)
 
     def _slowConsumer(self) -> None:
         with self._lock:
@@ -335,8 +378,8 @@ class ClusterLink(Service):
             reconnected_cb=reconnected,
             **self.config.connectOptions(),
         )
-        packer = Packer(self.node, nc.max_payload)
-        await nc.subscribe(self.config.subject, cb=self._received, pending_bytes_limit=self.pendingBytes)
+        packer = Packer(self.node, nc.max_payload, self.signer)
+        await nc.subscribe(self.routes.everything, cb=self._received, pending_bytes_limit=self.pendingBytes)
         await nc.flush()
         import asyncio
 
@@ -346,22 +389,23 @@ class ClusterLink(Service):
 
     async def _sender(self, nc: Any, packer: Packer) -> None:
         """
-        Publish what the reactor queued, in order, until cancelled.
+        Publish what the reactor queued, in order in each stream, until
+        cancelled: the batches of one stream that waited together travel
+        together, never with another stream's.
         """
         from nats.errors import Error as NatsError
 
-        subject = self.config.subject
         wake = self._wake
         while True:
             await wake.wait()
             wake.clear()
             with self._lock:
-                blocks, self._out = self._out, []
+                queued, self._out = self._out, []
                 frames, self._outFrames = self._outFrames, 0
             # The server of a reconnection may allow less.
             packer.limit = nc.max_payload
             try:
-                for data, headers in packer.pack(blocks):
+                for subject, data, headers in packer.packEach(queued):
                     await nc.publish(subject, data, headers=headers)
             except NatsError as e:
                 # Its buffer full while reconnecting, or closing: these are
@@ -400,7 +444,7 @@ class ClusterLink(Service):
             else:
                 report = False
                 wake = not self._in
-                self._in.append((msg.data, msg.headers))
+                self._in.append((msg.subject, msg.data, msg.headers))
                 self._inBytes += len(msg.data)
         if wake:
             self._inReactor(self._publishReceived)

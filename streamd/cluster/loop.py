@@ -95,10 +95,19 @@ class SharedLoop:
         return asyncio.ensure_future(coroutine, loop=self.loop)
 
     def callInLoop(self, f: Callable[..., object], *args: object) -> None:
-        self.loop.call_soon(f, *args)
+        """
+        Call C{f} now: the reactor is on the loop's thread, and what it asks
+        of the loop (wake the sender) takes no time, so it need not wait
+        for the next turn of the loop.
+        """
+        f(*args)
 
-    # Both sides are the same loop here.
-    callInReactor = callInLoop
+    def callInReactor(self, f: Callable[..., object], *args: object) -> None:
+        """
+        Call C{f} on the next turn of the loop, after what nats-py delivers
+        now: messages of one read are then published here together.
+        """
+        self.loop.call_soon(f, *args)
 
     def stop(self) -> None:
         pass

@@ -2,9 +2,14 @@
 The HTTP connections of a C{--http} listener, held to the daemon's rules
 before (and between) requests that become a session: each counts in
 C{--max-clients}, has C{--http-header-timeout} seconds to send each request
-head, is refused a request body (413) before any of it is read, and is cut
-when it sends requests without reading the answers.  The site (one per
-listener) throttles its access log.
+head, and is cut when it sends requests without reading the answers.  A
+request body is refused (413) before any of it is read, except where a
+body is published (C{POST /streams/NAME}): there it may have
+L{streamd.web.publish.bodyLimit} bytes, which count in
+C{--max-partial-bytes} until the request is answered, and must be whole
+within 60 s (or C{--idle-timeout}, if shorter), as a message a WebSocket
+client sends in pieces.  The site (one per listener) throttles its access
+log.
 
 A request that becomes a session (C{/ws}, C{/events}) counts as that
 session instead (L{streamd.session.Session.admit} with its C{host}).
@@ -12,6 +17,7 @@ session instead (L{streamd.session.Session.admit} with its C{host}).
 
 from __future__ import annotations
 
+from io import BytesIO
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -24,9 +30,10 @@ from twisted.web.server import Request, Site
 
 from streamd.protocol import addressName
 from streamd.reasons import Reason
-from streamd.session import BYE_GRACE
+from streamd.session import BYE_GRACE, MESSAGE_TIMEOUT
 from streamd.throttle import LogThrottle
 from streamd.web.context import HTTP_STATUS, WebContext
+from streamd.web.publish import bodyLimit, takesBody
 
 MAX_UNREAD_ANSWERS = 8
 """
@@ -62,6 +69,10 @@ class StreamdChannel(HTTPChannel):
     _headCall: IDelayedCall | None = None
     _graceCall: IDelayedCall | None = None
     _upgraded: Any = None
+    _requestLine: bytes | None = None
+    _bodyLimit = 0
+    _bodyHeld = 0
+    _bodyCall: IDelayedCall | None = None
 
     @property
     def context(self) -> WebContext:
@@ -87,8 +98,11 @@ class StreamdChannel(HTTPChannel):
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
-        if not self._refused:
-            super().lineReceived(line)
+        if self._refused:
+            return
+        if self._requestLine is None and line:
+            self._requestLine = line
+        super().lineReceived(line)
 
     def rawDataReceived(self, data: bytes) -> None:
         upgraded = self._upgraded
@@ -105,27 +119,60 @@ class StreamdChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         """
         A request's head is in: no more timer; a body is refused before any
-        of it is read (and before C{Expect: 100-continue} is answered).
+        of it is read (and before C{Expect: 100-continue} is answered),
+        unless its endpoint takes one of its size; then it has its time.
         """
         self._cancel("_headCall")
         if self.length != 0:
-            self._refuse(
-                Reason.REQUEST_BODY, length="chunked" if self.length is None else f"{self.length} bytes"
-            )
-            return
+            length = "chunked" if self.length is None else f"{self.length} bytes"
+            method, _, rest = (self._requestLine or b"").partition(b" ")
+            limit = bodyLimit(self.context.config)
+            if not takesBody(method, rest.partition(b" ")[0]):
+                self._refuse(Reason.REQUEST_BODY, length=f"{length}, which its endpoint does not take")
+                return
+            if self.length is not None and self.length > limit:
+                self._refuse(Reason.REQUEST_BODY, length=f"{length}, over the {limit}-byte limit")
+                return
+            self._bodyLimit = limit
+            self._bodyCall = self.context.clock.callLater(self._bodyTimeout(), self._bodyTimedOut)
         super().allHeadersReceived()
+
+    def bodyReceived(self, size: int) -> bool:
+        """
+        C{size} more bytes of the request's body came: they count in
+        C{--max-partial-bytes} until it is answered.
+
+        @return: whether they are taken; if not, the request is refused.
+        """
+        held = self._bodyHeld + size
+        if held > self._bodyLimit:
+            self._refuse(Reason.REQUEST_BODY, length=f"chunked, over the {self._bodyLimit}-byte limit")
+            return False
+        budget = self.context.connections.partial
+        if not budget.move(self._bodyHeld, held):
+            self._bodyHeld = held
+            self._refuse(Reason.MAX_PARTIAL, held=held, limit=budget.limit)
+            return False
+        self._bodyHeld = held
+        return True
 
     def allContentReceived(self) -> None:
         """
         A whole request is in: answer it, unless the client has sent too
-        many while not reading the answers.
+        many while not reading the answers, or its body was refused on the
+        way.
         """
+        if self._refused:
+            return
+        self._cancel("_bodyCall")
+        self._requestLine = None
         if self._full:
             self._unread += 1
             if self._unread > MAX_UNREAD_ANSWERS:
                 self._cut(Reason.PIPELINE, count=self._unread)
                 return
         super().allContentReceived()
+        self._releaseBody()
 
     def requestDone(self, request: Request) -> None:
         self.answered += 1
@@ -159,6 +206,8 @@ class StreamdChannel(HTTPChannel):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._cancel("_headCall")
         self._cancel("_graceCall")
+        self._cancel("_bodyCall")
+        self._releaseBody()
         super().connectionLost(reason)
         # After the requests: a session ended by this loss hands its count
         # back first.
@@ -184,6 +233,25 @@ class StreamdChannel(HTTPChannel):
         else:
             self._refuse(Reason.HEADER_TIMEOUT, timeout=self.context.headerTimeout)
 
+    def _bodyTimeout(self) -> float:
+        idleTimeout = self.context.config.idleTimeout
+        return MESSAGE_TIMEOUT if idleTimeout is None else min(MESSAGE_TIMEOUT, idleTimeout)
+
+    def _bodyTimedOut(self) -> None:
+        """
+        A body not whole in time: answered 408 and closed.
+        """
+        self._bodyCall = None
+        self._refuse(Reason.SLOW_MESSAGE, timeout=self._bodyTimeout())
+
+    def _releaseBody(self) -> None:
+        """
+        The body held is let go: it counts in C{--max-partial-bytes} no more.
+        """
+        if self._bodyHeld:
+            self.context.connections.partial.move(self._bodyHeld, 0)
+            self._bodyHeld = 0
+
     def _refuse(self, reason: Reason, **figures: Any) -> None:
         """
         Answer with the HTTP status of C{reason} and close; count and log
@@ -208,6 +276,8 @@ class StreamdChannel(HTTPChannel):
     def _drop(self, reason: Reason, figures: dict[str, Any]) -> None:
         self._refused = True
         self._cancel("_headCall")
+        self._cancel("_bodyCall")
+        self._releaseBody()
         context = self.context
         context.connections.dropped(context.hub.stats, self.peer, reason, **figures)
 
@@ -225,6 +295,23 @@ class StreamdChannel(HTTPChannel):
         setattr(self, name, None)
 
 
+class StreamdRequest(Request):
+    """
+    A request of a L{StreamdSite}: its body, where its endpoint takes one,
+    is counted by its channel as it comes, and held in memory (its channel
+    bounds it), never in a temporary file.
+    """
+
+    channel: StreamdChannel
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.channel.bodyReceived(len(data)):
+            super().handleContentChunk(data)
+
+
 class StreamdSite(Site):
     """
     The site of one C{--http} listener: its connections are
@@ -234,6 +321,7 @@ class StreamdSite(Site):
     """
 
     protocol = StreamdChannel  # type: ignore[assignment]
+    requestFactory = StreamdRequest
 
     def __init__(self, root: Resource, context: WebContext, **kwargs: Any) -> None:
         super().__init__(root, timeout=None, reactor=context.clock, **kwargs)
@@ -249,6 +337,7 @@ class StreamdSite(Site):
 
     def stopFactory(self) -> None:
         self._lines.stop()
+        self.context.publishLines.stop()
         super().stopFactory()
 
 

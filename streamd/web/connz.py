@@ -1,6 +1,7 @@
 """
 C{/connz}: every connection as JSON, like nats-server's: who, through which
-listener, since when, what it sent and got, and how far behind it is.
+listener, since when, what it sent and got, and how far behind it is (in
+all its streams, for a client of several).
 
 C{?sort=} one of L{SORTS} (largest first, except C{since} and C{peer}),
 C{?limit=} how many (default L{DEFAULT_LIMIT}, at most L{MAX_LIMIT}).
@@ -21,6 +22,8 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from streamd.fanout.cursor import Cursor
+from streamd.fanout.hub import Hub
 from streamd.session import Session
 from streamd.web.context import WebContext
 from streamd.web.guard import refused
@@ -41,8 +44,19 @@ anew.
 SORTS = ("lag", "since", "peer", "messages_in", "bytes_in", "messages_out", "bytes_out")
 _ASCENDING = ("since", "peer")
 
+
+def _cursors(session: Session) -> list[Cursor]:
+    """
+    The cursors of C{session}: its stream's, or those of each of its
+    streams.
+    """
+    if session.subscriptions is not None:
+        return list(session.subscriptions.cursors.values())
+    return [] if session.cursor is None else [session.cursor]
+
+
 _KEYS: dict[str, Callable[[Session], Any]] = {
-    "lag": lambda session: session.cursor.behind if session.cursor is not None else 0,
+    "lag": lambda session: sum(cursor.behind for cursor in _cursors(session)),
     "since": lambda session: session.since,
     "peer": lambda session: session.peer,
     "messages_in": lambda session: session.messagesIn,
@@ -68,11 +82,11 @@ class ConnzResource(Resource):
         """
         One connection's figures.
         """
-        cursor = session.cursor
+        cursors = _cursors(session)
         row = {name: figure(session) for name, figure in _KEYS.items()}
         row["listener"] = session.context.listener
         row["protocol"] = session.adapter.protocol
-        row["keeping_up"] = cursor is not None and self.context.hub.keepsUp(cursor)
+        row["keeping_up"] = bool(cursors) and all(_keepsUp(cursor) for cursor in cursors)
         return row
 
     def render_GET(self, request: Request) -> bytes:
@@ -111,6 +125,11 @@ class ConnzResource(Resource):
             rows = [self.row(session) for session in pick(MAX_LIMIT, sessions, key=_KEYS[sort])]
             snapshot = self._snapshots[sort] = (now, len(sessions), rows)
         return snapshot
+
+
+def _keepsUp(cursor: Cursor) -> bool:
+    hub: Hub = cursor.hub  # type: ignore[assignment]
+    return hub.keepsUp(cursor)
 
 
 def _argument(request: Request, name: bytes, default: str) -> str:

@@ -2,34 +2,62 @@
 What the HTTP side of one C{--http} listener shares, and what its two
 transports (WebSocket, SSE) read from a request the same way: the token,
 the page's origin, where the stream should start, and how a refusal before
-the stream is answered.
+the stream is answered (L{Refusal}).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from streamd.config import DEFAULT_HEADER_TIMEOUT
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Start, StartRequest
+from streamd.fanout.streams import Streams
 from streamd.reasons import Reason
 from streamd.session import Connections, SessionContext
+from streamd.throttle import LogThrottle
 
 HTTP_STATUS = {
     Reason.AUTH_FAILED: 401,
     Reason.ORIGIN: 403,
+    Reason.FORBIDDEN: 403,
     Reason.BAD_REQUEST: 400,
+    Reason.OVERSIZED_FRAME: 413,
     Reason.MAX_CLIENTS: 503,
     Reason.HEADER_TIMEOUT: 408,
     Reason.REQUEST_BODY: 413,
+    Reason.SLOW_MESSAGE: 408,
 }
 """
 The HTTP status of a refusal before the stream starts, by reason; any other
 reason is a 503.
 """
+
+
+class Refusal(NamedTuple):
+    """
+    The HTTP answer to a request refused before its stream starts (or
+    before it publishes): the C{reason} it is counted and logged under,
+    with the C{figures} its log line names, and the C{status} and C{text}
+    the client is answered with.
+    """
+
+    reason: Reason
+    status: int
+    text: str
+    figures: dict[str, Any]
+
+    @classmethod
+    def of(cls, reason: Reason, **figures: Any) -> Refusal:
+        """
+        The answer for C{reason} as every refusal says it: its status, its
+        summary.
+        """
+        return cls(reason, HTTP_STATUS.get(reason, 503), reason.summary, figures)
 
 
 class WebContext(SessionContext):
@@ -40,7 +68,10 @@ class WebContext(SessionContext):
         token (C{--http-public-metrics}).
     @ivar headerTimeout: seconds a connection has to send a request's head
         (C{--http-header-timeout}), or C{None} for no limit.
+    @ivar publishLines: the log lines of what requests publish.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -51,10 +82,19 @@ class WebContext(SessionContext):
         listener: str = "http",
         publicMetrics: bool = False,
         headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        streams: Streams | None = None,
     ) -> None:
-        super().__init__(hub, clock, config, connections, listener)
+        super().__init__(hub, clock, config, connections, listener, streams)
         self.publicMetrics = publicMetrics
         self.headerTimeout = headerTimeout
+        self.publishLines = LogThrottle(clock, self._unlogged)
+
+    def _unlogged(self, messages: int, size: int) -> None:
+        self.log.info(
+            "{messages} more messages ({size} bytes) published over HTTP in a second, not logged one by one",
+            messages=messages,
+            size=size,
+        )
 
     @property
     def epoch(self) -> str:

@@ -10,6 +10,12 @@ message that would be text beginning with that character is sent as binary.
 It is one event whose C{id:} is C{EPOCH-SEQ}: its C{data:} lines, or a
 C{binary} event of its base64 when it is not UTF-8 or holds a carriage
 return; the daemon's own events are named.
+
+To a client of several streams (C{/ws/SUBJECTS}, C{/events/SUBJECTS}), each
+stream is sent in a framing of its own that says the stream, made once per
+entry for all of that stream's subscribers: an entry's WebSocket messages
+come after an C{in} control message that names the stream and the number of
+the first, and an event's id is C{NAME/EPOCH-SEQ}.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from struct import Struct
 from typing import Any
 
 from streamd.fanout.history import History
-from streamd.fanout.resume import Gap, GapReason
+from streamd.fanout.hub import Hub
+from streamd.fanout.resume import Gap, GapReason, StartPoint
 from streamd.framing import Framing, Payload
 from streamd.reasons import Reason
 
@@ -95,6 +102,20 @@ class WebSocketFraming(Framing):
 WEBSOCKET = WebSocketFraming()
 
 
+class StreamWebSocketFraming(WebSocketFraming):
+    """
+    The stream C{stream} as WebSocket frames for clients of several
+    streams: each entry's messages after an C{in} control message that
+    names the stream and the number of the first.
+    """
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+
+    def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
+        return control({"type": "in", "stream": self.stream, "first": first}) + self.encodeMany(payloads)
+
+
 KEEPALIVE = b": keepalive\n\n"
 """
 The SSE heartbeat: a comment, which a browser ignores and a proxy sees.
@@ -150,9 +171,32 @@ class EventFraming(Framing):
         self.chunked = chunked
 
     def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
-        epoch = self.history.epoch.hex()
-        data = b"".join([event(p, f"{epoch}-{first + i}") for i, p in enumerate(payloads)])
+        prefix = self.idPrefix()
+        data = b"".join([event(p, f"{prefix}-{first + i}") for i, p in enumerate(payloads)])
         return chunk(data) if self.chunked else data
+
+    def idPrefix(self) -> str:
+        """
+        What an event's id says before C{-SEQ}: the history's epoch (read
+        when the entry is encoded: a cluster's node adopts its epoch before
+        its first message).
+        """
+        return self.history.epoch.hex()
+
+
+class StreamEventFraming(EventFraming):
+    """
+    The stream C{stream} as events for clients of several streams: each
+    event's id is C{NAME/EPOCH-SEQ}, so a browser's C{lastEventId} names
+    the stream it resumes.
+    """
+
+    def __init__(self, stream: str, history: History, chunked: bool = False) -> None:
+        super().__init__(history, chunked)
+        self.stream = stream
+
+    def idPrefix(self) -> str:
+        return f"{self.stream}/{self.history.epoch.hex()}"
 
 
 SHUTDOWN_RETRY_MS = (1000, 5000)
@@ -175,8 +219,28 @@ def byeMessage(reason: Reason) -> dict[str, Any]:
     return message
 
 
-def gapMessage(gap: Gap) -> dict[str, Any]:
+def gapMessage(gap: Gap, stream: str | None = None) -> dict[str, Any]:
     """
-    C{gap} as the web's C{gap} message (WebSocket and SSE alike).
+    C{gap} as the web's C{gap} message (WebSocket and SSE alike), in the
+    stream C{stream} for a client of several.
     """
-    return {"first": gap.first, "last": gap.last, "reason": GapReason(gap.reason).label}
+    message: dict[str, Any] = {} if stream is None else {"stream": stream}
+    message.update(first=gap.first, last=gap.last, reason=GapReason(gap.reason).label)
+    return message
+
+
+def streamMessage(hub: Hub, point: StartPoint) -> dict[str, Any]:
+    """
+    The web's C{stream} message, which tells a client of several streams
+    that C{hub}'s starts at C{point}: its name, its epoch, and the number
+    of its next message.
+    """
+    return {"stream": hub.name, "epoch": hub.history.epoch.hex(), "next": point.next}
+
+
+def refusedMessage(subject: str, why: str) -> dict[str, Any]:
+    """
+    The web's C{refused} message: the subscription to C{subject} (or a
+    message for it) is refused, C{why} in one line.
+    """
+    return {"subject": subject, "error": why}

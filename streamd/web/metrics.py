@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -28,6 +28,15 @@ from streamd.fanout.hub import Hub
 from streamd.reasons import Reason
 from streamd.web.context import WebContext, bearerToken
 from streamd.web.guard import refused
+
+ClusterHealth = Callable[[], "dict[str, Any] | None"]
+
+
+def noCluster() -> None:
+    """
+    The cluster link's health on a single node: none.
+    """
+
 
 KINDS = ("tcp", "websocket", "sse", "http")
 """
@@ -45,11 +54,16 @@ class StreamdCollector:
     """
 
     def __init__(
-        self, context: WebContext, sources: Iterable[Any] = (), rights: StreamRights = ALL_STREAMS
+        self,
+        context: WebContext,
+        sources: Iterable[Any] = (),
+        rights: StreamRights = ALL_STREAMS,
+        cluster: ClusterHealth = noCluster,
     ) -> None:
         self.context = context
         self.sources = list(sources)
         self.rights = rights
+        self.cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
         context = self.context
@@ -134,6 +148,19 @@ class StreamdCollector:
             running.add_metric([source.spec], 1 if source.running else 0)
         yield running
         yield from streamFamilies(shownStreams(hubs, context.config.metrics, self.rights))
+        link = self.cluster()
+        if link is not None:
+            from streamd.cluster.guard import Drop
+
+            yield GaugeMetricFamily(
+                "streamd_cluster_connected", "1 while the cluster link is on NATS.", value=link["state"] == "connected"
+            )
+            rejected = CounterMetricFamily(
+                "streamd_cluster_rejected", "NATS messages dropped by the cluster link's checks, by reason.", labels=["reason"]
+            )
+            for drop in Drop:
+                rejected.add_metric([drop.label], link["rejected"].get(drop.label, 0))
+            yield rejected
 
 
 def streamsOf(context: WebContext) -> Sequence[Hub]:
@@ -195,17 +222,19 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, context: WebContext, sources: Iterable[Any] = ()) -> None:
+    def __init__(self, context: WebContext, sources: Iterable[Any] = (), cluster: ClusterHealth = noCluster) -> None:
         super().__init__()
         self.context = context
         self.sources = list(sources)
+        self.cluster = cluster
 
     def render_GET(self, request: Request) -> bytes:
         refusal = refused(self.context, request)
         if refusal is not None:
             return refusal
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(StreamdCollector(self.context, self.sources, self.scraperRights(request)))  # type: ignore[arg-type]
+        collector = StreamdCollector(self.context, self.sources, self.scraperRights(request), self.cluster)
+        registry.register(collector)  # type: ignore[arg-type]
         request.setHeader("Content-Type", CONTENT_TYPE_LATEST)
         return generate_latest(registry)
 

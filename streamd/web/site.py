@@ -6,6 +6,7 @@ daemon's figures under one root.
 C{/}           the live page (static files shipped in the package)
 C{/ws}         WebSocket subscribers (L{streamd.web.websocket})
 C{/events}     Server-Sent Events subscribers (L{streamd.web.sse})
+C{/streams}    the streams, and publishing (L{streamd.web.streams})
 C{/metrics}    Prometheus metrics (L{streamd.web.metrics})
 C{/connz}      connections as JSON (L{streamd.web.connz})
 C{/healthz}    health (L{streamd.web.healthz})
@@ -31,6 +32,7 @@ from streamd.web.context import WebContext
 from streamd.web.healthz import HealthResource
 from streamd.web.metrics import MetricsResource
 from streamd.web.sse import EventsResource
+from streamd.web.streams import StreamsResource
 from streamd.web.websocket import StreamWebSocketFactory, StreamWebSocketResource
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -50,7 +52,8 @@ def makeSite(
     root = File(STATIC)
     root.putChild(b"ws", StreamWebSocketResource(StreamWebSocketFactory(context)))
     root.putChild(b"events", EventsResource(context))
-    root.putChild(b"metrics", MetricsResource(context, sources))
+    root.putChild(b"streams", StreamsResource(context))
+    root.putChild(b"metrics", MetricsResource(context, sources, cluster))
     root.putChild(b"connz", ConnzResource(context))
     root.putChild(b"healthz", HealthResource(context.clock, listeners, cluster))
     site = StreamdSite(root, context, logFormatter=withoutTokens)

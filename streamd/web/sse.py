@@ -1,10 +1,12 @@
 """
-Server-Sent Events clients at C{/events}, for a browser's C{EventSource}
-and for C{curl -N}: the adapter of a L{Session} to one request, and then to
-its connection.  Its L{Cursor} writes to the connection, so the events of a
-history entry are made once for all subscribers (L{streamd.web.framing})
-and held nowhere else, and flow control and the limits are those of every
-other subscriber.
+Server-Sent Events clients at C{/events}, and at C{/events/SUBJECTS} for
+clients of several streams, for a browser's C{EventSource} and for C{curl
+-N}: the adapter of a L{Session} to one request, and then to its
+connection.  Its L{Cursor} (or, for a client of several streams, its cursor
+on each through the session's L{streamd.fanout.mux.Mux}) writes to the
+connection, so the events of a history entry are made once for all
+subscribers (L{streamd.web.framing}) and held nowhere else, and flow
+control and the limits are those of every other subscriber.
 """
 
 from __future__ import annotations
@@ -21,21 +23,28 @@ from zope.interface import implementer
 from streamd.auth import Access, originAllowed
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
-from streamd.fanout.resume import Gap, StartPoint
+from streamd.fanout.resume import Gap, StartPoint, StartRequest
 from streamd.fanout.socketcursor import cursorFor
+from streamd.framing import Framing
 from streamd.listen.tcpinfo import bytesAcked
+from streamd.names import BadName
 from streamd.protocol import addressName
 from streamd.reasons import Reason
 from streamd.session import ISessionAdapter, Session
-from streamd.web.context import (
-    HTTP_STATUS,
-    BadPosition,
-    WebContext,
-    bearerToken,
-    parseEventId,
-    startRequest,
+from streamd.web.context import BadPosition, Refusal, WebContext, bearerToken, parseEventId, startRequest
+from streamd.web.framing import (
+    KEEPALIVE,
+    LAST_CHUNK,
+    EventFraming,
+    StreamEventFraming,
+    byeMessage,
+    chunk,
+    gapMessage,
+    namedEvent,
+    refusedMessage,
+    streamMessage,
 )
-from streamd.web.framing import KEEPALIVE, LAST_CHUNK, EventFraming, byeMessage, chunk, gapMessage, namedEvent
+from streamd.web.subjects import StreamsRequest, requestRefusal, streamsRequest, subscribeRefusal
 
 RETRY_MS = 1000
 """
@@ -79,17 +88,18 @@ class EventStream(Protocol):
     client's does), so that a client that stops reading holds nothing but
     its place in the history.
 
-    @ivar refusal: the body of the HTTP error that answers the request
-        instead of the stream, once its session refused it.
+    @ivar several: whether it is a client of several streams
+        (C{/events/SUBJECTS}), whose events say their stream.
     """
 
     kind = "sse"
     protocol = "sse"
     ping = KEEPALIVE
     pingAnswered = False
-    refusal: bytes | None = None
+    several = False
     bytesReceived = 0
     transport: Any = None
+    _refusal: Refusal | None = None
 
     def __init__(self, context: WebContext, request: Request, peer: str, head: bytes, chunked: bool) -> None:
         self.context = context
@@ -111,18 +121,39 @@ class EventStream(Protocol):
         assert self.session is not None
         return (self.bytesReceived, self.session.bytesOut if acked is None else acked)
 
-    def greeting(self, point: StartPoint, hub: Hub) -> bytes:
-        greeting = b"retry: %d\n\n" % RETRY_MS
-        if point.gap is not None:
-            greeting += namedEvent("gap", gapMessage(point.gap))
-        greeting += namedEvent("hello", {"epoch": self.context.epoch, "next": point.next})
+    def greeting(self, point: StartPoint | None, hub: Hub) -> bytes:
+        """
+        The response's head, C{retry:}, then C{hello} (after the gap the
+        stream starts after, if any); for a client of several streams,
+        C{hello} first, then C{stream} (and its gap) as each stream starts.
+        """
+        if point is None:
+            greeting = b"retry: %d\n\n" % RETRY_MS + namedEvent("hello", {})
+        elif self.several:
+            greeting = namedEvent("stream", streamMessage(hub, point))
+            if point.gap is not None:
+                greeting += namedEvent("gap", gapMessage(point.gap, hub.name))
+        else:
+            greeting = b"retry: %d\n\n" % RETRY_MS
+            if point.gap is not None:
+                greeting += namedEvent("gap", gapMessage(point.gap))
+            greeting += namedEvent("hello", {"epoch": self.context.epoch, "next": point.next})
         return self._head() + self._frame(greeting)
 
     def gapNotice(self, gap: Gap, hub: Hub) -> bytes:
-        return self._frame(namedEvent("gap", gapMessage(gap)))
+        return self._frame(namedEvent("gap", gapMessage(gap, hub.name if self.several else None)))
 
     def ownNotice(self, first: int, last: int, hub: Hub) -> None:
         return None
+
+    def framingFor(self, hub: Hub) -> Framing:
+        chunked = self.chunked
+        return hub.framing(
+            (StreamEventFraming, chunked), lambda: StreamEventFraming(hub.name, hub.history, chunked)
+        )
+
+    def refusal(self, subject: str, why: str) -> bytes:
+        return self._frame(namedEvent("refused", refusedMessage(subject, why)))
 
     def goodbye(self, reason: Reason) -> bool:
         """
@@ -131,20 +162,22 @@ class EventStream(Protocol):
         then the end of the connection.
         """
         assert self.session is not None
-        cursor = self.session.cursor
-        if cursor is None:
+        outlet = self.session.outlet
+        if outlet is None:
             request = self.request
             assert request is not None
-            request.setResponseCode(HTTP_STATUS.get(reason, 503))
+            refusal = self._refusal
+            if refusal is None or refusal.reason is not reason:
+                refusal = self._refusal = Refusal.of(reason)
+            request.setResponseCode(refusal.status)
             request.setHeader("Content-Type", "text/plain; charset=utf-8")
             if reason is Reason.AUTH_FAILED:
                 request.setHeader("WWW-Authenticate", "Bearer")
-            self.refusal = reason.summary.encode() + b"\n"
             return True
         bye = byeMessage(reason)
         retry = b"retry: %d\n\n" % bye["retry"] if "retry" in bye else b""
         end = LAST_CHUNK if self.chunked else b""
-        cursor.sendFinal(self._head() + self._frame(retry + namedEvent("bye", bye)) + end)
+        outlet.sendFinal(self._head() + self._frame(retry + namedEvent("bye", bye)) + end)
         return True
 
     def _frame(self, data: bytes) -> bytes:
@@ -164,12 +197,23 @@ class EventStream(Protocol):
         if self.transport is not None:
             self.transport.abortConnection()
 
+    def refuse(self, refusal: Refusal) -> bytes | None:
+        """
+        Answer the request with C{refusal}, counted and logged as its
+        session's goodbye.
+        """
+        assert self.session is not None
+        self._refusal = refusal
+        self.session.drop(refusal.reason, **refusal.figures)
+        return self.refused()
+
     def refused(self) -> bytes | None:
         """
-        The request is answered with L{refusal}: the session ends with it.
+        The body of the HTTP error that answers the request instead of the
+        stream, once its session refused it: the session ends with it.
         """
         self._lost("refused")
-        return self.refusal
+        return None if self._refusal is None else self._refusal.text.encode() + b"\n"
 
     def _lost(self, why: str) -> None:
         """
@@ -182,7 +226,7 @@ class EventStream(Protocol):
 
 class EventsResource(Resource):
     """
-    C{/events}: a stream of events per request.
+    C{/events} and C{/events/SUBJECTS}: a stream of events per request.
     """
 
     isLeaf = True
@@ -216,21 +260,32 @@ class EventsResource(Resource):
         elif session.access is Access.NONE:
             session.drop(Reason.AUTH_FAILED)
             return stream.refused()
-        eventId = request.getHeader("last-event-id")
-        if eventId:
-            epoch, last = parseEventId(eventId)
+        asked: StreamsRequest | None = None
+        if request.postpath:
+            try:
+                asked = _streamsAsked(request)
+            except (BadName, BadPosition) as e:
+                return stream.refuse(requestRefusal(e))
+            refusal = subscribeRefusal(session, asked.subjects)
+            if refusal is not None:
+                return stream.refuse(refusal)
         else:
-            epoch, last = _argument(request, b"epoch"), _argument(request, b"last")
-        try:
-            where = startRequest(last, epoch)
-        except BadPosition as e:
-            session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
-            return stream.refused()
+            try:
+                where = _startAsked(request)
+            except BadPosition as e:
+                session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
+                return stream.refused()
         # The first request of its connection has nothing of twisted.web's
         # left to send: its cursor may write to the socket itself.
         first = not getattr(request.channel, "answered", 0)
         transport = takeOver(request, stream)
         stream.request = None
+        if asked is not None:
+            stream.several = True
+            session.startStreams()
+            for subject in asked.subjects:
+                session.subscribe(subject, asked.start, asked.positions)
+            return NOT_DONE_YET
         framing = self.chunked if chunked else self.framing
         cursor = (
             cursorFor(transport, context.hub, framing, session)
@@ -240,6 +295,36 @@ class EventsResource(Resource):
         session.attach(cursor)
         session.start(where)
         return NOT_DONE_YET
+
+
+def _startAsked(request: Request) -> StartRequest:
+    """
+    Where a client of C{/events} asks the default stream to start: after
+    its C{Last-Event-ID}, or its C{?last=SEQ&epoch=EPOCH}, or at the head.
+
+    @raise BadPosition: for a position that does not parse.
+    """
+    eventId = request.getHeader("last-event-id")
+    if eventId:
+        epoch, last = parseEventId(eventId)
+    else:
+        epoch, last = _argument(request, b"epoch"), _argument(request, b"last")
+    return startRequest(last, epoch)
+
+
+def _streamsAsked(request: Request) -> StreamsRequest:
+    """
+    What a client of C{/events/SUBJECTS} asks for.
+
+    @raise BadName: for subjects that do not parse.
+    @raise BadPosition: for a position that does not.
+    """
+    subjects = b"/".join(request.postpath or ()).decode("utf-8", "replace")
+    parameters = {
+        name.decode("ascii", "replace"): [value.decode("ascii", "replace") for value in values]
+        for name, values in request.args.items()
+    }
+    return streamsRequest(subjects, parameters, _header(request, "last-event-id"))
 
 
 def _header(request: Request, name: str) -> str | None:

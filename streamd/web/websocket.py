@@ -1,15 +1,23 @@
 """
-WebSocket clients at C{/ws}: the adapter of a L{Session} to autobahn's
-protocol, which does the handshake, the frames a client sends and the
-closing handshake.  Once the handshake is done, the stream is written by the
-session's L{Cursor} as frames made once per history entry
+WebSocket clients at C{/ws}, and at C{/ws/SUBJECTS} for clients of several
+streams: the adapter of a L{Session} to autobahn's protocol, which does the
+handshake, the frames a client sends and the closing handshake.  Once the
+handshake is done, the stream is written by the session's L{Cursor} (or,
+for a client of several streams, by one cursor per stream through the
+session's L{streamd.fanout.mux.Mux}) as frames made once per history entry
 (L{streamd.web.framing}): the hub's fast loop, flow control and limits apply
 unchanged.
+
+A client of several streams also sends control messages (text beginning
+with U+001E, one JSON object): C{in} names the stream its messages go to,
+C{subscribe} and C{unsubscribe} change what it is sent.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import unquote
 
 import txaio
 from autobahn.twisted.resource import WebSocketResource
@@ -17,15 +25,36 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
+from streamd.auth import Access
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
-from streamd.fanout.resume import HEAD, Gap, StartPoint
+from streamd.fanout.mux import Mux
+from streamd.fanout.resume import HEAD, Gap, StartPoint, StartRequest
+from streamd.framing import Framing
 from streamd.listen.tcpinfo import bytesAcked
+from streamd.names import BadName, isPattern
 from streamd.protocol import addressName
 from streamd.reasons import Reason
 from streamd.session import ISessionAdapter, Session
-from streamd.web.context import HTTP_STATUS, BadPosition, WebContext, bearerToken, startRequest
-from streamd.web.framing import PING, WEBSOCKET, byeMessage, control, gapMessage
+from streamd.web.context import BadPosition, Refusal, WebContext, bearerToken, startRequest
+from streamd.web.framing import (
+    CONTROL,
+    PING,
+    WEBSOCKET,
+    StreamWebSocketFraming,
+    byeMessage,
+    control,
+    gapMessage,
+    refusedMessage,
+    streamMessage,
+)
+from streamd.web.subjects import (
+    StreamsRequest,
+    parsePosition,
+    requestRefusal,
+    streamsRequest,
+    subscribeRefusal,
+)
 
 QUIET = "error"
 """
@@ -58,16 +87,60 @@ The close code of a shutdown (RFC 6455's registry: "Service Restart").
 """
 
 
+PATH = "/ws"
+"""
+The path of the default stream's clients; C{/ws/SUBJECTS} is that of
+clients of several streams.
+"""
+
+
 def _parameter(params: dict[str, list[str]], name: str) -> str | None:
     values = params.get(name)
     return values[0] if values else None
 
 
+class BadControl(ValueError):
+    """
+    A client's control message is not one: its str says why.
+    """
+
+
+_CONTROLS = {"in": "stream", "subscribe": "subject", "unsubscribe": "subject"}
+
+
+def clientControl(data: bytes) -> tuple[str, str, dict[str, StartRequest]]:
+    """
+    The kind of the control message C{data} (its JSON object), the stream
+    or subject it names, and the positions a C{subscribe} resumes
+    (C{after}): C{{"type": "in", "stream": NAME}}, C{{"type": "subscribe",
+    "subject": SUBJECT, "after": [POSITION, ...]}} or C{{"type":
+    "unsubscribe", "subject": SUBJECT}}.
+
+    @raise BadControl: for anything else.
+    """
+    try:
+        message = json.loads(data)
+    except ValueError:
+        raise BadControl("not JSON")
+    kind = message.get("type") if isinstance(message, dict) else None
+    key = _CONTROLS.get(kind) if isinstance(kind, str) else None
+    if kind is None or key is None:
+        raise BadControl(f"no type of {', '.join(_CONTROLS)}")
+    subject = message.get(key)
+    after = message.get("after", []) if kind == "subscribe" else []
+    if not (isinstance(subject, str) and isinstance(after, list) and all(isinstance(p, str) for p in after)):
+        raise BadControl(f"{kind} needs a {key}, and after, if any, a list of positions")
+    try:
+        return kind, subject, dict(parsePosition(position) for position in after)
+    except BadPosition as e:
+        raise BadControl(str(e))
+
+
 @implementer(ISessionAdapter)
 class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     """
-    One WebSocket client: gets the stream, and publishes what it sends,
-    under its L{Session}'s rules.
+    One WebSocket client: gets the stream (or the streams it asks for), and
+    publishes what it sends, under its L{Session}'s rules.
     """
 
     log = txaio.make_logger(level=QUIET)  # type: ignore[attr-defined]
@@ -82,10 +155,13 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     bytesReceived = 0
     _awaitingToken = False
     _opened = False
-    _refusal: Reason | None = None
+    _refusal: Refusal | None = None
     _request = HEAD
+    _streams: StreamsRequest | None = None
+    _target: str | None = None
     _message: bytearray | None = None
     _unansweredPings = 0
+    _pongHeld: int | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -106,23 +182,63 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
                 session.authenticate(token)
             self._awaitingToken = token is None and context.config.access.expectsToken
         if self._refusal is None:
-            params = request.params
+            self._ask(request.path, request.params)
+        if self._refusal is not None:
+            raise ConnectionDeny(self._refusal.status, self._refusal.text)
+
+    def _ask(self, path: str, params: dict[str, list[str]]) -> None:
+        """
+        Read what the client asks for: where the default stream starts
+        (C{/ws?last=SEQ&epoch=EPOCH}), or which streams it is sent and
+        where those it knows resume (C{/ws/SUBJECTS?after=POSITION}); a
+        client that may read now is refused a stream it cannot have with an
+        HTTP status.
+        """
+        session = self.session
+        assert session is not None
+        if path == PATH:
             try:
                 self._request = startRequest(_parameter(params, "last"), _parameter(params, "epoch"))
             except BadPosition as e:
                 session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
-        if self._refusal is not None:
-            raise ConnectionDeny(HTTP_STATUS.get(self._refusal, 503), self._refusal.summary)
+            return
+        try:
+            asked = streamsRequest(unquote(path[len(PATH) + 1 :]), params)
+        except (BadName, BadPosition) as e:
+            self._refuse(requestRefusal(e))
+            return
+        refusal = subscribeRefusal(session, asked.subjects) if session.access is not Access.NONE else None
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        self._streams = asked
+        if len(asked.subjects) == 1 and not isPattern(asked.subjects[0]):
+            self._target = asked.subjects[0]
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """
+        Refuse the handshake with C{refusal}, counted and logged as its
+        session's goodbye.
+        """
+        assert self.session is not None
+        self._refusal = refusal
+        self.session.drop(refusal.reason, **refusal.figures)
 
     def onOpen(self) -> None:
         session = self.session
         assert session is not None
         self._opened = True
         # twisted.web's HTTP channel was the connection's producer until the
-        # upgrade; the cursor is now.
+        # upgrade; the cursor (or the mux of several streams) is now.
         self.transport.unregisterProducer()
-        session.attach(Cursor(self.transport, self.factory.context.hub, WEBSOCKET, session))
-        session.start(self._request)
+        asked = self._streams
+        if asked is None:
+            session.attach(Cursor(self.transport, self.factory.context.hub, WEBSOCKET, session))
+            session.start(self._request)
+            return
+        session.startStreams()
+        for subject in asked.subjects:
+            session.subscribe(subject, asked.start, asked.positions)
 
     # autobahn keeps a message's pieces as a list of bytes objects, and each
     # frame's as another: a message sent as 2-byte fragments took seven times
@@ -157,23 +273,36 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def onPing(self, payload: bytes) -> None:
         """
-        Answer a ping through the cursor, in order with the stream, while
-        the client takes what it is sent; a client that is not taking it is
+        Answer a ping through the stream, in order with it, while the
+        client takes what it is sent; a client that is not taking it is
         not answered (RFC 6455 lets a pong answer only the latest ping), and
         is cut after L{MAX_UNANSWERED_PINGS} pings.
         """
         session = self.session
-        cursor = session.cursor if session is not None else None
-        if cursor is None or cursor.closed:
+        outlet = session.outlet if session is not None else None
+        if outlet is None or outlet.closed:
             return
-        if cursor.live:
+        if self._takes(outlet):
             self._unansweredPings = 0
-            cursor.sendPrivate(b"\x8a" + bytes((len(payload),)) + payload)
+            before = outlet.written
+            outlet.sendPrivate(b"\x8a" + bytes((len(payload),)) + payload)
+            self._pongHeld = before if outlet.written == before else None
             return
         self._unansweredPings += 1
         if self._unansweredPings > MAX_UNANSWERED_PINGS:
             assert session is not None
             session.drop(Reason.PING_FLOOD, count=self._unansweredPings)
+
+    def _takes(self, outlet: Cursor | Mux) -> bool:
+        """
+        Whether the client takes what it is sent: its cursor is caught up;
+        for a client of several streams, its connection took the last pong
+        it was given (a mux holds what it is given while the connection is
+        full, and tells nobody).
+        """
+        if isinstance(outlet, Cursor):
+            return outlet.live
+        return outlet.written != self._pongHeld
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         session = self.session
@@ -181,8 +310,33 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         if self._awaitingToken:
             self._awaitingToken = False
             session.authenticate(payload)
-        else:
+        elif self._streams is None:
             session.publish([payload])
+        elif not isBinary and payload.startswith(CONTROL):
+            self._controlReceived(payload[1:])
+        elif self._target is None:
+            session.drop(Reason.BAD_REQUEST, error='sent a message before naming its stream ({"type":"in"})')
+        else:
+            session.publish([payload], stream=self._target)
+
+    def _controlReceived(self, data: bytes) -> None:
+        """
+        A control message of a client of several streams: C{in},
+        C{subscribe} or C{unsubscribe}; anything else is a bad request.
+        """
+        session = self.session
+        assert session is not None
+        try:
+            kind, subject, positions = clientControl(data)
+        except BadControl as e:
+            session.drop(Reason.BAD_REQUEST, error=f"sent a control message that is not one: {e}")
+            return
+        if kind == "in":
+            self._target = subject
+        elif kind == "subscribe":
+            session.subscribe(subject, StreamsRequest((subject,), positions).start, positions)
+        else:
+            session.unsubscribe(subject)
 
     def onPong(self, payload: bytes) -> None:
         if self.session is not None:
@@ -196,17 +350,41 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             (session.bytesOut if session is not None else 0) if acked is None else acked,
         )
 
-    def greeting(self, point: StartPoint, hub: Hub) -> bytes:
+    def greeting(self, point: StartPoint | None, hub: Hub) -> bytes:
+        """
+        C{hello} (after the gap the stream starts after, if any); for a
+        client of several streams, C{hello} first, then C{stream} (and its
+        gap) as each stream starts.
+        """
+        if point is None:
+            return control({"type": "hello"})
+        if self._streams is not None:
+            announcement = control({"type": "stream", **streamMessage(hub, point)})
+            return announcement + (b"" if point.gap is None else self.gapNotice(point.gap, hub))
         greeting = b""
         if point.gap is not None:
             greeting += control({"type": "gap", **gapMessage(point.gap)})
         return greeting + control({"type": "hello", "epoch": self.factory.context.epoch, "next": point.next})
 
     def gapNotice(self, gap: Gap, hub: Hub) -> bytes:
-        return control({"type": "gap", **gapMessage(gap)})
+        return control({"type": "gap", **gapMessage(gap, self._named(hub))})
 
     def ownNotice(self, first: int, last: int, hub: Hub) -> bytes:
-        return control({"type": "own", "first": first, "last": last})
+        stream = self._named(hub)
+        message = {"type": "own"} if stream is None else {"type": "own", "stream": stream}
+        return control({**message, "first": first, "last": last})
+
+    def _named(self, hub: Hub) -> str | None:
+        """
+        The name of C{hub}'s stream, for a client of several streams.
+        """
+        return None if self._streams is None else hub.name
+
+    def framingFor(self, hub: Hub) -> Framing:
+        return hub.framing(StreamWebSocketFraming, lambda: StreamWebSocketFraming(hub.name))
+
+    def refusal(self, subject: str, why: str) -> bytes:
+        return control({"type": "refused", **refusedMessage(subject, why)})
 
     def goodbye(self, reason: Reason) -> bool:
         """
@@ -217,7 +395,8 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         back.
         """
         if not self._opened:
-            self._refusal = reason
+            if self._refusal is None or self._refusal.reason is not reason:
+                self._refusal = Refusal.of(reason)
             return True
         if reason is Reason.SHUTDOWN:
             self.closeHandshakeTimeout = SHUTDOWN_CLOSE_TIMEOUT
@@ -226,8 +405,9 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             close = lambda: self.sendCloseFrame(SERVICE_RESTART, reason.label.encode())  # noqa: E731
         else:
             close = lambda: self.sendClose(4000 + reason.value, reason.label)  # noqa: E731
-        assert self.session is not None and self.session.cursor is not None
-        self.session.cursor.sendFinal(control({"type": "bye", **byeMessage(reason)}), close)
+        outlet = self.session.outlet if self.session is not None else None
+        assert outlet is not None
+        outlet.sendFinal(control({"type": "bye", **byeMessage(reason)}), close)
         return True
 
     def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:

@@ -14,6 +14,7 @@ import socket
 import struct
 import tempfile
 import time
+import urllib.request
 from typing import Any
 
 from twisted.internet import reactor
@@ -220,3 +221,79 @@ class BrowserTests(TestCase):
             self.assertEqual(sequences, list(range(sequences[0], sequences[0] + 10)))
 
         return self.inBrowser(scenario)
+
+    def test_twoStreams(self) -> None:
+        """
+        A page follows two streams, over one WebSocket of both
+        (C{/ws/demo.left,demo.right}) and one C{EventSource} of a pattern
+        (C{/events/demo.*}), while they are published to over HTTP: each
+        gets every message of each stream, in order, labelled with its
+        stream.  The live page then lists both streams and shows the one
+        chosen; a screenshot is saved.
+        """
+        screenshot = os.path.join(artifacts(), "streamd-page-streams.png")
+
+        def publish(stream: str, payload: str) -> None:
+            request = urllib.request.Request(f"{self.url}/streams/{stream}", payload.encode(), method="POST")
+            with urllib.request.urlopen(request) as answer:
+                assert answer.status == 200, answer.status
+
+        def scenario(browser: Any) -> None:
+            from selenium.webdriver.common.by import By
+
+            browser.get(self.url + "/healthz")
+            browser.execute_script(
+                "window.ws = []; window.sse = []; window.announced = 0; window.opens = 0;"
+                "const socket = new WebSocket('ws://' + location.host + '/ws/demo.left,demo.right');"
+                "let stream = null, seq = null;"
+                "socket.onmessage = e => {"
+                "  if (e.data.startsWith('\\u001e')) {"
+                "    const c = JSON.parse(e.data.slice(1));"
+                "    if (c.type === 'stream') window.announced += 1;"
+                "    if (c.type === 'in') { stream = c.stream; seq = c.first; }"
+                "    return;"
+                "  }"
+                "  window.ws.push([stream, seq++, e.data]);"
+                "};"
+                "const source = new EventSource('/events/demo.*');"
+                "source.addEventListener('hello', () => { window.opens += 1; });"
+                "source.onmessage = e => window.sse.push([e.lastEventId, e.data]);"
+            )
+            until(lambda: browser.execute_script("return window.announced === 2 && window.opens === 1"))
+            for i in range(1, 11):
+                publish("demo.left", f"left {i}")
+                publish("demo.right", f"right {i}")
+            until(
+                lambda: browser.execute_script("return window.ws.length === 20 && window.sse.length === 20")
+            )
+            for side in ("left", "right"):
+                stream = f"demo.{side}"
+                expected = [f"{side} {i}" for i in range(1, 11)]
+                got = [m for m in browser.execute_script("return window.ws") if m[0] == stream]
+                self.assertEqual(got, [[stream, i, text] for i, text in enumerate(expected, 1)])
+                events = [
+                    m for m in browser.execute_script("return window.sse") if m[0].startswith(stream + "/")
+                ]
+                self.assertEqual([data for _, data in events], expected)
+                self.assertEqual(
+                    [int(eventId.rpartition("-")[2]) for eventId, _ in events], list(range(1, 11))
+                )
+
+            browser.get(self.url + "/?stream=demo.right")
+            until(lambda: browser.execute_script("return next !== null"))
+            publish("demo.left", "left 11")
+            publish("demo.right", "right 11")
+            until(lambda: "right 11" in browser.find_element(By.ID, "messages").text)
+            self.assertNotIn("left", browser.find_element(By.ID, "messages").text)
+            self.assertEqual(browser.find_element(By.ID, "chosen").text, "demo.right")
+            until(
+                lambda: (
+                    {"demo.left", "demo.right", "default"}
+                    <= {b.text for b in browser.find_elements(By.CSS_SELECTOR, "#streams button")}
+                )
+            )
+            browser.save_screenshot(screenshot)
+
+        d = self.inBrowser(scenario)
+        d.addCallback(lambda _: print(f"\nscreenshot of the page of two streams: {screenshot}"))
+        return d

@@ -24,7 +24,7 @@ from streamd.config import DaemonConfig, Listen
 from streamd.framing import ASCII10
 from streamd.seqframing import SEQ
 
-from ..support import startDaemon
+from ..support import spawnPython, startDaemon
 from ..test_tls import _PKIMixin
 from .test_integration import TICK, Collector
 
@@ -91,16 +91,7 @@ class _SpawnMixin:
         """
         Run C{python ARGV}.
         """
-        process = Spawned()
-        transport = reactor.spawnProcess(process, sys.executable, (sys.executable, *argv), env=ENV)
-
-        def kill() -> defer.Deferred[Any]:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
-        return process
+        return spawnPython(self, argv, Spawned())
 
 
 class ClientSignalTests(_SpawnMixin, TestCase):

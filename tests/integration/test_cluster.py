@@ -78,17 +78,16 @@ class _ClusterMixin:
 
     def startNode(self, *servers: int, **settings: Any) -> tuple[StreamdService, int]:
         """
-        A daemon on a free loopback port joined to the NATS servers on
-        C{servers}.
+        A daemon on a free loopback port (or C{listens}) joined to the NATS
+        servers on C{servers}.
         """
         cluster = ClusterConfig(
             tuple(f"nats://127.0.0.1:{port}" for port in servers),
             reconnectWait=0.1,
             **settings.pop("cluster", {}),
         )
-        config = DaemonConfig(
-            listens=(Listen(LOOPBACK),), sources=(), statsInterval=0, cluster=cluster, **settings
-        )
+        listens = settings.pop("listens", (Listen(LOOPBACK),))
+        config = DaemonConfig(listens=listens, sources=(), statsInterval=0, cluster=cluster, **settings)
         return startDaemon(self, config)
 
     @defer.inlineCallbacks

@@ -24,11 +24,14 @@ from ..support import ENV, Ticker, spawnTwistd, waitFor
 from .test_cluster import _ClusterMixin
 
 
-def numbered(service: StreamdService) -> list[tuple[int, bytes]]:
+def numbered(service: StreamdService, stream: str = "default") -> list[tuple[int, bytes]]:
     """
-    Every message the node's history holds, with its sequence number.
+    Every message the history of the node's stream C{stream} holds, with its
+    sequence number.
     """
-    history = service.hub.history
+    hub = service.streams.get(stream)
+    assert hub is not None, stream
+    history = hub.history
     held = []
     for index in range(history.start, history.end):
         entry = history[index]

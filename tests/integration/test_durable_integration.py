@@ -22,7 +22,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from ..support import ENV, TwistdProcess, spawnTwistd, twistd, waitFor
+from ..support import ENV, TwistdProcess, spawnPython, spawnTwistd, twistd, waitFor
 
 LINES = 20_000
 
@@ -111,11 +111,7 @@ class DurableDaemonTests(TestCase):
         )
 
     def client(self, *argv: str, stdin: bytes | None = None) -> Client:
-        process = Client(stdin)
-        command = (sys.executable, "-m", "streamd.client", "--framing", "seq", "--port", str(self.port), *argv)
-        transport = reactor.spawnProcess(process, sys.executable, command, env=ENV)
-        self.addCleanup(killing(transport, process.ended))
-        return process
+        return spawnPython(self, ("-m", "streamd.client", "--framing", "seq", "--port", str(self.port), *argv), Client(stdin))
 
     @inlineCallbacks
     def test_killNine(self) -> Any:

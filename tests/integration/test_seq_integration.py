@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import tempfile
 from itertools import pairwise
 from typing import Any
@@ -26,7 +25,7 @@ from streamd.config import DaemonConfig, Listen
 from streamd.seqframing import Bye, Gap, GapReason
 from streamd.service import StreamdService
 
-from ..support import ENV, TwistdProcess, spawnTwistd, startDaemon, waitFor
+from ..support import TwistdProcess, spawnPython, spawnTwistd, startDaemon, waitFor
 from .test_client_process import Silent, Spawned
 
 TOTAL = 100_000
@@ -209,17 +208,7 @@ class _ProcessMixin:
         Run the seq client against C{port} with C{argv}; killed if the test
         leaves it running.
         """
-        process = Spawned()
-        command = (sys.executable, "-m", "streamd.client", "--framing", "seq", "--port", str(port), *argv)
-        transport = reactor.spawnProcess(process, sys.executable, command, env=ENV)
-
-        def kill() -> Any:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
-        return process
+        return spawnPython(self, ("-m", "streamd.client", "--framing", "seq", "--port", str(port), *argv), Spawned())
 
     def tempFile(self, text: str) -> str:
         """

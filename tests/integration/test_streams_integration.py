@@ -8,14 +8,12 @@ a stream by name.
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from ..support import ENV, spawnTwistd, waitFor
+from ..support import spawnPython, spawnTwistd, waitFor
 from .test_client_process import Spawned
 
 PRICES = "prices=sh:i=0; while true; do i=$((i+1)); echo p$i; sleep 0.05; done"
@@ -52,17 +50,7 @@ class StreamsProcessTests(TestCase):
         return process, int(prices.group(1)), int(seq.group(1))
 
     def client(self, port: int, *argv: str) -> Spawned:
-        process = Spawned()
-        command = (sys.executable, "-m", "streamd.client", "--port", str(port), *argv)
-        transport = reactor.spawnProcess(process, sys.executable, command, env=ENV)
-
-        def kill() -> Any:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            return process.ended
-
-        self.addCleanup(kill)
-        return process
+        return spawnPython(self, ("-m", "streamd.client", "--port", str(port), *argv), Spawned())
 
     @inlineCallbacks
     def test_boundListener(self) -> Any:

@@ -1,15 +1,20 @@
-// The live page: the stream over /ws, figures from /connz, drawn calmly.
-// Every message is shown with textContent: nothing a message holds is
-// ever interpreted as HTML.
+// The live page: the streams from /streams, the one chosen (?stream=NAME,
+// "default" by default) over /ws/NAME, figures from /connz, drawn calmly.
+// Every message and name is shown with textContent: nothing the daemon
+// sends is ever interpreted as HTML.
 "use strict";
 
 const KEEP = 300;          // messages shown
 const POINTS = 180;        // chart: one point a second, three minutes
+const LISTED = 20;         // streams listed, the busiest first
 const CONTROL = "\u001e";  // first character of the daemon's control messages
 const token = new URLSearchParams(location.search).get("token");
+const headers = token ? { Authorization: "Bearer " + token } : {};
 
 const list = document.getElementById("messages");
 const statusBadge = document.getElementById("status");
+let chosen = new URLSearchParams(location.search).get("stream") || "default";
+let socket = null;
 let next = null;           // sequence number of the next stream message
 let lastSeen = null;       // last sequence number shown, for resuming
 let epoch = null;
@@ -44,9 +49,12 @@ function hexPreview(buffer) {
 
 function control(message) {
   if (message.type === "hello") {
+    setStatus("live", "live");
+  } else if (message.type === "stream") {
     epoch = message.epoch;
     next = message.next;
-    setStatus("live", "live");
+  } else if (message.type === "in") {
+    next = message.first;
   } else if (message.type === "gap") {
     // Numbers the stream skips: missed, or the client's own (not sent back).
     if (message.last >= message.first) {
@@ -57,6 +65,8 @@ function control(message) {
     skipTo(message.last);
   } else if (message.type === "own") {
     skipTo(message.last);
+  } else if (message.type === "refused") {
+    show(null, "refused: " + message.error, "control");
   } else if (message.type === "bye") {
     show(null, "the daemon closed the stream: " + message.reason, "control");
   }
@@ -68,9 +78,9 @@ function skipTo(last) {
 }
 
 function connect() {
-  let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-  if (lastSeen !== null && epoch !== null) url += "?last=" + lastSeen + "&epoch=" + epoch;
-  const ws = new WebSocket(url);
+  let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/" + encodeURIComponent(chosen);
+  if (lastSeen !== null && epoch !== null) url += "?after=" + encodeURIComponent(chosen + "/" + epoch + "-" + lastSeen);
+  const ws = socket = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   ws.onopen = () => { if (token) ws.send(token); };
   ws.onmessage = event => {
@@ -87,6 +97,54 @@ function connect() {
     setStatus("reconnecting…", "down");
     setTimeout(connect, 2000);
   };
+}
+
+// Show another stream: from its next message, in this page's address too.
+function choose(name) {
+  if (name === chosen) return;
+  chosen = name;
+  const address = new URL(location.href);
+  address.searchParams.set("stream", name);
+  history.replaceState(null, "", address);
+  next = lastSeen = epoch = null;
+  list.replaceChildren();
+  document.getElementById("chosen").textContent = name;
+  socket.onclose = null;
+  socket.close();
+  setStatus("connecting…", "connecting");
+  connect();
+}
+
+// The streams: /streams every second, the busiest first.
+function showStreams(streams) {
+  const body = document.getElementById("streams");
+  body.replaceChildren();
+  for (const s of streams) {
+    const row = document.createElement("tr");
+    if (s.name === chosen) row.className = "chosen";
+    const pick = document.createElement("button");
+    pick.type = "button";
+    pick.textContent = s.name;
+    pick.onclick = () => choose(s.name);
+    const name = document.createElement("td");
+    name.append(pick);
+    const span = s.newest < s.oldest ? "empty" : "#" + s.oldest + "–#" + s.newest;
+    const rate = s.rate < 10 ? s.rate.toFixed(1) : human(s.rate);
+    row.append(name, cell(rate, "n"), cell(s.subscribers, "n"), cell(span, "n"));
+    body.append(row);
+  }
+}
+
+async function pollStreams() {
+  const prefix = document.getElementById("filter").value;
+  const query = "?sort=rate&limit=" + LISTED + (prefix ? "&prefix=" + encodeURIComponent(prefix) : "");
+  const response = await fetch("/streams" + query, { headers, cache: "no-store" });
+  if (response.ok) {
+    const data = await response.json();
+    showStreams(data.streams);
+    document.getElementById("streams-note").textContent =
+      data.matched > data.streams.length ? data.streams.length + " of " + data.matched + " shown" : "";
+  }
 }
 
 // Figures: /connz every second, rates from the counters' differences.
@@ -163,7 +221,6 @@ function showSlowest(connections) {
 
 async function poll() {
   try {
-    const headers = token ? { Authorization: "Bearer " + token } : {};
     const response = await fetch("/connz?sort=lag&limit=8", { headers, cache: "no-store" });
     if (response.status === 401) {
       document.getElementById("figures-note").textContent = "figures need the token: open this page with ?token=…";
@@ -184,11 +241,13 @@ async function poll() {
     document.getElementById("newest").textContent = "#" + (s.messagesIn ? (next !== null ? next - 1 : "–") : "–");
     showSlowest(data.connections);
     drawChart();
+    await pollStreams();
   } catch (error) {
     setStatus("daemon unreachable", "down");
   }
 }
 
+document.getElementById("chosen").textContent = chosen;
 connect();
 poll();
 setInterval(poll, 1000);
