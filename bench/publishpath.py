@@ -8,7 +8,10 @@ subscribers connect on transports that drop what they are given, and one
 publisher's connection is handed the same read (ten 64 B frames) N times.
 What is timed is the daemon's code from C{dataReceived} to the
 subscribers' C{write}: the protocol, the session, C{Hub.publish}, the
-history and the cursors.
+history and the cursors.  With C{--fsync POLICY}, the stream's history is a
+log in a new data directory (C{--data-dir}), and that time includes writing
+each batch's record to it; time stands still, so no sync runs: what is timed
+is the reactor thread's share.
 
 Run from C{/tmp} with C{PYTHONPATH} naming the tree to measure, so that two
 trees can be compared.  The reads are handed over from inside
@@ -23,13 +26,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import struct
+import tempfile
 import time
 from collections import deque
 from itertools import repeat, starmap
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -50,10 +56,11 @@ class NullTransport(StringTransport):
         self.written += len(data)
 
 
-def daemon(subscribers: int) -> tuple[Any, list[NullTransport]]:
+def daemon(subscribers: int, dataDir: str | None = None, fsync: str = "everysec") -> tuple[Any, list[NullTransport]]:
     """
     A factory of the tree under test, its stream's publisher's protocol,
-    and its subscribers' transports.
+    and its subscribers' transports; with C{dataDir}, its history is a log
+    there, synced as C{fsync} says (in this thread, when the clock moves).
     """
     clock = Clock()
     # Time stands still, and reading it costs a call into C, as the
@@ -68,7 +75,13 @@ def daemon(subscribers: int) -> tuple[Any, list[NullTransport]]:
 
         factory = StreamServerFactory(Hub(stats, clock, flow), clock, ServerConfig())
     else:
-        streams = Streams(stats, clock, flow)
+        if dataDir is None:
+            streams = Streams(stats, clock, flow)
+        else:
+            from streamd.durable.datadir import DataDir
+
+            durable = DataDir(clock, dataDir, fsync, lambda work, *args: maybeDeferred(work, *args))
+            streams = Streams(stats, clock, flow, dataDir=durable)
         factory = StreamServerFactory(streams.default, clock, ServerConfig(), streams=streams)
     transports = []
     for port in range(subscribers + 1):
@@ -88,10 +101,24 @@ def main() -> None:
     parser.add_argument("--per-read", type=int, default=10, help="messages in each read")
     parser.add_argument("--rounds", type=int, default=1, help="times the whole is timed")
     parser.add_argument("--no-gc", action="store_true", help="with Python's cycle collector off")
+    parser.add_argument("--fsync", help="with a data directory (a new one, deleted after), synced so")
     options = parser.parse_args()
     if options.no_gc:
         gc.disable()
-    publisher, transports = daemon(options.subscribers)
+    dataDir = None if options.fsync is None else tempfile.mkdtemp(prefix="publishpath-")
+    try:
+        measure(options, dataDir)
+    finally:
+        if dataDir is not None:
+            shutil.rmtree(dataDir)
+
+
+def measure(options: argparse.Namespace, dataDir: str | None) -> None:
+    """
+    Time the reads C{options} describe, on a daemon whose history is on
+    disk in C{dataDir} if given.
+    """
+    publisher, transports = daemon(options.subscribers, dataDir, options.fsync or "everysec")
     read = (struct.pack(">I", options.size) + b"x" * options.size) * options.per_read
     dataReceived = publisher.dataReceived
     # Both trees start from the same collector's counts: a full collection
