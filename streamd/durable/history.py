@@ -12,7 +12,7 @@ from streamd.durable.log import StreamLog
 from streamd.durable.segment import StoredSegment, bisect
 from streamd.durable.syncer import FsyncPolicy
 from streamd.fanout.history import COUNT, DATA, FIRST, Entry, History, HistoryPool
-from streamd.fanout.publishers import identityOf
+from streamd.fanout.publishers import NO_IDENTITY, identityOf
 from streamd.framing import ASCII10, INT32, Framing
 
 _CODES = (INT32, ASCII10)
@@ -93,8 +93,10 @@ class DurableHistory(History):
             data, framing, code = INT32.encodeMany(framing.split(data, count)), INT32, 0
         if first is None:
             first = self.nextSequence
-        self.log.write(self.end, first, count, data, code, int(time * 1000), identityOf(sender), number)
-        return super().append(data, framing, count, sender, first, time, number)
+        identity = NO_IDENTITY if sender >= 0 else identityOf(sender)
+        entryNumber = self._base + len(self._entries)
+        self.log.write(entryNumber, first, count, data, code, int(time * 1000), identity, number)
+        return History.append(self, data, framing, count, sender, first, time, number)
 
     def evictOldest(self) -> Entry:
         if self._storedStart < self._storedEnd:

@@ -79,9 +79,10 @@ class ActiveSegment:
         @raise DiskFull: if there is no room for it.
         """
         offset = self.size
+        total = len(header) + len(data)
         try:
             written = os.writev(self.logFd, (header, data))
-            while written < len(header) + len(data):
+            while written < total:
                 written += os.write(self.logFd, (header + data)[written:])
         except OSError as e:
             os.ftruncate(self.logFd, offset)
@@ -89,7 +90,7 @@ class ActiveSegment:
             if e.errno in FULL_ERRORS:
                 raise DiskFull(f"{self.path}{LOG_SUFFIX}: {e.strerror}") from None
             raise
-        self.size = offset + written
+        self.size = offset + total
         self._pending += INDEX.pack(first, offset, time)
         self.queued += INDEX.size
 

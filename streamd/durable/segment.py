@@ -31,6 +31,13 @@ body), first sequence number, count, framing code, flags, reserved, receive
 time (milliseconds since 1970), publisher identity, publish number.
 """
 
+_LENGTH_AND_CRC = Struct(">II")
+_REST = Struct(">QIBBHQ8sQ")
+"""
+A header in two parts: what the checksum covers (L{_REST}, bytes 8..47)
+is packed once, and the two words before it after.
+"""
+
 INDEX = Struct(">QQQ")
 """
 An index record: first sequence number, offset of the record in the log
@@ -77,9 +84,8 @@ def encodeRecord(
     """
     The header of the record of C{data} (the body follows it).
     """
-    rest = HEADER.pack(0, 0, first, count, framing, 0, 0, time, identity, number)[8:]
-    crc = zlib.crc32(data, zlib.crc32(rest))
-    return HEADER.pack(len(data), crc, first, count, framing, 0, 0, time, identity, number)
+    rest = _REST.pack(first, count, framing, 0, 0, time, identity, number)
+    return _LENGTH_AND_CRC.pack(len(data), zlib.crc32(data, zlib.crc32(rest))) + rest
 
 
 def readRecord(log: bytes | mmap.mmap, offset: int, size: int) -> Record:

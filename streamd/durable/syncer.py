@@ -70,6 +70,7 @@ class Syncer:
         # How the syncs run: in the reactor's thread pool, or (tests) as given.
         self._inThread = inThread or self._threaded
         self.fsync = policy is not FsyncPolicy.NO
+        self._always = policy is FsyncPolicy.ALWAYS
         self._dirty: dict[StreamLog, None] = {}
         self._retired: list[tuple[StreamLog, ActiveSegment, bytes]] = []
         self._waiters: dict[StreamLog, deque[tuple[int, Deferred[None]]]] = {}
@@ -92,7 +93,7 @@ class Syncer:
         C{log} was written to.
         """
         self._dirty[log] = None
-        if self.policy is FsyncPolicy.ALWAYS and self._running is None:
+        if self._always and self._running is None:
             self._sync()
 
     def whenDurable(self, log: StreamLog) -> Deferred[None]:
