@@ -8,13 +8,14 @@ a C{file:} source going on where it was.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
@@ -24,6 +25,7 @@ from streamd.config import FlowControl, ServerConfig
 from streamd.durable.datadir import DataDir
 from streamd.durable.history import DurableHistory
 from streamd.durable.segment import INDEX_SUFFIX, LOG_SUFFIX
+from streamd.durable.syncer import FsyncPolicy, Syncer
 from streamd.fanout.history import COUNT, DATA, FIRST
 from streamd.fanout.resume import Start, StartRequest, startPosition
 from streamd.fanout.streams import Streams
@@ -191,15 +193,24 @@ class ReplayTests(SynchronousTestCase):
             self.assertEqual(startPosition(history, request).next, first, seconds)
         again.stop()
 
+    def segments(self) -> list[str]:
+        """
+        The names of the default stream's segments on disk, oldest first.
+        """
+        return sorted(n for n in os.listdir(os.path.join(self.path, "streams", "default")) if n.endswith(LOG_SUFFIX))
+
     def test_oldSegmentsDeletedWhole(self) -> None:
         """
         Past --history, the oldest segments go whole, once nothing of them
-        is held; the rest is served after a restart.
+        is held, deleted by the syncer (not on the reactor's thread, with
+        the next sync); the rest is served after a restart.
         """
         daemon = Daemon(self.path, history=8 << 20)
         for n in range(40):
             daemon.hub.publish([bytes([n]) * (512 << 10)])
-        segments = sorted(n for n in os.listdir(os.path.join(self.path, "streams", "default")) if n.endswith(LOG_SUFFIX))
+        self.assertEqual(self.segments()[0], "00000000000000000001" + LOG_SUFFIX)
+        daemon.clock.advance(1)
+        segments = self.segments()
         history = daemon.hub.history
         self.assertLessEqual(history.size, 8 << 20)
         self.assertGreater(int(segments[0].split(".")[0]), 1)
@@ -210,6 +221,37 @@ class ReplayTests(SynchronousTestCase):
         self.assertLessEqual(again.hub.history[again.hub.history.start][FIRST], oldest)
         self.assertEqual(again.hub.history.nextSequence, 41)
         again.stop()
+
+
+    def test_alwaysDeletesAtOnce(self) -> None:
+        """
+        With C{--fsync always}, the segments let go of are deleted by the
+        sync that starts at once.
+        """
+        daemon = Daemon(self.path, fsync="always", history=8 << 20)
+        for n in range(40):
+            daemon.hub.publish([bytes([n]) * (512 << 10)])
+        self.assertGreater(int(self.segments()[0].split(".")[0]), 1)
+        daemon.stop()
+
+    def test_undeletableSegment(self) -> None:
+        """
+        A segment that cannot be deleted is logged, one line, and the
+        syncs go on.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]
+        daemon = Daemon(self.path, history=8 << 20)
+        stuck = os.path.join(self.path, "streams", "default", "stuck")
+        os.mkdir(stuck + LOG_SUFFIX)
+        syncer = daemon.dataDir.syncer
+        syncer.remove([stuck])
+        daemon.clock.advance(1)
+        lines = [formatEvent(e) for e in events if "could not delete" in formatEvent(e)]
+        self.assertEqual(len(lines), 1)
+        self.assertIn(stuck, lines[0])
+        self.assertEqual(syncer.syncs, 1)
+        os.rmdir(stuck + LOG_SUFFIX)
+        daemon.stop()
 
 
 class RecoveryTests(SynchronousTestCase):
@@ -297,6 +339,33 @@ class FsyncTests(SynchronousTestCase):
         self.assertEqual(daemon.dataDir.syncer.syncs, 1)
         self.assertEqual(received(transport), [Ack(1, 1)])
         daemon.stop()
+
+
+    def test_deletingAfterAFailedSync(self) -> None:
+        """
+        The segments to delete when a sync fails are deleted by the next
+        sync that works.
+        """
+        directory = os.path.dirname(temporary(self))
+        doomed = os.path.join(directory, "00000000000000000001")
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX):
+            open(doomed + suffix, "wb").close()
+        outcomes = [fail(OSError(errno.EIO, "I/O error")), None]
+
+        def inThread(work: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            outcome = outcomes.pop(0)
+            return maybeDeferred(work, *args) if outcome is None else outcome
+
+        clock = Clock()
+        syncer = Syncer(clock, FsyncPolicy.EVERYSEC, inThread)
+        syncer.start()
+        syncer.remove([doomed])
+        clock.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertTrue(os.path.exists(doomed + LOG_SUFFIX))
+        clock.advance(1)
+        self.assertEqual(os.listdir(directory), [])
+        syncer.stop()
 
 
 class AcknowledgedPublishingTests(SynchronousTestCase):

@@ -28,6 +28,7 @@ from streamd.durable.segment import (
     LOG_SUFFIX,
     StoredSegment,
     encodeRecord,
+    removeSegment,
     segmentName,
 )
 from streamd.fanout.history import DiskFull
@@ -164,7 +165,7 @@ class StreamLog:
                     at=recovered.cutAt,
                 )
             if recovered.count == 0:
-                _remove(path)
+                removeSegment(path)
                 continue
             segment = StoredSegment(path, self.storedEntries, self.written)
             self.stored.append(segment)
@@ -257,19 +258,21 @@ class StreamLog:
 
     def release(self, start: int) -> tuple[int, int | None]:
         """
-        Delete the segments all of whose entries are older than entry
+        Let go of the segments all of whose entries are older than entry
         number C{start}, which the history no longer holds (never the one
-        being written).
+        being written): the syncer's thread deletes their files, since
+        unlinking a large file that the page cache holds takes milliseconds.
 
-        @return: how many were deleted, and the entry number from which the
-            next can go, if any can.
+        @return: how many were let go of, and the entry number from which
+            the next can go, if any can.
         """
         files = self._files
-        deleted = 0
+        doomed = []
         while len(files) > 1 and files[1][0] <= start:
-            _remove(files.popleft()[1])
-            deleted += 1
-        return deleted, files[1][0] if len(files) > 1 else None
+            doomed.append(files.popleft()[1])
+        if doomed:
+            self.syncer.remove(doomed)
+        return len(doomed), files[1][0] if len(files) > 1 else None
 
     def boundary(self) -> int | None:
         """
@@ -289,14 +292,6 @@ class StreamLog:
             active.writeIndex(active.queued)
             self.syncer.finish(active)
         replaceFile(os.path.join(self.directory, WINDOW_FILE), self.windowSnapshot())
-
-
-def _remove(path: str) -> None:
-    for suffix in (LOG_SUFFIX, INDEX_SUFFIX):
-        try:
-            os.unlink(path + suffix)
-        except FileNotFoundError:
-            pass
 
 
 __all__ = ["StreamLog"]

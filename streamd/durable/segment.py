@@ -179,6 +179,18 @@ class StoredSegment:
         return out
 
 
+def removeSegment(path: str) -> None:
+    """
+    Delete the files of the segment at C{path} (without suffix), those of
+    them that are there.
+    """
+    for suffix in (LOG_SUFFIX, INDEX_SUFFIX):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
 def bisect(count: int, key: Callable[[int], int], target: int) -> int:
     """
     The first of C{count} positions whose C{key(i)} is at least C{target}

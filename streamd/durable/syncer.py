@@ -13,7 +13,9 @@ What a power cut may lose is what was not yet synced to the disk:
     to, once a second.
   - C{no}: whatever the kernel had not written back yet (often 30 s).
 
-Syncing never runs on the reactor's thread.
+Syncing never runs on the reactor's thread, and neither does deleting the
+segments the history let go of: unlinking a file of 64 MiB that the page
+cache holds takes tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from streamd.durable.segment import removeSegment
 
 if TYPE_CHECKING:
     from streamd.durable.log import ActiveSegment, StreamLog
@@ -57,13 +61,13 @@ class Syncer:
     """
     Syncs the logs of one data directory as C{policy} says, and writes
     their indexes after (an index record never points at data a power cut
-    may have lost).
+    may have lost); deletes the segments let go of.
     """
 
     log = Logger()
 
     def __init__(
-        self, reactor: Any, policy: FsyncPolicy, inThread: Callable[..., Deferred[None]] | None = None
+        self, reactor: Any, policy: FsyncPolicy, inThread: Callable[..., Deferred[Any]] | None = None
     ) -> None:
         self.reactor = reactor
         self.policy = policy
@@ -73,15 +77,17 @@ class Syncer:
         self._always = policy is FsyncPolicy.ALWAYS
         self._dirty: dict[StreamLog, None] = {}
         self._retired: list[tuple[StreamLog, ActiveSegment, bytes]] = []
+        # Segments to delete (paths without suffix), at the next sync.
+        self._doomed: list[str] = []
         self._waiters: dict[StreamLog, deque[tuple[int, Deferred[None]]]] = {}
-        self._running: Deferred[None] | None = None
+        self._running: Deferred[Any] | None = None
         # How far each log is synced, in bytes since it began.
         self._syncedUpTo: dict[StreamLog, int] = {}
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
         self.syncs = 0
 
-    def _threaded(self, work: Callable[..., None], *args: Any) -> Deferred[None]:
+    def _threaded(self, work: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), work, *args)
 
     def start(self) -> None:
@@ -117,8 +123,19 @@ class Syncer:
         if self.policy is FsyncPolicy.ALWAYS and self._running is None:
             self._sync()
 
+    def remove(self, paths: list[str]) -> None:
+        """
+        Delete the segments at C{paths}, which no history holds any more, in
+        the thread, with the next sync (within L{INTERVAL}, or at once with
+        C{always}).  A daemon stopped before finds them at start, and lets
+        go of them again.
+        """
+        self._doomed += paths
+        if self._always and self._running is None:
+            self._sync()
+
     def _tick(self) -> None:
-        if self._running is None and (self._dirty or self._retired):
+        if self._running is None and (self._dirty or self._retired or self._doomed):
             self._sync()
 
     def _sync(self) -> None:
@@ -126,16 +143,22 @@ class Syncer:
             (log, log.active, log.active.queued, log.written) for log in self._dirty if log.active is not None
         ]
         retired, self._retired = self._retired, []
+        doomed, self._doomed = self._doomed, []
         self._dirty = {}
         fds = [segment.logFd for _, segment, _, _ in jobs]
-        running = self._inThread(self._work, fds, retired)
+        running = self._inThread(self._work, fds, retired, doomed)
         self._running = running
-        running.addCallbacks(self._synced, self._failed, callbackArgs=(jobs,), errbackArgs=(jobs,))
+        running.addCallbacks(self._synced, self._failed, callbackArgs=(jobs,), errbackArgs=(jobs, doomed))
 
-    def _work(self, fds: list[int], retired: list[tuple[StreamLog, ActiveSegment, bytes]]) -> None:
+    def _work(
+        self, fds: list[int], retired: list[tuple[StreamLog, ActiveSegment, bytes]], doomed: list[str]
+    ) -> list[tuple[str, str]]:
         """
         In a thread: sync the retired segments, close them and save their
-        windows, and sync the logs being written.
+        windows, sync the logs being written, and delete the doomed
+        segments.
+
+        @return: the segments that could not be deleted, and why.
         """
         for log, segment, window in retired:
             if self.fsync:
@@ -146,18 +169,27 @@ class Syncer:
         if self.fsync:
             for fd in fds:
                 os.fsync(fd)
+        undeleted = []
+        for path in doomed:
+            try:
+                removeSegment(path)
+            except OSError as e:
+                undeleted.append((path, e.strerror or str(e)))
+        return undeleted
 
-    def _synced(self, _: None, jobs: list[_Job]) -> None:
+    def _synced(self, undeleted: list[tuple[str, str]], jobs: list[_Job]) -> None:
         self._running = None
         self.syncs += 1
+        for path, why in undeleted:
+            self.log.warn("could not delete the old segment {path}: {why}", path=path, why=why)
         for log, segment, queued, written in jobs:
             segment.writeIndex(queued)
             self._syncedUpTo[log] = written
             self._release(log, written, None)
-        if self.policy is FsyncPolicy.ALWAYS and (self._dirty or self._retired):
+        if self._always and (self._dirty or self._retired or self._doomed):
             self._sync()
 
-    def _failed(self, failure: Failure, jobs: list[_Job]) -> None:
+    def _failed(self, failure: Failure, jobs: list[_Job], doomed: list[str]) -> None:
         self._running = None
         self.log.failure(
             "syncing the data directory failed: acknowledgements wait for a sync that works", failure
@@ -165,6 +197,8 @@ class Syncer:
         for log, _, _, written in jobs:
             self._release(log, written, failure)
             self._dirty[log] = None
+        # Deleted with the next sync, those of them still there.
+        self._doomed[:0] = doomed
 
     def _release(self, log: StreamLog, written: int, failure: Failure | None) -> None:
         waiters = self._waiters.get(log)
@@ -186,8 +220,8 @@ class Syncer:
 
     def stop(self) -> Deferred[None]:
         """
-        Stop syncing: fires once the sync under way, if any, is done, and
-        the retired segments are closed.
+        Stop syncing: fires once the sync under way, if any, is done, the
+        retired segments are closed and the doomed ones deleted.
         """
         if self._loop.running:
             self._loop.stop()
@@ -196,7 +230,8 @@ class Syncer:
 
         def closeRetired(_: object) -> None:
             retired, self._retired = self._retired, []
-            self._work([], retired)
+            doomed, self._doomed = self._doomed, []
+            self._work([], retired, doomed)
             done.callback(None)
 
         if running is None:
