@@ -50,8 +50,8 @@ L{LEVEL} for a ratio a quarter worse.
 LIMIT = 1024 * 1024
 """
 Messages longer than this go uncompressed: compressing is done on the
-reactor, about 10 ms a MiB, and a longer message would hold up every other
-client for longer than that.
+reactor, about 8 ms a MiB of JSON at L{LARGE_LEVEL}, and a longer message
+would hold up every other client for longer than that.
 """
 
 RSV1 = 0x40
