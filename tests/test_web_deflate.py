@@ -13,13 +13,16 @@ import zlib
 from struct import pack
 
 from autobahn.websocket.compress import PerMessageBzip2Offer, PerMessageDeflateOffer
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 from streamd.config import ServerConfig
 from streamd.reasons import Reason
 from streamd.web.context import WebContext
 from streamd.web.deflate import LIMIT, RSV1, WINDOW_BITS, Deflater, Inflater, acceptOffer
 from streamd.web.framing import CONTROL
+from streamd.web.metrics import MetricsResource
 from tests.test_web_websocket import _Client
 from tests.webtools import cancelBatchedTimers, webContext
 
@@ -105,6 +108,19 @@ def received(client: _Client) -> list[bytes]:
         if not data.startswith(CONTROL) or first & 0x0F == 2:
             messages.append(data)
     return messages
+
+
+def scrape(context: WebContext) -> dict[str, float]:
+    """
+    The unlabelled samples of one C{GET /metrics}.
+    """
+    body = MetricsResource(context).render_GET(DummyRequest([b"metrics"]))
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if not s.labels
+    }
 
 
 def compressingContext(threshold: int = 64, config: ServerConfig | None = None) -> WebContext:
@@ -352,6 +368,38 @@ class CompressedStreamTests(SynchronousTestCase):
         sender.protocol.dataReceived(clientFrame(b"\xff" * 40, 0xC2))
         self.assertEqual(context.hub.stats.disconnects[Reason.BAD_FRAME], 1)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class MetricsTests(SynchronousTestCase):
+    """
+    C{/metrics} with compression on.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
+    def test_counted(self) -> None:
+        """
+        The messages compressed, once each however many clients get them,
+        their bytes and what they were compressed to; no such series when
+        compression is off.
+        """
+        context = compressingContext(threshold=64)
+        clients = [_Client(context, headers=OFFER) for _ in range(2)]
+        message = jsonMessage(1)
+        context.hub.publish([message, b"short"])
+        assert context.deflater is not None
+        samples = scrape(context)
+        self.assertEqual(samples["streamd_websocket_compressed_messages_total"], 1)
+        self.assertEqual(samples["streamd_websocket_compressed_bytes_in_total"], len(message))
+        self.assertEqual(
+            samples["streamd_websocket_compressed_bytes_out_total"],
+            len(context.deflater.compress(message) or b""),
+        )
+        self.assertEqual([len(received(client)) for client in clients], [2, 2])
+        plain = scrape(webContext())
+        self.assertIn("streamd_bytes_out_total", plain)
+        self.assertNotIn("streamd_websocket_compressed_messages_total", plain)
 
 
 class InflaterTests(SynchronousTestCase):
