@@ -71,8 +71,8 @@ class WebContext(SessionContext):
         (C{--http-header-timeout}), or C{None} for no limit.
     @ivar publishLines: the log lines of what requests publish.
     @ivar deflater: what compresses the stream for the WebSocket clients
-        that negotiate permessage-deflate (C{--http-compress}), one for
-        every listener; C{None} when off.
+        that negotiate permessage-deflate (C{--http-compress}), the same
+        for every listener; C{None} when off.
     """
 
     log = Logger()

@@ -233,7 +233,9 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         assert session is not None
         self._opened = True
         if self._perMessageCompress is not None:
-            # permessage-deflate was negotiated (acceptOffer).
+            # permessage-deflate was negotiated (acceptOffer); autobahn
+            # inflates through this attribute, which the zip bomb tests of
+            # tests/test_web_deflate.py fail without.
             self._deflater = self.factory.context.deflater
             self._perMessageCompress = Inflater.negotiated(
                 self._perMessageCompress, self.factory.context.config.maxMessageSize, self._inflateFailed
