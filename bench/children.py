@@ -29,6 +29,8 @@ class Shared:
     slot has a single writer.
 
     @ivar counts: messages received so far, per subscriber connection.
+    @ivar received: bytes received so far, per subscriber connection (what
+        the wire carried, headers and compression included).
     @ivar control: L{STOP} (set to stop every child), L{WINDOW_START} and
         L{WINDOW_END} (the publish times, in C{monotonic_ns}, whose latencies
         count), L{PUBLISHED} (messages the publisher has sent) and L{GO} (set
@@ -39,6 +41,7 @@ class Shared:
 
     def __init__(self, subscribers: int) -> None:
         self.counts = RawArray("q", max(subscribers, 1))
+        self.received = RawArray("q", max(subscribers, 1))
         self.control = RawArray("q", [0, NEVER, NEVER, 0, 0])
 
     @property

@@ -9,7 +9,9 @@ deadline, whichever comes first.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import select
 import selectors
 import socket
@@ -18,9 +20,8 @@ from array import array
 from collections.abc import Sequence
 
 from bench.children import Report, Shared
-from bench.records import STAMP, SeqWalker, Walker
-from bench.webrecords import SseWalker
-from bench.wire import Wire
+from bench.records import STAMP
+from bench.wire import AnyWalker, Wire
 
 CHUNK = 1 << 20
 BATCH = 256 * 1024
@@ -86,24 +87,63 @@ def _drain(wire: Wire, sock: socket.socket, reader: Reader) -> None:
         wire.replies(sock, reader.buffer[:received])
 
 
-def _payload(size: int, stamp: int = 0) -> bytes:
-    return STAMP.pack(stamp) + bytes(size - STAMP.size)
+PAYLOADS = ("zeros", "json")
+"""
+What follows a payload's stamp: zero bytes (which any compression shrinks
+to nothing), or JSON-like text (price ticks, as a browser's feed might carry).
+"""
+
+
+def filler(size: int, kind: str) -> bytes:
+    """
+    C{size} bytes of the payload kind C{kind} (L{PAYLOADS}), the same each
+    time for one size.
+    """
+    if kind == "zeros":
+        return bytes(size)
+    rng = random.Random(size)
+    ticks = []
+    text = ""
+    while len(text) < size:
+        ticks.append(
+            {
+                "symbol": rng.choice(("AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "TSLA")),
+                "price": round(rng.uniform(10, 900), 2),
+                "size": rng.randint(1, 5000),
+                "side": rng.choice(("buy", "sell")),
+                "venue": rng.choice(("XNAS", "XNYS", "BATS", "ARCX")),
+                "time": 1_733_550_000_000 + rng.randint(0, 999_999),
+            }
+        )
+        text = json.dumps(ticks, separators=(",", ":"))
+    return text[:size].encode()
+
+
+def _payload(size: int, kind: str = "zeros") -> bytes:
+    return STAMP.pack(0) + filler(size - STAMP.size, kind)
 
 
 def burstPublisher(
-    report: Report, wire: Wire, port: int, size: int, window: int, shared: Shared, deadline: float
+    report: Report,
+    wire: Wire,
+    port: int,
+    size: int,
+    window: int,
+    shared: Shared,
+    deadline: float,
+    payload: str = "zeros",
 ) -> int:
     """
-    Publish C{size}-byte messages as fast as the server takes them, in
-    batches built once, but never more than C{window} bytes ahead of the
-    slowest subscriber.
+    Publish C{size}-byte messages of the kind C{payload} as fast as the
+    server takes them, in batches built once, but never more than
+    C{window} bytes ahead of the slowest subscriber.
 
     @return: messages sent.
     """
     sock = _publisher(wire, port)
     reader = Reader()
     report("ready", None)
-    message = wire.message(_payload(size))
+    message = wire.message(_payload(size, payload))
     perBatch = max(1, BATCH // len(message))
     batch = message * perBatch
     ahead = max(window // len(message), 2 * perBatch) - perBatch
@@ -122,18 +162,26 @@ def burstPublisher(
 
 
 def pacedPublisher(
-    report: Report, wire: Wire, port: int, size: int, rate: int, shared: Shared, deadline: float
+    report: Report,
+    wire: Wire,
+    port: int,
+    size: int,
+    rate: int,
+    shared: Shared,
+    deadline: float,
+    payload: str = "zeros",
 ) -> int:
     """
-    Publish C{rate} messages a second, each stamped with the time it is
-    sent; messages that fall due together go out in one write.
+    Publish C{rate} messages a second of the kind C{payload}, each stamped
+    with the time it is sent; messages that fall due together go out in
+    one write.
 
     @return: messages sent.
     """
     sock = _publisher(wire, port)
     reader = Reader()
     report("ready", None)
-    header, filler, trailer = wire.header(size), bytes(size - STAMP.size), wire.trailer
+    header, rest, trailer = wire.header(size), filler(size - STAMP.size, payload), wire.trailer
     control = shared.control
     sent = 0
     start = time.monotonic_ns()
@@ -145,7 +193,7 @@ def pacedPublisher(
                 time.sleep((start + (sent + 1) * 1e9 / rate - now) / 1e9)
                 continue
             due = min(due, PACED_BURST)
-            sock.sendall((header + STAMP.pack(now) + filler + trailer) * due)
+            sock.sendall((header + STAMP.pack(now) + rest + trailer) * due)
             sent += due
             control[Shared.PUBLISHED] = sent
             _drain(wire, sock, reader)
@@ -207,7 +255,7 @@ def subscriber(
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ, (slot, wire.walker(maxLength, slot < timed)))
     report("ready", None)
-    counts, control = shared.counts, shared.control
+    counts, control, bytesIn = shared.counts, shared.control, shared.received
     latencies = array("q")
     try:
         while not shared.stopping and time.monotonic() < deadline:
@@ -222,6 +270,7 @@ def subscriber(
                         f"the server closed subscriber {slot} after {walker.records} messages"
                     )
                 now = time.monotonic_ns()
+                bytesIn[slot] += received
                 counts[slot] += walker.feed(reader.buffer, received)
                 if walker.controls:
                     _answer(wire, key.fileobj, walker)  # type: ignore[arg-type]
@@ -237,7 +286,7 @@ def subscriber(
     return latencies.tobytes()
 
 
-def _answer(wire: Wire, sock: socket.socket, walker: Walker | SseWalker | SeqWalker) -> None:
+def _answer(wire: Wire, sock: socket.socket, walker: AnyWalker) -> None:
     """
     Answer the control records (NATS, seq or WebSocket pings) C{walker} has
     seen on C{sock}.

@@ -19,7 +19,7 @@ from bench.runner import WINDOWS_PENDING, Plan, Result, pendingLimits
 from bench.scenarios import TIMED_CONNECTIONS as PACED_TIMED
 from bench.scenarios import Figures, MiB
 from bench.servers import BACKLOG, NATS_DEFAULT_PAYLOAD, REDIS_SETTINGS, natsSettings, thisTree
-from bench.wire import STREAMD
+from bench.wire import COMPRESS_FROM, STREAMD, DeflateWebSocketWire
 
 
 def sizeName(size: int) -> str:
@@ -123,6 +123,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("publisher_cpu", "pub CPU", percent),
         Column("subscriber_cpu", "subs CPU", percent),
         Column("busiest_subscriber_cpu", "busiest sub", percent),
+        Column("wire_bytes_per_delivery", "wire B/deliv", fixed(0), LOWER),
     ),
     "paced": (
         Column("published_per_s", "sent/s", quantity),
@@ -280,6 +281,8 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
             f"burst: publisher flat out, but at most {sizeName(s.window)} ahead of the slowest subscriber "
             f"(so queues stay bounded); {s.duration:g} s measured after {s.warmup:g} s warm-up"
         )
+    if ("burst" in plan.cells or "paced" in plan.cells) and s.payload != "zeros":
+        lines.append(f"  payloads: {s.payload} after the 8-byte stamp")
     if "paced" in plan.cells:
         rates = sorted({cell[2] for cell in plan.cells["paced"]})
         lines.append(
@@ -322,6 +325,11 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
             f"{'/'.join(name.split()[-1] for name in variants)} listener(s) (seq: HELLO, then version 2's "
             "BATCH and MSG frames; ws: /ws, the handshake, then frames parsed; sse: /events over chunked HTTP/1.1, events parsed), "
             "the publisher on int32; X/int32 = its figure over int32's in the same run"
+        )
+    if DeflateWebSocketWire.name in variants:
+        lines.append(
+            f"  ws-deflate: /ws offering permessage-deflate, streamd with --http-compress {COMPRESS_FROM}; "
+            "wire B/deliv: bytes the subscribers read per message, headers and compression included"
         )
     if "resume" in plan.cells:
         lines.append(

@@ -199,6 +199,7 @@ def _start(plan: Plan, name: str, scenario: str, workdir: Path, cell: tuple[int,
         options += _perRun(plan.baselineOptions, workdir) if scenario in ("burst", "paced") else []
         return startStreamd(workdir, options, listeners=["main"], tree=plan.baseline, name=BASELINE)
     options += _perRun(plan.options, workdir) if scenario in ("burst", "paced") else []
+    options += WIRES[name].serverOptions
     listeners = [WIRES[name].listener, "http" if scenario == "scrape" else "main"]
     return startStreamd(workdir, options, listeners=listeners)
 

@@ -49,6 +49,8 @@ class Settings:
         subscriber.
     @ivar subscriberProcesses: processes sharing the subscriber connections
         (0: one per CPU, at most one per connection).
+    @ivar payload: what burst and paced payloads hold after their stamp
+        (L{bench.load.PAYLOADS}).
     """
 
     duration: float = 3.0
@@ -56,6 +58,7 @@ class Settings:
     window: int = 16 * MiB
     subscriberProcesses: int = 0
     idleProcesses: int = 4
+    payload: str = "zeros"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class _Sample:
 
     time: float
     delivered: int
+    received: int
     published: int
     server: float
     publisher: float
@@ -76,6 +80,7 @@ class _Sample:
         return cls(
             time.monotonic(),
             sum(shared.counts),
+            sum(shared.received),
             shared.control[Shared.PUBLISHED],
             cpuSeconds(server.pid),
             cpuSeconds(publisher.pid),
@@ -149,7 +154,15 @@ def burst(server: Server, wire: Wire, k: int, size: int, settings: Settings) -> 
     with Children(shared) as children:
         subscribers = _subscribers(children, server, wire, k, size, 0, settings.subscriberProcesses, deadline)
         publisher = children.start(
-            "publisher", burstPublisher, wire.publisher, server.port, size, settings.window, shared, deadline
+            "publisher",
+            burstPublisher,
+            wire.publisher,
+            server.port,
+            size,
+            settings.window,
+            shared,
+            deadline,
+            settings.payload,
         )
         publisher.expect("ready", SETUP_SECONDS)
         time.sleep(settings.warmup)
@@ -169,6 +182,7 @@ def burst(server: Server, wire: Wire, k: int, size: int, settings: Settings) -> 
         "deliveries_per_s": deliveries / elapsed,
         "mb_per_s": deliveries * size / elapsed / 1e6,
         "server_ns_per_delivery": figures["server_cpu"] * elapsed / deliveries * 1e9,  # type: ignore[operator]
+        "wire_bytes_per_delivery": (after.received - before.received) / deliveries,
         **figures,
     }
 
@@ -185,7 +199,15 @@ def paced(server: Server, wire: Wire, k: int, size: int, rate: int, settings: Se
             children, server, wire, k, size, TIMED_CONNECTIONS, settings.subscriberProcesses, deadline
         )
         publisher = children.start(
-            "publisher", pacedPublisher, wire.publisher, server.port, size, rate, shared, deadline
+            "publisher",
+            pacedPublisher,
+            wire.publisher,
+            server.port,
+            size,
+            rate,
+            shared,
+            deadline,
+            settings.payload,
         )
         publisher.expect("ready", SETUP_SECONDS)
         time.sleep(settings.warmup)

@@ -6,6 +6,7 @@ into events, the payload of each event decoded when it is timed.
 
 from __future__ import annotations
 
+import zlib
 from base64 import b64decode
 from struct import Struct
 
@@ -23,19 +24,26 @@ CONTROL_MESSAGE = 0x1E
 The first byte of the text of streamd's own WebSocket messages.
 """
 MAX_CONTROL_FRAME = 2 + 125
+RSV1 = 0x40
+"""
+The bit of a message's first byte that says it is compressed
+(permessage-deflate, RFC 7692).
+"""
 
 
 class WebSocketFrames:
     """
     The frames a server sends on a WebSocket: unmasked, each stream message
-    one text or binary frame; pings and pongs are control records; a close
-    frame or one of streamd's control messages (a C{bye}) is an error.
+    one text or binary frame (C{compressed}: with RSV1 set or not); pings
+    and pongs are control records; a close frame or one of streamd's
+    control messages (a C{bye}) is an error.
     """
 
     maxHead = MAX_CONTROL_FRAME
 
-    def __init__(self, maxLength: int) -> None:
+    def __init__(self, maxLength: int, compressed: bool = False) -> None:
         self.maxLength = maxLength
+        self.compressed = compressed
 
     def parse(self, data: Chunk, pos: int, end: int) -> tuple[int, int] | None:
         if end - pos < 2:
@@ -57,6 +65,10 @@ class WebSocketFrames:
             return (head + length, CONTROL) if end - pos >= head + length else None
         if first == CLOSE:
             raise ValueError(f"the server closed the WebSocket: {bytes(data[pos + head : end])!r}")
+        if self.compressed and first in (TEXT | RSV1, BINARY | RSV1):
+            if length > self.maxLength:
+                raise ValueError(f"a {length}-byte message, over the {self.maxLength}-byte limit")
+            return head, length
         if first not in (TEXT, BINARY):
             raise ValueError(f"an unexpected WebSocket frame starting 0x{first:02x}")
         if length > self.maxLength:
@@ -74,6 +86,50 @@ class WebSocketFrames:
         be told text or control.
         """
         return False
+
+
+class InflatingWalker:
+    """
+    Counts and times the messages of a WebSocket that negotiated
+    permessage-deflate, as a L{bench.records.Walker} does, but frame by
+    frame, each held whole and a compressed one inflated for its stamp:
+    for the few subscriber connections whose messages are timed.
+    """
+
+    def __init__(self, maxLength: int) -> None:
+        self.records = 0
+        self.controls: list[bytes] = []
+        self.stamps: list[int] = []
+        self._frames = WebSocketFrames(maxLength, compressed=True)
+        self._held = bytearray()
+
+    def feed(self, data: Chunk, end: int | None = None) -> int:
+        """
+        Take the next chunk received: C{data}, or its first C{end} bytes.
+
+        @return: how many messages it completed.
+        """
+        held = self._held
+        held += data[:end] if end is not None else data
+        before = self.records
+        pos = 0
+        while (parsed := self._frames.parse(held, pos, len(held))) is not None:
+            head, length = parsed
+            if length == CONTROL:
+                self.controls.append(bytes(held[pos : pos + head]))
+                pos += head
+                continue
+            if len(held) - pos < head + length:
+                break
+            payload = bytes(held[pos + head : pos + head + length])
+            if held[pos] & RSV1:
+                payload = zlib.decompressobj(-zlib.MAX_WBITS).decompress(payload + b"\x00\x00\xff\xff")
+            self.records += 1
+            if len(payload) >= STAMP.size:
+                self.stamps.append(STAMP.unpack_from(payload)[0])
+            pos += head + length
+        del held[:pos]
+        return self.records - before
 
 
 def pong(ping: bytes, mask: bytes) -> bytes:

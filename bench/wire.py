@@ -22,7 +22,7 @@ from bench.records import (
     SeqWalker,
     Walker,
 )
-from bench.webrecords import SseWalker, WebSocketFrames, pong
+from bench.webrecords import InflatingWalker, SseWalker, WebSocketFrames, pong
 from streamd.seqframing import (
     STREAMS_VERSION,
     ClientHello,
@@ -33,6 +33,11 @@ from streamd.seqframing import (
     decodeServerFrame,
     framed,
 )
+
+AnyWalker = Walker | SseWalker | SeqWalker | InflatingWalker
+"""
+What counts a subscriber's messages, whatever its wire.
+"""
 
 CHANNEL = b"bench"
 """
@@ -63,10 +68,12 @@ class Wire:
     @ivar name: the server's name in reports.
     @ivar listener: which of the server's listeners subscribers connect to:
         C{"main"}, or streamd's C{"seq"} or C{"http"}.
+    @ivar serverOptions: the twistd plugin options streamd needs for it.
     """
 
     name: str
     listener = "main"
+    serverOptions: tuple[str, ...] = ()
 
     @property
     def publisher(self) -> Wire:
@@ -81,7 +88,7 @@ class Wire:
         """
         raise NotImplementedError
 
-    def walker(self, maxLength: int, stamped: bool) -> Walker | SseWalker | SeqWalker:
+    def walker(self, maxLength: int, stamped: bool) -> AnyWalker:
         """
         What counts (and, if C{stamped}, times) a subscriber's messages.
         """
@@ -279,7 +286,7 @@ class SeqWire(_StreamdVariant):
         """
         return SeqRecords(maxLength)
 
-    def walker(self, maxLength: int, stamped: bool) -> Walker | SseWalker | SeqWalker:
+    def walker(self, maxLength: int, stamped: bool) -> AnyWalker:
         return SeqWalker(maxLength, stamped)
 
     def request(self, subscriber: bool) -> bytes:
@@ -344,6 +351,7 @@ class WebSocketWire(_StreamdVariant):
 
     name = "streamd ws"
     listener = "http"
+    offer = b""
 
     def __init__(self) -> None:
         self._key = base64.b64encode(os.urandom(16))
@@ -355,7 +363,7 @@ class WebSocketWire(_StreamdVariant):
     def request(self, subscriber: bool) -> bytes:
         return (
             b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % self._key
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (self._key, self.offer)
         )
 
     def answered(self, received: Chunk, subscriber: bool) -> int | None:
@@ -365,6 +373,8 @@ class WebSocketWire(_StreamdVariant):
         headers, pos = head
         if headers.get(b"sec-websocket-accept") != self._accept:
             raise ConnectionError(f"a wrong Sec-WebSocket-Accept: {headers.get(b'sec-websocket-accept')!r}")
+        if self.offer and not headers.get(b"sec-websocket-extensions", b"").startswith(b"permessage-deflate"):
+            raise ConnectionError("the server did not accept permessage-deflate")
         if len(received) - pos < 2:
             return None
         length = received[pos + 1]
@@ -381,6 +391,30 @@ class WebSocketWire(_StreamdVariant):
         return pong(control, os.urandom(4)) if control[0] == 0x89 else b""
 
 
+COMPRESS_FROM = 256
+"""
+The C{--http-compress} of the daemon that L{DeflateWebSocketWire}'s
+subscribers read: messages of 64 B go uncompressed, of 1 KiB compressed.
+"""
+
+
+class DeflateWebSocketWire(WebSocketWire):
+    """
+    streamd's C{/ws} with C{--http-compress}, as Chromium opens it: it
+    offers permessage-deflate, and reads messages compressed or not.
+    """
+
+    name = "streamd ws-deflate"
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    serverOptions = ("--http-compress", str(COMPRESS_FROM))
+
+    def records(self, maxLength: int) -> RecordFormat:
+        return WebSocketFrames(maxLength, compressed=True)
+
+    def walker(self, maxLength: int, stamped: bool) -> AnyWalker:
+        return InflatingWalker(maxLength) if stamped else Walker(self.records(maxLength))
+
+
 class SseWire(_StreamdVariant):
     """
     streamd's C{/events}, as C{EventSource} reads it: an HTTP/1.1 GET, a
@@ -391,7 +425,7 @@ class SseWire(_StreamdVariant):
     name = "streamd sse"
     listener = "http"
 
-    def walker(self, maxLength: int, stamped: bool) -> Walker | SseWalker:
+    def walker(self, maxLength: int, stamped: bool) -> AnyWalker:
         return SseWalker(stamped)
 
     def request(self, subscriber: bool) -> bytes:
@@ -421,9 +455,16 @@ class SseWire(_StreamdVariant):
 
 
 WIRES: dict[str, Wire] = {
-    w.name: w for w in (STREAMD, RedisWire(), NatsWire(), SeqWire(), WebSocketWire(), SseWire())
+    w.name: w
+    for w in (STREAMD, RedisWire(), NatsWire(), SeqWire(), WebSocketWire(), DeflateWebSocketWire(), SseWire())
 }
-PROTOCOLS = {"int32": STREAMD.name, "seq": "streamd seq", "ws": "streamd ws", "sse": "streamd sse"}
+PROTOCOLS = {
+    "int32": STREAMD.name,
+    "seq": "streamd seq",
+    "ws": "streamd ws",
+    "ws-deflate": "streamd ws-deflate",
+    "sse": "streamd sse",
+}
 """
 The subscriber protocols of C{--protocols}, and their servers' names.
 """

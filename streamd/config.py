@@ -553,6 +553,9 @@ class DaemonConfig:
         request's head (C{--http-header-timeout}), or C{None} for no limit.
     @ivar drain: seconds over which the clients are told goodbye at
         shutdown (C{--drain}), so that they do not all come back at once.
+    @ivar httpCompress: the shortest stream message compressed for the
+        WebSocket clients that negotiate permessage-deflate
+        (C{--http-compress}), or C{None} for no compression.
     """
 
     listens: tuple[Listen, ...] = (Listen(f"tcp:{DEFAULT_PORT}:interface=127.0.0.1"),)
@@ -567,6 +570,7 @@ class DaemonConfig:
     http: tuple[str, ...] = ()
     httpPublicMetrics: bool = False
     httpHeaderTimeout: float | None = DEFAULT_HEADER_TIMEOUT
+    httpCompress: int | None = None
     drain: float = 0.0
     cluster: ClusterConfig | None = None
     clientCA: str | None = None
@@ -593,6 +597,7 @@ class DaemonConfig:
         ):
             _atLeast(option, seconds, 0)
         _positive("http-header-timeout", self.httpHeaderTimeout)
+        _atLeast("http-compress", self.httpCompress, 1, " byte")
         tlsWeb = any(_endpoint(f"streamd:{description}", description).tls for description in self.http)
         if self.clientCA is not None and not tlsWeb and not any(listen.clientCA for listen in self.listens):
             raise ConfigError(

@@ -165,8 +165,10 @@ class StreamdService(MultiService):
         if not config.http:
             return []
         from streamd.web.context import WebContext
+        from streamd.web.deflate import Deflater
         from streamd.web.site import makeSite
 
+        deflater = None if config.httpCompress is None else Deflater(config.httpCompress)
         return [
             ListenerService(
                 description,
@@ -181,6 +183,7 @@ class StreamdService(MultiService):
                         config.httpPublicMetrics,
                         config.httpHeaderTimeout,
                         self.streams,
+                        deflater,
                     ),
                     listeners=lambda: self.listeners,
                     sources=self.sources,

@@ -71,6 +71,16 @@ Seconds a client has to finish a message it began (or C{--idle-timeout},
 if shorter), however steadily its pieces come.
 """
 
+AHEAD_RETRY = 0.1
+AHEAD_WAIT = 30.0
+"""
+Seconds between tries, and in all, at starting a stream that a client of
+several streams resumes beyond the newest message of, when that stream's
+numbers come from a JetStream cluster: this node is still catching up (or
+has not joined yet), and will reach the client's position.  After that
+(or at once, on a single node) the subscription is refused.
+"""
+
 
 class ISessionAdapter(Interface):
     """
@@ -637,13 +647,27 @@ class Session:
         Start C{hub}'s stream, which the subscription to C{subject}
         matches, from C{request}.
         """
+        self._startAppeared(hub, request, subject)
+
+    def _startAppeared(self, hub: Hub, request: StartRequest, subject: str, deadline: float | None = None) -> None:
+        """
+        L{streamAppeared}; while a cluster node catches up with the client's
+        position, again and again until C{deadline}.
+        """
         subscriptions = self.subscriptions
-        assert subscriptions is not None
+        if self.state is not SessionState.STREAMING or subscriptions is None or not subscriptions.awaits(hub):
+            return
         cursor = Cursor(subscriptions.mux, hub, self.adapter.framingFor(hub), self)
         try:
             point = self._startPoint(hub, request)
         except PositionAhead as e:
             cursor.abandon()
+            clock = self.context.clock
+            if deadline is None:
+                deadline = clock.seconds() + AHEAD_WAIT
+            if hub.upstream is not None and clock.seconds() < deadline:
+                clock.callLater(AHEAD_RETRY, self._startAppeared, hub, request, subject, deadline)
+                return
             if isPattern(subject):
                 subscriptions.forget(hub)
             else:

@@ -107,6 +107,13 @@ class Subscriptions:
         self._covering.setdefault(hub, set()).add(subject)
         self._covered.setdefault(subject, set()).add(hub)
 
+    def awaits(self, hub: Hub) -> bool:
+        """
+        Whether a subscription of the client matches C{hub}'s stream, which
+        it is not sent yet.
+        """
+        return hub in self._covering and hub not in self.cursors
+
     def requestFor(self, hub: Hub, subject: str) -> StartRequest:
         """
         Where C{hub}'s stream starts for a subscription to C{subject}.

@@ -74,6 +74,7 @@ class Options(StreamsOptions, DurableOptions):
         ["shutdown-timeout", None, 5.0, "Seconds clients get to take their output at shutdown.", _seconds("shutdown-timeout")],
         ["drain", None, 0.0, "Seconds over which clients are told goodbye at shutdown, each at a random moment, so that they do not all reconnect at once (as NATS's lame-duck mode); --shutdown-timeout follows.", _seconds("drain")],
         ["http-header-timeout", None, config.DEFAULT_HEADER_TIMEOUT, "Seconds an --http connection has to send each request's head (0: no limit).", _seconds("http-header-timeout")],
+        ["http-compress", None, None, "Compress the stream messages of at least this many bytes for the WebSocket clients that negotiate permessage-deflate (browsers do), each once for all of them; e.g. 256 (default: off, since compressing costs CPU even when the data does not compress).", _bytes("http-compress")],
         ["restart-delay", None, 1.0, "Seconds before an exec: or sh: source that exited is run again.", _seconds("restart-delay")],
         ["cluster-subject", None, config.DEFAULT_SUBJECT, "Prefix of the NATS subjects the nodes share: stream NAME travels on PREFIX.NAME."],
         ["cluster-creds", None, None, "NATS credentials file (.creds) for --cluster."],
@@ -149,7 +150,8 @@ class Options(StreamsOptions, DurableOptions):
             restartDelay=self["restart-delay"], restart=not self["no-restart"], cluster=self._cluster(),
             http=tuple(config.httpEndpoint(d) for d in self["http"]), clientCA=self["client-ca"],
             httpPublicMetrics=self["http-public-metrics"], shortcuts=shortcuts,
-            httpHeaderTimeout=self["http-header-timeout"] or None, drain=self["drain"],
+            httpHeaderTimeout=self["http-header-timeout"] or None, httpCompress=self["http-compress"],
+            drain=self["drain"],
             streams=self.streamsConfig(), durable=self.durableConfig(),
         )  # fmt: skip
 

@@ -477,6 +477,17 @@ class JetStreamLinkTests(SynchronousTestCase):
         )
         self.assertEqual(len({hub.history.epoch for hub in (self.hub, prices, news)}), 3)
 
+    def test_awaitingEpoch(self) -> None:
+        """
+        Until the link knows the cluster's epoch, every stream awaits it
+        (a resume is then not judged a restart); from then on, none does.
+        """
+        prices = self.streams.open("prices")
+        self.assertEqual([hub.history.awaitingEpoch for hub in (self.hub, prices)], [True, True])
+        self.link._adopt(b"clusterE", "127.0.0.1:4222", 1 << 20)
+        news = self.streams.open("news")
+        self.assertEqual([hub.history.awaitingEpoch for hub in (self.hub, prices, news)], [False] * 3)
+
     def test_batchedPerStream(self) -> None:
         """
         What several streams published meanwhile goes into batches of one

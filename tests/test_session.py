@@ -28,7 +28,7 @@ from streamd.reasons import Reason
 from streamd.seqserver import SeqServerProtocol
 from streamd.server import StreamServerProtocol
 from streamd.service import StreamdService
-from streamd.session import CONNECTION_LINES, ISessionAdapter, Session
+from streamd.session import AHEAD_RETRY, AHEAD_WAIT, CONNECTION_LINES, ISessionAdapter, Session
 from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.sse import EventStream
 from streamd.web.websocket import StreamWebSocketProtocol
@@ -571,6 +571,86 @@ class StreamsTests(SeqTests):
         self.assertEqual(heard.messages, [])
         self.assertEqual(heard.refusals, ["asked to resume default after message 9, beyond the newest, 1"])
         self.assertFalse(client.closed)
+
+    def clustered(self, daemon: Daemon, epoch: bytes | None = None) -> list[bytes]:
+        """
+        Make C{daemon}'s stream a JetStream cluster's, as the link does: what
+        is published here goes upstream (returned), and the stream's
+        numbers come from the cluster; C{epoch}: the cluster's epoch is not
+        known yet, and will be C{epoch}.
+        """
+        upstream: list[bytes] = []
+        daemon.hub.upstream = lambda payloads, sender: upstream.extend(map(bytes, payloads))
+        if epoch is not None:
+            daemon.hub.history.epoch = os.urandom(8)
+            daemon.hub.history.awaitingEpoch = True
+        return upstream
+
+    def test_resumeAheadOfClusterNodeWaits(self) -> None:
+        """
+        Resuming a stream of a JetStream cluster after a message this node
+        has not received yet waits for it (the node catches up), then
+        starts right after it, with no gap and nothing twice.
+        """
+        daemon = Daemon()
+        self.clustered(daemon)
+        daemon.hub.publish([b"1"], first=1)
+        client = self.connect(daemon, start=(Start.RESUME, EPOCH, 3))
+        daemon.clock.advance(AHEAD_RETRY)
+        daemon.hub.publish([b"2", b"3"], first=2)
+        self.assertEqual(client.heard().messages, [])
+        daemon.clock.advance(AHEAD_RETRY)
+        daemon.hub.publish([b"4"], first=4)
+        heard = client.heard()
+        self.assertEqual((heard.messages, heard.refusals, heard.notices), ([b"4"], [], [("hello", 4)]))
+
+    def test_resumeBeforeClusterEpochWaits(self) -> None:
+        """
+        Until the node has its cluster's epoch, a resume from that epoch
+        is not a restart: it waits for the epoch and the node's catching
+        up, rather than starting over with a RESTARTED gap.
+        """
+        daemon = Daemon()
+        self.clustered(daemon, bytes.fromhex(EPOCH))
+        client = self.connect(daemon, start=(Start.RESUME, EPOCH, 1))
+        daemon.clock.advance(AHEAD_RETRY)
+        daemon.hub.history.adoptEpoch(bytes.fromhex(EPOCH))
+        daemon.hub.publish([b"1"], first=1)
+        daemon.clock.advance(AHEAD_RETRY)
+        daemon.hub.publish([b"2"], first=2)
+        heard = client.heard()
+        self.assertEqual((heard.messages, heard.refusals, heard.notices), ([b"2"], [], [("hello", 2)]))
+
+    def test_resumeAheadOfClusterNodeGivesUp(self) -> None:
+        """
+        A node that does not reach the position within L{AHEAD_WAIT}
+        refuses the subscription, as a single node does at once.
+        """
+        daemon = Daemon()
+        self.clustered(daemon)
+        daemon.hub.publish([b"1"], first=1)
+        client = self.connect(daemon, start=(Start.RESUME, EPOCH, 9))
+        daemon.clock.advance(AHEAD_WAIT - 1)
+        self.assertEqual(client.heard().refusals, [])
+        daemon.clock.pump([AHEAD_RETRY] * int(2 / AHEAD_RETRY))
+        heard = client.heard()
+        self.assertEqual(heard.refusals, ["asked to resume default after message 9, beyond the newest, 1"])
+        self.assertEqual(daemon.clock.getDelayedCalls(), [])
+        self.assertFalse(client.closed)
+
+    def test_waitEndsWithTheClient(self) -> None:
+        """
+        A client that leaves while it waits for a cluster node is not
+        started afterwards.
+        """
+        daemon = Daemon()
+        self.clustered(daemon)
+        client = self.connect(daemon, start=(Start.RESUME, EPOCH, 2))
+        client.lose()
+        daemon.hub.publish([b"1", b"2", b"3"], first=1)
+        daemon.clock.advance(AHEAD_RETRY)
+        self.assertEqual(daemon.hub.figures()["subscribers"], 0)
+        self.assertEqual(daemon.clock.getDelayedCalls(), [])
 
 
 class WebSocketTests(

@@ -71,6 +71,23 @@ class HTTPOptionTests(SynchronousTestCase):
         self.assertEqual(parse("--http-header-timeout", "2.5")["config"].httpHeaderTimeout, 2.5)
         self.assertIsNone(parse("--http-header-timeout", "0")["config"].httpHeaderTimeout)
 
+    def test_compress(self) -> None:
+        """
+        C{--http-compress BYTES} turns compression on for messages of at
+        least that size, with one deflater for every C{--http} listener;
+        it is off by default, and less than one byte is a usage error.
+        """
+        self.assertIsNone(parse()["config"].httpCompress)
+        self.assertEqual(parse("--http-compress", "256")["config"].httpCompress, 256)
+        error = self.assertRaises(usage.UsageError, parse, "--http-compress", "0")
+        self.assertIn("--http-compress must be at least 1 byte", str(error))
+        service = makeService(parse("--port", "0", "--http", "tcp:0", "--http", "tcp:0", "--http-compress", "1024"))
+        assert isinstance(service, StreamdService)
+        sockets = [listener.factory.resource.getStaticEntity(b"ws") for listener in service.listeners[1:]]
+        first, second = (resource._factory.context.deflater for resource in sockets)
+        self.assertIs(first, second)
+        self.assertEqual(first.threshold, 1024)
+
     def test_drain(self) -> None:
         """
         C{--drain} sets the window of goodbyes at shutdown (none by

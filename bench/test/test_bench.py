@@ -617,6 +617,7 @@ BURST: dict[str, object] = {
     "publisher_cpu": 0.1,
     "subscriber_cpu": 0.5,
     "busiest_subscriber_cpu": 0.5,
+    "wire_bytes_per_delivery": 68.0,
     "limit": "server",
 }
 """
@@ -710,7 +711,7 @@ class ReportTests(SynchronousTestCase):
             [line.split()[3 if i == 1 else 0] for i, line in enumerate(lines[1:4], 1)],
             ["streamd", "redis", "nats"],
         )
-        self.assertEqual(lines[4].split(), ["ratio", "0.50x*", "0.50x*", "2.00x*", "4.00x*"])
+        self.assertEqual(lines[4].split(), ["ratio", "0.50x*", "0.50x*", "2.00x*", "4.00x*", "1.00x"])
 
     def test_protocolRatios(self) -> None:
         """

@@ -11,10 +11,19 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench.records import SeqWalker, Walker
+from bench.load import filler
+from bench.records import STAMP, Walker
 from bench.test.test_bench import _OpeningMixin, _payloads, _WalkerMixin
-from bench.webrecords import Dechunker, SseWalker, WebSocketFrames, pong
-from bench.wire import ONE_STREAM_VERSION, SeqWire, SseWire, WebSocketWire
+from bench.webrecords import Dechunker, WebSocketFrames, pong
+from bench.wire import (
+    COMPRESS_FROM,
+    ONE_STREAM_VERSION,
+    AnyWalker,
+    DeflateWebSocketWire,
+    SeqWire,
+    SseWire,
+    WebSocketWire,
+)
 from streamd.framing import INT32
 from streamd.seqframing import (
     SEQ,
@@ -27,6 +36,7 @@ from streamd.seqframing import (
     ServerHello,
     framed,
 )
+from streamd.web.deflate import Deflater
 from streamd.web.framing import control, event, frame, namedEvent
 
 
@@ -104,7 +114,7 @@ class SeqBatchWalkerTests(_WalkerMixin, SynchronousTestCase):
 
     wire = SeqWire()
 
-    def walker(self, stamped: bool = False) -> Walker | SseWalker | SeqWalker:  # type: ignore[override]
+    def walker(self, stamped: bool = False) -> AnyWalker:  # type: ignore[override]
         return self.wire.walker(10_000, stamped)
 
     def stream(self, payloads: list[bytes]) -> bytes:
@@ -215,7 +225,7 @@ class SseWalkerTests(_WalkerMixin, SynchronousTestCase):
 
     wire = SseWire()
 
-    def walker(self, stamped: bool = False) -> Walker | SseWalker:
+    def walker(self, stamped: bool = False) -> AnyWalker:  # type: ignore[override]
         return self.wire.walker(10_000, stamped)
 
     def stream(self, payloads: list[bytes]) -> bytes:
@@ -285,6 +295,35 @@ class SeqOpeningTests(_OpeningMixin, SynchronousTestCase):
         A first frame other than HELLO is an error.
         """
         self.assertRaises(ConnectionError, self.wire.answered, framed(Ping()), True)
+
+
+class DeflateWebSocketWalkerTests(_WalkerMixin, SynchronousTestCase):
+    """
+    Walking the frames of streamd's C{/ws} with permessage-deflate, as its
+    own deflater makes them: compressed or not, counted, and timed once
+    inflated.
+    """
+
+    wire = DeflateWebSocketWire()
+    records = wire.records(10_000)
+
+    def walker(self, stamped: bool = False) -> AnyWalker:  # type: ignore[override]
+        return self.wire.walker(10_000, stamped)
+
+    def stream(self, payloads: list[bytes]) -> bytes:
+        deflater = Deflater(COMPRESS_FROM)
+        return b"".join(deflater.frame(p) for p in payloads)
+
+    def test_compressed(self) -> None:
+        """
+        JSON payloads of 1 KiB are sent compressed, and walked.
+        """
+        payloads = [STAMP.pack(n) + filler(1016, "json") for n in range(1, 4)]
+        data = self.stream(payloads)
+        self.assertLess(len(data), 3 * 1024 // 2)
+        self.assertEqual(data[0], 0xC1)
+        for stamped in (False, True):
+            self.assertWalks([data[:100], data[100:]], payloads, stamped)
 
 
 class WebSocketOpeningTests(_OpeningMixin, SynchronousTestCase):

@@ -265,15 +265,20 @@ class JetStreamLink(ClusterLink):
         hub.upstream = partial(self.forward, hub.name)
         if self.adopted is not None:
             self._adoptEpoch(hub)
+        else:
+            hub.history.awaitingEpoch = True
 
     def detachStream(self, hub: Hub) -> None:
         hub.upstream = None
+        hub.history.awaitingEpoch = False
 
     def _adoptEpoch(self, hub: Hub) -> None:
         assert self.adopted is not None
+        history = hub.history
         epoch = streamEpoch(self.adopted, hub.name)
-        if hub.history.epoch != epoch:
-            hub.history.adoptEpoch(epoch)
+        if history.epoch != epoch:
+            history.adoptEpoch(epoch)
+        history.awaitingEpoch = False
 
     def forward(self, stream: str, payloads: Sequence[Payload], sender: Sender | None) -> None:
         """

@@ -110,6 +110,9 @@ class History:
         means something only with its epoch.
     @ivar formerEpochs: epochs this log had before it held anything, whose
         numbers (none) are this epoch's.
+    @ivar awaitingEpoch: whether a cluster will give this log its epoch
+        (L{adoptEpoch}) and has not yet: until then no epoch a client
+        names can be judged another's.
     @ivar publishers: the publish numbers taken from clients that number
         their messages (see L{streamd.fanout.publishers}).
     """
@@ -119,6 +122,7 @@ class History:
     ) -> None:
         self.epoch = os.urandom(8) if epoch is None else epoch
         self.formerEpochs: set[bytes] = set()
+        self.awaitingEpoch = False
         self._entries: list[Entry | None] = []
         # _entries[i] is entry number _base + i; those before _first are gone.
         self._base = 0
@@ -180,6 +184,7 @@ class History:
         from the cluster from then on (see L{append}'s C{first}).
         """
         assert self.nextSequence == 1, "a log that holds messages keeps its epoch"
+        self.awaitingEpoch = False
         if epoch != self.epoch:
             self.formerEpochs.add(self.epoch)
             self.epoch = epoch

@@ -124,12 +124,16 @@ def startPosition(history: History, request: StartRequest) -> StartPoint:
     stream a L{GapReason.CLUSTER} one.
 
     @raise PositionAhead: for a resume in this epoch beyond its newest
-        message.
+        message, or any resume while the log awaits a cluster's epoch.
     """
     newest = history.nextSequence - 1
     oldestEntry = history.oldestEntry()
     oldest = newest + 1 if oldestEntry is None else oldestEntry[FIRST]
     missed = GapReason.EVICTED
+    if request.start == Start.RESUME and history.awaitingEpoch:
+        # A cluster's node that has not joined yet: the client's position
+        # is in the cluster's numbering, which this node has not reached.
+        raise PositionAhead(request.position, newest)
     if request.start == Start.RESUME and not history.ownsEpoch(request.epoch):
         after = 0
         missed = GapReason.RESTARTED

@@ -20,6 +20,7 @@ from streamd.fanout.streams import Streams
 from streamd.reasons import Reason
 from streamd.session import Connections, SessionContext
 from streamd.throttle import LogThrottle
+from streamd.web.deflate import Deflater
 
 HTTP_STATUS = {
     Reason.AUTH_FAILED: 401,
@@ -69,6 +70,9 @@ class WebContext(SessionContext):
     @ivar headerTimeout: seconds a connection has to send a request's head
         (C{--http-header-timeout}), or C{None} for no limit.
     @ivar publishLines: the log lines of what requests publish.
+    @ivar deflater: what compresses the stream for the WebSocket clients
+        that negotiate permessage-deflate (C{--http-compress}), the same
+        for every listener; C{None} when off.
     """
 
     log = Logger()
@@ -83,10 +87,12 @@ class WebContext(SessionContext):
         publicMetrics: bool = False,
         headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
         streams: Streams | None = None,
+        deflater: Deflater | None = None,
     ) -> None:
         super().__init__(hub, clock, config, connections, listener, streams)
         self.publicMetrics = publicMetrics
         self.headerTimeout = headerTimeout
+        self.deflater = deflater
         self.publishLines = LogThrottle(clock, self._unlogged)
 
     def _unlogged(self, messages: int, size: int) -> None:

@@ -55,18 +55,30 @@ def frame(payload: Payload) -> bytes:
     valid UTF-8 and does not begin with L{CONTROL}, binary otherwise.
     """
     data = bytes(payload)
-    opcode = _BINARY
+    return frameHeader(firstByte(data), len(data)) + data
+
+
+def firstByte(data: bytes) -> int:
+    """
+    The first byte of the final frame of the message C{data}: FIN and the
+    text opcode when it is valid UTF-8 and does not begin with L{CONTROL},
+    the binary opcode otherwise.
+    """
     if not data.startswith(CONTROL):
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             pass
         else:
-            opcode = _TEXT
-    return _header(opcode, len(data)) + data
+            return _TEXT
+    return _BINARY
 
 
-def _header(opcode: int, length: int) -> bytes:
+def frameHeader(opcode: int, length: int) -> bytes:
+    """
+    The header of an unmasked frame whose first byte is C{opcode} and whose
+    payload is C{length} bytes.
+    """
     if length < 126:
         return bytes((opcode, length))
     if length < 65536:
@@ -79,7 +91,7 @@ def control(message: dict[str, Any]) -> bytes:
     A control message as one text frame.
     """
     data = CONTROL + json.dumps(message, separators=(",", ":")).encode()
-    return _header(_TEXT, len(data)) + data
+    return frameHeader(_TEXT, len(data)) + data
 
 
 class WebSocketFraming(Framing):

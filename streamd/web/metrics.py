@@ -88,6 +88,18 @@ class StreamdCollector:
             ("streamd_bytes_out", "Bytes sent to subscribers, framing included.", stats.bytesOut),
         ):
             yield CounterMetricFamily(name, help, value=value)
+        deflater = context.deflater
+        if deflater is not None:
+            for name, help, value in (
+                (
+                    "streamd_websocket_compressed_messages",
+                    "Messages compressed for WebSocket clients (--http-compress), each once for all of them.",
+                    deflater.messages,
+                ),
+                ("streamd_websocket_compressed_bytes_in", "Bytes of those messages.", deflater.bytesIn),
+                ("streamd_websocket_compressed_bytes_out", "Bytes they were compressed to.", deflater.bytesOut),
+            ):
+                yield CounterMetricFamily(name, help, value=value)
         disconnects = CounterMetricFamily(
             "streamd_disconnects",
             "Connections the daemon closed or refused, and requests it refused, by reason.",

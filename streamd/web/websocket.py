@@ -6,7 +6,9 @@ handshake is done, the stream is written by the session's L{Cursor} (or,
 for a client of several streams, by one cursor per stream through the
 session's L{streamd.fanout.mux.Mux}) as frames made once per history entry
 (L{streamd.web.framing}): the hub's fast loop, flow control and limits apply
-unchanged.
+unchanged.  With C{--http-compress}, a client that negotiates
+permessage-deflate is sent them compressed, made once per entry too
+(L{streamd.web.deflate}).
 
 A client of several streams also sends control messages (text beginning
 with U+001E, one JSON object): C{in} names the stream its messages go to,
@@ -37,6 +39,7 @@ from streamd.protocol import addressName
 from streamd.reasons import Reason
 from streamd.session import ISessionAdapter, Session
 from streamd.web.context import BadPosition, Refusal, WebContext, bearerToken, startRequest
+from streamd.web.deflate import Deflater, Inflater, acceptOffer, namedStreamFraming, streamFraming
 from streamd.web.framing import (
     CONTROL,
     PING,
@@ -162,6 +165,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     _message: bytearray | None = None
     _unansweredPings = 0
     _pongHeld: int | None = None
+    _deflater: Deflater | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -228,12 +232,22 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         session = self.session
         assert session is not None
         self._opened = True
+        if self._perMessageCompress is not None:
+            # permessage-deflate was negotiated (acceptOffer); autobahn
+            # inflates through this attribute, which the zip bomb tests of
+            # tests/test_web_deflate.py fail without.
+            self._deflater = self.factory.context.deflater
+            self._perMessageCompress = Inflater.negotiated(
+                self._perMessageCompress, self.factory.context.config.maxMessageSize, self._inflateFailed
+            )
         # twisted.web's HTTP channel was the connection's producer until the
         # upgrade; the cursor (or the mux of several streams) is now.
         self.transport.unregisterProducer()
         asked = self._streams
         if asked is None:
-            session.attach(Cursor(self.transport, self.factory.context.hub, WEBSOCKET, session))
+            hub = self.factory.context.hub
+            framing = WEBSOCKET if self._deflater is None else streamFraming(hub, self._deflater)
+            session.attach(Cursor(self.transport, hub, framing, session))
             session.start(self._request)
             return
         session.startStreams()
@@ -381,6 +395,8 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         return None if self._streams is None else hub.name
 
     def framingFor(self, hub: Hub) -> Framing:
+        if self._deflater is not None:
+            return namedStreamFraming(hub, self._deflater)
         return hub.framing(StreamWebSocketFraming, lambda: StreamWebSocketFraming(hub.name))
 
     def refusal(self, subject: str, why: str) -> bytes:
@@ -437,6 +453,16 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     _invalid_payload = _protocol_violation
 
+    def _inflateFailed(self, why: str) -> None:
+        """
+        A compressed message does not inflate, or inflates past
+        C{--max-message-size}: its session drops it as a malformed frame.
+        """
+        # autobahn's own bookkeeping of the message stops here too.
+        self.failedByMe = True
+        assert self.session is not None
+        self.session.drop(Reason.BAD_FRAME, error=why)
+
     def abort(self) -> None:
         """
         Close the connection now.
@@ -465,6 +491,8 @@ class StreamWebSocketFactory(WebSocketServerFactory):  # type: ignore[misc]
         size = context.config.maxMessageSize
         # The session sends the heartbeat (--heartbeat), so autobahn does not.
         self.setProtocolOptions(maxMessagePayloadSize=size, maxFramePayloadSize=size, autoPingInterval=0)
+        if context.deflater is not None:
+            self.setProtocolOptions(perMessageCompressionAccept=acceptOffer)
 
 
 class StreamWebSocketResource(WebSocketResource):  # type: ignore[misc]

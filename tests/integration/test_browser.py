@@ -111,16 +111,18 @@ class _Publisher:
         self.socket.close()
 
 
-class BrowserTests(TestCase):
+class _BrowserMixin:
     """
-    The daemon seen by a browser.
+    A daemon with one TCP and one C{--http} listener, and a headless
+    Chromium to open its pages.
     """
 
     timeout = 120
+    compress: int | None = None
 
     def setUp(self) -> None:
         self.chromium, self.driver = browserOrSkip()
-        config = DaemonConfig(listens=(Listen(LOCAL),), sources=(), http=(LOCAL,))
+        config = DaemonConfig(listens=(Listen(LOCAL),), sources=(), http=(LOCAL,), httpCompress=self.compress)
         self.service, self.tcpPort = startDaemon(self, config)
         port = self.service.listeners[-1].port
         assert port is not None
@@ -141,6 +143,12 @@ class BrowserTests(TestCase):
                 shutil.rmtree(profile, ignore_errors=True)
 
         return deferToThread(run)
+
+
+class BrowserTests(_BrowserMixin, TestCase):
+    """
+    The daemon seen by a browser.
+    """
 
     def test_pageShowsStream(self) -> None:
         """
@@ -297,3 +305,51 @@ class BrowserTests(TestCase):
         d = self.inBrowser(scenario)
         d.addCallback(lambda _: print(f"\nscreenshot of the page of two streams: {screenshot}"))
         return d
+
+
+class CompressedBrowserTests(_BrowserMixin, TestCase):
+    """
+    The daemon with C{--http-compress} seen by a browser.
+    """
+
+    compress = 64
+
+    def test_pageShowsCompressedStream(self) -> None:
+        """
+        Chromium negotiates permessage-deflate for the live page's
+        WebSocket and for one of several streams, and both show every
+        message; the daemon sent fewer bytes than the messages hold.
+        """
+
+        def scenario(browser: Any) -> None:
+            from selenium.webdriver.common.by import By
+
+            browser.get(self.url + "/")
+            until(lambda: browser.execute_script("return next !== null"))
+            self.assertIn("permessage-deflate", browser.execute_script("return socket.extensions"))
+            browser.execute_script(
+                "window.got = []; window.several = null;"
+                "const other = new WebSocket('ws://' + location.host + '/ws/default');"
+                "other.onopen = () => { window.several = other.extensions; };"
+                "other.onmessage = e => { if (!e.data.startsWith('\\u001e')) window.got.push(e.data); };"
+            )
+            until(lambda: browser.execute_script("return window.several !== null"))
+            self.assertIn("permessage-deflate", browser.execute_script("return window.several"))
+            before = self.service.hub.stats.bytesOut
+            publisher = _Publisher(self.tcpPort)
+            readings = ", ".join(
+                f'{{"sensor": "temperature", "reading": {r}, "unit": "celsius"}}' for r in range(6)
+            )
+            sent = [f'{{"n": {i}, "site": "north", "readings": [{readings}]}}' for i in range(1, 41)]
+            try:
+                for message in sent:
+                    publisher.send(message.encode())
+                until(lambda: '"n": 40' in browser.find_element(By.ID, "messages").text)
+                until(lambda: browser.execute_script("return window.got.length") == len(sent))
+            finally:
+                publisher.close()
+            self.assertEqual(browser.execute_script("return window.got"), sent)
+            payload = 2 * sum(map(len, sent))
+            self.assertLess(self.service.hub.stats.bytesOut - before, payload / 2)
+
+        return self.inBrowser(scenario)

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateResponseAccept
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -52,13 +53,22 @@ class _WebSocketClient(WebSocketClientProtocol):  # type: ignore[misc]
 
 
 @inlineCallbacks
-def openWebSocket(case: Any, port: int, query: str = "", headers: dict[str, str] | None = None) -> Any:
+def openWebSocket(
+    case: Any, port: int, query: str = "", headers: dict[str, str] | None = None, deflate: bool = False
+) -> Any:
     """
     The factory of a WebSocket client of C{/ws} on loopback C{port}, once
-    it is open; closed when C{case} ends.
+    it is open; closed when C{case} ends.  With C{deflate}, it offers
+    permessage-deflate as autobahn does by default, and accepts what the
+    server answers.
     """
     factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws{query}", headers=headers or {})
     factory.protocol = _WebSocketClient
+    if deflate:
+        factory.setProtocolOptions(
+            perMessageCompressionOffers=[PerMessageDeflateOffer()],
+            perMessageCompressionAccept=PerMessageDeflateResponseAccept,
+        )
     factory.opened, factory.closed, factory.received = Deferred(), Deferred(), []
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     protocol = yield endpoint.connect(factory)
@@ -99,6 +109,7 @@ class _Mixin:
     config = ServerConfig()
     publicMetrics = False
     headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT
+    compress: int | None = None
 
     def setUp(self) -> None:
         self.addCleanup(cancelBatchedTimers)  # type: ignore[attr-defined]
@@ -109,6 +120,7 @@ class _Mixin:
             http=(LOCAL,),
             httpPublicMetrics=self.publicMetrics,
             httpHeaderTimeout=self.headerTimeout,
+            httpCompress=self.compress,
         )
         self.service: StreamdService
         self.service, _ = startDaemon(self, config)
@@ -129,11 +141,11 @@ class _Mixin:
         body = yield readBody(response)
         return response.code, body
 
-    def webSocket(self, query: str = "", headers: dict[str, str] | None = None) -> Any:
+    def webSocket(self, query: str = "", headers: dict[str, str] | None = None, deflate: bool = False) -> Any:
         """
         An open WebSocket client of C{/ws}.
         """
-        return openWebSocket(self, self.port, query, headers)
+        return openWebSocket(self, self.port, query, headers, deflate)
 
     @inlineCallbacks
     def eventStream(self, request: bytes) -> Any:
@@ -389,6 +401,42 @@ class LimitTests(_Mixin, TestCase):
         self.assertEqual(self.hub.history.nextSequence, 1)
         _, body = yield self.get("/metrics")
         self.assertEqual(samples(body)[("streamd_disconnects_total", (("reason", "oversized_frame"),))], 1)
+
+
+class CompressTests(_Mixin, TestCase):
+    """
+    A daemon with C{--http-compress}.
+    """
+
+    compress = 64
+
+    @inlineCallbacks
+    def test_compressedStream(self) -> None:
+        """
+        autobahn's client negotiates permessage-deflate and gets the stream
+        whole, in fewer bytes than a client that did not offer it; what it
+        sends compressed reaches that client as it was.
+        """
+        compressed = yield self.webSocket(deflate=True)
+        plain = yield self.webSocket()
+        yield waitFor(lambda: len(self.hub.subscribers) == 2)
+        (extension,) = compressed.client.websocket_extensions_in_use
+        self.assertTrue(extension.server_no_context_takeover)
+        self.assertEqual(plain.client.websocket_extensions_in_use, [])
+        messages = [
+            json.dumps({"n": n, "rows": [{"price": n * 7, "side": "buy"}] * 20}).encode() for n in range(50)
+        ]
+        messages.append(b"short")
+        before = self.hub.stats.bytesOut
+        self.hub.publish(messages)
+        yield waitFor(lambda: len(compressed.received) == len(plain.received) == 1 + len(messages))
+        self.assertEqual(compressed.received[1:], [(False, m) for m in messages])
+        self.assertEqual(plain.received[1:], compressed.received[1:])
+        sent = self.hub.stats.bytesOut - before
+        self.assertLess(sent, 1.3 * sum(map(len, messages)))
+        compressed.client.sendMessage(messages[0])
+        yield waitFor(lambda: len(plain.received) == 2 + len(messages))
+        self.assertEqual(plain.received[-1], (False, messages[0]))
 
 
 class ShutdownTests(_Mixin, TestCase):
