@@ -216,6 +216,39 @@ INT32 = Int32Framing()
 ASCII10 = ASCII10Framing()
 FRAMINGS: dict[str, Framing] = {f.name: f for f in (INT32, ASCII10)}
 
+RUN_WINDOW = 16
+"""
+Once two frames in a row have the same length and at least this many
+complete ones follow in the read, the decoder looks at that many, from the
+second on, for more of that length, and at twice as many the next time if
+they all were, up to L{MAX_RUN_WINDOW}: a publisher's burst is mostly
+frames of one size, whose headers are then checked together at C speed
+(L{_sameHeaders}) and whose payloads are cut out by one comprehension,
+rather than parsed one by one.  Fewer frames are parsed one by one, as
+the look costs more than it saves for them; traffic of mixed sizes costs
+a look at a few frames now and then.
+"""
+
+MAX_RUN_WINDOW = 4096
+
+
+def _sameHeaders(data: bytes, offset: int, headerSize: int, stride: int, count: int) -> int:
+    """
+    How many of the C{count} frames of C{stride} bytes at C{offset} of
+    C{data} (all within it) have, one after another, the header of the
+    first, and so its length: each byte position of the headers is taken
+    as one strided slice and compared with the first frame's byte.
+    """
+    last = offset + count * stride
+    run = count
+    for at in range(offset, offset + headerSize):
+        column = data[at:last:stride]
+        byte = column[:1]
+        if column != byte * count:
+            run = min(run, count - len(column.lstrip(byte)))
+    return run
+
+
 class Decoder:
     """
     Turns one connection's incoming bytes into payloads.
@@ -281,6 +314,10 @@ class Decoder:
         maxLength = self.maxLength
         end = len(data)
         view = None
+        # The length of the frame before, and how many frames to look at
+        # once the next has the same.
+        previous = -1
+        window = RUN_WINDOW
         while end - offset >= headerSize:
             if unpack is not None:
                 (length,) = unpack(data, offset)
@@ -302,12 +339,21 @@ class Decoder:
                 self._need = headerSize + length
                 self.held = getsizeof(chunks[0]) + getsizeof(chunks)
                 return offset
-            if length < VIEW_FROM:
-                payloads.append(data[offset + headerSize : stop])
-            else:
+            source: bytes | memoryview = data
+            if length >= VIEW_FROM:
                 if view is None:
                     view = memoryview(data)
-                payloads.append(view[offset + headerSize : stop])
+                source = view
+            stride = headerSize + length
+            if length == previous and (count := min((end - offset) // stride, window)) >= RUN_WINDOW:
+                run = _sameHeaders(data, offset, headerSize, stride, count)
+                last = offset + run * stride
+                payloads += [source[at : at + length] for at in range(offset + headerSize, last + headerSize, stride)]
+                offset = last
+                window = min(window * 2, MAX_RUN_WINDOW) if run == count else RUN_WINDOW
+                continue
+            previous = length
+            payloads.append(source[offset + headerSize : stop])
             offset = stop
         if offset < end:
             self._holding = True
