@@ -67,6 +67,11 @@ class Wire:
 
     name: str
     listener = "main"
+    countedInC = False
+    """
+    Whether its subscribers are L{bench.ssereader}'s C program, which
+    counts and does not time (burst only), rather than Python's.
+    """
 
     @property
     def publisher(self) -> Wire:
@@ -420,10 +425,28 @@ class SseWire(_StreamdVariant):
         return None
 
 
+class CountedSseWire(SseWire):
+    """
+    streamd's C{/events} as L{SseWire}, each connection's events counted by
+    a C program (L{bench.ssereader}), so that the subscribers are not the
+    bottleneck.
+    """
+
+    name = "streamd sse-c"
+    countedInC = True
+
+
 WIRES: dict[str, Wire] = {
-    w.name: w for w in (STREAMD, RedisWire(), NatsWire(), SeqWire(), WebSocketWire(), SseWire())
+    w.name: w
+    for w in (STREAMD, RedisWire(), NatsWire(), SeqWire(), WebSocketWire(), SseWire(), CountedSseWire())
 }
-PROTOCOLS = {"int32": STREAMD.name, "seq": "streamd seq", "ws": "streamd ws", "sse": "streamd sse"}
+PROTOCOLS = {
+    "int32": STREAMD.name,
+    "seq": "streamd seq",
+    "ws": "streamd ws",
+    "sse": "streamd sse",
+    "sse-c": "streamd sse-c",
+}
 """
 The subscriber protocols of C{--protocols}, and their servers' names.
 """
