@@ -218,35 +218,42 @@ FRAMINGS: dict[str, Framing] = {f.name: f for f in (INT32, ASCII10)}
 
 RUN_WINDOW = 16
 """
-Once two frames in a row have the same length and at least this many
-complete ones follow in the read, the decoder looks at that many, from the
-second on, for more of that length, and at twice as many the next time if
-they all were, up to L{MAX_RUN_WINDOW}: a publisher's burst is mostly
-frames of one size, whose headers are then checked together at C speed
-(L{_sameHeaders}) and whose payloads are cut out by one comprehension,
-rather than parsed one by one.  Fewer frames are parsed one by one, as
-the look costs more than it saves for them; traffic of mixed sizes costs
-a look at a few frames now and then.
+When at least this many frames of the length of the first one of a read
+(or of the first after a run) would fit in what is left of the read, the
+decoder looks at this many for more with the same header, then twice as
+many each time all had it, up to L{MAX_RUN_WINDOW}: a publisher's burst is
+mostly frames of one size, whose headers are then checked together at C
+speed (L{_sameHeaders}) and whose payloads are cut out by one
+comprehension, rather than parsed one by one.  The first frame whose
+header differs ends the run; it and the frames after it are parsed one by
+one, the first of them looked at as the start of a run again.  Shorter
+reads are parsed one by one, as the look would cost more than it saves.
 """
 
 MAX_RUN_WINDOW = 4096
 
 
-def _sameHeaders(data: bytes, offset: int, headerSize: int, stride: int, count: int) -> int:
+def _sameHeaders(data: bytes, offset: int, header: bytes, stride: int, count: int) -> int:
     """
     How many of the C{count} frames of C{stride} bytes at C{offset} of
-    C{data} (all within it) have, one after another, the header of the
-    first, and so its length: each byte position of the headers is taken
-    as one strided slice and compared with the first frame's byte.
+    C{data} (all within it) have, one after another, the bytes of
+    C{header}, and so its length: each byte position of the headers is
+    taken as one strided slice and compared with that byte of C{header}.
     """
     last = offset + count * stride
     run = count
-    for at in range(offset, offset + headerSize):
+    for at, byte in zip(range(offset, offset + len(header)), _bytesOf(header), strict=True):
         column = data[at:last:stride]
-        byte = column[:1]
         if column != byte * count:
             run = min(run, count - len(column.lstrip(byte)))
     return run
+
+
+def _bytesOf(data: bytes) -> list[bytes]:
+    """
+    Each byte of C{data} as a C{bytes} of its own.
+    """
+    return [data[at : at + 1] for at in range(len(data))]
 
 
 class Decoder:
@@ -314,10 +321,9 @@ class Decoder:
         maxLength = self.maxLength
         end = len(data)
         view = None
-        # The length of the frame before, and how many frames to look at
-        # once the next has the same.
-        previous = -1
-        window = RUN_WINDOW
+        # Whether this frame may begin a run: the first, and the first after
+        # a run.
+        runMayStart = True
         while end - offset >= headerSize:
             if unpack is not None:
                 (length,) = unpack(data, offset)
@@ -339,26 +345,48 @@ class Decoder:
                 self._need = headerSize + length
                 self.held = getsizeof(chunks[0]) + getsizeof(chunks)
                 return offset
-            source: bytes | memoryview = data
-            if length >= VIEW_FROM:
+            if runMayStart:
+                runMayStart = False
+                if (end - offset) // (headerSize + length) >= RUN_WINDOW:
+                    last = self._cutRun(data, offset, length, payloads)
+                    runMayStart = last > stop
+                    offset = last
+                    continue
+            if length < VIEW_FROM:
+                payloads.append(data[offset + headerSize : stop])
+            else:
                 if view is None:
                     view = memoryview(data)
-                source = view
-            stride = headerSize + length
-            if length == previous and (count := min((end - offset) // stride, window)) >= RUN_WINDOW:
-                run = _sameHeaders(data, offset, headerSize, stride, count)
-                last = offset + run * stride
-                payloads += [source[at : at + length] for at in range(offset + headerSize, last + headerSize, stride)]
-                offset = last
-                window = min(window * 2, MAX_RUN_WINDOW) if run == count else RUN_WINDOW
-                continue
-            previous = length
-            payloads.append(source[offset + headerSize : stop])
+                payloads.append(view[offset + headerSize : stop])
             offset = stop
         if offset < end:
             self._holding = True
             self._tail = data[offset:]
             self.held = getsizeof(self._tail)
+        return offset
+
+    def _cutRun(self, data: bytes, offset: int, length: int, payloads: list[Payload]) -> int:
+        """
+        Append the payloads of the frames from C{offset} on that have the
+        header of the first (a complete frame of C{length} bytes) and are
+        all within C{data}, looked at L{RUN_WINDOW} at a time, then twice as
+        many each time all were, up to L{MAX_RUN_WINDOW}; return where they
+        end.
+        """
+        headerSize = self._headerSize
+        stride = headerSize + length
+        header = data[offset : offset + headerSize]
+        end = len(data)
+        start = offset
+        window = RUN_WINDOW
+        while (count := min((end - offset) // stride, window)) > 0:
+            run = _sameHeaders(data, offset, header, stride, count)
+            offset += run * stride
+            if run < count:
+                break
+            window = min(window * 2, MAX_RUN_WINDOW)
+        source: bytes | memoryview = data if length < VIEW_FROM else memoryview(data)
+        payloads += [source[at : at + length] for at in range(start + headerSize, offset + headerSize, stride)]
         return offset
 
     def _continueFrame(
