@@ -218,16 +218,18 @@ FRAMINGS: dict[str, Framing] = {f.name: f for f in (INT32, ASCII10)}
 
 RUN_WINDOW = 16
 """
-When at least this many frames of the length of the first one of a read
-(or of the first after a run) would fit in what is left of the read, the
-decoder looks at this many for more with the same header, then twice as
-many each time all had it, up to L{MAX_RUN_WINDOW}: a publisher's burst is
-mostly frames of one size, whose headers are then checked together at C
-speed (L{_sameHeaders}) and whose payloads are cut out by one
-comprehension, rather than parsed one by one.  The first frame whose
-header differs ends the run; it and the frames after it are parsed one by
-one, the first of them looked at as the start of a run again.  Shorter
-reads are parsed one by one, as the look would cost more than it saves.
+When the first frame of a read (or the first after a run of at least this
+many) is followed by one with the same header, and at least this many of
+its length would fit in what is left of the read, the decoder looks at
+this many for more with that header, then twice as many each time all had
+it, up to L{MAX_RUN_WINDOW}: a publisher's burst is mostly frames of one
+size, whose headers are then checked together at C speed
+(L{_sameHeaders}) and whose payloads are cut out by one comprehension,
+rather than parsed one by one.  The first frame whose header differs ends
+the run; it and the frames after it are parsed one by one, and looked at
+as the start of a run again only after a long one.  So traffic of mixed
+sizes costs a comparison of two headers a read, and at most one look that
+finds a short run; shorter reads are parsed one by one.
 """
 
 MAX_RUN_WINDOW = 4096
@@ -242,18 +244,14 @@ def _sameHeaders(data: bytes, offset: int, header: bytes, stride: int, count: in
     """
     last = offset + count * stride
     run = count
-    for at, byte in zip(range(offset, offset + len(header)), _bytesOf(header), strict=True):
-        column = data[at:last:stride]
+    for index in range(len(header)):
+        byte = header[index : index + 1]
+        column = data[offset + index : last : stride]
         if column != byte * count:
-            run = min(run, count - len(column.lstrip(byte)))
+            same = count - len(column.lstrip(byte))
+            if same < run:
+                run = same
     return run
-
-
-def _bytesOf(data: bytes) -> list[bytes]:
-    """
-    Each byte of C{data} as a C{bytes} of its own.
-    """
-    return [data[at : at + 1] for at in range(len(data))]
 
 
 class Decoder:
@@ -322,7 +320,7 @@ class Decoder:
         end = len(data)
         view = None
         # Whether this frame may begin a run: the first, and the first after
-        # a run.
+        # a run of at least RUN_WINDOW frames.
         runMayStart = True
         while end - offset >= headerSize:
             if unpack is not None:
@@ -347,9 +345,10 @@ class Decoder:
                 return offset
             if runMayStart:
                 runMayStart = False
-                if (end - offset) // (headerSize + length) >= RUN_WINDOW:
+                stride = headerSize + length
+                if (end - offset) // stride >= RUN_WINDOW and data[stop : stop + headerSize] == data[offset : stop - length]:
                     last = self._cutRun(data, offset, length, payloads)
-                    runMayStart = last > stop
+                    runMayStart = last - offset >= RUN_WINDOW * stride
                     offset = last
                     continue
             if length < VIEW_FROM:
