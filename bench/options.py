@@ -5,6 +5,7 @@ The command line of C{python -m bench}.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,8 @@ class BenchOptions(usage.Options):
             "protocols",
             "p",
             ("int32",),
-            f"Subscriber protocols of burst and paced, beside int32: {', '.join(PROTOCOLS)}.",
+            f"Subscriber protocols of burst and paced, beside int32: {', '.join(PROTOCOLS)} "
+            "(sse-c: SSE counted by a C program that gcc compiles, burst only).",
             _protocols,
         ],
         ["reconnects", None, RECONNECTS, "Reconnects timed by the resume scenario.", _reconnects],
@@ -281,6 +283,10 @@ class BenchOptions(usage.Options):
             for key, value in QUICK.items():
                 if self[key] == self.defaults[key]:
                     self[key] = value
+        if "sse-c" in self["protocols"] and shutil.which("gcc") is None:
+            raise usage.UsageError(
+                "-p sse-c compiles bench/ssecount.c with gcc, which is not on PATH (apt-get install gcc)"
+            )
 
     def plan(self, servers: tuple[str, ...]) -> Plan:
         """

@@ -1,11 +1,13 @@
 """
 The cost of publishing one batch to one stream, in process, with no
-sockets: C{python bench/publishpath.py [--calls N] [--subscribers K]}.
+sockets: C{python bench/publishpath.py [--calls N] [--subscribers K] [--read-size R]}.
 
 A daemon is built in memory as C{twistd streamd} builds it (its streams,
 when the tree has them, and an int32 listener's factory); K int32
 subscribers connect on transports that drop what they are given, and one
-publisher's connection is handed the same read (ten 64 B frames) N times.
+publisher's connection is handed the same read (ten 64 B frames) N times,
+or, with C{--read-size}, the N reads' messages as one stream cut into reads
+of R bytes, which end in the middle of a frame as a socket's reads do.
 What is timed is the daemon's code from C{dataReceived} to the
 subscribers' C{write}: the protocol, the session, C{Hub.publish}, the
 history and the cursors.  With C{--fsync POLICY}, the stream's history is a
@@ -31,6 +33,7 @@ import struct
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterable
 from itertools import repeat, starmap
 from typing import Any
 
@@ -99,6 +102,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=30)
     parser.add_argument("--size", type=int, default=64, help="bytes of each of the read's messages")
     parser.add_argument("--per-read", type=int, default=10, help="messages in each read")
+    parser.add_argument(
+        "--read-size", type=int, default=0, help="cut the messages into reads of this many bytes (0: whole frames)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="times the whole is timed")
     parser.add_argument("--no-gc", action="store_true", help="with Python's cycle collector off")
     parser.add_argument("--fsync", help="with a data directory (a new one, deleted after), synced so")
@@ -120,18 +126,24 @@ def measure(options: argparse.Namespace, dataDir: str | None) -> None:
     """
     publisher, transports = daemon(options.subscribers, dataDir, options.fsync or "everysec")
     read = (struct.pack(">I", options.size) + b"x" * options.size) * options.per_read
+    size = options.read_size
+    if size:
+        stream = read * options.calls
+        reads: Iterable[tuple[bytes]] = [(stream[at : at + size],) for at in range(0, len(stream), size)]
+    else:
+        reads = repeat((read,), options.calls)
     dataReceived = publisher.dataReceived
     # Both trees start from the same collector's counts: a full collection
     # that one of them happens to reach in the loop is not its code's cost.
     gc.collect()
     for _ in range(options.rounds):
         start = time.perf_counter()
-        deque(starmap(dataReceived, repeat((read,), options.calls)), maxlen=0)
+        deque(starmap(dataReceived, reads), maxlen=0)
         elapsed = time.perf_counter() - start
         if options.calls:
             print(
                 f"{streamd.__file__}: {elapsed / options.calls * 1e9:,.0f} ns a read of {options.per_read} messages"
-                f" to {options.subscribers} subscribers"
+                f" to {options.subscribers} subscribers" + (f" (cut into reads of {size} bytes)" if size else "")
             )
     expected = options.rounds * options.calls * len(read)
     assert all(t.written >= expected for t in transports), "a subscriber missed messages"

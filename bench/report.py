@@ -323,7 +323,8 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
         lines.append(
             f"{', '.join(variants)}: streamd with subscribers on its "
             f"{'/'.join(name.split()[-1] for name in variants)} listener(s) (seq: HELLO, then version 2's "
-            "BATCH and MSG frames; ws: /ws, the handshake, then frames parsed; sse: /events over chunked HTTP/1.1, events parsed), "
+            "BATCH and MSG frames; ws: /ws, the handshake, then frames parsed; sse: /events over chunked HTTP/1.1, events parsed; "
+            "sse-c: the same, counted by a C program, burst only), "
             "the publisher on int32; X/int32 = its figure over int32's in the same run"
         )
     if DeflateWebSocketWire.name in variants:

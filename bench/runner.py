@@ -173,6 +173,9 @@ def serversFor(plan: Plan, scenario: str) -> tuple[str, ...]:
         return (STREAMD.name,)
     if scenario == "scrape":
         return (STREAMD.name,)
+    if scenario == "paced":
+        # A C reader counts and does not time.
+        return tuple(name for name in plan.servers if name not in WIRES or not WIRES[name].countedInC)
     if scenario in PROTOCOL_SCENARIOS:
         return plan.servers
     return tuple(name for name in plan.servers if name == STREAMD.name or not name.startswith(STREAMD.name))

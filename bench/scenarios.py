@@ -18,6 +18,7 @@ from bench.metrics import scrapeSeconds
 from bench.proc import cores, cpuSeconds, openFiles
 from bench.records import STAMP
 from bench.servers import BenchError, Server
+from bench.ssereader import countingSubscriber, ssecount
 from bench.wire import Wire
 
 MiB = 1024 * 1024
@@ -125,20 +126,36 @@ def _subscribers(
     their messages.
     """
     count = min(k, processes or cores())
-    started = [
-        children.start(
-            f"subscriber process {i + 1}",
-            subscriber,
-            wire,
-            server.ports[wire.listener],
-            range(i, k, count),
-            maxLength,
-            timed,
-            children.shared,
-            deadline,
-        )
-        for i in range(count)
-    ]
+    port = server.ports[wire.listener]
+    if wire.countedInC:
+        program = ssecount()
+        started = [
+            children.start(
+                f"subscriber process {i + 1}",
+                countingSubscriber,
+                program,
+                port,
+                range(i, k, count),
+                children.shared,
+                deadline,
+            )
+            for i in range(count)
+        ]
+    else:
+        started = [
+            children.start(
+                f"subscriber process {i + 1}",
+                subscriber,
+                wire,
+                port,
+                range(i, k, count),
+                maxLength,
+                timed,
+                children.shared,
+                deadline,
+            )
+            for i in range(count)
+        ]
     for child in started:
         child.expect("ready", SETUP_SECONDS)
     server.waitClients(k, SETUP_SECONDS, wire.listener)

@@ -74,6 +74,11 @@ class Wire:
     name: str
     listener = "main"
     serverOptions: tuple[str, ...] = ()
+    countedInC = False
+    """
+    Whether its subscribers are L{bench.ssereader}'s C program, which
+    counts and does not time (burst only), rather than Python's.
+    """
 
     @property
     def publisher(self) -> Wire:
@@ -454,9 +459,29 @@ class SseWire(_StreamdVariant):
         return None
 
 
+class CountedSseWire(SseWire):
+    """
+    streamd's C{/events} as L{SseWire}, each connection's events counted by
+    a C program (L{bench.ssereader}), so that the subscribers are not the
+    bottleneck.
+    """
+
+    name = "streamd sse-c"
+    countedInC = True
+
+
 WIRES: dict[str, Wire] = {
     w.name: w
-    for w in (STREAMD, RedisWire(), NatsWire(), SeqWire(), WebSocketWire(), DeflateWebSocketWire(), SseWire())
+    for w in (
+        STREAMD,
+        RedisWire(),
+        NatsWire(),
+        SeqWire(),
+        WebSocketWire(),
+        DeflateWebSocketWire(),
+        SseWire(),
+        CountedSseWire(),
+    )
 }
 PROTOCOLS = {
     "int32": STREAMD.name,
@@ -464,6 +489,7 @@ PROTOCOLS = {
     "ws": "streamd ws",
     "ws-deflate": "streamd ws-deflate",
     "sse": "streamd sse",
+    "sse-c": "streamd sse-c",
 }
 """
 The subscriber protocols of C{--protocols}, and their servers' names.

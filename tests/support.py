@@ -41,7 +41,7 @@ def frames(data: bytes, framing: Framing = INT32) -> list[bytes]:
     decoder = framing.decoder(framing.maxLength)
     payloads, raw = decoder.feed(data)
     assert raw == data, f"{len(data) - len(raw)} bytes of a partial frame left over"
-    return payloads
+    return [bytes(payload) for payload in payloads]
 
 
 _P = TypeVar("_P", bound=BaseProtocol)

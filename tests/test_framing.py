@@ -222,6 +222,50 @@ class _FramingMixin:
         self.assertEqual(self.feedAll(chunks), (messages, data))  # type: ignore[attr-defined]
 
     @settings(suppress_health_check=[HealthCheck.differing_executors], deadline=None)
+    @given(
+        st.lists(st.tuples(st.sampled_from([0, 1, 3, 600]), st.integers(1, 40)), max_size=8),
+        st.lists(st.integers(1, 3000), max_size=20),
+    )
+    def test_runsAnySplit(self, runs: list[tuple[int, int]], cuts: list[int]) -> None:
+        """
+        Runs of frames of one length (which the decoder checks together),
+        of a few lengths in any order, cut into reads anywhere: the same
+        messages come out, each with its own bytes.
+        """
+        messages = [bytes([n % 251]) * size for n, (size, repeat) in enumerate(runs) for _ in range(repeat)]
+        messages = [m[:-1] + bytes([i % 7]) if m else m for i, m in enumerate(messages)]
+        data = self.framing.encodeMany(messages)
+        chunks = []
+        offset = 0
+        for cut in cuts:
+            chunks.append(data[offset : offset + cut])
+            offset += cut
+        chunks.append(data[offset:])
+        payloads, raw = self.feedAll(chunks)
+        self.assertEqual(([bytes(p) for p in payloads], raw), (messages, data))  # type: ignore[attr-defined]
+
+    def test_longRunInOneRead(self) -> None:
+        """
+        Ten thousand frames of one length in one read, more than the
+        decoder's largest look ahead, then two of another: all come out.
+        """
+        messages = [b"%05d" % i for i in range(10_000)] + [b"x", b"y"]
+        data = self.framing.encodeMany(messages)
+        self.assertEqual(self.feedAll([data]), (messages, data))  # type: ignore[attr-defined]
+
+    def test_overLimitInRun(self) -> None:
+        """
+        A header over the limit among frames of one length stops the
+        decoder there, after the frames before it.
+        """
+        decoder = self.framing.decoder(1000)
+        good = self.framing.encode(b"ok")
+        payloads, raw = decoder.feed(good * 20 + self.framing.header(1001) + good * 5)
+        self.assertEqual(payloads, [b"ok"] * 20)  # type: ignore[attr-defined]
+        self.assertEqual(raw, good * 20)  # type: ignore[attr-defined]
+        self.assertIsInstance(decoder.error, FrameTooLong)  # type: ignore[attr-defined]
+
+    @settings(suppress_health_check=[HealthCheck.differing_executors], deadline=None)
     @given(st.lists(st.binary(max_size=9000), max_size=6), st.lists(st.integers(1, 5000), max_size=40))
     def test_heldAnySplit(self, messages: list[bytes], cuts: list[int]) -> None:
         """

@@ -79,6 +79,23 @@ class SmokeTests(SynchronousTestCase):
         wire = {server: found[("burst", server)]["median"]["wire_bytes_per_delivery"] for server in servers}
         self.assertLess(wire["streamd ws-deflate"], wire["streamd ws"] / 2)
 
+    def test_countedSse(self) -> None:
+        """
+        With --protocols sse-c, burst runs with SSE subscribers counted by
+        the C reader, which deliver, and paced leaves them out: they time
+        nothing.
+        """
+        argv = [*TINY, "-s", "burst,paced", "--rate", "1000", "--protocols", "sse-c"]
+        stdout, document = _bench(self, *argv, timeout=2 * SMOKE_SECONDS)
+        found = {(r["scenario"], r["server"]): r for r in document["results"]}
+        self.assertEqual(
+            sorted(found), [("burst", "streamd"), ("burst", "streamd sse-c"), ("paced", "streamd")]
+        )
+        for result in found.values():
+            self.assertEqual(result["errors"], [])
+            self.assertGreater(result["median"]["deliveries_per_s"], 0)
+        self.assertEqual(stdout.count(b"sse-c/int32"), 1)
+
     def test_resumeAndScrape(self) -> None:
         """
         The resume scenario times reconnects of a seq subscriber; the scrape

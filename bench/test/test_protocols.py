@@ -1,6 +1,7 @@
 """
-Tests for the benchmark's seq, WebSocket and SSE subscribers: they parse
-what streamd's own encoders make, however it is split into reads.
+Tests for the benchmark's seq, WebSocket and SSE subscribers (and the C
+one of C{-p sse-c}): they parse what streamd's own encoders make, however
+it is split into reads.
 """
 
 from __future__ import annotations
@@ -8,11 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from bench.load import filler
 from bench.records import STAMP, Walker
+from bench.ssereader import ssecount
 from bench.test.test_bench import _OpeningMixin, _payloads, _WalkerMixin
 from bench.webrecords import Dechunker, WebSocketFrames, pong
 from bench.wire import (
@@ -370,3 +378,68 @@ class SseOpeningTests(_OpeningMixin, SynchronousTestCase):
             b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n",
         ):
             self.assertRaises(ConnectionError, self.wire.answered, data, True)
+
+
+class CountedSseTests(SynchronousTestCase):
+    """
+    C{bench/ssecount.c}, the C reader of C{-p sse-c}, compiled as the bench
+    compiles it, counts what streamd's encoders make, however the response
+    is split into reads.
+    """
+
+    def test_counts(self) -> None:
+        """
+        Behind the answer's head: the hello, a comment, text and binary
+        events, in chunks written a few bytes at a time; it counts the
+        messages alone, and says ready once the head is in.
+        """
+        payloads = [b"\x00" * 7 + b"\nline\ntwo", b"\xff" * 8 + b"\r", bytes(8), b"x" * 1000]
+        events = namedEvent("hello", {"epoch": "e", "next": 1}) + b": keepalive\n\n"
+        events += b"".join(event(p, f"e-{i}") for i, p in enumerate(payloads * 25))
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        body = b"".join(_chunk(events[at : at + 333]) for at in range(0, len(events), 333))
+        with socket.create_server(("127.0.0.1", 0)) as server, tempfile.TemporaryDirectory() as tmp:
+            counts = Path(tmp) / "counts"
+            counts.write_bytes(bytes(8))
+            port = server.getsockname()[1]
+            process = subprocess.Popen(
+                [ssecount(), str(port), str(counts), "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            assert process.stdin is not None and process.stdout is not None
+            client, _ = server.accept()
+            with client:
+                self.assertTrue(client.recv(1000).startswith(b"GET /events HTTP/1.1\r\n"))
+                client.sendall(head)
+                self.assertEqual(process.stdout.readline(), b"ready\n")
+                for at in range(0, len(body), 7):
+                    client.sendall(body[at : at + 7])
+                deadline = time.monotonic() + 10
+                while int.from_bytes(counts.read_bytes(), sys.byteorder) < 100 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                process.stdin.close()
+                self.assertEqual(process.wait(10), 0)
+            self.assertEqual(int.from_bytes(counts.read_bytes(), sys.byteorder), 100)
+
+    def test_bye(self) -> None:
+        """
+        A C{bye} event is an error, one line that says so.
+        """
+        with socket.create_server(("127.0.0.1", 0)) as server, tempfile.TemporaryDirectory() as tmp:
+            counts = Path(tmp) / "counts"
+            counts.write_bytes(bytes(8))
+            process = subprocess.Popen(
+                [ssecount(), str(server.getsockname()[1]), str(counts), "1"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            client, _ = server.accept()
+            with client:
+                client.recv(1000)
+                client.sendall(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + _chunk(namedEvent("bye", {"reason": "shutdown", "code": 11}))
+                )
+                _, error = process.communicate(timeout=10)
+            self.assertEqual(process.returncode, 1)
+            self.assertEqual(error, b"ssecount: subscriber 0: the server said bye\n")
