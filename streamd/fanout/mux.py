@@ -43,7 +43,7 @@ class Mux:
         self._sentPrivate = 0
         self._paused = False
         self.closed = False
-        transport.registerProducer(self, True)
+        transport.registerProducer(self, self.streaming)
 
     @property
     def cursors(self) -> list[Cursor]:
