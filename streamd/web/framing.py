@@ -66,6 +66,8 @@ def frames(payloads: Sequence[Payload]) -> bytes:
     L{CONTROL} byte (all text, then) costs no Python work per message: its
     headers are looked up and interleaved with the payloads in C.
     """
+    if len(payloads) == 1:
+        return frame(payloads[0])
     joined = b"".join(payloads)
     if not joined.isascii() or CONTROL in joined:
         return b"".join([frame(p) for p in payloads])
@@ -78,6 +80,8 @@ def frames(payloads: Sequence[Payload]) -> bytes:
 def _isText(data: bytes) -> bool:
     if data.startswith(CONTROL):
         return False
+    if data.isascii():
+        return True
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
