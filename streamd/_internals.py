@@ -6,7 +6,9 @@ switch of its own (L{streamd.config.Shortcuts}, C{twistd streamd
 --no-fast-write}, C{--no-big-reads}, C{--no-accept-first}):
 
   - C{fastWrite}: L{streamd.fanout.socketcursor.SocketCursor} sends to a client's
-    socket itself instead of through Twisted's write buffer;
+    socket itself instead of through Twisted's write buffer (after what a
+    protocol wrote to that buffer itself, such as a WebSocket handshake's
+    answer);
   - C{bigReads}: a client's transport reads up to
     L{streamd.fanout.socketcursor.READ_SIZE} bytes at once, not 64 KiB;
   - C{acceptFirst}: L{streamd.listen.accept.AcceptFirstPort} accepts every waiting
@@ -45,6 +47,7 @@ BORROWED: dict[str, tuple[str, ...]] = {
         "twisted.internet.tcp.Connection.socket",
         "twisted.internet.abstract.FileDescriptor.startWriting",
         "twisted.internet.abstract.FileDescriptor.doWrite (resumes a pull producer when empty)",
+        "twisted.internet.abstract.FileDescriptor.doWrite (sends its buffer before it resumes a pull producer)",
     ),
     "bigReads": ("twisted.internet.abstract.FileDescriptor.bufferSize",),
     "acceptFirst": (

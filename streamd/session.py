@@ -580,16 +580,17 @@ class Session:
         if self.access is not Access.NONE and self.state is SessionState.AWAITING:
             self._stream()
 
-    def startStreams(self, direct: bool = False) -> None:
+    def startStreams(self, direct: bool = False, afterTransport: bool = False) -> None:
         """
         The client will be sent several streams, each as it subscribes to
         it (L{subscribe}), once it may read; its frames go through a
         L{Mux} from now on.
 
         @param direct: whether the mux may send straight to the socket (a
-            L{streamd.fanout.mux.SocketMux}): not when the transport may
-            still hold what the protocol wrote itself (an HTTP answer),
-            which must go first.
+            L{streamd.fanout.mux.SocketMux}).
+        @param afterTransport: whether the transport may still hold what
+            the protocol wrote itself (an HTTP answer), which must go
+            first: a mux that sends to the socket then waits for it.
         """
         streams = self.context.streams
         assert streams is not None and self.subscriptions is None
@@ -597,7 +598,9 @@ class Session:
         if cursor is not None:
             cursor.abandon()
             cursor.transport.unregisterProducer()
-        self.subscriptions = Subscriptions(self, streams, self.adapter.transport, self.identity, direct)
+        self.subscriptions = Subscriptions(
+            self, streams, self.adapter.transport, self.identity, direct, afterTransport
+        )
         self._request = MANY
         if self.access is not Access.NONE and self.state is SessionState.AWAITING:
             self._stream()

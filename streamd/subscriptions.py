@@ -48,11 +48,12 @@ class Subscriptions:
         transport: object,
         serial: int | None = None,
         direct: bool = False,
+        afterTransport: bool = False,
     ) -> None:
         self.session: Session | None = session
         self.streams = streams
         self.serial = newSerial() if serial is None else serial
-        self.mux = (SocketMux if direct and sendsToSocket(transport) else Mux)(transport)
+        self.mux = SocketMux(transport, afterTransport) if direct and sendsToSocket(transport) else Mux(transport)
         self.cursors: dict[Hub, Cursor] = {}
         self._requests: dict[str, StartRequest] = {}
         self._patterns: set[str] = set()

@@ -34,6 +34,7 @@ from streamd.server import StreamServerProtocol
 from streamd.web.framing import WEBSOCKET
 
 from .support import InMemoryDaemon, frames
+from .test_socketcursor import Owner
 
 PAYLOAD = b"x" * 96
 CHUNK = INT32.encode(PAYLOAD)  # 100 bytes on the wire
@@ -257,6 +258,26 @@ class CursorTests(FlowTestCase):
         self.daemon.hub.publish([b"later"])
         received = b"".join(transport.take() for _ in range(4))
         self.assertEqual(frames(received), [PAYLOAD] * 5 + [b"direct", b"later"])
+
+    def test_fullBeforeSubscribed(self) -> None:
+        """
+        A cursor whose connection filled before it subscribed (a pong sent
+        while its client was still sending its token) joins the hub among
+        those behind: it is never handed a batch while its transport is
+        full, and gets what follows once, in order.
+        """
+        hub = self.daemon.hub
+        transport = BoundedTransport()
+        cursor = Cursor(transport, hub, INT32, Owner())
+        cursor.sendPrivate(b"p" * 300)
+        hub.subscribe(cursor)
+        hub.publish([PAYLOAD])
+        self.assertEqual(transport.value(), b"p" * 300)
+        received = transport.take() + transport.take()
+        self.assertEqual(received, b"p" * 300 + CHUNK)
+        self.assertTrue(cursor.live)
+        hub.publish([b"live"])
+        self.assertEqual(frames(transport.take()), [b"live"])
 
 
 class LimitTests(FlowTestCase):

@@ -29,6 +29,8 @@ CONTRACTS = {
         "tests.test_internals.FastWriteContractTests.test_startWriting",
     "twisted.internet.abstract.FileDescriptor.doWrite (resumes a pull producer when empty)":
         "tests.test_internals.FastWriteContractTests.test_writableResumesPullProducer",
+    "twisted.internet.abstract.FileDescriptor.doWrite (sends its buffer before it resumes a pull producer)":
+        "tests.test_internals.FastWriteContractTests.test_bufferSentBeforePullProducer",
     "twisted.internet.abstract.FileDescriptor.bufferSize":
         "tests.test_internals.BigReadsContractTests.test_bufferSizeIsTheReadSize",
     "twisted.internet.tcp._accept": "tests.integration.test_internals.AcceptFirstContractTests.test_accept",
@@ -151,6 +153,35 @@ class FastWriteContractTests(SynchronousTestCase):
         self.assertEqual(producer.resumed, 2)
         self.assertNotIn(transport, reactor.getWriters())
         self.assertEqual(transport.dataBuffer, b"")
+
+    def test_bufferSentBeforePullProducer(self) -> None:
+        """
+        A transport that holds bytes written through it (more than its
+        socket takes at once) calls its pull producer's C{resumeProducing}
+        only once it has handed the kernel all of them: an HTTP answer goes
+        out before a cursor that waits for it.
+        """
+        transport, far, _ = socketPair(self)
+        producer = PullRecorder()
+        transport.registerProducer(producer, False)
+        answer = bytes(range(256)) * 200
+        transport.write(answer)
+        received = b""
+        writes = 0
+        while producer.resumed == 1 and writes < 1000:
+            transport.doWrite()
+            writes += 1
+            try:
+                received += far.recv(1 << 20)
+            except BlockingIOError:
+                pass
+        self.assertEqual(producer.resumed, 2)
+        self.assertGreater(writes, 1)
+        try:
+            received += far.recv(1 << 20)
+        except BlockingIOError:
+            pass
+        self.assertEqual(received, answer)
 
 
 class Chunks(Protocol):

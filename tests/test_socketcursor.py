@@ -189,6 +189,31 @@ class SocketCursorTests(SynchronousTestCase):
         messages = INT32.decoder(1 << 20).feed(self.drain())[0]
         self.assertEqual(messages, [b"x" * 100_000, b"theirs"])
 
+    def test_waitsForTransport(self) -> None:
+        """
+        A cursor made after the protocol wrote to the transport itself (an
+        HTTP answer, bigger than the socket takes at once) sends nothing
+        before the transport has sent that, however much is published
+        meanwhile, then everything in order, and goes live.
+        """
+        self.cursor.abandon()
+        self.transport.unregisterProducer()
+        answer = b"HTTP/1.1 101 Switching Protocols\r\n" + b"h" * 20_000 + b"\r\n\r\n"
+        self.transport.write(answer)
+        cursor = cursorFor(self.transport, self.hub, INT32, self.owner, afterTransport=True)
+        self.hub.subscribe(cursor)
+        cursor.sendPrivate(INT32.encode(b"greeting"))
+        for i in range(20):
+            self.hub.publish([b"m%d" % i + b"x" * 5000])
+        self.assertRaises(BlockingIOError, self.far.recv, 10)
+        received = self.drain()
+        self.assertEqual(received[: len(answer)], answer)
+        messages = INT32.decoder(1 << 20).feed(received[len(answer) :])[0]
+        self.assertEqual(messages, [b"greeting"] + [b"m%d" % i + b"x" * 5000 for i in range(20)])
+        self.assertTrue(cursor.live)
+        self.hub.publish([b"live"])
+        self.assertEqual(self.far.recv(100), INT32.encode(b"live"))
+
     def test_disconnectingSendsNothing(self) -> None:
         """
         A transport that is closing is given nothing more.

@@ -26,6 +26,7 @@ class Recorder:
     """
 
     framing: Framing = INT32
+    live = True
 
     def __init__(self) -> None:
         self.messages: list[bytes] = []

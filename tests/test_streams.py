@@ -501,7 +501,7 @@ class SocketMuxTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.transport, self.far, _ = socketPair(self)
+        self.transport, self.far, self.reactor = socketPair(self)
         self.mux = SocketMux(self.transport)
         self.streams = Streams(Stats(), Clock(), FlowControl())
 
@@ -514,21 +514,28 @@ class SocketMuxTests(SynchronousTestCase):
 
     def drain(self) -> list[bytes]:
         """
-        Read the far end as the reactor would let the mux write: whenever
-        the socket is empty, the mux is asked for more, until it has none.
+        The frames L{receive} reads.
+        """
+        return frames(self.receive())
+
+    def receive(self) -> bytes:
+        """
+        Read the far end, playing the reactor: the transport's C{doWrite}
+        runs while it watches for writability (which is how the mux is
+        asked for more), until nothing more comes.
         """
         received = b""
-        idle = 0
-        while idle < 2:
+        for _ in range(100_000):
             try:
                 chunk = self.far.recv(1 << 20)
             except BlockingIOError:
-                idle += 1
-                self.mux.resumeProducing()
-                continue
-            idle = 0
+                chunk = b""
             received += chunk
-        return frames(received)
+            if self.transport in self.reactor.getWriters():
+                self.transport.doWrite()
+            elif not chunk:
+                break
+        return received
 
     def test_interleavedWhole(self) -> None:
         """
@@ -558,6 +565,28 @@ class SocketMuxTests(SynchronousTestCase):
         self.streams.open("small").publish([b"after"])
         self.streams.open("big").publish([b"not sent"])
         self.assertEqual(self.drain(), [b"z" * 200_000, b"after"])
+
+    def test_waitsForTransport(self) -> None:
+        """
+        A mux made after the protocol wrote to the transport itself (an
+        HTTP answer, bigger than the socket takes at once) sends nothing
+        before the transport has sent that, then its own frames and the
+        streams in order.
+        """
+        self.transport.unregisterProducer()
+        answer = b"HTTP/1.1 101 Switching Protocols\r\n" + b"h" * 20_000 + b"\r\n\r\n"
+        self.transport.write(answer)
+        self.mux = SocketMux(self.transport, afterTransport=True)
+        self.mux.sendPrivate(INT32.encode(b"hello"))
+        self.subscribe("a")
+        for i in range(20):
+            self.streams.open("a").publish([b"a%d-" % i + b"x" * 5000])
+        self.assertRaises(BlockingIOError, self.far.recv, 10)
+        received = self.receive()
+        self.assertEqual(received[: len(answer)], answer)
+        self.assertEqual(
+            frames(received[len(answer) :]), [b"hello"] + [b"a%d-" % i + b"x" * 5000 for i in range(20)]
+        )
 
 
 NAMES = ["a", "a.x", "a.y", "b.x", "b.y.z"]

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from base64 import b64decode
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.fanout.resume import Start, StartRequest
 from streamd.web.context import BadPosition, parseEventId, startRequest
-from streamd.web.framing import WEBSOCKET, EventFraming, control, event, frame
+from streamd.web.framing import WEBSOCKET, EventFraming, control, event, frame, frames
 from tests.webtools import EPOCH, controls, events, serverFrames, webContext
 
 
@@ -51,6 +53,26 @@ class WebSocketFramingTests(SynchronousTestCase):
         An entry is its messages' frames joined.
         """
         self.assertEqual(serverFrames(WEBSOCKET.encodeEntry([b"a", b"b"], 7)), [(1, b"a"), (1, b"b")])
+
+    @given(
+        st.lists(
+            st.one_of(
+                st.binary(max_size=300),
+                st.text(max_size=200).map(str.encode),
+                st.sampled_from([b"", b"\x1e{}", b"a\x1eb", b"x" * 125, b"x" * 126, b"x" * 65536]),
+            ),
+            max_size=20,
+        ),
+        st.booleans(),
+    )
+    def test_batchIsEachFrame(self, payloads: list[bytes], views: bool) -> None:
+        """
+        A batch's frames, made at once (in C where it is all ASCII text),
+        are the L{frame} of each message joined, whether its payloads are
+        bytes or views of a read.
+        """
+        batch = [memoryview(p) for p in payloads] if views else payloads
+        self.assertEqual(frames(batch), b"".join(frame(p) for p in payloads))
 
 
 class EventFramingTests(SynchronousTestCase):

@@ -6,13 +6,19 @@ consumer cut as a TCP one is.
 
 from __future__ import annotations
 
+import socket
 import sys
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.tcp import Connection
+from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy
 from streamd.config import FlowControl, ServerConfig
+from streamd.fanout.mux import SocketMux
+from streamd.fanout.socketcursor import SocketCursor
 from streamd.reasons import Reason
 from streamd.session import MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
@@ -43,12 +49,14 @@ class _Client:
     One WebSocket connection to a protocol on a test transport.
     """
 
-    def __init__(self, context: WebContext, query: bytes = b"", headers: bytes = b"") -> None:
+    def __init__(
+        self, context: WebContext, query: bytes = b"", headers: bytes = b"", transport: TCPLikeTransport | None = None
+    ) -> None:
         factory = StreamWebSocketFactory(context)
         # autobahn's pings use the global reactor: not in these tests.
         factory.setProtocolOptions(autoPingInterval=0)
         self.protocol: StreamWebSocketProtocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
-        self.transport = TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
+        self.transport = transport or TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000))
         self.protocol.makeConnection(self.transport)
         self.protocol.dataReceived(HANDSHAKE % (query, headers))
         self.status, _, self._rest = self.transport.value().partition(b"\r\n\r\n")
@@ -278,6 +286,32 @@ class WebSocketTests(SynchronousTestCase):
         self.assertTrue(cursor.closed)
 
 
+    def test_closeInFrameBuffered(self) -> None:
+        """
+        On a transport that buffers (TLS), a client that closes while the
+        daemon has handed over only part of a large frame gets the rest of
+        that frame, then the answer to its close.
+        """
+        context = webContext()
+        client = _Client(context, transport=_FillingTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)))
+        context.hub.publish([b"z" * 300_000])
+        self.assertLess(len(client.transport.value()), 300_000)
+        client.send((1000).to_bytes(2, "big"), opcode=8)
+        self.assertEqual(client.frames()[1:], [(1, b"z" * 300_000), (8, (1000).to_bytes(2, "big"))])
+
+
+class _FillingTransport(TCPLikeTransport):
+    """
+    A transport whose buffer is full (it pauses its producer) once it holds
+    more than 100,000 bytes.
+    """
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None and len(self.value()) > 100_000:
+            self.producer.pauseProducing()
+
+
 class FragmentTests(SynchronousTestCase):
     """
     A message sent in pieces (WebSocket fragments): held once, counted with
@@ -385,3 +419,170 @@ class PingTests(SynchronousTestCase):
         self.assertEqual(context.hub.stats.disconnects[Reason.PING_FLOOD], 0)
         client.send(b"x" * 125, opcode=9)
         self.assertEqual(context.hub.stats.disconnects[Reason.PING_FLOOD], 1)
+
+
+class _PeerConnection(Connection):
+    """
+    A TCP transport on one end of a socket pair, with the peer a TCP
+    listener's connection has.
+    """
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 5000)
+
+
+class _SocketClient(_Client):
+    """
+    One WebSocket connection to a protocol on a real socket with 4 KiB
+    buffers, the test playing the reactor (as in
+    C{tests/test_socketcursor.py}): what the daemon sends is read from the
+    far end, in the order the kernel got it.
+    """
+
+    def __init__(self, case: SynchronousTestCase, context: WebContext, path: bytes = b"") -> None:
+        factory = StreamWebSocketFactory(context)
+        factory.setProtocolOptions(autoPingInterval=0)
+        self.protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+        near, self.far = socket.socketpair()
+        near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        case.addCleanup(near.close)
+        case.addCleanup(self.far.close)
+        near.setblocking(False)
+        self.far.setblocking(False)
+        self.reactor = MemoryReactor()
+        self.transport = _PeerConnection(near, self.protocol, self.reactor)  # type: ignore[assignment]
+        self.transport.connected = True
+        self.received = b""
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(HANDSHAKE % (path, b""))
+
+    def read(self) -> bytes:
+        """
+        Everything the far end got so far: its kernel's reads, the
+        transport writing whenever it watches for writability, until
+        nothing more comes.
+        """
+        transport: Connection = self.transport  # type: ignore[assignment]
+        for _ in range(100_000):
+            try:
+                chunk = self.far.recv(1 << 16)
+            except BlockingIOError:
+                chunk = b""
+            self.received += chunk
+            if transport.connected and transport in self.reactor.getWriters():
+                why = transport.doWrite()
+                if why is not None:
+                    transport.connectionLost(Failure(why))
+            elif not chunk:
+                break
+        return self.received
+
+    def readSome(self) -> None:
+        """
+        Let the transport write once, and the far end read what came.
+        """
+        transport: Connection = self.transport  # type: ignore[assignment]
+        if transport in self.reactor.getWriters():
+            transport.doWrite()
+        self.received += self.far.recv(1 << 16)
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        answer, _, frames = self.read().partition(b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 101 "), answer[:40]
+        return serverFrames(frames)
+
+
+class SocketTests(SynchronousTestCase):
+    """
+    On a TCP connection a WebSocket client's stream goes straight to its
+    socket, as a TCP client's does: after the handshake's answer, and with
+    every frame whole whatever autobahn writes meanwhile.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(cancelBatchedTimers)
+
+    def publishBacklog(self, context: WebContext) -> list[bytes]:
+        """
+        Publish far more than the socket holds, in messages bigger than it.
+        """
+        messages = [bytes([65 + i % 26]) * (20_000 + i) for i in range(40)]
+        for message in messages:
+            context.hub.publish([message])
+        return messages
+
+    def test_answerFirst(self) -> None:
+        """
+        The handshake's answer, bigger than the socket takes at once with
+        the stream behind it, arrives first and whole; then C{hello} and
+        the stream, sent by a L{SocketCursor} that never fills Twisted's
+        buffer.
+        """
+        context = webContext()
+        client = _SocketClient(self, context)
+        session = client.protocol.session
+        assert session is not None
+        self.assertIsInstance(session.cursor, SocketCursor)
+        messages = self.publishBacklog(context)
+        frames = client.frames()
+        self.assertEqual(controls(frames[:1]), [{"type": "hello", "epoch": EPOCH, "next": 1}])
+        self.assertEqual([payload for _, payload in frames[1:]], messages)
+        self.assertTrue(session.cursor.live)
+        context.hub.publish([b"live"])
+        self.assertEqual(client.frames()[-1], (1, b"live"))
+        self.assertEqual(client.transport.dataBuffer, b"")
+
+    def test_closeInBacklog(self) -> None:
+        """
+        A client that closes while far behind gets the frame begun whole,
+        then the answer to its close, and nothing after it.
+        """
+        context = webContext()
+        client = _SocketClient(self, context)
+        messages = self.publishBacklog(context)
+        client.readSome()
+        client.readSome()
+        client.send((1000).to_bytes(2, "big"), opcode=8)
+        frames = client.frames()
+        self.assertEqual(frames[-1], (8, (1000).to_bytes(2, "big")))
+        sent = [payload for _, payload in frames[1:-1]]
+        self.assertEqual(sent, messages[: len(sent)])
+        self.assertLess(len(sent), len(messages))
+        self.assertFalse(client.transport.connected)
+
+    def test_pongsInOrder(self) -> None:
+        """
+        A ping is answered in order with the stream, on the socket.
+        """
+        context = webContext()
+        client = _SocketClient(self, context)
+        client.read()
+        context.hub.publish([b"before"])
+        client.send(b"p", opcode=9)
+        context.hub.publish([b"after"])
+        self.assertEqual(client.frames()[1:], [(1, b"before"), (10, b"p"), (1, b"after")])
+
+    def test_severalStreams(self) -> None:
+        """
+        A client of several streams gets the handshake's answer first, then
+        its streams through a L{SocketMux}; closing in the middle of its
+        backlog, it gets whole frames, then the answer to its close.
+        """
+        context = webContext()
+        client = _SocketClient(self, context, b"/news")
+        session = client.protocol.session
+        assert session is not None
+        self.assertIsInstance(session.outlet, SocketMux)
+        news = context.streams.open("news")  # type: ignore[union-attr]
+        for i in range(40):
+            news.publish([b"n%d-" % i + b"x" * 20_000])
+        client.readSome()
+        client.readSome()
+        client.send((1000).to_bytes(2, "big"), opcode=8)
+        frames = client.frames()
+        self.assertEqual([c["type"] for c in controls(frames[:2])], ["hello", "stream"])
+        data = [payload for opcode, payload in frames if opcode == 2 or (opcode == 1 and payload[:1] != b"\x1e")]
+        self.assertEqual(data, [b"n%d-" % i + b"x" * 20_000 for i in range(len(data))])
+        self.assertLess(len(data), 40)
+        self.assertEqual(frames[-1], (8, (1000).to_bytes(2, "big")))

@@ -120,6 +120,8 @@ def tokenConfig(case: Any, token: str = "sesame") -> ServerConfig:
 def serverFrames(data: bytes) -> list[tuple[int, bytes]]:
     """
     The (opcode, payload) of every unmasked frame in C{data}.
+
+    @raise ValueError: if C{data} ends inside a frame.
     """
     frames = []
     offset = 0
@@ -132,6 +134,8 @@ def serverFrames(data: bytes) -> list[tuple[int, bytes]]:
         elif length == 127:
             (length,) = unpack_from(">Q", data, offset)
             offset += 8
+        if offset + length > len(data):
+            raise ValueError(f"a frame of {length} bytes cut after {len(data) - offset}")
         frames.append((opcode, data[offset : offset + length]))
         offset += length
     return frames

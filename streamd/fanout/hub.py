@@ -172,8 +172,13 @@ class Hub:
 
     def subscribe(self, cursor: Cursor) -> None:
         """
-        Add C{cursor} at the head of the log.
+        Add C{cursor} at the head of the log; among those behind if its
+        connection is full already (a pong it was sent before its stream
+        started), so that it is handed no batch before it has sent that.
         """
+        if not cursor.live:
+            self.cursorBehind(cursor)
+            return
         self._live[cursor] = None
         self._deliveries = None
 

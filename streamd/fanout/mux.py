@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from streamd.fanout.cursor import Cursor
+from streamd.fanout.socketcursor import nothingTaken
 
 
 @implementer(IPushProducer)
@@ -43,7 +44,7 @@ class Mux:
         self._sentPrivate = 0
         self._paused = False
         self.closed = False
-        transport.registerProducer(self, True)
+        transport.registerProducer(self, self.streaming)
 
     @property
     def cursors(self) -> list[Cursor]:
@@ -227,10 +228,21 @@ class SocketMux(Mux):
 
     streaming = False
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, afterTransport: bool = False) -> None:
+        """
+        @param afterTransport: whether the transport may still hold bytes
+            the protocol wrote through it (an HTTP answer), which must go
+            first: nothing is sent to the socket before the transport has
+            sent them (as L{streamd.fanout.socketcursor.SocketCursor.waitForTransport}).
+        """
         self._socketSend = transport.socket.send
         self._unsentBytes: memoryview | None = None
+        self._waiting = False
         super().__init__(transport)
+        if afterTransport:
+            self._waiting = True
+            self._socketSend = nothingTaken
+            transport.startWriting()
 
     def write(self, data: bytes) -> None:
         self._send(data)
@@ -262,6 +274,9 @@ class SocketMux(Mux):
         The socket can take more: what it did not take first, then the
         cursors.
         """
+        if self._waiting:
+            self._waiting = False
+            self._socketSend = self.transport.socket.send
         unsent = self._unsentBytes
         if unsent is not None:
             self._unsentBytes = None

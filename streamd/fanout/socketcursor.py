@@ -44,16 +44,32 @@ def sendsToSocket(transport: object) -> bool:
     return isinstance(transport, Connection) and hasattr(transport, "socket") and _internals.allowed("fastWrite")
 
 
-def cursorFor(transport: Any, hub: Any, framing: Any, owner: Any) -> Cursor:
+def nothingTaken(data: object) -> int:
+    """
+    The send of a socket that must not be sent to yet: it takes nothing.
+    """
+    return 0
+
+
+def cursorFor(transport: Any, hub: Any, framing: Any, owner: Any, afterTransport: bool = False) -> Cursor:
     """
     The fastest cursor that works with C{transport}; a TCP or UNIX one also
     reads L{READ_SIZE} bytes at once, where the C{bigReads} shortcut is
     allowed.
+
+    @param afterTransport: whether the transport may still hold bytes the
+        protocol wrote through it (an HTTP answer), which must go first: a
+        L{SocketCursor} then sends nothing before the transport has sent
+        them (L{SocketCursor.waitForTransport}).
     """
     if isinstance(transport, Connection) and _internals.allowed("bigReads"):
         transport.bufferSize = READ_SIZE
-    kind = SocketCursor if sendsToSocket(transport) else Cursor
-    return kind(transport, hub, framing, owner)
+    if not sendsToSocket(transport):
+        return Cursor(transport, hub, framing, owner)
+    cursor = SocketCursor(transport, hub, framing, owner)
+    if afterTransport:
+        cursor.waitForTransport()
+    return cursor
 
 
 class SocketCursor(Cursor):
@@ -64,7 +80,7 @@ class SocketCursor(Cursor):
     again after the cursor asked it to watch (C{startWriting}).
     """
 
-    __slots__ = ("_send", "_sendmsg")
+    __slots__ = ("_send", "_sendmsg", "_waiting")
 
     streaming = False
 
@@ -72,7 +88,20 @@ class SocketCursor(Cursor):
         sock = transport.socket
         self._send = sock.send
         self._sendmsg = sock.sendmsg
+        self._waiting = False
         super().__init__(transport, hub, framing, owner)
+
+    def waitForTransport(self) -> None:
+        """
+        Send nothing before the transport has sent what it holds (an HTTP
+        answer the protocol wrote through it): until then the socket is
+        taken to accept nothing, so this cursor keeps what it is given as
+        it does for a full socket, and the transport resumes it, its pull
+        producer, once its own buffer is empty.
+        """
+        self._waiting = True
+        self._send = self._sendmsg = nothingTaken
+        self.transport.startWriting()
 
     def _write(self, data: bytes) -> None:
         if self.transport.disconnecting:
@@ -103,6 +132,11 @@ class SocketCursor(Cursor):
         self.transport.abortConnection()
 
     def resumeProducing(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            sock = self.transport.socket
+            self._send = sock.send
+            self._sendmsg = sock.sendmsg
         if self.closed or self.live:
             return
         self.hub.cursorDrained(self)

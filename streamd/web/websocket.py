@@ -6,9 +6,12 @@ handshake is done, the stream is written by the session's L{Cursor} (or,
 for a client of several streams, by one cursor per stream through the
 session's L{streamd.fanout.mux.Mux}) as frames made once per history entry
 (L{streamd.web.framing}): the hub's fast loop, flow control and limits apply
-unchanged.  With C{--http-compress}, a client that negotiates
-permessage-deflate is sent them compressed, made once per entry too
-(L{streamd.web.deflate}).
+unchanged.  On a TCP or UNIX connection that cursor (or mux) sends straight
+to the socket, as a TCP client's does, once the transport has sent the
+handshake's answer; from then on, what autobahn writes itself (a close
+frame) goes through it too, so that nothing cuts into a frame begun.  With
+C{--http-compress}, a client that negotiates permessage-deflate is sent the
+frames compressed, made once per entry too (L{streamd.web.deflate}).
 
 A client of several streams also sends control messages (text beginning
 with U+001E, one JSON object): C{in} names the stream its messages go to,
@@ -32,6 +35,7 @@ from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
 from streamd.fanout.mux import Mux
 from streamd.fanout.resume import HEAD, Gap, StartPoint, StartRequest
+from streamd.fanout.socketcursor import cursorFor
 from streamd.framing import Framing
 from streamd.listen.tcpinfo import bytesAcked
 from streamd.names import BadName, isPattern
@@ -241,16 +245,17 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
                 self._perMessageCompress, self.factory.context.config.maxMessageSize, self._inflateFailed
             )
         # twisted.web's HTTP channel was the connection's producer until the
-        # upgrade; the cursor (or the mux of several streams) is now.
+        # upgrade; the cursor (or the mux of several streams) is now.  The
+        # transport still holds the handshake's answer, which goes first.
         self.transport.unregisterProducer()
         asked = self._streams
         if asked is None:
             hub = self.factory.context.hub
             framing = WEBSOCKET if self._deflater is None else streamFraming(hub, self._deflater)
-            session.attach(Cursor(self.transport, hub, framing, session))
+            session.attach(cursorFor(self.transport, hub, framing, session, afterTransport=True))
             session.start(self._request)
             return
-        session.startStreams()
+        session.startStreams(direct=True, afterTransport=True)
         for subject in asked.subjects:
             session.subscribe(subject, asked.start, asked.positions)
 
@@ -351,6 +356,39 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             session.subscribe(subject, StreamsRequest((subject,), positions).start, positions)
         else:
             session.unsubscribe(subject)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """
+        What autobahn writes itself: through the session's outlet, in order
+        with the stream, while it is open; else (the handshake's answer, a
+        refusal, a close frame after the goodbye) through the transport.
+        """
+        outlet = self._outlet()
+        if outlet is None:
+            super().sendData(data, sync, chopsize)
+        else:
+            outlet.sendPrivate(data)
+
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False) -> None:
+        """
+        A close frame (an answer to the client's, above all) ends the
+        stream: it follows the frame begun, and nothing follows it.
+        """
+        outlet = self._outlet()
+        if outlet is None or self.state != self.STATE_OPEN:
+            super().sendCloseFrame(code, reasonUtf8, isReply)
+            return
+        close = super().sendCloseFrame
+        outlet.sendFinal(b"", lambda: close(code, reasonUtf8, isReply))
+
+    def _outlet(self) -> Cursor | Mux | None:
+        """
+        The session's outlet, once the connection is open and while the
+        outlet sends.
+        """
+        session = self.session
+        outlet = session.outlet if self._opened and session is not None else None
+        return None if outlet is None or outlet.closed else outlet
 
     def onPong(self, payload: bytes) -> None:
         if self.session is not None:

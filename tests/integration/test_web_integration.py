@@ -24,12 +24,14 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from streamd.config import DEFAULT_HEADER_TIMEOUT, DaemonConfig, Listen, ServerConfig
+from streamd.config import DEFAULT_HEADER_TIMEOUT, DaemonConfig, FlowControl, Listen, ServerConfig
+from streamd.fanout.mux import SocketMux
+from streamd.fanout.socketcursor import SocketCursor
 from streamd.reasons import Reason
 from streamd.service import StreamdService
 from streamd.web.websocket import MAX_UNANSWERED_PINGS
 from tests.support import startDaemon, waitFor
-from tests.webtools import cancelBatchedTimers, events, tokenConfig
+from tests.webtools import cancelBatchedTimers, controls, events, serverFrames, tokenConfig
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -107,6 +109,7 @@ class _Mixin:
     """
 
     config = ServerConfig()
+    flow = FlowControl()
     publicMetrics = False
     headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT
     compress: int | None = None
@@ -121,6 +124,7 @@ class _Mixin:
             httpPublicMetrics=self.publicMetrics,
             httpHeaderTimeout=self.headerTimeout,
             httpCompress=self.compress,
+            flow=self.flow,
         )
         self.service: StreamdService
         self.service, _ = startDaemon(self, config)
@@ -591,3 +595,124 @@ class HostileTests(_Mixin, TestCase):
             yield deferLater(reactor, 0.01, lambda: None)
         yield waitFor(lambda: self.hub.stats.disconnects[Reason.PING_FLOOD] == 1)
         self.assertGreater(MAX_UNANSWERED_PINGS, 0)
+
+
+HANDSHAKE = (
+    b"GET %s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+CLOSE = bytes((0x88, 0x82)) + b"\0\0\0\0" + (1000).to_bytes(2, "big")
+"""
+A client's close frame (code 1000), masked with a zero mask.
+"""
+
+
+class _SlowReader(_Raw):
+    """
+    A raw client that reads a little at a time: after each read it stops
+    reading for a moment, so the daemon's socket keeps filling up.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        transport: Any = self.transport
+        transport.pauseProducing()
+        reactor.callLater(0.001, transport.resumeProducing)  # type: ignore[attr-defined]
+
+
+class _SocketPathMixin(_Mixin):
+    """
+    A WebSocket client on a TCP connection is sent to straight from the
+    history (L{SocketCursor}, or L{SocketMux} for several streams), after
+    the handshake's answer, every frame whole.
+    """
+
+    flow = FlowControl(history=256 << 20, maxBehind=256 << 20)
+    path = b"/ws"
+    outlet: type = SocketCursor
+
+    def stream(self) -> Any:
+        return self.hub
+
+    @inlineCallbacks
+    def connect(self, protocol: type[_Raw] = _Raw, reads: bool = True) -> Any:
+        client = protocol(HANDSHAKE % self.path, reads)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        yield endpoint.connect(Factory.forProtocol(lambda: client))
+        self.addCleanup(lambda: client.done)
+        self.addCleanup(client.transport.abortConnection)  # type: ignore[union-attr]
+        yield waitFor(lambda: len(self.stream().subscribers) == 1)
+        (connection,) = list(self.service.connections)
+        self.assertIsInstance(connection.outlet, self.outlet)
+        return client
+
+    def published(self, count: int) -> list[bytes]:
+        """
+        Publish C{count} messages of many sizes, up to 200 KB.
+        """
+        messages = [bytes([48 + n % 40]) * (n * 7919 % 200_000 + 1) for n in range(count)]
+        for message in messages:
+            self.stream().publish([message])
+        return messages
+
+    def parse(self, data: bytes) -> tuple[list[dict[str, Any]], list[bytes], list[tuple[int, bytes]]]:
+        """
+        The control messages, the stream's messages and the close frames
+        of what the daemon sent after its handshake's answer, which it
+        checks came first; every frame must parse whole.
+        """
+        answer, _, rest = data.partition(b"\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 101 "), answer[:60])
+        frames = serverFrames(rest)
+        messages = [p for op, p in frames if op in (1, 2) and p[:1] != b"\x1e"]
+        return controls(frames), messages, [(op, p) for op, p in frames if op == 8]
+
+    @inlineCallbacks
+    def test_slowReaderWhole(self) -> None:
+        """
+        A client that reads a little at a time, far behind, gets the
+        handshake's answer first, then every message whole and in order.
+        """
+        client = yield self.connect(_SlowReader)
+        messages = self.published(300)
+        total = sum(map(len, messages))
+        yield waitFor(lambda: len(client.data) > total, seconds=60)
+        yield waitFor(lambda: len(self.parse(client.data)[1]) == len(messages), seconds=60)
+        controlMessages, received, _ = self.parse(client.data)
+        self.assertEqual(controlMessages[0]["type"], "hello")
+        self.assertEqual(received, messages)
+
+    @inlineCallbacks
+    def test_closeInBacklog(self) -> None:
+        """
+        A client that closes while far behind gets whole frames, then the
+        answer to its close, and nothing after it.
+        """
+        client = yield self.connect(reads=False)
+        messages = self.published(300)
+        client.transport.write(CLOSE)
+        client.transport.resumeProducing()
+        yield client.done
+        _, received, closes = self.parse(client.data)
+        self.assertEqual(received, messages[: len(received)])
+        self.assertEqual(closes, [(8, (1000).to_bytes(2, "big"))])
+        self.assertTrue(client.data.endswith(bytes((0x88, 2)) + (1000).to_bytes(2, "big")))
+
+
+class SocketPathTests(_SocketPathMixin, TestCase):
+    """
+    C{/ws}: one stream, through a L{SocketCursor}.
+    """
+
+
+class SeveralStreamsSocketPathTests(_SocketPathMixin, TestCase):
+    """
+    C{/ws/news}: through a L{SocketMux}.
+    """
+
+    path = b"/ws/news"
+    outlet = SocketMux
+
+    def stream(self) -> Any:
+        return self.service.streams.open("news")
