@@ -21,6 +21,19 @@ HELD_RATIO = 1.25
 HELD_CONSTANT = 512
 
 
+def cutInto(data: bytes, cuts: list[int]) -> list[bytes]:
+    """
+    C{data} as reads of the lengths C{cuts}, then one of the rest.
+    """
+    chunks = []
+    offset = 0
+    for cut in cuts:
+        chunks.append(data[offset : offset + cut])
+        offset += cut
+    chunks.append(data[offset:])
+    return chunks
+
+
 class _FramingMixin:
     """
     Checks every framing must pass; mixed into one TestCase per framing.
@@ -213,13 +226,7 @@ class _FramingMixin:
         However the byte stream is cut into reads, the same messages come out.
         """
         data = self.framing.encodeMany(messages)
-        chunks = []
-        offset = 0
-        for cut in cuts:
-            chunks.append(data[offset : offset + cut])
-            offset += cut
-        chunks.append(data[offset:])
-        self.assertEqual(self.feedAll(chunks), (messages, data))  # type: ignore[attr-defined]
+        self.assertEqual(self.feedAll(cutInto(data, cuts)), (messages, data))  # type: ignore[attr-defined]
 
     @settings(suppress_health_check=[HealthCheck.differing_executors], deadline=None)
     @given(
@@ -235,13 +242,7 @@ class _FramingMixin:
         messages = [bytes([n % 251]) * size for n, (size, repeat) in enumerate(runs) for _ in range(repeat)]
         messages = [m[:-1] + bytes([i % 7]) if m else m for i, m in enumerate(messages)]
         data = self.framing.encodeMany(messages)
-        chunks = []
-        offset = 0
-        for cut in cuts:
-            chunks.append(data[offset : offset + cut])
-            offset += cut
-        chunks.append(data[offset:])
-        payloads, raw = self.feedAll(chunks)
+        payloads, raw = self.feedAll(cutInto(data, cuts))  # type: ignore[attr-defined]
         self.assertEqual(([bytes(p) for p in payloads], raw), (messages, data))  # type: ignore[attr-defined]
 
     def test_longRunInOneRead(self) -> None:
