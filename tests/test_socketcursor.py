@@ -72,6 +72,26 @@ def socketPair(case: SynchronousTestCase) -> tuple[Connection, socket.socket, Me
     return transport, far, reactor
 
 
+def readAll(far: socket.socket, transport: Connection, reactor: MemoryReactor, size: int = 1 << 16) -> bytes:
+    """
+    Let the far end read everything, calling the transport's C{doWrite}
+    as the reactor would whenever it watches for writability (which is how
+    a cursor or mux is asked for more), until nothing more comes.
+    """
+    received = b""
+    for _ in range(100_000):
+        try:
+            chunk = far.recv(size)
+        except BlockingIOError:
+            chunk = b""
+        received += chunk
+        if transport in reactor.getWriters():
+            transport.doWrite()
+        elif not chunk:
+            break
+    return received
+
+
 class SocketCursorTests(SynchronousTestCase):
     """
     L{SocketCursor} against a real socket.
@@ -87,21 +107,9 @@ class SocketCursorTests(SynchronousTestCase):
 
     def drain(self) -> bytes:
         """
-        Let the far end read everything, calling the transport's C{doWrite}
-        as the reactor would whenever it watches for writability.
+        Let the far end read everything (L{readAll}).
         """
-        received = b""
-        for _ in range(100_000):
-            try:
-                chunk = self.far.recv(1 << 16)
-            except BlockingIOError:
-                chunk = b""
-            received += chunk
-            if self.transport in self.reactor.getWriters():
-                self.transport.doWrite()
-            elif not chunk:
-                break
-        return received
+        return readAll(self.far, self.transport, self.reactor)
 
     def assertNothingBuffered(self) -> None:
         """

@@ -46,7 +46,7 @@ from streamd.seqserver import SeqServerFactory
 from streamd.stats import Stats
 
 from .support import frames
-from .test_socketcursor import Owner, socketPair
+from .test_socketcursor import Owner, readAll, socketPair
 
 
 class RegistryTests(SynchronousTestCase):
@@ -520,22 +520,9 @@ class SocketMuxTests(SynchronousTestCase):
 
     def receive(self) -> bytes:
         """
-        Read the far end, playing the reactor: the transport's C{doWrite}
-        runs while it watches for writability (which is how the mux is
-        asked for more), until nothing more comes.
+        Read the far end, playing the reactor (L{readAll}).
         """
-        received = b""
-        for _ in range(100_000):
-            try:
-                chunk = self.far.recv(1 << 20)
-            except BlockingIOError:
-                chunk = b""
-            received += chunk
-            if self.transport in self.reactor.getWriters():
-                self.transport.doWrite()
-            elif not chunk:
-                break
-        return received
+        return readAll(self.far, self.transport, self.reactor, 1 << 20)
 
     def test_interleavedWhole(self) -> None:
         """
