@@ -819,6 +819,11 @@ class WebSocketStreamsTests(WebSocketTests):
 
     client = WebSocketStreamsClient
     test_resumeAhead = StreamsTests.test_resumeAhead
+    clustered = StreamsTests.clustered
+    test_resumeAheadOfClusterNodeWaits = StreamsTests.test_resumeAheadOfClusterNodeWaits
+    test_resumeBeforeClusterEpochWaits = StreamsTests.test_resumeBeforeClusterEpochWaits
+    test_resumeAheadOfClusterNodeGivesUp = StreamsTests.test_resumeAheadOfClusterNodeGivesUp
+    test_waitEndsWithTheClient = StreamsTests.test_waitEndsWithTheClient
 
     def test_lateToken(self) -> None:
         """
@@ -837,3 +842,8 @@ class EventsStreamsTests(EventsTests):
 
     client = EventsStreamsClient
     test_resumeAhead = StreamsTests.test_resumeAhead
+    clustered = StreamsTests.clustered
+    test_resumeAheadOfClusterNodeWaits = StreamsTests.test_resumeAheadOfClusterNodeWaits
+    test_resumeBeforeClusterEpochWaits = StreamsTests.test_resumeBeforeClusterEpochWaits
+    test_resumeAheadOfClusterNodeGivesUp = StreamsTests.test_resumeAheadOfClusterNodeGivesUp
+    test_waitEndsWithTheClient = StreamsTests.test_waitEndsWithTheClient
