@@ -8,6 +8,7 @@ C{/connz}, C{/healthz}, and the token's refusals.
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -187,6 +188,21 @@ class OpenTests(_Mixin, TestCase):
         self.assertEqual(json.loads(hello[1:])["type"], "hello")
         self.assertEqual(messages, [(False, "héllo".encode()), (True, b"\xff\x00")])
         self.assertEqual(self.hub.history.nextSequence, 3)
+
+    @inlineCallbacks
+    def test_noDelay(self) -> None:
+        """
+        WebSocket and event-stream clients have Nagle's algorithm off on the
+        daemon's side, as TCP clients do (twisted.web's channel and
+        autobahn turn it off): a small message is not held back until the
+        client acknowledges the one before.
+        """
+        yield self.webSocket()
+        yield self.eventStream(b"GET /events HTTP/1.0\r\n\r\n")
+        yield waitFor(lambda: len(list(self.service.connections)) == 2)
+        for session in self.service.connections:
+            sock = session.adapter.transport.getHandle()
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1, session.peer)
 
     @inlineCallbacks
     def test_webSocketResume(self) -> None:
