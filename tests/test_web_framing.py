@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from base64 import b64decode
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.fanout.resume import Start, StartRequest
 from streamd.web.context import BadPosition, parseEventId, startRequest
-from streamd.web.framing import WEBSOCKET, EventFraming, control, event, frame, frames
+from streamd.web.framing import WEBSOCKET, EventFraming, control, event, eventBatch, frame, frames
 from tests.webtools import EPOCH, controls, events, serverFrames, webContext
 
 
@@ -87,6 +87,35 @@ class EventFramingTests(SynchronousTestCase):
         """
         parsed = events(EventFraming(webContext().hub.history).encodeEntry([b"one", b"two"], 41).decode())
         self.assertEqual(parsed, [{"id": f"{EPOCH}-41", "data": "one"}, {"id": f"{EPOCH}-42", "data": "two"}])
+
+    @given(
+        st.lists(
+            st.one_of(
+                st.binary(max_size=300),
+                st.text(max_size=200).map(str.encode),
+                st.text(st.characters(max_codepoint=127), max_size=100).map(str.encode),
+                st.sampled_from([b"", b"a\nb", b"a\rb", b"\x00", b"x" * 2000]),
+            ),
+            max_size=20,
+        ),
+        st.integers(min_value=0, max_value=2**63),
+        st.booleans(),
+    )
+    @example([b"one", b"a\nb"], 7, False)
+    @example([b"one", b"a\rb"], 7, False)
+    @example([b"one", "é".encode()], 7, True)
+    def test_batchIsEachEvent(self, payloads: list[bytes], first: int, views: bool) -> None:
+        """
+        A batch's events, made at once (in one pass where it is all ASCII
+        with no line break), are the L{event} of each message joined, with
+        ids numbered on from C{first}, whether its payloads are bytes or
+        views of a read.
+        """
+        batch = [memoryview(p) for p in payloads] if views else payloads
+        self.assertEqual(
+            eventBatch(batch, "s/ab", first),
+            b"".join(event(p, f"s/ab-{first + i}") for i, p in enumerate(payloads)),
+        )
 
     def test_lines(self) -> None:
         """
