@@ -178,6 +178,13 @@ class Int32Framing(Framing):
         return length
 
     def split(self, data: bytes, count: int) -> list[Payload]:
+        # The messages of a fixed-size feed all have the first's header: cut
+        # at C speed once that is checked, as the decoder's runs are.
+        if count >= RUN_WINDOW:
+            length = _INT32.unpack_from(data)[0]
+            stride = 4 + length
+            if stride * count == len(data) and _sameHeaders(data, 0, data[:4], stride, count) == count:
+                return [data[at : at + length] for at in range(4, 4 + count * stride, stride)]
         # A tight loop, about twice as fast as the general decoder.
         unpack = _INT32.unpack_from
         payloads: list[Payload] = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -244,6 +244,22 @@ class _FramingMixin:
         data = self.framing.encodeMany(messages)
         payloads, raw = self.feedAll(cutInto(data, cuts))  # type: ignore[attr-defined]
         self.assertEqual(([bytes(p) for p in payloads], raw), (messages, data))  # type: ignore[attr-defined]
+
+    @settings(suppress_health_check=[HealthCheck.differing_executors])
+    @given(st.lists(st.tuples(st.sampled_from([0, 1, 3, 600]), st.integers(1, 40)), max_size=8))
+    @example([(3, 40)])
+    @example([(0, 16)])
+    @example([(3, 1), (2, 1), (4, 1)] * 6)
+    def test_splitEntry(self, runs: list[tuple[int, int]]) -> None:
+        """
+        A history entry's bytes split back into its messages, whether they
+        all have one length (a fixed-size feed's, cut at once) or not, even
+        when their lengths average the first's.
+        """
+        messages = [bytes([n % 251]) * size for n, (size, repeat) in enumerate(runs) for _ in range(repeat)]
+        data = self.framing.encodeMany(messages)
+        payloads = self.framing.split(data, len(messages))  # type: ignore[attr-defined]
+        self.assertEqual([bytes(p) for p in payloads], messages)  # type: ignore[attr-defined]
 
     def test_longRunInOneRead(self) -> None:
         """
