@@ -15,12 +15,15 @@ import random
 import select
 import selectors
 import socket
+import ssl
 import time
 from array import array
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench.children import Report, Shared
 from bench.records import STAMP
+from bench.tls import secured
 from bench.wire import AnyWalker, Wire
 
 CHUNK = 1 << 20
@@ -53,6 +56,47 @@ class Reader:
         @return: how many bytes came (0 at the end of the stream).
         """
         return sock.recv_into(self.buffer)
+
+
+TLS_RECORD = 16 * 1024
+"""
+The most plaintext one TLS record carries, and so one read of a TLS
+socket gives.
+"""
+
+
+class TlsReader(Reader):
+    """
+    Reads TLS sockets into one buffer made once, record after record.
+
+    A read of a TLS socket gives one record's plaintext at most (16 KiB), so
+    this reads until the socket has nothing more to decrypt or the buffer
+    has no room for another whole record: one walk of the records of a
+    megabyte, not of 16 KiB.  A record is never read in part, so none is
+    left decrypted in the C{ssl} object, where a C{select} would not see it.
+    """
+
+    def __init__(self, size: int = CHUNK) -> None:
+        super().__init__(size)
+        self._view = memoryview(self.buffer)
+
+    def read(self, sock: socket.socket) -> int:
+        """
+        @raise BlockingIOError: if no plaintext was ready (as a plain
+            non-blocking socket does).
+        """
+        view, got = self._view, 0
+        while len(view) - got >= TLS_RECORD:
+            try:
+                received = sock.recv_into(view[got:])
+            except ssl.SSLWantReadError:
+                if not got:
+                    raise BlockingIOError("no TLS record is whole yet") from None
+                break
+            if not received:
+                break
+            got += received
+        return got
 
 
 def connect(port: int) -> socket.socket:
@@ -237,6 +281,7 @@ def subscriber(
     timed: int,
     shared: Shared,
     deadline: float,
+    certificate: Path | None = None,
 ) -> bytes:
     """
     Hold one subscriber connection per slot of L{Shared.counts} and count
@@ -245,12 +290,16 @@ def subscriber(
     counted, at C speed, so that many subscribers do not make the load
     generators the bottleneck).
 
+    @param certificate: with one, every connection is a TLS one to a
+        server that presents it.
     @return: the latencies, in nanoseconds, as a native C{array("q")}.
     """
     selector = selectors.DefaultSelector()
-    reader = Reader()
+    reader = Reader() if certificate is None else TlsReader()
     for slot in slots:
         sock = connect(port)
+        if certificate is not None:
+            sock = secured(sock, certificate)
         wire.subscribe(sock)
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ, (slot, wire.walker(maxLength, slot < timed)))

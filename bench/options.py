@@ -193,7 +193,8 @@ class BenchOptions(usage.Options):
             "p",
             ("int32",),
             f"Subscriber protocols of burst and paced, beside int32: {', '.join(PROTOCOLS)} "
-            "(sse-c: SSE counted by a C program that gcc compiles, burst only).",
+            "(sse-c: SSE counted by a C program that gcc compiles, burst only; tls, wss: int32 and "
+            "WebSocket over TLS).",
             _protocols,
         ],
         ["reconnects", None, RECONNECTS, "Reconnects timed by the resume scenario.", _reconnects],

@@ -7,7 +7,8 @@ in (send, receive, C{epoll_wait}, C{epoll_ctl}, another), other kernel work
 (interrupts, softirqs: on loopback, much of a receiver's TCP work runs in
 its sender's C{send}), or user space (the interpreter's bytecode loop,
 Python's object allocation, C{malloc}/C{free}/C{memcpy}, Python's other C
-code, the rest).  The table in docs/benchmarks.rst ("Where the time goes
+code, the rest by its shared object: an installed package's, such as the
+OpenSSL in C{cryptography}'s wheel, is not Python's).  The table in docs/benchmarks.rst ("Where the time goes
 in the TCP cells") was made with it.
 """
 
@@ -51,7 +52,7 @@ def bucket(chain: Sequence[tuple[str, str]]) -> str:
         return "python: objects made and freed"
     if "EvalFrame" in top:
         return "python: bytecode loop"
-    if "python" in where:
+    if "python" in where and "site-packages" not in where:
         return "python: other C code"
     return "other: " + where.rsplit("/", 1)[-1]
 

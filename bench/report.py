@@ -19,7 +19,7 @@ from bench.runner import WINDOWS_PENDING, Plan, Result, pendingLimits
 from bench.scenarios import TIMED_CONNECTIONS as PACED_TIMED
 from bench.scenarios import Figures, MiB
 from bench.servers import BACKLOG, NATS_DEFAULT_PAYLOAD, REDIS_SETTINGS, natsSettings, thisTree
-from bench.wire import COMPRESS_FROM, STREAMD, DeflateWebSocketWire
+from bench.wire import COMPRESS_FROM, STREAMD, WIRES, DeflateWebSocketWire, SecureWebSocketWire, TlsWire
 
 
 def sizeName(size: int) -> str:
@@ -327,6 +327,12 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
             "sse-c: the same, counted by a C program, burst only), "
             "the publisher on int32; X/int32 = its figure over int32's in the same run"
         )
+    if TlsWire.name in variants or SecureWebSocketWire.name in variants:
+        lines.append(
+            "  tls, wss: int32 and /ws over TLS, on ssl: listeners with a self-signed certificate made for each "
+            "run, read by Python's ssl (the certificate checked); wss/tls = wss's figure over tls's in the "
+            "same run"
+        )
     if DeflateWebSocketWire.name in variants:
         lines.append(
             f"  ws-deflate: /ws offering permessage-deflate, streamd with --http-compress {COMPRESS_FROM}; "
@@ -476,6 +482,11 @@ def tables(plan: Plan, results: Sequence[Result]) -> str:
                     label = f"{name.split()[-1]}/{below}"
                     rows.append([*names, label, *(_ratio(c, figures, [ours]) for c in columns)])
                     names = blank
+                    also = _alsoOver(name)
+                    under = medians.get(also) if also else None
+                    if under and also:
+                        label = f"{name.split()[-1]}/{also.split()[-1]}"
+                        rows.append([*names, label, *(_ratio(c, figures, [under]) for c in columns)])
         out.append(table(rows, left=len(_CELLS[scenario]) + 1))
     note = _stealNote(results)
     if note:
@@ -526,6 +537,15 @@ def _isStreamd(name: str) -> bool:
     Whether C{name} is streamd, with any of its subscriber protocols.
     """
     return name.split()[0] == STREAMD.name
+
+
+def _alsoOver(name: str) -> str | None:
+    """
+    The server whose figures C{name}'s are also divided by: its wire's
+    L{Wire.alsoOver<bench.wire.Wire.alsoOver>}.
+    """
+    wire = WIRES.get(name)
+    return wire.alsoOver if wire else None
 
 
 def _ratio(column: Column, mine: Figures, theirs: Sequence[Figures]) -> str:

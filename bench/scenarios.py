@@ -127,6 +127,7 @@ def _subscribers(
     """
     count = min(k, processes or cores())
     port = server.ports[wire.listener]
+    certificate = server.certificate if wire.secure else None
     if wire.countedInC:
         program = ssecount()
         started = [
@@ -153,6 +154,7 @@ def _subscribers(
                 timed,
                 children.shared,
                 deadline,
+                certificate,
             )
             for i in range(count)
         ]

@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from twisted.internet.endpoints import quoteStringArgument
+
 import streamd
 from bench.proc import connectionCount, dieWithParent, openFiles, rssBytes
+from bench.tls import selfSigned
 
 BACKLOG = 4096
 """
@@ -77,7 +80,9 @@ class Server:
     @ivar port: where publishers connect (and subscribers, but for streamd's
         other listeners).
     @ivar ports: the port of each listener: C{"main"} (L{port}), and
-        streamd's C{"seq"} or C{"http"} when it has them.
+        streamd's others of L{LISTENERS} when it has them.
+    @ivar certificate: the self-signed certificate its TLS listeners
+        present, if it has any.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class Server:
         self.port = port
         self.ports = {"main": port, **others}
         self.tree: Path | None = None
+        self.certificate: Path | None = None
 
     def rss(self) -> int:
         """
@@ -205,13 +211,32 @@ def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> sub
         )
 
 
+_TLS = f"ssl:0:interface=127.0.0.1:backlog={BACKLOG}:privateKey={{key}}:certKey={{certificate}}"
 LISTENERS = {
     "seq": ("--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}:framing=seq"),
     "http": ("--http", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}"),
+    "tls": ("--listen", _TLS),
+    "https": ("--http", _TLS),
 }
 """
-The other listeners a streamd under test may have, besides its int32 one.
+The other listeners a streamd under test may have, besides its int32 one:
+C{tls} is int32 over TLS, C{https} the web's; C{{key}} and
+C{{certificate}} in theirs are the files of L{listenerArguments}.
 """
+
+
+def listenerArguments(listeners: Sequence[str], workdir: Path) -> tuple[list[str], Path | None]:
+    """
+    The twistd plugin options that add C{listeners} (of L{LISTENERS}, in
+    its order), and the certificate the TLS ones present: a new
+    self-signed one in C{workdir}, if any is TLS.
+    """
+    argv = [part for name in LISTENERS if name in listeners for part in LISTENERS[name]]
+    if not any("{certificate}" in part for part in argv):
+        return argv, None
+    key, certificate = selfSigned(workdir)
+    files = {"key": quoteStringArgument(str(key)), "certificate": quoteStringArgument(str(certificate))}
+    return [part.format(**files) for part in argv], certificate
 
 
 def startStreamd(
@@ -225,7 +250,8 @@ def startStreamd(
     """
     A streamd daemon on a free loopback port, with no source and the given
     extra twistd plugin C{options} (and twistd's own C{twistdOptions}),
-    and C{listeners} (of L{LISTENERS}) on free ports too.
+    and C{listeners} (of L{LISTENERS}) on free ports too, the TLS ones with
+    a certificate made for it (L{Server.certificate}).
 
     @param tree: the checkout whose C{streamd} it runs (first on its
         C{PYTHONPATH}); by default the benchmark's own.
@@ -237,8 +263,8 @@ def startStreamd(
     argv += ["--listen", f"tcp:0:interface=127.0.0.1:backlog={BACKLOG}", "--source", "none"]
     argv += ["--stats-interval", "0"]
     ordered = [listener for listener in LISTENERS if listener in listeners]
-    for listener in ordered:
-        argv += LISTENERS[listener]
+    others, certificate = listenerArguments(ordered, workdir)
+    argv += others
     expected = thisTree() if tree is None else tree
     path = [str(expected), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
@@ -248,6 +274,7 @@ def startStreamd(
         server.stop()
         raise BenchError(f"{name} imported streamd from {imported}, not from {expected}")
     server.tree = imported
+    server.certificate = certificate
     return server
 
 

@@ -67,13 +67,19 @@ class Wire:
 
     @ivar name: the server's name in reports.
     @ivar listener: which of the server's listeners subscribers connect to:
-        C{"main"}, or streamd's C{"seq"} or C{"http"}.
+        C{"main"}, or another of streamd's (L{bench.servers.LISTENERS}).
     @ivar serverOptions: the twistd plugin options streamd needs for it.
+    @ivar secure: whether its subscribers speak it over TLS.
+    @ivar alsoOver: the name of the wire whose figures the report also
+        divides this one's by, when the run has it: its own protocol's
+        baseline on the same transport (int32's is always one).
     """
 
     name: str
     listener = "main"
     serverOptions: tuple[str, ...] = ()
+    secure = False
+    alsoOver: str | None = None
     countedInC = False
     """
     Whether its subscribers are L{bench.ssereader}'s C program, which
@@ -459,6 +465,31 @@ class SseWire(_StreamdVariant):
         return None
 
 
+class TlsWire(_StreamdVariant):
+    """
+    streamd's int32 frames over TLS, on an C{ssl:} listener: what a
+    WebSocket over TLS is measured against.
+    """
+
+    name = "streamd tls"
+    listener = "tls"
+    secure = True
+
+    def records(self, maxLength: int) -> RecordFormat:
+        return Int32Records(maxLength)
+
+
+class SecureWebSocketWire(WebSocketWire):
+    """
+    streamd's C{/ws} over TLS (C{wss://}), on an C{ssl:} HTTP listener.
+    """
+
+    name = "streamd wss"
+    listener = "https"
+    secure = True
+    alsoOver = TlsWire.name
+
+
 class CountedSseWire(SseWire):
     """
     streamd's C{/events} as L{SseWire}, each connection's events counted by
@@ -479,6 +510,8 @@ WIRES: dict[str, Wire] = {
         SeqWire(),
         WebSocketWire(),
         DeflateWebSocketWire(),
+        TlsWire(),
+        SecureWebSocketWire(),
         SseWire(),
         CountedSseWire(),
     )
@@ -490,6 +523,8 @@ PROTOCOLS = {
     "ws-deflate": "streamd ws-deflate",
     "sse": "streamd sse",
     "sse-c": "streamd sse-c",
+    "tls": TlsWire.name,
+    "wss": SecureWebSocketWire.name,
 }
 """
 The subscriber protocols of C{--protocols}, and their servers' names.

@@ -485,6 +485,16 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(self.parse().plan(("streamd",)).servers, ("streamd",))
         self.assertRaises(usage.UsageError, self.parse, "--protocols", "mqtt")
 
+    def test_tlsProtocols(self) -> None:
+        """
+        --protocols tls,wss adds streamd with subscribers over TLS, int32's
+        and WebSocket's, to burst and paced only.
+        """
+        plan = self.parse("-p", "wss,tls").plan(("streamd",))
+        self.assertEqual(plan.servers, ("streamd", "streamd wss", "streamd tls"))
+        self.assertEqual(runner.serversFor(plan, "paced"), plan.servers)
+        self.assertEqual(runner.serversFor(plan, "idle"), ("streamd",))
+
     def test_compare(self) -> None:
         """
         --compare takes redis, nats, or both comma-separated, in the order
@@ -729,6 +739,28 @@ class ReportTests(SynchronousTestCase):
         lines = tables(plan, results).splitlines()
         self.assertEqual(lines[4].split()[:2], ["ratio", "1.00x"])
         self.assertEqual(lines[5].split()[:5], ["seq/int32", "0.90x*", "0.90x*", "1.00x", "1.10x*"])
+
+    def test_tlsRatios(self) -> None:
+        """
+        wss's figures are divided by int32's and, when the run has it, by
+        int32 over TLS's; tls's by int32's alone.
+        """
+        figures = dict(BURST)
+        tls = dict(figures, deliveries_per_s=1e6, server_ns_per_delivery=500.0)
+        wss = dict(figures, deliveries_per_s=0.8e6, server_ns_per_delivery=600.0)
+        plan = Plan({"burst": ((10, 64),)}, ("streamd", "streamd tls", "streamd wss"), 1, Settings())
+        results = [
+            Result("burst", (10, 64), "streamd", [figures]),
+            Result("burst", (10, 64), "streamd tls", [tls]),
+            Result("burst", (10, 64), "streamd wss", [wss]),
+        ]
+        rows = [line.split() for line in tables(plan, results).splitlines()[4:]]
+        self.assertEqual(
+            [(row[0], row[1], row[4]) for row in rows],
+            [("tls/int32", "0.50x*", "2.00x*"), ("wss/int32", "0.40x*", "2.40x*"), ("wss/tls", "0.80x*", "1.20x*")],
+        )
+        rows = [line.split() for line in tables(plan, [results[0], results[2]]).splitlines()[3:]]
+        self.assertEqual([row[0] for row in rows], ["wss/int32"])
 
     def test_stealNote(self) -> None:
         """

@@ -96,6 +96,24 @@ class SmokeTests(SynchronousTestCase):
             self.assertGreater(result["median"]["deliveries_per_s"], 0)
         self.assertEqual(stdout.count(b"sse-c/int32"), 1)
 
+    def test_tls(self) -> None:
+        """
+        With --protocols tls,wss, burst and paced run with subscribers over
+        TLS, int32's and WebSocket's, each delivering, and the tables divide
+        wss's figures by int32 over TLS's as well as by int32's.
+        """
+        argv = [*TINY, "-s", "burst,paced", "--rate", "1000", "--protocols", "tls,wss"]
+        stdout, document = _bench(self, *argv, timeout=2 * SMOKE_SECONDS)
+        found = {(r["scenario"], r["server"]): r for r in document["results"]}
+        servers = ("streamd", "streamd tls", "streamd wss")
+        self.assertEqual(sorted(found), sorted((s, n) for s in ("burst", "paced") for n in servers))
+        for result in found.values():
+            self.assertEqual(result["errors"], [])
+            self.assertGreater(result["median"]["deliveries_per_s"], 0)
+        labels = [line.split()[0] for line in stdout.decode().splitlines() if line.strip()]
+        for name in ("tls/int32", "wss/int32", "wss/tls"):
+            self.assertEqual(labels.count(name), 2)
+
     def test_resumeAndScrape(self) -> None:
         """
         The resume scenario times reconnects of a seq subscriber; the scrape
