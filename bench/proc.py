@@ -37,6 +37,18 @@ def stolenSeconds(stat: str = "/proc/stat") -> float:
     return int(fields[8]) / _TICKS if len(fields) > 8 else 0.0
 
 
+def busySeconds(stat: str = "/proc/stat") -> float:
+    """
+    CPU time this machine's CPUs have not been idle since boot, summed over
+    the CPUs: every process's, the kernel's (interrupts, and the softirqs
+    that carry loopback TCP, charged to no process) and the hypervisor's
+    steal; only the C{idle} and C{iowait} columns of C{/proc/stat} are not.
+    """
+    with open(stat) as f:
+        ticks = [int(field) for field in f.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
+
+
 def rssBytes(pid: int) -> int:
     """
     The resident memory of process C{pid} (C{VmRSS}).

@@ -357,7 +357,7 @@ def describe(plan: Plan, machine: str, peers: dict[str, str]) -> str:
     lines.extend(_describeNamed(plan))
     lines.append(
         "MB = 10^6 payload bytes; CPU as a share of one core; "
-        f"limit: what used >= {BUSY:.0%} of a core (or 'all cores' busy)"
+        f"limit: what used >= {BUSY:.0%} of a core (or 'all cores': the machine's CPUs busy, softirqs and others' work too)"
     )
     if peers:
         lines.append(

@@ -17,16 +17,16 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench import runner, stall
+from bench import runner, scenarios, stall
 from bench.__main__ import main
 from bench.figures import bottleneck, medianRun, percentile
 from bench.load import Reader
 from bench.options import BenchOptions, parseSize
-from bench.proc import stolenSeconds
+from bench.proc import busySeconds, stolenSeconds
 from bench.records import STAMP, Int32Records, NatsMessages, RecordFormat, RespMessages, Walker
 from bench.report import bestPeer, quantity, ratio, sizeName, table, tables
 from bench.runner import Plan, Result
-from bench.scenarios import Settings
+from bench.scenarios import Settings, _Sample, _usage
 from bench.servers import NATS_MAX_PAYLOAD, BenchError, natsServer, startNats
 from bench.webrecords import SseWalker
 from bench.wire import CHANNEL, NATS_SID, NatsWire, RedisWire, StreamdWire, Wire
@@ -595,6 +595,42 @@ class RunnerTests(SynchronousTestCase):
             self.assertEqual(stolenSeconds(str(stat)), 3.0)
             stat.write_text("cpu  1 2 3 4 5 6 7\n")
             self.assertEqual(stolenSeconds(str(stat)), 0.0)
+
+
+class MachineBusyTests(SynchronousTestCase):
+    """
+    The machine's own count of busy CPU time, in the judgement of what
+    limited a run.
+    """
+
+    def test_busySeconds(self) -> None:
+        """
+        Every column of /proc/stat's first line but idle and iowait, in
+        seconds: the softirqs and the steal count as busy.
+        """
+        ticks = os.sysconf("SC_CLK_TCK")
+        with tempfile.TemporaryDirectory() as tmp:
+            stat = Path(tmp) / "stat"
+            stat.write_text(f"cpu  {ticks} {ticks} {ticks} {50 * ticks} {7 * ticks} {ticks} {ticks} {ticks} 0 0\n")
+            self.assertEqual(busySeconds(str(stat)), 6.0)
+
+    def test_allCoresBusy(self) -> None:
+        """
+        A run whose processes left part of a core unused, on a machine that
+        was busy all the same (loopback's softirqs, which no process is
+        charged for, or other work), was limited by all its cores.
+        """
+        self.patch(scenarios, "cores", lambda: 2)
+
+        class FakeServer:
+            def rss(self) -> int:
+                return 0
+
+        before = _Sample(0.0, 0, 0, 0, 0.0, 0.0, (0.0, 0.0), 10.0)
+        busy = _Sample(1.0, 0, 0, 0, 0.5, 0.1, (0.3, 0.3), 11.95)
+        idle = _Sample(1.0, 0, 0, 0, 0.5, 0.1, (0.3, 0.3), 11.3)
+        self.assertEqual(_usage(before, busy, FakeServer())["limit"], "all cores")  # type: ignore[arg-type]
+        self.assertEqual(_usage(before, idle, FakeServer())["limit"], "-")  # type: ignore[arg-type]
 
 
 class ReaderTests(SynchronousTestCase):
