@@ -28,7 +28,7 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from streamd.protocol import addressName
+from streamd.protocol import addressName, noDelay
 from streamd.reasons import Reason
 from streamd.session import BYE_GRACE, MESSAGE_TIMEOUT
 from streamd.throttle import LogThrottle
@@ -80,6 +80,8 @@ class StreamdChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # Twisted turns Nagle's algorithm off here only from 24.10 on.
+        noDelay(self.transport)
         self.peer = addressName(self.transport.getPeer())
         context = self.context
         connections = context.connections

@@ -193,9 +193,9 @@ class OpenTests(_Mixin, TestCase):
     def test_noDelay(self) -> None:
         """
         WebSocket and event-stream clients have Nagle's algorithm off on the
-        daemon's side, as TCP clients do (twisted.web's channel and
-        autobahn turn it off): a small message is not held back until the
-        client acknowledges the one before.
+        daemon's side, as TCP clients do, whichever Twisted is installed
+        (its HTTP channel turns it off only from 24.10 on): a small message
+        is not held back until the client acknowledges the one before.
         """
         yield self.webSocket()
         yield self.eventStream(b"GET /events HTTP/1.0\r\n\r\n")
