@@ -452,7 +452,13 @@ class PermissionsTests(_StreamsMixin, TestCase):
         """
         nats, a, b = yield self.twoNodes("js", "jetstream")
         yield self.bothWays(nats, a, b)
-        self.assertEqual([a.cluster.numbers, b.cluster.numbers], [{"s.a": 2, "s.b": 2, "s.c": 2}] * 2)
+        # A node counts its own message once it reads it back from the
+        # stream, which may be after the other node did.
+        expected = [{"s.a": 2, "s.b": 2, "s.c": 2}] * 2
+        yield waitFor(
+            lambda: [a.cluster.numbers, b.cluster.numbers] == expected,
+            details=lambda: [a.cluster.numbers, b.cluster.numbers],
+        )
         # Enough for the server to ask the consumers for flow control.
         for _ in range(64):
             stream(a, "s.a").publish([b"x" * 500_000])
