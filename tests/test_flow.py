@@ -198,6 +198,22 @@ class CursorTests(FlowTestCase):
             (history.size, history.encodingBytes), (6 * len(INT32.encode(b"m0")), 6 * len(ASCII10.encode(b"m0")))
         )
 
+    def test_liveFramingsNotCutAgain(self) -> None:
+        """
+        Clients of another framing that are caught up get a published entry
+        encoded from the messages as its publisher's read was cut into
+        them: the log does not cut its bytes into messages again.
+        """
+        publisher, _ = self.connect()
+        ascii10 = [self.connect(ASCII10) for _ in range(2)]
+        history = self.daemon.hub.history
+        cut: list[object] = []
+        self.patch(history, "payloads", lambda entry: cut.append(entry) or [])
+        publisher.dataReceived(INT32.encodeMany([b"one", b"two"]))
+        self.assertEqual(cut, [])
+        for _, transport in ascii10:
+            self.assertEqual(frames(transport.value(), ASCII10), [b"one", b"two"])
+
     def test_ownMessagesNotSentBack(self) -> None:
         """
         A client that publishes while behind does not get its own messages

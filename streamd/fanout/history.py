@@ -273,11 +273,15 @@ class History:
         """
         return self.framingOf(entry).split(entry[DATA], entry[COUNT])
 
-    def encoded(self, entry: Entry, framing: Framing) -> bytes:
+    def encoded(self, entry: Entry, framing: Framing, payloads: Sequence[Payload] | None = None) -> bytes:
         """
         C{entry}'s messages framed with C{framing}: made when first asked
         for, and kept for the other subscribers of that framing while the
         cache of encodings has room (see L{encodingBytes}).
+
+        @param payloads: C{entry}'s messages, if the caller has them (the
+            hub, as it publishes them), so they are not cut from its
+            L{DATA} again.
         """
         number = self._numbers.get(framing)
         if number == entry[FRAMING]:
@@ -289,7 +293,9 @@ class History:
         if data is None:
             data = framing.reframe(entry[DATA], self._framings[entry[FRAMING]], entry[FIRST])
             if data is None:
-                data = framing.encodeEntry(self.payloads(entry), entry[FIRST])
+                if payloads is None:
+                    payloads = self.payloads(entry)
+                data = framing.encodeEntry(payloads, entry[FIRST])
             self._encodings[key] = data
             self.encodingBytes += len(data)
             if self.encodingBytes > self.encodingBudget:

@@ -271,7 +271,7 @@ class Hub:
                     cursorFraming = cursor.framing
                     data = encodings.get(cursorFraming)
                     if data is None:
-                        data = encodings[cursorFraming] = history.encoded(entry, cursorFraming)
+                        data = encodings[cursorFraming] = history.encoded(entry, cursorFraming, payloads)
                     cursor.deliver(data, count)
                     sent += len(data)
                     delivered += 1
