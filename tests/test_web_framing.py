@@ -65,6 +65,9 @@ class WebSocketFramingTests(SynchronousTestCase):
         ),
         st.booleans(),
     )
+    # A fixed-size batch, and one whose lengths add up as one would.
+    @example([b"ab", b"cd", b"ef"], False)
+    @example([b"ab", b"c", b"def"], False)
     def test_batchIsEachFrame(self, payloads: list[bytes], views: bool) -> None:
         """
         A batch's frames, made at once (in C where it is all ASCII text),

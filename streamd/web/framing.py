@@ -73,15 +73,21 @@ def frames(payloads: Sequence[Payload]) -> bytes:
     The L{frame} of each of C{payloads}, joined.  This runs for every entry
     WebSocket clients are sent, so a batch that is all ASCII with no
     L{CONTROL} byte (all text, then) costs no Python work per message: its
-    headers are looked up and interleaved with the payloads in C.
+    headers are looked up and interleaved with the payloads in C, and a
+    fixed-size feed's (all of the first's length) is not even looked up.
     """
-    if len(payloads) == 1:
-        return frame(payloads[0])
+    count = len(payloads)
+    if count <= 1:
+        return frame(payloads[0]) if count else b""
     joined = b"".join(payloads)
     if not joined.isascii() or CONTROL in joined:
         return b"".join([frame(p) for p in payloads])
-    parts: list[Payload] = [b""] * (2 * len(payloads))
-    parts[::2] = map(_textHeader, map(len, payloads))
+    length = len(payloads[0])
+    parts: list[Payload] = [b""] * (2 * count)
+    if length * count == len(joined) and min(map(len, payloads)) == length:
+        parts[::2] = [_textHeader(length)] * count
+    else:
+        parts[::2] = map(_textHeader, map(len, payloads))
     parts[1::2] = payloads
     return b"".join(parts)
 
