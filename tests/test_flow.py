@@ -27,7 +27,7 @@ from streamd.config import FlowControl
 from streamd.fanout.cursor import MAX_WRITE, Cursor
 from streamd.fanout.history import DATA, FIRST, SENDER, History, lastOf
 from streamd.fanout.hub import SWEEP_INTERVAL
-from streamd.framing import ASCII10, INT32
+from streamd.framing import ASCII10, INT32, VIEW_FROM
 from streamd.reasons import Reason
 from streamd.seqframing import SEQ
 from streamd.server import StreamServerProtocol
@@ -202,17 +202,19 @@ class CursorTests(FlowTestCase):
         """
         Clients of another framing that are caught up get a published entry
         encoded from the messages as its publisher's read was cut into
-        them: the log does not cut its bytes into messages again.
+        them (a large one a view of the read): the log does not cut its
+        bytes into messages again.
         """
         publisher, _ = self.connect()
         ascii10 = [self.connect(ASCII10) for _ in range(2)]
         history = self.daemon.hub.history
         cut: list[object] = []
         self.patch(history, "payloads", lambda entry: cut.append(entry) or [])
-        publisher.dataReceived(INT32.encodeMany([b"one", b"two"]))
+        messages = [b"one", b"x" * VIEW_FROM]
+        publisher.dataReceived(INT32.encodeMany(messages))
         self.assertEqual(cut, [])
         for _, transport in ascii10:
-            self.assertEqual(frames(transport.value(), ASCII10), [b"one", b"two"])
+            self.assertEqual(frames(transport.value(), ASCII10), messages)
 
     def test_ownMessagesNotSentBack(self) -> None:
         """
