@@ -120,15 +120,20 @@ class ClientSignalTests(_SpawnMixin, TestCase):
     def test_interruptedThenTerminated(self):  # type: ignore[no-untyped-def]
         """
         SIGTERM while Ctrl-C is already stopping the client (as a supervisor
-        that sends both does) changes nothing: the first signal's status, and
-        no C{ReactorNotRunning} traceback.
+        that sends both does) changes nothing: the status of the signal the
+        client saw first, and no C{ReactorNotRunning} traceback.  Sent back
+        to back, either may be seen first: the kernel can hand them to
+        different threads of the client (the main one, and the reactor's
+        pool thread that resolved the daemon's name), which a busy machine
+        runs in either order.
         """
         client = self.client()
         yield client.receiving
         client.transport.signalProcess("INT")
         client.transport.signalProcess("TERM")
         status = yield client.ended
-        self.assertEqual((status.exitCode, client.err), (130, b""))
+        self.assertIn(status.exitCode, (130, 143))
+        self.assertEqual(client.err, b"")
 
 
 class ReadmeExampleTests(_SpawnMixin, TestCase):
