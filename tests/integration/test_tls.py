@@ -14,14 +14,16 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import HostnameEndpoint, quoteStringArgument, wrapClientTLS
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from streamd.client import StreamClientProtocol, connect
 from streamd.config import DaemonConfig, Listen, ServerConfig
-from streamd.framing import INT32
+from streamd.framing import ASCII10, INT32
 from streamd.reasons import Reason
+from streamd.seqframing import SEQ
 from streamd.service import StreamdService
 from streamd.tls import clientTLS, handshakeFailure
 
@@ -198,6 +200,79 @@ class TLSConnectionTests(_TLSDaemonMixin, TestCase):
         witness = self.tlsEndpoint(port, cafile=None, insecure=True)
         description = yield self.assertShutOut(service, witness, self.tlsEndpoint(port), SSL.Error)
         self.assertIn("TLS handshake failed: certificate verify failed", description)
+
+
+class _Opening(Protocol):
+    """
+    A client that sends C{opening} once connected, and ignores what it is
+    sent.
+    """
+
+    def __init__(self, opening: bytes) -> None:
+        self.opening = opening
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.opening)
+
+
+_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class NoDelayTests(_TLSDaemonMixin, TestCase):
+    """
+    Every transport, plain and over TLS, has Nagle's algorithm off on the
+    daemon's side: a small message leaves at once, not when the client
+    has acknowledged the one before.
+    """
+
+    @defer.inlineCallbacks
+    def test_everyTransport(self):  # type: ignore[no-untyped-def]
+        """
+        int32, ascii10 and seq clients, WebSocket and event-stream clients,
+        on plain and TLS listeners: each session's socket has
+        C{TCP_NODELAY} set.
+        """
+        plain, tls = "tcp:0:interface=127.0.0.1", self.pki.listen()
+        service, _ = startDaemon(
+            self,
+            DaemonConfig(
+                listens=(Listen(plain), Listen(plain, ASCII10), Listen(plain, SEQ), Listen(tls), Listen(tls, SEQ)),
+                http=(plain, tls),
+                sources=(),
+                statsInterval=0,
+            ),
+        )
+        events = b"GET /events HTTP/1.0\r\n\r\n"
+        # What each listener's clients send first, and whether it is TLS.
+        clients = [
+            ([b""], False),
+            ([b""], False),
+            ([b""], False),
+            ([b""], True),
+            ([b""], True),
+            ([_UPGRADE, events], False),
+            ([_UPGRADE, events], True),
+        ]
+        for listener, (openings, secure) in zip(service.listeners, clients, strict=True):
+            port = listener.port.getHost().port
+            for opening in openings:
+                endpoint = self.tlsEndpoint(port) if secure else HostnameEndpoint(reactor, "127.0.0.1", port)
+                client = yield endpoint.connect(Factory.forProtocol(lambda o=opening: _Opening(o)))
+                self.addCleanup(client.transport.abortConnection)
+        yield waitFor(lambda: len(list(service.connections)) == 9, details=lambda: list(service.connections))
+        # One session of each kind on each listener.
+        kinds = {(session.adapter.protocol, session.adapter.transport.getHost().port) for session in service.connections}
+        self.assertEqual(len(kinds), 9, kinds)
+        for session in service.connections:
+            transport = session.adapter.transport
+            # Under TLS, the socket is that of the transport the TLS one wraps.
+            while not isinstance(transport.getHandle(), socket.socket):
+                transport = transport.transport
+            sock = transport.getHandle()
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1, session.peer)
 
 
 class MutualTLSTests(_TLSDaemonMixin, TestCase):
