@@ -68,6 +68,8 @@ class WebSocketFramingTests(SynchronousTestCase):
     # A fixed-size batch, and one whose lengths add up as one would.
     @example([b"ab", b"cd", b"ef"], False)
     @example([b"ab", b"c", b"def"], False)
+    @example([b"x" * 126, b"x" * 125, b"x" * 127], True)
+    @example([b"", b""], False)
     def test_batchIsEachFrame(self, payloads: list[bytes], views: bool) -> None:
         """
         A batch's frames, made at once (in C where it is all ASCII text),

@@ -74,7 +74,8 @@ def frames(payloads: Sequence[Payload]) -> bytes:
     WebSocket clients are sent, so a batch that is all ASCII with no
     L{CONTROL} byte (all text, then) costs no Python work per message: its
     headers are looked up and interleaved with the payloads in C, and a
-    fixed-size feed's (all of the first's length) is not even looked up.
+    fixed-size feed's (all of the first's length) is one header joining
+    them.
     """
     count = len(payloads)
     if count <= 1:
@@ -83,11 +84,16 @@ def frames(payloads: Sequence[Payload]) -> bytes:
     if not joined.isascii() or CONTROL in joined:
         return b"".join([frame(p) for p in payloads])
     length = len(payloads[0])
+    if length * count == len(joined):
+        header = _textHeader(length)
+        framed = header.join([b"", *payloads])
+        # Every payload is ASCII, so the headers' first byte (not ASCII) is
+        # found only where they begin: at every stride exactly when each
+        # payload has the first's length, not just their sum.
+        if framed[:: len(header) + length] == header[:1] * count:
+            return framed
     parts: list[Payload] = [b""] * (2 * count)
-    if length * count == len(joined) and min(map(len, payloads)) == length:
-        parts[::2] = [_textHeader(length)] * count
-    else:
-        parts[::2] = map(_textHeader, map(len, payloads))
+    parts[::2] = map(_textHeader, map(len, payloads))
     parts[1::2] = payloads
     return b"".join(parts)
 
