@@ -10,7 +10,9 @@ switch of its own (L{streamd.config.Shortcuts}, C{twistd streamd
     protocol wrote to that buffer itself, such as a WebSocket handshake's
     answer);
   - C{bigReads}: a client's transport reads up to
-    L{streamd.fanout.socketcursor.READ_SIZE} bytes at once, not 64 KiB;
+    L{streamd.fanout.socketcursor.READ_SIZE} bytes at once, not 64 KiB,
+    and a framed protocol sizes each read to end on a frame
+    (L{streamd.framing.Decoder.readSize});
   - C{acceptFirst}: L{streamd.listen.accept.AcceptFirstPort} accepts every waiting
     connection before it sets any up.
 

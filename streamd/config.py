@@ -461,7 +461,8 @@ class Shortcuts:
 
     @ivar fastWrite: send to a TCP or UNIX client's socket at once
         (L{streamd.fanout.socketcursor}), rather than through Twisted's buffer.
-    @ivar bigReads: read up to 256 KiB from a client at once, not 64 KiB.
+    @ivar bigReads: read up to 256 KiB from a client at once, not 64 KiB,
+        sized to end on a frame on the stream listeners.
     @ivar acceptFirst: accept every waiting connection before setting any
         up (L{streamd.listen.accept}).
     """

@@ -54,6 +54,13 @@ than a view; from 512 on it is a C{malloc} and a copy, and a view costs less
 message at 1 KiB, 3% at 512 B, 9% more at 300 B; see docs/benchmarks.rst).
 """
 
+MIN_ALIGNED_READ = 64 * 1024
+"""
+The least L{Decoder.readSize} asks for: what Twisted reads at once by
+default.  A frame that cannot end a read of this size or more is one of
+hundreds of KiB, and its reads are joined whatever their sizes.
+"""
+
 _INT32 = Struct(">I")
 
 Payload = bytes | memoryview
@@ -430,6 +437,25 @@ class Decoder:
             chunks[-1] = memoryview(data)[:offset]
         raw = b"".join(chunks)
         return [memoryview(raw)[self._headerSize : need], *following], raw
+
+    def readSize(self, limit: int) -> int:
+        """
+        How many bytes to read next, at most C{limit}, so that the read ends
+        where a frame does if the frames to come are the size of the last
+        one that spanned reads: the rest of the frame begun and as many
+        whole ones as fit.  A fixed-size feed's reads then end on frames
+        and are never joined.  C{limit} when no such size is known or it
+        would be under L{MIN_ALIGNED_READ}.
+        """
+        stride = self._need
+        if self._chunks is not None:
+            rest = stride - self._have
+        elif self._holding or not stride:
+            return limit
+        else:
+            rest = 0
+        size = rest + (limit - rest) // stride * stride
+        return size if MIN_ALIGNED_READ <= size <= limit else limit
 
     def unprocessed(self) -> bytes:
         """

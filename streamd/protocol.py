@@ -120,6 +120,9 @@ class FramedProtocol(Int32StringReceiver):
     # unparsed ones begin; and a replacement for recvd, if one was set.
     _parsing: tuple[bytes, int] | None = None
     _newRecvd: bytes | None = None
+    # The most the transport reads at once, where this protocol sets how
+    # much (L{Decoder.readSize}), or None where it does not.
+    readLimit: int | None = None
 
     @property  # type: ignore[override]
     def MAX_LENGTH(self) -> int:
@@ -204,9 +207,12 @@ class FramedProtocol(Int32StringReceiver):
     def dataReceived(self, data: bytes) -> None:
         self.bytesReceived += len(data)
         self._feed(data)
-        held = self._decoder.held  # type: ignore[union-attr]
+        decoder = self._frameDecoder()
+        held = decoder.held
         if held != self._held:
             self._heldChanged(held)
+        if self.readLimit is not None:
+            self.transport.bufferSize = decoder.readSize(self.readLimit)
 
     def _feed(self, data: bytes) -> None:
         decoder = self._frameDecoder()

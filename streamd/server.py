@@ -16,7 +16,7 @@ from streamd.config import ServerConfig
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Gap, StartPoint
-from streamd.fanout.socketcursor import cursorFor
+from streamd.fanout.socketcursor import bigReadLimit, cursorFor
 from streamd.fanout.streams import Streams
 from streamd.framing import INT32, BadHeader, FrameError, Framing, Payload
 from streamd.listen.tcpinfo import bytesAcked
@@ -102,6 +102,7 @@ class FramedSessionProtocol(FramedProtocol):
         super().connectionMade()
         self.session = session = Session(self.factory.context, self)
         session.attach(cursorFor(self.transport, self.factory.hub, self.framing, session))
+        self.readLimit = bigReadLimit(self.transport)
         noDelay(self.transport)
         if session.admit():
             self.sessionAdmitted()

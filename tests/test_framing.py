@@ -11,7 +11,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.framing import ASCII10, INT32, SEAL_AT, VIEW_FROM, BadHeader, FrameTooLong, Framing
+from streamd.fanout.socketcursor import READ_SIZE as LIMIT
+from streamd.framing import (
+    ASCII10,
+    INT32,
+    MIN_ALIGNED_READ,
+    SEAL_AT,
+    VIEW_FROM,
+    BadHeader,
+    FrameTooLong,
+    Framing,
+)
 
 MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
 
@@ -260,6 +270,53 @@ class _FramingMixin:
         data = self.framing.encodeMany(messages)
         payloads = self.framing.split(data, len(messages))  # type: ignore[attr-defined]
         self.assertEqual([bytes(p) for p in payloads], messages)  # type: ignore[attr-defined]
+
+    @settings(suppress_health_check=[HealthCheck.differing_executors], deadline=None, max_examples=30)
+    @given(st.sampled_from([0, 1, 64, 1000, 1024, 65536, 150_000]), st.integers(1, 300_000))
+    @example(65536, 65540 * 3 + 10)
+    def test_readsEndOnFrames(self, size: int, first: int) -> None:
+        """
+        A fixed-size feed read in the sizes L{Decoder.readSize} asks for,
+        after a first read of any size: once a read has ended within a
+        frame, every later one ends on a frame, and one that begins on a
+        frame is relayed as it came, never joined; the messages are the
+        same.  (Frames are at most a quarter of a MiB minus 64 KiB here,
+        so that a read of at least L{MIN_ALIGNED_READ} can end on one.)
+        """
+        messages = [bytes([i % 251]) * size for i in range(max(4, 1_200_000 // (size + 10)))]
+        data = self.framing.encodeMany(messages)
+        stride = len(data) // len(messages)
+        decoder = self.framing.decoder(1 << 20)
+        got: list[bytes] = []
+        fed = 0
+        # Whether a read has ended within a frame, past its header.
+        spanned = False
+        while fed < len(data):
+            want = decoder.readSize(LIMIT) if fed else first
+            start = fed
+            chunk = data[fed : fed + want]
+            fed += len(chunk)
+            payloads, raw = decoder.feed(chunk)
+            got += [bytes(p) for p in payloads]
+            if spanned and len(chunk) == want:
+                self.assertEqual(fed % stride, 0)  # type: ignore[attr-defined]
+                if start % stride == 0:
+                    self.assertIs(raw, chunk)  # type: ignore[attr-defined]
+            spanned = spanned or fed % stride >= self.framing.headerSize
+        self.assertEqual(got, messages)  # type: ignore[attr-defined]
+
+    @settings(suppress_health_check=[HealthCheck.differing_executors], deadline=None, max_examples=30)
+    @given(st.lists(st.binary(max_size=300_000), max_size=6), st.lists(st.integers(1, 300_000), max_size=20))
+    def test_readSizeWithinLimit(self, messages: list[bytes], cuts: list[int]) -> None:
+        """
+        Whatever came before, the read size asked for is the limit or
+        between L{MIN_ALIGNED_READ} and it.
+        """
+        decoder = self.framing.decoder(1 << 20)
+        for chunk in cutInto(self.framing.encodeMany(messages), cuts):
+            decoder.feed(chunk)
+            want = decoder.readSize(LIMIT)
+            self.assertTrue(want == LIMIT or MIN_ALIGNED_READ <= want <= LIMIT, want)  # type: ignore[attr-defined]
 
     def test_longRunInOneRead(self) -> None:
         """

@@ -15,6 +15,7 @@ import re
 import socket
 from pathlib import Path
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
@@ -34,6 +35,8 @@ from streamd.protocol import FramedProtocol
 from streamd.reasons import Reason
 from streamd.server import StreamServerProtocol
 from streamd.stats import Stats
+
+from .support import InMemoryDaemon
 
 
 class Owner:
@@ -289,6 +292,41 @@ class SwitchTests(SynchronousTestCase):
         cursor = cursorFor(transport, Hub(Stats(), Clock()), INT32, Owner())
         self.assertIsInstance(cursor, SocketCursor)
         self.assertEqual(transport.bufferSize, 65536)
+
+    def publisherAfterPartialFrame(self) -> Connection:
+        """
+        A daemon's int32 connection on a socket pair, once it has read 1,000
+        bytes of a 1,028-byte frame.
+        """
+        transport, far, _ = socketPair(self)
+        peer = IPv4Address("TCP", "127.0.0.1", 40001)
+        # A socket pair's Connection does not know its addresses.
+        transport.getPeer = transport.getHost = lambda: peer  # type: ignore[method-assign]
+        protocol = InMemoryDaemon().factory.buildProtocol(peer)
+        assert protocol is not None
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        far.send(INT32.encode(b"x" * 1024)[:1000])
+        transport.doRead()
+        return transport
+
+    def test_readsEndOnFrames(self) -> None:
+        """
+        With C{bigReads}, a connection's next read is sized to end where a
+        frame would if the next frames are of the last one's size: the 28
+        bytes left of it and as many whole frames as fit in L{READ_SIZE}.
+        """
+        self.allow()
+        transport = self.publisherAfterPartialFrame()
+        self.assertEqual(transport.bufferSize, 28 + (READ_SIZE - 28) // 1028 * 1028)
+
+    def test_readsSizedOnlyWithBigReads(self) -> None:
+        """
+        With C{bigReads} off, a connection reads Twisted's 64 KiB whatever
+        its frames.
+        """
+        self.allow(bigReads=False)
+        self.assertEqual(self.publisherAfterPartialFrame().bufferSize, 65536)
 
 
 class OneWritePathTests(SynchronousTestCase):

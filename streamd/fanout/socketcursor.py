@@ -9,7 +9,7 @@ kernel at once and never gives the transport anything: what the kernel does
 not take stays in the shared log, and the cursor asks the reactor to tell it
 (through the transport) when the socket can take more.
 
-This is the C{fastWrite} shortcut, and the bigger reads of L{cursorFor} the
+This is the C{fastWrite} shortcut, and the bigger reads of L{bigReadLimit} the
 C{bigReads} one: both borrow from Twisted's transports what
 L{streamd._internals} lists, and are taken only where it allows.
 """
@@ -51,19 +51,29 @@ def nothingTaken(data: object) -> int:
     return 0
 
 
+def bigReadLimit(transport: object) -> int | None:
+    """
+    Have a TCP or UNIX C{transport} read up to L{READ_SIZE} bytes at once,
+    where the C{bigReads} shortcut is allowed, and return that limit (a
+    protocol may then set each read's size within it); C{None} elsewhere.
+    """
+    if isinstance(transport, Connection) and _internals.allowed("bigReads"):
+        transport.bufferSize = READ_SIZE
+        return READ_SIZE
+    return None
+
+
 def cursorFor(transport: Any, hub: Any, framing: Any, owner: Any, afterTransport: bool = False) -> Cursor:
     """
-    The fastest cursor that works with C{transport}; a TCP or UNIX one also
-    reads L{READ_SIZE} bytes at once, where the C{bigReads} shortcut is
-    allowed.
+    The fastest cursor that works with C{transport}, which it has read
+    big (L{bigReadLimit}).
 
     @param afterTransport: whether the transport may still hold bytes the
         protocol wrote through it (an HTTP answer), which must go first: a
         L{SocketCursor} then sends nothing before the transport has sent
         them (L{SocketCursor.waitForTransport}).
     """
-    if isinstance(transport, Connection) and _internals.allowed("bigReads"):
-        transport.bufferSize = READ_SIZE
+    bigReadLimit(transport)
     if not sendsToSocket(transport):
         return Cursor(transport, hub, framing, owner)
     cursor = SocketCursor(transport, hub, framing, owner)
