@@ -81,7 +81,7 @@ class Int32Records:
         return 4, length
 
     def sameRun(self, data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
-        return _sameHeads(data, pos, head, length, count)
+        return sameHeads(data, pos, head, length, count)
 
 
 class SeqRecords:
@@ -121,7 +121,7 @@ class SeqRecords:
         Whether the run's frames have the same length and type as the first
         and their sequence numbers follow on from its own.
         """
-        if not _sameHeads(data, pos, self._fixed, length, count):
+        if not sameHeads(data, pos, self._fixed, length, count):
             return False
         first: int = _SEQ.unpack_from(data, pos + self._fixed)[0]
         last: int = _SEQ.unpack_from(data, pos + (count - 1) * length + self._fixed)[0]
@@ -157,7 +157,7 @@ class _PrefixedMessages:
         return crlf + 2 - pos, int(data[digits:crlf]) + 2
 
     def sameRun(self, data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
-        return _sameHeads(data, pos, head, length, count)
+        return sameHeads(data, pos, head, length, count)
 
 
 class RespMessages(_PrefixedMessages):
@@ -199,7 +199,7 @@ class NatsMessages(_PrefixedMessages):
         return super().parse(data, pos, end)
 
 
-def _sameHeads(data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
+def sameHeads(data: Chunk, pos: int, head: int, length: int, count: int) -> bool:
     """
     Whether the C{count} records of C{length} bytes from C{pos} all start
     with the same C{head} bytes.

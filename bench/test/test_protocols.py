@@ -212,6 +212,19 @@ class WebSocketWalkerTests(_WalkerMixin, SynchronousTestCase):
         self.assertEqual(bytes(b ^ mask[i % 4] for i, b in enumerate(answer[6:])), b"abcd")
         self.assertEqual(pong(ping, bytes(4)), bytes((0x8A, 0x84, 0, 0, 0, 0)) + b"abcd")
 
+    def test_burstAtOnce(self) -> None:
+        """
+        A burst of frames with one header is taken at once, text or binary
+        and empty ones too; a control message among text frames of its
+        length is still an error.
+        """
+        for payload in (b"t" * 40, bytes(200), b""):
+            walker = Walker(self.records)
+            self.assertEqual(walker.feed(self.stream([payload] * 50)), 50)
+        bye = control({"type": "bye"})
+        texts = self.stream([b"x" * (len(bye) - 2)] * 20)
+        self.assertRaises(ValueError, Walker(self.records).feed, texts + bye + texts)
+
     def test_notMessages(self) -> None:
         """
         streamd's control messages (a bye), a close frame, a masked or a
