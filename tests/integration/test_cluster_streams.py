@@ -341,6 +341,9 @@ class JetStreamStreamsTests(_TwoStreamsMixin, _JetStreamMixin, TestCase):
             ticker.stop()
         published = {name: ticker.published for name, ticker in tickers.items()}
         yield waitFor(lambda: all(received(name) >= published[name] for name in STREAMS), 20)
+        # A numbers its own messages as it reads them back from the
+        # JetStream stream, which may be after C has read them.
+        yield waitFor(lambda: all(len(numbered(node, name)) >= published[name] for node in (a, c) for name in STREAMS), 20)
         for name, tag in STREAMS.items():
             mine = [(seq, m) for n, seq, m in got if n == name]
             self.assertEqual(mine, [(seq, b"%s-%d" % (tag, seq - 1)) for seq in range(1, published[name] + 1)])
