@@ -207,7 +207,7 @@ class FramedProtocol(Int32StringReceiver):
     def dataReceived(self, data: bytes) -> None:
         self.bytesReceived += len(data)
         self._feed(data)
-        decoder = self._frameDecoder()
+        decoder: Decoder = self._decoder  # type: ignore[assignment]
         held = decoder.held
         if held != self._held:
             self._heldChanged(held)

@@ -101,8 +101,8 @@ class FramedSessionProtocol(FramedProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.session = session = Session(self.factory.context, self)
-        session.attach(cursorFor(self.transport, self.factory.hub, self.framing, session))
         self.readLimit = bigReadLimit(self.transport)
+        session.attach(cursorFor(self.transport, self.factory.hub, self.framing, session))
         noDelay(self.transport)
         if session.admit():
             self.sessionAdmitted()

@@ -29,7 +29,7 @@ from streamd.config import FlowControl, Shortcuts
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.history import DATA
 from streamd.fanout.hub import Hub
-from streamd.fanout.socketcursor import READ_SIZE, SocketCursor, cursorFor, sendsToSocket
+from streamd.fanout.socketcursor import READ_SIZE, SocketCursor, bigReadLimit, cursorFor, sendsToSocket
 from streamd.framing import INT32
 from streamd.protocol import FramedProtocol
 from streamd.reasons import Reason
@@ -285,10 +285,11 @@ class SwitchTests(SynchronousTestCase):
         """
         self.allow(fastWrite=False)
         transport, _, _ = socketPair(self)
-        cursorFor(transport, Hub(Stats(), Clock()), INT32, Owner())
+        self.assertEqual(bigReadLimit(transport), READ_SIZE)
         self.assertEqual(transport.bufferSize, READ_SIZE)
         self.allow(bigReads=False)
         transport, _, _ = socketPair(self)
+        self.assertIsNone(bigReadLimit(transport))
         cursor = cursorFor(transport, Hub(Stats(), Clock()), INT32, Owner())
         self.assertIsInstance(cursor, SocketCursor)
         self.assertEqual(transport.bufferSize, 65536)

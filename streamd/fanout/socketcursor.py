@@ -65,15 +65,13 @@ def bigReadLimit(transport: object) -> int | None:
 
 def cursorFor(transport: Any, hub: Any, framing: Any, owner: Any, afterTransport: bool = False) -> Cursor:
     """
-    The fastest cursor that works with C{transport}, which it has read
-    big (L{bigReadLimit}).
+    The fastest cursor that works with C{transport}.
 
     @param afterTransport: whether the transport may still hold bytes the
         protocol wrote through it (an HTTP answer), which must go first: a
         L{SocketCursor} then sends nothing before the transport has sent
         them (L{SocketCursor.waitForTransport}).
     """
-    bigReadLimit(transport)
     if not sendsToSocket(transport):
         return Cursor(transport, hub, framing, owner)
     cursor = SocketCursor(transport, hub, framing, owner)

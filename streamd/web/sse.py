@@ -24,7 +24,7 @@ from streamd.auth import Access, originAllowed
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Gap, StartPoint, StartRequest
-from streamd.fanout.socketcursor import cursorFor
+from streamd.fanout.socketcursor import bigReadLimit, cursorFor
 from streamd.framing import Framing
 from streamd.listen.tcpinfo import bytesAcked
 from streamd.names import BadName
@@ -287,11 +287,11 @@ class EventsResource(Resource):
                 session.subscribe(subject, asked.start, asked.positions)
             return NOT_DONE_YET
         framing = self.chunked if chunked else self.framing
-        cursor = (
-            cursorFor(transport, context.hub, framing, session)
-            if first
-            else Cursor(transport, context.hub, framing, session)
-        )
+        if first:
+            bigReadLimit(transport)
+            cursor = cursorFor(transport, context.hub, framing, session)
+        else:
+            cursor = Cursor(transport, context.hub, framing, session)
         session.attach(cursor)
         session.start(where)
         return NOT_DONE_YET

@@ -35,7 +35,7 @@ from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
 from streamd.fanout.mux import Mux
 from streamd.fanout.resume import HEAD, Gap, StartPoint, StartRequest
-from streamd.fanout.socketcursor import cursorFor
+from streamd.fanout.socketcursor import bigReadLimit, cursorFor
 from streamd.framing import Framing
 from streamd.listen.tcpinfo import bytesAcked
 from streamd.names import BadName, isPattern
@@ -252,6 +252,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         if asked is None:
             hub = self.factory.context.hub
             framing = WEBSOCKET if self._deflater is None else streamFraming(hub, self._deflater)
+            bigReadLimit(self.transport)
             session.attach(cursorFor(self.transport, hub, framing, session, afterTransport=True))
             session.start(self._request)
             return

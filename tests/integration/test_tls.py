@@ -21,6 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from streamd.client import StreamClientProtocol, connect
 from streamd.config import DaemonConfig, Listen, ServerConfig
+from streamd.fanout.socketcursor import READ_SIZE
 from streamd.framing import ASCII10, INT32
 from streamd.reasons import Reason
 from streamd.seqframing import SEQ
@@ -233,7 +234,8 @@ class NoDelayTests(_TLSDaemonMixin, TestCase):
         """
         int32, ascii10 and seq clients, WebSocket and event-stream clients,
         on plain and TLS listeners: each session's socket has
-        C{TCP_NODELAY} set.
+        C{TCP_NODELAY} set; and on a plain one, each reads up to
+        L{READ_SIZE} bytes at once (the C{bigReads} shortcut).
         """
         plain, tls = "tcp:0:interface=127.0.0.1", self.pki.listen()
         service, _ = startDaemon(
@@ -268,6 +270,8 @@ class NoDelayTests(_TLSDaemonMixin, TestCase):
         self.assertEqual(len(kinds), 9, kinds)
         for session in service.connections:
             transport = session.adapter.transport
+            if isinstance(transport.getHandle(), socket.socket):
+                self.assertEqual(transport.bufferSize, READ_SIZE, session.peer)
             # Under TLS, the socket is that of the transport the TLS one wraps.
             while not isinstance(transport.getHandle(), socket.socket):
                 transport = transport.transport
