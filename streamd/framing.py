@@ -438,24 +438,27 @@ class Decoder:
         raw = b"".join(chunks)
         return [memoryview(raw)[self._headerSize : need], *following], raw
 
-    def readSize(self, limit: int) -> int:
+    def readSize(self, target: int) -> int:
         """
-        How many bytes to read next, at most C{limit}, so that the read ends
+        How many bytes to read next, about C{target}, so that the read ends
         where a frame does if the frames to come are the size of the last
-        one that spanned reads: the rest of the frame begun and as many
-        whole ones as fit.  A fixed-size feed's reads then end on frames
-        and are never joined.  C{limit} when no such size is known or it
-        would be under L{MIN_ALIGNED_READ}.
+        one that spanned reads: the rest of the frame begun and the number
+        of whole ones that comes nearest to C{target} (so at most half a
+        frame over it; rounding down would make a feed of 64 KiB frames
+        read 192 KiB at a time, and send a quarter more often).  A
+        fixed-size feed's reads then end on frames and are never joined.
+        C{target} when no such size is known or it would be under
+        L{MIN_ALIGNED_READ}.
         """
         stride = self._need
         if self._chunks is not None:
             rest = stride - self._have
         elif self._holding or not stride:
-            return limit
+            return target
         else:
             rest = 0
-        size = rest + (limit - rest) // stride * stride
-        return size if MIN_ALIGNED_READ <= size <= limit else limit
+        size = rest + (target - rest + stride // 2) // stride * stride
+        return size if MIN_ALIGNED_READ <= size <= target + stride // 2 else target
 
     def unprocessed(self) -> bytes:
         """

@@ -120,8 +120,8 @@ class FramedProtocol(Int32StringReceiver):
     # unparsed ones begin; and a replacement for recvd, if one was set.
     _parsing: tuple[bytes, int] | None = None
     _newRecvd: bytes | None = None
-    # The most the transport reads at once, where this protocol sets how
-    # much (L{Decoder.readSize}), or None where it does not.
+    # About how much the transport reads at once, where this protocol sets
+    # each read's size (L{Decoder.readSize}), or None where it does not.
     readLimit: int | None = None
 
     @property  # type: ignore[override]

@@ -315,11 +315,12 @@ class SwitchTests(SynchronousTestCase):
         """
         With C{bigReads}, a connection's next read is sized to end where a
         frame would if the next frames are of the last one's size: the 28
-        bytes left of it and as many whole frames as fit in L{READ_SIZE}.
+        bytes left of it and the number of whole frames that comes nearest
+        to L{READ_SIZE} (255, 24 bytes over it).
         """
         self.allow()
         transport = self.publisherAfterPartialFrame()
-        self.assertEqual(transport.bufferSize, 28 + (READ_SIZE - 28) // 1028 * 1028)
+        self.assertEqual(transport.bufferSize, 28 + 255 * 1028)
 
     def test_readsSizedOnlyWithBigReads(self) -> None:
         """
