@@ -9,9 +9,10 @@ switch of its own (L{streamd.config.Shortcuts}, C{twistd streamd
     socket itself instead of through Twisted's write buffer (after what a
     protocol wrote to that buffer itself, such as a WebSocket handshake's
     answer);
-  - C{bigReads}: a client's transport reads up to
-    L{streamd.fanout.socketcursor.READ_SIZE} bytes at once, not 64 KiB,
-    and a framed protocol sizes each read to end on a frame
+  - C{bigReads}: a publishing client's transport reads up to
+    L{streamd.reads.READ_SIZE} bytes at once, not 64 KiB, after a read
+    that brought 64 KiB (L{streamd.reads.readTarget}), and a framed
+    protocol sizes each read to end on a frame
     (L{streamd.framing.Decoder.readSize});
   - C{acceptFirst}: L{streamd.listen.accept.AcceptFirstPort} accepts every waiting
     connection before it sets any up.

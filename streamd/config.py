@@ -461,8 +461,9 @@ class Shortcuts:
 
     @ivar fastWrite: send to a TCP or UNIX client's socket at once
         (L{streamd.fanout.socketcursor}), rather than through Twisted's buffer.
-    @ivar bigReads: read up to 256 KiB from a client at once, not 64 KiB,
-        sized to end on a frame on the stream listeners.
+    @ivar bigReads: read up to 512 KiB from a client that sends faster than
+        it is read, not 64 KiB, sized to end on a frame on the stream listeners
+        (L{streamd.reads}).
     @ivar acceptFirst: accept every waiting connection before setting any
         up (L{streamd.listen.accept}).
     """

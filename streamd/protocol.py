@@ -23,6 +23,7 @@ from streamd.framing import (
     Framing,
     Payload,
 )
+from streamd.reads import readTarget
 
 DEFAULT_MAX_PARTIAL_BYTES = 256 * 1024 * 1024
 
@@ -120,8 +121,9 @@ class FramedProtocol(Int32StringReceiver):
     # unparsed ones begin; and a replacement for recvd, if one was set.
     _parsing: tuple[bytes, int] | None = None
     _newRecvd: bytes | None = None
-    # About how much the transport reads at once, where this protocol sets
-    # each read's size (L{Decoder.readSize}), or None where it does not.
+    # The most the transport reads at once, where this protocol sets each
+    # read's size (L{readTarget}, L{Decoder.readSize}), or None where it
+    # does not.
     readLimit: int | None = None
 
     @property  # type: ignore[override]
@@ -211,8 +213,9 @@ class FramedProtocol(Int32StringReceiver):
         held = decoder.held
         if held != self._held:
             self._heldChanged(held)
-        if self.readLimit is not None:
-            self.transport.bufferSize = decoder.readSize(self.readLimit)
+        limit = self.readLimit
+        if limit is not None:
+            self.transport.bufferSize = decoder.readSize(readTarget(len(data), limit))
 
     def _feed(self, data: bytes) -> None:
         decoder = self._frameDecoder()

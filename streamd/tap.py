@@ -45,7 +45,7 @@ class Options(StreamsOptions, DurableOptions):
         ["read-only", None, "No client may publish; only the daemon's own sources do."],
         ["http-public-metrics", None, "/metrics and /connz answer without the --auth-token-file token."],
         ["no-fast-write", None, "Write to clients through Twisted's buffer, not straight to their sockets."],
-        ["no-big-reads", None, "Read from clients 64 KiB at a time (Twisted's size), not 256 KiB."],
+        ["no-big-reads", None, "Read from clients 64 KiB at a time (Twisted's size), never up to 512 KiB."],
         ["no-accept-first", None, "Accept connections with Twisted's own TCP port."],
     ]
 

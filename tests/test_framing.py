@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from streamd.fanout.socketcursor import READ_SIZE as LIMIT
 from streamd.framing import (
     ASCII10,
     INT32,
@@ -22,6 +21,7 @@ from streamd.framing import (
     FrameTooLong,
     Framing,
 )
+from streamd.reads import READ_SIZE as LIMIT
 
 MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
 

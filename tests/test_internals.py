@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from streamd import _internals
 from streamd.config import Shortcuts
-from streamd.fanout.socketcursor import READ_SIZE
+from streamd.reads import READ_SIZE
 
 from .test_socketcursor import PullRecorder, socketPair
 

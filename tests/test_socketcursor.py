@@ -29,9 +29,10 @@ from streamd.config import FlowControl, Shortcuts
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.history import DATA
 from streamd.fanout.hub import Hub
-from streamd.fanout.socketcursor import READ_SIZE, SocketCursor, bigReadLimit, cursorFor, sendsToSocket
+from streamd.fanout.socketcursor import SocketCursor, bigReadLimit, cursorFor, sendsToSocket
 from streamd.framing import INT32
 from streamd.protocol import FramedProtocol
+from streamd.reads import READ_SIZE
 from streamd.reasons import Reason
 from streamd.server import StreamServerProtocol
 from streamd.stats import Stats
@@ -280,13 +281,14 @@ class SwitchTests(SynchronousTestCase):
     def test_bigReadsApart(self) -> None:
         """
         The read size is a shortcut of its own: with C{fastWrite} off a
-        connection still reads L{READ_SIZE} bytes at once, and with
-        C{bigReads} off it reads Twisted's 64 KiB.
+        connection may still read up to L{READ_SIZE} bytes at once, and with
+        C{bigReads} off it reads Twisted's 64 KiB.  Either way its first
+        read is Twisted's 64 KiB.
         """
         self.allow(fastWrite=False)
         transport, _, _ = socketPair(self)
         self.assertEqual(bigReadLimit(transport), READ_SIZE)
-        self.assertEqual(transport.bufferSize, READ_SIZE)
+        self.assertEqual(transport.bufferSize, 65536)
         self.allow(bigReads=False)
         transport, _, _ = socketPair(self)
         self.assertIsNone(bigReadLimit(transport))
@@ -314,13 +316,41 @@ class SwitchTests(SynchronousTestCase):
     def test_readsEndOnFrames(self) -> None:
         """
         With C{bigReads}, a connection's next read is sized to end where a
-        frame would if the next frames are of the last one's size: the 28
-        bytes left of it and the number of whole frames that comes nearest
-        to L{READ_SIZE} (255, 24 bytes over it).
+        frame would if the next frames are of the last one's size: after a
+        small read, the 28 bytes left of it and the number of whole frames
+        that comes nearest to Twisted's 64 KiB (64, 284 bytes over it).
         """
         self.allow()
         transport = self.publisherAfterPartialFrame()
-        self.assertEqual(transport.bufferSize, 28 + 255 * 1028)
+        self.assertEqual(transport.bufferSize, 28 + 64 * 1028)
+
+    def test_bigReadsWhileFull(self) -> None:
+        """
+        After a read of Twisted's 64 KiB or more a connection asks for
+        about L{READ_SIZE}, after a smaller one for 64 KiB again, each read
+        ending on a frame: a publisher sending faster than it is read is
+        read in big reads, one sending a little at a time in small ones.
+        """
+        self.allow()
+        transport = self.publisherAfterPartialFrame()
+        frame = INT32.encode(b"x" * 1024)
+        asked = []
+        for read in (frame[1000:] + frame * 27, frame * 64, frame * 400, frame):
+            transport.protocol.dataReceived(read)
+            asked.append(transport.bufferSize)
+        self.assertEqual(
+            asked,
+            [
+                # The frame's last 28 bytes and 27 more, under 64 KiB: 64 KiB
+                # (64 frames, 256 bytes over).
+                64 * 1028,
+                # 64 frames, over 64 KiB: READ_SIZE (510 frames, 8 under).
+                READ_SIZE // 1028 * 1028,
+                READ_SIZE // 1028 * 1028,
+                # One frame: 64 KiB again.
+                64 * 1028,
+            ],
+        )
 
     def test_readsSizedOnlyWithBigReads(self) -> None:
         """

@@ -19,6 +19,7 @@ from streamd.auth import AccessPolicy
 from streamd.config import FlowControl, ServerConfig
 from streamd.fanout.mux import SocketMux
 from streamd.fanout.socketcursor import SocketCursor
+from streamd.reads import READ_SIZE
 from streamd.reasons import Reason
 from streamd.session import MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
@@ -532,6 +533,23 @@ class SocketTests(SynchronousTestCase):
         context.hub.publish([b"live"])
         self.assertEqual(client.frames()[-1], (1, b"live"))
         self.assertEqual(client.transport.dataBuffer, b"")
+
+    def test_bigReadsWhileFull(self) -> None:
+        """
+        A WebSocket client's connection asks for about L{READ_SIZE} after a
+        read of Twisted's 64 KiB or more, and for 64 KiB after a smaller
+        one, as a TCP publisher's does.
+        """
+        client = _SocketClient(self, webContext())
+        self.assertEqual(client.protocol.readLimit, READ_SIZE)
+        frame = clientFrame(b"x" * 100)
+        asked = []
+        for frames in (600, 700, 1):
+            client.protocol.dataReceived(frame * frames)
+            asked.append(client.transport.bufferSize)
+        # 106 bytes a frame: 63,600 bytes, then 74,200, then 106.
+        self.assertEqual(len(frame), 106)
+        self.assertEqual(asked, [64 * 1024, READ_SIZE, 64 * 1024])
 
     def test_closeInBacklog(self) -> None:
         """

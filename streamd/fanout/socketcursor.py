@@ -23,14 +23,7 @@ from twisted.internet.tcp import Connection
 from streamd import _internals
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.history import COUNT, SENDER, Entry, lastOf
-
-READ_SIZE = 256 * 1024
-"""
-Bytes a connection reads at once.  Twisted's 64 KiB splits every 64 KiB
-message over two reads, which the decoder must join; its buffer size also
-sets when Twisted pauses a producer, which does not matter here, since this
-cursor never uses Twisted's write buffer.
-"""
+from streamd.reads import READ_SIZE
 
 MAX_GATHER = 64
 """
@@ -53,12 +46,11 @@ def nothingTaken(data: object) -> int:
 
 def bigReadLimit(transport: object) -> int | None:
     """
-    Have a TCP or UNIX C{transport} read up to L{READ_SIZE} bytes at once,
-    where the C{bigReads} shortcut is allowed, and return that limit (a
-    protocol may then set each read's size within it); C{None} elsewhere.
+    The most a TCP or UNIX C{transport} may read at once, L{READ_SIZE},
+    where the C{bigReads} shortcut is allowed; C{None} elsewhere.  The
+    protocol grows each read towards it (L{streamd.reads.readTarget}).
     """
     if isinstance(transport, Connection) and _internals.allowed("bigReads"):
-        transport.bufferSize = READ_SIZE
         return READ_SIZE
     return None
 

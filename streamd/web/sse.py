@@ -24,7 +24,7 @@ from streamd.auth import Access, originAllowed
 from streamd.fanout.cursor import Cursor
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Gap, StartPoint, StartRequest
-from streamd.fanout.socketcursor import bigReadLimit, cursorFor
+from streamd.fanout.socketcursor import cursorFor
 from streamd.framing import Framing
 from streamd.listen.tcpinfo import bytesAcked
 from streamd.names import BadName
@@ -288,7 +288,6 @@ class EventsResource(Resource):
             return NOT_DONE_YET
         framing = self.chunked if chunked else self.framing
         if first:
-            bigReadLimit(transport)
             cursor = cursorFor(transport, context.hub, framing, session)
         else:
             cursor = Cursor(transport, context.hub, framing, session)

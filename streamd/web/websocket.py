@@ -40,6 +40,7 @@ from streamd.framing import Framing
 from streamd.listen.tcpinfo import bytesAcked
 from streamd.names import BadName, isPattern
 from streamd.protocol import addressName
+from streamd.reads import readTarget
 from streamd.reasons import Reason
 from streamd.session import ISessionAdapter, Session
 from streamd.web.context import BadPosition, Refusal, WebContext, bearerToken, startRequest
@@ -160,6 +161,9 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     peer = ""
     session: Session | None = None
     bytesReceived = 0
+    # The most the transport reads at once once the connection is open
+    # (L{bigReadLimit}), or None where Twisted's size stays.
+    readLimit: int | None = None
     _awaitingToken = False
     _opened = False
     _refusal: Refusal | None = None
@@ -179,6 +183,9 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     def dataReceived(self, data: bytes) -> None:
         self.bytesReceived += len(data)
         super().dataReceived(data)
+        limit = self.readLimit
+        if limit is not None:
+            self.transport.bufferSize = readTarget(len(data), limit)
 
     def onConnect(self, request: Any) -> None:
         context = self.factory.context
@@ -248,11 +255,11 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         # upgrade; the cursor (or the mux of several streams) is now.  The
         # transport still holds the handshake's answer, which goes first.
         self.transport.unregisterProducer()
+        self.readLimit = bigReadLimit(self.transport)
         asked = self._streams
         if asked is None:
             hub = self.factory.context.hub
             framing = WEBSOCKET if self._deflater is None else streamFraming(hub, self._deflater)
-            bigReadLimit(self.transport)
             session.attach(cursorFor(self.transport, hub, framing, session, afterTransport=True))
             session.start(self._request)
             return

@@ -21,8 +21,8 @@ from twisted.trial.unittest import TestCase
 
 from streamd.client import StreamClientProtocol, connect
 from streamd.config import DaemonConfig, Listen, ServerConfig
-from streamd.fanout.socketcursor import READ_SIZE
 from streamd.framing import ASCII10, INT32
+from streamd.reads import READ_SIZE
 from streamd.reasons import Reason
 from streamd.seqframing import SEQ
 from streamd.service import StreamdService
@@ -234,8 +234,9 @@ class NoDelayTests(_TLSDaemonMixin, TestCase):
         """
         int32, ascii10 and seq clients, WebSocket and event-stream clients,
         on plain and TLS listeners: each session's socket has
-        C{TCP_NODELAY} set; and on a plain one, each reads up to
-        L{READ_SIZE} bytes at once (the C{bigReads} shortcut).
+        C{TCP_NODELAY} set; and on a plain one, each that may publish (all
+        but event streams) reads up to L{READ_SIZE} bytes at once (the
+        C{bigReads} shortcut), growing from Twisted's 64 KiB.
         """
         plain, tls = "tcp:0:interface=127.0.0.1", self.pki.listen()
         service, _ = startDaemon(
@@ -269,9 +270,11 @@ class NoDelayTests(_TLSDaemonMixin, TestCase):
         kinds = {(session.adapter.protocol, session.adapter.transport.getHost().port) for session in service.connections}
         self.assertEqual(len(kinds), 9, kinds)
         for session in service.connections:
-            transport = session.adapter.transport
-            if isinstance(transport.getHandle(), socket.socket):
-                self.assertEqual(transport.bufferSize, READ_SIZE, session.peer)
+            adapter = session.adapter
+            transport = adapter.transport
+            if adapter.protocol != "sse":
+                plain = isinstance(transport.getHandle(), socket.socket)
+                self.assertEqual(adapter.readLimit, READ_SIZE if plain else None, session.peer)
             # Under TLS, the socket is that of the transport the TLS one wraps.
             while not isinstance(transport.getHandle(), socket.socket):
                 transport = transport.transport
