@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from struct import Struct
 from sys import getsizeof
 
+from streamd.reads import SMALL_READ
+
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 COALESCE_BELOW = 4096
@@ -52,13 +54,6 @@ they came and only counts the payloads, so copying them is wasted.  Below
 than a view; from 512 on it is a C{malloc} and a copy, and a view costs less
 (under callgrind, in C{bench/publishpath.py}: 6% fewer instructions a
 message at 1 KiB, 3% at 512 B, 9% more at 300 B; see docs/benchmarks.rst).
-"""
-
-MIN_ALIGNED_READ = 64 * 1024
-"""
-The least L{Decoder.readSize} asks for: what Twisted reads at once by
-default.  A frame that cannot end a read of this size or more is one of
-hundreds of KiB, and its reads are joined whatever their sizes.
 """
 
 _INT32 = Struct(">I")
@@ -448,7 +443,9 @@ class Decoder:
         read 192 KiB at a time, and send a quarter more often).  A
         fixed-size feed's reads then end on frames and are never joined.
         C{target} when no such size is known or it would be under
-        L{MIN_ALIGNED_READ}.
+        L{SMALL_READ}, Twisted's own read size (a frame that cannot end a
+        read that big is one of hundreds of KiB, and its reads are joined
+        whatever their sizes).
         """
         stride = self._need
         if self._chunks is not None:
@@ -458,7 +455,7 @@ class Decoder:
         else:
             rest = 0
         size = rest + (target - rest + stride // 2) // stride * stride
-        return size if MIN_ALIGNED_READ <= size <= target + stride // 2 else target
+        return size if SMALL_READ <= size <= target + stride // 2 else target
 
     def unprocessed(self) -> bytes:
         """

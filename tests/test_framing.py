@@ -14,7 +14,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from streamd.framing import (
     ASCII10,
     INT32,
-    MIN_ALIGNED_READ,
     SEAL_AT,
     VIEW_FROM,
     BadHeader,
@@ -22,6 +21,7 @@ from streamd.framing import (
     Framing,
 )
 from streamd.reads import READ_SIZE as LIMIT
+from streamd.reads import SMALL_READ
 
 MESSAGES = [b"", b"a", b"The time is 0.018736", b"\x00\xff" * 300, "caf\u00e9".encode()]
 
@@ -281,7 +281,7 @@ class _FramingMixin:
         frame, every later one ends on a frame, and one that begins on a
         frame is relayed as it came, never joined; the messages are the
         same.  (Frames are at most a quarter of a MiB minus 64 KiB here,
-        so that a read of at least L{MIN_ALIGNED_READ} can end on one.)
+        so that a read of at least L{SMALL_READ} can end on one.)
         """
         messages = [bytes([i % 251]) * size for i in range(max(4, 1_200_000 // (size + 10)))]
         data = self.framing.encodeMany(messages)
@@ -310,7 +310,7 @@ class _FramingMixin:
     def test_readSizeNearTarget(self, messages: list[bytes], cuts: list[int]) -> None:
         """
         Whatever came before, the read size asked for is the target, or
-        at least L{MIN_ALIGNED_READ} and at most half the largest frame
+        at least L{SMALL_READ} and at most half the largest frame
         over the target.
         """
         decoder = self.framing.decoder(1 << 20)
@@ -318,7 +318,7 @@ class _FramingMixin:
         for chunk in cutInto(self.framing.encodeMany(messages), cuts):
             decoder.feed(chunk)
             want = decoder.readSize(LIMIT)
-            within = MIN_ALIGNED_READ <= want <= LIMIT + largest // 2
+            within = SMALL_READ <= want <= LIMIT + largest // 2
             self.assertTrue(want == LIMIT or within, want)  # type: ignore[attr-defined]
 
     def test_longRunInOneRead(self) -> None:

@@ -287,10 +287,11 @@ class EventsResource(Resource):
                 session.subscribe(subject, asked.start, asked.positions)
             return NOT_DONE_YET
         framing = self.chunked if chunked else self.framing
-        if first:
-            cursor = cursorFor(transport, context.hub, framing, session)
-        else:
-            cursor = Cursor(transport, context.hub, framing, session)
+        cursor = (
+            cursorFor(transport, context.hub, framing, session)
+            if first
+            else Cursor(transport, context.hub, framing, session)
+        )
         session.attach(cursor)
         session.start(where)
         return NOT_DONE_YET
