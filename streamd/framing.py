@@ -138,11 +138,14 @@ class Framing:
         """
         return self.encodeMany(payloads)
 
-    def reframe(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
+    def reframe(
+        self, data: bytes, dataFraming: Framing, first: int, payloads: Sequence[Payload] | None = None
+    ) -> bytes | None:
         """
         A history entry's messages, the first of which has sequence number
         C{first}, encoded straight from their bytes C{data} as framed with
-        C{dataFraming}; or C{None} when this framing cannot do that, and
+        C{dataFraming} (and C{payloads}, the messages, if the caller has
+        them); or C{None} when this framing cannot do that, and
         L{encodeEntry} must be given the messages one by one.
         """
         return None

@@ -737,7 +737,9 @@ class SeqBatchFraming(SeqFraming):
     work per message); any other entry is MSG frames, as for version 1.
     """
 
-    def reframe(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
+    def reframe(
+        self, data: bytes, dataFraming: Framing, first: int, payloads: Sequence[Payload] | None = None
+    ) -> bytes | None:
         if dataFraming is not INT32 or not 0 < len(data) <= BATCH_LIMIT:
             return None
         return _BATCH_FRAME.pack(len(data) + BATCH_OVERHEAD, _BATCH_TYPE, first) + data
@@ -774,7 +776,9 @@ class StreamFraming(SeqFraming):
             append(payload)
         return b"".join(parts)
 
-    def reframe(self, data: bytes, dataFraming: Framing, first: int) -> bytes | None:
+    def reframe(
+        self, data: bytes, dataFraming: Framing, first: int, payloads: Sequence[Payload] | None = None
+    ) -> bytes | None:
         if dataFraming is not INT32 or not 0 < len(data) <= BATCH_LIMIT:
             return None
         return _SBATCH_FRAME.pack(len(data) + SMSG_OVERHEAD, _SBATCH_TYPE, self.number, first) + data

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.fanout.resume import Start, StartRequest
+from streamd.framing import INT32
 from streamd.web.context import BadPosition, parseEventId, startRequest
 from streamd.web.framing import WEBSOCKET, EventFraming, control, event, eventBatch, frame, frames
 from tests.webtools import EPOCH, controls, events, serverFrames, webContext
@@ -70,14 +71,22 @@ class WebSocketFramingTests(SynchronousTestCase):
     @example([b"ab", b"c", b"def"], False)
     @example([b"x" * 126, b"x" * 125, b"x" * 127], True)
     @example([b"", b""], False)
+    # Headers of a fixed-size batch's int32 bytes that hold CONTROL, or are
+    # not ASCII, and one that is neither.
+    @example([b"x" * 30] * 3, False)
+    @example([b"x" * 200] * 3, False)
+    @example([b"x" * 1024] * 3, True)
     def test_batchIsEachFrame(self, payloads: list[bytes], views: bool) -> None:
         """
         A batch's frames, made at once (in C where it is all ASCII text),
         are the L{frame} of each message joined, whether its payloads are
-        bytes or views of a read.
+        bytes or views of a read, and whether or not its int32 bytes are
+        given to tell whether it is text.
         """
         batch = [memoryview(p) for p in payloads] if views else payloads
-        self.assertEqual(frames(batch), b"".join(frame(p) for p in payloads))
+        each = b"".join(frame(p) for p in payloads)
+        self.assertEqual(frames(batch), each)
+        self.assertEqual(frames(batch, INT32.encodeMany(payloads)), each)
 
 
 class EventFramingTests(SynchronousTestCase):

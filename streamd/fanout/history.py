@@ -291,7 +291,7 @@ class History:
         key = (entry[FIRST], number)
         data = self._encodings.get(key)
         if data is None:
-            data = framing.reframe(entry[DATA], self._framings[entry[FRAMING]], entry[FIRST])
+            data = framing.reframe(entry[DATA], self._framings[entry[FRAMING]], entry[FIRST], payloads)
             if data is None:
                 if payloads is None:
                     payloads = self.payloads(entry)

@@ -24,7 +24,7 @@ from typing import Any
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 
 from streamd.fanout.hub import Hub
-from streamd.framing import Payload
+from streamd.framing import Framing, Payload
 from streamd.web.framing import StreamWebSocketFraming, WebSocketFraming, firstByte, frameHeader
 
 WINDOW_BITS = 15
@@ -130,6 +130,12 @@ class _Deflating(WebSocketFraming):
     def encodeMany(self, payloads: Sequence[Payload]) -> bytes:
         frame = self.deflater.frame
         return b"".join([frame(p) for p in payloads])
+
+    def reframe(
+        self, data: bytes, dataFraming: Framing, first: int, payloads: Sequence[Payload] | None = None
+    ) -> bytes | None:
+        # Each message is compressed on its own: never the plain frames.
+        return None
 
 
 class DeflateWebSocketFraming(_Deflating):

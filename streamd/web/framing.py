@@ -31,7 +31,7 @@ from typing import Any
 from streamd.fanout.history import History
 from streamd.fanout.hub import Hub
 from streamd.fanout.resume import Gap, GapReason, StartPoint
-from streamd.framing import Framing, Payload
+from streamd.framing import INT32, Framing, Payload
 from streamd.reasons import Reason
 
 CONTROL = b"\x1e"
@@ -68,7 +68,7 @@ def firstByte(data: bytes) -> int:
     return _TEXT if _isText(data) else _BINARY
 
 
-def frames(payloads: Sequence[Payload]) -> bytes:
+def frames(payloads: Sequence[Payload], raw: bytes | None = None) -> bytes:
     """
     The L{frame} of each of C{payloads}, joined.  This runs for every entry
     WebSocket clients are sent, so a batch that is all ASCII with no
@@ -76,15 +76,23 @@ def frames(payloads: Sequence[Payload]) -> bytes:
     headers are looked up and interleaved with the payloads in C, and a
     fixed-size feed's (all of the first's length) is one header joining
     them.
+
+    @param raw: the same messages in int32 framing, if the caller has them:
+        when they are ASCII with no L{CONTROL} byte, headers included, so
+        are the payloads, which then need not be joined to be checked.
     """
     count = len(payloads)
     if count <= 1:
         return frame(payloads[0]) if count else b""
-    joined = b"".join(payloads)
-    if not joined.isascii() or CONTROL in joined:
-        return b"".join([frame(p) for p in payloads])
+    if raw is not None and raw.isascii() and CONTROL not in raw:
+        size = len(raw) - 4 * count
+    else:
+        joined = b"".join(payloads)
+        if not joined.isascii() or CONTROL in joined:
+            return b"".join([frame(p) for p in payloads])
+        size = len(joined)
     length = len(payloads[0])
-    if length * count == len(joined):
+    if length * count == size:
         header = _textHeader(length)
         framed = header.join([b"", *payloads])
         # Every payload is ASCII, so the headers' first byte (not ASCII) is
@@ -151,6 +159,14 @@ class WebSocketFraming(Framing):
     def encodeMany(self, payloads: Sequence[Payload]) -> bytes:
         return frames(payloads)
 
+    def reframe(
+        self, data: bytes, dataFraming: Framing, first: int, payloads: Sequence[Payload] | None = None
+    ) -> bytes | None:
+        # An int32 entry's bytes tell at once whether its messages are text.
+        if payloads is None or dataFraming is not INT32:
+            return None
+        return frames(payloads, data)
+
 
 WEBSOCKET = WebSocketFraming()
 
@@ -166,7 +182,16 @@ class StreamWebSocketFraming(WebSocketFraming):
         self.stream = stream
 
     def encodeEntry(self, payloads: Sequence[Payload], first: int) -> bytes:
-        return control({"type": "in", "stream": self.stream, "first": first}) + self.encodeMany(payloads)
+        return self._inMessage(first) + self.encodeMany(payloads)
+
+    def reframe(
+        self, data: bytes, dataFraming: Framing, first: int, payloads: Sequence[Payload] | None = None
+    ) -> bytes | None:
+        framed = super().reframe(data, dataFraming, first, payloads)
+        return None if framed is None else self._inMessage(first) + framed
+
+    def _inMessage(self, first: int) -> bytes:
+        return control({"type": "in", "stream": self.stream, "first": first})
 
 
 KEEPALIVE = b": keepalive\n\n"
