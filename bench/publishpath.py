@@ -131,7 +131,7 @@ def measure(options: argparse.Namespace, dataDir: str | None) -> None:
         stream = read * options.calls
         reads: Iterable[tuple[bytes]] = [(stream[at : at + size],) for at in range(0, len(stream), size)]
     else:
-        reads = repeat((read,), options.calls)
+        reads = [(read,)] * options.calls
     dataReceived = publisher.dataReceived
     # Both trees start from the same collector's counts: a full collection
     # that one of them happens to reach in the loop is not its code's cost.
