@@ -85,7 +85,7 @@ def frames(payloads: Sequence[Payload], raw: bytes | None = None) -> bytes:
     if count <= 1:
         return frame(payloads[0]) if count else b""
     if raw is not None and raw.isascii() and CONTROL not in raw:
-        size = len(raw) - 4 * count
+        size = len(raw) - INT32.headerSize * count
     else:
         joined = b"".join(payloads)
         if not joined.isascii() or CONTROL in joined:
