@@ -197,7 +197,8 @@ class Cursor:
     def deliver(self, data: bytes, count: int) -> None:
         """
         Send C{count} messages framed as C{data}: the hub's call for each
-        batch while this cursor is L{live}.
+        batch while this cursor is L{live}, and L{sendPrivate}'s, with no
+        messages of the stream, for a frame of this client's own.
         """
         self.messages += count
         self.written += len(data)
@@ -212,8 +213,7 @@ class Cursor:
         if self.closed:
             return
         if self.live:
-            self.written += len(data)
-            self._write(data)
+            self.deliver(data, 0)
             return
         self._queue(before, data, None)
 
