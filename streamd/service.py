@@ -290,6 +290,31 @@ class StreamdService(MultiService):
         if self._previousHangup is not None:
             signal.signal(signal.SIGHUP, self._previousHangup)
             self._previousHangup = None
+        previous = {
+            number: signal.signal(number, self._stopAgain)
+            for number in STOP_SIGNALS
+            if signal.getsignal(number) is not signal.SIG_IGN
+        }
+        try:
+            yield self._stopAll()
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _stopAgain(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.closeNow, signal.Signals(signum).name)
+
+    def closeNow(self, signalName: str) -> None:
+        """
+        What a second SIGINT or SIGTERM does while the daemon stops: close
+        every connection still open at once, without waiting out the
+        C{--drain} window or their output.
+        """
+        if self.connections:
+            self._abortAll(f"{signalName} during shutdown: closing {{n}} connection(s) now")
+
+    @inlineCallbacks
+    def _stopAll(self) -> Any:
         for listener in self.listeners:
             yield listener.stopService()
         yield gatherResults([maybeDeferred(source.stopService) for source in self.sources])
@@ -332,17 +357,29 @@ class StreamdService(MultiService):
                 session.close()
         done = connections.whenEmpty()
         if not done.called:
-            calls.append(self.reactor.callLater(drain + timeout, self._abortAll))
+            calls.append(
+                self.reactor.callLater(
+                    drain + timeout, self._abortAll, "{n} connection(s) did not take their output in time; closing them"
+                )
+            )
             done.addBoth(_cancelling(*calls))
         return done
 
-    def _abortAll(self) -> None:
-        self.log.warn(
-            "{n} connection(s) did not take their output in time; closing them",
-            n=len(self.connections),
-        )
+    def _abortAll(self, why: str) -> None:
+        """
+        Close every connection now, after one warning: C{why}, a log
+        format in which C{n} is their number.
+        """
+        self.log.warn(why, n=len(self.connections))
         for session in self.connections:
             session.abort()
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""
+The signals that stop the daemon; one more while it stops closes what is
+left at once (unless the daemon was started with it ignored).
+"""
 
 
 def _cancelling(*delayedCalls: Any) -> Any:

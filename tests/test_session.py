@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import signal
 import tempfile
 import weakref
 from typing import Any
@@ -27,7 +28,7 @@ from streamd.fanout.resume import Gap, GapReason, Start
 from streamd.reasons import Reason
 from streamd.seqserver import SeqServerProtocol
 from streamd.server import StreamServerProtocol
-from streamd.service import StreamdService
+from streamd.service import STOP_SIGNALS, StreamdService
 from streamd.session import AHEAD_RETRY, AHEAD_WAIT, CONNECTION_LINES, ISessionAdapter, Session
 from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.sse import EventStream
@@ -740,6 +741,49 @@ class DrainTests(SynchronousTestCase):
         low, high = SHUTDOWN_RETRY_MS
         self.assertTrue(low <= int(retry[-1][7:]) <= high, retry)
         self.assertEqual(daemon.clock.getDelayedCalls(), [])
+
+    def test_signalAgain(self) -> None:
+        """
+        While the daemon stops, SIGINT and SIGTERM are its own: one more
+        (an impatient Ctrl-C) closes every client at once, with one line
+        saying so, instead of Twisted's "Can't stop reactor that isn't
+        running" traceback; the previous handlers are back once it stopped.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        before = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+        for number, handler in before.items():
+            self.addCleanup(signal.signal, number, handler)
+        daemon = Daemon()
+        service = StreamdService(daemon.clock, DaemonConfig(listens=(), sources=(), drain=30.0))
+        service.connections = daemon.connections
+        clients: list[Client] = [kind(daemon) for kind in (FramedClient, SeqClient, WebSocketClient, EventsClient)]
+        stopped = service.stopService()
+        self.assertEqual({signal.getsignal(number) for number in STOP_SIGNALS}, {service._stopAgain})
+        self.assertNoResult(stopped)
+        service.closeNow("SIGINT")
+        self.assertEqual([client.closed for client in clients], [True] * len(clients))
+        self.assertIn("SIGINT during shutdown: closing 4 connection(s) now", [formatEvent(e) for e in events])
+        for client in clients:
+            client.lose()
+        self.successResultOf(stopped)
+        self.assertEqual({number: signal.getsignal(number) for number in STOP_SIGNALS}, before)
+
+    def test_signalIgnored(self) -> None:
+        """
+        A stop signal the daemon was started with ignored (C{nohup}, a
+        shell's background job) stays ignored while it stops.
+        """
+        self.addCleanup(signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, signal.SIG_IGN))
+        self.addCleanup(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+        daemon = Daemon()
+        service = StreamdService(daemon.clock, DaemonConfig(listens=(), sources=()))
+        service.connections = daemon.connections
+        client = FramedClient(daemon)
+        stopped = service.stopService()
+        self.assertIs(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
+        self.assertEqual(signal.getsignal(signal.SIGTERM), service._stopAgain)
+        client.lose()
+        self.successResultOf(stopped)
 
 
 class DepartedTests(SynchronousTestCase):
