@@ -21,6 +21,7 @@ from streamd.reasons import Reason
 from streamd.session import Connections, SessionContext
 from streamd.throttle import LogThrottle
 from streamd.web.deflate import Deflater
+from streamd.web.parse import BadInput, decimal, shown
 
 HTTP_STATUS = {
     Reason.AUTH_FAILED: 401,
@@ -125,7 +126,7 @@ def bearerToken(header: bytes | str | None) -> bytes | None:
     return token.strip()
 
 
-class BadPosition(ValueError):
+class BadPosition(BadInput):
     """
     A request's resume parameters do not parse: its str says why.
     """
@@ -141,17 +142,20 @@ def startRequest(last: str | None, epoch: str | None) -> StartRequest:
     C{epoch}, or at the head when it says neither.
 
     @raise BadPosition: for one without the other, a number that is not
-        one, or an epoch that is not 16 hex digits.
+        one of at most 20 ASCII digits, or an epoch that is not 16 hex
+        digits.
     """
     if last is None and epoch is None:
         return StartRequest()
     if last is None or epoch is None:
         raise BadPosition("a resume without both last=SEQ and epoch=EPOCH")
-    if not last.isdigit():
-        raise BadPosition(f"last={last!r}, which is not a sequence number")
+    try:
+        position = decimal(last, "last")
+    except BadInput as e:
+        raise BadPosition(str(e)) from None
     if not _HEX_EPOCH.fullmatch(epoch):
-        raise BadPosition(f"epoch={epoch!r}, which is not 16 hex digits")
-    return StartRequest(Start.RESUME, bytes.fromhex(epoch), int(last))
+        raise BadPosition(f"epoch={shown(epoch)}, which is not 16 hex digits")
+    return StartRequest(Start.RESUME, bytes.fromhex(epoch), position)
 
 
 def parseEventId(eventId: str) -> tuple[str | None, str | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -31,7 +32,7 @@ from streamd.names import BadName
 from streamd.protocol import addressName
 from streamd.reasons import Reason
 from streamd.session import ISessionAdapter, Session
-from streamd.web.context import BadPosition, Refusal, WebContext, bearerToken, parseEventId, startRequest
+from streamd.web.context import Refusal, WebContext, bearerToken, parseEventId, startRequest
 from streamd.web.framing import (
     KEEPALIVE,
     LAST_CHUNK,
@@ -44,6 +45,7 @@ from streamd.web.framing import (
     refusedMessage,
     streamMessage,
 )
+from streamd.web.parse import BadInput, header
 from streamd.web.subjects import StreamsRequest, requestRefusal, streamsRequest, subscribeRefusal
 
 RETRY_MS = 1000
@@ -215,6 +217,20 @@ class EventStream(Protocol):
         self._lost("refused")
         return None if self._refusal is None else self._refusal.text.encode() + b"\n"
 
+    def failed(self) -> bool:
+        """
+        Something failed unexpectedly while the stream began: the session
+        ends, and the connection too, if it was taken over.
+
+        @return: whether the request is still twisted.web's to answer (with
+            a 500).
+        """
+        self._lost("failed")
+        if self.transport is None:
+            return True
+        self.transport.abortConnection()
+        return False
+
     def _lost(self, why: str) -> None:
         """
         The session ends; let go of it (it refers back to this stream).
@@ -230,6 +246,7 @@ class EventsResource(Resource):
     """
 
     isLeaf = True
+    log = Logger()
 
     def __init__(self, context: WebContext) -> None:
         super().__init__()
@@ -238,22 +255,45 @@ class EventsResource(Resource):
         self.chunked = EventFraming(context.hub.history, chunked=True)
 
     def render_GET(self, request: Request) -> Any:
-        context = self.context
-        origin = _header(request, "origin")
-        head = _HEAD
-        if origin is not None and originAllowed(origin, None, context.config.httpOrigins):
-            head += b"Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n" % origin.encode("latin-1")
         chunked = request.clientproto == b"HTTP/1.1"
-        if chunked:
-            head += _CHUNKED
-        stream = EventStream(
-            context, request, addressName(request.getClientAddress()), head + b"\r\n", chunked
-        )
+        stream = EventStream(self.context, request, addressName(request.getClientAddress()), b"", chunked)
         session = stream.session
         assert session is not None
-        if not session.admit(request.channel) or not session.checkOrigin(origin, _header(request, "host")):
+        if not session.admit(request.channel):
             return stream.refused()
-        token = bearerToken(request.getHeader("authorization")) or _argument(request, b"token", raw=True)
+        # Nothing may leave an admitted session without its connection: it
+        # would hold a client's place (--max-clients) until the daemon stops.
+        try:
+            return self._begin(stream, request)
+        except (BadInput, BadName) as e:
+            return stream.refuse(requestRefusal(e))
+        except BaseException:
+            if stream.failed():
+                raise
+            self.log.failure("the stream of {peer} failed as it began", peer=stream.peer)
+            return NOT_DONE_YET
+
+    def _begin(self, stream: EventStream, request: Request) -> Any:
+        """
+        Check the admitted C{stream}'s request (origin, token, what it asks
+        for), then start it on the request's connection, taken over.
+
+        @raise BadInput: for a request that does not parse.
+        @raise BadName: for a subject that does not.
+        """
+        context = self.context
+        session = stream.session
+        assert session is not None
+        origin = header(request, b"origin")
+        head = _HEAD
+        if origin is not None and originAllowed(origin, None, context.config.httpOrigins):
+            head += b"Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n" % origin.encode("utf-8")
+        if stream.chunked:
+            head += _CHUNKED
+        stream.head = head + b"\r\n"
+        if not session.checkOrigin(origin, header(request, b"host")):
+            return stream.refused()
+        token = bearerToken(request.getHeader(b"authorization")) or _argument(request, b"token", raw=True)
         if token is not None:
             if not session.authenticate(token):
                 return stream.refused()
@@ -262,19 +302,12 @@ class EventsResource(Resource):
             return stream.refused()
         asked: StreamsRequest | None = None
         if request.postpath:
-            try:
-                asked = _streamsAsked(request)
-            except (BadName, BadPosition) as e:
-                return stream.refuse(requestRefusal(e))
+            asked = _streamsAsked(request)
             refusal = subscribeRefusal(session, asked.subjects)
             if refusal is not None:
                 return stream.refuse(refusal)
         else:
-            try:
-                where = _startAsked(request)
-            except BadPosition as e:
-                session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
-                return stream.refused()
+            where = _startAsked(request)
         # The first request of its connection has nothing of twisted.web's
         # left to send: its cursor may write to the socket itself.
         first = not getattr(request.channel, "answered", 0)
@@ -286,7 +319,7 @@ class EventsResource(Resource):
             for subject in asked.subjects:
                 session.subscribe(subject, asked.start, asked.positions)
             return NOT_DONE_YET
-        framing = self.chunked if chunked else self.framing
+        framing = self.chunked if stream.chunked else self.framing
         cursor = (
             cursorFor(transport, context.hub, framing, session)
             if first
@@ -302,9 +335,9 @@ def _startAsked(request: Request) -> StartRequest:
     Where a client of C{/events} asks the default stream to start: after
     its C{Last-Event-ID}, or its C{?last=SEQ&epoch=EPOCH}, or at the head.
 
-    @raise BadPosition: for a position that does not parse.
+    @raise BadInput: for a position that does not parse.
     """
-    eventId = request.getHeader("last-event-id")
+    eventId = header(request, b"last-event-id")
     if eventId:
         epoch, last = parseEventId(eventId)
     else:
@@ -317,23 +350,18 @@ def _streamsAsked(request: Request) -> StreamsRequest:
     What a client of C{/events/SUBJECTS} asks for.
 
     @raise BadName: for subjects that do not parse.
-    @raise BadPosition: for a position that does not.
+    @raise BadInput: for a position that does not.
     """
     subjects = b"/".join(request.postpath or ()).decode("utf-8", "replace")
     parameters = {
         name.decode("ascii", "replace"): [value.decode("ascii", "replace") for value in values]
         for name, values in request.args.items()
     }
-    return streamsRequest(subjects, parameters, _header(request, "last-event-id"))
-
-
-def _header(request: Request, name: str) -> str | None:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if isinstance(value, bytes) else value
+    return streamsRequest(subjects, parameters, header(request, b"last-event-id"))
 
 
 def _argument(request: Request, name: bytes, raw: bool = False) -> Any:
     values = request.args.get(name)
     if not values:
         return None
-    return values[0] if raw else values[0].decode("ascii", "replace")
+    return values[0] if raw else values[0].decode("utf-8", "replace")

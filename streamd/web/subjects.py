@@ -22,6 +22,7 @@ from streamd.reasons import Reason
 from streamd.session import Session
 from streamd.subscriptions import FROM_OLDEST
 from streamd.web.context import BadPosition, Refusal, startRequest
+from streamd.web.parse import BadInput
 
 MAX_SUBJECTS = 64
 """
@@ -106,15 +107,17 @@ def streamsRequest(
     return StreamsRequest(parseSubjects(subjects), positions)
 
 
-def requestRefusal(error: BadName | BadPosition) -> Refusal:
+def requestRefusal(error: BadName | BadInput) -> Refusal:
     """
-    The answer to a request whose subjects or positions do not parse: 400,
-    saying why.
+    The answer to a request whose subjects, positions or headers do not
+    parse: 400, saying why.
     """
     if isinstance(error, BadPosition):
         text = f"asked for {error}"
-    else:
+    elif isinstance(error, BadName):
         text = f"asked for a subject that is not one: {error}"
+    else:
+        text = f"sent {error}"
     return Refusal(Reason.BAD_REQUEST, 400, text, {"error": text})
 
 
