@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IAccessLogFormatter
@@ -62,17 +63,38 @@ def makeSite(
     return site
 
 
-_TOKEN = re.compile(rb"([?&]token=)[^&#]*")
+_QUERY_ITEM = re.compile(rb"[^&;]+")
 
 
 @provider(IAccessLogFormatter)
 def withoutTokens(timestamp: str, request: Request) -> str:
     """
     twisted.web's combined access log line, with the value of every
-    C{token=} in the URL and the referrer replaced by C{***}: C{/events}
-    takes a token in its URL, and the page passes one on in its own.
+    C{token} parameter in the URL and the referrer replaced by C{***}:
+    C{/events} takes a token in its URL, and the page passes one on in its
+    own.
     """
     return combinedLogFormatter(timestamp, _Redacted(request))  # type: ignore[no-any-return]
+
+
+def redactTokens(url: bytes) -> bytes:
+    """
+    C{url} with the value of each query parameter whose name, decoded as
+    twisted.web decodes it (C{%74oken}) and in any case (C{TOKEN}), is
+    C{token} replaced by C{***}.
+    """
+    path, question, query = url.partition(b"?")
+    if not question:
+        return url
+    query, sharp, fragment = query.partition(b"#")
+    return path + question + _QUERY_ITEM.sub(_redactItem, query) + sharp + fragment
+
+
+def _redactItem(item: re.Match[bytes]) -> bytes:
+    name, equals, _ = item.group().partition(b"=")
+    if equals and unquote_to_bytes(name.replace(b"+", b" ")).strip().lower() == b"token":
+        return name + b"=***"
+    return item.group()
 
 
 class _Redacted:
@@ -82,7 +104,7 @@ class _Redacted:
 
     def __init__(self, request: Request) -> None:
         self._request = request
-        self.uri = _TOKEN.sub(rb"\1***", request.uri)
+        self.uri = redactTokens(request.uri)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._request, name)
@@ -90,5 +112,5 @@ class _Redacted:
     def getHeader(self, name: bytes) -> bytes | None:
         value = self._request.getHeader(name)
         if value is not None and name.lower() == b"referer":
-            return _TOKEN.sub(rb"\1***", value)
+            return redactTokens(value)
         return value
