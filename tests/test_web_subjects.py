@@ -369,6 +369,23 @@ class WebSocketStreamsTests(_Streams, SynchronousTestCase):
             self.assertEqual(self.kinds(client, "bye")[0]["reason"], "bad_request", control)
         self.assertEqual(self.context.hub.stats.disconnects[Reason.BAD_REQUEST], 6)
 
+    def test_controlThatBreaksTheParser(self) -> None:
+        """
+        A control message that Python's parsers refuse (a position's number
+        in digits that are not ASCII, or past 20 digits; JSON nested too
+        deep) cuts the client as any other, saying why: nothing unhandled.
+        """
+        for control in (
+            b'{"type":"subscribe","subject":"a","after":["a/00112233aabbccdd-\xc2\xb2"]}',
+            b'{"type":"subscribe","subject":"a","after":["a/00112233aabbccdd-%s"]}' % (b"9" * 5000),
+            b"[" * 100000,
+        ):
+            client = _Client(self.context, b"/a")
+            client.send(b"\x1e" + control)
+            self.assertEqual(self.kinds(client, "bye")[0]["reason"], "bad_request", control[:80])
+            self.assertEqual(client.frames()[-1][0], 8)
+        self.assertEqual(self.context.hub.stats.disconnects[Reason.BAD_REQUEST], 3)
+
     def test_tokenInBand(self) -> None:
         """
         A browser's client sends its token as its first message; its

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from struct import pack
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.tcp import Connection
@@ -41,8 +42,14 @@ def clientFrame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
     """
     A masked client frame (with a zero mask, so the payload is as is).
     """
-    assert len(payload) < 126
-    return bytes((0x80 * fin | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+    size = len(payload)
+    if size < 126:
+        length = bytes((0x80 | size,))
+    elif size < 0x10000:
+        length = b"\xfe" + pack(">H", size)
+    else:
+        length = b"\xff" + pack(">Q", size)
+    return bytes((0x80 * fin | opcode,)) + length + b"\0\0\0\0" + payload
 
 
 class _Client:
@@ -116,6 +123,18 @@ class WebSocketTests(SynchronousTestCase):
         client = _Client(context, f"?last=1&epoch={EPOCH}".encode())
         self.assertEqual(controls(client.frames())[0]["next"], 2)
         self.assertEqual(client.messages(), [(1, b"2"), (1, b"3")])
+
+    def test_badPosition(self) -> None:
+        """
+        A C{?last=} that C{int} refuses or that no sequence number has
+        (digits that are not ASCII, more than 20) refuses the handshake
+        with a 400, counted under C{bad_request}.
+        """
+        for last in (b"%C2%B2", b"9" * 5000):
+            context = webContext()
+            client = _Client(context, b"?last=%s&epoch=%s" % (last, EPOCH.encode()))
+            self.assertTrue(client.status.startswith(b"HTTP/1.1 400 "), client.status)
+            self.assertEqual(context.hub.stats.disconnects[Reason.BAD_REQUEST], 1)
 
     def test_publish(self) -> None:
         """

@@ -128,8 +128,8 @@ def clientControl(data: bytes) -> tuple[str, str, dict[str, StartRequest]]:
     """
     try:
         message = json.loads(data)
-    except ValueError:
-        raise BadControl("not JSON")
+    except (ValueError, RecursionError):
+        raise BadControl("not JSON, or nested too deep") from None
     kind = message.get("type") if isinstance(message, dict) else None
     key = _CONTROLS.get(kind) if isinstance(kind, str) else None
     if kind is None or key is None:
