@@ -255,6 +255,23 @@ class PipelineTests(_Logged, SynchronousTestCase):
         self.assertFalse(connection.closed)
 
 
+class StaticTests(_Logged, SynchronousTestCase):
+    """
+    The page's files.
+    """
+
+    def test_pathNotAFile(self) -> None:
+        """
+        A path that is not UTF-8, or holds a NUL, is a 404, and nothing is
+        logged but the request.
+        """
+        for path in (b"/%ff%00", b"/%00", b"/static/%ff"):
+            connection = SiteConnection(webContext())
+            connection.send(b"GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path)
+            self.assertEqual(connection.status(), 404, path)
+        self.assertEqual(self.warnings(), [])
+
+
 class AccessLogTests(_Logged, SynchronousTestCase):
     """
     The access log cannot be flooded.

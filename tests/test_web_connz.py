@@ -66,6 +66,18 @@ class ConnzTests(SynchronousTestCase):
             [row["bytes_in"] for row in answer["connections"]], [4 + n for n in range(49, 39, -1)]
         )
 
+    def test_badLimit(self) -> None:
+        """
+        A limit that is not a number of ASCII digits, or of more than 20,
+        is a 400 saying so.
+        """
+        for limit in ("\u00b2", "9" * 5000):
+            request = DummyRequest([b"connz"])
+            request.args = {b"limit": [limit.encode()]}
+            body = self.resource.render_GET(request)
+            self.assertEqual(request.responseCode, 400)
+            self.assertIn(b"which is not a number of at most 20 digits", body)
+
     def test_shared(self) -> None:
         """
         Requests within L{connz.SNAPSHOT_SECONDS} of each other are answered

@@ -113,7 +113,7 @@ class StreamsTests(SynchronousTestCase):
         An unknown order, a limit that is not a number, a pattern that is
         not one: 400.
         """
-        for query in ("sort=random", "limit=many", "match=a..b"):
+        for query in ("sort=random", "limit=many", "match=a..b", "limit=%C2%B2", "limit=" + "9" * 5000):
             self.assertEqual(get(self.context, f"/streams?{query}")[0], 400, query)
 
     def test_token(self) -> None:
@@ -127,6 +127,22 @@ class StreamsTests(SynchronousTestCase):
         self.assertEqual(get(self.context, "/streams", "Authorization: Bearer sesame\r\n")[0], 200)
         self.context = webContext(tokenConfig(self), publicMetrics=True)
         self.assertEqual(get(self.context, "/streams/default")[0], 200)
+
+    def test_tokenNotUtf8(self) -> None:
+        """
+        A token that is not UTF-8 is a token like any other: a wrong one,
+        at C{/streams}, C{/connz} and C{/metrics}; one that
+        C{--http-public-metrics} does not need is ignored.
+        """
+        self.context = webContext(tokenConfig(self))
+        for path in (b"/streams", b"/connz", b"/metrics"):
+            connection = SiteConnection(self.context)
+            connection.send(b"GET %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \xff\r\n\r\n" % path)
+            self.assertEqual(connection.status(), 401, path)
+        self.context = webContext(tokenConfig(self), publicMetrics=True)
+        connection = SiteConnection(self.context)
+        connection.send(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \xff\r\n\r\n")
+        self.assertEqual(connection.status(), 200)
 
     def test_postWithoutName(self) -> None:
         """

@@ -27,6 +27,7 @@ from streamd.fanout.hub import Hub
 from streamd.session import Session
 from streamd.web.context import WebContext
 from streamd.web.guard import refused
+from streamd.web.parse import BadInput, decimal
 
 DEFAULT_LIMIT = 100
 
@@ -95,17 +96,21 @@ class ConnzResource(Resource):
             return refusal
         sort = _argument(request, b"sort", "lag")
         limit = _argument(request, b"limit", str(DEFAULT_LIMIT))
-        if sort not in SORTS or not limit.isdigit():
+        try:
+            if sort not in SORTS:
+                raise BadInput(f"sort must be one of {', '.join(SORTS)}")
+            count = decimal(limit, "limit")
+        except BadInput as e:
             request.setResponseCode(400)
             request.setHeader("Content-Type", "text/plain; charset=utf-8")
-            return f"sort must be one of {', '.join(SORTS)}; limit a number\n".encode()
+            return f"{e}\n".encode()
         _, total, rows = self.snapshot(sort)
         body = {
             "now": self.context.clock.seconds(),
             "epoch": self.context.epoch,
             "total": total,
             "stats": self.context.hub.stats.figures(),
-            "connections": rows[: int(limit)],
+            "connections": rows[:count],
         }
         request.setHeader("Content-Type", "application/json")
         request.setHeader("Cache-Control", "no-cache")

@@ -21,7 +21,7 @@ def refused(context: WebContext, request: Request) -> bytes | None:
     if context.publicMetrics:
         return None
     policy = context.config.access
-    token = bearerToken(request.getHeader("authorization"))
+    token = bearerToken(request.getHeader(b"authorization"))
     access = policy.initialAccess() if token is None else policy.accessFor(token)
     if access is not Access.NONE:
         return None

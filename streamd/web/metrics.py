@@ -256,7 +256,7 @@ class MetricsResource(Resource):
         with C{--http-public-metrics} or without an access file, else
         those its token may read.
         """
-        token = bearerToken(request.getHeader("authorization"))
+        token = bearerToken(request.getHeader(b"authorization"))
         if self.context.publicMetrics or token is None:
             return ALL_STREAMS
         return self.context.config.access.rightsForDigest(digest(token))

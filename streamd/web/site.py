@@ -50,7 +50,7 @@ def makeSite(
 
     @param listeners: every listener service of the daemon, for C{/healthz}.
     """
-    root = File(STATIC)
+    root = _StaticFiles(STATIC)
     root.putChild(b"ws", StreamWebSocketResource(StreamWebSocketFactory(context)))
     root.putChild(b"events", EventsResource(context))
     root.putChild(b"streams", StreamsResource(context))
@@ -61,6 +61,24 @@ def makeSite(
     site.noisy = False
     site.displayTracebacks = False
     return site
+
+
+class _StaticFiles(File):
+    """
+    The page's files.  A path segment that is not UTF-8, or holds a NUL,
+    names none of them: 404, without the traceback twisted.web's C{File}
+    logs for it (or the 500 it answers), which any client could fill the
+    log with.
+    """
+
+    def getChild(self, path: bytes, request: Request) -> Any:
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.childNotFound
+        if b"\0" in path:
+            return self.childNotFound
+        return super().getChild(path, request)
 
 
 _QUERY_ITEM = re.compile(rb"[^&;]+")

@@ -24,6 +24,7 @@ from streamd.fanout.hub import Hub
 from streamd.names import BadName, checkPattern, matches
 from streamd.web.context import WebContext
 from streamd.web.guard import refused
+from streamd.web.parse import BadInput, decimal
 from streamd.web.publish import HTTPPublisher
 
 DEFAULT_LIMIT = 100
@@ -84,8 +85,12 @@ class StreamsResource(Resource):
                 checkPattern(pattern)
         except BadName as e:
             return _text(request, 400, f"match: {e}\n")
-        if sort not in SORTS or not limit.isdigit():
-            return _text(request, 400, f"sort must be one of {', '.join(SORTS)}; limit a number\n")
+        if sort not in SORTS:
+            return _text(request, 400, f"sort must be one of {', '.join(SORTS)}\n")
+        try:
+            count = decimal(limit, "limit")
+        except BadInput as e:
+            return _text(request, 400, f"{e}\n")
         streams = list(self.context.streams or ())
         hubs = [
             hub
@@ -93,7 +98,7 @@ class StreamsResource(Resource):
             if hub.name.startswith(prefix) and (pattern is None or matches(pattern, hub.name))
         ]
         pick = heapq.nsmallest if sort == "name" else heapq.nlargest
-        chosen = pick(min(int(limit), MAX_LIMIT), hubs, key=SORTS[sort])
+        chosen = pick(min(count, MAX_LIMIT), hubs, key=SORTS[sort])
         body = {"total": len(streams), "matched": len(hubs), "streams": [hub.figures() for hub in chosen]}
         return _json(request, body)
 
