@@ -115,6 +115,20 @@ class RequestTests(SynchronousTestCase):
             refused.channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.get(context, b"/events").status(), 200)
 
+    def test_head(self) -> None:
+        """
+        C{HEAD /events} is answered the head of a stream, and no body: no
+        session, no stream.
+        """
+        context = webContext()
+        connection = SiteConnection(context)
+        connection.send(b"HEAD /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        context.hub.publish([b"not for a HEAD"])
+        self.assertEqual(connection.status(), 200)
+        self.assertIn(b"Content-Type: text/event-stream", connection.transport.value())
+        self.assertEqual(connection.body(), b"")
+        self.assertEqual(list(context.connections), [])
+
     def test_failureBeforeTheStream(self) -> None:
         """
         Whatever fails unexpectedly once a request's session is admitted,

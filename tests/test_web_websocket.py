@@ -126,14 +126,15 @@ class WebSocketTests(SynchronousTestCase):
 
     def test_badPosition(self) -> None:
         """
-        A C{?last=} that C{int} refuses or that no sequence number has
-        (digits that are not ASCII, more than 20) refuses the handshake
-        with a 400, counted under C{bad_request}.
+        A C{?last=} that is not a number, or that no sequence number has
+        (digits that are not ASCII, more than 20), refuses the handshake
+        with a 400 that says so, counted under C{bad_request}.
         """
-        for last in (b"%C2%B2", b"9" * 5000):
+        for last in (b"x", b"%C2%B2", b"9" * 5000):
             context = webContext()
             client = _Client(context, b"?last=%s&epoch=%s" % (last, EPOCH.encode()))
-            self.assertTrue(client.status.startswith(b"HTTP/1.1 400 "), client.status)
+            self.assertTrue(client.status.startswith(b"HTTP/1.1 400 asked for last='"), client.status)
+            self.assertIn(b", which is not a number of at most 20 digits", client.status)
             self.assertEqual(context.hub.stats.disconnects[Reason.BAD_REQUEST], 1)
 
     def test_publish(self) -> None:

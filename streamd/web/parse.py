@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.web.server import Request
 
-from streamd.printable import preview
+from streamd.printable import printable
 
 MAX_DIGITS = 20
 """
@@ -53,8 +53,11 @@ def header(request: Request, name: bytes) -> str | None:
         raise BadInput(f"a {name.decode('ascii')} header that is not UTF-8: {shown(value)}") from None
 
 
-def shown(value: str | bytes) -> str:
+def shown(value: str | bytes, width: int = 40) -> str:
     """
-    What a client sent, as an error quotes it: one short line.
+    What a client sent, as an error quotes it: the start of it, quoted, in
+    ASCII (an error may end up in an HTTP status line).
     """
-    return f"'{preview(value.encode('utf-8', 'surrogateescape') if isinstance(value, str) else value, 40)}'"
+    sent = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    text = printable(sent[:width]).encode("ascii", "backslashreplace").decode("ascii")
+    return f"'{text}...'" if len(sent) > width else f"'{text}'"

@@ -273,6 +273,15 @@ class EventsResource(Resource):
             self.log.failure("the stream of {peer} failed as it began", peer=stream.peer)
             return NOT_DONE_YET
 
+    def render_HEAD(self, request: Request) -> bytes:
+        """
+        The head of a stream, and no stream: an answer to C{HEAD} has no
+        body.
+        """
+        request.setHeader("Content-Type", "text/event-stream; charset=utf-8")
+        request.setHeader("Cache-Control", "no-cache")
+        return b""
+
     def _begin(self, stream: EventStream, request: Request) -> Any:
         """
         Check the admitted C{stream}'s request (origin, token, what it asks

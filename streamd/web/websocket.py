@@ -215,7 +215,7 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             try:
                 self._request = startRequest(_parameter(params, "last"), _parameter(params, "epoch"))
             except BadPosition as e:
-                session.drop(Reason.BAD_REQUEST, error=f"asked for {e}")
+                self._refuse(requestRefusal(e))
             return
         try:
             asked = streamsRequest(unquote(path[len(PATH) + 1 :]), params)
