@@ -267,7 +267,7 @@ class EventsResource(Resource):
             return self._begin(stream, request)
         except (BadInput, BadName) as e:
             return stream.refuse(requestRefusal(e))
-        except BaseException:
+        except Exception:
             if stream.failed():
                 raise
             self.log.failure("the stream of {peer} failed as it began", peer=stream.peer)
