@@ -25,7 +25,13 @@ from streamd.reasons import Reason
 from streamd.session import MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
 from streamd.web.framing import SHUTDOWN_RETRY_MS
-from streamd.web.websocket import MAX_UNANSWERED_PINGS, StreamWebSocketFactory, StreamWebSocketProtocol
+from streamd.web.websocket import (
+    MAX_FRAGMENTS,
+    MAX_PONGS_PER_READ,
+    MAX_UNANSWERED_PINGS,
+    StreamWebSocketFactory,
+    StreamWebSocketProtocol,
+)
 from tests.webtools import (
     EPOCH,
     HANDSHAKE,
@@ -344,23 +350,38 @@ class FragmentTests(SynchronousTestCase):
 
     def test_heldOnce(self) -> None:
         """
-        A message of 2-byte fragments is held in one buffer of at most about
-        1.25 times its bytes (autobahn's lists of pieces are not kept), and
-        counted in C{--max-partial-bytes} until it is whole, then published.
+        A message of 2-byte fragments, as many as L{MAX_FRAGMENTS} allows,
+        is held in one buffer of at most about 1.25 times its bytes
+        (autobahn's lists of pieces are not kept), and counted in
+        C{--max-partial-bytes} until it is whole, then published.
         """
         context = webContext()
         sender, receiver = _Client(context), _Client(context)
         sender.send(b"ab", opcode=2, fin=False)
-        for _ in range(4999):
+        for _ in range(MAX_FRAGMENTS - 2):
             sender.send(b"cd", opcode=0, fin=False)
         held = sender.protocol._message
         assert held is not None
-        self.assertLessEqual(sys.getsizeof(held), 1.25 * 10_000 + 100)
+        size = 2 * (MAX_FRAGMENTS - 1)
+        self.assertLessEqual(sys.getsizeof(held), 1.25 * size + 100)
         self.assertEqual(sender.protocol.message_data, [])
-        self.assertEqual(context.connections.partial.held, 10_000)
+        self.assertEqual(context.connections.partial.held, size)
         sender.send(b"", opcode=0)
         self.assertEqual(context.connections.partial.held, 0)
-        self.assertEqual(receiver.messages(), [(1, b"ab" + b"cd" * 4999)])
+        self.assertEqual(receiver.messages(), [(1, b"ab" + b"cd" * (MAX_FRAGMENTS - 2))])
+
+    def test_fragmentFlood(self) -> None:
+        """
+        A message in more than L{MAX_FRAGMENTS} frames (a flood of empty
+        fragments, each costing the daemon time and carrying nothing) is
+        cut (C{bad_frame}), what it held let go, and nothing published.
+        """
+        context = webContext()
+        sender, receiver = _Client(context), _Client(context)
+        sender.protocol.dataReceived(clientFrame(b"", opcode=2, fin=False) * (MAX_FRAGMENTS + 1))
+        self.assertEqual(context.hub.stats.disconnects[Reason.BAD_FRAME], 1)
+        self.assertEqual(context.connections.partial.held, 0)
+        self.assertEqual(receiver.messages(), [])
 
     def test_sharedBudget(self) -> None:
         """
@@ -421,6 +442,47 @@ class PingTests(SynchronousTestCase):
         pongs = [payload for opcode, payload in client.frames() if opcode == 10]
         self.assertEqual(pongs, [b"%d" % n for n in range(100)])
         self.assertFalse(client.transport.disconnecting)
+
+    def test_lastOfRead(self) -> None:
+        """
+        Of the pings that come in one read, the last alone is answered, once
+        the read is handled (RFC 6455 lets a pong answer only the latest).
+        """
+        context = webContext()
+        client = _Client(context)
+        client.protocol.dataReceived(b"".join(clientFrame(b"%d" % n, opcode=9) for n in range(5)))
+        pongs = [payload for opcode, payload in client.frames() if opcode == 10]
+        self.assertEqual(pongs, [b"4"])
+        self.assertFalse(client.transport.disconnecting)
+
+    def test_floodInOneRead(self) -> None:
+        """
+        A client that reads what it is sent but sends more than
+        L{MAX_UNANSWERED_PINGS} pings in one read is cut (C{ping_flood})
+        without a pong: each ping would cost the daemon time.
+        """
+        context = webContext()
+        client = _Client(context)
+        client.protocol.dataReceived(clientFrame(b"x", opcode=9) * MAX_UNANSWERED_PINGS)
+        self.assertEqual(context.hub.stats.disconnects[Reason.PING_FLOOD], 0)
+        client.protocol.dataReceived(clientFrame(b"x", opcode=9) * (MAX_UNANSWERED_PINGS + 1))
+        self.assertEqual(context.hub.stats.disconnects[Reason.PING_FLOOD], 1)
+        self.assertEqual([payload for opcode, payload in client.frames() if opcode == 10], [b"x"])
+
+    def test_pongFlood(self) -> None:
+        """
+        More than L{MAX_PONGS_PER_READ} pongs in one read (the daemon asks
+        for one per heartbeat) is a flood of frames that carry nothing: the
+        client is cut (C{bad_frame}), and nothing more it sent is parsed.
+        """
+        context = webContext()
+        client, receiver = _Client(context), _Client(context)
+        client.protocol.dataReceived(clientFrame(b"", opcode=10) * MAX_PONGS_PER_READ + clientFrame(b"one"))
+        self.assertEqual(context.hub.stats.disconnects[Reason.BAD_FRAME], 0)
+        client.protocol.dataReceived(clientFrame(b"", opcode=10) * (MAX_PONGS_PER_READ + 1) + clientFrame(b"two"))
+        client.protocol.dataReceived(clientFrame(b"three"))
+        self.assertEqual(context.hub.stats.disconnects[Reason.BAD_FRAME], 1)
+        self.assertEqual(receiver.messages(), [(1, b"one")])
 
     def test_flood(self) -> None:
         """

@@ -84,8 +84,23 @@ autobahn's second.
 
 MAX_UNANSWERED_PINGS = 16
 """
-Pings a client may send while it does not take what it is sent; past that
-it is cut (C{ping_flood}).
+Pings a client may send while it does not take what it is sent, or in one
+read (whose last ping alone is answered); past that it is cut
+(C{ping_flood}).
+"""
+
+MAX_PONGS_PER_READ = 16
+"""
+Pongs a client may send in one read; the daemon asks for one per
+C{--heartbeat}, so more is a flood of frames that each cost the daemon
+time and carry nothing (C{bad_frame}).
+"""
+
+MAX_FRAGMENTS = 1024
+"""
+Frames one message may come in (a 1 MiB message in 1 KiB fragments); past
+that, a flood of tiny fragments that each cost the daemon time is cut
+(C{bad_frame}).
 """
 
 
@@ -172,7 +187,11 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     _target: str | None = None
     _message: bytearray | None = None
     _unansweredPings = 0
+    _ping: bytes | None = None
     _pongHeld: int | None = None
+    _pongs = 0
+    _fragments = 0
+    _flooded = False
     _deflater: Deflater | None = None
 
     def connectionMade(self) -> None:
@@ -182,7 +201,9 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesReceived += len(data)
+        self._pongs = 0
         super().dataReceived(data)
+        self._answerPing()
         limit = self.readLimit
         if limit is not None:
             self.transport.bufferSize = readTarget(len(data), limit)
@@ -272,11 +293,39 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     # its wire bytes.  streamd keeps one bytearray per message, counted in
     # --max-partial-bytes until the message is whole.
 
+    def processData(self) -> bool:
+        """
+        Parse the next frame autobahn holds, unless the client was cut for
+        a flood of frames: then what it sent is dropped unparsed, since
+        each frame would cost the daemon time until the close times out.
+        """
+        if self._flooded:
+            self.data = b""
+            return False
+        return super().processData()  # type: ignore[no-any-return]
+
+    def _flood(self, reason: Reason, **figures: Any) -> None:
+        """
+        Cut the client for a flood of frames, and read nothing more of it.
+        """
+        self._flooded = True
+        self.transport.pauseProducing()
+        self._message = None
+        assert self.session is not None
+        self.session.drop(reason, **figures)
+
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)
         self._message = bytearray()
+        self._fragments = 0
         assert self.session is not None
         self.session.unfinished(0)
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)
+        self._fragments += 1
+        if self._fragments > MAX_FRAGMENTS and not self._flooded:
+            self._flood(Reason.BAD_FRAME, error=f"sent a message in more than {MAX_FRAGMENTS} frames")
 
     def onMessageFrameData(self, payload: bytes) -> None:
         message = self._message
@@ -300,25 +349,34 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def onPing(self, payload: bytes) -> None:
         """
-        Answer a ping through the stream, in order with it, while the
-        client takes what it is sent; a client that is not taking it is
-        not answered (RFC 6455 lets a pong answer only the latest ping), and
-        is cut after L{MAX_UNANSWERED_PINGS} pings.
+        Note a ping, to be answered once its read is handled (RFC 6455 lets
+        a pong answer only the latest ping); a client is cut after
+        L{MAX_UNANSWERED_PINGS} pings without a pong.
         """
         session = self.session
         outlet = session.outlet if session is not None else None
         if outlet is None or outlet.closed:
             return
-        if self._takes(outlet):
-            self._unansweredPings = 0
-            before = outlet.written
-            outlet.sendPrivate(b"\x8a" + bytes((len(payload),)) + payload)
-            self._pongHeld = before if outlet.written == before else None
-            return
+        self._ping = payload
         self._unansweredPings += 1
         if self._unansweredPings > MAX_UNANSWERED_PINGS:
-            assert session is not None
-            session.drop(Reason.PING_FLOOD, count=self._unansweredPings)
+            self._flood(Reason.PING_FLOOD, count=self._unansweredPings)
+
+    def _answerPing(self) -> None:
+        """
+        Answer the last ping of a read through the stream, in order with
+        it, if the client takes what it is sent; one that is not taking it
+        is not answered.
+        """
+        payload, self._ping = self._ping, None
+        session = self.session
+        outlet = session.outlet if session is not None else None
+        if payload is None or outlet is None or outlet.closed or not self._takes(outlet):
+            return
+        self._unansweredPings = 0
+        before = outlet.written
+        outlet.sendPrivate(b"\x8a" + bytes((len(payload),)) + payload)
+        self._pongHeld = before if outlet.written == before else None
 
     def _takes(self, outlet: Cursor | Mux) -> bool:
         """
@@ -399,8 +457,14 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         return None if outlet is None or outlet.closed else outlet
 
     def onPong(self, payload: bytes) -> None:
-        if self.session is not None:
-            self.session.answered()
+        session = self.session
+        if session is None:
+            return
+        self._pongs += 1
+        if self._pongs > MAX_PONGS_PER_READ:
+            self._flood(Reason.BAD_FRAME, error=f"sent more than {MAX_PONGS_PER_READ} pongs in one read")
+        else:
+            session.answered()
 
     def activity(self) -> tuple[int, int]:
         acked = bytesAcked(self.transport)
