@@ -48,6 +48,11 @@ BATCH_VERSION = 2
 The first version whose sessions may be sent BATCH frames.
 """
 
+PING_VERSION = 3
+"""
+The first version whose sessions' PINGs the server answers with a PONG.
+"""
+
 BATCH_LIMIT = 1024 * 1024
 """
 The largest int32 data of a history entry that a server sends as one BATCH

@@ -15,6 +15,7 @@ from streamd.reasons import Reason
 from streamd.seqframing import (
     ACK_VERSION,
     BATCH_VERSION,
+    PING_VERSION,
     SEQ_BATCH,
     STREAMS_VERSION,
     VERSION,
@@ -47,6 +48,13 @@ NUMBERED_OVERHEAD = 8 + 256
 """
 Bytes a numbered publish's frame may have beyond its message: its number,
 and a stream's name with its length.
+"""
+
+MAX_UNANSWERED_PINGS = 16
+"""
+PINGs a client may send while its connection holds frames of its own it has
+not taken yet (the PONGs to its earlier PINGs): past that it does not read
+what it asks for, and is cut (C{ping_flood}), as a WebSocket client is.
 """
 
 PING_FRAME = framed(Ping())
@@ -83,6 +91,7 @@ class SeqServerProtocol(FramedSessionProtocol):
     pingAnswered = True
     _hello: ClientHello | None = None
     _version = 0
+    _unansweredPings = 0
 
     def sessionAdmitted(self) -> None:
         self.limitFrames(TOKEN_LIMIT + 1)
@@ -152,9 +161,8 @@ class SeqServerProtocol(FramedSessionProtocol):
                 session.drop(Reason.BAD_REQUEST, error=f"sent {_name(frame)} {when}")
                 return
             elif isinstance(frame, Ping) and streaming:
-                outlet = session.outlet
-                assert outlet is not None
-                outlet.sendPrivate(PONG_FRAME)
+                if self._version >= PING_VERSION:
+                    self._pingReceived()
             elif self._version >= STREAMS_VERSION:
                 self._streamFrameReceived(frame)
         if published:
@@ -223,6 +231,25 @@ class SeqServerProtocol(FramedSessionProtocol):
                 self.lengthLimitExceeded(len(frame.payload))
                 return
             session.publishNumbered([frame.payload], [frame.number], self._acknowledge, frame.stream)
+
+    def _pingReceived(self) -> None:
+        """
+        Answer a PING with a PONG, in order with the stream; cut a client
+        that sends more than L{MAX_UNANSWERED_PINGS} while its connection
+        has not taken the PONGs it was given, so that a client that does
+        not read holds no more of them than that.
+        """
+        session = self.session
+        outlet = session.outlet
+        assert outlet is not None
+        if not outlet.held:
+            self._unansweredPings = 0
+        else:
+            self._unansweredPings += 1
+            if self._unansweredPings > MAX_UNANSWERED_PINGS:
+                session.drop(Reason.PING_FLOOD, count=self._unansweredPings)
+                return
+        outlet.sendPrivate(PONG_FRAME)
 
     def _acknowledge(self, number: int, seq: int) -> None:
         """

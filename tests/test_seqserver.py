@@ -44,7 +44,7 @@ from streamd.seqframing import (
     decodeServerFrame,
     framed,
 )
-from streamd.seqserver import SeqServerFactory, SeqServerProtocol
+from streamd.seqserver import MAX_UNANSWERED_PINGS, SeqServerFactory, SeqServerProtocol
 from streamd.server import StreamServerFactory
 from streamd.session import BYE_GRACE
 from streamd.stats import Stats
@@ -733,6 +733,86 @@ class HeartbeatTests(SynchronousTestCase):
             self.daemon.clock.advance(15)
         self.assertEqual(received(self.transport), numbered(1, 4))
         self.assertFalse(self.transport.disconnecting)
+
+
+class PingTests(SynchronousTestCase):
+    """
+    A client's PING (version 3) is answered with a PONG in order with the
+    stream; one that sends PINGs and does not read the PONGs is cut.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = SeqDaemon()
+
+    def flood(self, protocol: SeqServerProtocol, transport: StringTransport, pings: int) -> list[ServerFrame]:
+        """
+        Send C{pings} PINGs, each in a read of its own; what the client was
+        sent.
+        """
+        for _ in range(pings):
+            protocol.dataReceived(framed(Ping()))
+        return received(transport)
+
+    def test_answered(self) -> None:
+        """
+        A PING of version 3 gets a PONG after the stream published before
+        it; one of version 1 or 2 gets none, as the spec says.
+        """
+        protocol, transport = self.daemon.connect(ClientHello(3, Start.NEWEST, bytes(8), 0))
+        self.daemon.publish(messages(1, 1))
+        self.assertEqual(self.flood(protocol, transport, 1)[1:], [Batch(1, (b"m1",)), Pong()])
+        for version in (1, 2):
+            protocol, transport = self.daemon.connect(ClientHello(version, Start.NEWEST, bytes(8), 0))
+            self.assertEqual(self.flood(protocol, transport, 3)[1:], [])
+            self.assertFalse(transport.disconnecting)
+
+    def test_readerNotCut(self) -> None:
+        """
+        A client that takes its PONGs may send any number of PINGs.
+        """
+        protocol, transport = self.daemon.connect(ClientHello(3, Start.NEWEST, bytes(8), 0))
+        received(transport)
+        for _ in range(MAX_UNANSWERED_PINGS * 4):
+            protocol.cursor.pauseProducing()
+            protocol.dataReceived(framed(Ping()))
+            protocol.cursor.resumeProducing()
+        self.assertEqual(received(transport), [Pong()] * MAX_UNANSWERED_PINGS * 4)
+        self.assertFalse(transport.disconnecting)
+
+    def assertFloodCut(self, protocol: SeqServerProtocol, transport: StringTransport) -> None:
+        """
+        While the connection takes nothing, the client's PINGs are answered
+        until L{MAX_UNANSWERED_PINGS} more than the first wait unsent; the
+        next gets BYE PING_FLOOD, after the PONGs held.
+        """
+        self.assertEqual(self.flood(protocol, transport, MAX_UNANSWERED_PINGS + 1), [])
+        self.assertFalse(transport.disconnecting)
+        sent = self.flood(protocol, transport, 1000)
+        self.assertEqual(sent[-1], Bye(Reason.PING_FLOOD.value, Reason.PING_FLOOD.summary))
+        self.assertLessEqual(len(sent), MAX_UNANSWERED_PINGS + 2)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.daemon.hub.stats.disconnects[Reason.PING_FLOOD], 1)
+
+    def test_floodCut(self) -> None:
+        """
+        A client of one stream that sends PINGs while its connection takes
+        nothing is cut with BYE PING_FLOOD, holding a bounded number of
+        PONGs.
+        """
+        protocol, transport = self.daemon.connect(ClientHello(3, Start.NEWEST, bytes(8), 0))
+        received(transport)
+        protocol.cursor.pauseProducing()
+        self.assertFloodCut(protocol, transport)
+
+    def test_floodCutSeveralStreams(self) -> None:
+        """
+        So is a client of several streams, whose PONGs its mux holds.
+        """
+        protocol, transport = self.daemon.connect(ClientHello(VERSION, Start.NONE, bytes(8), 0))
+        received(transport)
+        mux = protocol.session.subscriptions.mux  # type: ignore[union-attr]
+        mux.pauseProducing()
+        self.assertFloodCut(protocol, transport)
 
 
 class EpochTests(SynchronousTestCase):

@@ -177,6 +177,15 @@ class Cursor:
             return 0
         return history.endOffset - history[max(self.index, history.start)][OFFSET]
 
+    @property
+    def held(self) -> int:
+        """
+        Frames of this client's own (L{sendPrivate}) not yet handed to its
+        connection.
+        """
+        private = self._private
+        return 0 if private is None else len(private)
+
     def published(self, entry: Entry) -> None:
         """
         C{entry} was published through this cursor (so it is not sent

@@ -58,6 +58,14 @@ class Mux:
         return self._sentPrivate + sum(cursor.written for cursor in self._cursors)
 
     @property
+    def held(self) -> int:
+        """
+        Frames of the mux's own (L{sendPrivate}) not yet handed to the
+        connection.
+        """
+        return len(self._private)
+
+    @property
     def disconnecting(self) -> bool:
         return bool(self.transport.disconnecting)
 
