@@ -393,6 +393,42 @@ class LimitTests(FlowTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+class LargeEntryPacingTests(FlowTestCase):
+    """
+    A history that holds one entry and little more paces its sources too.
+    """
+
+    flow = FlowControl(history=len(CHUNK) + 10)
+
+    def test_resumedAfterRead(self) -> None:
+        """
+        A source whose entries are each more than an eighth of the history
+        is resumed once a client that kept it waiting has read: the newest
+        entry, which is never dropped, does not hold it paused for good.
+        """
+        source = FakeSource(self.daemon)
+        _, transport = self.connect()
+        received = b""
+        for _ in range(20):
+            source.publish(5)
+            received += transport.take()
+        received += transport.take()
+        self.assertFalse(source.paused)
+        self.assertEqual(frames(received), source.published)
+        self.assertGreater(len(source.published), 20)
+
+    def test_entryOverHistoryNotPaused(self) -> None:
+        """
+        An entry larger than the whole history pauses no source: waiting
+        for a client would free nothing, so nothing would resume it.
+        """
+        source = FakeSource(self.daemon)
+        self.connect()
+        self.daemon.hub.publish([PAYLOAD, PAYLOAD])
+        self.assertFalse(source.paused)
+        self.assertEqual(source.publish(3), 3)
+
+
 class PacingTests(FlowTestCase):
     """
     Sources wait for clients that keep up; nobody waits for a stalled one.

@@ -442,7 +442,8 @@ class Hub:
             self._evict(limit, None)
             return
         self._evict(limit, self._pin())
-        if self.history.size > limit and not self.paused:
+        # Only the newest entry left: no subscriber's reading frees more.
+        if self.history.size > limit and len(self.history) > 1 and not self.paused:
             self._pause()
 
     def keepsUp(self, cursor: Cursor) -> bool:
@@ -504,11 +505,12 @@ class Hub:
     def _relieve(self) -> None:
         """
         While publishers are paused: drop what nobody waited for needs, and
-        resume them once an eighth of the log is free.
+        resume them once an eighth of the log is free, or nothing but the
+        newest entry is left to drop (an entry larger than that eighth).
         """
         lowWater = self.flow.history - self.flow.history // 8
         self._evict(lowWater, self._pin())
-        if self.history.size <= lowWater:
+        if self.history.size <= lowWater or len(self.history) == 1:
             self.paused = False
             for publisher, waits in list(self._publishers.items()):
                 if self._pacing(waits) and not (waits and self.full):
