@@ -403,17 +403,21 @@ _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RETENTION_PART = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]+)")
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
+
+
 def redacted(url: str) -> str:
     """
-    C{url} without the credentials it may carry (C{nats://user:secret@host}
-    is shown as C{nats://***@host}): a password never reaches the log, an
-    error message or C{/healthz}.
+    C{url} without the credentials it may carry: all before its last C{@}
+    but a scheme, mistyped or not, is hidden (C{nats://user:secret@host} is
+    shown as C{nats://***@host}, C{nats:/user:secret@host} as
+    C{nats:/***@host}, C{user:secret@host} as C{***@host}): a password
+    never reaches the log, an error message or C{/healthz}.
     """
-    scheme, separator, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    if "@" not in authority:
+    if "@" not in url:
         return url
-    return f"{scheme}{separator}***@{authority.rpartition('@')[2]}{slash}{path}"
+    scheme = _SCHEME.match(url)
+    return f"{scheme.group() if scheme else ''}***@{url.rpartition('@')[2]}"
 
 
 def parseRetention(text: str) -> tuple[int | None, float | None]:

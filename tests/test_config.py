@@ -6,11 +6,12 @@ them: C{twistd streamd}'s options or a program embedding the daemon.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.auth import AccessPolicy, TokenFile
-from streamd.config import ConfigError, DaemonConfig, FlowControl, ServerConfig
+from streamd.config import ClusterConfig, ConfigError, DaemonConfig, FlowControl, ServerConfig
 
 from .test_auth import tokenFile
 
@@ -57,6 +58,26 @@ class SelfCheckTests(SynchronousTestCase):
             "--soft-pending must not be larger than --max-pending",
         )
         self.assertRefused(lambda: FlowControl(history=0), "--history must be at least 1 byte, not 0")
+
+    def test_clusterURLMistypedKeepsSecrets(self) -> None:
+        """
+        A --cluster URL that is not one is refused with the credentials it
+        carries hidden, whatever the scheme's typo, and the message still
+        says what is wrong.
+        """
+        for url, shown in [
+            ("user:SECRETPW@127.0.0.1:4222", "***@127.0.0.1:4222"),
+            ("nats:/user:SECRETPW@127.0.0.1:4222", "nats:/***@127.0.0.1:4222"),
+            ("nats:user:SECRETPW@127.0.0.1:4222", "***@127.0.0.1:4222"),
+            ("nast://SECRETPW@127.0.0.1:4222", "nast://***@127.0.0.1:4222"),
+            ("nats:/user:SECRET/PW@host:4222", "nats:/***@host:4222"),
+            ("nats://", "nats://"),
+        ]:
+            with self.subTest(url=url):
+                self.assertRefused(
+                    partial(ClusterConfig, (url,)),
+                    f"--cluster {shown!r} is not a nats://HOST:PORT or tls://HOST:PORT URL",
+                )
 
     def test_daemonConfigSources(self) -> None:
         """
