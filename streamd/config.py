@@ -41,6 +41,10 @@ DEFAULT_SUBJECT = "streamd"
 DEFAULT_RETENTION = "64MiB"
 RECONNECT_WAIT = 2.0
 HISTORIES = ("core", "jetstream")
+MAX_DRAIN = 3600.0
+"""
+The longest C{--drain}: an hour, so that a daemon told to stop stops.
+"""
 
 
 def _atLeast(option: str, value: float | None, minimum: float, what: str = "") -> None:
@@ -602,6 +606,8 @@ class DaemonConfig:
             ("drain", self.drain),
         ):
             _atLeast(option, seconds, 0)
+        if self.drain > MAX_DRAIN:
+            raise ConfigError(f"--drain must be at most {MAX_DRAIN:g} s (an hour), not {self.drain:g}")
         _positive("http-header-timeout", self.httpHeaderTimeout)
         _atLeast("http-compress", self.httpCompress, 1, " byte")
         tlsWeb = any(_endpoint(f"streamd:{description}", description).tls for description in self.http)

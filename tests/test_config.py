@@ -79,6 +79,14 @@ class SelfCheckTests(SynchronousTestCase):
                     f"--cluster {shown!r} is not a nats://HOST:PORT or tls://HOST:PORT URL",
                 )
 
+    def test_daemonConfigDrain(self) -> None:
+        """
+        A --drain over an hour, which only SIGKILL would cut short, is
+        refused; an hour passes.
+        """
+        DaemonConfig(drain=3600)
+        self.assertRefused(lambda: DaemonConfig(drain=1e308), "--drain must be at most 3600 s (an hour), not 1e+308")
+
     def test_daemonConfigSources(self) -> None:
         """
         A source that does not parse is refused with the source's own message.

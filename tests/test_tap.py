@@ -121,7 +121,11 @@ class OptionsTests(SynchronousTestCase):
             (["--interval", "0"], "--interval must be greater than 0, not 0"),
             (["--interval", "-1"], "--interval must be a time in seconds, at least 0, not '-1'"),
             (["--max-pending", "lots"], "--max-pending must be a size in bytes, at least 0, not 'lots'"),
-            (["--max-message-size", "0"], "--max-message-size must be at least 1 byte, not 0"),
+            (["--max-message-size", "0"], "--max-message-size must be a size in bytes, at least 1, not '0'"),
+            (["--max-message-size", "-5"], "--max-message-size must be a size in bytes, at least 1, not '-5'"),
+            (["--stall-timeout", "-1"], "--stall-timeout must be a time in seconds, greater than 0, not '-1'"),
+            (["--max-streams", "-1"], "--max-streams must be a whole number, at least 1, not '-1'"),
+            (["--drain", "1e308"], "--drain must be at most 3600 s (an hour), not 1e+308"),
             (["--listen", "nonsense:1"], "bad endpoint 'nonsense:1': unknown endpoint type 'nonsense'"),
             (["--listen", "tcp:abc"], "bad endpoint 'tcp:abc': 'abc' is not a number"),
             (
