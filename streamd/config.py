@@ -41,6 +41,10 @@ DEFAULT_SUBJECT = "streamd"
 DEFAULT_RETENTION = "64MiB"
 RECONNECT_WAIT = 2.0
 HISTORIES = ("core", "jetstream")
+MIN_INTERVAL = 0.001
+"""
+The shortest C{--interval}: a thousand clock ticks a second.
+"""
 MAX_DRAIN = 3600.0
 """
 The longest C{--drain}: an hour, so that a daemon told to stop stops.
@@ -598,7 +602,7 @@ class DaemonConfig:
 
         for value in self.sources:
             parseSource(sourceStream(value)[1])
-        _positive("interval", self.interval)
+        _atLeast("interval", self.interval, MIN_INTERVAL, " s")
         for option, seconds in (
             ("shutdown-timeout", self.shutdownTimeout),
             ("stats-interval", self.statsInterval),

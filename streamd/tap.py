@@ -59,7 +59,7 @@ class Options(StreamsOptions, DurableOptions):
         ["framing", None, "int32", "Default framing of listeners: int32, ascii10 or seq.", _coerce.choice("framing", *FRAMINGS)],
         ["heartbeat", None, config.DEFAULT_HEARTBEAT, "Seconds of silence before a heartbeat (a seq PING, a WebSocket ping, an SSE comment); a client that can answer and answers none of two is cut (0: off).", _seconds("heartbeat")],
         ["seq-evicted", None, "gap", "What a seq, WebSocket or SSE client whose position left the --history gets: gap (a gap, then it goes on from the oldest message held) or disconnect (a goodbye).", _coerce.choice("seq-evicted", "gap", "disconnect")],
-        ["interval", None, 1.0, "Seconds between clock ticks (> 0).", _seconds("interval")],
+        ["interval", None, 1.0, f"Seconds between clock ticks (at least {config.MIN_INTERVAL:g}).", _coerce.number(float, "interval", "a time in seconds", config.MIN_INTERVAL)],
         ["max-message-size", None, DEFAULT_MAX_MESSAGE_SIZE, "Largest message in bytes, either way.", _coerce.number(int, "max-message-size", "a size in bytes", 1)],
         ["history", None, _FLOW.history, "Bytes of recent messages kept for clients that are behind (the log they read from).", _coerce.number(int, "history", "a size in bytes", 1)],
         ["stall-timeout", None, _FLOW.stallTimeout, "Seconds after which a client whose connection takes nothing is no longer waited for.", _coerce.number(float, "stall-timeout", "a time in seconds", 0, inclusive=False)],

@@ -79,6 +79,14 @@ class SelfCheckTests(SynchronousTestCase):
                     f"--cluster {shown!r} is not a nats://HOST:PORT or tls://HOST:PORT URL",
                 )
 
+    def test_daemonConfigInterval(self) -> None:
+        """
+        A clock faster than a tick a millisecond is refused; one a
+        millisecond passes.
+        """
+        DaemonConfig(interval=0.001)
+        self.assertRefused(lambda: DaemonConfig(interval=1e-9), "--interval must be at least 0.001 s, not 1e-09")
+
     def test_daemonConfigDrain(self) -> None:
         """
         A --drain over an hour, which only SIGKILL would cut short, is

@@ -118,8 +118,9 @@ class OptionsTests(SynchronousTestCase):
         cases = [
             (["--port", "seventy"], "--port must be a number from 0 to 65535, not 'seventy'"),
             (["--port", "70000"], "--port must be a number from 0 to 65535, not '70000'"),
-            (["--interval", "0"], "--interval must be greater than 0, not 0"),
-            (["--interval", "-1"], "--interval must be a time in seconds, at least 0, not '-1'"),
+            (["--interval", "0"], "--interval must be a time in seconds, at least 0.001, not '0'"),
+            (["--interval", "-1"], "--interval must be a time in seconds, at least 0.001, not '-1'"),
+            (["--interval", "1e-9"], "--interval must be a time in seconds, at least 0.001, not '1e-9'"),
             (["--max-pending", "lots"], "--max-pending must be a size in bytes, at least 0, not 'lots'"),
             (["--max-message-size", "0"], "--max-message-size must be a size in bytes, at least 1, not '0'"),
             (["--max-message-size", "-5"], "--max-message-size must be a size in bytes, at least 1, not '-5'"),

@@ -398,7 +398,7 @@ class ProcessTests(TestCase):
         self.assertEqual(
             err.splitlines(),
             [
-                b"twistd streamd: --interval must be greater than 0, not 0",
+                b"twistd streamd: --interval must be a time in seconds, at least 0.001, not '0'",
                 b"see twistd streamd --help",
             ],
         )
