@@ -42,19 +42,12 @@ from streamd.seqframing import (
     framed,
 )
 from streamd.server import TOKEN_LIMIT, FramedSessionProtocol, StreamServerFactory
-from streamd.session import SessionState
+from streamd.session import MAX_UNANSWERED_PINGS, SessionState
 
 NUMBERED_OVERHEAD = 8 + 256
 """
 Bytes a numbered publish's frame may have beyond its message: its number,
 and a stream's name with its length.
-"""
-
-MAX_UNANSWERED_PINGS = 16
-"""
-PINGs a client may send while its connection holds frames of its own it has
-not taken yet (the PONGs to its earlier PINGs): past that it does not read
-what it asks for, and is cut (C{ping_flood}), as a WebSocket client is.
 """
 
 PING_FRAME = framed(Ping())

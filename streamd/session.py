@@ -65,6 +65,12 @@ What a client of several streams asks for (L{Session.startStreams}): each
 stream starts as it subscribes to it.  Told apart from L{HEAD} by identity.
 """
 
+MAX_UNANSWERED_PINGS = 16
+"""
+Pings a client may send without taking the pongs that answer them (a seq
+PING, a WebSocket ping): past that it is cut (C{ping_flood}).
+"""
+
 MESSAGE_TIMEOUT = 60.0
 """
 Seconds a client has to finish a message it began (or C{--idle-timeout},

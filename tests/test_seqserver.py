@@ -44,9 +44,9 @@ from streamd.seqframing import (
     decodeServerFrame,
     framed,
 )
-from streamd.seqserver import MAX_UNANSWERED_PINGS, SeqServerFactory, SeqServerProtocol
+from streamd.seqserver import SeqServerFactory, SeqServerProtocol
 from streamd.server import StreamServerFactory
-from streamd.session import BYE_GRACE
+from streamd.session import BYE_GRACE, MAX_UNANSWERED_PINGS
 from streamd.stats import Stats
 
 from .support import frames

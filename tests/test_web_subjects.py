@@ -19,10 +19,10 @@ from streamd.auth import AccessPolicy, StreamRights
 from streamd.config import FlowControl, ServerConfig, StreamsConfig
 from streamd.fanout.hub import Hub
 from streamd.reasons import Reason
+from streamd.session import MAX_UNANSWERED_PINGS
 from streamd.web.context import WebContext
 from streamd.web.framing import StreamEventFraming, StreamWebSocketFraming
 from streamd.web.subjects import MAX_SUBJECTS
-from streamd.web.websocket import MAX_UNANSWERED_PINGS
 
 from .test_web_websocket import _Client
 from .webtools import SiteConnection, cancelBatchedTimers, controls, events, webContext

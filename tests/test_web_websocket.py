@@ -22,13 +22,12 @@ from streamd.fanout.mux import SocketMux
 from streamd.fanout.socketcursor import SocketCursor
 from streamd.reads import READ_SIZE
 from streamd.reasons import Reason
-from streamd.session import MESSAGE_TIMEOUT
+from streamd.session import MAX_UNANSWERED_PINGS, MESSAGE_TIMEOUT
 from streamd.web.context import WebContext
 from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.websocket import (
     MAX_FRAGMENTS,
     MAX_PONGS_PER_READ,
-    MAX_UNANSWERED_PINGS,
     StreamWebSocketFactory,
     StreamWebSocketProtocol,
 )

@@ -42,7 +42,7 @@ from streamd.names import BadName, isPattern
 from streamd.protocol import addressName
 from streamd.reads import readTarget
 from streamd.reasons import Reason
-from streamd.session import ISessionAdapter, Session
+from streamd.session import MAX_UNANSWERED_PINGS, ISessionAdapter, Session
 from streamd.web.context import BadPosition, Refusal, WebContext, bearerToken, startRequest
 from streamd.web.deflate import Deflater, Inflater, acceptOffer, namedStreamFraming, streamFraming
 from streamd.web.framing import (
@@ -81,13 +81,6 @@ C{--shutdown-timeout} still bounds the whole wait.  Other refusals keep
 autobahn's second.
 """
 
-
-MAX_UNANSWERED_PINGS = 16
-"""
-Pings a client may send while it does not take what it is sent, or in one
-read (whose last ping alone is answered); past that it is cut
-(C{ping_flood}).
-"""
 
 MAX_PONGS_PER_READ = 16
 """
