@@ -2,14 +2,17 @@
 Tests for L{streamd.client.seq}: it speaks version 2 and delivers the
 messages of BATCH frames as of MSG frames; its timeouts (an attempt to
 connect, and the wait for the server's HELLO) are bounded as the int32
-client's are.  No reactor runs: time is a L{Clock}, connections are L{StringTransport}s.
+client's are.  And for L{streamd.client.seqcli}, the command line's exit
+status and what it says on stderr.  No reactor runs: time is a L{Clock},
+connections are L{StringTransport}s.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -17,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.client import ConnectTimeout, HandshakeTimeout
+from streamd.client.__main__ import ClientOptions
 from streamd.client.seq import (
     ONE_STREAM_VERSION,
     NoHelloTimeout,
@@ -24,15 +28,19 @@ from streamd.client.seq import (
     SeqClientProtocol,
     connect,
 )
+from streamd.client.seqcli import runSeq
 from streamd.framing import DEFAULT_MAX_MESSAGE_SIZE
 from streamd.reasons import Reason
 from streamd.seqframing import (
     BATCH_LIMIT,
+    STREAMS_VERSION,
     VERSION,
     Batch,
     Bye,
     ClientHello,
     Msg,
+    Pong,
+    Refused,
     ServerHello,
     Start,
     decodeClientFrame,
@@ -248,3 +256,75 @@ class BatchTests(SynchronousTestCase):
         self.assertEqual(protocol.MAX_LENGTH, max(DEFAULT_MAX_MESSAGE_SIZE + 13, BATCH_LIMIT + 13))
         self.factory.maxMessageSize = 10 * BATCH_LIMIT
         self.assertEqual(self.factory.buildProtocol(None).MAX_LENGTH, 10 * BATCH_LIMIT + 13)
+
+
+class _Endpoint:
+    """
+    An endpoint whose connections are on L{StringTransport}s, kept in
+    C{protocols}.
+    """
+
+    def __init__(self) -> None:
+        self.protocols: list[SeqClientProtocol] = []
+
+    def connect(self, factory: SeqClientFactory) -> Deferred[SeqClientProtocol]:
+        protocol, _ = onStringTransport(factory.buildProtocol(None))
+        self.protocols.append(protocol)
+        return succeed(protocol)
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    C{python -m streamd.client --framing seq} exits 1, with one line on
+    stderr, whenever it did not do what it was asked.
+    """
+
+    def start(self, *argv: str) -> tuple[Deferred[int], SeqClientProtocol]:
+        """
+        Run the seq client with C{argv} (C{--framing seq} added) on a
+        L{Clock}; the client's run, and its connection.
+        """
+        options = ClientOptions()
+        options.parseOptions(["--framing", "seq", *argv])
+        endpoint = _Endpoint()
+        self.err = io.StringIO()
+        running = runSeq(Clock(), options, endpoint, None, io.StringIO(), self.err)
+        return running, endpoint.protocols[0]
+
+    def ended(self, running: Deferred[int], protocol: SeqClientProtocol) -> int:
+        """
+        Close the client's connection, as its transport would; its exit
+        status.
+        """
+        protocol.connectionLost(Failure(ConnectionDone()))
+        return self.successResultOf(running)
+
+    def test_publishRefused(self) -> None:
+        """
+        A client that only sends, to a stream the server refuses it, exits
+        1: what it sent is dropped.  The subscription's refusal, which
+        comes before the PONG of the client's first PING, is told apart
+        from the message's.
+        """
+        running, protocol = self.start("--stream", "nosuch", "--send", "x", "--count", "0")
+        refusal = framed(Refused("nosuch", "no stream 'nosuch'"))
+        protocol.dataReceived(framed(ServerHello(STREAMS_VERSION, b"", 1, 0, 0)) + refusal + framed(Pong()))
+        self.assertNoResult(running)
+        protocol.dataReceived(refusal + framed(Pong()))
+        self.assertEqual(self.ended(running, protocol), 1)
+        self.assertEqual(self.err.getvalue(), "streamd.client: refused nosuch: no stream 'nosuch'\n" * 2)
+
+    def test_publishTaken(self) -> None:
+        """
+        A client that only sends, whose subscription alone is refused (it
+        may publish to the stream, not read it), exits 0 once the server
+        has taken what it sent.
+        """
+        running, protocol = self.start("--stream", "alerts", "--send", "x", "--count", "0")
+        protocol.dataReceived(
+            framed(ServerHello(STREAMS_VERSION, b"", 1, 0, 0))
+            + framed(Refused("alerts", "this client may not read 'alerts'"))
+            + framed(Pong())
+            + framed(Pong())
+        )
+        self.assertEqual(self.ended(running, protocol), 0)

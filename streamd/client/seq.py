@@ -215,6 +215,14 @@ class SeqClientProtocol(FramedProtocol):
         self._asked = factory.hello()
         frames: list[ClientFrame] = [self._asked, *factory.subscriptions()]
         self.transport.write(b"".join([framed(frame) for frame in frames]))
+        if factory.streams:
+            # The server answers in order: a REFUSED before the PONG of this
+            # PING is a SUB's, one after it a message's.
+            factory.subscribing = True
+            self.flushed().addBoth(self._subscribed)
+
+    def _subscribed(self, result: object) -> None:
+        self.factory.subscribing = False
 
     def handshakeCompleted(self) -> None:
         self.handshakeDone = True
@@ -418,6 +426,9 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
     @ivar positions: where each of those streams is, by name.
     @ivar publishTo: the stream L{SeqClientProtocol.sendString} publishes
         to, if not the listener's.
+    @ivar subscribing: whether the server has yet to handle the SUBs of
+        the current connection: a REFUSED then is a subscription's, not a
+        message's.
     """
 
     protocol = SeqClientProtocol
@@ -447,6 +458,7 @@ class SeqClientFactory(FactoryOf[SeqClientProtocol]):
         self.positions: dict[str, Position] = {}
         self.previousOf: dict[str, int | None] = {}
         self.connected = False
+        self.subscribing = False
         self.timeout = timeout
         self.clock = clock
         self.onMessage = onMessage

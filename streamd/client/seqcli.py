@@ -76,7 +76,8 @@ def runSeq(
 
     def onRefused(subject: str, text: str) -> None:
         err.write(f"{PROGRAM}: refused {subject}: {text}\n")
-        if publisher is not None and subject == publisher.stream:
+        if publishing and subject == publishTo and not client.factory.subscribing:
+            # What it sent there is dropped.
             finish(1)
 
     def onBye(bye: Bye) -> None:
@@ -85,8 +86,10 @@ def runSeq(
             finish(1)
 
     streams = tuple(options["stream"])
+    publishTo = options.publishTo()
+    publishing = bool(options["send"] or options["stdin"])
     # --stdin --resume: every line numbered and sent until acknowledged.
-    publisher = NumberedPublisher(options.publishTo()) if options["stdin"] and options["resume"] else None
+    publisher = NumberedPublisher(publishTo) if options["stdin"] and options["resume"] else None
     since = None if options["since"] is None else parseSince(options["since"], reactor.seconds())
     client = connect(
         reactor,
@@ -101,7 +104,7 @@ def runSeq(
         timeout=options["timeout"] or None,
         streams=streams,
         onRefused=onRefused,
-        publishTo=options.publishTo(),
+        publishTo=publishTo,
         since=since,
         publisher=publisher,
     )
