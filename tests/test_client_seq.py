@@ -328,3 +328,22 @@ class CommandLineTests(SynchronousTestCase):
             + framed(Pong())
         )
         self.assertEqual(self.ended(running, protocol), 0)
+
+    def test_everySubscriptionRefused(self) -> None:
+        """
+        A client that reads exits 1 once the server has refused every
+        subscription it asked for: nothing will come to print.  While one
+        stands, it goes on.
+        """
+        running, protocol = self.start("--stream", "nosuch", "--stream", "other", "--count", "1")
+        protocol.dataReceived(
+            framed(ServerHello(STREAMS_VERSION, b"", 1, 0, 0)) + framed(Refused("nosuch", "no stream 'nosuch'"))
+        )
+        self.assertNoResult(running)
+        protocol.dataReceived(framed(Refused("other", "this client may not read 'other'")) + framed(Pong()))
+        self.assertEqual(self.ended(running, protocol), 1)
+        self.assertEqual(
+            self.err.getvalue(),
+            "streamd.client: refused nosuch: no stream 'nosuch'\n"
+            "streamd.client: refused other: this client may not read 'other'\n",
+        )

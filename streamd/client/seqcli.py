@@ -39,7 +39,9 @@ def runSeq(
     Print every message of a seq listener once, in order; with C{--resume},
     across reconnects, forever.  Each GAP and BYE is one line on C{err}.
     With C{--stream}, each stream's messages (once each, in order per
-    stream), each line prefixed with its stream's name.
+    stream), each line prefixed with its stream's name; once the server
+    has refused every subscription, the client exits 1, and so it does
+    when the server refuses what it publishes.
     C{--timeout} bounds each attempt to connect and to get the server's
     HELLO: without C{--resume} the client then gives up, with one line
     saying what the port may be, as the int32 client does; with it, it
@@ -79,6 +81,11 @@ def runSeq(
         if publishing and subject == publishTo and not client.factory.subscribing:
             # What it sent there is dropped.
             finish(1)
+        elif subject in streams and remaining != 0 and not options["stdin"]:
+            refused.add(subject)
+            if refused.issuperset(streams):
+                # Nothing will come to print.
+                finish(1)
 
     def onBye(bye: Bye) -> None:
         err.write(f"{PROGRAM}: {describeBye(bye)}\n")
@@ -88,6 +95,7 @@ def runSeq(
     streams = tuple(options["stream"])
     publishTo = options.publishTo()
     publishing = bool(options["send"] or options["stdin"])
+    refused: set[str] = set()
     # --stdin --resume: every line numbered and sent until acknowledged.
     publisher = NumberedPublisher(publishTo) if options["stdin"] and options["resume"] else None
     since = None if options["since"] is None else parseSince(options["since"], reactor.seconds())
