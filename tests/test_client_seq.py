@@ -13,7 +13,7 @@ import io
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -260,15 +260,16 @@ class BatchTests(SynchronousTestCase):
 
 class _Endpoint:
     """
-    An endpoint whose connections are on L{StringTransport}s, kept in
-    C{protocols}.
+    An endpoint whose connections are on L{StringTransport}s (that say
+    they are TLS ones, with C{tls}), kept in C{protocols}.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool) -> None:
+        self.tls = tls
         self.protocols: list[SeqClientProtocol] = []
 
     def connect(self, factory: SeqClientFactory) -> Deferred[SeqClientProtocol]:
-        protocol, _ = onStringTransport(factory.buildProtocol(None))
+        protocol, _ = onStringTransport(factory.buildProtocol(None), self.tls)
         self.protocols.append(protocol)
         return succeed(protocol)
 
@@ -279,14 +280,15 @@ class CommandLineTests(SynchronousTestCase):
     stderr, whenever it did not do what it was asked.
     """
 
-    def start(self, *argv: str) -> tuple[Deferred[int], SeqClientProtocol]:
+    def start(self, *argv: str, tls: bool = False) -> tuple[Deferred[int], SeqClientProtocol]:
         """
         Run the seq client with C{argv} (C{--framing seq} added) on a
-        L{Clock}; the client's run, and its connection.
+        L{Clock}, over TLS with C{tls}; the client's run, and its
+        connection.
         """
         options = ClientOptions()
         options.parseOptions(["--framing", "seq", *argv])
-        endpoint = _Endpoint()
+        endpoint = _Endpoint(tls)
         self.err = io.StringIO()
         running = runSeq(Clock(), options, endpoint, None, io.StringIO(), self.err)
         return running, endpoint.protocols[0]
@@ -346,4 +348,41 @@ class CommandLineTests(SynchronousTestCase):
             self.err.getvalue(),
             "streamd.client: refused nosuch: no stream 'nosuch'\n"
             "streamd.client: refused other: this client may not read 'other'\n",
+        )
+
+    def test_closedBeforeHello(self) -> None:
+        """
+        A connection the server closes before its HELLO (an int32 or ascii10
+        listener, which takes the client's HELLO for a bad frame) ends the
+        client with status 1 and one line saying so, with a hint at the
+        port, whether it reads or only sends, cleanly closed or not.
+        """
+        line = (
+            "streamd.client: the server closed the connection before its HELLO:"
+            " is 127.0.0.1:7000 a seq listener (framing=seq)?\n"
+        )
+        for argv, reason in (
+            ((), ConnectionDone()),
+            ((), ConnectionLost()),
+            (("--send", "x", "--count", "0"), ConnectionDone()),
+        ):
+            running, protocol = self.start(*argv)
+            protocol.connectionLost(Failure(reason))
+            self.assertEqual((self.successResultOf(running), self.err.getvalue()), (1, line))
+
+    def test_lostInHandshake(self) -> None:
+        """
+        A TLS connection lost before its handshake completed (a plain port)
+        ends the client with status 1 and a hint that the port may not
+        speak TLS.
+        """
+        running, protocol = self.start("--tls", tls=True)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(
+            (self.successResultOf(running), self.err.getvalue()),
+            (
+                1,
+                "streamd.client: connection to 127.0.0.1:7000 lost during the TLS handshake:"
+                " is it a plain (non-TLS) port?\n",
+            ),
         )

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.stdio import StandardIO
+from twisted.python.failure import Failure
 
 from streamd.client import ClientTimeout, ConnectTimeout, HandshakeTimeout
 from streamd.client.lines import LineSender
@@ -21,6 +22,7 @@ from streamd.printable import printable
 from streamd.reasons import Reason
 from streamd.seqframing import Bye, Gap
 from streamd.since import parseSince
+from streamd.tls import handshakeFailure
 
 PROGRAM = "streamd.client"
 
@@ -150,7 +152,8 @@ def _endStatus(protocol: SeqClientProtocol, reason: BaseException, options: Any,
     """
     The exit status of a client that does not resume, once its one
     connection is closed; says on C{err} why, if the server did not answer
-    in time or sent a frame over the client's limit.
+    in time, sent a frame over the client's limit, or closed the
+    connection before its HELLO.
     """
     if protocol.tooLong is not None:
         err.write(
@@ -172,4 +175,19 @@ def _endStatus(protocol: SeqClientProtocol, reason: BaseException, options: Any,
         return 1
     if protocol.bye is not None:
         return 0 if protocol.bye.code == Reason.SHUTDOWN.value else 1
+    if protocol.hello is None:
+        err.write(f"{PROGRAM}: {_beforeHello(protocol, reason, options)}\n")
+        return 1
     return 0 if isinstance(reason, ConnectionDone) else 1
+
+
+def _beforeHello(protocol: SeqClientProtocol, reason: BaseException, options: Any) -> str:
+    """
+    Why a connection ended before the server's HELLO (and without a BYE),
+    with what the port may be.
+    """
+    where = options.where()
+    if protocol.tls and not protocol.handshakeDone:
+        failed = handshakeFailure(Failure(reason))
+        return failed or f"connection to {where} lost during the TLS handshake: is it a plain (non-TLS) port?"
+    return f"the server closed the connection before its HELLO: is {where} a seq listener (framing=seq)?"
