@@ -10,9 +10,11 @@ import struct
 import sys
 from importlib.metadata import version
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,7 +24,7 @@ from streamd.client.__main__ import ClientOptions, Fail, Printer, _framingHint, 
 from streamd.framing import ASCII10, INT32, FrameTooLong
 from streamd.printable import preview, printable
 
-from .support import InMemoryDaemon
+from .support import InMemoryDaemon, onStringTransport
 
 
 class PrintableTests(SynchronousTestCase):
@@ -162,6 +164,44 @@ class ErrorMessageTests(SynchronousTestCase):
                 self.runClient("--connect", description),
                 (f"streamd.client: bad endpoint {description!r}: {reason}\n", 1),
             )
+
+    def test_tokenRefused(self) -> None:
+        """
+        A connection the server drops after the client's token and before
+        any byte of the stream is said to be about the token; one dropped
+        later is a lost connection.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("wrong-token")
+        connections: list[StreamClientProtocol] = []
+
+        class Endpoint:
+            def connect(self, factory: StreamClientFactory) -> Deferred[StreamClientProtocol]:
+                protocol, _ = onStringTransport(factory.buildProtocol(None))
+                connections.append(protocol)
+                return succeed(protocol)
+
+        self.patch(ClientOptions, "endpoint", lambda options, reactor: Endpoint())
+        for heard, line in (
+            (
+                b"",
+                "127.0.0.1:7000 closed the connection right after this client's token, before any message:"
+                " is the token wrong (--token-file, $STREAMD_TOKEN), or not allowed what was asked"
+                " (see the daemon's log)?",
+            ),
+            (INT32.encode(b"x"), "connection lost: Connection to the other side was lost in a non-clean fashion."),
+        ):
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            outcome = run(MemoryReactorClock(), ["--token-file", path], io.StringIO())
+            if heard:
+                connections[-1].dataReceived(heard)
+            connections[-1].connectionLost(Failure(ConnectionLost()))
+            settled: Deferred[None] = Deferred()
+            _settle(settled, self.failureResultOf(outcome, Fail))
+            self.assertEqual(self.failureResultOf(settled, SystemExit).value.code, 1)
+            self.assertEqual(stderr.getvalue(), f"streamd.client: {line}\n")
 
     def test_version(self) -> None:
         """

@@ -114,12 +114,14 @@ class StreamClientProtocol(FramedProtocol):
         the connection was dropped.
     @ivar tls: whether the connection is a TLS one.
     @ivar handshakeDone: whether its TLS handshake has completed.
+    @ivar heard: whether any bytes came from the server.
     """
 
     factory: StreamClientFactory
     frameError: FrameError | None = None
     tls = False
     handshakeDone = False
+    heard = False
     _timedOut: ClientTimeout | None = None
     _deadline: IDelayedCall | None = None
     _stopping = False
@@ -147,6 +149,7 @@ class StreamClientProtocol(FramedProtocol):
         self._cancelDeadline()
 
     def dataReceived(self, data: bytes) -> None:
+        self.heard = True
         self._cancelDeadline()
         super().dataReceived(data)
 

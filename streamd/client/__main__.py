@@ -321,6 +321,12 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
             return 0
         if client.frameError is not None:
             raise Fail(f"server {client.frameError}{_framingHint(client.frameError, options)}")
+        if token is not None and not client.heard:
+            raise Fail(
+                f"{options.where()} closed the connection right after this client's token, before any"
+                f" message: is the token wrong (--token-file, ${TOKEN_VARIABLE}), or not allowed what was"
+                " asked (see the daemon's log)?"
+            )
         raise Fail(f"connection lost: {reason.getErrorMessage()}")
     return 0
 
