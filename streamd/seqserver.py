@@ -85,6 +85,7 @@ class SeqServerProtocol(FramedSessionProtocol):
     _hello: ClientHello | None = None
     _version = 0
     _unansweredPings = 0
+    _writtenAtPing = 0
 
     def sessionAdmitted(self) -> None:
         self.limitFrames(TOKEN_LIMIT + 1)
@@ -229,13 +230,15 @@ class SeqServerProtocol(FramedSessionProtocol):
         """
         Answer a PING with a PONG, in order with the stream; cut a client
         that sends more than L{MAX_UNANSWERED_PINGS} while its connection
-        has not taken the PONGs it was given, so that a client that does
-        not read holds no more of them than that.
+        takes nothing (PONGs are held for it, and nothing was written since
+        its last PING), so that a client that does not read holds no more
+        of them than that, and one catching up at full speed is not cut.
         """
         session = self.session
         outlet = session.outlet
         assert outlet is not None
-        if not outlet.held:
+        written, self._writtenAtPing = self._writtenAtPing, outlet.written
+        if not outlet.held or outlet.written != written:
             self._unansweredPings = 0
         else:
             self._unansweredPings += 1

@@ -779,6 +779,23 @@ class PingTests(SynchronousTestCase):
         self.assertEqual(received(transport), [Pong()] * MAX_UNANSWERED_PINGS * 4)
         self.assertFalse(transport.disconnecting)
 
+    def test_catchingUpNotCut(self) -> None:
+        """
+        A client whose PONGs wait behind a backlog it is taking (its
+        connection took bytes since its last PING) is not cut, however many
+        PINGs it sends: it reads.
+        """
+        protocol, transport = self.daemon.connect(ClientHello(3, Start.NEWEST, bytes(8), 0))
+        received(transport)
+        cursor = protocol.cursor
+        cursor.pauseProducing()
+        for _ in range(MAX_UNANSWERED_PINGS * 4):
+            protocol.dataReceived(framed(Ping()))
+            # What the connection took of the backlog since that PING.
+            cursor.written += 100
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.daemon.hub.stats.disconnects[Reason.PING_FLOOD], 0)
+
     def assertFloodCut(self, protocol: SeqServerProtocol, transport: StringTransport) -> None:
         """
         While the connection takes nothing, the client's PINGs are answered
