@@ -382,6 +382,25 @@ class FragmentTests(SynchronousTestCase):
         self.assertEqual(context.connections.partial.held, 0)
         self.assertEqual(receiver.messages(), [])
 
+    def test_fragmentsOfLargerMessages(self) -> None:
+        """
+        With a larger C{--max-message-size}, a message may come in a piece
+        per KiB of it: 4 MiB allows 4,096 pieces, and cuts at one more.
+        """
+        context = webContext(ServerConfig(maxMessageSize=4 << 20))
+        sender, receiver = _Client(context), _Client(context)
+        pieces = 4096
+
+        def message(count: int) -> bytes:
+            first = clientFrame(b"x", opcode=2, fin=False)
+            return first + clientFrame(b"x", opcode=0, fin=False) * (count - 2) + clientFrame(b"x", opcode=0)
+
+        sender.protocol.dataReceived(message(pieces))
+        self.assertEqual(receiver.messages(), [(1, b"x" * pieces)])
+        sender.protocol.dataReceived(message(pieces + 1))
+        self.assertEqual(context.hub.stats.disconnects[Reason.BAD_FRAME], 1)
+        self.assertEqual(len(receiver.messages()), 1)
+
     def test_sharedBudget(self) -> None:
         """
         Unfinished messages count against the same C{--max-partial-bytes}
@@ -457,8 +476,9 @@ class PingTests(SynchronousTestCase):
     def test_floodInOneRead(self) -> None:
         """
         A client that reads what it is sent but sends more than
-        L{MAX_UNANSWERED_PINGS} pings in one read is cut (C{ping_flood})
-        without a pong: each ping would cost the daemon time.
+        L{MAX_UNANSWERED_PINGS} pings in one read is cut (C{ping_flood}),
+        and gets no pong for that read's: each ping would cost the daemon
+        time; L{MAX_UNANSWERED_PINGS} in a read get one pong.
         """
         context = webContext()
         client = _Client(context)

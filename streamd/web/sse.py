@@ -275,8 +275,8 @@ class EventsResource(Resource):
 
     def render_HEAD(self, request: Request) -> bytes:
         """
-        The head of a stream, and no stream: an answer to C{HEAD} has no
-        body.
+        A stream's C{Content-Type}, and no stream: an answer to C{HEAD} has
+        no body, and this one checks nothing.
         """
         request.setHeader("Content-Type", "text/event-stream; charset=utf-8")
         request.setHeader("Cache-Control", "no-cache")

@@ -91,10 +91,18 @@ time and carry nothing (C{bad_frame}).
 
 MAX_FRAGMENTS = 1024
 """
-Frames one message may come in (a 1 MiB message in 1 KiB fragments); past
-that, a flood of tiny fragments that each cost the daemon time is cut
-(C{bad_frame}).
+Frames one message may come in, or one per KiB of C{--max-message-size}
+if that is more (L{fragmentLimit}): past that, a flood of tiny fragments
+that each cost the daemon time is cut (C{bad_frame}).
 """
+
+
+def fragmentLimit(maxMessageSize: int) -> int:
+    """
+    The most frames one message may come in: a message of the largest
+    size in 1 KiB pieces, and never fewer than L{MAX_FRAGMENTS}.
+    """
+    return max(MAX_FRAGMENTS, maxMessageSize // 1024)
 
 
 SERVICE_RESTART = 1012
@@ -317,8 +325,9 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     def onMessageFrameBegin(self, length: int) -> None:
         super().onMessageFrameBegin(length)
         self._fragments += 1
-        if self._fragments > MAX_FRAGMENTS and not self._flooded:
-            self._flood(Reason.BAD_FRAME, error=f"sent a message in more than {MAX_FRAGMENTS} frames")
+        limit = self.factory.fragmentLimit
+        if self._fragments > limit and not self._flooded:
+            self._flood(Reason.BAD_FRAME, error=f"sent a message in more than {limit} frames")
 
     def onMessageFrameData(self, payload: bytes) -> None:
         message = self._message
@@ -592,6 +601,7 @@ class StreamWebSocketFactory(WebSocketServerFactory):  # type: ignore[misc]
         super().__init__()
         self.context = context
         size = context.config.maxMessageSize
+        self.fragmentLimit = fragmentLimit(size)
         # The session sends the heartbeat (--heartbeat), so autobahn does not.
         self.setProtocolOptions(maxMessagePayloadSize=size, maxFramePayloadSize=size, autoPingInterval=0)
         if context.deflater is not None:
