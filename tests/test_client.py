@@ -20,7 +20,7 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from streamd.client import StreamClientFactory, StreamClientProtocol
-from streamd.client.__main__ import ClientOptions, Fail, Printer, _framingHint, _settle, run
+from streamd.client.__main__ import REFUSED_WITHIN, ClientOptions, Fail, Printer, _framingHint, _settle, run
 from streamd.framing import ASCII10, INT32, FrameTooLong
 from streamd.printable import preview, printable
 
@@ -169,7 +169,8 @@ class ErrorMessageTests(SynchronousTestCase):
         """
         A connection the server drops after the client's token and before
         any byte of the stream is said to be about the token; one dropped
-        later is a lost connection.
+        after a byte, or seconds later (an idle or a publishing client's),
+        is a lost connection.
         """
         path = self.mktemp()
         with open(path, "w") as f:
@@ -183,20 +184,25 @@ class ErrorMessageTests(SynchronousTestCase):
                 return succeed(protocol)
 
         self.patch(ClientOptions, "endpoint", lambda options, reactor: Endpoint())
-        for heard, line in (
+        lost = "connection lost: Connection to the other side was lost in a non-clean fashion."
+        for heard, later, line in (
             (
                 b"",
+                0,
                 "127.0.0.1:7000 closed the connection right after this client's token, before any message:"
-                " is the token wrong (--token-file, $STREAMD_TOKEN), or not allowed what was asked"
-                " (see the daemon's log)?",
+                " is the token wrong (--token-file, $STREAMD_TOKEN), not allowed what was asked, or the"
+                " daemon full (--max-clients)? See the daemon's log.",
             ),
-            (INT32.encode(b"x"), "connection lost: Connection to the other side was lost in a non-clean fashion."),
+            (INT32.encode(b"x"), 0, lost),
+            (b"", REFUSED_WITHIN, lost),
         ):
             stderr = io.StringIO()
             self.patch(sys, "stderr", stderr)
-            outcome = run(MemoryReactorClock(), ["--token-file", path], io.StringIO())
+            reactor = MemoryReactorClock()
+            outcome = run(reactor, ["--token-file", path], io.StringIO())
             if heard:
                 connections[-1].dataReceived(heard)
+            reactor.advance(later)
             connections[-1].connectionLost(Failure(ConnectionLost()))
             settled: Deferred[None] = Deferred()
             _settle(settled, self.failureResultOf(outcome, Fail))

@@ -37,6 +37,11 @@ from streamd.tls import clientTLS, handshakeFailure
 
 PROGRAM = "streamd.client"
 TOKEN_VARIABLE = "STREAMD_TOKEN"
+REFUSED_WITHIN = 2.0
+"""
+Seconds after connecting within which a connection the daemon drops
+before any byte is taken for a refusal of the client's token.
+"""
 
 
 class ClientOptions(usage.Options):
@@ -294,6 +299,7 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
         raise Fail(f"cannot connect to {options.where()} within {e.seconds:g} s")
     except (ConnectError, DNSLookupError) as e:
         raise Fail(f"cannot connect: {e}")
+    connected = reactor.seconds()
     for text in options["send"]:
         client.sendString(text.encode("utf-8"))
     sending: Deferred[None] | None = None
@@ -321,11 +327,11 @@ def run(reactor: Any, argv: list[str], out: TextIO, stdin: Any = StandardIO) -> 
             return 0
         if client.frameError is not None:
             raise Fail(f"server {client.frameError}{_framingHint(client.frameError, options)}")
-        if token is not None and not client.heard:
+        if token is not None and not client.heard and reactor.seconds() - connected < REFUSED_WITHIN:
             raise Fail(
                 f"{options.where()} closed the connection right after this client's token, before any"
-                f" message: is the token wrong (--token-file, ${TOKEN_VARIABLE}), or not allowed what was"
-                " asked (see the daemon's log)?"
+                f" message: is the token wrong (--token-file, ${TOKEN_VARIABLE}), not allowed what was"
+                " asked, or the daemon full (--max-clients)? See the daemon's log."
             )
         raise Fail(f"connection lost: {reason.getErrorMessage()}")
     return 0

@@ -56,6 +56,7 @@ from streamd.seqframing import (
     ACK_VERSION,
     BATCH_LIMIT,
     IDENTITY_SIZE,
+    PING_VERSION,
     SMSG_OVERHEAD,
     STREAMS_VERSION,
     Ack,
@@ -92,11 +93,6 @@ ONE_STREAM_VERSION = 3
 """
 The version a client of one stream (its listener's) speaks: its messages
 come as MSG and BATCH frames.
-"""
-
-FLUSH_VERSION = 3
-"""
-The first version whose server answers a client's PING (L{SeqClientProtocol.flushed}).
 """
 
 GAP_TEXT = {
@@ -374,7 +370,7 @@ class SeqClientProtocol(FramedProtocol):
         """
         d: Deferred[None] = Deferred()
         hello = self.hello
-        if hello is not None and hello.version < FLUSH_VERSION:
+        if hello is not None and hello.version < PING_VERSION:
             d.callback(None)
         else:
             self._flushes.append(d)
