@@ -43,11 +43,11 @@ def number(
     return coerce
 
 
-def seconds(option: str) -> Callable[[str], float]:
+def seconds(option: str, minimum: float = 0, inclusive: bool = True) -> Callable[[str], float]:
     """
-    A time in seconds, 0 or more.
+    A time in seconds, at least (or, not C{inclusive}, above) C{minimum}.
     """
-    return number(float, option, "a time in seconds")
+    return number(float, option, "a time in seconds", minimum, inclusive)
 
 
 def duration(option: str) -> Callable[[str], float]:
@@ -69,18 +69,18 @@ def duration(option: str) -> Callable[[str], float]:
     return coerce
 
 
-def size(option: str) -> Callable[[str], int]:
+def size(option: str, minimum: int = 0) -> Callable[[str], int]:
     """
-    A size in bytes, 0 or more.
+    A size in bytes, C{minimum} or more.
     """
-    return number(int, option, "a size in bytes")
+    return number(int, option, "a size in bytes", minimum)
 
 
-def count(option: str) -> Callable[[str], int]:
+def count(option: str, minimum: int = 0) -> Callable[[str], int]:
     """
-    A whole number, 0 or more.
+    A whole number, C{minimum} or more.
     """
-    return number(int, option, "a whole number")
+    return number(int, option, "a whole number", minimum)
 
 
 def choice(option: str, *choices: str) -> Callable[[str], str]:

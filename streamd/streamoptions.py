@@ -18,9 +18,9 @@ class StreamsOptions(usage.Options):
 
     optParameters = [
         ["streams", None, "open", "open: a stream is made when first published or subscribed to; declared: only the streams --declare, --source and --listen ... :stream= name exist.", _coerce.choice("streams", "open", "declared")],
-        ["max-streams", None, config.StreamsConfig.maxStreams, "Most streams the daemon holds; a new one past it is refused.", _coerce.number(int, "max-streams", "a whole number", 1)],
-        ["stream-idle", None, None, "Forget a stream after this many seconds with no subscriber, publisher or message (its history with it); declared streams stay (default: never).", _coerce.number(float, "stream-idle", "a time in seconds", 0, inclusive=False)],
-        ["stream-history", None, None, "Bytes of one stream's history at most (default: all of --history, which bounds all streams together).", _coerce.number(int, "stream-history", "a size in bytes", 1)],
+        ["max-streams", None, config.StreamsConfig.maxStreams, "Most streams the daemon holds; a new one past it is refused.", _coerce.count("max-streams", 1)],
+        ["stream-idle", None, None, "Forget a stream after this many seconds with no subscriber, publisher or message (its history with it); declared streams stay (default: never).", _coerce.seconds("stream-idle", 0, inclusive=False)],
+        ["stream-history", None, None, "Bytes of one stream's history at most (default: all of --history, which bounds all streams together).", _coerce.size("stream-history", 1)],
         ["access-file", None, None, "Tokens and the streams each may read and publish to, one line a token: TOKEN read=prices.>,news.* publish=prices.eu.> (see the security docs). Every client must then send a token; re-read on SIGHUP."],
         ["metrics-streams", None, config.StreamMetrics.top, "Streams with series of their own in /metrics: the N that published the most messages (0: none).", _coerce.count("metrics-streams")],
     ]  # fmt: skip

@@ -757,10 +757,15 @@ class DrainTests(SynchronousTestCase):
         service = StreamdService(daemon.clock, DaemonConfig(listens=(), sources=(), drain=30.0))
         service.connections = daemon.connections
         clients: list[Client] = [kind(daemon) for kind in (FramedClient, SeqClient, WebSocketClient, EventsClient)]
+        # What the reactor runs from a signal handler, on its next turn.
+        later: list[tuple[Any, tuple[Any, ...]]] = []
+        daemon.clock.callFromThread = lambda f, *args: later.append((f, args))  # type: ignore[attr-defined]
         stopped = service.stopService()
         self.assertEqual({signal.getsignal(number) for number in STOP_SIGNALS}, {service._stopAgain})
         self.assertNoResult(stopped)
-        service.closeNow("SIGINT")
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # type: ignore[operator, misc]
+        for f, args in later:
+            f(*args)
         self.assertEqual([client.closed for client in clients], [True] * len(clients))
         self.assertIn("SIGINT during shutdown: closing 4 connection(s) now", [formatEvent(e) for e in events])
         for client in clients:

@@ -442,7 +442,7 @@ class Hub:
             self._evict(limit, None)
             return
         self._evict(limit, self._pin())
-        # Only the newest entry left: no subscriber's reading frees more.
+        # Not for the newest entry alone: no subscriber's reading frees it.
         if self.history.size > limit and len(self.history) > 1 and not self.paused:
             self._pause()
 
