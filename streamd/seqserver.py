@@ -42,7 +42,7 @@ from streamd.seqframing import (
     framed,
 )
 from streamd.server import TOKEN_LIMIT, FramedSessionProtocol, StreamServerFactory
-from streamd.session import MAX_UNANSWERED_PINGS, SessionState
+from streamd.session import SessionState
 
 NUMBERED_OVERHEAD = 8 + 256
 """
@@ -84,7 +84,6 @@ class SeqServerProtocol(FramedSessionProtocol):
     pingAnswered = True
     _hello: ClientHello | None = None
     _version = 0
-    _unansweredPings = 0
     _writtenAtPing = 0
 
     def sessionAdmitted(self) -> None:
@@ -229,7 +228,7 @@ class SeqServerProtocol(FramedSessionProtocol):
     def _pingReceived(self) -> None:
         """
         Answer a PING with a PONG, in order with the stream; cut a client
-        that sends more than L{MAX_UNANSWERED_PINGS} while its connection
+        that sends more than L{streamd.session.MAX_UNANSWERED_PINGS} while its connection
         takes nothing (PONGs are held for it, and nothing was written since
         its last PING), so that a client that does not read holds no more
         of them than that, and one catching up at full speed is not cut.
@@ -239,12 +238,9 @@ class SeqServerProtocol(FramedSessionProtocol):
         assert outlet is not None
         written, self._writtenAtPing = self._writtenAtPing, outlet.written
         if not outlet.held or outlet.written != written:
-            self._unansweredPings = 0
-        else:
-            self._unansweredPings += 1
-            if self._unansweredPings > MAX_UNANSWERED_PINGS:
-                session.drop(Reason.PING_FLOOD, count=self._unansweredPings)
-                return
+            session.pongTaken()
+        elif not session.pinged():
+            return
         outlet.sendPrivate(PONG_FRAME)
 
     def _acknowledge(self, number: int, seq: int) -> None:

@@ -399,6 +399,7 @@ class Session:
     _digest: bytes | None = None
     _admitted = False
     _unanswered = 0
+    _unansweredPings = 0
     _throttle: LogThrottle | None = None
     _authCall: IDelayedCall | None = None
     _idleCall: IDelayedCall | None = None
@@ -865,6 +866,25 @@ class Session:
         The client sent something: it answers the heartbeat.
         """
         self._unanswered = 0
+
+    def pinged(self) -> bool:
+        """
+        The client sent a ping (a seq PING, a WebSocket ping) that no pong
+        it took answers yet; past L{MAX_UNANSWERED_PINGS} of them it is cut
+        (C{ping_flood}).
+
+        @return: whether the session is still open.
+        """
+        self._unansweredPings += 1
+        if self._unansweredPings > MAX_UNANSWERED_PINGS:
+            self.drop(Reason.PING_FLOOD, count=self._unansweredPings)
+        return self.open
+
+    def pongTaken(self) -> None:
+        """
+        The client takes the pongs it is sent: its pings are answered.
+        """
+        self._unansweredPings = 0
 
     def drop(self, reason: Reason, **figures: Any) -> None:
         """

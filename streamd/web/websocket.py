@@ -42,7 +42,7 @@ from streamd.names import BadName, isPattern
 from streamd.protocol import addressName
 from streamd.reads import readTarget
 from streamd.reasons import Reason
-from streamd.session import MAX_UNANSWERED_PINGS, ISessionAdapter, Session
+from streamd.session import ISessionAdapter, Session
 from streamd.web.context import BadPosition, Refusal, WebContext, bearerToken, startRequest
 from streamd.web.deflate import Deflater, Inflater, acceptOffer, namedStreamFraming, streamFraming
 from streamd.web.framing import (
@@ -187,7 +187,6 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     _streams: StreamsRequest | None = None
     _target: str | None = None
     _message: bytearray | None = None
-    _unansweredPings = 0
     _ping: bytes | None = None
     _pongHeld: int | None = None
     _pongs = 0
@@ -309,11 +308,17 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         """
         Cut the client for a flood of frames, and read nothing more of it.
         """
+        assert self.session is not None
+        self.session.drop(reason, **figures)
+        self._stopReading()
+
+    def _stopReading(self) -> None:
+        """
+        Read and parse nothing more of a client cut for a flood of frames.
+        """
         self._flooded = True
         self.transport.pauseProducing()
         self._message = None
-        assert self.session is not None
-        self.session.drop(reason, **figures)
 
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)
@@ -353,16 +358,14 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         """
         Note a ping, to be answered once its read is handled (RFC 6455 lets
         a pong answer only the latest ping); a client is cut after
-        L{MAX_UNANSWERED_PINGS} pings without a pong.
+        L{streamd.session.MAX_UNANSWERED_PINGS} pings without a pong.
         """
         session = self.session
-        outlet = session.outlet if session is not None else None
-        if outlet is None or outlet.closed:
+        if session is None or session.outlet is None or session.outlet.closed:
             return
         self._ping = payload
-        self._unansweredPings += 1
-        if self._unansweredPings > MAX_UNANSWERED_PINGS:
-            self._flood(Reason.PING_FLOOD, count=self._unansweredPings)
+        if not session.pinged():
+            self._stopReading()
 
     def _answerPing(self) -> None:
         """
@@ -372,10 +375,12 @@ class StreamWebSocketProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         """
         payload, self._ping = self._ping, None
         session = self.session
-        outlet = session.outlet if session is not None else None
-        if payload is None or outlet is None or outlet.closed or not self._takes(outlet):
+        if payload is None or session is None:
             return
-        self._unansweredPings = 0
+        outlet = session.outlet
+        if outlet is None or outlet.closed or not self._takes(outlet):
+            return
+        session.pongTaken()
         before = outlet.written
         outlet.sendPrivate(b"\x8a" + bytes((len(payload),)) + payload)
         self._pongHeld = before if outlet.written == before else None
