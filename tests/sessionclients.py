@@ -278,6 +278,8 @@ class SeqClient(Client):
                 heard.notices.append(("gap", frame))
             elif isinstance(frame, Ping):
                 heard.notices.append(("ping",))
+            elif isinstance(frame, Pong):
+                heard.notices.append(("pong",))
             elif isinstance(frame, Bye):
                 heard.goodbye = Reason(frame.code)
         if hello is not None:
@@ -292,6 +294,9 @@ class SeqClient(Client):
 
     def answerPings(self) -> None:
         self._send(Pong())
+
+    def sendPing(self) -> None:
+        self._send(Ping())
 
     def announceOversized(self, length: int) -> None:
         self.transport.protocol.dataReceived(pack(">IB", length + 1, 6))
@@ -341,6 +346,8 @@ class StreamsClient(SeqClient):
                 heard.refusals.append(frame.text)
             elif isinstance(frame, Ping):
                 heard.notices.append(("ping",))
+            elif isinstance(frame, Pong):
+                heard.notices.append(("pong",))
             elif isinstance(frame, Bye):
                 heard.goodbye = Reason(frame.code)
         return heard
@@ -516,6 +523,8 @@ class WebSocketClient(_HTTPClient):
                     heard.goodbye = Reason(control["code"])
             elif opcode == 9:
                 heard.notices.append(("ping",))
+            elif opcode == 10:
+                heard.notices.append(("pong",))
             elif opcode == 8 and heard.goodbye is not None:
                 code = int.from_bytes(payload[:2], "big")
                 expected = 1012 if heard.goodbye is Reason.SHUTDOWN else 4000 + heard.goodbye.value  # type: ignore[union-attr]
@@ -540,6 +549,9 @@ class WebSocketClient(_HTTPClient):
 
     def answerPings(self) -> None:
         self._frame(10, b"")
+
+    def sendPing(self) -> None:
+        self._frame(9, b"p")
 
     def announceOversized(self, length: int) -> None:
         self.transport.protocol.dataReceived(pack(">BBH", 0x82, 0xFE, length) + b"\0\0\0\0")
@@ -699,6 +711,8 @@ class WebSocketStreamsClient(_StreamsSiteClient, WebSocketClient):
         for opcode, payload in serverFrames(body):
             if opcode == 9:
                 heard.notices.append(("ping",))
+            elif opcode == 10:
+                heard.notices.append(("pong",))
             elif opcode == 1 and payload.startswith(b"\x1e"):
                 message = json.loads(payload[1:])
                 self.note(heard, message["type"], message)

@@ -29,7 +29,15 @@ from streamd.reasons import Reason
 from streamd.seqserver import SeqServerProtocol
 from streamd.server import StreamServerProtocol
 from streamd.service import STOP_SIGNALS, StreamdService
-from streamd.session import AHEAD_RETRY, AHEAD_WAIT, CONNECTION_LINES, ISessionAdapter, Session
+from streamd.session import (
+    AHEAD_RETRY,
+    AHEAD_WAIT,
+    BYE_GRACE,
+    CONNECTION_LINES,
+    MAX_UNANSWERED_PINGS,
+    ISessionAdapter,
+    Session,
+)
 from streamd.web.framing import SHUTDOWN_RETRY_MS
 from streamd.web.sse import EventStream
 from streamd.web.websocket import StreamWebSocketProtocol
@@ -452,6 +460,51 @@ class _NumberedMixin(_Behaviour):
             self.assertFalse(silent.closed)
 
 
+class _PingingMixin(_Behaviour):
+    """
+    A client's own pings (a seq PING, a WebSocket ping), on the transports
+    that have them: answered while it reads, however many; one that sends
+    them while its connection takes nothing is cut (C{ping_flood}), with no
+    more than L{MAX_UNANSWERED_PINGS} pongs held for it.
+    """
+
+    def pongs(self, client: Client) -> int:
+        return sum(notice[0] == "pong" for notice in client.heard().notices)
+
+    def test_pingsAnswered(self) -> None:
+        """
+        A client that reads gets a pong for each ping it sends in a read
+        of its own, and is not cut.
+        """
+        daemon = Daemon()
+        client = self.connect(daemon)
+        for _ in range(MAX_UNANSWERED_PINGS * 3):
+            client.sendPing()
+        self.assertEqual(self.pongs(client), MAX_UNANSWERED_PINGS * 3)
+        self.assertFalse(client.closed)
+
+    def test_pingFlood(self) -> None:
+        """
+        A client whose connection takes nothing is cut after
+        L{MAX_UNANSWERED_PINGS} pings without a pong it took (counted, and
+        closed within L{BYE_GRACE}), and was given no more than that many
+        pongs.
+        """
+        daemon = Daemon()
+        client = self.connect(daemon)
+        client.pause()
+        for _ in range(MAX_UNANSWERED_PINGS):
+            client.sendPing()
+        self.assertEqual(daemon.stats.disconnects[Reason.PING_FLOOD], 0)
+        for _ in range(MAX_UNANSWERED_PINGS):
+            client.sendPing()
+        self.assertEqual(daemon.stats.disconnects[Reason.PING_FLOOD], 1)
+        self.assertEqual(sum(daemon.stats.disconnects.values()), 1)
+        daemon.clock.advance(BYE_GRACE)
+        self.assertTrue(client.closed)
+        self.assertLessEqual(self.pongs(client), MAX_UNANSWERED_PINGS + 1)
+
+
 class _WebMixin(_Behaviour):
     """
     What only a web client sends: an origin, and its position in a URL.
@@ -542,7 +595,9 @@ class ASCII10Tests(_FramingErrorMixin, Int32Tests):
     client = ASCII10Client
 
 
-class SeqTests(_ReadingMixin, _PublishingMixin, _FramingErrorMixin, _NumberedMixin, SynchronousTestCase):
+class SeqTests(
+    _ReadingMixin, _PublishingMixin, _FramingErrorMixin, _NumberedMixin, _PingingMixin, SynchronousTestCase
+):
     """
     The shared behaviour on a C{seq} listener: every goodbye is a BYE.
     """
@@ -655,7 +710,7 @@ class StreamsTests(SeqTests):
 
 
 class WebSocketTests(
-    _WebMixin, _ReadingMixin, _PublishingMixin, _FramingErrorMixin, _NumberedMixin, SynchronousTestCase
+    _WebMixin, _ReadingMixin, _PublishingMixin, _FramingErrorMixin, _NumberedMixin, _PingingMixin, SynchronousTestCase
 ):
     """
     The shared behaviour at C{/ws}: a refusal before the stream is an HTTP
