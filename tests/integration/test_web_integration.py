@@ -30,7 +30,7 @@ from streamd.fanout.mux import SocketMux
 from streamd.fanout.socketcursor import SocketCursor
 from streamd.reasons import Reason
 from streamd.service import StreamdService
-from streamd.web.websocket import MAX_UNANSWERED_PINGS
+from streamd.session import MAX_UNANSWERED_PINGS
 from tests.support import startDaemon, waitFor
 from tests.webtools import cancelBatchedTimers, controls, events, serverFrames, tokenConfig
 
